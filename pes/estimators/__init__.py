@@ -1,0 +1,70 @@
+"""Gradient estimators for unrolled computation graphs.
+
+Every estimator is built by a factory ``factory(system, **hparams)`` and is a
+`GradientEstimator` with ``init(key, theta) -> state`` and
+``estimate(key, theta, state) -> (grad, state, aux)``.
+
+| name    | unbiased for the whole-episode gradient?                          |
+|---------|-------------------------------------------------------------------|
+| `pes`   | yes (Persistent ES, Vicol et al. 2021)                             |
+| `es`    | only with trunc_len = horizon (full-unroll ES); truncated ES is not |
+| `tbptt` | only with trunc_len = horizon                                      |
+| `rtrl`  | yes (exact, forward mode; small systems)                           |
+| `uoro`  | yes (stochastic rank-one RTRL)                                     |
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Callable
+
+from pes import systems
+from pes.estimators._common import GradientEstimator
+from pes.estimators.evolution import ESState, PESState, es, pes
+from pes.estimators.gradient import RTRLState, TBPTTState, UOROState, rtrl, tbptt, uoro
+
+REGISTRY: dict[str, Callable[..., GradientEstimator]] = {
+    "pes": pes,
+    "es": es,
+    "tbptt": tbptt,
+    "rtrl": rtrl,
+    "uoro": uoro,
+}
+
+
+def hparam_names(name: str) -> list[str]:
+    """The hyperparameters the factory ``name`` accepts."""
+    params = inspect.signature(REGISTRY[name]).parameters
+    return [p for p, v in params.items() if v.kind is inspect.Parameter.KEYWORD_ONLY]
+
+
+def make(name: str, system: systems.UnrolledSystem, **hparams) -> GradientEstimator:
+    """Build the estimator ``name`` for ``system``; raise ``ValueError`` on bad input."""
+    if name not in REGISTRY:
+        raise ValueError(f"estimator={name!r} is unknown; allowed: {', '.join(sorted(REGISTRY))}")
+    allowed = hparam_names(name)
+    unknown = sorted(set(hparams) - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"estimator '{name}' has no hyperparameter {', '.join(unknown)}; "
+            f"allowed: {', '.join(allowed)}"
+        )
+    return REGISTRY[name](system, **hparams)
+
+
+__all__ = [
+    "REGISTRY",
+    "GradientEstimator",
+    "make",
+    "hparam_names",
+    "pes",
+    "es",
+    "tbptt",
+    "rtrl",
+    "uoro",
+    "PESState",
+    "ESState",
+    "TBPTTState",
+    "RTRLState",
+    "UOROState",
+]

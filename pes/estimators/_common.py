@@ -1,0 +1,197 @@
+"""Pieces shared by the estimators: the estimator container, validation, noise, flattening."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+
+from pes import systems
+
+PyTree = Any
+
+
+class GradientEstimator(NamedTuple):
+    """A gradient estimator: a pair of pure functions closed over its hyperparameters.
+
+    Attributes:
+      init: ``init(key, theta) -> est_state``.
+      estimate: ``estimate(key, theta, est_state) -> (grad, est_state, aux)``; ``grad`` has
+        exactly theta's pytree structure, shapes and dtypes; ``aux`` is a dict of scalars
+        that includes ``"loss"``, the mean unroll loss of the particles.
+      name: registry name.
+      hparams: the hyperparameters it was built with.
+      steps_per_estimate: inner steps taken by one trajectory per call (the truncation
+        length K), used to count "inner iterations" honestly on every method's x-axis.
+      cost_per_estimate: inner steps evaluated per call over all particles (including the
+        mean trajectory of truncated ES), for compute axes.
+    """
+
+    init: Callable[[jax.Array, PyTree], Any]
+    estimate: Callable[[jax.Array, PyTree, Any], tuple[PyTree, Any, dict]]
+    name: str
+    hparams: dict
+    steps_per_estimate: int
+    cost_per_estimate: int
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+def check_trunc_len(name: str, system: systems.UnrolledSystem, trunc_len) -> None:
+    systems.check_system(system)
+    if not _is_int(trunc_len) or trunc_len < 1:
+        raise ValueError(
+            f"estimator '{name}': trunc_len={trunc_len!r} is invalid; allowed: an integer >= 1"
+        )
+    if system.unroll_loss == "last" and system.horizon is not None and system.horizon % trunc_len:
+        raise ValueError(
+            f"estimator '{name}': trunc_len={trunc_len} is invalid for a system with "
+            f"unroll_loss='last' and horizon={system.horizon}; allowed: a divisor of the horizon "
+            "(a 'last' objective is only defined when truncations tile the episode)"
+        )
+
+
+def check_sigma(name: str, sigma) -> None:
+    if (
+        isinstance(sigma, bool)
+        or not isinstance(sigma, numbers.Real)
+        or not math.isfinite(sigma)
+        or sigma <= 0
+    ):
+        raise ValueError(
+            f"estimator '{name}': sigma={sigma!r} is invalid; allowed: a finite number > 0 "
+            "(the standard deviation of the perturbations)"
+        )
+
+
+def check_particles(name: str, num_particles, antithetic) -> None:
+    if not isinstance(antithetic, bool):
+        raise ValueError(f"estimator '{name}': antithetic={antithetic!r} is invalid; allowed: true, false")
+    if not _is_int(num_particles) or num_particles < 1:
+        raise ValueError(
+            f"estimator '{name}': num_particles={num_particles!r} is invalid; allowed: an integer >= 1"
+        )
+    if antithetic and num_particles % 2:
+        raise ValueError(
+            f"estimator '{name}': num_particles={num_particles} is invalid with antithetic=True; "
+            "allowed: a positive even integer (it counts particles of both signs)"
+        )
+
+
+# ----------------------------------------------------------------------------- particles
+
+
+class ParticleLayout(NamedTuple):
+    """N particles arranged as ``num_groups`` noise groups of ``group_size`` members.
+
+    With antithetic sampling a group is a (+eps, -eps) pair; otherwise a single particle.
+    Members of a group share their noise draw, their step counter and every random key.
+    """
+
+    num_groups: int
+    group_size: int
+
+    @property
+    def num_particles(self) -> int:
+        return self.num_groups * self.group_size
+
+    def signs(self, dtype) -> jax.Array:
+        return jnp.array([1.0, -1.0][: self.group_size], dtype)
+
+
+def layout(num_particles: int, antithetic: bool) -> ParticleLayout:
+    size = 2 if antithetic else 1
+    return ParticleLayout(num_particles // size, size)
+
+
+def sample_noise(key: jax.Array, theta: PyTree, num_groups: int, sigma: float) -> PyTree:
+    """Gaussian perturbations eps ~ N(0, sigma^2 I), one per group, leaf by leaf over theta."""
+    leaves, treedef = jax.tree.flatten(theta)
+    keys = jax.random.split(key, len(leaves))
+    noise = [
+        sigma * jax.random.normal(k, (num_groups,) + jnp.shape(x), jnp.result_type(x))
+        for k, x in zip(keys, leaves)
+    ]
+    return jax.tree.unflatten(treedef, noise)
+
+
+def perturb(theta: PyTree, eps: PyTree, lay: ParticleLayout) -> PyTree:
+    """theta + sign * eps for every member: leaves of shape (G, M, *theta_leaf.shape)."""
+
+    def leaf(th, e):
+        signs = lay.signs(e.dtype).reshape((1, lay.group_size) + (1,) * (e.ndim - 1))
+        return th + signs * e[:, None]
+
+    return jax.tree.map(leaf, theta, eps)
+
+
+def combine(coeffs: jax.Array, tree: PyTree, scale: float, like: PyTree) -> PyTree:
+    """sum_g coeffs[g] * tree[g] * scale, cast to the dtypes of ``like``."""
+    return jax.tree.map(
+        lambda v, ref: (jnp.tensordot(coeffs.astype(v.dtype), v, axes=1) * scale).astype(
+            jnp.result_type(ref)
+        ),
+        tree,
+        like,
+    )
+
+
+def broadcast_state(state: PyTree, shape: tuple[int, ...]) -> PyTree:
+    """Copy one inner state into every particle slot (leading axes ``shape``)."""
+    return jax.tree.map(lambda x: jnp.broadcast_to(x, shape + jnp.shape(x)), state)
+
+
+def split_key(key: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(noise key, data key) of one estimate; the data key drives the unroll."""
+    noise_key, data_key = jax.random.split(key)
+    return noise_key, data_key
+
+
+# ----------------------------------------------------------------------------- flat views
+# RTRL and UORO need the inner state and theta as flat vectors.  Integer leaves of the
+# state (step counters of a learning-rate schedule, say) are carried along but are not
+# differentiated.
+
+
+class FlatStep(NamedTuple):
+    theta_flat: jax.Array
+    unravel_theta: Callable
+    to_flat: Callable  # state -> (float vector, other leaves)
+    from_flat: Callable  # (float vector, other leaves) -> state
+    step: Callable  # (theta_flat, s_flat, other, key) -> ((new_s_flat, loss), new_other)
+
+
+def flat_step(system: systems.UnrolledSystem, theta: PyTree, state: PyTree) -> FlatStep:
+    theta_flat, unravel_theta = ravel_pytree(theta)
+    leaves, treedef = jax.tree.flatten(state)
+    is_float = [jnp.issubdtype(jnp.result_type(x), jnp.inexact) for x in leaves]
+    if not any(is_float):
+        raise ValueError("the inner state has no floating-point leaves to differentiate")
+    _, unravel_state = ravel_pytree([x for x, f in zip(leaves, is_float) if f])
+
+    def to_flat(state):
+        leaves = jax.tree.leaves(state)
+        s_flat, _ = ravel_pytree([x for x, f in zip(leaves, is_float) if f])
+        other = [x for x, f in zip(leaves, is_float) if not f]
+        return s_flat, other
+
+    def from_flat(s_flat, other):
+        floats = iter(unravel_state(s_flat))
+        others = iter(other)
+        return jax.tree.unflatten(treedef, [next(floats) if f else next(others) for f in is_float])
+
+    def step(th_flat, s_flat, other, key):
+        new_state, loss = system.step(unravel_theta(th_flat), from_flat(s_flat, other), key)
+        new_s, new_other = to_flat(new_state)
+        return (new_s, loss), new_other
+
+    return FlatStep(theta_flat, unravel_theta, to_flat, from_flat, step)

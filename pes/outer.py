@@ -1,0 +1,134 @@
+"""The outer optimisation loop, compiled in chunks.
+
+``make_chunk`` returns one jitted function that runs ``num_logs * log_every`` outer steps
+(estimate, optax update) as nested ``lax.scan``s and returns the metrics of every log
+point.  A driver (``experiments.runner``) calls it repeatedly, writing rows, advancing a
+progress bar and checkpointing between calls; nothing here loops in Python per step.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from pes.estimators import GradientEstimator
+
+PyTree = Any
+MAX_LOGGED_THETA = 16  # theta with at most this many entries is logged entry by entry
+
+
+class TrainState(NamedTuple):
+    """Everything the outer loop carries; a pytree, so it checkpoints as arrays."""
+
+    theta: PyTree
+    opt_state: PyTree
+    est_state: PyTree
+    step: jax.Array  # number of outer steps taken
+    key: jax.Array  # the run's key; step i uses fold_in(key, i)
+
+
+def init_state(
+    key: jax.Array,
+    theta: PyTree,
+    estimator: GradientEstimator,
+    optimizer: optax.GradientTransformation,
+) -> TrainState:
+    est_key, run_key = jax.random.split(key)
+    return TrainState(
+        theta=theta,
+        opt_state=optimizer.init(theta),
+        est_state=estimator.init(est_key, theta),
+        step=jnp.zeros((), jnp.int32),
+        key=run_key,
+    )
+
+
+def theta_metrics(theta: PyTree) -> dict[str, jax.Array]:
+    """theta entry by entry (``theta/0``, ...) when it is small, else its norm."""
+    leaves = jax.tree.leaves(theta)
+    size = sum(jnp.size(x) for x in leaves)
+    if size > MAX_LOGGED_THETA:
+        return {"theta_norm": optax.global_norm(theta)}
+    flat = jnp.concatenate([jnp.ravel(x) for x in leaves]) if leaves else jnp.zeros((0,))
+    if size == 1:
+        return {"theta": flat[0]}
+    return {f"theta/{i}": flat[i] for i in range(size)}
+
+
+def make_step(
+    estimator: GradientEstimator, optimizer: optax.GradientTransformation
+) -> Callable[[TrainState], tuple[TrainState, dict]]:
+    """One outer step: estimate the gradient at theta, then apply the optax update."""
+
+    def step(state: TrainState):
+        key = jax.random.fold_in(state.key, state.step)
+        grad, est_state, aux = estimator.estimate(key, state.theta, state.est_state)
+        updates, opt_state = optimizer.update(grad, state.opt_state, state.theta)
+        theta = optax.apply_updates(state.theta, updates)
+        aux = dict(aux, grad_norm=optax.global_norm(grad))
+        return TrainState(theta, opt_state, est_state, state.step + 1, state.key), aux
+
+    return step
+
+
+def make_chunk(
+    estimator: GradientEstimator,
+    optimizer: optax.GradientTransformation,
+    *,
+    log_every: int,
+    num_logs: int,
+    evaluate: Callable[[PyTree, jax.Array], dict] | None = None,
+) -> Callable[[TrainState], tuple[TrainState, dict]]:
+    """A jitted ``chunk(state) -> (state, metrics)`` running ``num_logs * log_every`` steps.
+
+    ``metrics[name]`` has shape ``(num_logs,)``: the estimator's aux values averaged over
+    the ``log_every`` steps before each log point, the gradient norm of the last step,
+    theta (entry by entry when small) and ``evaluate(theta, key)`` at the log point.
+    ``metrics["outer_step"]`` is the number of outer steps taken at each log point.
+    """
+    if log_every < 1 or num_logs < 1:
+        raise ValueError(f"log_every={log_every} and num_logs={num_logs} must both be >= 1")
+    step = make_step(estimator, optimizer)
+
+    def log_point(state, _):
+        state, auxs = jax.lax.scan(lambda s, _: step(s), state, None, length=log_every)
+        metrics = {k: jnp.mean(v) for k, v in auxs.items() if k != "grad_norm"}
+        metrics["grad_norm"] = auxs["grad_norm"][-1]
+        metrics.update(theta_metrics(state.theta))
+        if evaluate is not None:
+            eval_key = jax.random.fold_in(jax.random.fold_in(state.key, state.step), 1)
+            metrics.update(evaluate(state.theta, eval_key))
+        metrics["outer_step"] = state.step
+        return state, metrics
+
+    def chunk(state):
+        return jax.lax.scan(log_point, state, None, length=num_logs)
+
+    return jax.jit(chunk)
+
+
+def run(
+    key: jax.Array,
+    theta: PyTree,
+    estimator: GradientEstimator,
+    optimizer: optax.GradientTransformation,
+    *,
+    num_steps: int,
+    log_every: int = 1,
+    evaluate: Callable | None = None,
+) -> tuple[TrainState, dict]:
+    """Run ``num_steps`` outer steps in one compiled call (library use, no I/O).
+
+    Returns the final `TrainState` and metrics stacked over ``num_steps // log_every``
+    log points.
+    """
+    if num_steps % log_every:
+        raise ValueError(f"num_steps={num_steps} must be a multiple of log_every={log_every}")
+    state = init_state(key, theta, estimator, optimizer)
+    chunk = make_chunk(
+        estimator, optimizer, log_every=log_every, num_logs=num_steps // log_every, evaluate=evaluate
+    )
+    return chunk(state)

@@ -1,0 +1,148 @@
+"""The results schema: one tidy long-format table shared by every experiment.
+
+Every CSV the suite writes (``metrics.csv`` of a run, the merged ``metrics.csv`` of a
+figure) has exactly these columns, one row per logged scalar:
+
+| column          | meaning                                                              |
+|-----------------|----------------------------------------------------------------------|
+| `run_id`        | deterministic id of the run inside its figure (e.g. `pes-k1`)         |
+| `figure`        | figure id (`figure2`) or `adhoc` for single runs                      |
+| `task`          | task name (`influence_balancing`)                                     |
+| `estimator`     | estimator name (`pes`, `es`, `tbptt`, `rtrl`, `uoro`)                 |
+| `trunc_len`     | truncation length K                                                  |
+| `sigma`         | perturbation standard deviation (empty for gradient methods)         |
+| `num_particles` | particles N, both signs counted (empty for gradient methods)         |
+| `seed`          | the run's seed                                                       |
+| `outer_step`    | outer iterations taken when the value was logged                     |
+| `inner_steps`   | inner steps taken by one trajectory (outer_step * K, for every method) |
+| `metric`        | metric name; vectors are split into `name/0`, `name/1`, ...           |
+| `value`         | the scalar value (float)                                             |
+
+No cell ever holds an array repr.  This module only builds and checks tables; reading
+and writing files is the runner's job (`experiments.io`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+
+COLUMNS = (
+    "run_id",
+    "figure",
+    "task",
+    "estimator",
+    "trunc_len",
+    "sigma",
+    "num_particles",
+    "seed",
+    "outer_step",
+    "inner_steps",
+    "metric",
+    "value",
+)
+RUN_COLUMNS = COLUMNS[:8]  # constant within a run
+
+
+class SchemaError(ValueError):
+    """A results table does not follow the schema."""
+
+
+def rows(run_info: Mapping, metrics: Mapping[str, np.ndarray], trunc_len: int) -> list[dict]:
+    """Long-format rows from stacked metrics (``metrics["outer_step"]`` gives the steps).
+
+    Args:
+      run_info: values of `RUN_COLUMNS` for the run.
+      metrics: name -> array of shape (num_logs,), including ``"outer_step"``.
+      trunc_len: K, to compute ``inner_steps``.
+    """
+    missing = [c for c in RUN_COLUMNS if c not in run_info]
+    if missing:
+        raise SchemaError(f"run_info lacks {missing}")
+    steps = np.asarray(metrics["outer_step"]).astype(np.int64)
+    out = []
+    for name, values in sorted(metrics.items()):
+        if name == "outer_step":
+            continue
+        values = np.asarray(values, dtype=np.float64)
+        if values.shape != steps.shape:
+            raise SchemaError(f"metric {name!r} has shape {values.shape}, expected {steps.shape}")
+        for step, value in zip(steps, values):
+            out.append(
+                dict(
+                    run_info,
+                    outer_step=int(step),
+                    inner_steps=int(step) * int(trunc_len),
+                    metric=name,
+                    value=float(value),
+                )
+            )
+    return out
+
+
+def frame(records: Iterable[Mapping]) -> pd.DataFrame:
+    """A DataFrame with the schema's columns in order."""
+    return pd.DataFrame.from_records(list(records), columns=list(COLUMNS))
+
+
+def validate(
+    df: pd.DataFrame,
+    *,
+    expected_runs: Iterable[str] | None = None,
+    allow_nonfinite: Iterable[str] = (),
+) -> pd.DataFrame:
+    """Check a results table; return it with normalised dtypes.
+
+    Raises `SchemaError` on wrong columns, missing expected runs, non-numeric values,
+    duplicate (run, metric, step) rows, or NaN values in metrics not listed in
+    ``allow_nonfinite`` (a diverging method may legitimately log inf).
+    """
+    if tuple(df.columns) != COLUMNS:
+        raise SchemaError(f"columns are {list(df.columns)}; expected {list(COLUMNS)}")
+    df = df.copy()
+    try:
+        df["value"] = pd.to_numeric(df["value"], errors="raise").astype(float)
+        for col in ("trunc_len", "seed", "outer_step", "inner_steps"):
+            df[col] = pd.to_numeric(df[col], errors="raise").astype(np.int64)
+    except (ValueError, TypeError) as err:
+        raise SchemaError(f"non-numeric cell: {err}") from err
+    df["run_id"] = df["run_id"].astype(str)
+    df["metric"] = df["metric"].astype(str)
+    if expected_runs is not None:
+        missing = sorted(set(expected_runs) - set(df["run_id"]))
+        if missing:
+            raise SchemaError(f"missing runs: {missing}")
+    dup = df.duplicated(subset=["run_id", "seed", "metric", "outer_step"])
+    if dup.any():
+        first = df[dup].iloc[0]
+        raise SchemaError(
+            f"duplicate rows, e.g. run {first.run_id} metric {first.metric} step {first.outer_step}"
+        )
+    allowed = set(allow_nonfinite)
+    bad = df["value"].isna() & ~df["metric"].isin(allowed)
+    if bad.any():
+        first = df[bad].iloc[0]
+        raise SchemaError(f"NaN value: run {first.run_id} metric {first.metric} step {first.outer_step}")
+    return df
+
+
+def metric_table(df: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Wide view of one metric: index outer_step, one column per run_id."""
+    sub = df[df["metric"] == metric]
+    if sub.empty:
+        raise SchemaError(f"no rows for metric {metric!r}; have {sorted(df['metric'].unique())}")
+    return sub.pivot_table(index="outer_step", columns="run_id", values="value", aggfunc="mean")
+
+
+def final_values(df: pd.DataFrame, metric: str) -> pd.Series:
+    """The last logged value of ``metric`` per run (mean over seeds)."""
+    sub = df[df["metric"] == metric]
+    last = sub.loc[sub.groupby(["run_id", "seed"])["outer_step"].idxmax()]
+    return last.groupby("run_id")["value"].mean()
+
+
+def is_finite(x: float) -> bool:
+    return x is not None and math.isfinite(x)

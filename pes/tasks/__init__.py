@@ -1,0 +1,69 @@
+"""Paper tasks as `Task` objects: an unrolled system, an initial theta and an evaluation.
+
+``make(name, **params)`` builds a task by name.  Each task module exposes
+``make(**params) -> Task``; its keyword arguments are the task's config keys.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable, NamedTuple
+
+import jax
+
+from pes.systems import UnrolledSystem
+
+PyTree = Any
+
+
+class Task(NamedTuple):
+    """An experiment's inner problem.
+
+    Attributes:
+      name: registry name.
+      system: the `UnrolledSystem` the estimators work on.
+      theta_init: the initial outer parameters (a pytree).
+      evaluate: ``evaluate(theta, key) -> dict[str, scalar]``, the task's logged metrics
+        (for example the paper's long-unroll loss); pure and jit-compatible.
+      metadata: static facts plots and tables need (optimum, axis labels, ...).
+    """
+
+    name: str
+    system: UnrolledSystem
+    theta_init: PyTree
+    evaluate: Callable[[PyTree, jax.Array], dict]
+    metadata: dict
+
+
+def _registry() -> dict[str, Callable[..., Task]]:
+    from pes.tasks import influence_balancing, linear_quadratic
+
+    return {
+        "influence_balancing": influence_balancing.make,
+        "linear_quadratic": linear_quadratic.make,
+    }
+
+
+def names() -> list[str]:
+    return sorted(_registry())
+
+
+def param_names(name: str) -> list[str]:
+    return list(inspect.signature(_registry()[name]).parameters)
+
+
+def make(name: str, **params) -> Task:
+    """Build task ``name``; raise ``ValueError`` naming the bad value and what is allowed."""
+    registry = _registry()
+    if name not in registry:
+        raise ValueError(f"task={name!r} is unknown; allowed: {', '.join(sorted(registry))}")
+    allowed = param_names(name)
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"task '{name}' has no parameter {', '.join(unknown)}; allowed: {', '.join(allowed)}"
+        )
+    return registry[name](**params)
+
+
+__all__ = ["Task", "make", "names", "param_names"]
