@@ -1,0 +1,56 @@
+# PES reproduction suite. `make help` lists the targets.
+SHELL := /bin/bash
+PROFILE ?= quick
+RESULTS ?= results
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+EXTRAS ?= dev
+STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
+comma := ,
+FIGURES := $(patsubst configs/figure/figure%.yaml,%,$(wildcard configs/figure/figure*.yaml))
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install test test-slow lint list-figures reproduce-all clean-results $(addprefix reproduce-figure-,$(FIGURES))
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z0-9_%-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+	@echo "Variables: PROFILE=quick|paper (default quick), RESULTS=<dir> (default results)"
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
+	@touch $@
+
+install: $(STAMP) ## Create .venv and install the package with its dev tools
+
+test: $(STAMP) ## Run the test suite (excludes @slow; a few minutes on 2 CPU cores)
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+test-slow: $(STAMP) ## Run only the slow tests (paper-profile checks)
+	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff check
+	$(PY) -m ruff check pes experiments scripts tests
+
+list-figures: $(STAMP) ## Figure number -> experiment -> expected outcome
+	@$(PY) -m experiments.figures
+
+# Figure N: run its configured runs (resumable), merge the CSV, then plot.
+$(RESULTS)/$(PROFILE)/figure%/metrics.csv: $(STAMP) configs/figure/figure%.yaml $(wildcard pes/*.py pes/*/*.py experiments/*.py configs/*/*.yaml)
+	$(PY) -m experiments.reproduce figure=figure$* profile=$(PROFILE) results_root=$(RESULTS)
+
+$(RESULTS)/$(PROFILE)/figures/figure%.png: $(RESULTS)/$(PROFILE)/figure%/metrics.csv scripts/plot_figure%.py scripts/_style.py
+	$(PY) scripts/plot_figure$*.py $< $@
+
+.PRECIOUS: $(RESULTS)/$(PROFILE)/figure%/metrics.csv
+
+$(addprefix reproduce-figure-,$(FIGURES)): reproduce-figure-%: $(RESULTS)/$(PROFILE)/figures/figure%.png ## make reproduce-figure-N [PROFILE=paper]: regenerate figure N
+	@echo "figure $*: $<"
+
+reproduce-all: $(addprefix reproduce-figure-,$(FIGURES)) ## Every figure at PROFILE
+
+clean-results: ## Delete results/$(PROFILE) (runs, merged CSVs, figures)
+	rm -rf $(RESULTS)/$(PROFILE)

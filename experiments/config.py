@@ -1,0 +1,241 @@
+"""Config composition and validation: Hydra configs in, library objects out.
+
+This is the only place that turns configuration into `pes` objects.  Every problem with a
+config is raised as `ConfigError` with a one-line message naming the value and what is
+allowed, before any compute starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from pathlib import Path
+from typing import Any, NamedTuple, Sequence
+
+import hydra
+import jax
+import optax
+from hydra.errors import HydraException, MissingConfigException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+import pes
+from pes import tasks
+from pes.estimators import GradientEstimator
+from pes.tasks import Task
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = ROOT / "configs"
+FIGURE_DIR = CONFIG_DIR / "figure"
+# Keys that do not change a run's results (excluded from its fingerprint).
+NON_RESULT_KEYS = ("progress", "resume", "results_root", "run_id")
+NON_RESULT_TRAIN_KEYS = ("chunk_size",)
+
+
+class ConfigError(ValueError):
+    """A configuration problem, described in one line."""
+
+
+def _one_line(text: str) -> str:
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+def _compose_error(err: Exception, overrides: Sequence[str]) -> ConfigError:
+    text = str(err)
+    if isinstance(err, MissingConfigException) or "Could not find" in text:
+        m = re.search(r"Could not find '([^/']+)/([^']+)'", text)
+        options = re.findall(r"^\t(\S+)$", text, flags=re.M)
+        if m:
+            group, option = m.groups()
+            allowed = ", ".join(options) if options else "see configs/" + group
+            return ConfigError(f"{group}={option} is unknown; allowed: {allowed}")
+    m = re.search(r"Could not override '([\w.]+)'", text)
+    if m:
+        key = m.group(1)
+        parent, _, leaf = key.rpartition(".")
+        allowed = _allowed_keys(parent, overrides, key)
+        where = f"under '{parent}'" if parent else "at the top level"
+        return ConfigError(f"{key} is not a config key; allowed {where}: {allowed}")
+    cause = f" ({_one_line(err.__cause__)})" if err.__cause__ else ""
+    return ConfigError(_one_line(text) + cause)
+
+
+def _allowed_keys(parent: str, overrides: Sequence[str], bad_key: str) -> str:
+    rest = [o for o in overrides if not o.lstrip("+~").startswith(bad_key + "=")]
+    try:
+        cfg = _compose_raw(rest)
+    except (HydraException, OmegaConfBaseException):
+        return "(could not compose the config without the bad key)"
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    if isinstance(node, DictConfig):
+        return ", ".join(str(k) for k in node.keys())
+    return f"'{parent}' is not a group of keys"
+
+
+def _compose_raw(overrides: Sequence[str]) -> DictConfig:
+    with hydra.initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        return hydra.compose("config", overrides=list(overrides))
+
+
+def compose(overrides: Sequence[str] = ()) -> DictConfig:
+    """Compose the root config with command-line style overrides."""
+    try:
+        return _compose_raw(overrides)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise _compose_error(err, overrides) from err
+
+
+# ----------------------------------------------------------------------------- building
+
+
+class Built(NamedTuple):
+    task: Task
+    estimator: GradientEstimator
+    optimizer: optax.GradientTransformation
+    num_steps: int
+    log_every: int
+    chunk_size: int
+
+
+def _params(node: DictConfig) -> dict[str, Any]:
+    params = OmegaConf.to_container(node, resolve=True)
+    assert isinstance(params, dict)
+    params.pop("name", None)
+    return params
+
+
+def _positive_int(value, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{key}={value!r} is invalid; allowed: an integer >= 1")
+    return value
+
+
+def build_optimizer(node: DictConfig) -> optax.GradientTransformation:
+    params = _params(node)
+    name = node.get("name")
+    clip_norm = params.pop("clip_norm", None)
+    factory = getattr(optax, str(name), None) if name else None
+    if factory is None or not callable(factory):
+        raise ConfigError(f"outer_optimizer.name={name!r} is unknown; allowed: an optax optimizer such as sgd, adam")
+    lr = params.get("learning_rate")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+        raise ConfigError(f"outer_optimizer.learning_rate={lr!r} is invalid; allowed: a finite number > 0")
+    if clip_norm is not None and (not isinstance(clip_norm, (int, float)) or clip_norm <= 0):
+        raise ConfigError(f"outer_optimizer.clip_norm={clip_norm!r} is invalid; allowed: null or a number > 0")
+    try:
+        opt = factory(**params)
+    except TypeError as err:
+        raise ConfigError(f"outer_optimizer: optax.{name} rejected {sorted(params)}: {err}") from err
+    if clip_norm is not None:
+        opt = optax.chain(optax.clip_by_global_norm(float(clip_norm)), opt)
+    return opt
+
+
+def build(cfg: DictConfig) -> Built:
+    """Validate ``cfg`` and build the task, estimator and optimizer (no compute)."""
+    jax.config.update("jax_enable_x64", bool(cfg.x64))
+    try:
+        task = tasks.make(str(cfg.task.name), **_params(cfg.task))
+    except (ValueError, TypeError) as err:
+        raise ConfigError(str(err)) from err
+    try:
+        estimator = pes.estimators.make(str(cfg.estimator.name), task.system, **_params(cfg.estimator))
+    except (ValueError, TypeError) as err:
+        raise ConfigError(str(err)) from err
+    optimizer = build_optimizer(cfg.outer_optimizer)
+    num_steps = _positive_int(cfg.train.num_outer_steps, "train.num_outer_steps")
+    log_every = _positive_int(cfg.train.log_every, "train.log_every")
+    chunk_size = _positive_int(cfg.train.chunk_size, "train.chunk_size")
+    if num_steps % log_every:
+        raise ConfigError(
+            f"train.num_outer_steps={num_steps} is invalid with train.log_every={log_every}; "
+            "allowed: a multiple of log_every"
+        )
+    chunk_size = max(log_every, chunk_size - chunk_size % log_every)
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or cfg.seed < 0:
+        raise ConfigError(f"seed={cfg.seed!r} is invalid; allowed: an integer >= 0")
+    return Built(task, estimator, optimizer, num_steps, log_every, chunk_size)
+
+
+# ----------------------------------------------------------------------------- identity
+
+
+def fingerprint(cfg: DictConfig) -> str:
+    """A hash of everything in ``cfg`` that affects the run's results."""
+    data = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(data, dict)
+    for key in NON_RESULT_KEYS:
+        data.pop(key, None)
+    data.pop("hydra", None)
+    for key in NON_RESULT_TRAIN_KEYS:
+        data.get("train", {}).pop(key, None)
+    text = OmegaConf.to_yaml(OmegaConf.create(data), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def run_id(cfg: DictConfig) -> str:
+    if cfg.run_id:
+        rid = str(cfg.run_id)
+        if not re.fullmatch(r"[A-Za-z0-9._-]+", rid):
+            raise ConfigError(f"run_id={rid!r} is invalid; allowed: letters, digits, '.', '_', '-'")
+        return rid
+    k = cfg.estimator.get("trunc_len", "na")
+    return f"{cfg.task.name}-{cfg.estimator.name}-k{k}-seed{cfg.seed}-{fingerprint(cfg)[:6]}"
+
+
+def run_dir(cfg: DictConfig) -> Path:
+    return Path(cfg.results_root) / str(cfg.profile.name) / str(cfg.figure_id) / "runs" / run_id(cfg)
+
+
+def run_info(cfg: DictConfig) -> dict:
+    """The per-run columns of the results schema."""
+    est = cfg.estimator
+    return {
+        "run_id": run_id(cfg),
+        "figure": str(cfg.figure_id),
+        "task": str(cfg.task.name),
+        "estimator": str(est.name),
+        "trunc_len": int(est.get("trunc_len", 0)),
+        "sigma": float(est.sigma) if "sigma" in est else float("nan"),
+        "num_particles": int(est.num_particles) if "num_particles" in est else -1,
+        "seed": int(cfg.seed),
+    }
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def figure_names() -> list[str]:
+    return sorted(p.stem for p in FIGURE_DIR.glob("figure*.yaml"))
+
+
+def load_figure(name: str) -> DictConfig:
+    """The figure config ``configs/figure/<name>.yaml`` (``figure2`` or ``2``)."""
+    if not name.startswith("figure"):
+        name = f"figure{name}"
+    path = FIGURE_DIR / f"{name}.yaml"
+    if not path.exists():
+        raise ConfigError(f"figure={name} is unknown; allowed: {', '.join(figure_names())}")
+    fig = OmegaConf.load(path)
+    ids = [r.id for r in fig.runs]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"figure {name}: run ids are not unique: {ids}")
+    return fig
+
+
+def figure_run_overrides(fig: DictConfig, run: DictConfig, profile: str, extra: Sequence[str] = ()) -> list[str]:
+    """Overrides composing one run of a figure under a profile (later ones win)."""
+    profiles = fig.get("profiles", {}) or {}
+    if profile not in ("quick", "paper"):
+        raise ConfigError(f"profile={profile} is unknown; allowed: quick, paper")
+    return [
+        *fig.get("base", []),
+        *profiles.get(profile, []),
+        *run.overrides,
+        *(run.get(profile) or []),
+        f"profile={profile}",
+        f"figure_id={fig.id}",
+        f"run_id={run.id}",
+        *extra,
+    ]

@@ -1,0 +1,85 @@
+"""Reproduce one paper figure: run its explicit run list, then merge the CSVs.
+
+    python -m experiments.reproduce figure=figure2 profile=quick [results_root=...] [any override]
+
+Runs are composed exactly like single runs (configs/figure/<figure>.yaml lists them);
+finished runs are skipped and interrupted ones resume, so rerunning is cheap.  The merged
+table goes to <results_root>/<profile>/<figure>/metrics.csv.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from experiments import config as C
+from experiments import io, runner
+from pes import results
+
+
+def parse(argv: list[str]) -> tuple[str, str, list[str]]:
+    figure, profile, extra = None, "quick", []
+    for arg in argv:
+        if arg.startswith("figure="):
+            figure = arg.split("=", 1)[1]
+        elif arg.startswith("profile="):
+            profile = arg.split("=", 1)[1]
+        else:
+            extra.append(arg)
+    if figure is None:
+        raise C.ConfigError(f"figure=<name> is required; allowed: {', '.join(C.figure_names())}")
+    return figure, profile, extra
+
+
+def figure_dir(results_root: str, profile: str, figure_id: str) -> Path:
+    return Path(results_root) / profile / figure_id
+
+
+def reproduce(figure: str, profile: str = "quick", extra: list[str] = ()) -> Path:
+    """Run (or resume) every run of ``figure`` and write the merged CSV; returns its path."""
+    fig = C.load_figure(figure)
+    cfgs = []
+    for run in fig.runs:  # compose and validate every run before computing anything
+        cfg = C.compose(C.figure_run_overrides(fig, run, profile, extra))
+        C.build(cfg)
+        cfgs.append(cfg)
+    frames = []
+    for i, cfg in enumerate(cfgs, 1):
+        t0 = time.perf_counter()
+        out = runner.run(cfg)
+        meta = io.read_json(out / runner.META) or {}
+        print(
+            f"[{i}/{len(cfgs)}] {fig.id} {cfg.run_id}: {meta.get('status')} "
+            f"({time.perf_counter() - t0:.1f} s now, {meta.get('wall_time_s', 0):.1f} s total) -> {out}",
+            file=sys.stderr,
+        )
+        frames.append(pd.read_csv(out / runner.CSV))
+    merged = results.validate(pd.concat(frames, ignore_index=True), expected_runs=[r.id for r in fig.runs],
+                              allow_nonfinite=_nonfinite_ok(fig))
+    path = figure_dir(cfgs[0].results_root, profile, fig.id) / "metrics.csv"
+    io.atomic_write_text(path, merged.to_csv(index=False))
+    print(path)
+    return path
+
+
+def _nonfinite_ok(fig) -> list[str]:
+    return list(fig.get("allow_nonfinite", []) or [])
+
+
+def main() -> None:
+    try:
+        figure, profile, extra = parse(sys.argv[1:])
+        reproduce(figure, profile, extra)
+    except C.ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted: logged rows are kept; rerun the same command to resume", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
