@@ -235,25 +235,7 @@ def pes(
         )
         weights = systems.step_weights(system, trunc_len, losses.dtype)
         diffs = _antithetic_differences(losses, lay, weights)  # (G, K)
-        ends_f = ends.astype(diffs.dtype)
-        # restarted[g, j]: the episode of group g was reset before step j of this truncation.
-        restarted = (jnp.cumsum(ends_f, axis=1) - ends_f) > 0
-        coeff_eps = jnp.sum(diffs, axis=1)
-        coeff_accum = jnp.sum(jnp.where(restarted, 0.0, diffs), axis=1)
-        grad = jax.tree.map(
-            lambda g1, g2: g1 + g2,
-            C.combine(coeff_eps, eps, scale, theta),
-            C.combine(coeff_accum, state.accum, scale, theta),
-        )
-        any_end = jnp.any(ends, axis=1)
-        last_end = ends[:, -1]
-
-        def new_accum(xi, e):
-            shape = (-1,) + (1,) * (e.ndim - 1)
-            cont = jnp.where(any_end.reshape(shape), e, xi + e)
-            return jnp.where(last_end.reshape(shape), jnp.zeros_like(e), cont)
-
-        accum = jax.tree.map(new_accum, state.accum, eps)
+        grad, accum = pes_update(diffs, ends, eps, state.accum, scale, theta)
         aux = {"loss": jnp.mean(jnp.sum(losses * weights, axis=-1))}
         return grad, PESState(inner, t, accum), aux
 
@@ -265,3 +247,45 @@ def pes(
         stagger=stagger,
     )
     return C.GradientEstimator(init, estimate, "pes", hparams, trunc_len, num_particles * trunc_len)
+
+
+def pes_update(diffs, ends, eps, accum, scale, like):
+    """The PES gradient and the new accumulators from one truncation's outcomes.
+
+    Shared by every driver of PES (pure-JAX systems here, external simulators elsewhere),
+    so the estimator's arithmetic exists once.
+
+    Args:
+      diffs: (G, K) weighted antithetic loss differences sum_m sign_m w_j loss_{g,m,j}
+        (for non-antithetic groups, just the weighted losses).
+      ends: (G, K) bool, the group's episode ended after step j.
+      eps: this truncation's perturbations, theta's tree with a leading G axis.
+      accum: the accumulators before this truncation (same structure as ``eps``).
+      scale: 1 / (N sigma^2).
+      like: theta, whose dtypes the gradient takes.
+
+    Returns:
+      (grad, new_accum).  Losses before a reset inside the truncation are weighted by
+      accum + eps, losses after it by eps alone; the accumulator continues as accum + eps,
+      restarts from eps after a mid-truncation reset, or from 0 if the episode ended on
+      the truncation's last step.
+    """
+    ends_f = ends.astype(diffs.dtype)
+    # restarted[g, j]: the episode of group g was reset before step j of this truncation.
+    restarted = (jnp.cumsum(ends_f, axis=1) - ends_f) > 0
+    coeff_eps = jnp.sum(diffs, axis=1)
+    coeff_accum = jnp.sum(jnp.where(restarted, jnp.zeros_like(diffs), diffs), axis=1)
+    grad = jax.tree.map(
+        lambda g1, g2: g1 + g2,
+        C.combine(coeff_eps, eps, scale, like),
+        C.combine(coeff_accum, accum, scale, like),
+    )
+    any_end = jnp.any(ends, axis=1)
+    last_end = ends[:, -1]
+
+    def new_accum(xi, e):
+        shape = (-1,) + (1,) * (e.ndim - 1)
+        cont = jnp.where(any_end.reshape(shape), e, xi + e)
+        return jnp.where(last_end.reshape(shape), jnp.zeros_like(e), cont)
+
+    return grad, jax.tree.map(new_accum, accum, eps)
