@@ -37,14 +37,18 @@ def grid_settings(fig: DictConfig, profile: str, extra: list[str] = ()) -> dict:
     node = fig.get("grid")
     if node is None:
         raise C.ConfigError(f"figure {fig.id} has no grid section")
-    settings = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k in GRID_KEYS}
+    settings = {
+        k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k in GRID_KEYS
+    }
     settings.update(OmegaConf.to_container(node.get(profile) or OmegaConf.create({}), resolve=True))
     for arg in extra:
         key, _, value = arg.partition("=")
         if key.startswith("grid."):
-            name = key[len("grid."):]
+            name = key[len("grid.") :]
             if name not in GRID_KEYS:
-                raise C.ConfigError(f"{key} is not a grid key; allowed: {', '.join('grid.' + k for k in GRID_KEYS)}")
+                raise C.ConfigError(
+                    f"{key} is not a grid key; allowed: {', '.join('grid.' + k for k in GRID_KEYS)}"
+                )
             settings[name] = _parse(value)
     missing = [k for k in ("metric", "low", "high", "num") if k not in settings]
     if missing:
@@ -69,8 +73,15 @@ def task_config(fig: DictConfig, profile: str, extra: list[str] = ()) -> DictCon
     """The composed config of the figure's task (base + profile overrides, no run)."""
     profiles = fig.get("profiles", {}) or {}
     rest = [a for a in extra if not a.startswith("grid.")]
-    return C.compose([*fig.get("base", []), *profiles.get(profile, []), f"profile={profile}",
-                      f"figure_id={fig.id}", *rest])
+    return C.compose(
+        [
+            *fig.get("base", []),
+            *profiles.get(profile, []),
+            f"profile={profile}",
+            f"figure_id={fig.id}",
+            *rest,
+        ]
+    )
 
 
 def run_grid(
@@ -87,18 +98,28 @@ def run_grid(
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = dict(settings, task=task.name, x64=bool(jax.config.jax_enable_x64))
     meta = io.read_json(out_dir / META)
-    if resume and meta and meta.get("settings") == stamp and meta.get("status") == "complete" \
-            and (out_dir / CSV).exists():
+    if (
+        resume
+        and meta
+        and meta.get("settings") == stamp
+        and meta.get("status") == "complete"
+        and (out_dir / CSV).exists()
+    ):
         return out_dir / CSV
     metric = settings["metric"]
     key = jax.random.key(0) if key is None else key
     probe = jax.eval_shape(task.evaluate, task.theta_init, key)
     if metric not in probe:
-        raise C.ConfigError(f"grid.metric={metric!r} is not logged by task {task.name}; allowed: {', '.join(sorted(probe))}")
+        raise C.ConfigError(
+            f"grid.metric={metric!r} is not logged by task {task.name}; "
+            f"allowed: {', '.join(sorted(probe))}"
+        )
     axes = G.grid_axes(settings["low"], settings["high"], settings["num"])
     dim = int(np.size(task.theta_init))
     if len(axes) != dim:
-        raise C.ConfigError(f"the grid has {len(axes)} dimensions but task {task.name}'s theta has {dim}")
+        raise C.ConfigError(
+            f"the grid has {len(axes)} dimensions but task {task.name}'s theta has {dim}"
+        )
     points = G.grid_points(axes)
     shape = np.shape(task.theta_init)
 
@@ -110,33 +131,46 @@ def run_grid(
     evaluate = jax.jit(lambda p: G.evaluate_points(fn, p, chunk))
     values = np.empty(len(points))
     start = time.perf_counter()
-    with tqdm(total=len(points), desc=f"grid {task.name}", unit="pt", disable=not progress,
-              file=sys.stderr, leave=False) as bar:
+    with tqdm(
+        total=len(points),
+        desc=f"grid {task.name}",
+        unit="pt",
+        disable=not progress,
+        file=sys.stderr,
+        leave=False,
+    ) as bar:
         for lo in range(0, len(points), block):
-            part = points[lo:lo + block]
+            part = points[lo : lo + block]
             if len(part) < block and len(points) > block:  # same shape, one compilation
                 part = np.concatenate([part, np.broadcast_to(part[:1], (block - len(part), dim))])
             out = np.asarray(evaluate(part))
             n = min(block, len(points) - lo)
-            values[lo:lo + n] = out[:n]
+            values[lo : lo + n] = out[:n]
             bar.update(n)
     wall = time.perf_counter() - start
     summary = G.summarize(axes, values)
-    io.atomic_write_text(out_dir / CSV, results.grid_frame(task.name, metric, points, values).to_csv(index=False))
-    io.write_json(out_dir / META, {
-        "settings": stamp,
-        "status": "complete",
-        "num_points": len(points),
-        "min": summary.min,
-        "argmin": summary.argmin.tolist(),
-        "wall_time_s": wall,
-        "git_commit": io.git_commit(C.ROOT),
-        "machine": io.machine(),
-    })
+    io.atomic_write_text(
+        out_dir / CSV, results.grid_frame(task.name, metric, points, values).to_csv(index=False)
+    )
+    io.write_json(
+        out_dir / META,
+        {
+            "settings": stamp,
+            "status": "complete",
+            "num_points": len(points),
+            "min": summary.min,
+            "argmin": summary.argmin.tolist(),
+            "wall_time_s": wall,
+            "git_commit": io.git_commit(C.ROOT),
+            "machine": io.machine(),
+        },
+    )
     return out_dir / CSV
 
 
-def figure_grid(fig: DictConfig, profile: str, extra: list[str] = (), *, results_root: str | None = None) -> Path:
+def figure_grid(
+    fig: DictConfig, profile: str, extra: list[str] = (), *, results_root: str | None = None
+) -> Path:
     """Compute (or reuse) a figure's grid; returns the grid CSV path."""
     settings = grid_settings(fig, profile, list(extra))
     cfg = task_config(fig, profile, list(extra))
@@ -144,11 +178,17 @@ def figure_grid(fig: DictConfig, profile: str, extra: list[str] = (), *, results
     root = results_root if results_root is not None else str(cfg.results_root)
     out_dir = Path(root) / profile / str(fig.id)
     t0 = time.perf_counter()
-    path = run_grid(built.task, settings, out_dir, progress=bool(cfg.progress), resume=bool(cfg.resume))
+    path = run_grid(
+        built.task, settings, out_dir, progress=bool(cfg.progress), resume=bool(cfg.resume)
+    )
     meta = io.read_json(out_dir / META) or {}
-    print(f"{fig.id} grid: {meta.get('num_points')} points, min {meta.get('min'):.6g} at "
-          f"{meta.get('argmin')} ({time.perf_counter() - t0:.1f} s now, {meta.get('wall_time_s', 0):.1f} s "
-          f"computing) -> {path}", file=sys.stderr)
+    print(
+        f"{fig.id} grid: {meta.get('num_points')} points, min {meta.get('min'):.6g} at "
+        f"{meta.get('argmin')} ({time.perf_counter() - t0:.1f} s now, "
+        f"{meta.get('wall_time_s', 0):.1f} s "
+        f"computing) -> {path}",
+        file=sys.stderr,
+    )
     return path
 
 

@@ -10,7 +10,8 @@ minimum.  Pure JAX: progress bars and files are the experiment layer's job
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -25,7 +26,9 @@ def _as_list(value, dim: int | None, name: str) -> list[float]:
     return [float(v) for v in value]
 
 
-def grid_axes(low: Sequence[float], high: Sequence[float], num: int | Sequence[int]) -> list[np.ndarray]:
+def grid_axes(
+    low: Sequence[float], high: Sequence[float], num: int | Sequence[int]
+) -> list[np.ndarray]:
     """The per-dimension coordinates of a regular grid (endpoints included).
 
     ``num`` is the number of points per dimension (an int for all dimensions, or one per
@@ -37,18 +40,25 @@ def grid_axes(low: Sequence[float], high: Sequence[float], num: int | Sequence[i
     high = _as_list(high, dim, "high")
     nums = [num] * dim if np.ndim(num) == 0 else list(num)
     if dim == 0:
-        raise ValueError("low=[] gives a grid with zero dimensions; allowed: one bound per theta entry")
+        raise ValueError(
+            "low=[] gives a grid with zero dimensions; allowed: one bound per theta entry"
+        )
     if len(high) != dim or len(nums) != dim:
         raise ValueError(
-            f"grid bounds and sizes disagree: low has {dim} entries, high {len(high)}, num {len(nums)}"
+            f"grid bounds and sizes disagree: low has {dim} entries, "
+            f"high {len(high)}, num {len(nums)}"
         )
     for i, n in enumerate(nums):
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise ValueError(f"grid num[{i}]={n!r} gives a grid with zero points; allowed: an integer >= 1")
-    for i, (lo, hi) in enumerate(zip(low, high)):
+            raise ValueError(
+                f"grid num[{i}]={n!r} gives a grid with zero points; allowed: an integer >= 1"
+            )
+    for i, (lo, hi) in enumerate(zip(low, high, strict=True)):
         if not (np.isfinite(lo) and np.isfinite(hi)) or (lo >= hi and nums[i] > 1):
-            raise ValueError(f"grid range [{lo}, {hi}] of dimension {i} is invalid; allowed: finite low < high")
-    return [np.linspace(lo, hi, int(n)) for lo, hi, n in zip(low, high, nums)]
+            raise ValueError(
+                f"grid range [{lo}, {hi}] of dimension {i} is invalid; allowed: finite low < high"
+            )
+    return [np.linspace(lo, hi, int(n)) for lo, hi, n in zip(low, high, nums, strict=True)]
 
 
 def grid_points(axes: Sequence[np.ndarray]) -> np.ndarray:
@@ -99,7 +109,7 @@ def summarize(axes: Sequence[np.ndarray], values: np.ndarray) -> GridResult:
     if np.all(np.isnan(values)):
         raise ValueError("every grid value is NaN; there is no minimum")
     idx = np.unravel_index(int(np.nanargmin(values)), shape)
-    argmin = np.array([a[i] for a, i in zip(axes, idx)])
+    argmin = np.array([a[i] for a, i in zip(axes, idx, strict=True)])
     return GridResult(list(axes), values, argmin, float(values[idx]))
 
 

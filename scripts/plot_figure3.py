@@ -69,17 +69,23 @@ def check_in_range(name: str, points: np.ndarray, axes: list[np.ndarray], clip: 
 def load(metrics_csv: str | Path, grid_csv: str | Path | None):
     df = _style.read(metrics_csv)
     if METRIC not in set(df["metric"]):
-        raise PlotError(f"{metrics_csv}: no '{METRIC}' rows; is this a figure-3 (toy_regression) CSV?")
+        raise PlotError(
+            f"{metrics_csv}: no '{METRIC}' rows; is this a figure-3 (toy_regression) CSV?"
+        )
     grid_csv = Path(grid_csv) if grid_csv else Path(metrics_csv).with_name("grid.csv")
     if not grid_csv.exists():
-        raise PlotError(f"grid CSV {grid_csv} does not exist; run `python -m experiments.grid figure=figure3`")
+        raise PlotError(
+            f"grid CSV {grid_csv} does not exist; run `python -m experiments.grid figure=figure3`"
+        )
     axes, values = results.grid_array(pd.read_csv(grid_csv))
     if len(axes) != 2:
         raise PlotError(f"{grid_csv}: a {len(axes)}-dimensional grid; figure 3 needs 2 dimensions")
     return df, axes, values
 
 
-def plot(df: pd.DataFrame, axes: list[np.ndarray], values: np.ndarray, start=(-4.0, -4.0), clip=False):
+def plot(
+    df: pd.DataFrame, axes: list[np.ndarray], values: np.ndarray, start=(-4.0, -4.0), clip=False
+):
     """Draw both panels; returns the matplotlib figure."""
     start = np.asarray(start, dtype=float)
     check_in_range("start", start[None], axes, clip=False)
@@ -87,21 +93,45 @@ def plot(df: pd.DataFrame, axes: list[np.ndarray], values: np.ndarray, start=(-4
     for run, path in paths.items():
         check_in_range(f"run {run}", path, axes, clip)
         if np.linalg.norm(path[0] - start) > 1.0:
-            raise PlotError(f"run {run} starts at {tuple(np.round(path[0], 3))}, far from --start={tuple(start)}; "
-                            "pass the runs' theta_init as --start")
+            raise PlotError(
+                f"run {run} starts at {tuple(np.round(path[0], 3))}, "
+                f"far from --start={tuple(start)}; "
+                "pass the runs' theta_init as --start"
+            )
     fig, (ax_a, ax_b) = plt.subplots(1, 2, figsize=(12, 5))
 
-    mesh = ax_a.pcolormesh(axes[0], axes[1], values.T, norm=LogNorm(vmin=5e2, vmax=1e4),
-                           cmap="Purples_r", shading="nearest", rasterized=True)
+    mesh = ax_a.pcolormesh(
+        axes[0],
+        axes[1],
+        values.T,
+        norm=LogNorm(vmin=5e2, vmax=1e4),
+        cmap="Purples_r",
+        shading="nearest",
+        rasterized=True,
+    )
     fig.colorbar(mesh, ax=ax_a, label="Meta Objective L(θ)")
     for run, est in runs_in_order(df):
         path = np.concatenate([start[None], paths[run]])
         st = _style.style(est)
-        ax_a.plot(path[:, 0], path[:, 1], color=st["color"], linestyle="-", linewidth=2,
-                  label=LABELS.get(est, est))
+        ax_a.plot(
+            path[:, 0],
+            path[:, 1],
+            color=st["color"],
+            linestyle="-",
+            linewidth=2,
+            label=LABELS.get(est, est),
+        )
         ax_a.plot(path[-1, 0], path[-1, 1], "o", color=st["color"], markersize=5)
-    ax_a.plot(*start, marker="*", color="gold", markeredgecolor="black", markersize=16, linestyle="none",
-              label="start", zorder=5)
+    ax_a.plot(
+        *start,
+        marker="*",
+        color="gold",
+        markeredgecolor="black",
+        markersize=16,
+        linestyle="none",
+        label="start",
+        zorder=5,
+    )
     ax_a.set_xlim(axes[0][0], axes[0][-1])
     ax_a.set_ylim(axes[1][0], axes[1][-1])
     ax_a.set_xlabel("Initial Log-LR")
@@ -130,7 +160,9 @@ def parse_start(text: str) -> tuple[float, float]:
     except ValueError:
         values = ()
     if len(values) != 2:
-        raise argparse.ArgumentTypeError(f"--start={text!r} is invalid; allowed: two numbers 'theta0,theta1'")
+        raise argparse.ArgumentTypeError(
+            f"--start={text!r} is invalid; allowed: two numbers 'theta0,theta1'"
+        )
     return values
 
 
@@ -138,9 +170,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("metrics_csv")
     parser.add_argument("out_png")
-    parser.add_argument("--grid", default=None, help="grid CSV (default: grid.csv beside metrics_csv)")
-    parser.add_argument("--start", type=parse_start, default=(-4.0, -4.0), help="initial theta, 'theta0,theta1'")
-    parser.add_argument("--clip", action="store_true", help="draw trajectories that leave the grid range")
+    parser.add_argument(
+        "--grid", default=None, help="grid CSV (default: grid.csv beside metrics_csv)"
+    )
+    parser.add_argument(
+        "--start", type=parse_start, default=(-4.0, -4.0), help="initial theta, 'theta0,theta1'"
+    )
+    parser.add_argument(
+        "--clip", action="store_true", help="draw trajectories that leave the grid range"
+    )
     args = parser.parse_args(argv)
     try:
         df, axes, values = load(args.metrics_csv, args.grid)

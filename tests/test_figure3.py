@@ -33,13 +33,17 @@ def quick_figure(tmp_path_factory):
     """The quick profile of figure 3 with a coarser grid (101^2) to keep the test short."""
     root = tmp_path_factory.mktemp("results")
     with jax.numpy_rank_promotion("allow"):
-        path = reproduce.reproduce("figure3", "quick", [f"results_root={root}", "progress=false", "grid.num=101"])
+        path = reproduce.reproduce(
+            "figure3", "quick", [f"results_root={root}", "progress=false", "grid.num=101"]
+        )
     jax.config.update("jax_enable_x64", True)
     return path
 
 
 def test_quick_profile_ordering_and_grid(quick_figure):
-    df = results.validate(pd.read_csv(quick_figure), expected_runs=["tbptt", "rtrl", "uoro", "es", "pes"])
+    df = results.validate(
+        pd.read_csv(quick_figure), expected_runs=["tbptt", "rtrl", "uoro", "es", "pes"]
+    )
     final = results.final_values(df, "meta_objective")
     # Every method makes K=10 inner steps per outer iteration: the x-axis is outer_step * 10.
     assert (df["inner_steps"] == df["outer_step"] * 10).all()
@@ -56,14 +60,20 @@ def test_quick_profile_ordering_and_grid(quick_figure):
 def test_rerun_skips_grid_and_runs(quick_figure, capsys):
     root = quick_figure.parent.parent.parent
     mtime = quick_figure.with_name("grid.csv").stat().st_mtime_ns
-    reproduce.reproduce("figure3", "quick", [f"results_root={root}", "progress=false", "grid.num=101"])
+    reproduce.reproduce(
+        "figure3", "quick", [f"results_root={root}", "progress=false", "grid.num=101"]
+    )
     assert quick_figure.with_name("grid.csv").stat().st_mtime_ns == mtime
 
 
 def test_plot_script_writes_png_and_pdf(quick_figure, tmp_path):
     out = tmp_path / "figure3.png"
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts/plot_figure3.py"), str(quick_figure), str(out)],
-                          capture_output=True, text=True, env=_env())
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/plot_figure3.py"), str(quick_figure), str(out)],
+        capture_output=True,
+        text=True,
+        env=_env(),
+    )
     assert proc.returncode == 0, proc.stderr
     assert out.stat().st_size > 10_000 and out.with_suffix(".pdf").exists()
 
@@ -87,11 +97,17 @@ def test_plot_errors_are_one_line(quick_figure, tmp_path, capsys):
         assert err.startswith("error: ") and "\n" not in err
         return err
 
-    assert "start: theta=(-6.0, -4.0) lies outside the grid range theta0 in [-5.0, 5.0]" in fails("--start=-6,-4")
+    assert "start: theta=(-6.0, -4.0) lies outside the grid range theta0 in [-5.0, 5.0]" in fails(
+        "--start=-6,-4"
+    )
     # a grid that does not cover the trajectories: an error, unless --clip
     small = tmp_path / "grid.csv"
-    pts = np.stack(np.meshgrid(np.linspace(-5, 0, 3), np.linspace(-5, 0, 3), indexing="ij"), -1).reshape(-1, 2)
-    results.grid_frame("toy_regression", "meta_objective", pts, np.ones(9)).to_csv(small, index=False)
+    pts = np.stack(
+        np.meshgrid(np.linspace(-5, 0, 3), np.linspace(-5, 0, 3), indexing="ij"), -1
+    ).reshape(-1, 2)
+    results.grid_frame("toy_regression", "meta_objective", pts, np.ones(9)).to_csv(
+        small, index=False
+    )
     err = fails("--grid", str(small))
     assert "lies outside the grid range" in err and "--clip" in err
     main([str(quick_figure), out, "--grid", str(small), "--clip"])
@@ -99,7 +115,9 @@ def test_plot_errors_are_one_line(quick_figure, tmp_path, capsys):
     assert "does not exist" in fails("--grid", str(tmp_path / "none.csv"))
     assert "far from --start" in fails("--start=0,0")
     empty = tmp_path / "empty.csv"
-    results.grid_frame("toy_regression", "meta_objective", np.zeros((0, 2)), np.zeros(0)).to_csv(empty, index=False)
+    results.grid_frame("toy_regression", "meta_objective", np.zeros((0, 2)), np.zeros(0)).to_csv(
+        empty, index=False
+    )
     assert "zero rows" in fails("--grid", str(empty))
 
 
@@ -110,8 +128,12 @@ def test_notebook_executes(quick_figure, monkeypatch):
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("PES_FIGURE_CSV", str(quick_figure))
     nb = nbformat.read(ROOT / "notebooks/figure3.ipynb", as_version=4)
-    nbclient.NotebookClient(nb, timeout=180, kernel_name="python3",
-                            resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
+    nbclient.NotebookClient(
+        nb,
+        timeout=180,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(ROOT / "notebooks")}},
+    ).execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     assert any("image/png" in o.get("data", {}) for o in outputs)
@@ -127,8 +149,15 @@ def test_bad_grid_settings_fail_before_compute(tmp_path):
     cfg_task = EG.task_config(fig, "quick", [])
     task = C.build(cfg_task).task
     jax.config.update("jax_enable_x64", True)
-    with pytest.raises(C.ConfigError, match=r"grid.metric='accuracy' is not logged by task toy_regression"):
-        EG.run_grid(task, dict(EG.grid_settings(fig, "quick", []), metric="accuracy", num=3), tmp_path, progress=False)
+    with pytest.raises(
+        C.ConfigError, match=r"grid.metric='accuracy' is not logged by task toy_regression"
+    ):
+        EG.run_grid(
+            task,
+            dict(EG.grid_settings(fig, "quick", []), metric="accuracy", num=3),
+            tmp_path,
+            progress=False,
+        )
 
 
 def _env() -> dict:

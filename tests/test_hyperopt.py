@@ -27,17 +27,29 @@ allow_rank_promotion = jax.numpy_rank_promotion("allow")
 
 @pytest.mark.parametrize(
     "t, expected",
-    [(0, 0.1), (25, 0.1 * 0.75 + 0.01 * 0.25), (50, 0.055), (99, 0.1 * 0.01 + 0.01 * 0.99), (100, 0.01)],
+    [
+        (0, 0.1),
+        (25, 0.1 * 0.75 + 0.01 * 0.25),
+        (50, 0.055),
+        (99, 0.1 * 0.01 + 0.01 * 0.99),
+        (100, 0.01),
+    ],
 )
 def test_linear_schedule_hand_values(t, expected):
     theta = jnp.array([LN(0.1), LN(0.01)])
-    assert float(hyperopt.schedule_value("linear", theta, t, 100)) == pytest.approx(expected, rel=1e-12)
+    assert float(hyperopt.schedule_value("linear", theta, t, 100)) == pytest.approx(
+        expected, rel=1e-12
+    )
 
 
-@pytest.mark.parametrize("t, expected", [(0, 0.5), (5, 0.5 / 1.5**2), (10, 0.5 / 2.0**2), (20, 0.5 / 9.0)])
+@pytest.mark.parametrize(
+    "t, expected", [(0, 0.5), (5, 0.5 / 1.5**2), (10, 0.5 / 2.0**2), (20, 0.5 / 9.0)]
+)
 def test_inverse_time_decay_hand_values(t, expected):
     theta = jnp.array([LN(0.5), LN(2.0)])  # initial LR 0.5, decay exponent 2
-    assert float(hyperopt.schedule_value("inverse-time-decay", theta, t, 10)) == pytest.approx(expected, rel=1e-12)
+    assert float(hyperopt.schedule_value("inverse-time-decay", theta, t, 10)) == pytest.approx(
+        expected, rel=1e-12
+    )
 
 
 def test_fixed_schedule_ignores_step():
@@ -61,7 +73,10 @@ def test_per_tensor_schedule_gives_one_lr_per_tensor():
 
 
 def test_bad_schedule_inputs_fail_with_clear_errors():
-    with pytest.raises(ValueError, match=r"schedule='cosine' is unknown; allowed: fixed, inverse-time-decay, linear"):
+    with pytest.raises(
+        ValueError,
+        match=r"schedule='cosine' is unknown; allowed: fixed, inverse-time-decay, linear",
+    ):
         hyperopt.schedule_value("cosine", jnp.zeros(2), 0, 10)
     with pytest.raises(ValueError, match=r"schedule 'linear' takes 2 parameters; got 1"):
         hyperopt.init_schedule_params("linear", [0.0])
@@ -113,7 +128,9 @@ def test_weight_decay_adds_coefficient_times_params():
 
 
 def test_unknown_optimizer_error():
-    with pytest.raises(ValueError, match=r"inner_optimizer='rmsprop' is unknown; allowed: sgd, sgdm, adam"):
+    with pytest.raises(
+        ValueError, match=r"inner_optimizer='rmsprop' is unknown; allowed: sgd, sgdm, adam"
+    ):
         hyperopt.inner_optimizer("rmsprop")
 
 
@@ -146,7 +163,7 @@ def test_training_system_steps_match_hand_computation():
         assert int(state.t) == t + 1
 
 
-# ----------------------------------------------------------------------------- non-differentiable objective
+# ------------------------------------------------------------------- non-differentiable objective
 
 
 def _threshold_system(thresholds, horizon=1):
@@ -207,7 +224,8 @@ def test_pes_with_accuracy_objective_improves_accuracy():
     def meta(th, key):
         return {"neg_accuracy_sum": full_objective(system, th, key, key)}
 
-    _, metrics = pes.outer.run(jax.random.key(0), theta0, est, optax.adam(0.05), num_steps=300,
-                               log_every=50, evaluate=meta)
+    _, metrics = pes.outer.run(
+        jax.random.key(0), theta0, est, optax.adam(0.05), num_steps=300, log_every=50, evaluate=meta
+    )
     assert float(meta(theta0, jax.random.key(0))["neg_accuracy_sum"]) == 0.0
     assert float(metrics["neg_accuracy_sum"][-1]) < -2.0  # sum over 4 steps of -accuracy

@@ -22,13 +22,19 @@ def numpy_meta_objective(theta, horizon=100, x0=(1.0, 1.0)):
         lr = math.exp(theta[0]) * (horizon - t) / horizon + math.exp(theta[1]) * t / horizon
         e = math.exp(-5.0 * x[0] ** 2)
         s2 = math.sin(x[1]) ** 2
-        grad = np.array([
-            x[0] / math.sqrt(x[0] ** 2 + 5.0) - 10.0 * x[0] * s2 * e,
-            2.0 * math.sin(x[1]) * math.cos(x[1]) * e + 0.25 * np.sign(x[1] - 100.0),
-        ])
+        grad = np.array(
+            [
+                x[0] / math.sqrt(x[0] ** 2 + 5.0) - 10.0 * x[0] * s2 * e,
+                2.0 * math.sin(x[1]) * math.cos(x[1]) * e + 0.25 * np.sign(x[1] - 100.0),
+            ]
+        )
         x = x - lr * grad
-        total += math.sqrt(x[0] ** 2 + 5) - math.sqrt(5) + math.sin(x[1]) ** 2 * math.exp(-5 * x[0] ** 2) \
+        total += (
+            math.sqrt(x[0] ** 2 + 5)
+            - math.sqrt(5)
+            + math.sin(x[1]) ** 2 * math.exp(-5 * x[0] ** 2)
             + 0.25 * abs(x[1] - 100.0)
+        )
     return total
 
 
@@ -82,14 +88,19 @@ def test_full_objective_gradient_matches_finite_differences(task):
     for i in range(2):
         e = np.zeros(2)
         e[i] = h
-        fd = (numpy_meta_objective(np.asarray(theta) + e) - numpy_meta_objective(np.asarray(theta) - e)) / (2 * h)
+        fd = (
+            numpy_meta_objective(np.asarray(theta) + e)
+            - numpy_meta_objective(np.asarray(theta) - e)
+        ) / (2 * h)
         assert float(grad[i]) == pytest.approx(fd, rel=1e-5)
 
 
 def test_bad_task_inputs():
     with pytest.raises(ValueError, match=r"schedule='cosine' is unknown; allowed:"):
         tasks.make("toy_regression", schedule="cosine")
-    with pytest.raises(ValueError, match=r"schedule='linear-pl' is invalid; allowed: a global schedule"):
+    with pytest.raises(
+        ValueError, match=r"schedule='linear-pl' is invalid; allowed: a global schedule"
+    ):
         tasks.make("toy_regression", schedule="linear-pl")
     with pytest.raises(ValueError, match=r"schedule 'linear' takes 2 parameters; got 3"):
         tasks.make("toy_regression", theta_init=[0.0, 0.0, 0.0])
@@ -129,7 +140,9 @@ def test_evaluate_points_matches_direct_evaluation(task, chunk_size):
 
 
 def test_grid_search_finds_minimum_of_a_known_function():
-    res = G.grid_search(lambda th: (th[0] - 0.5) ** 2 + (th[1] + 1.0) ** 2, [-2, -2], [2, 2], [9, 17], 5)
+    res = G.grid_search(
+        lambda th: (th[0] - 0.5) ** 2 + (th[1] + 1.0) ** 2, [-2, -2], [2, 2], [9, 17], 5
+    )
     assert res.values.shape == (9, 17)
     np.testing.assert_allclose(res.argmin, [0.5, -1.0])
     assert res.min == pytest.approx(0.0, abs=1e-12)
@@ -175,7 +188,9 @@ def test_coarse_grid_finds_the_valley(task):
     res = G.grid_search(fn, [-5, -5], [5, 5], 201, chunk_size=8192)
     assert res.min == pytest.approx(552.0, rel=0.01)
     assert 2.5 <= res.argmin[0] <= 3.0 and res.argmin[1] <= 0.6
-    assert res.values[20, 20] == pytest.approx(_meta(task, (-4.0, -4.0)), rel=1e-12)  # grid point (-4, -4)
+    assert res.values[20, 20] == pytest.approx(
+        _meta(task, (-4.0, -4.0)), rel=1e-12
+    )  # grid point (-4, -4)
 
 
 @pytest.mark.slow

@@ -63,8 +63,12 @@ def make(
       inner_optimizer: ``sgd`` (paper), ``sgdm`` or ``adam``.
       weight_decay: L2 coefficient added to the gradient (Gen-2 uses 1e-10, negligible).
     """
-    _check("horizon", horizon, isinstance(horizon, int) and not isinstance(horizon, bool) and horizon >= 1,
-           "an integer >= 1")
+    _check(
+        "horizon",
+        horizon,
+        isinstance(horizon, int) and not isinstance(horizon, bool) and horizon >= 1,
+        "an integer >= 1",
+    )
     x_init = list(x_init)
     _check("x_init", x_init, len(x_init) == 2, "two numbers")
     if schedule.endswith("-pl"):
