@@ -165,3 +165,23 @@ def _env() -> dict:
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env.setdefault("MPLBACKEND", "Agg")
     return env
+
+
+@pytest.mark.slow
+def test_paper_profile_claims(tmp_path):
+    """Paper profile (20000 outer iterations, float64, 2000^2 grid): about 2 min on 2 CPU cores."""
+    with jax.numpy_rank_promotion("allow"):
+        path = reproduce.reproduce(
+            "figure3", "paper", [f"results_root={tmp_path}", "progress=false"]
+        )
+    jax.config.update("jax_enable_x64", True)
+    df = results.validate(pd.read_csv(path))
+    final = results.final_values(df, "meta_objective")
+    late = results.metric_table(df, "meta_objective").iloc[-200:].mean()  # last 2000 outer steps
+    assert final["pes"] <= 600 and late["pes"] <= 600  # reaches the valley and stays
+    assert 1100 <= late["es"] <= 1900  # truncated ES (sigma 1) stalls, oscillating around ~1500
+    assert min(final["tbptt"], final["rtrl"]) > 2300
+    assert final["uoro"] > 1000
+    axes, values = results.grid_array(pd.read_csv(path.with_name("grid.csv")))
+    assert values.shape == (2000, 2000)
+    assert np.nanmin(values) == pytest.approx(552.0, rel=0.01)
