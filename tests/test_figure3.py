@@ -169,7 +169,7 @@ def _env() -> dict:
 
 @pytest.mark.slow
 def test_paper_profile_claims(tmp_path):
-    """Paper profile (20000 outer iterations, float64, 2000^2 grid): about 2 min on 2 CPU cores."""
+    """Paper profile (20000 outer steps, float64, 2000^2 grid): about 2 min on 2 CPU cores."""
     with jax.numpy_rank_promotion("allow"):
         path = reproduce.reproduce(
             "figure3", "paper", [f"results_root={tmp_path}", "progress=false"]
