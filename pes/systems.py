@@ -116,7 +116,7 @@ def unroll_objective(
     system: UnrolledSystem, losses: jax.Array, num_steps: int
 ) -> jax.Array:
     """The objective of one truncation from its step losses (sum, or last loss)."""
-    return jnp.sum(losses * step_weights(system, num_steps, losses.dtype), axis=-1)
+    return losses @ step_weights(system, num_steps, losses.dtype)
 
 
 def full_objective(
