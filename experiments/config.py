@@ -155,6 +155,7 @@ def build(cfg: DictConfig) -> Built:
     chunk_size = max(log_every, chunk_size - chunk_size % log_every)
     if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or cfg.seed < 0:
         raise ConfigError(f"seed={cfg.seed!r} is invalid; allowed: an integer >= 0")
+    run_id(cfg)  # validates an explicit run id
     return Built(task, estimator, optimizer, num_steps, log_every, chunk_size)
 
 

@@ -91,7 +91,7 @@ def run(cfg: DictConfig, *, out_dir: Path | None = None) -> Path:
         initial=done,
         desc=rid,
         unit="step",
-        disable=not cfg.progress,
+        disable=None if cfg.progress else True,  # None: only on a terminal
         file=sys.stderr,
         leave=False,
     )
