@@ -8,7 +8,8 @@ progress bar and checkpointing between calls; nothing here loops in Python per s
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp

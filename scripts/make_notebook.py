@@ -1,6 +1,6 @@
 """Write a figure notebook (a few cells that read the merged CSV and draw the figure).
 
-    python scripts/make_notebook.py 2 "Influence balancing" loss
+python scripts/make_notebook.py 2 "Influence balancing" loss
 """
 
 from __future__ import annotations
@@ -26,19 +26,20 @@ def build(number: int, title: str, metric: str) -> nbformat.NotebookNode:
         nbformat.v4.new_code_cell(
             "%matplotlib inline\nimport os, sys\n"
             "from pathlib import Path\n"
-            "ROOT = Path.cwd().resolve().parent if Path.cwd().name == 'notebooks' else Path.cwd().resolve()\n"
+            "HERE = Path.cwd().resolve()\n"
+            "ROOT = HERE.parent if HERE.name == 'notebooks' else HERE\n"
             "sys.path[:0] = [str(ROOT), str(ROOT / 'scripts')]\n"
             "import matplotlib.pyplot as plt\n"
             "import _style\n"
             f"import plot_figure{number} as fig{number}\n"
             "from pes import results\n"
-            f"CSV = os.environ.get('PES_FIGURE_CSV', str(ROOT / 'results/quick/figure{number}/metrics.csv'))\n"
+            f"DEFAULT = ROOT / 'results/quick/figure{number}/metrics.csv'\n"
+            "CSV = os.environ.get('PES_FIGURE_CSV', str(DEFAULT))\n"
             "df = _style.read(CSV)\n"
             "df.head()"
         ),
         nbformat.v4.new_code_cell(
-            f"# Last logged value of '{metric}' per run\n"
-            f"results.final_values(df, {metric!r}).sort_values()"
+            f"# Last logged value of '{metric}' per run\nresults.final_values(df, {metric!r}).sort_values()"
         ),
         nbformat.v4.new_code_cell(
             f"fig, ax = plt.subplots(figsize=(5.5, 4))\nfig{number}.plot(df, ax)\nplt.close(fig)\nfig"

@@ -1,6 +1,6 @@
 """Figure 2: influence balancing, 500-step loss vs outer iteration (log scale).
 
-    python scripts/plot_figure2.py results/quick/figure2/metrics.csv results/quick/figures/figure2.png
+python scripts/plot_figure2.py results/quick/figure2/metrics.csv results/quick/figures/figure2.png
 """
 
 from __future__ import annotations

@@ -58,7 +58,10 @@ BAD = [
     (["estimator=tbptt", "estimator.trunc_len=0"], "trunc_len=0 is invalid; allowed: an integer >= 1"),
     (["estimator=nope"], "estimator=nope is unknown; allowed: es, pes, rtrl, tbptt, uoro"),
     (["task=nope"], "task=nope is unknown; allowed: "),
-    (["estimator.trunc_lenn=3"], "estimator.trunc_lenn is not a config key; allowed under 'estimator': name, trunc_len"),
+    (
+        ["estimator.trunc_lenn=3"],
+        "estimator.trunc_lenn is not a config key; allowed under 'estimator': name, trunc_len",
+    ),
     (["outer_optimizer.learning_rate=-1"], "outer_optimizer.learning_rate=-1 is invalid"),
     (["train.num_outer_steps=0"], "train.num_outer_steps=0 is invalid"),
     (["train.num_outer_steps=10", "train.log_every=3"], "a multiple of log_every"),
@@ -78,9 +81,18 @@ def test_bad_values_fail_with_one_line_naming_the_value(overrides, message):
 
 def test_cli_reports_bad_values_in_one_line_before_compute(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "experiments.run", "estimator=pes", "estimator.num_particles=7",
-         f"results_root={tmp_path}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "experiments.run",
+            "estimator=pes",
+            "estimator.num_particles=7",
+            f"results_root={tmp_path}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()

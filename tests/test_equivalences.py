@@ -18,7 +18,9 @@ def _exact_grad(system, theta, init_key, key):
 
 @pytest.mark.parametrize("system_fn", [dict_system, random_init_linear])
 def test_tbptt_full_horizon_equals_backprop(system_fn):
-    system = system_fn(horizon=7) if system_fn is random_init_linear else system_fn(horizon=7, dtype=jnp.float64)
+    system = (
+        system_fn(horizon=7) if system_fn is random_init_linear else system_fn(horizon=7, dtype=jnp.float64)
+    )
     theta = dict_theta(jnp.float64) if system_fn is dict_system else jnp.array([0.1, -0.3, 0.2])
     k0, k1 = jax.random.key(0), jax.random.key(1)
     est = estimators.make("tbptt", system, trunc_len=7)
@@ -129,7 +131,9 @@ def test_antithetic_estimates_ignore_constant_loss_offsets_and_common_noise(name
 
 def test_loss_scaling_scales_the_pes_estimate():
     system = dict_system(horizon=6, dtype=jnp.float64)
-    scaled = system._replace(step=lambda th, s, k: (lambda out: (out[0], 3.0 * out[1]))(system.step(th, s, k)))
+    scaled = system._replace(
+        step=lambda th, s, k: (lambda out: (out[0], 3.0 * out[1]))(system.step(th, s, k))
+    )
     theta = dict_theta(jnp.float64)
     k0, k1 = jax.random.key(0), jax.random.key(1)
     a = estimators.make("pes", system, trunc_len=4, sigma=0.1, num_particles=4)

@@ -43,7 +43,9 @@ def test_plot_and_notebook(figure2_csv, tmp_path):
     out = tmp_path / "figure2.png"
     subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "plot_figure2.py"), str(figure2_csv), str(out)],
-        check=True, cwd=ROOT, timeout=120,
+        check=True,
+        cwd=ROOT,
+        timeout=120,
     )
     assert out.stat().st_size > 10_000 and out.with_suffix(".pdf").exists()
     nb = notebook_runner.execute(2, figure2_csv)
@@ -57,7 +59,10 @@ def test_make_target_reproduces_the_figure(tmp_path):
         pytest.skip("the Makefile drives .venv; this interpreter is not it")
     out = subprocess.run(
         ["make", "-s", "reproduce-figure-2", f"RESULTS={tmp_path}", "PROFILE=quick"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert (tmp_path / "quick" / "figures" / "figure2.png").stat().st_size > 10_000

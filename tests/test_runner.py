@@ -109,12 +109,21 @@ def test_partial_last_line_is_dropped_on_resume(tmp_path):
 
 
 def test_diverging_run_stops_and_keeps_its_rows(tmp_path):
-    cfg = C.compose([
-        "task=linear_quadratic", "estimator=tbptt", "estimator.trunc_len=4",
-        "outer_optimizer=sgd", "outer_optimizer.learning_rate=1e6",
-        "train.num_outer_steps=400", "train.log_every=5", "train.chunk_size=10",
-        "progress=false", "run_id=diverge", f"results_root={tmp_path}",
-    ])
+    cfg = C.compose(
+        [
+            "task=linear_quadratic",
+            "estimator=tbptt",
+            "estimator.trunc_len=4",
+            "outer_optimizer=sgd",
+            "outer_optimizer.learning_rate=1e6",
+            "train.num_outer_steps=400",
+            "train.log_every=5",
+            "train.chunk_size=10",
+            "progress=false",
+            "run_id=diverge",
+            f"results_root={tmp_path}",
+        ]
+    )
     out = runner.run(cfg)
     meta = json.loads((out / runner.META).read_text())
     assert meta["status"] == "diverged"

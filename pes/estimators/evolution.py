@@ -110,9 +110,7 @@ def es(
             reset_key = systems.step_keys(data_key, trunc_len)[-1, 1]
             new_state = ESState(system.init(reset_key), jnp.zeros((), jnp.int32))
         else:
-            inner, t, _, _ = systems.unroll(
-                system, theta, state.inner, state.t, data_key, trunc_len
-            )
+            inner, t, _, _ = systems.unroll(system, theta, state.inner, state.t, data_key, trunc_len)
             new_state = ESState(inner, t)
         aux = {"loss": jnp.mean(losses @ weights)}
         return grad, new_state, aux
