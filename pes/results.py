@@ -38,7 +38,7 @@ Rows are in C order of the regular grid (last dimension fastest); `grid_frame`,
 from __future__ import annotations
 
 import math
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
