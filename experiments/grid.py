@@ -37,9 +37,7 @@ def grid_settings(fig: DictConfig, profile: str, extra: list[str] = ()) -> dict:
     node = fig.get("grid")
     if node is None:
         raise C.ConfigError(f"figure {fig.id} has no grid section")
-    settings = {
-        k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k in GRID_KEYS
-    }
+    settings = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k in GRID_KEYS}
     settings.update(OmegaConf.to_container(node.get(profile) or OmegaConf.create({}), resolve=True))
     for arg in extra:
         key, _, value = arg.partition("=")
@@ -111,15 +109,12 @@ def run_grid(
     probe = jax.eval_shape(task.evaluate, task.theta_init, key)
     if metric not in probe:
         raise C.ConfigError(
-            f"grid.metric={metric!r} is not logged by task {task.name}; "
-            f"allowed: {', '.join(sorted(probe))}"
+            f"grid.metric={metric!r} is not logged by task {task.name}; allowed: {', '.join(sorted(probe))}"
         )
     axes = G.grid_axes(settings["low"], settings["high"], settings["num"])
     dim = int(np.size(task.theta_init))
     if len(axes) != dim:
-        raise C.ConfigError(
-            f"the grid has {len(axes)} dimensions but task {task.name}'s theta has {dim}"
-        )
+        raise C.ConfigError(f"the grid has {len(axes)} dimensions but task {task.name}'s theta has {dim}")
     points = G.grid_points(axes)
     shape = np.shape(task.theta_init)
 
@@ -178,9 +173,7 @@ def figure_grid(
     root = results_root if results_root is not None else str(cfg.results_root)
     out_dir = Path(root) / profile / str(fig.id)
     t0 = time.perf_counter()
-    path = run_grid(
-        built.task, settings, out_dir, progress=bool(cfg.progress), resume=bool(cfg.resume)
-    )
+    path = run_grid(built.task, settings, out_dir, progress=bool(cfg.progress), resume=bool(cfg.resume))
     meta = io.read_json(out_dir / META) or {}
     print(
         f"{fig.id} grid: {meta.get('num_points')} points, min {meta.get('min'):.6g} at "

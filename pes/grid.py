@@ -26,9 +26,7 @@ def _as_list(value, dim: int | None, name: str) -> list[float]:
     return [float(v) for v in value]
 
 
-def grid_axes(
-    low: Sequence[float], high: Sequence[float], num: int | Sequence[int]
-) -> list[np.ndarray]:
+def grid_axes(low: Sequence[float], high: Sequence[float], num: int | Sequence[int]) -> list[np.ndarray]:
     """The per-dimension coordinates of a regular grid (endpoints included).
 
     ``num`` is the number of points per dimension (an int for all dimensions, or one per
@@ -40,19 +38,14 @@ def grid_axes(
     high = _as_list(high, dim, "high")
     nums = [num] * dim if np.ndim(num) == 0 else list(num)
     if dim == 0:
-        raise ValueError(
-            "low=[] gives a grid with zero dimensions; allowed: one bound per theta entry"
-        )
+        raise ValueError("low=[] gives a grid with zero dimensions; allowed: one bound per theta entry")
     if len(high) != dim or len(nums) != dim:
         raise ValueError(
-            f"grid bounds and sizes disagree: low has {dim} entries, "
-            f"high {len(high)}, num {len(nums)}"
+            f"grid bounds and sizes disagree: low has {dim} entries, high {len(high)}, num {len(nums)}"
         )
     for i, n in enumerate(nums):
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise ValueError(
-                f"grid num[{i}]={n!r} gives a grid with zero points; allowed: an integer >= 1"
-            )
+            raise ValueError(f"grid num[{i}]={n!r} gives a grid with zero points; allowed: an integer >= 1")
     for i, (lo, hi) in enumerate(zip(low, high, strict=True)):
         if not (np.isfinite(lo) and np.isfinite(hi)) or (lo >= hi and nums[i] > 1):
             raise ValueError(

@@ -69,9 +69,7 @@ def check_in_range(name: str, points: np.ndarray, axes: list[np.ndarray], clip: 
 def load(metrics_csv: str | Path, grid_csv: str | Path | None):
     df = _style.read(metrics_csv)
     if METRIC not in set(df["metric"]):
-        raise PlotError(
-            f"{metrics_csv}: no '{METRIC}' rows; is this a figure-3 (toy_regression) CSV?"
-        )
+        raise PlotError(f"{metrics_csv}: no '{METRIC}' rows; is this a figure-3 (toy_regression) CSV?")
     grid_csv = Path(grid_csv) if grid_csv else Path(metrics_csv).with_name("grid.csv")
     if not grid_csv.exists():
         raise PlotError(
@@ -83,9 +81,7 @@ def load(metrics_csv: str | Path, grid_csv: str | Path | None):
     return df, axes, values
 
 
-def plot(
-    df: pd.DataFrame, axes: list[np.ndarray], values: np.ndarray, start=(-4.0, -4.0), clip=False
-):
+def plot(df: pd.DataFrame, axes: list[np.ndarray], values: np.ndarray, start=(-4.0, -4.0), clip=False):
     """Draw both panels; returns the matplotlib figure."""
     start = np.asarray(start, dtype=float)
     check_in_range("start", start[None], axes, clip=False)
@@ -160,9 +156,7 @@ def parse_start(text: str) -> tuple[float, float]:
     except ValueError:
         values = ()
     if len(values) != 2:
-        raise argparse.ArgumentTypeError(
-            f"--start={text!r} is invalid; allowed: two numbers 'theta0,theta1'"
-        )
+        raise argparse.ArgumentTypeError(f"--start={text!r} is invalid; allowed: two numbers 'theta0,theta1'")
     return values
 
 
@@ -170,15 +164,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("metrics_csv")
     parser.add_argument("out_png")
-    parser.add_argument(
-        "--grid", default=None, help="grid CSV (default: grid.csv beside metrics_csv)"
-    )
+    parser.add_argument("--grid", default=None, help="grid CSV (default: grid.csv beside metrics_csv)")
     parser.add_argument(
         "--start", type=parse_start, default=(-4.0, -4.0), help="initial theta, 'theta0,theta1'"
     )
-    parser.add_argument(
-        "--clip", action="store_true", help="draw trajectories that leave the grid range"
-    )
+    parser.add_argument("--clip", action="store_true", help="draw trajectories that leave the grid range")
     args = parser.parse_args(argv)
     try:
         df, axes, values = load(args.metrics_csv, args.grid)

@@ -15,35 +15,22 @@ from experiments import config as C
 from experiments import grid as EG
 from experiments import reproduce
 from pes import results
+from tests import notebook_runner
 
 ROOT = Path(__file__).resolve().parent.parent
-
-# The core ES/PES code relies on implicit rank promotion (see tests/test_hyperopt.py).
-pytestmark = pytest.mark.usefixtures("_allow_rank_promotion")
-
-
-@pytest.fixture
-def _allow_rank_promotion():
-    with jax.numpy_rank_promotion("allow"):
-        yield
 
 
 @pytest.fixture(scope="module")
 def quick_figure(tmp_path_factory):
     """The quick profile of figure 3 with a coarser grid (101^2) to keep the test short."""
     root = tmp_path_factory.mktemp("results")
-    with jax.numpy_rank_promotion("allow"):
-        path = reproduce.reproduce(
-            "figure3", "quick", [f"results_root={root}", "progress=false", "grid.num=101"]
-        )
+    path = reproduce.reproduce("figure3", "quick", [f"results_root={root}", "progress=false", "grid.num=101"])
     jax.config.update("jax_enable_x64", True)
     return path
 
 
 def test_quick_profile_ordering_and_grid(quick_figure):
-    df = results.validate(
-        pd.read_csv(quick_figure), expected_runs=["tbptt", "rtrl", "uoro", "es", "pes"]
-    )
+    df = results.validate(pd.read_csv(quick_figure), expected_runs=["tbptt", "rtrl", "uoro", "es", "pes"])
     final = results.final_values(df, "meta_objective")
     # Every method makes K=10 inner steps per outer iteration: the x-axis is outer_step * 10.
     assert (df["inner_steps"] == df["outer_step"] * 10).all()
@@ -60,9 +47,7 @@ def test_quick_profile_ordering_and_grid(quick_figure):
 def test_rerun_skips_grid_and_runs(quick_figure, capsys):
     root = quick_figure.parent.parent.parent
     mtime = quick_figure.with_name("grid.csv").stat().st_mtime_ns
-    reproduce.reproduce(
-        "figure3", "quick", [f"results_root={root}", "progress=false", "grid.num=101"]
-    )
+    reproduce.reproduce("figure3", "quick", [f"results_root={root}", "progress=false", "grid.num=101"])
     assert quick_figure.with_name("grid.csv").stat().st_mtime_ns == mtime
 
 
@@ -102,12 +87,10 @@ def test_plot_errors_are_one_line(quick_figure, tmp_path, capsys):
     )
     # a grid that does not cover the trajectories: an error, unless --clip
     small = tmp_path / "grid.csv"
-    pts = np.stack(
-        np.meshgrid(np.linspace(-5, 0, 3), np.linspace(-5, 0, 3), indexing="ij"), -1
-    ).reshape(-1, 2)
-    results.grid_frame("toy_regression", "meta_objective", pts, np.ones(9)).to_csv(
-        small, index=False
+    pts = np.stack(np.meshgrid(np.linspace(-5, 0, 3), np.linspace(-5, 0, 3), indexing="ij"), -1).reshape(
+        -1, 2
     )
+    results.grid_frame("toy_regression", "meta_objective", pts, np.ones(9)).to_csv(small, index=False)
     err = fails("--grid", str(small))
     assert "lies outside the grid range" in err and "--clip" in err
     main([str(quick_figure), out, "--grid", str(small), "--clip"])
@@ -121,22 +104,13 @@ def test_plot_errors_are_one_line(quick_figure, tmp_path, capsys):
     assert "zero rows" in fails("--grid", str(empty))
 
 
-def test_notebook_executes(quick_figure, monkeypatch):
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
-    for key, value in _env().items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("PES_FIGURE_CSV", str(quick_figure))
-    nb = nbformat.read(ROOT / "notebooks/figure3.ipynb", as_version=4)
-    nbclient.NotebookClient(
-        nb,
-        timeout=180,
-        kernel_name="python3",
-        resources={"metadata": {"path": str(ROOT / "notebooks")}},
-    ).execute()
+def test_notebook_executes(quick_figure):
+    nb = notebook_runner.execute(3, quick_figure)
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
-    assert any("image/png" in o.get("data", {}) for o in outputs)
+    assert notebook_runner.has_image(nb)
+    text = "".join(o.get("text", "") for o in outputs)
+    assert "grid 101x101 over [-5.0, 5.0] x [-5.0, 5.0]" in text
 
 
 def test_bad_grid_settings_fail_before_compute(tmp_path):
@@ -149,9 +123,7 @@ def test_bad_grid_settings_fail_before_compute(tmp_path):
     cfg_task = EG.task_config(fig, "quick", [])
     task = C.build(cfg_task).task
     jax.config.update("jax_enable_x64", True)
-    with pytest.raises(
-        C.ConfigError, match=r"grid.metric='accuracy' is not logged by task toy_regression"
-    ):
+    with pytest.raises(C.ConfigError, match=r"grid.metric='accuracy' is not logged by task toy_regression"):
         EG.run_grid(
             task,
             dict(EG.grid_settings(fig, "quick", []), metric="accuracy", num=3),
@@ -170,10 +142,7 @@ def _env() -> dict:
 @pytest.mark.slow
 def test_paper_profile_claims(tmp_path):
     """Paper profile (20000 outer steps, float64, 2000^2 grid): about 2 min on 2 CPU cores."""
-    with jax.numpy_rank_promotion("allow"):
-        path = reproduce.reproduce(
-            "figure3", "paper", [f"results_root={tmp_path}", "progress=false"]
-        )
+    path = reproduce.reproduce("figure3", "paper", [f"results_root={tmp_path}", "progress=false"])
     jax.config.update("jax_enable_x64", True)
     df = results.validate(pd.read_csv(path))
     final = results.final_values(df, "meta_objective")

@@ -16,11 +16,6 @@ from pes.systems import full_objective
 
 LN = math.log
 
-# The core ES/PES code currently relies on implicit rank promotion (e.g. losses (G, M, K) *
-# weights (K,) in pes/estimators/evolution.py), which conftest's "raise" setting rejects;
-# tests that run ES/PES allow it locally (reported to the lead in docs/notes/issue-3.md).
-allow_rank_promotion = jax.numpy_rank_promotion("allow")
-
 
 # ----------------------------------------------------------------------------- schedules
 
@@ -37,14 +32,10 @@ allow_rank_promotion = jax.numpy_rank_promotion("allow")
 )
 def test_linear_schedule_hand_values(t, expected):
     theta = jnp.array([LN(0.1), LN(0.01)])
-    assert float(hyperopt.schedule_value("linear", theta, t, 100)) == pytest.approx(
-        expected, rel=1e-12
-    )
+    assert float(hyperopt.schedule_value("linear", theta, t, 100)) == pytest.approx(expected, rel=1e-12)
 
 
-@pytest.mark.parametrize(
-    "t, expected", [(0, 0.5), (5, 0.5 / 1.5**2), (10, 0.5 / 2.0**2), (20, 0.5 / 9.0)]
-)
+@pytest.mark.parametrize("t, expected", [(0, 0.5), (5, 0.5 / 1.5**2), (10, 0.5 / 2.0**2), (20, 0.5 / 9.0)])
 def test_inverse_time_decay_hand_values(t, expected):
     theta = jnp.array([LN(0.5), LN(2.0)])  # initial LR 0.5, decay exponent 2
     assert float(hyperopt.schedule_value("inverse-time-decay", theta, t, 10)) == pytest.approx(
@@ -128,9 +119,7 @@ def test_weight_decay_adds_coefficient_times_params():
 
 
 def test_unknown_optimizer_error():
-    with pytest.raises(
-        ValueError, match=r"inner_optimizer='rmsprop' is unknown; allowed: sgd, sgdm, adam"
-    ):
+    with pytest.raises(ValueError, match=r"inner_optimizer='rmsprop' is unknown; allowed: sgd, sgdm, adam"):
         hyperopt.inner_optimizer("rmsprop")
 
 
@@ -186,7 +175,6 @@ def _threshold_system(thresholds, horizon=1):
     )
 
 
-@allow_rank_promotion
 @pytest.mark.parametrize("name", ["es", "pes"])
 def test_negative_accuracy_objective_es_pes_match_smoothed_gradient(name):
     thresholds = np.array([0.5, 1.0, 2.0])
@@ -213,7 +201,6 @@ def test_negative_accuracy_objective_es_pes_match_smoothed_gradient(name):
     assert abs(target) > 20 * se  # the check has power: the signal is far above the noise
 
 
-@allow_rank_promotion
 def test_pes_with_accuracy_objective_improves_accuracy():
     """Outer loop with PES on a 4-step horizon (K=2, resets mid-run): accuracy rises."""
     thresholds = np.linspace(0.5, 3.0, 6)

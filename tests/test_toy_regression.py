@@ -88,19 +88,16 @@ def test_full_objective_gradient_matches_finite_differences(task):
     for i in range(2):
         e = np.zeros(2)
         e[i] = h
-        fd = (
-            numpy_meta_objective(np.asarray(theta) + e)
-            - numpy_meta_objective(np.asarray(theta) - e)
-        ) / (2 * h)
+        fd = (numpy_meta_objective(np.asarray(theta) + e) - numpy_meta_objective(np.asarray(theta) - e)) / (
+            2 * h
+        )
         assert float(grad[i]) == pytest.approx(fd, rel=1e-5)
 
 
 def test_bad_task_inputs():
     with pytest.raises(ValueError, match=r"schedule='cosine' is unknown; allowed:"):
         tasks.make("toy_regression", schedule="cosine")
-    with pytest.raises(
-        ValueError, match=r"schedule='linear-pl' is invalid; allowed: a global schedule"
-    ):
+    with pytest.raises(ValueError, match=r"schedule='linear-pl' is invalid; allowed: a global schedule"):
         tasks.make("toy_regression", schedule="linear-pl")
     with pytest.raises(ValueError, match=r"schedule 'linear' takes 2 parameters; got 3"):
         tasks.make("toy_regression", theta_init=[0.0, 0.0, 0.0])
@@ -140,9 +137,7 @@ def test_evaluate_points_matches_direct_evaluation(task, chunk_size):
 
 
 def test_grid_search_finds_minimum_of_a_known_function():
-    res = G.grid_search(
-        lambda th: (th[0] - 0.5) ** 2 + (th[1] + 1.0) ** 2, [-2, -2], [2, 2], [9, 17], 5
-    )
+    res = G.grid_search(lambda th: (th[0] - 0.5) ** 2 + (th[1] + 1.0) ** 2, [-2, -2], [2, 2], [9, 17], 5)
     assert res.values.shape == (9, 17)
     np.testing.assert_allclose(res.argmin, [0.5, -1.0])
     assert res.min == pytest.approx(0.0, abs=1e-12)
@@ -188,9 +183,7 @@ def test_coarse_grid_finds_the_valley(task):
     res = G.grid_search(fn, [-5, -5], [5, 5], 201, chunk_size=8192)
     assert res.min == pytest.approx(552.0, rel=0.01)
     assert 2.5 <= res.argmin[0] <= 3.0 and res.argmin[1] <= 0.6
-    assert res.values[20, 20] == pytest.approx(
-        _meta(task, (-4.0, -4.0)), rel=1e-12
-    )  # grid point (-4, -4)
+    assert res.values[20, 20] == pytest.approx(_meta(task, (-4.0, -4.0)), rel=1e-12)  # grid point (-4, -4)
 
 
 @pytest.mark.slow
