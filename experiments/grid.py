@@ -90,11 +90,12 @@ def run_grid(
     progress: bool = True,
     resume: bool = True,
     key: jax.Array | None = None,
+    task_config: dict | None = None,
 ) -> Path:
     """Evaluate ``task.evaluate(theta, key)[metric]`` on the grid; write grid.csv/json."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stamp = dict(settings, task=task.name, x64=bool(jax.config.jax_enable_x64))
+    stamp = dict(settings, task=task.name, x64=bool(jax.config.jax_enable_x64), task_config=task_config)
     meta = io.read_json(out_dir / META)
     if (
         resume
@@ -173,7 +174,14 @@ def figure_grid(
     root = results_root if results_root is not None else str(cfg.results_root)
     out_dir = Path(root) / profile / str(fig.id)
     t0 = time.perf_counter()
-    path = run_grid(built.task, settings, out_dir, progress=bool(cfg.progress), resume=bool(cfg.resume))
+    path = run_grid(
+        built.task,
+        settings,
+        out_dir,
+        progress=bool(cfg.progress),
+        resume=bool(cfg.resume),
+        task_config=OmegaConf.to_container(cfg.task, resolve=True),
+    )
     meta = io.read_json(out_dir / META) or {}
     print(
         f"{fig.id} grid: {meta.get('num_points')} points, min {meta.get('min'):.6g} at "

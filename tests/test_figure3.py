@@ -154,3 +154,18 @@ def test_paper_profile_claims(tmp_path):
     axes, values = results.grid_array(pd.read_csv(path.with_name("grid.csv")))
     assert values.shape == (2000, 2000)
     assert np.nanmin(values) == pytest.approx(552.0, rel=0.01)
+
+
+def test_grid_is_reused_only_for_the_same_task_and_settings(tmp_path):
+    fig = C.load_figure("figure3")
+    args = [f"results_root={tmp_path}", "progress=false", "grid.num=5"]
+    path = EG.figure_grid(fig, "quick", args)
+    jax.config.update("jax_enable_x64", True)
+    first = path.stat().st_mtime_ns
+    assert EG.figure_grid(fig, "quick", args).stat().st_mtime_ns == first
+    before = results.grid_array(pd.read_csv(path))[1]
+    EG.figure_grid(fig, "quick", [*args, "task.horizon=50"])
+    jax.config.update("jax_enable_x64", True)
+    after = results.grid_array(pd.read_csv(path))[1]
+    assert after.shape == (5, 5) and not np.allclose(before, after)
+    assert (path.parent / EG.META).read_text().count('"horizon": 50') == 1
