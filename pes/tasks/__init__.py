@@ -36,11 +36,12 @@ class Task(NamedTuple):
 
 
 def _registry() -> dict[str, Callable[..., Task]]:
-    from pes.tasks import influence_balancing, linear_quadratic
+    from pes.tasks import influence_balancing, linear_quadratic, ptb_lstm
 
     return {
         "influence_balancing": influence_balancing.make,
         "linear_quadratic": linear_quadratic.make,
+        "ptb_lstm": ptb_lstm.make,
     }
 
 
