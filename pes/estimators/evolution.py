@@ -114,7 +114,7 @@ def es(
                 system, theta, state.inner, state.t, data_key, trunc_len
             )
             new_state = ESState(inner, t)
-        aux = {"loss": jnp.mean(jnp.sum(losses * weights, axis=-1))}
+        aux = {"loss": jnp.mean(jnp.sum(losses * weights.reshape(1, 1, -1), axis=-1))}
         return grad, new_state, aux
 
     cost = num_particles * trunc_len + (0 if skip_mean else trunc_len)
@@ -236,7 +236,7 @@ def pes(
         weights = systems.step_weights(system, trunc_len, losses.dtype)
         diffs = _antithetic_differences(losses, lay, weights)  # (G, K)
         grad, accum = pes_update(diffs, ends, eps, state.accum, scale, theta)
-        aux = {"loss": jnp.mean(jnp.sum(losses * weights, axis=-1))}
+        aux = {"loss": jnp.mean(jnp.sum(losses * weights.reshape(1, 1, -1), axis=-1))}
         return grad, PESState(inner, t, accum), aux
 
     hparams = dict(

@@ -150,8 +150,9 @@ def make(
     model = CharLSTM(vocab_size=vocab_size, hidden_size=hidden_size)
     dtype = jnp.result_type(float)
     zero_carry = (jnp.zeros((hidden_size,), dtype), jnp.zeros((hidden_size,), dtype))
-    params = model.init(jax.random.PRNGKey(init_seed), zero_carry, jnp.zeros((), jnp.int32))["params"]
-    theta0: Any = jax.tree.map(lambda x: jnp.asarray(x, dtype), params)
+    # One compiled call (eager flax init dispatches many small ops).
+    init_params = jax.jit(lambda key: jax.tree.map(lambda x: x.astype(dtype), model.init(key, zero_carry, jnp.zeros((), jnp.int32))["params"]))
+    theta0: Any = init_params(jax.random.PRNGKey(init_seed))
 
     system = make_system(model, tokens, sequence_length, hidden_size)
 
