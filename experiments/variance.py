@@ -332,8 +332,11 @@ def run_scenario(cfg: DictConfig, task, s: dict, compiled: Compiled, out_dir: Pa
 
 def reproduce(fig: DictConfig, profile: str = "quick", extra: Sequence[str] = ()) -> Path:
     """Run every scenario of a ``kind: variance`` figure and write the merged CSV."""
-    var_over = [o for o in extra if o.startswith("variance.")]
-    hydra_over = [o for o in extra if not o.startswith("variance.")]
+    def is_var(o):
+        return o.lstrip("+~").startswith("variance.")
+
+    var_over = [o.lstrip("+") for o in extra if is_var(o)]
+    hydra_over = [o for o in extra if not is_var(o)]
     s = settings(fig, profile, var_over)
     prepared: list[tuple[DictConfig, Any]] = []
     for run in fig.runs:  # compose, build and check every scenario before computing
