@@ -49,8 +49,9 @@ import hashlib
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -87,12 +88,18 @@ def settings(fig: DictConfig, profile: str, overrides: Sequence[str] = ()) -> di
     """The protocol settings of ``profile`` with ``variance.*`` overrides; validated."""
     block = (fig.get("variance") or {}).get(profile)
     if block is None:
-        raise C.ConfigError(f"figure {fig.id}: variance.{profile} is missing; allowed profiles: quick, paper")
-    cfg = OmegaConf.merge(block, OmegaConf.from_dotlist([o.removeprefix("variance.") for o in overrides]))
+        raise C.ConfigError(
+            f"figure {fig.id}: variance.{profile} is missing; allowed profiles: quick, paper"
+        )
+    cfg = OmegaConf.merge(
+        block, OmegaConf.from_dotlist([o.removeprefix("variance.") for o in overrides])
+    )
     s = OmegaConf.to_container(cfg, resolve=True)
     unknown = sorted(set(s) - set(SETTINGS))
     if unknown:
-        raise C.ConfigError(f"variance.{unknown[0]} is not a setting; allowed: {', '.join(SETTINGS)}")
+        raise C.ConfigError(
+            f"variance.{unknown[0]} is not a setting; allowed: {', '.join(SETTINGS)}"
+        )
     missing = [k for k in SETTINGS if k not in s]
     if missing:
         raise C.ConfigError(f"figure {fig.id}: variance.{profile} lacks {', '.join(missing)}")
@@ -108,7 +115,9 @@ def settings(fig: DictConfig, profile: str, overrides: Sequence[str] = ()) -> di
     s["sigma"] = float(sigma)
     for name in ("trunc_lens", "particle_counts"):
         if not isinstance(s[name], list) or not s[name]:
-            raise C.ConfigError(f"variance.{name}={s[name]!r} is invalid; allowed: a non-empty list")
+            raise C.ConfigError(
+                f"variance.{name}={s[name]!r} is invalid; allowed: a non-empty list"
+            )
         for v in s[name]:
             positive_int(name, v, even=name == "particle_counts")
         s[name] = sorted(set(s[name]))
@@ -117,13 +126,16 @@ def settings(fig: DictConfig, profile: str, overrides: Sequence[str] = ()) -> di
         s["particle_counts"] = sorted(set(s["particle_counts"]) | {s["num_particles"]})
     positive_int("num_repeats", s["num_repeats"])
     if s["num_repeats"] < 2:
-        raise C.ConfigError(f"variance.num_repeats={s['num_repeats']} is invalid; allowed: an integer >= 2")
+        raise C.ConfigError(
+            f"variance.num_repeats={s['num_repeats']} is invalid; allowed: an integer >= 2"
+        )
     positive_int("ground_truth_chunks", s["ground_truth_chunks"])
     positive_int("ground_truth_particles", s["ground_truth_particles"])
     if s["ground_truth_chunks"] < 2 or s["ground_truth_particles"] % (2 * s["ground_truth_chunks"]):
         raise C.ConfigError(
             f"variance.ground_truth_particles={s['ground_truth_particles']} is invalid with "
-            f"ground_truth_chunks={s['ground_truth_chunks']}; allowed: chunks >= 2 and particles a multiple of 2 * chunks"
+            f"ground_truth_chunks={s['ground_truth_chunks']}; "
+            "allowed: chunks >= 2 and particles a multiple of 2 * chunks"
         )
     positive_int("batch_pairs", s["batch_pairs"])
     s["num_pairs"] = s["num_repeats"] * max(s["particle_counts"]) // 2
@@ -134,8 +146,8 @@ def check_horizon(s: dict, horizon: int, where: str) -> None:
     bad = [k for k in s["trunc_lens"] if horizon % k]
     if bad:
         raise C.ConfigError(
-            f"variance.trunc_lens has {bad[0]}, which does not divide task.sequence_length={horizon} "
-            f"({where}); allowed: divisors of the sequence length"
+            f"variance.trunc_lens has {bad[0]}, which does not divide "
+            f"task.sequence_length={horizon} ({where}); allowed: divisors of the sequence length"
         )
 
 
@@ -161,19 +173,30 @@ class Compiled:
 
         def pairs(data, theta, key, trunc_len):
             return V.pair_estimates(
-                system_of(data), theta, key, trunc_len=trunc_len, sigma=s["sigma"],
-                num_pairs=s["num_pairs"], batch_size=s["batch_pairs"],
+                system_of(data),
+                theta,
+                key,
+                trunc_len=trunc_len,
+                sigma=s["sigma"],
+                num_pairs=s["num_pairs"],
+                batch_size=s["batch_pairs"],
             )
 
         def ground_truth(data, theta, key):
             return V.ground_truth(
-                system_of(data), theta, key, sigma=s["sigma"],
-                num_particles=s["ground_truth_particles"], num_chunks=s["ground_truth_chunks"],
+                system_of(data),
+                theta,
+                key,
+                sigma=s["sigma"],
+                num_particles=s["ground_truth_particles"],
+                num_chunks=s["ground_truth_chunks"],
             )
 
         def exact(data, theta, key):
             system = system_of(data)
-            return jax.value_and_grad(lambda th: systems.full_objective(system, th, key, key))(theta)
+            return jax.value_and_grad(lambda th: systems.full_objective(system, th, key, key))(
+                theta
+            )
 
         self.pairs = jax.jit(pairs, static_argnums=3)
         self.ground_truth = jax.jit(ground_truth)
@@ -216,12 +239,20 @@ def _info(run_id, cfg, estimator, trunc_len, sigma, num_particles) -> dict:
 
 def _rows(info: dict, outer_step: int, inner_steps: int, metrics: dict) -> list[dict]:
     return [
-        dict(info, outer_step=int(outer_step), inner_steps=int(inner_steps), metric=name, value=float(value))
+        dict(
+            info,
+            outer_step=int(outer_step),
+            inner_steps=int(inner_steps),
+            metric=name,
+            value=float(value),
+        )
         for name, value in metrics.items()
     ]
 
 
-def run_scenario(cfg: DictConfig, task, s: dict, compiled: Compiled, out_dir: Path, log=print) -> Path:
+def run_scenario(
+    cfg: DictConfig, task, s: dict, compiled: Compiled, out_dir: Path, log=print
+) -> Path:
     """Compute (or resume) one scenario's rows into ``out_dir/metrics.csv``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     scenario = str(task.metadata.get("scenario", cfg.run_id))
@@ -274,7 +305,9 @@ def run_scenario(cfg: DictConfig, task, s: dict, compiled: Compiled, out_dir: Pa
         err_exact = float(V.normalized_errors(jax.tree.map(lambda x: x[None], g_es), g_exact)[0])
         metrics = {
             "ground_truth_noise_floor" + suffix: floor,
-            "ground_truth_noise_floor_analytic" + suffix: V.es_relative_variance(p, s["ground_truth_particles"]),
+            "ground_truth_noise_floor_analytic" + suffix: V.es_relative_variance(
+                p, s["ground_truth_particles"]
+            ),
             "ground_truth_error_exact" + suffix: err_exact,
             "grad_norm_sq" + suffix: V.squared_norm(g_es),
             "grad_norm_sq_exact" + suffix: V.squared_norm(g_exact),
@@ -286,15 +319,20 @@ def run_scenario(cfg: DictConfig, task, s: dict, compiled: Compiled, out_dir: Pa
         if rid not in done:
             info = _info(rid, cfg, "es", horizon, s["sigma"], s["ground_truth_particles"])
             io.append_rows(out_dir / CSV, _rows(info, 1, horizon, metrics))
-        log(f"  {scenario}: ground truth (N={s['ground_truth_particles']}) noise floor {floor:.3g}, "
-            f"error vs autodiff {err_exact:.3g} ({time.perf_counter() - t0:.1f} s)")
+        log(
+            f"  {scenario}: ground truth (N={s['ground_truth_particles']}) "
+            f"noise floor {floor:.3g}, error vs autodiff {err_exact:.3g} "
+            f"({time.perf_counter() - t0:.1f} s)"
+        )
 
-    for i, trunc_len in enumerate(sorted(s["trunc_lens"], reverse=True)):
+    for trunc_len in sorted(s["trunc_lens"], reverse=True):
         ids = {f"{scenario}-n{n}-k{trunc_len}" for n in s["particle_counts"]}
         if ids <= done:
             continue
         t0 = time.perf_counter()
-        pairs = jax.block_until_ready(compiled.pairs(data, theta, jax.random.fold_in(pes_key, trunc_len), trunc_len))
+        pairs = jax.block_until_ready(
+            compiled.pairs(data, theta, jax.random.fold_in(pes_key, trunc_len), trunc_len)
+        )
         pairs = jax.tree.map(np.asarray, pairs)
         rows = []
         unrolls = horizon // trunc_len
@@ -310,7 +348,8 @@ def run_scenario(cfg: DictConfig, task, s: dict, compiled: Compiled, out_dir: Pa
                 "normalized_variance_exact_se" + suffix: exact_se,
                 "es_variance_analytic" + suffix: V.es_relative_variance(p, n),
                 "es_variance_analytic_vs_ground_truth" + suffix: V.against_noisy_reference(
-                    V.es_relative_variance(p, n), V.es_relative_variance(p, s["ground_truth_particles"])
+                    V.es_relative_variance(p, n),
+                    V.es_relative_variance(p, s["ground_truth_particles"]),
                 ),
                 "num_repeats" + suffix: jax.tree.leaves(est)[0].shape[0],
             }
@@ -318,8 +357,11 @@ def run_scenario(cfg: DictConfig, task, s: dict, compiled: Compiled, out_dir: Pa
             rows += _rows(info, unrolls, horizon, metrics)
             parts.append(f"N={n}: {err:.3g}")
         io.append_rows(out_dir / CSV, rows)
-        log(f"  {scenario}: K={trunc_len} ({unrolls} unrolls) normalised variance " + ", ".join(parts)
-            + f" ({time.perf_counter() - t0:.1f} s)")
+        log(
+            f"  {scenario}: K={trunc_len} ({unrolls} unrolls) normalised variance "
+            + ", ".join(parts)
+            + f" ({time.perf_counter() - t0:.1f} s)"
+        )
 
     meta["status"] = "complete"
     meta["wall_time_s"] = wall_before + time.perf_counter() - start
@@ -332,6 +374,7 @@ def run_scenario(cfg: DictConfig, task, s: dict, compiled: Compiled, out_dir: Pa
 
 def reproduce(fig: DictConfig, profile: str = "quick", extra: Sequence[str] = ()) -> Path:
     """Run every scenario of a ``kind: variance`` figure and write the merged CSV."""
+
     def is_var(o):
         return o.lstrip("+~").startswith("variance.")
 
@@ -351,7 +394,9 @@ def reproduce(fig: DictConfig, profile: str = "quick", extra: Sequence[str] = ()
         except (ValueError, TypeError) as err:
             raise C.ConfigError(str(err)) from err
         if task.system.horizon is None:
-            raise C.ConfigError(f"task {cfg.task.name} has no finite horizon; the variance study needs one")
+            raise C.ConfigError(
+                f"task {cfg.task.name} has no finite horizon; the variance study needs one"
+            )
         check_horizon(s, int(task.system.horizon), f"run {run.id}")
         prepared.append((cfg, task))
 
@@ -361,8 +406,13 @@ def reproduce(fig: DictConfig, profile: str = "quick", extra: Sequence[str] = ()
     for i, (cfg, task) in enumerate(prepared, 1):
         t0 = time.perf_counter()
         shape_key = json.dumps(
-            {k: v for k, v in OmegaConf.to_container(cfg.task, resolve=True).items() if k != "scenario"},
-            sort_keys=True, default=str,
+            {
+                k: v
+                for k, v in OmegaConf.to_container(cfg.task, resolve=True).items()
+                if k != "scenario"
+            },
+            sort_keys=True,
+            default=str,
         ) + str(cfg.x64)
         if shape_key not in compiled or not compiled[shape_key].shared:
             compiled[shape_key] = Compiled(task, s)
@@ -370,8 +420,10 @@ def reproduce(fig: DictConfig, profile: str = "quick", extra: Sequence[str] = ()
         log(f"[{i}/{len(prepared)}] {fig.id} {cfg.run_id} -> {out}")
         run_scenario(cfg, task, s, compiled[shape_key], out, log)
         meta = io.read_json(out / META) or {}
-        log(f"[{i}/{len(prepared)}] {fig.id} {cfg.run_id}: {meta.get('status')} "
-            f"({time.perf_counter() - t0:.1f} s now, {meta.get('wall_time_s', 0):.1f} s total)")
+        log(
+            f"[{i}/{len(prepared)}] {fig.id} {cfg.run_id}: {meta.get('status')} "
+            f"({time.perf_counter() - t0:.1f} s now, {meta.get('wall_time_s', 0):.1f} s total)"
+        )
         frames.append(pd.read_csv(out / CSV))
     expected = []
     for cfg, task in prepared:

@@ -40,8 +40,15 @@ PyTree = Any
 def _check_horizon(system: systems.UnrolledSystem, trunc_len: int) -> int:
     horizon = system.horizon
     if horizon is None:
-        raise ValueError("the variance protocol needs a finite horizon T; this system has horizon=None")
-    if isinstance(trunc_len, bool) or not isinstance(trunc_len, int) or trunc_len < 1 or horizon % trunc_len:
+        raise ValueError(
+            "the variance protocol needs a finite horizon T; this system has horizon=None"
+        )
+    if (
+        isinstance(trunc_len, bool)
+        or not isinstance(trunc_len, int)
+        or trunc_len < 1
+        or horizon % trunc_len
+    ):
         raise ValueError(
             f"trunc_len={trunc_len!r} is invalid for horizon T={horizon}; allowed: a divisor of T"
         )
@@ -69,7 +76,12 @@ def full_sequence_pes(
     """
     num_unrolls = _check_horizon(system, trunc_len)
     est = estimators.make(
-        "pes", system, trunc_len=trunc_len, sigma=sigma, num_particles=num_particles, antithetic=antithetic
+        "pes",
+        system,
+        trunc_len=trunc_len,
+        sigma=sigma,
+        num_particles=num_particles,
+        antithetic=antithetic,
     )
     init_key, scan_key = jax.random.split(key)
     state = est.init(init_key, theta)
@@ -96,7 +108,12 @@ def full_sequence_es(
     """One full-sequence ES estimate (K = T): the paper's ground-truth estimator."""
     _check_horizon(system, system.horizon if system.horizon is not None else 0)
     est = estimators.make(
-        "es", system, trunc_len=system.horizon, sigma=sigma, num_particles=num_particles, antithetic=antithetic
+        "es",
+        system,
+        trunc_len=system.horizon,
+        sigma=sigma,
+        num_particles=num_particles,
+        antithetic=antithetic,
     )
     init_key, est_key = jax.random.split(key)
     grad, _, _ = est.estimate(est_key, theta, est.init(init_key, theta))
@@ -111,7 +128,9 @@ def repeat(fn, key: jax.Array, num_repeats: int, batch_size: int | None = None) 
     """
     if isinstance(num_repeats, bool) or not isinstance(num_repeats, int) or num_repeats < 1:
         raise ValueError(f"num_repeats={num_repeats!r} is invalid; allowed: an integer >= 1")
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+    if batch_size is not None and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+    ):
         raise ValueError(f"batch_size={batch_size!r} is invalid; allowed: null or an integer >= 1")
     keys = jax.random.split(key, num_repeats)
     if batch_size is None or batch_size >= num_repeats:
@@ -140,7 +159,9 @@ def pair_estimates(
     """
 
     def one(k):
-        return full_sequence_pes(system, theta, k, trunc_len=trunc_len, sigma=sigma, num_particles=2)
+        return full_sequence_pes(
+            system, theta, k, trunc_len=trunc_len, sigma=sigma, num_particles=2
+        )
 
     return repeat(one, key, num_pairs, batch_size)
 
@@ -150,13 +171,22 @@ def group_means(pairs: PyTree, num_particles: int) -> PyTree:
 
     R_N = floor(num_pairs / (N / 2)); leftover pairs are dropped.
     """
-    if isinstance(num_particles, bool) or not isinstance(num_particles, int) or num_particles < 2 or num_particles % 2:
-        raise ValueError(f"num_particles={num_particles!r} is invalid; allowed: a positive even integer")
+    if (
+        isinstance(num_particles, bool)
+        or not isinstance(num_particles, int)
+        or num_particles < 2
+        or num_particles % 2
+    ):
+        raise ValueError(
+            f"num_particles={num_particles!r} is invalid; allowed: a positive even integer"
+        )
     group = num_particles // 2
     num_pairs = jax.tree.leaves(pairs)[0].shape[0]
     count = num_pairs // group
     if count < 1:
-        raise ValueError(f"num_particles={num_particles} needs at least {group} pair estimates; got {num_pairs}")
+        raise ValueError(
+            f"num_particles={num_particles} needs at least {group} pair estimates; got {num_pairs}"
+        )
 
     def leaf(x):
         x = np.asarray(x)[: count * group]
@@ -288,7 +318,9 @@ def pes_linear_relative_variance(unroll_grads: np.ndarray, num_particles: int) -
     num_unrolls, p = grads.shape
     u = np.arange(1, num_unrolls + 1)
     total = grads.sum(axis=0)
-    return float(np.sum((p * u + 1) * np.sum(grads**2, axis=1)) / ((num_particles / 2) * np.sum(total**2)))
+    return float(
+        np.sum((p * u + 1) * np.sum(grads**2, axis=1)) / ((num_particles / 2) * np.sum(total**2))
+    )
 
 
 __all__ = [

@@ -40,9 +40,21 @@ def curves(df: pd.DataFrame, metric: str = PAPER) -> pd.DataFrame:
         val = df[df["metric"] == f"{metric}/{s}"]
         se = df[df["metric"] == f"{metric}_se/{s}"].set_index("run_id")["value"]
         for row in val.itertuples():
-            out.append(dict(scenario=s, num_particles=int(row.num_particles), trunc_len=int(row.trunc_len),
-                            unrolls=int(row.outer_step), value=row.value, se=se.get(row.run_id, np.nan)))
-    return pd.DataFrame(out).sort_values(["scenario", "num_particles", "unrolls"]).reset_index(drop=True)
+            out.append(
+                dict(
+                    scenario=s,
+                    num_particles=int(row.num_particles),
+                    trunc_len=int(row.trunc_len),
+                    unrolls=int(row.outer_step),
+                    value=row.value,
+                    se=se.get(row.run_id, np.nan),
+                )
+            )
+    return (
+        pd.DataFrame(out)
+        .sort_values(["scenario", "num_particles", "unrolls"])
+        .reset_index(drop=True)
+    )
 
 
 def scalar(df: pd.DataFrame, name: str) -> float:
@@ -69,29 +81,35 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
         upper = p[p.unrolls >= np.sqrt(p.unrolls.max())] if p.unrolls.max() > 1 else p
         at_finest = exact[(exact.scenario == s) & (exact.unrolls == exact.unrolls.max())]
         at_one = exact[(exact.scenario == s) & (exact.unrolls == 1)]
-        rows.append({
-            "scenario": s,
-            "N": main_n,
-            "one_unroll": one.value,
-            "one_unroll_se": one.se,
-            "one_unroll_predicted": scalar(df[df.run_id == f"{s}-n{main_n}-k{one.trunc_len}"],
-                                           f"es_variance_analytic_vs_ground_truth/{s}"),
-            "one_unroll_exact": e.iloc[0].value,
-            "one_unroll_exact_predicted": scalar(df[df.run_id == f"{s}-n{main_n}-k{one.trunc_len}"],
-                                                 f"es_variance_analytic/{s}"),
-            "finest_unrolls": int(finest.unrolls),
-            "finest": finest.value,
-            "finest_se": finest.se,
-            "finest_exact": e.iloc[-1].value,
-            "slope_upper_half": loglog_slope(upper.unrolls, upper.value),
-            "slope_upper_half_exact": loglog_slope(e[e.unrolls.isin(upper.unrolls)].unrolls,
-                                                   e[e.unrolls.isin(upper.unrolls)].value),
-            "n_slope_finest": loglog_slope(at_finest.num_particles, at_finest.value),
-            "n_slope_one_unroll": loglog_slope(at_one.num_particles, at_one.value),
-            "ground_truth_floor": scalar(df, f"ground_truth_noise_floor/{s}"),
-            "ground_truth_floor_analytic": scalar(df, f"ground_truth_noise_floor_analytic/{s}"),
-            "ground_truth_error_exact": scalar(df, f"ground_truth_error_exact/{s}"),
-        })
+        rows.append(
+            {
+                "scenario": s,
+                "N": main_n,
+                "one_unroll": one.value,
+                "one_unroll_se": one.se,
+                "one_unroll_predicted": scalar(
+                    df[df.run_id == f"{s}-n{main_n}-k{one.trunc_len}"],
+                    f"es_variance_analytic_vs_ground_truth/{s}",
+                ),
+                "one_unroll_exact": e.iloc[0].value,
+                "one_unroll_exact_predicted": scalar(
+                    df[df.run_id == f"{s}-n{main_n}-k{one.trunc_len}"], f"es_variance_analytic/{s}"
+                ),
+                "finest_unrolls": int(finest.unrolls),
+                "finest": finest.value,
+                "finest_se": finest.se,
+                "finest_exact": e.iloc[-1].value,
+                "slope_upper_half": loglog_slope(upper.unrolls, upper.value),
+                "slope_upper_half_exact": loglog_slope(
+                    e[e.unrolls.isin(upper.unrolls)].unrolls, e[e.unrolls.isin(upper.unrolls)].value
+                ),
+                "n_slope_finest": loglog_slope(at_finest.num_particles, at_finest.value),
+                "n_slope_one_unroll": loglog_slope(at_one.num_particles, at_one.value),
+                "ground_truth_floor": scalar(df, f"ground_truth_noise_floor/{s}"),
+                "ground_truth_floor_analytic": scalar(df, f"ground_truth_noise_floor_analytic/{s}"),
+                "ground_truth_error_exact": scalar(df, f"ground_truth_error_exact/{s}"),
+            }
+        )
     return pd.DataFrame(rows).set_index("scenario")
 
 
@@ -100,15 +118,29 @@ def draw_main(ax, df: pd.DataFrame) -> None:
     main_n = int(paper["num_particles"].max())
     for s in scenarios(df):
         c = paper[(paper.scenario == s) & (paper.num_particles == main_n)]
-        ax.errorbar(c.unrolls, c.value, yerr=c.se, color=COLORS.get(s), marker="o", markersize=4,
-                    linewidth=2, capsize=2, label=SCENARIOS.get(s, s))
+        ax.errorbar(
+            c.unrolls,
+            c.value,
+            yerr=c.se,
+            color=COLORS.get(s),
+            marker="o",
+            markersize=4,
+            linewidth=2,
+            capsize=2,
+            label=SCENARIOS.get(s, s),
+        )
     # An estimator with no variance would still score f / (1 + f) against a ground truth
     # of relative variance f: the floor below which no curve can appear.
     floors = [scalar(df, f"ground_truth_noise_floor_analytic/{s}") for s in scenarios(df)]
     if floors and np.isfinite(floors[0]):
         bound = floors[0] / (1 + floors[0])
-        ax.axhline(bound, color="0.5", linestyle=":", linewidth=1,
-                   label=f"ground truth's own noise: f/(1+f) = {bound:.2g}")
+        ax.axhline(
+            bound,
+            color="0.5",
+            linestyle=":",
+            linewidth=1,
+            label=f"ground truth's own noise: f/(1+f) = {bound:.2g}",
+        )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("# Unrolls (T / K)")
@@ -122,11 +154,19 @@ def draw_per_n(axes, df: pd.DataFrame) -> None:
     exact = curves(df, EXACT)
     counts = sorted(exact["num_particles"].unique())
     shades = plt.cm.viridis(np.linspace(0.0, 0.85, len(counts)))
-    for ax, s in zip(axes, scenarios(df)):
-        for n, color in zip(counts, shades):
+    for ax, s in zip(axes, scenarios(df), strict=True):
+        for n, color in zip(counts, shades, strict=True):
             c = exact[(exact.scenario == s) & (exact.num_particles == n)]
-            ax.errorbar(c.unrolls, c.value, yerr=c.se, color=color, marker="o", markersize=3,
-                        capsize=2, label=f"N={n}")
+            ax.errorbar(
+                c.unrolls,
+                c.value,
+                yerr=c.se,
+                color=color,
+                marker="o",
+                markersize=3,
+                capsize=2,
+                label=f"N={n}",
+            )
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_title(SCENARIOS.get(s, s))

@@ -20,7 +20,9 @@ from experiments import variance as V
 from pes import results
 
 ROOT = Path(__file__).resolve().parent.parent
-WORDS = " the quick brown fox jumps over the lazy dog \n pack my box with five dozen liquor jugs \n" * 2
+WORDS = (
+    " the quick brown fox jumps over the lazy dog \n pack my box with five dozen liquor jugs \n" * 2
+)
 
 
 def tiny(tmp_path, *more):
@@ -48,16 +50,26 @@ def test_figure4_config_lists_the_scenarios():
     assert [r.id for r in fig.runs] == ["real", "random", "repeat"]
     paper = fig.variance.paper
     assert paper.trunc_lens == [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000]
-    assert (paper.num_particles, paper.num_repeats, paper.ground_truth_particles, paper.sigma) == (1000, 50, 5000, 1e-3)
+    assert (paper.num_particles, paper.num_repeats, paper.ground_truth_particles, paper.sigma) == (
+        1000,
+        50,
+        5000,
+        1e-3,
+    )
     assert list(paper.particle_counts) == [10, 30, 100, 1000]
 
 
 def test_bad_variance_settings_fail_before_computing(tmp_path):
-    with pytest.raises(C.ConfigError, match="variance.trunc_lens has 3, which does not divide task.sequence_length=8"):
+    with pytest.raises(
+        C.ConfigError,
+        match="variance.trunc_lens has 3, which does not divide task.sequence_length=8",
+    ):
         reproduce.reproduce("figure4", "quick", tiny(tmp_path, "variance.trunc_lens=[1,3]"))
     with pytest.raises(C.ConfigError, match="variance.bogus is not a setting; allowed: sigma"):
         reproduce.reproduce("figure4", "quick", tiny(tmp_path, "+variance.bogus=1"))
-    with pytest.raises(C.ConfigError, match="variance.particle_counts=.* allowed: a positive even integer"):
+    with pytest.raises(
+        C.ConfigError, match="variance.particle_counts=.* allowed: a positive even integer"
+    ):
         reproduce.reproduce("figure4", "quick", tiny(tmp_path, "variance.particle_counts=[3]"))
     with pytest.raises(C.ConfigError, match="scenario='shuffled' is invalid"):
         reproduce.reproduce("figure4", "quick", tiny(tmp_path, "task.scenario=shuffled"))
@@ -70,23 +82,36 @@ def synthetic_csv(tmp_path) -> Path:
     p, t = 770, 100
     for s, growth in (("real", 0.5), ("random", 1.0), ("repeat", -0.1)):
         info = V._info(f"{s}-ground-truth", FakeCfg, "es", t, 1e-3, 2000)
-        rows += V._rows(info, 1, t, {f"ground_truth_noise_floor/{s}": 0.77,
-                                      f"ground_truth_noise_floor_analytic/{s}": 0.771,
-                                      f"num_params/{s}": p})
+        rows += V._rows(
+            info,
+            1,
+            t,
+            {
+                f"ground_truth_noise_floor/{s}": 0.77,
+                f"ground_truth_noise_floor_analytic/{s}": 0.771,
+                f"num_params/{s}": p,
+            },
+        )
         for n in (10, 100, 1000):
             for k in (1, 10, 100):
                 unrolls = t // k
                 v = (p + 1) / (n / 2) * unrolls**growth
                 info = V._info(f"{s}-n{n}-k{k}", FakeCfg, "pes", k, 1e-3, n)
-                rows += V._rows(info, unrolls, t, {
-                    f"normalized_variance/{s}": (v + 0.771) / 1.771,
-                    f"normalized_variance_se/{s}": 0.01 * v,
-                    f"normalized_variance_exact/{s}": v,
-                    f"normalized_variance_exact_se/{s}": 0.01 * v,
-                    f"es_variance_analytic/{s}": (p + 1) / (n / 2),
-                    f"es_variance_analytic_vs_ground_truth/{s}": ((p + 1) / (n / 2) + 0.771) / 1.771,
-                    f"num_repeats/{s}": 10,
-                })
+                rows += V._rows(
+                    info,
+                    unrolls,
+                    t,
+                    {
+                        f"normalized_variance/{s}": (v + 0.771) / 1.771,
+                        f"normalized_variance_se/{s}": 0.01 * v,
+                        f"normalized_variance_exact/{s}": v,
+                        f"normalized_variance_exact_se/{s}": 0.01 * v,
+                        f"es_variance_analytic/{s}": (p + 1) / (n / 2),
+                        f"es_variance_analytic_vs_ground_truth/{s}": ((p + 1) / (n / 2) + 0.771)
+                        / 1.771,
+                        f"num_repeats/{s}": 10,
+                    },
+                )
     path = tmp_path / "metrics.csv"
     results.validate(results.frame(rows)).to_csv(path, index=False)
     return path
@@ -103,8 +128,13 @@ class FakeCfg:
 def test_plot_script_and_notebook_draw_figure4(tmp_path):
     path = synthetic_csv(tmp_path)
     out = tmp_path / "figures" / "figure4.png"
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "plot_figure4.py"), str(path), str(out)],
-                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "plot_figure4.py"), str(path), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stderr
     for name in ("figure4.png", "figure4.pdf", "figure4_per_n.png", "figure4_per_n.pdf"):
         assert (out.parent / name).stat().st_size > 1000
@@ -116,13 +146,19 @@ def test_plot_script_and_notebook_draw_figure4(tmp_path):
     assert table.loc["random", "slope_upper_half_exact"] == pytest.approx(1.0)
     assert table.loc["repeat", "slope_upper_half_exact"] == pytest.approx(-0.1)
     assert table.loc["real", "n_slope_finest"] == pytest.approx(-1.0)
-    assert table.loc["real", "one_unroll"] == pytest.approx(table.loc["real", "one_unroll_predicted"])
+    assert table.loc["real", "one_unroll"] == pytest.approx(
+        table.loc["real", "one_unroll_predicted"]
+    )
 
     nb = nbformat.read(ROOT / "notebooks" / "figure4.ipynb", as_version=4)
     os.environ["PES_FIGURE_CSV"] = str(path)
     try:
-        NotebookClient(nb, timeout=300, kernel_name="python3",
-                       resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
+        NotebookClient(
+            nb,
+            timeout=300,
+            kernel_name="python3",
+            resources={"metadata": {"path": str(ROOT / "notebooks")}},
+        ).execute()
     finally:
         os.environ.pop("PES_FIGURE_CSV", None)
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
@@ -136,10 +172,18 @@ def test_tiny_figure4_run_plot_and_notebook(tmp_path):
     assert path == tmp_path / "results" / "quick" / "figure4" / "metrics.csv"
     df = results.validate(pd.read_csv(path))
     expected = {f"{s}-ground-truth" for s in ("real", "random", "repeat")}
-    expected |= {f"{s}-n{n}-k{k}" for s in ("real", "random", "repeat") for n in (4, 8) for k in (1, 8)}
+    expected |= {
+        f"{s}-n{n}-k{k}" for s in ("real", "random", "repeat") for n in (4, 8) for k in (1, 8)
+    }
     assert set(df.run_id) == expected
     row = df[(df.run_id == "random-n8-k1") & (df.metric == "normalized_variance/random")].iloc[0]
-    assert (row.estimator, row.trunc_len, row.num_particles, row.outer_step, row.inner_steps) == ("pes", 1, 8, 8, 8)
+    assert (row.estimator, row.trunc_len, row.num_particles, row.outer_step, row.inner_steps) == (
+        "pes",
+        1,
+        8,
+        8,
+        8,
+    )
     assert row.value > 0
     gt = df[df.run_id == "real-ground-truth"].set_index("metric")["value"]
     assert gt["num_params/real"] > 0 and gt["sequence_length/real"] == 8
@@ -161,8 +205,13 @@ def test_tiny_figure4_run_plot_and_notebook(tmp_path):
     )
 
     out = tmp_path / "figures" / "figure4.png"
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "plot_figure4.py"), str(path), str(out)],
-                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "plot_figure4.py"), str(path), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stderr
     for name in ("figure4.png", "figure4.pdf", "figure4_per_n.png", "figure4_per_n.pdf"):
         assert (out.parent / name).stat().st_size > 1000
@@ -171,8 +220,12 @@ def test_tiny_figure4_run_plot_and_notebook(tmp_path):
     nb = nbformat.read(ROOT / "notebooks" / "figure4.ipynb", as_version=4)
     os.environ["PES_FIGURE_CSV"] = str(path)
     try:
-        NotebookClient(nb, timeout=300, kernel_name="python3",
-                       resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
+        NotebookClient(
+            nb,
+            timeout=300,
+            kernel_name="python3",
+            resources={"metadata": {"path": str(ROOT / "notebooks")}},
+        ).execute()
     finally:
         os.environ.pop("PES_FIGURE_CSV", None)
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]

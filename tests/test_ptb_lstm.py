@@ -7,9 +7,10 @@ import pytest
 
 from pes import systems, tasks
 from pes.data import ptb
-from pes.tasks import ptb_lstm
 
-WORDS = " the quick brown fox jumps over the lazy dog \n pack my box with five dozen liquor jugs \n" * 3
+WORDS = (
+    " the quick brown fox jumps over the lazy dog \n pack my box with five dozen liquor jugs \n" * 3
+)
 
 
 @pytest.fixture()
@@ -39,8 +40,12 @@ def numpy_objective(theta, tokens):
     for t in range(len(tokens) - 1):
         x = p["embed"]["embedding"][tokens[t]]
 
-        def gate(name):
-            return x @ lstm["i" + name]["kernel"] + h @ lstm["h" + name]["kernel"] + lstm["h" + name]["bias"]
+        def gate(name, x=x, h=h):
+            return (
+                x @ lstm["i" + name]["kernel"]
+                + h @ lstm["h" + name]["kernel"]
+                + lstm["h" + name]["bias"]
+            )
 
         i, f, g, o = sigmoid(gate("i")), sigmoid(gate("f")), np.tanh(gate("g")), sigmoid(gate("o"))
         c = f * c + i * g
@@ -58,7 +63,13 @@ def test_full_objective_matches_an_independent_loop(word_file):
     # Perturb theta away from its init so every parameter (zero biases too) matters.
     leaves, treedef = jax.tree.flatten(task.theta_init)
     keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
-    theta = jax.tree.unflatten(treedef, [x + 0.3 * jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves)])
+    theta = jax.tree.unflatten(
+        treedef,
+        [
+            x + 0.3 * jax.random.normal(k, x.shape, x.dtype)
+            for k, x in zip(keys, leaves, strict=True)
+        ],
+    )
     expected = numpy_objective(theta, tokens)
     key = jax.random.PRNGKey(0)
     rebuilt = task.metadata["system_from_data"]  # rebuilds the system from traced tokens
@@ -99,13 +110,17 @@ def test_scenarios(word_file):
     repeat = make(word_file, scenario="repeat").metadata["data"]
     np.testing.assert_array_equal(repeat, np.full(41, corpus.ids[0]))
     random = make(word_file, scenario="random").metadata["data"]
-    expected = jax.random.randint(jax.random.PRNGKey(5), (20000,), 0, len(corpus.vocab), jnp.int32)[:41]
+    expected = jax.random.randint(jax.random.PRNGKey(5), (20000,), 0, len(corpus.vocab), jnp.int32)[
+        :41
+    ]
     np.testing.assert_array_equal(random, expected)
     assert len(set(random.tolist())) > 10
 
 
 def test_bad_parameters_fail_early(word_file):
-    with pytest.raises(ValueError, match="scenario='shuffled' is invalid; allowed: real, random, repeat"):
+    with pytest.raises(
+        ValueError, match="scenario='shuffled' is invalid; allowed: real, random, repeat"
+    ):
         make(word_file, scenario="shuffled")
     with pytest.raises(ValueError, match="sequence_length=0 is invalid"):
         make(word_file, sequence_length=0)

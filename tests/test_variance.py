@@ -51,8 +51,11 @@ def exact_grad(step_grads):
 def pes_errors(step_grads, key, trunc_len, num_particles):
     system = linear_system(step_grads)
     estimates = V.repeat(
-        lambda k: V.full_sequence_pes(system, THETA, k, trunc_len=trunc_len, sigma=SIGMA, num_particles=num_particles),
-        key, NUM_REPEATS,
+        lambda k: V.full_sequence_pes(
+            system, THETA, k, trunc_len=trunc_len, sigma=SIGMA, num_particles=num_particles
+        ),
+        key,
+        NUM_REPEATS,
     )
     return estimates
 
@@ -65,9 +68,13 @@ def test_antithetic_es_relative_variance_is_p_plus_1_over_half_n():
     step_grads = jax.random.normal(jax.random.PRNGKey(0), (4, P), jnp.float64)
     system = linear_system(step_grads)
     n = 6
-    est = jax.jit(lambda k: V.repeat(
-        lambda kk: V.full_sequence_es(system, THETA, kk, sigma=SIGMA, num_particles=n), k, NUM_REPEATS))(
-        jax.random.PRNGKey(n))
+    est = jax.jit(
+        lambda k: V.repeat(
+            lambda kk: V.full_sequence_es(system, THETA, kk, sigma=SIGMA, num_particles=n),
+            k,
+            NUM_REPEATS,
+        )
+    )(jax.random.PRNGKey(n))
     mean, se = errors(est, step_grads)
     assert V.es_relative_variance(P, n) == (P + 1) / (n / 2)
     assert abs(mean - (P + 1) / (n / 2)) < Z * se, (n, mean, se)
@@ -118,14 +125,18 @@ def test_pes_variance_falls_for_identical_unrolls():
     (one, se1), (eight, se8) = values
     assert eight < one - Z * np.hypot(se1, se8)
     assert V.pes_linear_relative_variance(_unroll_grads(step_grads, 1), n) == pytest.approx(
-        (P * 9 / 2 + 1) / (n / 2 * 8), rel=1e-12)
+        (P * 9 / 2 + 1) / (n / 2 * 8), rel=1e-12
+    )
 
 
 def test_pair_estimates_give_every_particle_count():
     step_grads = jnp.eye(8, P)
     system = linear_system(step_grads)
-    pairs = jax.jit(lambda k: V.pair_estimates(system, THETA, k, trunc_len=2, sigma=SIGMA, num_pairs=3 * NUM_REPEATS,
-                                               batch_size=1000))(jax.random.PRNGKey(7))
+    pairs = jax.jit(
+        lambda k: V.pair_estimates(
+            system, THETA, k, trunc_len=2, sigma=SIGMA, num_pairs=3 * NUM_REPEATS, batch_size=1000
+        )
+    )(jax.random.PRNGKey(7))
     closed_form = V.pes_linear_relative_variance(_unroll_grads(step_grads, 2), 2)
     for n in (2, 6):
         groups = V.group_means(pairs, n)
@@ -135,7 +146,9 @@ def test_pair_estimates_give_every_particle_count():
         assert abs(mean - expected) < Z * se, (n, mean, expected, se)
     # Group means are plain means of consecutive pairs.
     first = jax.tree.map(lambda x: np.asarray(x[:3]).mean(axis=0), pairs)
-    jax.tree.map(np.testing.assert_allclose, jax.tree.map(lambda x: x[0], V.group_means(pairs, 6)), first)
+    jax.tree.map(
+        np.testing.assert_allclose, jax.tree.map(lambda x: x[0], V.group_means(pairs, 6)), first
+    )
     with pytest.raises(ValueError, match="num_particles=3 is invalid"):
         V.group_means(pairs, 3)
 
@@ -148,8 +161,11 @@ def test_ground_truth_noise_floor_matches_closed_form():
 
     @jax.jit
     def many(key):
-        return jax.vmap(lambda k: V.ground_truth(system, THETA, k, sigma=SIGMA, num_particles=n_gt, num_chunks=5))(
-            jax.random.split(key, 400))
+        return jax.vmap(
+            lambda k: V.ground_truth(
+                system, THETA, k, sigma=SIGMA, num_particles=n_gt, num_chunks=5
+            )
+        )(jax.random.split(key, 400))
 
     means, chunks = many(jax.random.PRNGKey(5))
     expected = V.es_relative_variance(P, n_gt)
@@ -164,12 +180,24 @@ def test_ground_truth_noise_floor_matches_closed_form():
 
 def test_bad_arguments():
     system = linear_system(jnp.eye(8, P))
-    with pytest.raises(ValueError, match="trunc_len=3 is invalid for horizon T=8; allowed: a divisor of T"):
-        V.full_sequence_pes(system, THETA, jax.random.PRNGKey(0), trunc_len=3, sigma=0.1, num_particles=2)
+    with pytest.raises(
+        ValueError, match="trunc_len=3 is invalid for horizon T=8; allowed: a divisor of T"
+    ):
+        V.full_sequence_pes(
+            system, THETA, jax.random.PRNGKey(0), trunc_len=3, sigma=0.1, num_particles=2
+        )
     with pytest.raises(ValueError, match="num_particles=30 is invalid with num_chunks=4"):
-        V.ground_truth(system, THETA, jax.random.PRNGKey(0), sigma=0.1, num_particles=30, num_chunks=4)
+        V.ground_truth(
+            system, THETA, jax.random.PRNGKey(0), sigma=0.1, num_particles=30, num_chunks=4
+        )
     with pytest.raises(ValueError, match="num_repeats=0 is invalid"):
         V.repeat(lambda k: k, jax.random.PRNGKey(0), 0)
     with pytest.raises(ValueError, match="finite horizon"):
-        V.full_sequence_pes(system._replace(horizon=None), THETA, jax.random.PRNGKey(0), trunc_len=1, sigma=0.1,
-                            num_particles=2)
+        V.full_sequence_pes(
+            system._replace(horizon=None),
+            THETA,
+            jax.random.PRNGKey(0),
+            trunc_len=1,
+            sigma=0.1,
+            num_particles=2,
+        )

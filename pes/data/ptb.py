@@ -25,8 +25,9 @@ import os
 import tarfile
 import urllib.request
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -80,7 +81,7 @@ class Vocabulary(NamedTuple):
     symbols: tuple[str, ...]
 
     @classmethod
-    def build(cls, tokens: Sequence[str]) -> "Vocabulary":
+    def build(cls, tokens: Sequence[str]) -> Vocabulary:
         return cls(tuple(dict.fromkeys(tokens)))
 
     def __len__(self) -> int:
@@ -189,7 +190,11 @@ def _download(path, split, url: str) -> tuple[str, str]:
 
 
 def _unavailable(path, split) -> DataUnavailableError:
-    where = f"at {path}" if path is not None else f"in {', '.join(str(d) for d in _candidate_dirs(None))}"
+    where = (
+        f"at {path}"
+        if path is not None
+        else f"in {', '.join(str(d) for d in _candidate_dirs(None))}"
+    )
     return DataUnavailableError(
         f"no PTB {split} data found {where}; provide one of: "
         f"(1) a char-level file ptb.char.{split}.txt (source=char_file, path=<file or folder>); "
@@ -210,7 +215,9 @@ def load_text(
         raise ValueError(f"source={source!r} is invalid; allowed: {', '.join(SOURCES)}")
     _check_split(split)
     if path is not None and not Path(path).exists() and source != "download":
-        raise DataUnavailableError(f"path={str(path)!r} does not exist; " + str(_unavailable(None, split)))
+        raise DataUnavailableError(
+            f"path={str(path)!r} does not exist; " + str(_unavailable(None, split))
+        )
     if source == "download":
         return _download(path, split, url)
     readers = {

@@ -45,7 +45,9 @@ class CharLSTM(nn.Module):
 
     @nn.compact
     def __call__(self, carry, token):
-        x = nn.Embed(self.vocab_size, self.hidden_size, embedding_init=_embed_init, name="embed")(token)
+        x = nn.Embed(self.vocab_size, self.hidden_size, embedding_init=_embed_init, name="embed")(
+            token
+        )
         carry, h = nn.LSTMCell(self.hidden_size, name="lstm")(carry, x)
         logits = nn.Dense(self.vocab_size, bias_init=nn.initializers.zeros, name="decoder")(h)
         return carry, logits
@@ -56,17 +58,38 @@ def _corpus(source: str, data_path: str | None) -> ptb.Corpus:
     return ptb.load_corpus(source=source, path=data_path, split="train")
 
 
-def scenario_tokens(corpus_ids: np.ndarray, vocab_size: int, scenario: str, length: int, random_seed: int) -> np.ndarray:
+@functools.lru_cache(maxsize=8)
+def _init_params(vocab_size: int, hidden_size: int, dtype):
+    """A compiled flax init (eager init dispatches many small ops), cached per shape."""
+    model = CharLSTM(vocab_size=vocab_size, hidden_size=hidden_size)
+    carry = (jnp.zeros((hidden_size,), dtype), jnp.zeros((hidden_size,), dtype))
+
+    @jax.jit
+    def init(key):
+        params = model.init(key, carry, jnp.zeros((), jnp.int32))["params"]
+        return jax.tree.map(lambda x: x.astype(dtype), params)
+
+    return init
+
+
+def scenario_tokens(
+    corpus_ids: np.ndarray, vocab_size: int, scenario: str, length: int, random_seed: int
+) -> np.ndarray:
     """The ``length`` token ids the LSTM reads in ``scenario``."""
     if scenario == "real":
         if len(corpus_ids) < length:
             raise ValueError(
-                f"task 'ptb_lstm': sequence_length={length - 1} needs {length} tokens; the corpus has {len(corpus_ids)}"
+                f"task 'ptb_lstm': sequence_length={length - 1} needs {length} tokens; "
+                f"the corpus has {len(corpus_ids)}"
             )
         return np.asarray(corpus_ids[:length], np.int32)
     if scenario == "random":
         draws = jax.random.randint(
-            jax.random.PRNGKey(random_seed), (max(RANDOM_STREAM_LENGTH, length),), 0, vocab_size, jnp.int32
+            jax.random.PRNGKey(random_seed),
+            (max(RANDOM_STREAM_LENGTH, length),),
+            0,
+            vocab_size,
+            jnp.int32,
         )
         return np.asarray(draws[:length], np.int32)
     return np.full((length,), corpus_ids[0], np.int32)
@@ -137,7 +160,12 @@ def make(
       random_seed: PRNGKey seed of the random scenario's tokens.
     """
     _check("scenario", scenario, scenario in SCENARIOS, ", ".join(SCENARIOS))
-    _check("sequence_length", sequence_length, _is_int(sequence_length) and sequence_length >= 1, "an integer >= 1")
+    _check(
+        "sequence_length",
+        sequence_length,
+        _is_int(sequence_length) and sequence_length >= 1,
+        "an integer >= 1",
+    )
     _check("hidden_size", hidden_size, _is_int(hidden_size) and hidden_size >= 1, "an integer >= 1")
     _check("source", source, source in ptb.SOURCES, ", ".join(ptb.SOURCES))
     _check("init_seed", init_seed, _is_int(init_seed) and init_seed >= 0, "an integer >= 0")
@@ -149,10 +177,9 @@ def make(
 
     model = CharLSTM(vocab_size=vocab_size, hidden_size=hidden_size)
     dtype = jnp.result_type(float)
-    zero_carry = (jnp.zeros((hidden_size,), dtype), jnp.zeros((hidden_size,), dtype))
-    # One compiled call (eager flax init dispatches many small ops).
-    init_params = jax.jit(lambda key: jax.tree.map(lambda x: x.astype(dtype), model.init(key, zero_carry, jnp.zeros((), jnp.int32))["params"]))
-    theta0: Any = init_params(jax.random.PRNGKey(init_seed))
+    theta0: Any = _init_params(vocab_size, hidden_size, jnp.dtype(dtype))(
+        jax.random.PRNGKey(init_seed)
+    )
 
     system = make_system(model, tokens, sequence_length, hidden_size)
 
