@@ -4,25 +4,21 @@ experiments.reproduce, the plot script and the notebook, on a PTB-format text th
 writes itself."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-import nbformat
 import pandas as pd
 import pytest
-from nbclient import NotebookClient
 
 from experiments import config as C
 from experiments import reproduce
 from experiments import variance as V
 from pes import results
+from tests import notebook_runner
 
 ROOT = Path(__file__).resolve().parent.parent
-WORDS = (
-    " the quick brown fox jumps over the lazy dog \n pack my box with five dozen liquor jugs \n" * 2
-)
+WORDS = " the quick brown fox jumps over the lazy dog \n pack my box with five dozen liquor jugs \n" * 2
 
 
 def tiny(tmp_path, *more):
@@ -67,9 +63,7 @@ def test_bad_variance_settings_fail_before_computing(tmp_path):
         reproduce.reproduce("figure4", "quick", tiny(tmp_path, "variance.trunc_lens=[1,3]"))
     with pytest.raises(C.ConfigError, match="variance.bogus is not a setting; allowed: sigma"):
         reproduce.reproduce("figure4", "quick", tiny(tmp_path, "+variance.bogus=1"))
-    with pytest.raises(
-        C.ConfigError, match="variance.particle_counts=.* allowed: a positive even integer"
-    ):
+    with pytest.raises(C.ConfigError, match="variance.particle_counts=.* allowed: a positive even integer"):
         reproduce.reproduce("figure4", "quick", tiny(tmp_path, "variance.particle_counts=[3]"))
     with pytest.raises(C.ConfigError, match="scenario='shuffled' is invalid"):
         reproduce.reproduce("figure4", "quick", tiny(tmp_path, "task.scenario=shuffled"))
@@ -107,8 +101,7 @@ def synthetic_csv(tmp_path) -> Path:
                         f"normalized_variance_exact/{s}": v,
                         f"normalized_variance_exact_se/{s}": 0.01 * v,
                         f"es_variance_analytic/{s}": (p + 1) / (n / 2),
-                        f"es_variance_analytic_vs_ground_truth/{s}": ((p + 1) / (n / 2) + 0.771)
-                        / 1.771,
+                        f"es_variance_analytic_vs_ground_truth/{s}": ((p + 1) / (n / 2) + 0.771) / 1.771,
                         f"num_repeats/{s}": 10,
                     },
                 )
@@ -146,24 +139,13 @@ def test_plot_script_and_notebook_draw_figure4(tmp_path):
     assert table.loc["random", "slope_upper_half_exact"] == pytest.approx(1.0)
     assert table.loc["repeat", "slope_upper_half_exact"] == pytest.approx(-0.1)
     assert table.loc["real", "n_slope_finest"] == pytest.approx(-1.0)
-    assert table.loc["real", "one_unroll"] == pytest.approx(
-        table.loc["real", "one_unroll_predicted"]
-    )
+    assert table.loc["real", "one_unroll"] == pytest.approx(table.loc["real", "one_unroll_predicted"])
 
-    nb = nbformat.read(ROOT / "notebooks" / "figure4.ipynb", as_version=4)
-    os.environ["PES_FIGURE_CSV"] = str(path)
-    try:
-        NotebookClient(
-            nb,
-            timeout=300,
-            kernel_name="python3",
-            resources={"metadata": {"path": str(ROOT / "notebooks")}},
-        ).execute()
-    finally:
-        os.environ.pop("PES_FIGURE_CSV", None)
+    nb = notebook_runner.execute(4, path)
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
-    assert sum(o.output_type == "display_data" for o in outputs) >= 2  # both figures drawn
+    assert notebook_runner.has_image(nb)
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 2  # both figures drawn
 
 
 @pytest.mark.slow
@@ -172,9 +154,7 @@ def test_tiny_figure4_run_plot_and_notebook(tmp_path):
     assert path == tmp_path / "results" / "quick" / "figure4" / "metrics.csv"
     df = results.validate(pd.read_csv(path))
     expected = {f"{s}-ground-truth" for s in ("real", "random", "repeat")}
-    expected |= {
-        f"{s}-n{n}-k{k}" for s in ("real", "random", "repeat") for n in (4, 8) for k in (1, 8)
-    }
+    expected |= {f"{s}-n{n}-k{k}" for s in ("real", "random", "repeat") for n in (4, 8) for k in (1, 8)}
     assert set(df.run_id) == expected
     row = df[(df.run_id == "random-n8-k1") & (df.metric == "normalized_variance/random")].iloc[0]
     assert (row.estimator, row.trunc_len, row.num_particles, row.outer_step, row.inner_steps) == (
@@ -217,17 +197,8 @@ def test_tiny_figure4_run_plot_and_notebook(tmp_path):
         assert (out.parent / name).stat().st_size > 1000
     assert "slope_upper_half" in proc.stdout
 
-    nb = nbformat.read(ROOT / "notebooks" / "figure4.ipynb", as_version=4)
-    os.environ["PES_FIGURE_CSV"] = str(path)
-    try:
-        NotebookClient(
-            nb,
-            timeout=300,
-            kernel_name="python3",
-            resources={"metadata": {"path": str(ROOT / "notebooks")}},
-        ).execute()
-    finally:
-        os.environ.pop("PES_FIGURE_CSV", None)
+    nb = notebook_runner.execute(4, path)
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
-    assert sum(o.output_type == "display_data" for o in outputs) >= 2  # both figures drawn
+    assert notebook_runner.has_image(nb)
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 2  # both figures drawn
