@@ -78,6 +78,10 @@ def test_antithetic_es_relative_variance_is_p_plus_1_over_half_n():
     mean, se = errors(est, step_grads)
     assert V.es_relative_variance(P, n) == (P + 1) / (n / 2)
     assert abs(mean - (P + 1) / (n / 2)) < Z * se, (n, mean, se)
+    # The reference-free sample variance estimates the same quantity (same tolerance: its
+    # spread over repeats is that of the per-repeat errors).
+    sample = V.normalized_sample_variance(est, exact_grad(step_grads))
+    assert abs(sample - (P + 1) / (n / 2)) < Z * se, (sample, se)
     # Negative control: counting N as pairs (a factor 2) is rejected.
     assert abs(mean - (P + 1) / n) > Z * se
 
@@ -146,9 +150,7 @@ def test_pair_estimates_give_every_particle_count():
         assert abs(mean - expected) < Z * se, (n, mean, expected, se)
     # Group means are plain means of consecutive pairs.
     first = jax.tree.map(lambda x: np.asarray(x[:3]).mean(axis=0), pairs)
-    jax.tree.map(
-        np.testing.assert_allclose, jax.tree.map(lambda x: x[0], V.group_means(pairs, 6)), first
-    )
+    jax.tree.map(np.testing.assert_allclose, jax.tree.map(lambda x: x[0], V.group_means(pairs, 6)), first)
     with pytest.raises(ValueError, match="num_particles=3 is invalid"):
         V.group_means(pairs, 3)
 
@@ -162,9 +164,7 @@ def test_ground_truth_noise_floor_matches_closed_form():
     @jax.jit
     def many(key):
         return jax.vmap(
-            lambda k: V.ground_truth(
-                system, THETA, k, sigma=SIGMA, num_particles=n_gt, num_chunks=5
-            )
+            lambda k: V.ground_truth(system, THETA, k, sigma=SIGMA, num_particles=n_gt, num_chunks=5)
         )(jax.random.split(key, 400))
 
     means, chunks = many(jax.random.PRNGKey(5))
@@ -180,16 +180,10 @@ def test_ground_truth_noise_floor_matches_closed_form():
 
 def test_bad_arguments():
     system = linear_system(jnp.eye(8, P))
-    with pytest.raises(
-        ValueError, match="trunc_len=3 is invalid for horizon T=8; allowed: a divisor of T"
-    ):
-        V.full_sequence_pes(
-            system, THETA, jax.random.PRNGKey(0), trunc_len=3, sigma=0.1, num_particles=2
-        )
+    with pytest.raises(ValueError, match="trunc_len=3 is invalid for horizon T=8; allowed: a divisor of T"):
+        V.full_sequence_pes(system, THETA, jax.random.PRNGKey(0), trunc_len=3, sigma=0.1, num_particles=2)
     with pytest.raises(ValueError, match="num_particles=30 is invalid with num_chunks=4"):
-        V.ground_truth(
-            system, THETA, jax.random.PRNGKey(0), sigma=0.1, num_particles=30, num_chunks=4
-        )
+        V.ground_truth(system, THETA, jax.random.PRNGKey(0), sigma=0.1, num_particles=30, num_chunks=4)
     with pytest.raises(ValueError, match="num_repeats=0 is invalid"):
         V.repeat(lambda k: k, jax.random.PRNGKey(0), 0)
     with pytest.raises(ValueError, match="finite horizon"):
