@@ -6,7 +6,7 @@ block with the protocol's settings per profile::
 
     sigma                   perturbation standard deviation (paper 1e-3)
     trunc_lens              truncation lengths K (each must divide T = task.sequence_length)
-    num_particles           N of the main curves (paper 1000)
+    num_particles           N of the main curves (paper 1000): the largest particle count
     particle_counts         N values of the per-N curves (appendix; paper 10, 30, 100, 1000)
     num_repeats             independent estimates at the largest N (paper 50)
     ground_truth_particles  N of the full-sequence antithetic-ES ground truth (paper 5000)
@@ -88,18 +88,12 @@ def settings(fig: DictConfig, profile: str, overrides: Sequence[str] = ()) -> di
     """The protocol settings of ``profile`` with ``variance.*`` overrides; validated."""
     block = (fig.get("variance") or {}).get(profile)
     if block is None:
-        raise C.ConfigError(
-            f"figure {fig.id}: variance.{profile} is missing; allowed profiles: quick, paper"
-        )
-    cfg = OmegaConf.merge(
-        block, OmegaConf.from_dotlist([o.removeprefix("variance.") for o in overrides])
-    )
+        raise C.ConfigError(f"figure {fig.id}: variance.{profile} is missing; allowed profiles: quick, paper")
+    cfg = OmegaConf.merge(block, OmegaConf.from_dotlist([o.removeprefix("variance.") for o in overrides]))
     s = OmegaConf.to_container(cfg, resolve=True)
     unknown = sorted(set(s) - set(SETTINGS))
     if unknown:
-        raise C.ConfigError(
-            f"variance.{unknown[0]} is not a setting; allowed: {', '.join(SETTINGS)}"
-        )
+        raise C.ConfigError(f"variance.{unknown[0]} is not a setting; allowed: {', '.join(SETTINGS)}")
     missing = [k for k in SETTINGS if k not in s]
     if missing:
         raise C.ConfigError(f"figure {fig.id}: variance.{profile} lacks {', '.join(missing)}")
@@ -115,20 +109,21 @@ def settings(fig: DictConfig, profile: str, overrides: Sequence[str] = ()) -> di
     s["sigma"] = float(sigma)
     for name in ("trunc_lens", "particle_counts"):
         if not isinstance(s[name], list) or not s[name]:
-            raise C.ConfigError(
-                f"variance.{name}={s[name]!r} is invalid; allowed: a non-empty list"
-            )
+            raise C.ConfigError(f"variance.{name}={s[name]!r} is invalid; allowed: a non-empty list")
         for v in s[name]:
             positive_int(name, v, even=name == "particle_counts")
         s[name] = sorted(set(s[name]))
     positive_int("num_particles", s["num_particles"], even=True)
+    if s["num_particles"] < max(s["particle_counts"]):
+        raise C.ConfigError(
+            f"variance.num_particles={s['num_particles']} is invalid with particle_counts="
+            f"{s['particle_counts']}; allowed: the largest particle count (the main curves use it)"
+        )
     if s["num_particles"] not in s["particle_counts"]:
         s["particle_counts"] = sorted(set(s["particle_counts"]) | {s["num_particles"]})
     positive_int("num_repeats", s["num_repeats"])
     if s["num_repeats"] < 2:
-        raise C.ConfigError(
-            f"variance.num_repeats={s['num_repeats']} is invalid; allowed: an integer >= 2"
-        )
+        raise C.ConfigError(f"variance.num_repeats={s['num_repeats']} is invalid; allowed: an integer >= 2")
     positive_int("ground_truth_chunks", s["ground_truth_chunks"])
     positive_int("ground_truth_particles", s["ground_truth_particles"])
     if s["ground_truth_chunks"] < 2 or s["ground_truth_particles"] % (2 * s["ground_truth_chunks"]):
@@ -194,9 +189,7 @@ class Compiled:
 
         def exact(data, theta, key):
             system = system_of(data)
-            return jax.value_and_grad(lambda th: systems.full_objective(system, th, key, key))(
-                theta
-            )
+            return jax.value_and_grad(lambda th: systems.full_objective(system, th, key, key))(theta)
 
         self.pairs = jax.jit(pairs, static_argnums=3)
         self.ground_truth = jax.jit(ground_truth)
@@ -250,9 +243,7 @@ def _rows(info: dict, outer_step: int, inner_steps: int, metrics: dict) -> list[
     ]
 
 
-def run_scenario(
-    cfg: DictConfig, task, s: dict, compiled: Compiled, out_dir: Path, log=print
-) -> Path:
+def run_scenario(cfg: DictConfig, task, s: dict, compiled: Compiled, out_dir: Path, log=print) -> Path:
     """Compute (or resume) one scenario's rows into ``out_dir/metrics.csv``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     scenario = str(task.metadata.get("scenario", cfg.run_id))
@@ -300,7 +291,6 @@ def run_scenario(
         t0 = time.perf_counter()
         g_es, chunks = jax.block_until_ready(compiled.ground_truth(data, theta, gt_key))
         loss, g_exact = compiled.exact(data, theta, exact_key)
-        io.save_checkpoint(out_dir / GT, (g_es, g_exact), {"scenario": scenario})
         floor, _ = V.noise_floor(chunks)
         err_exact = float(V.normalized_errors(jax.tree.map(lambda x: x[None], g_es), g_exact)[0])
         metrics = {
@@ -319,6 +309,8 @@ def run_scenario(
         if rid not in done:
             info = _info(rid, cfg, "es", horizon, s["sigma"], s["ground_truth_particles"])
             io.append_rows(out_dir / CSV, _rows(info, 1, horizon, metrics))
+        # Saved after its rows, so a resumed run never lacks the ground-truth rows.
+        io.save_checkpoint(out_dir / GT, (g_es, g_exact), {"scenario": scenario})
         log(
             f"  {scenario}: ground truth (N={s['ground_truth_particles']}) "
             f"noise floor {floor:.3g}, error vs autodiff {err_exact:.3g} "
@@ -394,9 +386,7 @@ def reproduce(fig: DictConfig, profile: str = "quick", extra: Sequence[str] = ()
         except (ValueError, TypeError) as err:
             raise C.ConfigError(str(err)) from err
         if task.system.horizon is None:
-            raise C.ConfigError(
-                f"task {cfg.task.name} has no finite horizon; the variance study needs one"
-            )
+            raise C.ConfigError(f"task {cfg.task.name} has no finite horizon; the variance study needs one")
         check_horizon(s, int(task.system.horizon), f"run {run.id}")
         prepared.append((cfg, task))
 
@@ -406,11 +396,7 @@ def reproduce(fig: DictConfig, profile: str = "quick", extra: Sequence[str] = ()
     for i, (cfg, task) in enumerate(prepared, 1):
         t0 = time.perf_counter()
         shape_key = json.dumps(
-            {
-                k: v
-                for k, v in OmegaConf.to_container(cfg.task, resolve=True).items()
-                if k != "scenario"
-            },
+            {k: v for k, v in OmegaConf.to_container(cfg.task, resolve=True).items() if k != "scenario"},
             sort_keys=True,
             default=str,
         ) + str(cfg.x64)
