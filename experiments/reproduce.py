@@ -41,8 +41,9 @@ def figure_dir(results_root: str, profile: str, figure_id: str) -> Path:
 def reproduce(figure: str, profile: str = "quick", extra: list[str] = ()) -> Path:
     """Run (or resume) every run of ``figure`` and write the merged CSV; returns its path."""
     fig = C.load_figure(figure)
+    runs = C.figure_runs(fig, profile)
     cfgs = []
-    for run in fig.runs:  # compose and validate every run before computing anything
+    for run in runs:  # compose and validate every run before computing anything
         cfg = C.compose(C.figure_run_overrides(fig, run, profile, extra))
         C.build(cfg)
         cfgs.append(cfg)
@@ -57,7 +58,7 @@ def reproduce(figure: str, profile: str = "quick", extra: list[str] = ()) -> Pat
             file=sys.stderr,
         )
         frames.append(pd.read_csv(out / runner.CSV))
-    merged = results.validate(pd.concat(frames, ignore_index=True), expected_runs=[r.id for r in fig.runs],
+    merged = results.validate(pd.concat(frames, ignore_index=True), expected_runs=[r.id for r in runs],
                               allow_nonfinite=_nonfinite_ok(fig))
     path = figure_dir(cfgs[0].results_root, profile, fig.id) / "metrics.csv"
     io.atomic_write_text(path, merged.to_csv(index=False))
@@ -76,6 +77,9 @@ def main() -> None:
     except C.ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except runner.RunFailed as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
     except KeyboardInterrupt:
         print("interrupted: logged rows are kept; rerun the same command to resume", file=sys.stderr)
         sys.exit(130)

@@ -73,6 +73,11 @@ def check_sigma(name: str, sigma) -> None:
         )
 
 
+def check_bool(name: str, key: str, value) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"estimator '{name}': {key}={value!r} is invalid; allowed: true, false")
+
+
 def check_particles(name: str, num_particles, antithetic) -> None:
     if not isinstance(antithetic, bool):
         raise ValueError(f"estimator '{name}': antithetic={antithetic!r} is invalid; allowed: true, false")
@@ -129,7 +134,8 @@ def perturb(theta: PyTree, eps: PyTree, lay: ParticleLayout) -> PyTree:
 
     def leaf(th, e):
         signs = lay.signs(e.dtype).reshape((1, lay.group_size) + (1,) * (e.ndim - 1))
-        return th + signs * e[:, None]
+        # Explicit leading axes: theta of rank >= 1 must not rely on rank promotion.
+        return jnp.expand_dims(jnp.asarray(th), (0, 1)) + signs * e[:, None]
 
     return jax.tree.map(leaf, theta, eps)
 

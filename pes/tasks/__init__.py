@@ -36,11 +36,13 @@ class Task(NamedTuple):
 
 
 def _registry() -> dict[str, Callable[..., Task]]:
-    from pes.tasks import influence_balancing, linear_quadratic
+    from pes.tasks import influence_balancing, linear_control, linear_quadratic, swimmer
 
     return {
         "influence_balancing": influence_balancing.make,
         "linear_quadratic": linear_quadratic.make,
+        "swimmer": swimmer.make,
+        "linear_control": linear_control.make,
     }
 
 
