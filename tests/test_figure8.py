@@ -125,7 +125,8 @@ def test_figure8_tiny_end_to_end_with_plot_and_notebook(tmp_path, monkeypatch):
     csv = reproduce.reproduce("figure8", "quick", [*TINY, f"results_root={tmp_path}"])
     df = results.validate(pd.read_csv(csv))
     assert sorted(df["run_id"].unique()) == sorted(f"{r}-seed3" for r in ("es-k1000", "es-k100", "pes-k100", "ars", "openai-es"))
-    for rid, cost in {"pes-k100-seed3": 200, "es-k100-seed3": 210, "ars-seed3": 20, "openai-es-seed3": 200}.items():
+    # TINY sets K=10 < T=20 for every run, so each ES-type run also advances its mean trajectory.
+    for rid, cost in {"pes-k100-seed3": 200, "es-k100-seed3": 210, "ars-seed3": 30, "openai-es-seed3": 210}.items():
         steps = df[(df.run_id == rid) & (df.metric == "env_steps")].sort_values("outer_step")["value"]
         np.testing.assert_array_equal(steps, [cost, 2 * cost])
     assert np.isfinite(df[df.metric == "eval_return"]["value"]).all()
