@@ -58,8 +58,11 @@ def reproduce(figure: str, profile: str = "quick", extra: list[str] = ()) -> Pat
             file=sys.stderr,
         )
         frames.append(pd.read_csv(out / runner.CSV))
-    merged = results.validate(pd.concat(frames, ignore_index=True), expected_runs=[r.id for r in runs],
-                              allow_nonfinite=_nonfinite_ok(fig))
+    merged = results.validate(
+        pd.concat(frames, ignore_index=True),
+        expected_runs=[r.id for r in runs],
+        allow_nonfinite=_nonfinite_ok(fig),
+    )
     path = figure_dir(cfgs[0].results_root, profile, fig.id) / "metrics.csv"
     io.atomic_write_text(path, merged.to_csv(index=False))
     print(path)

@@ -111,7 +111,7 @@ def run(cfg: DictConfig, *, out_dir: Path | None = None) -> Path:
         initial=done,
         desc=rid,
         unit="step",
-        disable=not cfg.progress,
+        disable=None if cfg.progress else True,  # None: only on a terminal
         file=sys.stderr,
         leave=False,
     )
@@ -155,8 +155,10 @@ def run(cfg: DictConfig, *, out_dir: Path | None = None) -> Path:
                 meta["status"] = "diverged"
                 meta["diverged_at_outer_step"] = bad_step
                 io.write_json(out_dir / META, meta)
-                print(f"{rid}: theta became non-finite at outer step {bad_step}; run stopped, rows kept",
-                      file=sys.stderr)
+                print(
+                    f"{rid}: theta became non-finite at outer step {bad_step}; run stopped, rows kept",
+                    file=sys.stderr,
+                )
                 return out_dir
     except KeyboardInterrupt:
         meta["status"] = "interrupted"

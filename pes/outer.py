@@ -8,7 +8,8 @@ progress bar and checkpointing between calls; nothing here loops in Python per s
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -51,7 +52,7 @@ def theta_metrics(theta: PyTree) -> dict[str, jax.Array]:
     leaves = jax.tree.leaves(theta)
     size = sum(jnp.size(x) for x in leaves)
     if size > MAX_LOGGED_THETA:
-        return {"theta_norm": optax.global_norm(theta)}
+        return {"theta_norm": optax.tree.norm(theta)}
     flat = jnp.concatenate([jnp.ravel(x) for x in leaves]) if leaves else jnp.zeros((0,))
     if size == 1:
         return {"theta": flat[0]}
@@ -68,7 +69,7 @@ def make_step(
         grad, est_state, aux = estimator.estimate(key, state.theta, state.est_state)
         updates, opt_state = optimizer.update(grad, state.opt_state, state.theta)
         theta = optax.apply_updates(state.theta, updates)
-        aux = dict(aux, grad_norm=optax.global_norm(grad))
+        aux = dict(aux, grad_norm=optax.tree.norm(grad))
         return TrainState(theta, opt_state, est_state, state.step + 1, state.key), aux
 
     return step

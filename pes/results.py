@@ -25,7 +25,7 @@ and writing files is the runner's job (`experiments.io`).
 from __future__ import annotations
 
 import math
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import pandas as pd

@@ -6,18 +6,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-import nbformat
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
-from nbclient import NotebookClient
 from omegaconf import OmegaConf
 
 from experiments import config as C
 from experiments import reproduce, runner
 from pes import results, tasks
 from pes.tasks import linear_control
+from tests import notebook_runner
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = [
@@ -136,9 +135,5 @@ def test_figure8_tiny_end_to_end_with_plot_and_notebook(tmp_path, monkeypatch):
                    env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert png.stat().st_size > 10_000 and png.with_suffix(".pdf").exists()
 
-    nb = nbformat.read(ROOT / "notebooks/figure8.ipynb", as_version=4)
-    monkeypatch.setenv("PES_FIGURE_CSV", str(csv))
-    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
-    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
-    assert any(o.get("output_type") == "display_data" and "image/png" in o.get("data", {}) for o in outputs)
-    assert not any(o.get("output_type") == "error" for o in outputs)
+    nb = notebook_runner.execute(8, csv)
+    assert notebook_runner.has_image(nb)
