@@ -55,7 +55,11 @@ def main() -> None:
     thetas = rng.normal(0.0, 0.3, (batch, 2, 8))
     starts = jax.vmap(env.reset)(jax.random.split(jax.random.key(0), batch))
 
-    unroll = jax.jit(jax.vmap(lambda th, s: systems.unroll(system, th, s, jnp.zeros((), jnp.int32), jax.random.key(1), steps)[2]))
+    unroll = jax.jit(
+        jax.vmap(
+            lambda th, s: systems.unroll(system, th, s, jnp.zeros((), jnp.int32), jax.random.key(1), steps)[2]
+        )
+    )
     t_jax = best_of(lambda: jax.block_until_ready(unroll(jnp.asarray(thetas), starts)), args.repeats)
 
     def host_only():
@@ -76,12 +80,17 @@ def main() -> None:
 
     t_gym = best_of(gym_loop, args.repeats)
     n = batch * steps
-    print(f"# Swimmer-v5 throughput: batch {batch} x {steps} steps, best of {args.repeats}; "
-          f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
+    print(
+        f"# Swimmer-v5 throughput: batch {batch} x {steps} steps, best of {args.repeats}; "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}"
+    )
     print("| path | env-steps/s | us per env-step |")
     print("|---|---|---|")
-    for name, t in (("jax+mujoco.rollout (training path)", t_jax), ("mujoco.rollout only (no JAX)", t_host),
-                    ("gymnasium loop, one env at a time", t_gym)):
+    for name, t in (
+        ("jax+mujoco.rollout (training path)", t_jax),
+        ("mujoco.rollout only (no JAX)", t_host),
+        ("gymnasium loop, one env at a time", t_gym),
+    ):
         print(f"| {name} | {n / t:,.0f} | {t / n * 1e6:.1f} |")
 
 

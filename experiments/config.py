@@ -243,11 +243,15 @@ def figure_runs(fig: DictConfig, profile: str) -> list[DictConfig]:
         return list(fig.runs)
     if isinstance(seeds, DictConfig):
         if profile not in seeds:
-            raise ConfigError(f"figure {fig.id}: seeds has no list for profile={profile}; allowed: {', '.join(seeds)}")
+            raise ConfigError(
+                f"figure {fig.id}: seeds has no list for profile={profile}; allowed: {', '.join(seeds)}"
+            )
         seeds = seeds[profile]
     seeds = list(seeds)
     if not seeds or any(isinstance(x, bool) or not isinstance(x, int) or x < 0 for x in seeds):
-        raise ConfigError(f"figure {fig.id}: seeds={seeds} is invalid; allowed: a non-empty list of integers >= 0")
+        raise ConfigError(
+            f"figure {fig.id}: seeds={seeds} is invalid; allowed: a non-empty list of integers >= 0"
+        )
     out = []
     for run in fig.runs:
         for seed in seeds:

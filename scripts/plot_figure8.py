@@ -17,7 +17,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _style  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 METHODS = {  # base run id -> (label, style)
@@ -38,7 +37,9 @@ def method_of(run_id: str) -> str:
 def curves(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """method -> DataFrame(env_steps, mean, std, n_seeds), truncated to the shortest seed."""
     sub = df[df["metric"].isin([METRIC, X_METRIC])]
-    wide = sub.pivot_table(index=["run_id", "seed", "outer_step"], columns="metric", values="value").reset_index()
+    wide = sub.pivot_table(
+        index=["run_id", "seed", "outer_step"], columns="metric", values="value"
+    ).reset_index()
     if METRIC not in wide or X_METRIC not in wide:
         raise SystemExit(f"figure 8 needs metrics {METRIC!r} and {X_METRIC!r} in the CSV")
     wide["method"] = wide["run_id"].map(method_of)
@@ -66,7 +67,9 @@ def plot(df: pd.DataFrame, ax=None):
         label, style = METHODS.get(method, (method, {}))
         mean = c["mean"].to_numpy()
         ax.plot(c["env_steps"], mean, label=f"{label} ({int(c['n_seeds'].iloc[0])} seeds)", **style)
-        ax.fill_between(c["env_steps"], mean - c["std"], mean + c["std"], color=style.get("color"), alpha=0.15)
+        ax.fill_between(
+            c["env_steps"], mean - c["std"], mean + c["std"], color=style.get("color"), alpha=0.15
+        )
     ax.set_xlabel("Total environment steps (training)")
     ax.set_ylabel("Evaluation reward")
     ax.set_title("Swimmer-v5 (MuJoCo), linear policy")

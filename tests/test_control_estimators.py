@@ -32,7 +32,9 @@ def test_host_environment_equals_its_jax_twin():
 def _episode_estimates(name, trunc_len, num_repeats, num_particles, **hp):
     """Sum of the estimates over one whole episode at fixed theta, for independent repeats."""
     task = tasks.make("linear_control", horizon=HORIZON)
-    est = pes.estimators.make(name, task.system, trunc_len=trunc_len, sigma=0.1, num_particles=num_particles, **hp)
+    est = pes.estimators.make(
+        name, task.system, trunc_len=trunc_len, sigma=0.1, num_particles=num_particles, **hp
+    )
     theta = _theta0()
     n_calls = HORIZON // trunc_len
 
@@ -131,7 +133,9 @@ def test_divide_by_variance_matches_ars_v1_formula(name):
     system, c = _bandit()
     theta = jnp.full((2, 3), 0.2)
     sigma, pairs, k = 0.3, 5, 2
-    est = pes.estimators.make(name, system, trunc_len=k, sigma=sigma, num_particles=2 * pairs, divide_by_variance=True)
+    est = pes.estimators.make(
+        name, system, trunc_len=k, sigma=sigma, num_particles=2 * pairs, divide_by_variance=True
+    )
     plain = pes.estimators.make(name, system, trunc_len=k, sigma=sigma, num_particles=2 * pairs)
     key = jax.random.key(11)
     g, _, _ = est.estimate(key, theta, est.init(jax.random.key(0), theta))
@@ -152,7 +156,9 @@ def test_ars_top_directions_formula_and_v1_equivalence():
     theta = jnp.full((2, 3), -0.1)
     sigma, pairs, b, k = 0.05, 6, 2, 4
     key = jax.random.key(5)
-    ars = pes.estimators.make("ars", system, trunc_len=k, sigma=sigma, num_particles=2 * pairs, top_directions=b)
+    ars = pes.estimators.make(
+        "ars", system, trunc_len=k, sigma=sigma, num_particles=2 * pairs, top_directions=b
+    )
     g, _, aux = ars.estimate(key, theta, ars.init(jax.random.key(0), theta))
     eps, obj = _noise_and_objectives(key, theta, sigma, pairs, c, k)
     top = np.argsort(obj.min(axis=1))[:b]
@@ -162,7 +168,9 @@ def test_ars_top_directions_formula_and_v1_equivalence():
     np.testing.assert_allclose(float(aux["loss"]), obj.mean(), rtol=1e-12)
     # With every pair kept ARS V1 is ES with divide_by_variance over whole episodes.
     v1 = pes.estimators.make("ars", system, trunc_len=k, sigma=sigma, num_particles=2 * pairs)
-    es = pes.estimators.make("es", system, trunc_len=k, sigma=sigma, num_particles=2 * pairs, divide_by_variance=True)
+    es = pes.estimators.make(
+        "es", system, trunc_len=k, sigma=sigma, num_particles=2 * pairs, divide_by_variance=True
+    )
     g1, _, _ = v1.estimate(key, theta, v1.init(jax.random.key(0), theta))
     g2, _, _ = es.estimate(key, theta, es.init(jax.random.key(0), theta))
     np.testing.assert_allclose(np.asarray(g1), np.asarray(g2), rtol=1e-10)
@@ -181,7 +189,9 @@ def test_openai_es_centred_rank_formula():
     ranks = np.argsort(np.argsort(obj.ravel())).reshape(obj.shape) / (obj.size - 1) - 0.5
     ref = np.einsum("g,gij->ij", ranks[:, 0] - ranks[:, 1], eps / sigma) / (obj.size * sigma)
     np.testing.assert_allclose(np.asarray(g), ref, rtol=1e-10)
-    np.testing.assert_allclose(np.asarray(baselines.centred_ranks(jnp.array([3.0, -1.0, 2.0]))), [0.5, -0.5, 0.0])
+    np.testing.assert_allclose(
+        np.asarray(baselines.centred_ranks(jnp.array([3.0, -1.0, 2.0]))), [0.5, -0.5, 0.0]
+    )
 
 
 @pytest.mark.parametrize(

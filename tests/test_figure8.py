@@ -42,7 +42,11 @@ def test_figure8_config_matches_the_paper_settings():
     for rid, (k, sigma, lr) in expected.items():
         cfg = C.compose(C.figure_run_overrides(fig, paper[f"{rid}-seed3"], "paper"))
         built = C.build(cfg)
-        assert (cfg.estimator.trunc_len, cfg.estimator.sigma, cfg.outer_optimizer.learning_rate) == (k, sigma, lr)
+        assert (cfg.estimator.trunc_len, cfg.estimator.sigma, cfg.outer_optimizer.learning_rate) == (
+            k,
+            sigma,
+            lr,
+        )
         assert cfg.estimator.num_particles == 20 and cfg.estimator.divide_by_variance
         assert cfg.outer_optimizer.name == "sgd" and cfg.task.horizon == 1000
         env_steps = built.num_steps * built.estimator.cost_per_estimate
@@ -82,8 +86,13 @@ def _faulty_make(fail_at_call):
         env = env._replace(host_step=host_step)
         system = linear_control.policy_system(env)
         theta0 = jnp.zeros((env.action_dim, env.obs_dim))
-        return tasks.Task("linear_control", system, theta0, linear_control.make_evaluate(system, 1),
-                          {"cost_metric": "env_steps"})
+        return tasks.Task(
+            "linear_control",
+            system,
+            theta0,
+            linear_control.make_evaluate(system, 1),
+            {"cost_metric": "env_steps"},
+        )
 
     return make
 
@@ -91,11 +100,22 @@ def _faulty_make(fail_at_call):
 def test_simulator_error_is_reported_with_seed_and_step_and_rows_kept(tmp_path, monkeypatch):
     # Per outer step: 5 host calls (K=5) + 20 for the evaluation episode; chunks of 2 steps = 50 calls.
     monkeypatch.setattr(C.tasks, "make", _faulty_make(fail_at_call=128))
-    cfg = C.compose([
-        "task=linear_control", "estimator=pes", "estimator.trunc_len=5", "estimator.num_particles=4",
-        "estimator.sigma=0.1", "train.num_outer_steps=10", "train.log_every=1", "train.chunk_size=2",
-        "seed=7", "progress=false", "x64=true", f"results_root={tmp_path}",
-    ])
+    cfg = C.compose(
+        [
+            "task=linear_control",
+            "estimator=pes",
+            "estimator.trunc_len=5",
+            "estimator.num_particles=4",
+            "estimator.sigma=0.1",
+            "train.num_outer_steps=10",
+            "train.log_every=1",
+            "train.chunk_size=2",
+            "seed=7",
+            "progress=false",
+            "x64=true",
+            f"results_root={tmp_path}",
+        ]
+    )
     with pytest.raises(runner.RunFailed) as info:
         runner.run(cfg)
     msg = str(info.value)
@@ -123,16 +143,26 @@ def test_figure8_tiny_end_to_end_with_plot_and_notebook(tmp_path, monkeypatch):
     monkeypatch.setattr(C, "FIGURE_DIR", fig_dir)
     csv = reproduce.reproduce("figure8", "quick", [*TINY, f"results_root={tmp_path}"])
     df = results.validate(pd.read_csv(csv))
-    assert sorted(df["run_id"].unique()) == sorted(f"{r}-seed3" for r in ("es-k1000", "es-k100", "pes-k100", "ars", "openai-es"))
+    assert sorted(df["run_id"].unique()) == sorted(
+        f"{r}-seed3" for r in ("es-k1000", "es-k100", "pes-k100", "ars", "openai-es")
+    )
     # TINY sets K=10 < T=20 for every run, so each ES-type run also advances its mean trajectory.
-    for rid, cost in {"pes-k100-seed3": 200, "es-k100-seed3": 210, "ars-seed3": 30, "openai-es-seed3": 210}.items():
+    for rid, cost in {
+        "pes-k100-seed3": 200,
+        "es-k100-seed3": 210,
+        "ars-seed3": 30,
+        "openai-es-seed3": 210,
+    }.items():
         steps = df[(df.run_id == rid) & (df.metric == "env_steps")].sort_values("outer_step")["value"]
         np.testing.assert_array_equal(steps, [cost, 2 * cost])
     assert np.isfinite(df[df.metric == "eval_return"]["value"]).all()
 
     png = tmp_path / "figure8.png"
-    subprocess.run([sys.executable, str(ROOT / "scripts/plot_figure8.py"), str(csv), str(png)], check=True,
-                   env={**os.environ, "PYTHONPATH": str(ROOT)})
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts/plot_figure8.py"), str(csv), str(png)],
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert png.stat().st_size > 10_000 and png.with_suffix(".pdf").exists()
 
     nb = notebook_runner.execute(8, csv)

@@ -99,7 +99,9 @@ def test_unstable_simulation_is_reported_with_copy_and_step(env):
     states = np.zeros((3, 11))
     states[:, 0] = 0.4  # episode step 10
     states[1, 7] = 1e30  # MuJoCo flags this as unstable and resets the copy
-    with pytest.raises(control.SimulatorError, match=r"unstable and reset environment copy 1 of 3 at episode step 10"):
+    with pytest.raises(
+        control.SimulatorError, match=r"unstable and reset environment copy 1 of 3 at episode step 10"
+    ):
         env.host_step(states, np.zeros((3, 2)))
 
 

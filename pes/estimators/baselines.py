@@ -107,7 +107,9 @@ def ars(
         grad = C.combine(coeffs / std, eps, 1.0 / (top_directions * sigma), theta)
         return grad, new_state, {"loss": jnp.mean(objectives)}
 
-    hparams = dict(trunc_len=trunc_len, sigma=sigma, num_particles=num_particles, top_directions=top_directions)
+    hparams = dict(
+        trunc_len=trunc_len, sigma=sigma, num_particles=num_particles, top_directions=top_directions
+    )
     return C.GradientEstimator(init, estimate, "ars", hparams, trunc_len, cost)
 
 

@@ -21,7 +21,8 @@ experiment runner adds the run's seed and outer step and keeps the rows already 
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp

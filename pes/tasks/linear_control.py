@@ -11,7 +11,6 @@ through earlier truncations and is biased.  Used by the tests.
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -48,7 +47,9 @@ def make_env(dim: int = 2, decay: float = 0.8, target: float = 1.0, horizon: int
     def episode_step(states):
         return np.rint(states[:, 0]).astype(np.int64)
 
-    return HostEnv("linear_control", 1 + dim, 3, dim, reset, observe, reward, host_step, episode_step, horizon)
+    return HostEnv(
+        "linear_control", 1 + dim, 3, dim, reset, observe, reward, host_step, episode_step, horizon
+    )
 
 
 def jax_transition(decay: float):

@@ -36,7 +36,7 @@ from pes.tasks.control import HostEnv, SimulatorError, make_evaluate, policy_sys
 ENV_IDS = ("Swimmer-v5",)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _gym_env(env_id: str):
     import gymnasium  # imported lazily: only the control tasks need it
 
@@ -51,8 +51,18 @@ def _check(name, value, ok, allowed):
 def make_env(env_id: str = "Swimmer-v5", horizon: int = 1000, num_threads: int = 1) -> HostEnv:
     """The `HostEnv` of a gymnasium MuJoCo Swimmer."""
     _check("env_id", env_id, env_id in ENV_IDS, ", ".join(ENV_IDS))
-    _check("horizon", horizon, isinstance(horizon, int) and not isinstance(horizon, bool) and horizon >= 1, "an integer >= 1")
-    _check("num_threads", num_threads, isinstance(num_threads, int) and not isinstance(num_threads, bool) and num_threads >= 1, "an integer >= 1")
+    _check(
+        "horizon",
+        horizon,
+        isinstance(horizon, int) and not isinstance(horizon, bool) and horizon >= 1,
+        "an integer >= 1",
+    )
+    _check(
+        "num_threads",
+        num_threads,
+        isinstance(num_threads, int) and not isinstance(num_threads, bool) and num_threads >= 1,
+        "an integer >= 1",
+    )
     import mujoco
     from mujoco import rollout
 
@@ -65,7 +75,9 @@ def make_env(env_id: str = "Swimmer-v5", horizon: int = 1000, num_threads: int =
     spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
     state_dim = int(mujoco.mj_stateSize(model, spec))
     if state_dim != 1 + nq + nv:
-        raise RuntimeError(f"{env_id}: unexpected MuJoCo physics state size {state_dim} (expected {1 + nq + nv})")
+        raise RuntimeError(
+            f"{env_id}: unexpected MuJoCo physics state size {state_dim} (expected {1 + nq + nv})"
+        )
     init_qpos = np.asarray(genv.init_qpos, np.float64)
     init_qvel = np.asarray(genv.init_qvel, np.float64)
     noise = float(genv._reset_noise_scale)
@@ -99,11 +111,13 @@ def make_env(env_id: str = "Swimmer-v5", horizon: int = 1000, num_threads: int =
             i = int(np.flatnonzero(lost)[0])
             raise SimulatorError(
                 f"{env_id}: MuJoCo found the simulation unstable and reset environment copy {i} of "
-                f"{len(states)} at episode step {int(episode_step(states[i:i + 1])[0])}"
+                f"{len(states)} at episode step {int(episode_step(states[i : i + 1])[0])}"
             )
         return new
 
-    return HostEnv(env_id, state_dim, nq - 2 + nv, nu, reset, observe, reward, host_step, episode_step, horizon)
+    return HostEnv(
+        env_id, state_dim, nq - 2 + nv, nu, reset, observe, reward, host_step, episode_step, horizon
+    )
 
 
 def make(
@@ -121,7 +135,12 @@ def make(
         (``eval_return``); their steps are not training steps.
       num_threads: MuJoCo rollout threads for the batched step.
     """
-    _check("eval_episodes", eval_episodes, isinstance(eval_episodes, int) and not isinstance(eval_episodes, bool) and eval_episodes >= 1, "an integer >= 1")
+    _check(
+        "eval_episodes",
+        eval_episodes,
+        isinstance(eval_episodes, int) and not isinstance(eval_episodes, bool) and eval_episodes >= 1,
+        "an integer >= 1",
+    )
     env = make_env(env_id, horizon, num_threads)
     system = policy_system(env)
     theta0 = jnp.zeros((env.action_dim, env.obs_dim), jnp.result_type(float))
