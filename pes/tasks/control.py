@@ -85,20 +85,23 @@ def host_transition(env: HostEnv) -> Callable[[jax.Array, jax.Array], jax.Array]
     (B, dim) and handed to the simulator in one call.
     """
 
-    def callback(states, actions):
-        states = np.asarray(states)
-        actions = np.asarray(actions)
-        batch = states.shape[:-1]
-        s = np.ascontiguousarray(states.reshape(-1, env.state_dim), dtype=np.float64)
-        a = np.ascontiguousarray(actions.reshape(-1, env.action_dim), dtype=np.float64)
+    def callback(packed):
+        # One argument (state and action side by side): every callback argument costs
+        # a conversion, and this call runs once per environment step.
+        packed = np.asarray(packed)
+        batch = packed.shape[:-1]
+        flat = packed.reshape(-1, env.state_dim + env.action_dim).astype(np.float64, copy=False)
+        s = np.ascontiguousarray(flat[:, : env.state_dim])
+        a = np.ascontiguousarray(flat[:, env.state_dim :])
         check_batch(env, s, a, None)
         new = env.host_step(s, a)
         check_batch(env, s, a, new)
-        return new.reshape(batch + (env.state_dim,)).astype(states.dtype)
+        return new.reshape(batch + (env.state_dim,)).astype(packed.dtype)
 
     def transition(state, action):
         out = jax.ShapeDtypeStruct(jnp.shape(state), jnp.result_type(state))
-        return jax.pure_callback(callback, out, state, action, vmap_method="broadcast_all")
+        packed = jnp.concatenate([state, action.astype(jnp.result_type(state))], axis=-1)
+        return jax.pure_callback(callback, out, packed, vmap_method="broadcast_all")
 
     return transition
 
