@@ -105,6 +105,9 @@ def run(cfg: DictConfig, *, out_dir: Path | None = None) -> Path:
 
     chunks: dict[int, object] = {}
     done = int(state.step)
+    if done == 0:  # the starting point: theta and the task's evaluation before any update
+        first = jax.device_get(outer.make_initial_metrics(built.task.evaluate)(state))
+        io.append_rows(out_dir / CSV, results.rows(info, first, built.estimator.steps_per_estimate))
     start = time.perf_counter()
     bar = tqdm(
         total=built.num_steps,
