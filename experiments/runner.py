@@ -105,10 +105,32 @@ def run(cfg: DictConfig, *, out_dir: Path | None = None) -> Path:
 
     chunks: dict[int, object] = {}
     done = int(state.step)
-    if done == 0:  # the starting point: theta and the task's evaluation before any update
-        first = jax.device_get(outer.make_initial_metrics(built.task.evaluate)(state))
-        io.append_rows(out_dir / CSV, results.rows(info, first, built.estimator.steps_per_estimate))
+    cost_metric = built.task.metadata.get("cost_metric")
+
+    def add_cost(metrics):
+        """Inner steps taken so far, e.g. training environment steps (evaluation excluded)."""
+        if cost_metric:
+            steps = np.asarray(metrics["outer_step"], np.float64)
+            metrics[cost_metric] = steps * float(built.estimator.cost_per_estimate)
+        return metrics
+
+    def failed(err, steps):
+        msg = (
+            f"{rid} (seed {cfg.seed}): failed during {steps}: {_last_line(err)}; "
+            f"rows up to outer step {done} are kept in {out_dir / CSV}"
+        )
+        meta.update(status="failed", error=msg, failed_after_outer_step=done)
+        meta["wall_time_s"] = wall_before + time.perf_counter() - start
+        io.write_json(out_dir / META, meta)
+        return RunFailed(msg)
+
     start = time.perf_counter()
+    if done == 0:  # the starting point: theta and the task's evaluation before any update
+        try:
+            first = jax.device_get(outer.make_initial_metrics(built.task.evaluate)(state))
+        except Exception as err:  # noqa: BLE001 - reported with the run's identity, then re-raised
+            raise failed(err, "the initial evaluation") from err
+        io.append_rows(out_dir / CSV, results.rows(info, add_cost(first), built.estimator.steps_per_estimate))
     bar = tqdm(
         total=built.num_steps,
         initial=done,
@@ -133,19 +155,8 @@ def run(cfg: DictConfig, *, out_dir: Path | None = None) -> Path:
                 state, metrics = chunks[n](state)
                 metrics = jax.device_get(metrics)
             except Exception as err:  # noqa: BLE001 - reported with the run's identity, then re-raised
-                msg = (
-                    f"{rid} (seed {cfg.seed}): failed during outer steps {done + 1}..{done + n}: "
-                    f"{_last_line(err)}; rows up to outer step {done} are kept in {out_dir / CSV}"
-                )
-                meta.update(status="failed", error=msg, failed_after_outer_step=done)
-                meta["wall_time_s"] = wall_before + time.perf_counter() - start
-                io.write_json(out_dir / META, meta)
-                raise RunFailed(msg) from err
-            cost_metric = built.task.metadata.get("cost_metric")
-            if cost_metric:
-                metrics[cost_metric] = np.asarray(metrics["outer_step"], np.float64) * float(
-                    built.estimator.cost_per_estimate
-                )
+                raise failed(err, f"outer steps {done + 1}..{done + n}") from err
+            add_cost(metrics)
             io.append_rows(out_dir / CSV, results.rows(info, metrics, built.estimator.steps_per_estimate))
             done = int(state.step)
             io.save_checkpoint(out_dir / CKPT, state, {"outer_step": done})

@@ -98,8 +98,9 @@ def _faulty_make(fail_at_call):
 
 
 def test_simulator_error_is_reported_with_seed_and_step_and_rows_kept(tmp_path, monkeypatch):
-    # Per outer step: 5 host calls (K=5) + 20 for the evaluation episode; chunks of 2 steps = 50 calls.
-    monkeypatch.setattr(C.tasks, "make", _faulty_make(fail_at_call=128))
+    # 20 host calls for the initial evaluation (outer step 0), then per outer step 5 (K=5) + 20 for the
+    # evaluation episode: chunks of 2 steps = 50 calls, so call 148 is in outer step 6 (PES, 4 copies).
+    monkeypatch.setattr(C.tasks, "make", _faulty_make(fail_at_call=148))
     cfg = C.compose(
         [
             "task=linear_control",
@@ -124,9 +125,9 @@ def test_simulator_error_is_reported_with_seed_and_step_and_rows_kept(tmp_path, 
     assert "rows up to outer step 4 are kept" in msg
     out = C.run_dir(cfg)
     df = results.validate(pd.read_csv(out / runner.CSV))
-    assert sorted(df["outer_step"].unique()) == [1, 2, 3, 4]
+    assert sorted(df["outer_step"].unique()) == [0, 1, 2, 3, 4]
     np.testing.assert_array_equal(
-        df[df.metric == "env_steps"].sort_values("outer_step")["value"], [20.0, 40.0, 60.0, 80.0]
+        df[df.metric == "env_steps"].sort_values("outer_step")["value"], [0.0, 20.0, 40.0, 60.0, 80.0]
     )
     meta = json.loads((out / runner.META).read_text())
     assert meta["status"] == "failed" and meta["failed_after_outer_step"] == 4
@@ -154,7 +155,7 @@ def test_figure8_tiny_end_to_end_with_plot_and_notebook(tmp_path, monkeypatch):
         "openai-es-seed3": 210,
     }.items():
         steps = df[(df.run_id == rid) & (df.metric == "env_steps")].sort_values("outer_step")["value"]
-        np.testing.assert_array_equal(steps, [cost, 2 * cost])
+        np.testing.assert_array_equal(steps, [0, cost, 2 * cost])
     assert np.isfinite(df[df.metric == "eval_return"]["value"]).all()
 
     png = tmp_path / "figure8.png"
