@@ -51,8 +51,9 @@ def reproduce(figure: str, profile: str = "quick", extra: list[str] = ()) -> Pat
 
         grid.grid_settings(fig, profile, list(extra))
     run_extra = [a for a in extra if not a.startswith("grid.")]
+    runs = C.figure_runs(fig, profile)
     cfgs = []
-    for run in fig.runs:  # compose and validate every run before computing anything
+    for run in runs:  # compose and validate every run before computing anything
         cfg = C.compose(C.figure_run_overrides(fig, run, profile, run_extra))
         C.build(cfg)
         cfgs.append(cfg)
@@ -69,7 +70,7 @@ def reproduce(figure: str, profile: str = "quick", extra: list[str] = ()) -> Pat
         frames.append(pd.read_csv(out / runner.CSV))
     merged = results.validate(
         pd.concat(frames, ignore_index=True),
-        expected_runs=[r.id for r in fig.runs],
+        expected_runs=[r.id for r in runs],
         allow_nonfinite=_nonfinite_ok(fig),
     )
     path = figure_dir(cfgs[0].results_root, profile, fig.id) / "metrics.csv"
@@ -91,6 +92,9 @@ def main() -> None:
     except C.ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except runner.RunFailed as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
     except KeyboardInterrupt:
         print("interrupted: logged rows are kept; rerun the same command to resume", file=sys.stderr)
         sys.exit(130)
