@@ -142,9 +142,10 @@ def build(cfg: DictConfig) -> Built:
         task = tasks.make(str(cfg.task.name), **_params(cfg.task))
     except (ValueError, TypeError) as err:
         raise ConfigError(str(err)) from err
-    if not task.metadata.get("differentiable", True) and str(cfg.estimator.name) in GRADIENT_ESTIMATORS:
+    name = str(cfg.estimator.name)
+    if not task.metadata.get("differentiable", True) and name in GRADIENT_ESTIMATORS:
         raise ConfigError(
-            f"estimator={cfg.estimator.name} is invalid for task {task.name} with objective "
+            f"estimator={name} is invalid for task {task.name} with objective "
             f"{task.metadata.get('objective')!r}, which is not differentiable; allowed: es, pes"
         )
     try:

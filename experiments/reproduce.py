@@ -64,7 +64,7 @@ def reproduce(figure: str, profile: str = "quick", extra: list[str] = ()) -> Pat
                               allow_nonfinite=_nonfinite_ok(fig))
     path = figure_dir(cfgs[0].results_root, profile, fig.id) / "metrics.csv"
     io.atomic_write_text(path, merged.to_csv(index=False))
-    if fig.get("post"):  # figure-specific steps after the runs (figure 5: grid, final-theta evaluations)
+    if fig.get("post"):  # figure-specific steps after the runs (figure 5: grid, evaluations)
         importlib.import_module(str(fig.post)).run(fig, profile, list(extra), path)
     print(path)
     return path

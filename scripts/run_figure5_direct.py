@@ -43,36 +43,64 @@ def main() -> None:
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
 
-    task = tasks.make("mnist_lr_schedule", dataset=args.dataset, objective=args.objective, horizon=args.horizon)
-    report = {"args": {k: str(v) for k, v in vars(args).items()}, "dataset": task.metadata["dataset"],
-              "data_origin": task.metadata["data_origin"], "devices": [str(d) for d in jax.devices()],
-              "runs": {}}
-    full_run = jax.jit(jax.vmap(jax.vmap(task.metadata["full_run"], in_axes=(None, 0)), in_axes=(0, None)))
+    task = tasks.make(
+        "mnist_lr_schedule", dataset=args.dataset, objective=args.objective, horizon=args.horizon
+    )
+    report = {
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "dataset": task.metadata["dataset"],
+        "data_origin": task.metadata["data_origin"],
+        "devices": [str(d) for d in jax.devices()],
+        "runs": {},
+    }
+    full_run = jax.jit(
+        jax.vmap(jax.vmap(task.metadata["full_run"], in_axes=(None, 0)), in_axes=(0, None))
+    )
     eval_keys = jax.random.split(jax.random.key(12345), args.eval_runs)
     finals = {"init": np.asarray(task.theta_init)}
     for rid in args.runs:
         name, k = rid.split("-k")
-        est = estimators.make(name, task.system, trunc_len=int(k), sigma=args.sigma,
-                              num_particles=args.num_particles)
+        est = estimators.make(
+            name, task.system, trunc_len=int(k), sigma=args.sigma, num_particles=args.num_particles
+        )
         t = time.perf_counter()
-        state, metrics = outer.run(jax.random.key(args.seed), task.theta_init, est, optax.adam(args.outer_lr),
-                                   num_steps=args.num_outer_steps, log_every=args.log_every)
+        state, metrics = outer.run(
+            jax.random.key(args.seed),
+            task.theta_init,
+            est,
+            optax.adam(args.outer_lr),
+            num_steps=args.num_outer_steps,
+            log_every=args.log_every,
+        )
         jax.block_until_ready(state)
         wall = time.perf_counter() - t
         finals[rid] = np.asarray(state.theta)
         report["runs"][rid] = {
             "wall_time_s": wall,
-            "theta_path_log10": (np.stack([metrics["theta/0"], metrics["theta/1"]], -1) / np.log(10)).tolist(),
+            "theta_path_log10": (
+                np.stack([metrics["theta/0"], metrics["theta/1"]], -1) / np.log(10)
+            ).tolist(),
             "final_theta_log10": (finals[rid] / np.log(10)).tolist(),
         }
-        print(rid, f"{wall:.1f} s", "final log10 (init LR, decay):", np.round(finals[rid] / np.log(10), 3), flush=True)
+        print(
+            rid,
+            f"{wall:.1f} s",
+            "final log10 (init LR, decay):",
+            np.round(finals[rid] / np.log(10), 3),
+            flush=True,
+        )
         args.out.write_text(json.dumps(report, indent=1))
     names = list(finals)
     t = time.perf_counter()
-    out = jax.device_get(full_run(np.stack([finals[n] for n in names]).astype(np.float32), eval_keys))
+    out = jax.device_get(
+        full_run(np.stack([finals[n] for n in names]).astype(np.float32), eval_keys)
+    )
     report["eval_wall_time_s"] = time.perf_counter() - t
     for i, n in enumerate(names):
-        row = {m: [float(np.mean(v[i])), float(np.std(v[i]) / np.sqrt(args.eval_runs))] for m, v in out.items()}
+        row = {
+            m: [float(np.mean(v[i])), float(np.std(v[i]) / np.sqrt(args.eval_runs))]
+            for m, v in out.items()
+        }
         report.setdefault("evaluation", {})[n] = row
         print(n, {m: round(v[0], 4) for m, v in row.items()}, flush=True)
     args.out.write_text(json.dumps(report, indent=1))
