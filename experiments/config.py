@@ -140,7 +140,7 @@ def build(cfg: DictConfig) -> Built:
     jax.config.update("jax_enable_x64", bool(cfg.x64))
     try:
         task = tasks.make(str(cfg.task.name), **_params(cfg.task))
-    except (ValueError, TypeError) as err:
+    except (ValueError, TypeError, FileNotFoundError) as err:  # FileNotFoundError: missing data
         raise ConfigError(str(err)) from err
     name = str(cfg.estimator.name)
     if not task.metadata.get("differentiable", True) and name in GRADIENT_ESTIMATORS:

@@ -167,3 +167,10 @@ def test_mnist_or_fashion_falls_back_to_fashion(tmp_path):
 def test_bad_values(data_dir, kw, msg):
     with pytest.raises(ValueError, match=msg):
         make(data_dir, **kw)
+
+
+def test_missing_dataset_is_a_one_line_config_error(tmp_path):
+    overrides = ["task=mnist_lr_schedule", f"task.data_dir={tmp_path}", "task.data_source=npz"]
+    with pytest.raises(C.ConfigError, match="dataset 'mnist': no mnist.npz") as info:
+        C.build(C.compose(overrides))
+    assert "\n" not in str(info.value)
