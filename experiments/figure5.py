@@ -54,11 +54,7 @@ def section(fig: DictConfig, name: str, profile: str) -> dict:
     node = fig.get(name)
     if node is None:
         raise C.ConfigError(f"figure {fig.id} has no {name} section")
-    out = {
-        k: v
-        for k, v in OmegaConf.to_container(node, resolve=True).items()
-        if k not in ("quick", "paper")
-    }
+    out = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k not in ("quick", "paper")}
     out.update(OmegaConf.to_container(node.get(profile) or OmegaConf.create({}), resolve=True))
     return out
 
@@ -83,9 +79,7 @@ def _mean_runs(full_run, num_runs: int, key):
 
     def at(theta):
         out = jax.vmap(lambda k: full_run(theta, k))(keys)
-        return {
-            k: jnp.stack([jnp.mean(v), jnp.std(v) / math.sqrt(num_runs)]) for k, v in out.items()
-        }
+        return {k: jnp.stack([jnp.mean(v), jnp.std(v) / math.sqrt(num_runs)]) for k, v in out.items()}
 
     return at
 
@@ -111,9 +105,7 @@ def evaluate_thetas(
         for k, v in values.items():
             out.setdefault(k, []).append(np.asarray(v)[:n])
         if progress:
-            print(
-                f"  evaluated {min(lo + chunk, len(thetas))}/{len(thetas)} thetas", file=sys.stderr
-            )
+            print(f"  evaluated {min(lo + chunk, len(thetas))}/{len(thetas)} thetas", file=sys.stderr)
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
@@ -147,9 +139,7 @@ def background_grid(task, settings: dict, out_dir: Path, seed: int, progress: bo
     )
     wall = time.perf_counter() - start
     frames = [_grid_frame(task.name, m, points, values[m][:, 0]) for m in GRID_METRICS]
-    io.atomic_write_text(
-        out_dir / GRID_CSV, pd.concat(frames, ignore_index=True).to_csv(index=False)
-    )
+    io.atomic_write_text(out_dir / GRID_CSV, pd.concat(frames, ignore_index=True).to_csv(index=False))
     io.write_json(
         out_dir / GRID_META,
         {
@@ -175,9 +165,7 @@ def final_thetas(df: pd.DataFrame) -> dict[str, tuple[pd.Series, np.ndarray]]:
     return out
 
 
-def evaluate_runs(
-    task, df: pd.DataFrame, settings: dict, out_dir: Path, fig_id: str
-) -> pd.DataFrame:
+def evaluate_runs(task, df: pd.DataFrame, settings: dict, out_dir: Path, fig_id: str) -> pd.DataFrame:
     """Rows ``final/<metric>`` (+ ``_se``) for every run's final theta and for theta_init."""
     finals = final_thetas(df)
     thetas = {rid: theta for rid, (_, theta) in finals.items()}
@@ -269,9 +257,7 @@ def run(fig: DictConfig, profile: str, extra: list[str], metrics_path: Path) -> 
         file=sys.stderr,
     )
     t0 = time.perf_counter()
-    background_grid(
-        task, section(fig, "background", profile), out_dir, int(cfg.seed), bool(cfg.progress)
-    )
+    background_grid(task, section(fig, "background", profile), out_dir, int(cfg.seed), bool(cfg.progress))
     print(
         f"{fig.id}: grid done ({time.perf_counter() - t0:.1f} s) -> {out_dir / GRID_CSV}",
         file=sys.stderr,

@@ -13,7 +13,8 @@ hyperparameters in an unconstrained space (log learning rates, ...).  Pieces:
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp

@@ -71,9 +71,7 @@ def draw(df: pd.DataFrame, grid: pd.DataFrame, title_suffix: str = ""):
             cs = ax.contourf(x, y, _smooth(np.log(np.minimum(z, 1e5))), levels=30, cmap="Purples_r")
             fig.colorbar(cs, ax=ax, label="log(sum of T training losses)")
         else:
-            levels = (
-                np.arange(0.5, 1.0, 0.02) if np.nanmax(z) < 0.9 else np.arange(0.84, 0.99, 0.01)
-            )
+            levels = np.arange(0.5, 1.0, 0.02) if np.nanmax(z) < 0.9 else np.arange(0.84, 0.99, 0.01)
             cs = ax.contourf(
                 x,
                 y,

@@ -53,9 +53,7 @@ def main() -> None:
         "devices": [str(d) for d in jax.devices()],
         "runs": {},
     }
-    full_run = jax.jit(
-        jax.vmap(jax.vmap(task.metadata["full_run"], in_axes=(None, 0)), in_axes=(0, None))
-    )
+    full_run = jax.jit(jax.vmap(jax.vmap(task.metadata["full_run"], in_axes=(None, 0)), in_axes=(0, None)))
     eval_keys = jax.random.split(jax.random.key(12345), args.eval_runs)
     finals = {"init": np.asarray(task.theta_init)}
     for rid in args.runs:
@@ -92,14 +90,11 @@ def main() -> None:
         args.out.write_text(json.dumps(report, indent=1))
     names = list(finals)
     t = time.perf_counter()
-    out = jax.device_get(
-        full_run(np.stack([finals[n] for n in names]).astype(np.float32), eval_keys)
-    )
+    out = jax.device_get(full_run(np.stack([finals[n] for n in names]).astype(np.float32), eval_keys))
     report["eval_wall_time_s"] = time.perf_counter() - t
     for i, n in enumerate(names):
         row = {
-            m: [float(np.mean(v[i])), float(np.std(v[i]) / np.sqrt(args.eval_runs))]
-            for m, v in out.items()
+            m: [float(np.mean(v[i])), float(np.std(v[i]) / np.sqrt(args.eval_runs))] for m, v in out.items()
         }
         report.setdefault("evaluation", {})[n] = row
         print(n, {m: round(v[0], 4) for m, v in row.items()}, flush=True)

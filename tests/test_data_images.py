@@ -146,18 +146,14 @@ def test_missing_data_fails_fast_with_the_ways_to_provide_it(tmp_path, monkeypat
     msg = str(info.value)
     for part in ("'mnist'", "data.source=tfds", "IDX files", "mnist.npz", "unreachable"):
         assert part in msg, part
-    with pytest.raises(
-        I.DataUnavailableError, match="fashion_mnist.*apt-get install dataset-fashion-mnist"
-    ):
+    with pytest.raises(I.DataUnavailableError, match="fashion_mnist.*apt-get install dataset-fashion-mnist"):
         I.load("fashion_mnist", source="idx", data_dir=tmp_path / "none")
     with pytest.raises(I.DataUnavailableError, match="no mnist.npz"):
         I.load("mnist", source="npz", data_dir=tmp_path / "none")
 
 
 def test_bad_names_are_rejected():
-    with pytest.raises(
-        ValueError, match="dataset='svhn' is unknown; allowed: mnist, fashion_mnist, cifar10"
-    ):
+    with pytest.raises(ValueError, match="dataset='svhn' is unknown; allowed: mnist, fashion_mnist, cifar10"):
         I.load("svhn")
     with pytest.raises(ValueError, match="data.source='web' is unknown"):
         I.load("mnist", source="web")
@@ -200,7 +196,4 @@ def test_real_fashion_mnist_idx_files():
         28,
         1,
     )
-    assert (
-        abs(float(data.train_images.mean())) < 0.01
-        and abs(float(data.train_images.std()) - 1.0) < 0.01
-    )
+    assert abs(float(data.train_images.mean())) < 0.01 and abs(float(data.train_images.std()) - 1.0) < 0.01

@@ -17,6 +17,7 @@ from experiments import config as C
 from experiments import figure5 as F5
 from experiments import reproduce
 from pes import results, tasks
+from tests import notebook_runner
 from tests.test_mnist_lr_schedule import write_npz
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,8 +55,7 @@ def tiny_figure(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setattr(C, "FIGURE_DIR", figdir)
     try:
-        with jax.numpy_rank_promotion("allow"):  # core perturb relies on rank promotion
-            path = reproduce.reproduce("figure5", "quick", extra)
+        path = reproduce.reproduce("figure5", "quick", extra)
     finally:
         mp.undo()
         jax.config.update("jax_enable_x64", True)
@@ -90,12 +90,8 @@ def test_grid_csv_layout(tiny_figure):
     assert list(grid.columns) == ["task", "metric", "theta/0", "theta/1", "value"]
     assert sorted(grid["metric"].unique()) == ["final_val_acc", "train_sum_loss"]
     assert len(grid) == 2 * 9
-    np.testing.assert_allclose(
-        np.unique(grid["theta/0"]) / np.log(10), [-3.0, -1.75, -0.5], rtol=1e-12
-    )
-    np.testing.assert_allclose(
-        np.unique(grid["theta/1"]) / np.log(10), [-2.2, 0.0, 2.2], atol=1e-12
-    )
+    np.testing.assert_allclose(np.unique(grid["theta/0"]) / np.log(10), [-3.0, -1.75, -0.5], rtol=1e-12)
+    np.testing.assert_allclose(np.unique(grid["theta/1"]) / np.log(10), [-2.2, 0.0, 2.2], atol=1e-12)
     acc = grid[grid["metric"] == "final_val_acc"]["value"]
     assert acc.between(0, 1).all()
 
@@ -129,9 +125,7 @@ def test_final_evaluation_is_the_mean_at_each_runs_final_theta(tiny_figure):
 
 def test_rerun_reuses_everything(tiny_figure, monkeypatch):
     path, extra, figdir, _ = tiny_figure
-    before = {
-        p: p.stat().st_mtime_ns for p in (path.parent / "grid.csv", path.parent / "evaluation.csv")
-    }
+    before = {p: p.stat().st_mtime_ns for p in (path.parent / "grid.csv", path.parent / "evaluation.csv")}
     monkeypatch.setattr(C, "FIGURE_DIR", figdir)
     monkeypatch.setattr(F5, "evaluate_thetas", lambda *a, **k: pytest.fail("recomputed"))
     reproduce.reproduce("figure5", "quick", extra)
@@ -159,23 +153,12 @@ def test_plot_script_writes_png_and_pdf(tiny_figure, tmp_path):
     assert out.stat().st_size > 10_000 and out.with_suffix(".pdf").exists()
 
 
-def test_notebook_executes(tiny_figure, monkeypatch):
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
+def test_notebook_executes(tiny_figure):
     path, *_ = tiny_figure
-    for key, value in _env().items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("PES_FIGURE_CSV", str(path))
-    nb = nbformat.read(ROOT / "notebooks/figure5.ipynb", as_version=4)
-    nbclient.NotebookClient(
-        nb,
-        timeout=180,
-        kernel_name="python3",
-        resources={"metadata": {"path": str(ROOT / "notebooks")}},
-    ).execute()
+    nb = notebook_runner.execute(5, path)
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
-    assert any("image/png" in o.get("data", {}) for o in outputs)
+    assert notebook_runner.has_image(nb)
 
 
 def test_missing_post_section_is_a_config_error():

@@ -36,9 +36,7 @@ def write_npz(directory, name="mnist", n_train=120, n_test=40, seed=0):
         return x, y.astype(np.uint8)
 
     (xtr, ytr), (xte, yte) = make(n_train), make(n_test)
-    I.save_npz(
-        directory / f"{name}.npz", I.RawData(xtr[..., None], ytr, xte[..., None], yte, "test")
-    )
+    I.save_npz(directory / f"{name}.npz", I.RawData(xtr[..., None], ytr, xte[..., None], yte, "test"))
     return directory
 
 
@@ -53,9 +51,7 @@ def make(data_dir, **kw):
 
 def test_task_facts(data_dir):
     task = make(data_dir)
-    np.testing.assert_allclose(
-        np.asarray(task.theta_init), [math.log(0.003), math.log(30.0)], rtol=1e-6
-    )
+    np.testing.assert_allclose(np.asarray(task.theta_init), [math.log(0.003), math.log(30.0)], rtol=1e-6)
     md = task.metadata
     assert md["dataset"] == "mnist" and md["data_origin"].startswith("npz:")
     assert md["num_train"] == 80 and md["num_features"] == 49 and md["differentiable"]
@@ -105,9 +101,7 @@ def test_gradient_estimators_refuse_the_accuracy_objective(data_dir, name):
     # float32 state: a jvp dtype error, unrelated to this task)
     theta = task.theta_init.astype(jnp.float32)
     state = est.init(jax.random.key(0), theta)
-    with pytest.raises(
-        TypeError, match="'val_sum_acc'.*not differentiable; allowed estimators: es, pes"
-    ):
+    with pytest.raises(TypeError, match="'val_sum_acc'.*not differentiable; allowed estimators: es, pes"):
         est.estimate(jax.random.key(1), theta, state)
 
 
@@ -134,11 +128,7 @@ def test_experiment_layer_refuses_gradient_estimators(data_dir):
 def test_es_and_pes_run_on_the_accuracy_objective(data_dir, name):
     task = make(data_dir, objective="val_sum_acc")
     est = estimators.make(name, task.system, trunc_len=5, sigma=0.1, num_particles=4)
-    # core `perturb` relies on rank promotion for a vector theta (fixed on other branches)
-    with jax.numpy_rank_promotion("allow"):
-        state, metrics = outer.run(
-            jax.random.key(0), task.theta_init, est, optax.adam(1e-2), num_steps=4
-        )
+    state, metrics = outer.run(jax.random.key(0), task.theta_init, est, optax.adam(1e-2), num_steps=4)
     assert np.all(np.isfinite(np.asarray(state.theta)))
     assert np.all(np.asarray(metrics["loss"]) <= 0)
 

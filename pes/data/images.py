@@ -124,15 +124,11 @@ def normalize(images: np.ndarray, name: str) -> np.ndarray:
     return ((images.astype(np.float32) / np.float32(255.0)) - mean) / std
 
 
-def split(
-    raw: RawData, name: str, *, normalize_images: bool = True, num_val: int = NUM_VAL
-) -> ImageData:
+def split(raw: RawData, name: str, *, normalize_images: bool = True, num_val: int = NUM_VAL) -> ImageData:
     """The paper's splits: train = all but the last ``num_val`` of train, val = those."""
     n = len(raw.train_images)
     if not 0 < num_val < n:
-        raise ValueError(
-            f"num_val={num_val} is invalid for {n} training images; allowed: 1..{n - 1}"
-        )
+        raise ValueError(f"num_val={num_val} is invalid for {n} training images; allowed: 1..{n - 1}")
     prep = (lambda x: normalize(x, name)) if normalize_images else (lambda x: x)
     cut = n - num_val
     return ImageData(
@@ -153,9 +149,7 @@ def _finish(images, labels, name: str) -> tuple[np.ndarray, np.ndarray]:
     if images.ndim == 3 and spec.shape[2] == 1:
         images = images[..., None]
     if images.shape[1:] != spec.shape:
-        raise ValueError(
-            f"dataset {name!r}: images have shape {images.shape[1:]}, expected {spec.shape}"
-        )
+        raise ValueError(f"dataset {name!r}: images have shape {images.shape[1:]}, expected {spec.shape}")
     if images.dtype != np.uint8:
         raise ValueError(f"dataset {name!r}: images have dtype {images.dtype}, expected uint8")
     labels = np.asarray(labels).astype(np.int32).reshape(-1)
@@ -192,9 +186,7 @@ def write_idx(path: str | Path, array: np.ndarray) -> None:
     array = np.asarray(array)
     if array.dtype != np.uint8:
         raise ValueError(f"write_idx writes uint8 arrays; got {array.dtype}")
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
-        int(d).to_bytes(4, "big") for d in array.shape
-    )
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "wb") as f:
@@ -222,9 +214,7 @@ def load_idx(name: str, directory: str | Path) -> RawData:
             f"dataset {name!r}: no IDX files in {directory} "
             f"(need {', '.join(s + '[.gz]' for s in IDX_FILES.values())})"
         )
-    train_x, train_y = _finish(
-        read_idx(files["train_images"]), read_idx(files["train_labels"]), name
-    )
+    train_x, train_y = _finish(read_idx(files["train_images"]), read_idx(files["train_labels"]), name)
     test_x, test_y = _finish(read_idx(files["test_images"]), read_idx(files["test_labels"]), name)
     return RawData(train_x, train_y, test_x, test_y, f"idx:{directory}")
 
@@ -246,9 +236,7 @@ def load_npz(name: str, path: str | Path) -> RawData:
     with np.load(path) as data:
         missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in data]
         if missing:
-            raise ValueError(
-                f"{path} lacks arrays {missing}; expected x_train, y_train, x_test, y_test"
-            )
+            raise ValueError(f"{path} lacks arrays {missing}; expected x_train, y_train, x_test, y_test")
         train_x, train_y = _finish(data["x_train"], data["y_train"], name)
         test_x, test_y = _finish(data["x_test"], data["y_test"], name)
     return RawData(train_x, train_y, test_x, test_y, f"npz:{path}")
@@ -297,9 +285,7 @@ def _import_tfds():
     return tfds
 
 
-def _tfds_split(
-    tfds, name: str, split_name: str, *, download: bool, tfds_data_dir, batch_size: int
-):
+def _tfds_split(tfds, name: str, split_name: str, *, download: bool, tfds_data_dir, batch_size: int):
     # An explicit batch size: batch_size=-1 aborts the interpreter under tfds mock data.
     ds = tfds.load(
         name,
@@ -357,13 +343,10 @@ def _how_to_provide(name: str, dirs: list[Path]) -> str:
     ]
     if spec.idx:
         ways.append(f"IDX files {'/'.join(IDX_FILES.values())}[.gz] in {dirs[0]}")
-    ways.append(
-        f"{dirs[0].parent / (name + '.npz')} with uint8 arrays x_train, y_train, x_test, y_test"
-    )
+    ways.append(f"{dirs[0].parent / (name + '.npz')} with uint8 arrays x_train, y_train, x_test, y_test")
     if name == "fashion_mnist":
         ways.append(
-            "apt-get install dataset-fashion-mnist "
-            "(Debian; IDX files in /usr/share/datasets/fashion-mnist)"
+            "apt-get install dataset-fashion-mnist (Debian; IDX files in /usr/share/datasets/fashion-mnist)"
         )
     return "; ".join(f"({i}) {w}" for i, w in enumerate(ways, 1))
 
@@ -394,8 +377,7 @@ def load_raw(
     if source == "idx":
         if not SPECS[name].idx:
             raise ValueError(
-                f"data.source=idx is invalid for {name!r} (not distributed as IDX); "
-                "allowed: auto, tfds, npz"
+                f"data.source=idx is invalid for {name!r} (not distributed as IDX); allowed: auto, tfds, npz"
             )
         raise DataUnavailableError(
             f"dataset {name!r}: no IDX files in {', '.join(map(str, dirs))}; ways to provide it: "
@@ -433,7 +415,4 @@ def load(
 def available(name: str, *, data_dir: str | Path | None = None) -> bool:
     """Whether local IDX/npz files for ``name`` exist (no TFDS, no network)."""
     dirs = _local_dirs(name, data_dir)
-    return any(
-        (SPECS[name].idx and _find_idx(d) is not None) or _find_npz(name, d) is not None
-        for d in dirs
-    )
+    return any((SPECS[name].idx and _find_idx(d) is not None) or _find_npz(name, d) is not None for d in dirs)

@@ -71,9 +71,7 @@ def _refuse_jvp(primals, tangents):
 
 def _check(name, value, ok, allowed):
     if not ok:
-        raise ValueError(
-            f"task 'mnist_lr_schedule': {name}={value!r} is invalid; allowed: {allowed}"
-        )
+        raise ValueError(f"task 'mnist_lr_schedule': {name}={value!r} is invalid; allowed: {allowed}")
 
 
 @functools.lru_cache(maxsize=4)
@@ -232,9 +230,7 @@ def make(
             train_loss=loss_fn,
             sample_batch=lambda key: sample(key, train_x, train_y, batch_size),
             optimizer=optimizer,
-            learning_rate=lambda theta, t: hyperopt.schedule_value(
-                "inverse-time-decay", theta, t, horizon
-            ),
+            learning_rate=lambda theta, t: hyperopt.schedule_value("inverse-time-decay", theta, t, horizon),
             meta_objective=meta_objective,
             horizon=horizon,
         )
