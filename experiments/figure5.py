@@ -6,6 +6,7 @@ figure's ``background`` and ``evaluation`` sections (per-profile overrides under
 ``quick:``/``paper:``) and writes, beside the merged ``metrics.csv``:
 
 * ``grid.csv``: one row per (metric, grid point) in the grid schema of `pes.results`
+  (points from `pes.grid.grid_axes`/`grid_points`)
   (``task, metric, theta/0, theta/1, value``; theta in the task's natural-log space),
   the mean over ``num_runs`` trainings of ``train_sum_loss`` and ``final_val_acc``;
   ``grid.json``: settings, dataset, wall time, machine;
@@ -32,22 +33,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments import config as C
 from experiments import io
+from pes import grid as G
 from pes import results
 
 GRID_CSV, GRID_META = "grid.csv", "grid.json"
 EVAL_CSV, EVAL_META = "evaluation.csv", "evaluation.json"
 GRID_METRICS = ("train_sum_loss", "final_val_acc")
 EVAL_KEY_SEED = 12345  # every theta is evaluated with the same keys (common random numbers)
-
-
-def _grid_frame(task: str, metric: str, points: np.ndarray, values: np.ndarray) -> pd.DataFrame:
-    """Grid-CSV layout (task, metric, theta/0.., value); `pes.results.grid_frame` if present."""
-    if hasattr(results, "grid_frame"):
-        return results.grid_frame(task, metric, points, values)
-    data = {"task": task, "metric": metric}
-    data.update({f"theta/{i}": points[:, i] for i in range(points.shape[1])})
-    data["value"] = np.asarray(values, np.float64)
-    return pd.DataFrame(data)
 
 
 def section(fig: DictConfig, name: str, profile: str) -> dict:
@@ -122,12 +114,13 @@ def background_grid(task, settings: dict, out_dir: Path, seed: int, progress: bo
     meta = io.read_json(out_dir / GRID_META)
     if meta and meta.get("settings") == stamp and (out_dir / GRID_CSV).exists():
         return out_dir / GRID_CSV
-    num = settings["num"]
-    nums = [num, num] if np.ndim(num) == 0 else list(num)
-    bounds = zip(settings["low"], settings["high"], nums, strict=True)
-    axes = [np.linspace(lo, hi, n) for lo, hi, n in bounds]
-    mesh = np.meshgrid(*axes, indexing="ij")
-    points = np.stack([m.ravel() for m in mesh], -1) * np.log(10.0)
+    try:  # the grid tool's axes and point order (C order, last dimension fastest)
+        axes = G.grid_axes(settings["low"], settings["high"], settings["num"])
+    except ValueError as err:
+        raise C.ConfigError(f"background: {err}") from err
+    # Not G.evaluate_points: that maps a scalar function; here every point yields several
+    # metrics averaged over num_runs trainings (evaluate_thetas, same chunked vmap idea).
+    points = G.grid_points(axes) * np.log(10.0)
     start = time.perf_counter()
     values = evaluate_thetas(
         task.metadata["full_run"],
@@ -138,7 +131,7 @@ def background_grid(task, settings: dict, out_dir: Path, seed: int, progress: bo
         progress,
     )
     wall = time.perf_counter() - start
-    frames = [_grid_frame(task.name, m, points, values[m][:, 0]) for m in GRID_METRICS]
+    frames = [results.grid_frame(task.name, m, points, values[m][:, 0]) for m in GRID_METRICS]
     io.atomic_write_text(out_dir / GRID_CSV, pd.concat(frames, ignore_index=True).to_csv(index=False))
     io.write_json(
         out_dir / GRID_META,
