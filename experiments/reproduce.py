@@ -4,7 +4,8 @@
 
 Runs are composed exactly like single runs (configs/figure/<figure>.yaml lists them);
 finished runs are skipped and interrupted ones resume, so rerunning is cheap.  The merged
-table goes to <results_root>/<profile>/<figure>/metrics.csv.
+table goes to <results_root>/<profile>/<figure>/metrics.csv.  A figure config with
+``kind: variance`` is handed to `experiments.variance` (the PES variance study).
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ def figure_dir(results_root: str, profile: str, figure_id: str) -> Path:
 def reproduce(figure: str, profile: str = "quick", extra: list[str] = ()) -> Path:
     """Run (or resume) every run of ``figure`` and write the merged CSV; returns its path."""
     fig = C.load_figure(figure)
+    if fig.get("kind", "runs") == "variance":  # a measurement, not optimisation runs
+        from experiments import variance
+
+        return variance.reproduce(fig, profile, extra)
     if fig.get("grid") is not None:  # check the grid settings early; `grid.<key>=` args are its own
         from experiments import grid
 

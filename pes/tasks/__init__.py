@@ -37,12 +37,19 @@ class Task(NamedTuple):
 
 
 def _registry() -> dict[str, Callable[..., Task]]:
-    from pes.tasks import influence_balancing, linear_quadratic, mnist_lr_schedule, toy_regression
+    from pes.tasks import (
+        influence_balancing,
+        linear_quadratic,
+        mnist_lr_schedule,
+        ptb_lstm,
+        toy_regression,
+    )
 
     return {
         "influence_balancing": influence_balancing.make,
         "linear_quadratic": linear_quadratic.make,
         "mnist_lr_schedule": mnist_lr_schedule.make,
+        "ptb_lstm": ptb_lstm.make,
         "toy_regression": toy_regression.make,
     }
 
