@@ -32,6 +32,9 @@ FIGURE_DIR = CONFIG_DIR / "figure"
 # Keys that do not change a run's results (excluded from its fingerprint).
 NON_RESULT_KEYS = ("progress", "resume", "results_root", "run_id")
 NON_RESULT_TRAIN_KEYS = ("chunk_size",)
+# Estimators that differentiate the step; refused for tasks whose metadata says
+# differentiable=False (e.g. a validation-accuracy objective).
+GRADIENT_ESTIMATORS = ("tbptt", "rtrl", "uoro")
 
 
 class ConfigError(ValueError):
@@ -142,8 +145,14 @@ def build(cfg: DictConfig) -> Built:
     jax.config.update("jax_enable_x64", bool(cfg.x64))
     try:
         task = tasks.make(str(cfg.task.name), **_params(cfg.task))
-    except (ValueError, TypeError) as err:
+    except (ValueError, TypeError, FileNotFoundError) as err:  # FileNotFoundError: missing data
         raise ConfigError(str(err)) from err
+    name = str(cfg.estimator.name)
+    if not task.metadata.get("differentiable", True) and name in GRADIENT_ESTIMATORS:
+        raise ConfigError(
+            f"estimator={name} is invalid for task {task.name} with objective "
+            f"{task.metadata.get('objective')!r}, which is not differentiable; allowed: es, pes"
+        )
     try:
         estimator = pes.estimators.make(str(cfg.estimator.name), task.system, **_params(cfg.estimator))
     except (ValueError, TypeError) as err:
@@ -236,11 +245,13 @@ def figure_runs(fig: DictConfig, profile: str) -> list[DictConfig]:
     A figure may list ``seeds: {quick: [...], paper: [...]}`` (or one list for both
     profiles); then every run ``r`` becomes runs ``r-seed<s>`` with the override
     ``seed=<s>`` (after the run's own overrides), so seeds share one run definition and
-    plots average over them.  Without ``seeds`` the runs are returned as listed.
+    plots average over them.  Without ``seeds`` the runs are returned as listed.  A run may
+    name the profiles it belongs to (``only: [paper]``); by default it belongs to every one.
     """
+    runs = [r for r in fig.runs if not r.get("only") or profile in r.only]
     seeds = fig.get("seeds")
     if seeds is None:
-        return list(fig.runs)
+        return runs
     if isinstance(seeds, DictConfig):
         if profile not in seeds:
             raise ConfigError(
@@ -253,7 +264,7 @@ def figure_runs(fig: DictConfig, profile: str) -> list[DictConfig]:
             f"figure {fig.id}: seeds={seeds} is invalid; allowed: a non-empty list of integers >= 0"
         )
     out = []
-    for run in fig.runs:
+    for run in runs:
         for seed in seeds:
             extra = OmegaConf.create({"id": f"{run.id}-seed{seed}"})
             expanded = OmegaConf.merge(run, extra)

@@ -10,6 +10,7 @@ table goes to <results_root>/<profile>/<figure>/metrics.csv.  A figure config wi
 
 from __future__ import annotations
 
+import importlib
 import sys
 import time
 from pathlib import Path
@@ -77,6 +78,8 @@ def reproduce(figure: str, profile: str = "quick", extra: list[str] = ()) -> Pat
     io.atomic_write_text(path, merged.to_csv(index=False))
     if fig.get("grid") is not None:  # background surface (e.g. figure 3): grid.csv beside metrics.csv
         grid.figure_grid(fig, profile, list(extra), results_root=str(cfgs[0].results_root))
+    if fig.get("post"):  # figure-specific steps after the runs (figure 5: grid, evaluations)
+        importlib.import_module(str(fig.post)).run(fig, profile, list(extra), path)
     print(path)
     return path
 

@@ -41,6 +41,7 @@ def _registry() -> dict[str, Callable[..., Task]]:
         influence_balancing,
         linear_control,
         linear_quadratic,
+        mnist_lr_schedule,
         ptb_lstm,
         swimmer,
         toy_regression,
@@ -49,6 +50,7 @@ def _registry() -> dict[str, Callable[..., Task]]:
     return {
         "influence_balancing": influence_balancing.make,
         "linear_quadratic": linear_quadratic.make,
+        "mnist_lr_schedule": mnist_lr_schedule.make,
         "ptb_lstm": ptb_lstm.make,
         "toy_regression": toy_regression.make,
         "swimmer": swimmer.make,
