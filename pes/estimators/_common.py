@@ -129,7 +129,7 @@ def perturb(theta: PyTree, eps: PyTree, lay: ParticleLayout) -> PyTree:
 
     def leaf(th, e):
         signs = lay.signs(e.dtype).reshape((1, lay.group_size) + (1,) * (e.ndim - 1))
-        return th + signs * e[:, None]
+        return jnp.expand_dims(th, (0, 1)) + signs * e[:, None]  # explicit ranks (strict promotion)
 
     return jax.tree.map(leaf, theta, eps)
 

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 
 from pes import systems
 from pes.estimators import _common as C
+from pes.sharding import ParticleSharding, resolve_devices
 
 PyTree = Any
 
@@ -47,6 +48,72 @@ def _unroll_particles(system, thetas, inner, t, data_key, trunc_len, *, shared_i
     return new_inner, new_t[:, 0], losses, ends[:, 0]
 
 
+def _particle_plan(name, lay, particle_chunk_size, devices):
+    """Validate chunking and sharding options: (number of chunks, `ParticleSharding`)."""
+    shard = ParticleSharding(resolve_devices(name, devices))
+    num_dev = shard.num_devices
+    if lay.num_groups % num_dev:
+        raise ValueError(
+            f"estimator '{name}': devices={devices!r} ({num_dev} devices) is invalid with "
+            f"{lay.num_groups} noise groups (num_particles={lay.num_particles}); allowed: a device "
+            "count that divides the number of groups"
+        )
+    if particle_chunk_size is None:
+        return 1, shard
+    unit = lay.group_size * num_dev
+    if (
+        not C._is_int(particle_chunk_size)
+        or particle_chunk_size < 1
+        or particle_chunk_size % unit
+        or lay.num_particles % particle_chunk_size
+    ):
+        raise ValueError(
+            f"estimator '{name}': particle_chunk_size={particle_chunk_size!r} is invalid with "
+            f"num_particles={lay.num_particles} on {num_dev} device(s); allowed: null or a divisor "
+            f"of num_particles that is a multiple of {unit} (group size x devices)"
+        )
+    return lay.num_particles // particle_chunk_size, shard
+
+
+def _unroll_groups(
+    system, theta, eps, lay, inner, t, data_key, trunc_len, *, shared_inner, num_chunks, shard
+):
+    """Perturb theta by ``eps`` (G groups) and unroll every particle K steps.
+
+    With ``num_chunks`` > 1 the groups are processed ``G / num_chunks`` at a time by a
+    ``lax.map`` inside the compiled estimate (chunk c holds groups c, c + C, c + 2C, ...,
+    so a chunk spans every device when the group axis is sharded).  Each particle's unroll
+    is the same computation either way, so results do not depend on the chunking; only the
+    perturbed thetas and the unroll's working memory shrink to one chunk.
+    Returns what `_unroll_particles` returns.
+    """
+
+    def run(eps, inner, t):
+        thetas = C.perturb(theta, eps, lay)
+        return _unroll_particles(system, thetas, inner, t, data_key, trunc_len, shared_inner=shared_inner)
+
+    if num_chunks == 1:
+        return shard.groups(run(eps, inner, t))
+    groups = lay.num_groups
+
+    def split(x):  # (G, ...) -> (C, G / C, ...), chunk c = groups c, c + C, ...
+        return jnp.swapaxes(x.reshape((groups // num_chunks, num_chunks) + x.shape[1:]), 0, 1)
+
+    def merge(x):
+        return jnp.swapaxes(x, 0, 1).reshape((groups,) + x.shape[2:])
+
+    per_group = (eps, None if shared_inner else inner, None if jnp.ndim(t) == 0 else t)
+    xs = shard.groups(jax.tree.map(split, per_group), axis=1)
+
+    def body(xs):
+        e, i, tt = shard.groups(xs)
+        out = run(e, inner if i is None else i, t if tt is None else tt)
+        return shard.groups(out)
+
+    out = jax.lax.map(body, xs)
+    return shard.groups(jax.tree.map(merge, shard.groups(out, axis=1)))
+
+
 def _antithetic_differences(losses, lay, weights):
     """sum_m sign_m * w_j * loss_{g,m,j}: shape (G, K)."""
     signs = lay.signs(losses.dtype)
@@ -67,6 +134,8 @@ def es(
     sigma: float,
     num_particles: int,
     antithetic: bool = True,
+    particle_chunk_size: int | None = None,
+    devices: int | str | None = None,
 ) -> C.GradientEstimator:
     """Truncated evolution strategies (paper Sec. 3; `es_grad` in the official code).
 
@@ -82,11 +151,16 @@ def es(
       sigma: standard deviation of the perturbations.
       num_particles: N, counting both members of every antithetic pair.
       antithetic: use (+eps, -eps) pairs.
+      particle_chunk_size: unroll at most this many particles at once (``lax.map`` over
+        chunks inside the compiled estimate; identical results); None = all at once.
+      devices: shard the particles over devices (see `pes.sharding`): None or 1, "auto"
+        or a device count; the shared mean trajectory is replicated.
     """
     C.check_trunc_len("es", system, trunc_len)
     C.check_sigma("es", sigma)
     C.check_particles("es", num_particles, antithetic)
     lay = C.layout(num_particles, antithetic)
+    num_chunks, shard = _particle_plan("es", lay, particle_chunk_size, devices)
     scale = 1.0 / (num_particles * sigma**2)
     # When every truncation covers whole episodes the mean trajectory ends in a reset, so
     # advancing it is wasted work: re-initialise it directly with the same reset key.
@@ -98,10 +172,10 @@ def es(
 
     def estimate(key, theta, state):
         noise_key, data_key = C.split_key(key)
-        eps = C.sample_noise(noise_key, theta, lay.num_groups, sigma)
-        thetas = C.perturb(theta, eps, lay)
-        _, _, losses, _ = _unroll_particles(
-            system, thetas, state.inner, state.t, data_key, trunc_len, shared_inner=True
+        eps = shard.groups(C.sample_noise(noise_key, theta, lay.num_groups, sigma))
+        _, _, losses, _ = _unroll_groups(
+            system, theta, eps, lay, state.inner, state.t, data_key, trunc_len,
+            shared_inner=True, num_chunks=num_chunks, shard=shard,
         )
         weights = systems.step_weights(system, trunc_len, losses.dtype)
         diffs = _antithetic_differences(losses, lay, weights)
@@ -114,11 +188,18 @@ def es(
                 system, theta, state.inner, state.t, data_key, trunc_len
             )
             new_state = ESState(inner, t)
-        aux = {"loss": jnp.mean(jnp.sum(losses * weights, axis=-1))}
+        aux = {"loss": jnp.mean(jnp.sum(losses * weights[None, None, :], axis=-1))}
         return grad, new_state, aux
 
     cost = num_particles * trunc_len + (0 if skip_mean else trunc_len)
-    hparams = dict(trunc_len=trunc_len, sigma=sigma, num_particles=num_particles, antithetic=antithetic)
+    hparams = dict(
+        trunc_len=trunc_len,
+        sigma=sigma,
+        num_particles=num_particles,
+        antithetic=antithetic,
+        particle_chunk_size=particle_chunk_size,
+        devices=devices,
+    )
     return C.GradientEstimator(init, estimate, "es", hparams, trunc_len, cost)
 
 
@@ -146,6 +227,8 @@ def pes(
     num_particles: int,
     antithetic: bool = True,
     stagger: bool = False,
+    particle_chunk_size: int | None = None,
+    devices: int | str | None = None,
 ) -> C.GradientEstimator:
     """Persistent evolution strategies (Vicol, Metz, Sohl-Dickstein, ICML 2021, Alg. 1).
 
@@ -169,6 +252,11 @@ def pes(
       num_particles: N, counting both members of every antithetic pair.
       antithetic: use (+eps, -eps) pairs with separate inner states.
       stagger: start pairs at random offsets within the episode (needs a finite horizon).
+      particle_chunk_size: unroll at most this many particles at once (``lax.map`` over
+        chunks inside the compiled estimate; identical results); None = all at once.
+      devices: shard the particle groups, their states and accumulators over devices
+        (see `pes.sharding`): None or 1, "auto" or a device count.  The only cross-device
+        work per truncation is the sum (mean) of the gradient over groups.
     """
     C.check_trunc_len("pes", system, trunc_len)
     C.check_sigma("pes", sigma)
@@ -186,6 +274,7 @@ def pes(
             "allowed: stagger=False (a 'last' objective needs truncations aligned with episodes)"
         )
     lay = C.layout(num_particles, antithetic)
+    num_chunks, shard = _particle_plan("pes", lay, particle_chunk_size, devices)
     scale = 1.0 / (num_particles * sigma**2)
 
     def init(key, theta):
@@ -196,7 +285,7 @@ def pes(
         accum = jax.tree.map(lambda x: jnp.zeros((lay.num_groups,) + jnp.shape(x), jnp.result_type(x)), theta)
         if stagger and system.horizon > 1:
             inner, t, accum = _burn_in(theta, inner, offset_key, noise_key, burn_key)
-        return PESState(inner, t, accum)
+        return shard.groups(PESState(inner, t, accum))
 
     def _burn_in(theta, inner, offset_key, noise_key, burn_key):
         """Advance group g by offset_g ~ U{0..T-1} steps with its own perturbation."""
@@ -228,16 +317,16 @@ def pes(
 
     def estimate(key, theta, state):
         noise_key, data_key = C.split_key(key)
-        eps = C.sample_noise(noise_key, theta, lay.num_groups, sigma)
-        thetas = C.perturb(theta, eps, lay)
-        inner, t, losses, ends = _unroll_particles(
-            system, thetas, state.inner, state.t, data_key, trunc_len, shared_inner=False
+        eps = shard.groups(C.sample_noise(noise_key, theta, lay.num_groups, sigma))
+        inner, t, losses, ends = _unroll_groups(
+            system, theta, eps, lay, state.inner, state.t, data_key, trunc_len,
+            shared_inner=False, num_chunks=num_chunks, shard=shard,
         )
         weights = systems.step_weights(system, trunc_len, losses.dtype)
         diffs = _antithetic_differences(losses, lay, weights)  # (G, K)
         grad, accum = pes_update(diffs, ends, eps, state.accum, scale, theta)
-        aux = {"loss": jnp.mean(jnp.sum(losses * weights, axis=-1))}
-        return grad, PESState(inner, t, accum), aux
+        aux = {"loss": jnp.mean(jnp.sum(losses * weights[None, None, :], axis=-1))}
+        return grad, shard.groups(PESState(inner, t, accum)), aux
 
     hparams = dict(
         trunc_len=trunc_len,
@@ -245,6 +334,8 @@ def pes(
         num_particles=num_particles,
         antithetic=antithetic,
         stagger=stagger,
+        particle_chunk_size=particle_chunk_size,
+        devices=devices,
     )
     return C.GradientEstimator(init, estimate, "pes", hparams, trunc_len, num_particles * trunc_len)
 
