@@ -38,7 +38,9 @@ import sys
 
 
 def _early_device_flags(argv):
-    """--devices D needs D host devices; XLA reads the flag at import, so set it first."""
+    """--devices D (default 2) needs D host devices; XLA reads the flag at import, so set it first."""
+    if not any(a == "--devices" or a.startswith("--devices=") for a in argv):
+        argv = [*argv, "--devices", "2"]
     for i, arg in enumerate(argv):
         value = arg.split("=", 1)[1] if arg.startswith("--devices=") else (
             argv[i + 1] if arg == "--devices" and i + 1 < len(argv) else None)
@@ -278,6 +280,26 @@ class EvosaxLoop(Driver):
         jax.block_until_ready(self.carry)
 
 
+class Matmul(Driver):
+    """A large f32 matmul, timed interleaved with the drivers (a busy machine hits both)."""
+
+    def __init__(self, size=2048):
+        self.name, self.size = "matmul", size
+        self.a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
+        self.f = jax.jit(lambda x: x @ x)
+        start = time.perf_counter()
+        self.f(self.a).block_until_ready()
+        self.compile_s = time.perf_counter() - start
+
+    def advance(self, n):
+        for _ in range(n):
+            out = self.f(self.a)
+        out.block_until_ready()
+
+    def gflops(self, seconds_per_step):
+        return 2 * self.size**3 / seconds_per_step / 1e9
+
+
 # ----------------------------------------------------------------------------- measuring
 
 
@@ -378,6 +400,7 @@ def gradient_check(n=64, k=5, horizon=20, dim=4, sigma=0.1, episodes=40):
                          rel_error_of_mean=float(np.linalg.norm(mean - exact) / np.linalg.norm(exact)),
                          mean_rel_se=float(np.linalg.norm(se) / np.linalg.norm(exact)))
     diff_se = np.sqrt(g_ours.var(0, ddof=1) / episodes + g_evo.var(0, ddof=1) / episodes)
+    out["n"], out["episodes"] = n, episodes
     out["ours_minus_evosax_max_abs_z"] = float(np.max(np.abs(g_ours.mean(0) - g_evo.mean(0)) / diff_se))
     return out
 
@@ -388,9 +411,9 @@ def gradient_check(n=64, k=5, horizon=20, dim=4, sigma=0.1, episodes=40):
 def grids(args):
     """(part, problem, estimator, N, K, D, horizon) tuples to measure."""
     if args.tiny:
-        lq = [("pes", 64, 10, 4), ("es", 64, 10, 4)]
-        mlp = [("pes", 8, 1)]
-        horizon_lq, horizon_mlp = 100, 100
+        lq = [("pes", 8, 2, 4), ("es", 8, 2, 4)]
+        mlp = [("pes", 4, 1)]
+        horizon_lq, horizon_mlp = 10, 10
     elif args.full:
         lq = [(est, n, k, d) for est in ("pes", "es") for n in (64, 1024, 8192)
               for k in (1, 10, 100) for d in (4, 1000, 100_000)]
@@ -420,6 +443,8 @@ def main(argv=None):
     parser.add_argument("--part", action="append", choices=["a", "b"], help="only part a or b")
     parser.add_argument("--devices", type=int, default=2,
                         help="also run ours sharded over this many (host) devices at N >= 1024; 1 = off")
+    parser.add_argument("--shard-min-n", type=int, default=1024,
+                        help="run the sharded driver only from this N on")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--target-s", type=float, default=0.25, help="seconds per timed repeat")
     parser.add_argument("--sigma", type=float, default=0.1)
@@ -429,6 +454,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.tiny:
         args.repeats, args.target_s = min(args.repeats, 2), min(args.target_s, 0.02)
+        args.shard_min_n = 0
     use_evosax = PersistentES is not None and not args.no_evosax
     if not use_evosax and not args.no_evosax:
         print("evosax is not installed (pip install evosax==0.3.2): measuring ours only", file=sys.stderr)
@@ -453,7 +479,8 @@ def main(argv=None):
         records.append(dict(part="b", problem="matmul_2048_f32", estimator="", driver="xla", num_particles=0,
                             trunc_len=0, horizon=0, theta_dim=0, sigma=float("nan"), devices=1,
                             metric="gflops", value=gflops))
-        print(f"# large matmul: {gflops:.1f} GFLOP/s", flush=True)
+        print(f"# large matmul: {gflops:.1f} GFLOP/s (also re-measured interleaved with each part-b config)",
+              flush=True)
     t_start = time.perf_counter()
     for cfg in cfgs:
         part, prob, est, n, k, d, horizon = cfg
@@ -462,12 +489,16 @@ def main(argv=None):
             continue
         system, theta = problem(prob, d, horizon)
         drivers = [ours(system, theta, est, n, k, args.sigma)]
-        if args.devices > 1 and ndev >= args.devices and n >= 1024 and (n // 2) % args.devices == 0:
+        if args.devices > 1 and ndev >= args.devices and n >= args.shard_min_n and (n // 2) % args.devices == 0:
             drivers.append(ours(system, theta, est, n, k, args.sigma, devices=args.devices))
         if use_evosax:
             drivers.append(evosax_scan(system, theta, est, n, k, args.sigma, horizon))
             drivers.append(EvosaxLoop(system, theta, est, n, k, args.sigma, horizon))
-        per_step, steps = measure(drivers, n, k, args.target_s, args.repeats)
+        matmul = Matmul(512 if args.tiny else 2048) if prob == "mlp_lr_schedule" else None
+        per_step, steps = measure(drivers + ([matmul] if matmul else []), n, k, args.target_s, args.repeats)
+        if matmul:
+            gflops_now = matmul.gflops(per_step.pop("matmul"))
+            record(cfg, "matmul", "gflops", gflops_now)
         row = dict(part=part, problem=prob, est=est, N=n, K=k, D=d)
         for dr in drivers:
             s = per_step[dr.name]
@@ -483,7 +514,7 @@ def main(argv=None):
             if prob == "mlp_lr_schedule":
                 achieved = psps * 100 * MLP_FLOPS_PER_EXAMPLE / 1e9
                 record(cfg, dr.name, "gflops", achieved)
-                record(cfg, dr.name, "fraction_of_matmul", achieved / gflops)
+                record(cfg, dr.name, "fraction_of_matmul", achieved / gflops_now)
             row[dr.name] = psps
             row[f"{dr.name}_ms"] = s * 1e3
         for ref in ("evosax-scan", "evosax-loop"):
@@ -495,20 +526,21 @@ def main(argv=None):
         row["B/particle"] = drivers[0].state_bytes / n
         row["min B/p"] = min_bytes_per_particle(system, theta, est)
         if prob == "mlp_lr_schedule":
-            row["%matmul"] = 100 * row["ours"] * 100 * MLP_FLOPS_PER_EXAMPLE / 1e9 / gflops
+            row["%matmul"] = 100 * row["ours"] * 100 * MLP_FLOPS_PER_EXAMPLE / 1e9 / gflops_now
+            row["matmul GF/s"] = gflops_now
         table.append(row)
         print(_fmt_row(row), flush=True)
         del drivers
     check = None
     if use_evosax and not args.no_check:
-        check = gradient_check(episodes=10 if args.tiny else 40)
+        check = gradient_check(n=16, episodes=10) if args.tiny else gradient_check()
         for name in ("ours", "evosax"):
             for metric, value in check[name].items():
                 records.append(dict(part="check", problem="linear_quadratic", estimator="pes", driver=name,
-                                    num_particles=64, trunc_len=5, horizon=20, theta_dim=4, sigma=0.1,
+                                    num_particles=check["n"], trunc_len=5, horizon=20, theta_dim=4, sigma=0.1,
                                     devices=1, metric=metric, value=value))
         records.append(dict(part="check", problem="linear_quadratic", estimator="pes", driver="ours-evosax",
-                            num_particles=64, trunc_len=5, horizon=20, theta_dim=4, sigma=0.1, devices=1,
+                            num_particles=check["n"], trunc_len=5, horizon=20, theta_dim=4, sigma=0.1, devices=1,
                             metric="max_abs_z", value=check["ours_minus_evosax_max_abs_z"]))
     wall = time.perf_counter() - t_start
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -523,7 +555,8 @@ def main(argv=None):
     print(markdown_table(table, machine, gflops))
     if check is not None:
         print()
-        print("Gradient check (linear-quadratic, D=4, T=20, K=5, N=64, sigma=0.1, 40 episodes):")
+        print(f"Gradient check (linear-quadratic, D=4, T=20, K=5, sigma=0.1, N={check['n']}, "
+              f"{check['episodes']} episodes of T steps each):")
         for name in ("ours", "evosax"):
             c = check[name]
             print(f"  {name:7s} max |z| vs exact = {c['max_abs_z_vs_exact']:.2f}, "

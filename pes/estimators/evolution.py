@@ -39,11 +39,22 @@ def _unroll_particles(system, thetas, inner, t, data_key, trunc_len, *, shared_i
     def one(theta, state, t):
         return systems.unroll(system, theta, state, t, data_key, trunc_len)
 
+    # One flat particle axis (G * M) for the vmapped unroll: the same per-particle
+    # computation, but XLA:CPU runs it ~1.5x faster than a nested (G, M) vmap.
+    groups, members = jax.tree.leaves(thetas)[0].shape[:2]
+
+    def flat(x):
+        return x.reshape((groups * members,) + x.shape[2:])
+
+    def unflat(x):
+        return x.reshape((groups, members) + x.shape[1:])
+
     state_axis = None if shared_inner else 0
     t_axis = None if jnp.ndim(t) == 0 else 0
-    per_member = jax.vmap(one, in_axes=(0, state_axis, None))
-    per_group = jax.vmap(per_member, in_axes=(0, state_axis, t_axis))
-    new_inner, new_t, losses, ends = per_group(thetas, inner, t)
+    flat_inner = inner if shared_inner else jax.tree.map(flat, inner)
+    flat_t = t if t_axis is None else jnp.repeat(t, members)
+    out = jax.vmap(one, in_axes=(0, state_axis, t_axis))(jax.tree.map(flat, thetas), flat_inner, flat_t)
+    new_inner, new_t, losses, ends = jax.tree.map(unflat, out)
     # Members of a group share t, so their step counters and episode ends agree.
     return new_inner, new_t[:, 0], losses, ends[:, 0]
 
