@@ -271,3 +271,60 @@ def test_devices_config_switch_rejects_bad_values(overrides, match):
     with pytest.raises(cfgmod.ConfigError, match=match) as err:
         cfgmod.build(cfg)
     assert "\n" not in str(err.value)
+
+
+# ----------------------------------------------------------------------------- 2 processes
+
+_TWO_PROCESS_SCRIPT = r"""
+import json, sys
+import jax
+pid, nproc, port = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+if nproc > 1:  # the multi-host recipe, with two processes on this host (CPU collectives: gloo)
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address=f"localhost:{port}", num_processes=nproc, process_id=pid)
+jax.config.update("jax_enable_x64", True)
+import jax.numpy as jnp, numpy as np, optax
+import pes
+from pes import outer, tasks
+task = tasks.make("linear_quadratic", dim=3, horizon=7)
+est = pes.make("pes", task.system, trunc_len=3, sigma=0.1, num_particles=8, stagger=True,
+               devices="auto" if nproc > 1 else None)
+opt = optax.sgd(0.01)
+theta0 = np.asarray(task.theta_init)
+# Build the state inside jit so it is born sharded over every process's devices.
+state = jax.jit(lambda: outer.init_state(jax.random.key(0), jnp.asarray(theta0), est, opt))()
+state, metrics = outer.make_chunk(est, opt, log_every=1, num_logs=4)(state)
+print("RESULT" + json.dumps({"theta": np.asarray(state.theta).tolist(), "devices": len(jax.devices()),
+      "local": len(jax.local_devices()), "sharded": len(state.est_state.accum.sharding.device_set)}), flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_with_jax_distributed_match_one_process(tmp_path):
+    """The multi-host recipe (jax.distributed.initialize + devices='auto'), on one host."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = str(s.getsockname()[1])
+    script = tmp_path / "two_processes.py"
+    script.write_text(_TWO_PROCESS_SCRIPT)
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
+    env.pop("XLA_FLAGS", None)
+
+    def start(pid, nproc):
+        return subprocess.Popen([sys.executable, str(script), str(pid), str(nproc), port], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+
+    procs = [start(0, 2), start(1, 2)]
+    single = start(0, 1)
+    results = []
+    for p in [*procs, single]:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-3000:]
+        results.append(json.loads([ln for ln in out.splitlines() if ln.startswith("RESULT")][-1][6:]))
+    two_a, two_b, one = results
+    assert two_a["devices"] == 2 and two_a["local"] == 1 and two_a["sharded"] == 2
+    assert two_a["theta"] == two_b["theta"]  # every process holds the same replicated theta
+    np.testing.assert_allclose(two_a["theta"], one["theta"], rtol=1e-12)
+    assert one["theta"] != [0.0, 0.0, 0.0]
