@@ -445,8 +445,8 @@ def main(argv=None):
                         help="also run ours sharded over this many (host) devices at N >= 1024; 1 = off")
     parser.add_argument("--shard-min-n", type=int, default=1024,
                         help="run the sharded driver only from this N on")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--target-s", type=float, default=0.25, help="seconds per timed repeat")
+    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--target-s", type=float, default=0.15, help="seconds per timed repeat")
     parser.add_argument("--sigma", type=float, default=0.1)
     parser.add_argument("--max-gb", type=float, default=4.0, help="skip configs estimated above this")
     parser.add_argument("--no-evosax", action="store_true", help="ours only")
