@@ -328,3 +328,29 @@ def test_two_processes_with_jax_distributed_match_one_process(tmp_path):
     assert two_a["theta"] == two_b["theta"]  # every process holds the same replicated theta
     np.testing.assert_allclose(two_a["theta"], one["theta"], rtol=1e-12)
     assert one["theta"] != [0.0, 0.0, 0.0]
+
+
+def test_reset_branch_equals_reset_select_for_large_states():
+    """States >= 1 MiB skip the reset selection at steps without an episode end (lax.cond);
+    it must give what the plain per-step selection gives, with a reset inside the unroll."""
+    from pes.estimators import _common as C
+    from pes.estimators import evolution as E
+
+    dim = 2**15  # 8 particles x 32768 x 8 bytes = 2 MiB of state
+    system = tasks.make("linear_quadratic", dim=dim, horizon=5).system
+    lay = C.layout(8, True)
+    eps = C.sample_noise(jax.random.key(0), jnp.zeros(dim), lay.num_groups, 0.1)
+    thetas = C.perturb(jnp.zeros(dim), eps, lay)
+    inner = jax.random.normal(jax.random.key(1), (lay.num_groups, 2, dim))
+    t = jnp.array([0, 1, 3, 4], jnp.int32)  # every group resets at a different step of the 4
+    outs = [
+        jax.jit(lambda th, s, tt, skip=skip: E._unroll_particles(
+            system, th, s, tt, jax.random.key(2), 4, shared_inner=False, skip_idle_resets=skip))(thetas, inner, t)
+        for skip in (True, False)
+    ]
+    _assert_tree_equal(outs[0], outs[1])
+    ends = np.asarray(outs[0][3])
+    assert ends.sum() == 3 and ends[0].sum() == 0  # resets happened (negative control: group 0 none)
+    text = jax.jit(lambda th, s, tt: E._unroll_particles(
+        system, th, s, tt, jax.random.key(2), 4, shared_inner=False)).lower(thetas, inner, t).as_text()
+    assert "cond" in text or "case" in text  # the branch is really used for this state size

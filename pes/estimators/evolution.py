@@ -37,9 +37,11 @@ def _unroll_particles(system, thetas, inner, t, data_key, trunc_len, *, shared_i
 
     Per particle this is exactly `systems.unroll` (same keys, same resets), written as a
     scan over steps of one step vmapped over a flat (G * M) particle axis, which XLA:CPU
-    runs faster than a vmap of per-particle scans.  With ``skip_idle_resets`` the reset
-    selection runs only at steps where some episode ends (a ``lax.cond``); it is turned
-    off when particles are sharded, where the condition would need a cross-device op.
+    runs faster than a vmap of per-particle scans.  With ``skip_idle_resets`` and a large
+    state (>= 1 MiB over all particles) the reset selection, a full pass over the states,
+    runs only at steps where some episode ends (a ``lax.cond``; a small state is cheaper
+    to select than to branch on).  It is off when particles are sharded, where the
+    condition would need a cross-device op.
     """
     groups, members = jax.tree.leaves(thetas)[0].shape[:2]
     num = groups * members
@@ -57,6 +59,8 @@ def _unroll_particles(system, thetas, inner, t, data_key, trunc_len, *, shared_i
         inner = jax.tree.map(flat, inner)
     t = t if jnp.ndim(t) == 0 else jnp.repeat(t, members)
     step = jax.vmap(system.step, in_axes=(0, 0, None))
+    state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(inner))
+    skip_idle_resets = skip_idle_resets and state_bytes >= 2**20
 
     def body(carry, key_pair):
         state, t = carry
