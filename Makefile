@@ -15,12 +15,12 @@ PYTEST_ARGS ?=
 .PHONY: help install test test-slow lint list-figures reproduce-all clean-results $(addprefix reproduce-figure-,$(FIGURES))
 
 help: ## List the targets
-	@grep -hE '^[a-zA-Z0-9_%-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+	@grep -hE '^[a-zA-Z0-9_%-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | awk -F'\t' '{printf "  %-22s %s\n", $$1, $$2}'
+	@echo "  reproduce-figure-N     regenerate figure N (N in: $(FIGURES)); see make list-figures"
 	@echo "Variables: PROFILE=quick|paper (default quick), RESULTS=<dir> (default results)"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
 	@touch $@
 
@@ -47,7 +47,7 @@ $(RESULTS)/$(PROFILE)/figures/figure%.png: $(RESULTS)/$(PROFILE)/figure%/metrics
 
 .PRECIOUS: $(RESULTS)/$(PROFILE)/figure%/metrics.csv
 
-$(addprefix reproduce-figure-,$(FIGURES)): reproduce-figure-%: $(RESULTS)/$(PROFILE)/figures/figure%.png ## make reproduce-figure-N [PROFILE=paper]: regenerate figure N
+$(addprefix reproduce-figure-,$(FIGURES)): reproduce-figure-%: $(RESULTS)/$(PROFILE)/figures/figure%.png
 	@echo "figure $*: $<"
 
 reproduce-all: $(addprefix reproduce-figure-,$(FIGURES)) ## Every figure at PROFILE

@@ -10,8 +10,9 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import hydra
 import jax
@@ -117,12 +118,16 @@ def build_optimizer(node: DictConfig) -> optax.GradientTransformation:
     clip_norm = params.pop("clip_norm", None)
     factory = getattr(optax, str(name), None) if name else None
     if factory is None or not callable(factory):
-        raise ConfigError(f"outer_optimizer.name={name!r} is unknown; allowed: an optax optimizer such as sgd, adam")
+        raise ConfigError(
+            f"outer_optimizer.name={name!r} is unknown; allowed: an optax optimizer such as sgd, adam"
+        )
     lr = params.get("learning_rate")
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
         raise ConfigError(f"outer_optimizer.learning_rate={lr!r} is invalid; allowed: a finite number > 0")
     if clip_norm is not None and (not isinstance(clip_norm, (int, float)) or clip_norm <= 0):
-        raise ConfigError(f"outer_optimizer.clip_norm={clip_norm!r} is invalid; allowed: null or a number > 0")
+        raise ConfigError(
+            f"outer_optimizer.clip_norm={clip_norm!r} is invalid; allowed: null or a number > 0"
+        )
     try:
         opt = factory(**params)
     except TypeError as err:
@@ -174,6 +179,7 @@ def build(cfg: DictConfig) -> Built:
     chunk_size = max(log_every, chunk_size - chunk_size % log_every)
     if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or cfg.seed < 0:
         raise ConfigError(f"seed={cfg.seed!r} is invalid; allowed: an integer >= 0")
+    run_id(cfg)  # validates an explicit run id
     return Built(task, estimator, optimizer, num_steps, log_every, chunk_size)
 
 
@@ -243,7 +249,9 @@ def load_figure(name: str) -> DictConfig:
     return fig
 
 
-def figure_run_overrides(fig: DictConfig, run: DictConfig, profile: str, extra: Sequence[str] = ()) -> list[str]:
+def figure_run_overrides(
+    fig: DictConfig, run: DictConfig, profile: str, extra: Sequence[str] = ()
+) -> list[str]:
     """Overrides composing one run of a figure under a profile (later ones win)."""
     profiles = fig.get("profiles", {}) or {}
     if profile not in ("quick", "paper"):

@@ -11,7 +11,10 @@ def main() -> None:
     for name in C.figure_names():
         fig = C.load_figure(name)
         number = name.removeprefix("figure")
-        print(f"Figure {number}: {fig.title}  (make reproduce-figure-{number}; task: {fig.task}; {len(fig.runs)} runs)")
+        print(
+            f"Figure {number}: {fig.title}  (make reproduce-figure-{number}; "
+            f"task: {fig.task}; {len(fig.runs)} runs)"
+        )
         print(textwrap.indent(textwrap.fill(f"expected: {fig.expected}", 96), "    "))
 
 

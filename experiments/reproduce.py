@@ -41,9 +41,14 @@ def figure_dir(results_root: str, profile: str, figure_id: str) -> Path:
 def reproduce(figure: str, profile: str = "quick", extra: list[str] = ()) -> Path:
     """Run (or resume) every run of ``figure`` and write the merged CSV; returns its path."""
     fig = C.load_figure(figure)
+    if fig.get("grid") is not None:  # check the grid settings early; `grid.<key>=` args are its own
+        from experiments import grid
+
+        grid.grid_settings(fig, profile, list(extra))
+    run_extra = [a for a in extra if not a.startswith("grid.")]
     cfgs = []
     for run in fig.runs:  # compose and validate every run before computing anything
-        cfg = C.compose(C.figure_run_overrides(fig, run, profile, extra))
+        cfg = C.compose(C.figure_run_overrides(fig, run, profile, run_extra))
         C.build(cfg)
         cfgs.append(cfg)
     frames = []
@@ -57,10 +62,15 @@ def reproduce(figure: str, profile: str = "quick", extra: list[str] = ()) -> Pat
             file=sys.stderr,
         )
         frames.append(pd.read_csv(out / runner.CSV))
-    merged = results.validate(pd.concat(frames, ignore_index=True), expected_runs=[r.id for r in fig.runs],
-                              allow_nonfinite=_nonfinite_ok(fig))
+    merged = results.validate(
+        pd.concat(frames, ignore_index=True),
+        expected_runs=[r.id for r in fig.runs],
+        allow_nonfinite=_nonfinite_ok(fig),
+    )
     path = figure_dir(cfgs[0].results_root, profile, fig.id) / "metrics.csv"
     io.atomic_write_text(path, merged.to_csv(index=False))
+    if fig.get("grid") is not None:  # background surface (e.g. figure 3): grid.csv beside metrics.csv
+        grid.figure_grid(fig, profile, list(extra), results_root=str(cfgs[0].results_root))
     print(path)
     return path
 

@@ -17,7 +17,18 @@ from omegaconf import DictConfig
 from experiments import config as C
 from experiments import runner
 
-_PASSTHROUGH_FLAGS = ("-m", "--multirun", "-h", "--help", "--hydra-help", "-c", "--cfg", "-i", "--info", "--shell-completion")
+_PASSTHROUGH_FLAGS = (
+    "-m",
+    "--multirun",
+    "-h",
+    "--help",
+    "--hydra-help",
+    "-c",
+    "--cfg",
+    "-i",
+    "--info",
+    "--shell-completion",
+)
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="config")

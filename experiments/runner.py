@@ -85,13 +85,16 @@ def run(cfg: DictConfig, *, out_dir: Path | None = None) -> Path:
 
     chunks: dict[int, object] = {}
     done = int(state.step)
+    if done == 0:  # the starting point: theta and the task's evaluation before any update
+        first = jax.device_get(outer.make_initial_metrics(built.task.evaluate)(state))
+        io.append_rows(out_dir / CSV, results.rows(info, first, built.estimator.steps_per_estimate))
     start = time.perf_counter()
     bar = tqdm(
         total=built.num_steps,
         initial=done,
         desc=rid,
         unit="step",
-        disable=not cfg.progress,
+        disable=None if cfg.progress else True,  # None: only on a terminal
         file=sys.stderr,
         leave=False,
     )
@@ -120,8 +123,10 @@ def run(cfg: DictConfig, *, out_dir: Path | None = None) -> Path:
                 meta["status"] = "diverged"
                 meta["diverged_at_outer_step"] = bad_step
                 io.write_json(out_dir / META, meta)
-                print(f"{rid}: theta became non-finite at outer step {bad_step}; run stopped, rows kept",
-                      file=sys.stderr)
+                print(
+                    f"{rid}: theta became non-finite at outer step {bad_step}; run stopped, rows kept",
+                    file=sys.stderr,
+                )
                 return out_dir
     except KeyboardInterrupt:
         meta["status"] = "interrupted"

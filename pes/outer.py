@@ -8,7 +8,8 @@ progress bar and checkpointing between calls; nothing here loops in Python per s
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -51,7 +52,7 @@ def theta_metrics(theta: PyTree) -> dict[str, jax.Array]:
     leaves = jax.tree.leaves(theta)
     size = sum(jnp.size(x) for x in leaves)
     if size > MAX_LOGGED_THETA:
-        return {"theta_norm": optax.global_norm(theta)}
+        return {"theta_norm": optax.tree.norm(theta)}
     flat = jnp.concatenate([jnp.ravel(x) for x in leaves]) if leaves else jnp.zeros((0,))
     if size == 1:
         return {"theta": flat[0]}
@@ -68,10 +69,30 @@ def make_step(
         grad, est_state, aux = estimator.estimate(key, state.theta, state.est_state)
         updates, opt_state = optimizer.update(grad, state.opt_state, state.theta)
         theta = optax.apply_updates(state.theta, updates)
-        aux = dict(aux, grad_norm=optax.global_norm(grad))
+        aux = dict(aux, grad_norm=optax.tree.norm(grad))
         return TrainState(theta, opt_state, est_state, state.step + 1, state.key), aux
 
     return step
+
+
+def make_initial_metrics(
+    evaluate: Callable[[PyTree, jax.Array], dict] | None = None,
+) -> Callable[[TrainState], dict]:
+    """A jitted ``metrics(state)`` for the log point before any outer step (outer_step 0).
+
+    It holds theta and the task's evaluation (no estimator aux: nothing was estimated), each
+    with a leading axis of length 1 like a chunk's metrics.
+    """
+
+    def metrics(state):
+        out = dict(theta_metrics(state.theta))
+        if evaluate is not None:
+            eval_key = jax.random.fold_in(jax.random.fold_in(state.key, state.step), 1)
+            out.update(evaluate(state.theta, eval_key))
+        out["outer_step"] = state.step
+        return jax.tree.map(lambda x: jnp.expand_dims(x, 0), out)
+
+    return jax.jit(metrics)
 
 
 def make_chunk(

@@ -23,7 +23,8 @@ key of row ``j`` and, if the episode ends at step ``j``, re-initialises with
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -112,11 +113,9 @@ def step_weights(system: UnrolledSystem, num_steps: int, dtype=jnp.float32) -> j
     return jnp.zeros((num_steps,), dtype).at[-1].set(1.0)
 
 
-def unroll_objective(
-    system: UnrolledSystem, losses: jax.Array, num_steps: int
-) -> jax.Array:
+def unroll_objective(system: UnrolledSystem, losses: jax.Array, num_steps: int) -> jax.Array:
     """The objective of one truncation from its step losses (sum, or last loss)."""
-    return jnp.sum(losses * step_weights(system, num_steps, losses.dtype), axis=-1)
+    return losses @ step_weights(system, num_steps, losses.dtype)
 
 
 def full_objective(

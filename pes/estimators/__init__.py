@@ -16,7 +16,7 @@ Every estimator is built by a factory ``factory(system, **hparams)`` and is a
 from __future__ import annotations
 
 import inspect
-from typing import Callable
+from collections.abc import Callable
 
 from pes import systems
 from pes.estimators._common import GradientEstimator
@@ -46,8 +46,7 @@ def make(name: str, system: systems.UnrolledSystem, **hparams) -> GradientEstima
     unknown = sorted(set(hparams) - set(allowed))
     if unknown:
         raise ValueError(
-            f"estimator '{name}' has no hyperparameter {', '.join(unknown)}; "
-            f"allowed: {', '.join(allowed)}"
+            f"estimator '{name}' has no hyperparameter {', '.join(unknown)}; allowed: {', '.join(allowed)}"
         )
     return REGISTRY[name](system, **hparams)
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -49,9 +50,7 @@ def _is_int(x) -> bool:
 def check_trunc_len(name: str, system: systems.UnrolledSystem, trunc_len) -> None:
     systems.check_system(system)
     if not _is_int(trunc_len) or trunc_len < 1:
-        raise ValueError(
-            f"estimator '{name}': trunc_len={trunc_len!r} is invalid; allowed: an integer >= 1"
-        )
+        raise ValueError(f"estimator '{name}': trunc_len={trunc_len!r} is invalid; allowed: an integer >= 1")
     if system.unroll_loss == "last" and system.horizon is not None and system.horizon % trunc_len:
         raise ValueError(
             f"estimator '{name}': trunc_len={trunc_len} is invalid for a system with "
@@ -129,7 +128,7 @@ def perturb(theta: PyTree, eps: PyTree, lay: ParticleLayout) -> PyTree:
 
     def leaf(th, e):
         signs = lay.signs(e.dtype).reshape((1, lay.group_size) + (1,) * (e.ndim - 1))
-        return jnp.expand_dims(th, (0, 1)) + signs * e[:, None]  # explicit ranks (strict promotion)
+        return jnp.expand_dims(th, (0, 1)) + signs * e[:, None]
 
     return jax.tree.map(leaf, theta, eps)
 

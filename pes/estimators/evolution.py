@@ -235,11 +235,9 @@ def es(
             reset_key = systems.step_keys(data_key, trunc_len)[-1, 1]
             new_state = ESState(system.init(reset_key), jnp.zeros((), jnp.int32))
         else:
-            inner, t, _, _ = systems.unroll(
-                system, theta, state.inner, state.t, data_key, trunc_len
-            )
+            inner, t, _, _ = systems.unroll(system, theta, state.inner, state.t, data_key, trunc_len)
             new_state = ESState(inner, t)
-        aux = {"loss": jnp.mean(jnp.sum(losses * weights[None, None, :], axis=-1))}
+        aux = {"loss": jnp.mean(losses @ weights)}
         return grad, new_state, aux
 
     cost = num_particles * trunc_len + (0 if skip_mean else trunc_len)
@@ -376,7 +374,7 @@ def pes(
         weights = systems.step_weights(system, trunc_len, losses.dtype)
         diffs = _antithetic_differences(losses, lay, weights)  # (G, K)
         grad, accum = pes_update(diffs, ends, eps, state.accum, scale, theta)
-        aux = {"loss": jnp.mean(jnp.sum(losses * weights[None, None, :], axis=-1))}
+        aux = {"loss": jnp.mean(losses @ weights)}
         return grad, shard.groups(PESState(inner, t, accum)), aux
 
     hparams = dict(

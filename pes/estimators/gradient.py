@@ -106,9 +106,7 @@ def rtrl(system: systems.UnrolledSystem, *, trunc_len: int = 1) -> C.GradientEst
         zero = jnp.zeros((th.size,), state.jac.dtype)
         carry = (state.inner, state.t, state.jac, zero, jnp.zeros((), state.jac.dtype))
         (inner, t, jac, grad, total), _ = jax.lax.scan(body, carry, (keys, weights))
-        grad = jax.tree.map(
-            lambda g, ref: g.astype(jnp.result_type(ref)), fs.unravel_theta(grad), theta
-        )
+        grad = jax.tree.map(lambda g, ref: g.astype(jnp.result_type(ref)), fs.unravel_theta(grad), theta)
         return grad, RTRLState(inner, t, jac), {"loss": total}
 
     return C.GradientEstimator(init, estimate, "rtrl", dict(trunc_len=trunc_len), trunc_len, trunc_len)
@@ -197,9 +195,7 @@ def uoro(system: systems.UnrolledSystem, *, trunc_len: int = 1) -> C.GradientEst
             jnp.zeros((), dtype),
         )
         (inner, t, s_tl, th_tl, grad, total), _ = jax.lax.scan(body, carry, (keys, nu_keys, weights))
-        grad = jax.tree.map(
-            lambda g, ref: g.astype(jnp.result_type(ref)), fs.unravel_theta(grad), theta
-        )
+        grad = jax.tree.map(lambda g, ref: g.astype(jnp.result_type(ref)), fs.unravel_theta(grad), theta)
         return grad, UOROState(inner, t, s_tl, th_tl), {"loss": total}
 
     return C.GradientEstimator(init, estimate, "uoro", dict(trunc_len=trunc_len), trunc_len, trunc_len)

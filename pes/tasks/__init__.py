@@ -7,7 +7,8 @@
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 
@@ -36,11 +37,12 @@ class Task(NamedTuple):
 
 
 def _registry() -> dict[str, Callable[..., Task]]:
-    from pes.tasks import influence_balancing, linear_quadratic
+    from pes.tasks import influence_balancing, linear_quadratic, toy_regression
 
     return {
         "influence_balancing": influence_balancing.make,
         "linear_quadratic": linear_quadratic.make,
+        "toy_regression": toy_regression.make,
     }
 
 

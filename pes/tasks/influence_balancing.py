@@ -39,9 +39,19 @@ def make(
       horizon: None (never-ending, as in the paper) or a finite episode length.
     """
     _check("n", n, isinstance(n, int) and n >= 1, "an integer >= 1")
-    _check("num_positive", num_positive, isinstance(num_positive, int) and 0 <= num_positive <= n, f"an integer in [0, {n}]")
+    _check(
+        "num_positive",
+        num_positive,
+        isinstance(num_positive, int) and 0 <= num_positive <= n,
+        f"an integer in [0, {n}]",
+    )
     _check("eval_steps", eval_steps, isinstance(eval_steps, int) and eval_steps >= 1, "an integer >= 1")
-    _check("horizon", horizon, horizon is None or (isinstance(horizon, int) and horizon >= 1), "null or an integer >= 1")
+    _check(
+        "horizon",
+        horizon,
+        horizon is None or (isinstance(horizon, int) and horizon >= 1),
+        "null or an integer >= 1",
+    )
 
     def matrices(dtype):
         a = 0.5 * jnp.eye(n, dtype=dtype) + 0.5 * jnp.eye(n, k=1, dtype=dtype)
@@ -60,8 +70,10 @@ def make(
 
     def evaluate(theta, key):
         del key
+
         def body(s, _):
             return step(theta, s, None)[0], None
+
         s, _ = jax.lax.scan(body, init(None).astype(jnp.result_type(theta)), None, length=eval_steps)
         return {"loss": 0.5 * (s[0] - 1.0) ** 2}
 

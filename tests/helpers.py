@@ -1,0 +1,62 @@
+"""Small systems and assertions shared by the tests."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pes.systems import UnrolledSystem
+
+
+def dict_system(horizon: int | None = 6, dtype=jnp.float32, noise: float = 0.0) -> UnrolledSystem:
+    """A nonlinear system whose theta is a dict of arrays of different shapes.
+
+    s' = tanh(W s) * 0.9 + a + key noise * noise; loss = 0.5 ||s' - 1||^2 + 0.1 ||W||^2.
+    theta = {"a": (3,), "W": (3, 3)}.
+    """
+
+    def init(key):
+        del key
+        return jnp.full((3,), 0.5, dtype)
+
+    def step(theta, s, key):
+        s_new = 0.9 * jnp.tanh(theta["W"] @ s) + theta["a"]
+        loss = 0.5 * jnp.sum((s_new - 1.0) ** 2) + 0.1 * jnp.sum(theta["W"] ** 2)
+        if noise:
+            loss = loss + noise * jax.random.normal(key, (), loss.dtype)
+        return s_new.astype(dtype), loss
+
+    return UnrolledSystem(init=init, step=step, horizon=horizon, unroll_loss="sum")
+
+
+def dict_theta(dtype=jnp.float32):
+    return {
+        "a": jnp.array([0.1, -0.2, 0.3], dtype),
+        "W": jnp.array([[0.5, 0.1, 0.0], [0.0, 0.4, -0.2], [0.3, 0.0, 0.2]], dtype),
+    }
+
+
+def random_init_linear(dim: int = 3, horizon: int = 10) -> UnrolledSystem:
+    """Linear-quadratic system with a random initial state from the key (tests reset keys)."""
+
+    def init(key):
+        return jax.random.normal(key, (dim,), jnp.float64)
+
+    def step(theta, s, key):
+        s_new = 0.8 * s + theta + 0.1 * jax.random.normal(key, (dim,), s.dtype)
+        return s_new, 0.5 * jnp.sum((s_new - 1.0) ** 2)
+
+    return UnrolledSystem(init=init, step=step, horizon=horizon, unroll_loss="sum")
+
+
+def assert_trees_close(a, b, rtol=1e-10, atol=1e-12):
+    la, ta = jax.tree.flatten(a)
+    lb, tb = jax.tree.flatten(b)
+    assert ta == tb, (ta, tb)
+    for x, y in zip(la, lb):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
+
+
+def tree_vector(tree) -> np.ndarray:
+    return np.concatenate([np.ravel(np.asarray(x)) for x in jax.tree.leaves(tree)])

@@ -1,0 +1,105 @@
+"""Config composition: every group option and figure composes; bad input fails early, in one line."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from experiments import config as C
+
+ROOT = Path(__file__).resolve().parent.parent
+GROUP_OPTIONS = {
+    group: sorted(p.stem for p in (C.CONFIG_DIR / group).glob("*.yaml"))
+    for group in ("task", "estimator", "outer_optimizer", "profile")
+}
+
+
+def test_groups_have_options():
+    assert {"pes", "es", "tbptt", "rtrl", "uoro"} <= set(GROUP_OPTIONS["estimator"])
+    assert {"quick", "paper"} == set(GROUP_OPTIONS["profile"])
+
+
+@pytest.mark.parametrize("task", GROUP_OPTIONS["task"])
+@pytest.mark.parametrize("estimator", GROUP_OPTIONS["estimator"])
+@pytest.mark.parametrize("profile", GROUP_OPTIONS["profile"])
+def test_every_task_estimator_profile_composes_and_builds(task, estimator, profile):
+    cfg = C.compose([f"task={task}", f"estimator={estimator}", f"profile={profile}"])
+    built = C.build(cfg)
+    assert built.estimator.name == estimator
+    assert C.run_dir(cfg).parts[-4:-2] == (profile, "adhoc")
+
+
+@pytest.mark.parametrize("figure", C.figure_names())
+@pytest.mark.parametrize("profile", ["quick", "paper"])
+def test_every_figure_run_composes(figure, profile):
+    fig = C.load_figure(figure)
+    ids = [run.id for run in fig.runs]
+    assert len(ids) == len(set(ids))
+    for run in fig.runs:
+        cfg = C.compose(C.figure_run_overrides(fig, run, profile))
+        C.build(cfg)
+        assert C.run_id(cfg) == run.id
+        assert cfg.figure_id == fig.id
+
+
+def test_overrides_reach_the_objects():
+    cfg = C.compose(["estimator=pes", "estimator.trunc_len=10", "estimator.num_particles=20", "seed=5"])
+    built = C.build(cfg)
+    assert built.estimator.hparams["trunc_len"] == 10
+    assert built.estimator.hparams["num_particles"] == 20
+    assert cfg.seed == 5
+
+
+BAD = [
+    (["estimator=pes", "estimator.num_particles=7"], "num_particles=7 is invalid with antithetic=True"),
+    (["estimator=es", "estimator.sigma=0"], "sigma=0 is invalid; allowed: a finite number > 0"),
+    (["estimator=pes", "estimator.sigma=-0.5"], "sigma=-0.5 is invalid"),
+    (["estimator=tbptt", "estimator.trunc_len=0"], "trunc_len=0 is invalid; allowed: an integer >= 1"),
+    (["estimator=nope"], "estimator=nope is unknown; allowed: es, pes, rtrl, tbptt, uoro"),
+    (["task=nope"], "task=nope is unknown; allowed: "),
+    (
+        ["estimator.trunc_lenn=3"],
+        "estimator.trunc_lenn is not a config key; allowed under 'estimator': name, trunc_len",
+    ),
+    (["outer_optimizer.learning_rate=-1"], "outer_optimizer.learning_rate=-1 is invalid"),
+    (["train.num_outer_steps=0"], "train.num_outer_steps=0 is invalid"),
+    (["train.num_outer_steps=10", "train.log_every=3"], "a multiple of log_every"),
+    (["estimator=pes", "estimator.stagger=true"], "stagger=True is invalid for a system with horizon=None"),
+    (["run_id=a/b"], "run_id='a/b' is invalid"),
+]
+
+
+@pytest.mark.parametrize("overrides, message", BAD)
+def test_bad_values_fail_with_one_line_naming_the_value(overrides, message):
+    with pytest.raises(C.ConfigError) as info:
+        C.build(C.compose(overrides))
+    text = str(info.value)
+    assert message in text
+    assert "\n" not in text
+
+
+def test_cli_reports_bad_values_in_one_line_before_compute(tmp_path):
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.run",
+            "estimator=pes",
+            "estimator.num_particles=7",
+            f"results_root={tmp_path}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "num_particles=7" in lines[0]
+    assert not any(tmp_path.iterdir())  # nothing half-written
+
+
+def test_unknown_figure_is_reported():
+    with pytest.raises(C.ConfigError, match="figure=figure99 is unknown; allowed: figure2"):
+        C.load_figure("99")
