@@ -142,7 +142,9 @@ def _devices_param(cfg: DictConfig) -> dict[str, Any]:
     devices = cfg.get("devices", 1)
     if devices in (1, None):
         return {}
-    if not (devices == "auto" or (isinstance(devices, int) and not isinstance(devices, bool) and devices > 1)):
+    if not (
+        devices == "auto" or (isinstance(devices, int) and not isinstance(devices, bool) and devices > 1)
+    ):
         raise ConfigError(f"devices={devices!r} is invalid; allowed: auto or an integer >= 1")
     name = str(cfg.estimator.name)
     if "devices" not in pes.estimators.hparam_names(name):

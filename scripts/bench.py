@@ -42,8 +42,11 @@ def _early_device_flags(argv):
     if not any(a == "--devices" or a.startswith("--devices=") for a in argv):
         argv = [*argv, "--devices", "2"]
     for i, arg in enumerate(argv):
-        value = arg.split("=", 1)[1] if arg.startswith("--devices=") else (
-            argv[i + 1] if arg == "--devices" and i + 1 < len(argv) else None)
+        value = (
+            arg.split("=", 1)[1]
+            if arg.startswith("--devices=")
+            else (argv[i + 1] if arg == "--devices" and i + 1 < len(argv) else None)
+        )
         if value is not None and value.isdigit() and int(value) > 1:
             flags = os.environ.get("XLA_FLAGS", "")
             if "xla_force_host_platform_device_count" not in flags:
@@ -78,8 +81,20 @@ try:
 except ImportError:  # the optional `bench` extra
     PersistentES = None
 
-COLUMNS = ("part", "problem", "estimator", "driver", "num_particles", "trunc_len", "horizon",
-           "theta_dim", "sigma", "devices", "metric", "value")
+COLUMNS = (
+    "part",
+    "problem",
+    "estimator",
+    "driver",
+    "num_particles",
+    "trunc_len",
+    "horizon",
+    "theta_dim",
+    "sigma",
+    "devices",
+    "metric",
+    "value",
+)
 MLP_FLOPS_PER_EXAMPLE = 6 * (784 * 100 + 100 * 100 + 100 * 10)  # fwd + bwd matmuls (3x fwd)
 
 
@@ -148,8 +163,9 @@ def _tree_bytes(tree) -> int:
 def _peak_bytes(compiled) -> float:
     try:
         m = compiled.memory_analysis()
-        return float(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
-                     - m.alias_size_in_bytes)
+        return float(
+            m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
+        )
     except Exception:  # noqa: BLE001 (not every backend reports it)
         return float("nan")
 
@@ -192,8 +208,9 @@ class Compiled(Driver):
 
 
 def ours(system, theta, kind, n, k, sigma, devices=None, lr=1e-6):
-    est = pes.make(kind, system, trunc_len=k, sigma=sigma, num_particles=n,
-                   **({"devices": devices} if devices else {}))
+    est = pes.make(
+        kind, system, trunc_len=k, sigma=sigma, num_particles=n, **({"devices": devices} if devices else {})
+    )
     opt = optax.sgd(lr)
     step = outer.make_step(est, opt)
     state = outer.init_state(jax.random.key(0), theta, est, opt)
@@ -205,8 +222,12 @@ def ours(system, theta, kind, n, k, sigma, devices=None, lr=1e-6):
 
 def _evosax_parts(system, theta, kind, n, k, sigma, horizon, lr=1e-6):
     """evosax PersistentES + the user code around it (unroll, resets), shared by both drivers."""
-    es = PersistentES(population_size=n, solution=theta, optimizer=optax.sgd(lr),
-                      std_schedule=optax.constant_schedule(sigma))
+    es = PersistentES(
+        population_size=n,
+        solution=theta,
+        optimizer=optax.sgd(lr),
+        std_schedule=optax.constant_schedule(sigma),
+    )
     # Truncated ES: T = K clears the accumulator after every truncation.
     params = es.default_params.replace(T=horizon if kind == "pes" else k, K=k)
     es_state = es.init(jax.random.key(1), theta, params)
@@ -352,8 +373,9 @@ def gradient_check(n=64, k=5, horizon=20, dim=4, sigma=0.1, episodes=40):
     task = tasks.make("linear_quadratic", dim=dim, horizon=horizon)
     system = task.system
     theta = jnp.full((dim,), 0.5, jnp.float32)
-    exact = np.asarray(jax.grad(lambda th: systems.full_objective(system, th, jax.random.key(0),
-                                                                  jax.random.key(0)))(theta))
+    exact = np.asarray(
+        jax.grad(lambda th: systems.full_objective(system, th, jax.random.key(0), jax.random.key(0)))(theta)
+    )
     per_episode = horizon // k
     est = pes.make("pes", system, trunc_len=k, sigma=sigma, num_particles=n)
 
@@ -366,8 +388,12 @@ def gradient_check(n=64, k=5, horizon=20, dim=4, sigma=0.1, episodes=40):
         _, gs = jax.lax.scan(body, state, jax.random.split(key, episodes * per_episode))
         return gs.reshape(episodes, per_episode, dim).sum(1)
 
-    es = PersistentES(population_size=n, solution=theta, optimizer=optax.sgd(1.0),
-                      std_schedule=optax.constant_schedule(sigma))
+    es = PersistentES(
+        population_size=n,
+        solution=theta,
+        optimizer=optax.sgd(1.0),
+        std_schedule=optax.constant_schedule(sigma),
+    )
     params = es.default_params.replace(T=horizon, K=k)
 
     def evosax_run(key):
@@ -379,7 +405,8 @@ def gradient_check(n=64, k=5, horizon=20, dim=4, sigma=0.1, episodes=40):
             pop, st = es.ask(k_ask, st, params)
             keys = systems.step_keys(k_data, k)
             inner, losses = jax.lax.scan(
-                lambda s, kp: jax.vmap(system.step, in_axes=(0, 0, None))(pop, s, kp[0]), inner, keys)
+                lambda s, kp: jax.vmap(system.step, in_axes=(0, 0, None))(pop, s, kp[0]), inner, keys
+            )
             before = st.mean
             st, _ = es.tell(k_tell, pop, jnp.sum(losses, 0), st, params)
             grad = before - st.mean  # sgd(1.0): the raw gradient
@@ -396,9 +423,11 @@ def gradient_check(n=64, k=5, horizon=20, dim=4, sigma=0.1, episodes=40):
     g_evo = np.asarray(jax.jit(evosax_run)(jax.random.key(12)), np.float64)
     for name, g in (("ours", g_ours), ("evosax", g_evo)):
         mean, se = g.mean(0), g.std(0, ddof=1) / math.sqrt(episodes)
-        out[name] = dict(max_abs_z_vs_exact=float(np.max(np.abs(mean - exact) / se)),
-                         rel_error_of_mean=float(np.linalg.norm(mean - exact) / np.linalg.norm(exact)),
-                         mean_rel_se=float(np.linalg.norm(se) / np.linalg.norm(exact)))
+        out[name] = dict(
+            max_abs_z_vs_exact=float(np.max(np.abs(mean - exact) / se)),
+            rel_error_of_mean=float(np.linalg.norm(mean - exact) / np.linalg.norm(exact)),
+            mean_rel_se=float(np.linalg.norm(se) / np.linalg.norm(exact)),
+        )
     diff_se = np.sqrt(g_ours.var(0, ddof=1) / episodes + g_evo.var(0, ddof=1) / episodes)
     out["n"], out["episodes"] = n, episodes
     out["ours_minus_evosax_max_abs_z"] = float(np.max(np.abs(g_ours.mean(0) - g_evo.mean(0)) / diff_se))
@@ -415,8 +444,13 @@ def grids(args):
         mlp = [("pes", 4, 1)]
         horizon_lq, horizon_mlp = 10, 10
     elif args.full:
-        lq = [(est, n, k, d) for est in ("pes", "es") for n in (64, 1024, 8192)
-              for k in (1, 10, 100) for d in (4, 1000, 100_000)]
+        lq = [
+            (est, n, k, d)
+            for est in ("pes", "es")
+            for n in (64, 1024, 8192)
+            for k in (1, 10, 100)
+            for d in (4, 1000, 100_000)
+        ]
         mlp = [(est, n, 1) for est in ("pes", "es") for n in (64, 1024)]
         horizon_lq, horizon_mlp = 1000, 1000
     else:  # representative subset: every N at K = 10, D = 4; K and D varied at N = 1024
@@ -441,10 +475,15 @@ def main(argv=None):
     parser.add_argument("--full", action="store_true", help="the issue's whole grid (long)")
     parser.add_argument("--tiny", action="store_true", help="seconds; for tests")
     parser.add_argument("--part", action="append", choices=["a", "b"], help="only part a or b")
-    parser.add_argument("--devices", type=int, default=2,
-                        help="also run ours sharded over this many (host) devices at N >= 1024; 1 = off")
-    parser.add_argument("--shard-min-n", type=int, default=1024,
-                        help="run the sharded driver only from this N on")
+    parser.add_argument(
+        "--devices",
+        type=int,
+        default=2,
+        help="also run ours sharded over this many (host) devices at N >= 1024; 1 = off",
+    )
+    parser.add_argument(
+        "--shard-min-n", type=int, default=1024, help="run the sharded driver only from this N on"
+    )
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--target-s", type=float, default=0.15, help="seconds per timed repeat")
     parser.add_argument("--sigma", type=float, default=0.1)
@@ -461,26 +500,56 @@ def main(argv=None):
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     ndev = len(jax.devices())
-    machine = f"{platform.machine()} {os.cpu_count()} CPUs, jax {jax.__version__} {jax.default_backend()}, {ndev} device(s)"
+    machine = (
+        f"{platform.machine()} {os.cpu_count()} CPUs, jax {jax.__version__} "
+        f"{jax.default_backend()}, {ndev} device(s)"
+    )
     print(f"# machine: {machine}", flush=True)
     records, table = [], []
 
     def record(cfg, driver, metric, value):
         part, prob, est, n, k, d, horizon = cfg
-        records.append(dict(part=part, problem=prob, estimator=est, driver=driver, num_particles=n,
-                            trunc_len=k, horizon=horizon, theta_dim=d, sigma=args.sigma,
-                            devices=int(driver.split("-")[1][:-3]) if driver.startswith("ours-") else 1,
-                            metric=metric, value=float(value)))
+        records.append(
+            dict(
+                part=part,
+                problem=prob,
+                estimator=est,
+                driver=driver,
+                num_particles=n,
+                trunc_len=k,
+                horizon=horizon,
+                theta_dim=d,
+                sigma=args.sigma,
+                devices=int(driver.split("-")[1][:-3]) if driver.startswith("ours-") else 1,
+                metric=metric,
+                value=float(value),
+            )
+        )
 
     gflops = float("nan")
     cfgs = grids(args)
     if any(c[0] == "b" for c in cfgs):
         gflops = matmul_gflops(512 if args.tiny else 2048)
-        records.append(dict(part="b", problem="matmul_2048_f32", estimator="", driver="xla", num_particles=0,
-                            trunc_len=0, horizon=0, theta_dim=0, sigma=float("nan"), devices=1,
-                            metric="gflops", value=gflops))
-        print(f"# large matmul: {gflops:.1f} GFLOP/s (also re-measured interleaved with each part-b config)",
-              flush=True)
+        records.append(
+            dict(
+                part="b",
+                problem="matmul_2048_f32",
+                estimator="",
+                driver="xla",
+                num_particles=0,
+                trunc_len=0,
+                horizon=0,
+                theta_dim=0,
+                sigma=float("nan"),
+                devices=1,
+                metric="gflops",
+                value=gflops,
+            )
+        )
+        print(
+            f"# large matmul: {gflops:.1f} GFLOP/s (also re-measured interleaved with each part-b config)",
+            flush=True,
+        )
     t_start = time.perf_counter()
     for cfg in cfgs:
         part, prob, est, n, k, d, horizon = cfg
@@ -489,7 +558,12 @@ def main(argv=None):
             continue
         system, theta = problem(prob, d, horizon)
         drivers = [ours(system, theta, est, n, k, args.sigma)]
-        if args.devices > 1 and ndev >= args.devices and n >= args.shard_min_n and (n // 2) % args.devices == 0:
+        if (
+            args.devices > 1
+            and ndev >= args.devices
+            and n >= args.shard_min_n
+            and (n // 2) % args.devices == 0
+        ):
             drivers.append(ours(system, theta, est, n, k, args.sigma, devices=args.devices))
         if use_evosax:
             drivers.append(evosax_scan(system, theta, est, n, k, args.sigma, horizon))
@@ -536,17 +610,56 @@ def main(argv=None):
         check = gradient_check(n=16, episodes=10) if args.tiny else gradient_check()
         for name in ("ours", "evosax"):
             for metric, value in check[name].items():
-                records.append(dict(part="check", problem="linear_quadratic", estimator="pes", driver=name,
-                                    num_particles=check["n"], trunc_len=5, horizon=20, theta_dim=4, sigma=0.1,
-                                    devices=1, metric=metric, value=value))
-        records.append(dict(part="check", problem="linear_quadratic", estimator="pes", driver="ours-evosax",
-                            num_particles=check["n"], trunc_len=5, horizon=20, theta_dim=4, sigma=0.1, devices=1,
-                            metric="max_abs_z", value=check["ours_minus_evosax_max_abs_z"]))
+                records.append(
+                    dict(
+                        part="check",
+                        problem="linear_quadratic",
+                        estimator="pes",
+                        driver=name,
+                        num_particles=check["n"],
+                        trunc_len=5,
+                        horizon=20,
+                        theta_dim=4,
+                        sigma=0.1,
+                        devices=1,
+                        metric=metric,
+                        value=value,
+                    )
+                )
+        records.append(
+            dict(
+                part="check",
+                problem="linear_quadratic",
+                estimator="pes",
+                driver="ours-evosax",
+                num_particles=check["n"],
+                trunc_len=5,
+                horizon=20,
+                theta_dim=4,
+                sigma=0.1,
+                devices=1,
+                metric="max_abs_z",
+                value=check["ours_minus_evosax_max_abs_z"],
+            )
+        )
     wall = time.perf_counter() - t_start
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    records.append(dict(part="run", problem="", estimator="", driver="", num_particles=0, trunc_len=0,
-                        horizon=0, theta_dim=0, sigma=float("nan"), devices=ndev, metric="peak_rss_bytes",
-                        value=float(peak_rss)))
+    records.append(
+        dict(
+            part="run",
+            problem="",
+            estimator="",
+            driver="",
+            num_particles=0,
+            trunc_len=0,
+            horizon=0,
+            theta_dim=0,
+            sigma=float("nan"),
+            devices=ndev,
+            metric="peak_rss_bytes",
+            value=float(peak_rss),
+        )
+    )
     with open(out_dir / "bench.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
@@ -555,12 +668,17 @@ def main(argv=None):
     print(markdown_table(table, machine, gflops))
     if check is not None:
         print()
-        print(f"Gradient check (linear-quadratic, D=4, T=20, K=5, sigma=0.1, N={check['n']}, "
-              f"{check['episodes']} episodes of T steps each):")
+        print(
+            f"Gradient check (linear-quadratic, D=4, T=20, K=5, sigma=0.1, N={check['n']}, "
+            f"{check['episodes']} episodes of T steps each):"
+        )
         for name in ("ours", "evosax"):
             c = check[name]
-            print(f"  {name:7s} max |z| vs exact = {c['max_abs_z_vs_exact']:.2f}, "
-                  f"relative error of mean = {c['rel_error_of_mean']:.3f} (relative s.e. {c['mean_rel_se']:.3f})")
+            print(
+                f"  {name:7s} max |z| vs exact = {c['max_abs_z_vs_exact']:.2f}, "
+                f"relative error of mean = {c['rel_error_of_mean']:.3f} "
+                f"(relative s.e. {c['mean_rel_se']:.3f})"
+            )
         print(f"  ours - evosax: max |z| = {check['ours_minus_evosax_max_abs_z']:.2f}  (|z| < 4 = agree)")
     print(f"\nwall {wall:.0f} s, peak RSS {peak_rss / 2**30:.2f} GiB; csv: {out_dir / 'bench.csv'}")
     return records
@@ -572,29 +690,30 @@ def _fmt_row(row):
 
 def markdown_table(table, machine, gflops):
     """Particle-steps/s per driver (millions), ratios ours/theirs, compile, memory."""
-    lines = [
-        f"Machine: {machine}. Large matmul: {gflops:.0f} GFLOP/s." if not math.isnan(gflops) else f"Machine: {machine}.",
-        "",
-        "| part | est | N | K | θ dim | ours M p-steps/s | ours ms/step | ours sharded | evosax-scan | evosax-loop "
-        "| ours/scan | ours/loop | compile s | bytes/particle (min) | % matmul |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    head = f"Machine: {machine}."
+    if not math.isnan(gflops):
+        head += f" Large matmul: {gflops:.0f} GFLOP/s."
+    cols = [
+        "part", "est", "N", "K", "θ dim", "ours M p-steps/s", "ours ms/step", "ours sharded",
+        "evosax-scan", "evosax-loop", "ours/scan", "ours/loop", "compile s", "bytes/particle (min)",
+        "% matmul",
+    ]  # fmt: skip
+    lines = [head, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
 
     def m(row, key):
-        return f"{row[key] / 1e6:.3g}" if key in row else "–"
+        return f"{row[key] / 1e6:.3g}" if key and key in row else "–"
 
     for r in table:
         sharded = next((k for k in r if k.startswith("ours-") and not k.endswith("_ms")), None)
-        lines.append(
-            f"| {r['part']} | {r['est']} | {r['N']} | {r['K']} | {r['D']} | {m(r, 'ours')} | {r['ours_ms']:.3g} "
-            f"| {m(r, sharded) if sharded else '–'} | {m(r, 'evosax-scan')} | {m(r, 'evosax-loop')} "
-            f"| {r['/scan']:.2f}× | {r['/loop']:.1f}× | {r['compile_s']:.2f} "
-            f"| {r['B/particle']:.4g} ({r['min B/p']:.4g}) | {r.get('%matmul', float('nan')):.0f} |"
-            if "/scan" in r else
-            f"| {r['part']} | {r['est']} | {r['N']} | {r['K']} | {r['D']} | {m(r, 'ours')} | {r['ours_ms']:.3g} "
-            f"| {m(r, sharded) if sharded else '–'} | – | – | – | – | {r['compile_s']:.2f} "
-            f"| {r['B/particle']:.4g} ({r['min B/p']:.4g}) | {r.get('%matmul', float('nan')):.0f} |"
-        )
+        cells = [
+            r["part"], r["est"], r["N"], r["K"], r["D"], m(r, "ours"), f"{r['ours_ms']:.3g}",
+            m(r, sharded), m(r, "evosax-scan"), m(r, "evosax-loop"),
+            f"{r['/scan']:.2f}×" if "/scan" in r else "–",
+            f"{r['/loop']:.2f}×" if "/loop" in r else "–",
+            f"{r['compile_s']:.2f}", f"{r['B/particle']:.4g} ({r['min B/p']:.4g})",
+            f"{r['%matmul']:.0f}" if "%matmul" in r else "–",
+        ]  # fmt: skip
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines)
 
 

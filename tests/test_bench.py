@@ -20,7 +20,11 @@ def _run_bench(tmp_path, *args):
     env.pop("XLA_FLAGS", None)
     proc = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "bench.py"), "--tiny", "--out", str(tmp_path), *args],
-        env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = pd.read_csv(tmp_path / "bench.csv")
@@ -38,14 +42,31 @@ def _check_throughput_rows(table, part, drivers):
 def test_bench_tiny_linear_quadratic_side_by_side(tmp_path):
     stdout, table = _run_bench(tmp_path, "--part", "a", "--devices", "2")
     assert list(table.columns) == [
-        "part", "problem", "estimator", "driver", "num_particles", "trunc_len", "horizon",
-        "theta_dim", "sigma", "devices", "metric", "value",
+        "part",
+        "problem",
+        "estimator",
+        "driver",
+        "num_particles",
+        "trunc_len",
+        "horizon",
+        "theta_dim",
+        "sigma",
+        "devices",
+        "metric",
+        "value",
     ]
     rows = _check_throughput_rows(table, "a", {"ours", "ours-2dev", "evosax-scan", "evosax-loop"})
     assert set(rows.estimator) == {"pes", "es"}
     ours = table[(table.part == "a") & (table.driver == "ours")]
-    assert {"ratio_vs_evosax-scan", "ratio_vs_evosax-loop", "compile_s", "wall_per_outer_step_s",
-            "xla_peak_bytes", "state_bytes_per_particle", "min_bytes_per_particle"} <= set(ours.metric)
+    assert {
+        "ratio_vs_evosax-scan",
+        "ratio_vs_evosax-loop",
+        "compile_s",
+        "wall_per_outer_step_s",
+        "xla_peak_bytes",
+        "state_bytes_per_particle",
+        "min_bytes_per_particle",
+    } <= set(ours.metric)
     # PES stores the inner state and half an accumulator per particle, plus a counter per pair.
     pes_bytes = ours[(ours.estimator == "pes")].set_index("metric").value
     assert pes_bytes["state_bytes_per_particle"] >= pes_bytes["min_bytes_per_particle"] > 0

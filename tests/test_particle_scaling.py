@@ -233,11 +233,15 @@ def test_two_devices_match_one_device_and_only_reduce_the_gradient(tmp_path):
     script.write_text(_TWO_DEVICE_SCRIPT)
     proc = subprocess.run(
         [sys.executable, str(script), str(Path(__file__).parent)],
-        env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")][-1]
-    out = json.loads(line[len("RESULT"):])
+    out = json.loads(line[len("RESULT") :])
     assert out.pop("config_devices") == "auto"
     for case, r in out.items():
         if case.endswith("_lq"):
@@ -294,8 +298,9 @@ theta0 = np.asarray(task.theta_init)
 # Build the state inside jit so it is born sharded over every process's devices.
 state = jax.jit(lambda: outer.init_state(jax.random.key(0), jnp.asarray(theta0), est, opt))()
 state, metrics = outer.make_chunk(est, opt, log_every=1, num_logs=4)(state)
-print("RESULT" + json.dumps({"theta": np.asarray(state.theta).tolist(), "devices": len(jax.devices()),
-      "local": len(jax.local_devices()), "sharded": len(state.est_state.accum.sharding.device_set)}), flush=True)
+out = {"theta": np.asarray(state.theta).tolist(), "devices": len(jax.devices()),
+       "local": len(jax.local_devices()), "sharded": len(state.est_state.accum.sharding.device_set)}
+print("RESULT" + json.dumps(out), flush=True)
 """
 
 
@@ -313,8 +318,14 @@ def test_two_processes_with_jax_distributed_match_one_process(tmp_path):
     env.pop("XLA_FLAGS", None)
 
     def start(pid, nproc):
-        return subprocess.Popen([sys.executable, str(script), str(pid), str(nproc), port], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+        return subprocess.Popen(
+            [sys.executable, str(script), str(pid), str(nproc), port],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
+        )
 
     procs = [start(0, 2), start(1, 2)]
     single = start(0, 1)
@@ -344,13 +355,21 @@ def test_reset_branch_equals_reset_select_for_large_states():
     inner = jax.random.normal(jax.random.key(1), (lay.num_groups, 2, dim))
     t = jnp.array([0, 1, 3, 4], jnp.int32)  # every group resets at a different step of the 4
     outs = [
-        jax.jit(lambda th, s, tt, skip=skip: E._unroll_particles(
-            system, th, s, tt, jax.random.key(2), 4, shared_inner=False, skip_idle_resets=skip))(thetas, inner, t)
+        jax.jit(
+            lambda th, s, tt, skip=skip: E._unroll_particles(
+                system, th, s, tt, jax.random.key(2), 4, shared_inner=False, skip_idle_resets=skip
+            )
+        )(thetas, inner, t)
         for skip in (True, False)
     ]
     _assert_tree_equal(outs[0], outs[1])
     ends = np.asarray(outs[0][3])
     assert ends.sum() == 3 and ends[0].sum() == 0  # resets happened (negative control: group 0 none)
-    text = jax.jit(lambda th, s, tt: E._unroll_particles(
-        system, th, s, tt, jax.random.key(2), 4, shared_inner=False)).lower(thetas, inner, t).as_text()
+    text = (
+        jax.jit(
+            lambda th, s, tt: E._unroll_particles(system, th, s, tt, jax.random.key(2), 4, shared_inner=False)
+        )
+        .lower(thetas, inner, t)
+        .as_text()
+    )
     assert "cond" in text or "case" in text  # the branch is really used for this state size

@@ -139,7 +139,13 @@ def _unroll_groups(
     def run(eps, inner, t):
         thetas = C.perturb(theta, eps, lay)
         return _unroll_particles(
-            system, thetas, inner, t, data_key, trunc_len, shared_inner=shared_inner,
+            system,
+            thetas,
+            inner,
+            t,
+            data_key,
+            trunc_len,
+            shared_inner=shared_inner,
             skip_idle_resets=shard.mesh is None,
         )
 
@@ -225,8 +231,17 @@ def es(
         noise_key, data_key = C.split_key(key)
         eps = shard.groups(C.sample_noise(noise_key, theta, lay.num_groups, sigma))
         _, _, losses, _ = _unroll_groups(
-            system, theta, eps, lay, state.inner, state.t, data_key, trunc_len,
-            shared_inner=True, num_chunks=num_chunks, shard=shard,
+            system,
+            theta,
+            eps,
+            lay,
+            state.inner,
+            state.t,
+            data_key,
+            trunc_len,
+            shared_inner=True,
+            num_chunks=num_chunks,
+            shard=shard,
         )
         weights = systems.step_weights(system, trunc_len, losses.dtype)
         diffs = _antithetic_differences(losses, lay, weights)
@@ -368,8 +383,17 @@ def pes(
         noise_key, data_key = C.split_key(key)
         eps = shard.groups(C.sample_noise(noise_key, theta, lay.num_groups, sigma))
         inner, t, losses, ends = _unroll_groups(
-            system, theta, eps, lay, state.inner, state.t, data_key, trunc_len,
-            shared_inner=False, num_chunks=num_chunks, shard=shard,
+            system,
+            theta,
+            eps,
+            lay,
+            state.inner,
+            state.t,
+            data_key,
+            trunc_len,
+            shared_inner=False,
+            num_chunks=num_chunks,
+            shard=shard,
         )
         weights = systems.step_weights(system, trunc_len, losses.dtype)
         diffs = _antithetic_differences(losses, lay, weights)  # (G, K)
