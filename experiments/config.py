@@ -251,6 +251,38 @@ def load_figure(name: str) -> DictConfig:
     return fig
 
 
+def figure_runs(fig: DictConfig, profile: str) -> list[DictConfig]:
+    """The runs of a figure under ``profile``, with multi-seed runs expanded.
+
+    A figure may list ``seeds: {quick: [...], paper: [...]}`` (or one list for both
+    profiles); then every run ``r`` becomes runs ``r-seed<s>`` with the override
+    ``seed=<s>`` (after the run's own overrides), so seeds share one run definition and
+    plots average over them.  Without ``seeds`` the runs are returned as listed.
+    """
+    seeds = fig.get("seeds")
+    if seeds is None:
+        return list(fig.runs)
+    if isinstance(seeds, DictConfig):
+        if profile not in seeds:
+            raise ConfigError(
+                f"figure {fig.id}: seeds has no list for profile={profile}; allowed: {', '.join(seeds)}"
+            )
+        seeds = seeds[profile]
+    seeds = list(seeds)
+    if not seeds or any(isinstance(x, bool) or not isinstance(x, int) or x < 0 for x in seeds):
+        raise ConfigError(
+            f"figure {fig.id}: seeds={seeds} is invalid; allowed: a non-empty list of integers >= 0"
+        )
+    out = []
+    for run in fig.runs:
+        for seed in seeds:
+            extra = OmegaConf.create({"id": f"{run.id}-seed{seed}"})
+            expanded = OmegaConf.merge(run, extra)
+            expanded.overrides = [*run.overrides, f"seed={seed}"]
+            out.append(expanded)
+    return out
+
+
 def figure_run_overrides(
     fig: DictConfig, run: DictConfig, profile: str, extra: Sequence[str] = ()
 ) -> list[str]:

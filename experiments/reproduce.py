@@ -4,7 +4,8 @@
 
 Runs are composed exactly like single runs (configs/figure/<figure>.yaml lists them);
 finished runs are skipped and interrupted ones resume, so rerunning is cheap.  The merged
-table goes to <results_root>/<profile>/<figure>/metrics.csv.
+table goes to <results_root>/<profile>/<figure>/metrics.csv.  A figure config with
+``kind: variance`` is handed to `experiments.variance` (the PES variance study).
 """
 
 from __future__ import annotations
@@ -41,13 +42,18 @@ def figure_dir(results_root: str, profile: str, figure_id: str) -> Path:
 def reproduce(figure: str, profile: str = "quick", extra: list[str] = ()) -> Path:
     """Run (or resume) every run of ``figure`` and write the merged CSV; returns its path."""
     fig = C.load_figure(figure)
+    if fig.get("kind", "runs") == "variance":  # a measurement, not optimisation runs
+        from experiments import variance
+
+        return variance.reproduce(fig, profile, extra)
     if fig.get("grid") is not None:  # check the grid settings early; `grid.<key>=` args are its own
         from experiments import grid
 
         grid.grid_settings(fig, profile, list(extra))
     run_extra = [a for a in extra if not a.startswith("grid.")]
+    runs = C.figure_runs(fig, profile)
     cfgs = []
-    for run in fig.runs:  # compose and validate every run before computing anything
+    for run in runs:  # compose and validate every run before computing anything
         cfg = C.compose(C.figure_run_overrides(fig, run, profile, run_extra))
         C.build(cfg)
         cfgs.append(cfg)
@@ -64,7 +70,7 @@ def reproduce(figure: str, profile: str = "quick", extra: list[str] = ()) -> Pat
         frames.append(pd.read_csv(out / runner.CSV))
     merged = results.validate(
         pd.concat(frames, ignore_index=True),
-        expected_runs=[r.id for r in fig.runs],
+        expected_runs=[r.id for r in runs],
         allow_nonfinite=_nonfinite_ok(fig),
     )
     path = figure_dir(cfgs[0].results_root, profile, fig.id) / "metrics.csv"
@@ -86,6 +92,9 @@ def main() -> None:
     except C.ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except runner.RunFailed as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
     except KeyboardInterrupt:
         print("interrupted: logged rows are kept; rerun the same command to resume", file=sys.stderr)
         sys.exit(130)

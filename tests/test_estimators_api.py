@@ -15,6 +15,8 @@ HPARAMS = {
     "tbptt": dict(trunc_len=4),
     "rtrl": dict(trunc_len=4),
     "uoro": dict(trunc_len=4),
+    "ars": dict(trunc_len=4, sigma=0.1, num_particles=8, top_directions=2),
+    "openai_es": dict(trunc_len=4, sigma=0.1, num_particles=8),
 }
 
 

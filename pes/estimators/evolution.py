@@ -191,6 +191,7 @@ def es(
     sigma: float,
     num_particles: int,
     antithetic: bool = True,
+    divide_by_variance: bool = False,
     particle_chunk_size: int | None = None,
     devices: int | str | None = None,
 ) -> C.GradientEstimator:
@@ -208,6 +209,8 @@ def es(
       sigma: standard deviation of the perturbations.
       num_particles: N, counting both members of every antithetic pair.
       antithetic: use (+eps, -eps) pairs.
+      divide_by_variance: ARS-style scaling for control (see `std_scale`); off by
+        default, and off is the plain estimate above.
       particle_chunk_size: unroll at most this many particles at once (``lax.map`` over
         chunks inside the compiled estimate; identical results); None = all at once.
       devices: shard the particles over devices (see `pes.sharding`): None or 1, "auto"
@@ -216,6 +219,7 @@ def es(
     C.check_trunc_len("es", system, trunc_len)
     C.check_sigma("es", sigma)
     C.check_particles("es", num_particles, antithetic)
+    C.check_bool("es", "divide_by_variance", divide_by_variance)
     lay = C.layout(num_particles, antithetic)
     num_chunks, shard = _particle_plan("es", lay, particle_chunk_size, devices)
     scale = 1.0 / (num_particles * sigma**2)
@@ -246,6 +250,8 @@ def es(
         weights = systems.step_weights(system, trunc_len, losses.dtype)
         diffs = _antithetic_differences(losses, lay, weights)
         grad = C.combine(jnp.sum(diffs, axis=1), eps, scale, theta)
+        if divide_by_variance:
+            grad = _scale_tree(grad, std_scale(losses, weights, sigma))
         if skip_mean:
             reset_key = systems.step_keys(data_key, trunc_len)[-1, 1]
             new_state = ESState(system.init(reset_key), jnp.zeros((), jnp.int32))
@@ -256,14 +262,13 @@ def es(
         return grad, new_state, aux
 
     cost = num_particles * trunc_len + (0 if skip_mean else trunc_len)
-    hparams = dict(
-        trunc_len=trunc_len,
-        sigma=sigma,
-        num_particles=num_particles,
-        antithetic=antithetic,
-        particle_chunk_size=particle_chunk_size,
-        devices=devices,
-    )
+    hparams = dict(trunc_len=trunc_len, sigma=sigma, num_particles=num_particles, antithetic=antithetic)
+    if divide_by_variance:
+        hparams["divide_by_variance"] = True
+    if particle_chunk_size is not None:
+        hparams["particle_chunk_size"] = particle_chunk_size
+    if devices is not None:
+        hparams["devices"] = devices
     return C.GradientEstimator(init, estimate, "es", hparams, trunc_len, cost)
 
 
@@ -291,6 +296,7 @@ def pes(
     num_particles: int,
     antithetic: bool = True,
     stagger: bool = False,
+    divide_by_variance: bool = False,
     particle_chunk_size: int | None = None,
     devices: int | str | None = None,
 ) -> C.GradientEstimator:
@@ -316,6 +322,8 @@ def pes(
       num_particles: N, counting both members of every antithetic pair.
       antithetic: use (+eps, -eps) pairs with separate inner states.
       stagger: start pairs at random offsets within the episode (needs a finite horizon).
+      divide_by_variance: ARS-style scaling for control (see `std_scale`); off by
+        default, and off is the unbiased estimate above.
       particle_chunk_size: unroll at most this many particles at once (``lax.map`` over
         chunks inside the compiled estimate; identical results); None = all at once.
       devices: shard the particle groups, their states and accumulators over devices
@@ -325,6 +333,7 @@ def pes(
     C.check_trunc_len("pes", system, trunc_len)
     C.check_sigma("pes", sigma)
     C.check_particles("pes", num_particles, antithetic)
+    C.check_bool("pes", "divide_by_variance", divide_by_variance)
     if not isinstance(stagger, bool):
         raise ValueError(f"estimator 'pes': stagger={stagger!r} is invalid; allowed: true, false")
     if stagger and system.horizon is None:
@@ -398,6 +407,8 @@ def pes(
         weights = systems.step_weights(system, trunc_len, losses.dtype)
         diffs = _antithetic_differences(losses, lay, weights)  # (G, K)
         grad, accum = pes_update(diffs, ends, eps, state.accum, scale, theta)
+        if divide_by_variance:
+            grad = _scale_tree(grad, std_scale(losses, weights, sigma))
         aux = {"loss": jnp.mean(losses @ weights)}
         return grad, shard.groups(PESState(inner, t, accum)), aux
 
@@ -407,9 +418,13 @@ def pes(
         num_particles=num_particles,
         antithetic=antithetic,
         stagger=stagger,
-        particle_chunk_size=particle_chunk_size,
-        devices=devices,
     )
+    if divide_by_variance:
+        hparams["divide_by_variance"] = True
+    if particle_chunk_size is not None:
+        hparams["particle_chunk_size"] = particle_chunk_size
+    if devices is not None:
+        hparams["devices"] = devices
     return C.GradientEstimator(init, estimate, "pes", hparams, trunc_len, num_particles * trunc_len)
 
 
@@ -453,3 +468,28 @@ def pes_update(diffs, ends, eps, accum, scale, like):
         return jnp.where(last_end.reshape(shape), jnp.zeros_like(e), cont)
 
     return grad, jax.tree.map(new_accum, accum, eps)
+
+
+def std_scale(losses, weights, sigma):
+    """The factor that turns an ES/PES estimate into its ARS-style reward-std-scaled form.
+
+    With ``divide_by_variance`` (the flag of the paper's control code, which divides by the
+    standard deviation, not the variance) the estimate becomes
+
+        g = sum_k L_k u_k / (P/2 * std(L)),
+
+    where the sum runs over the P particles, L_k is particle k's unroll objective, u_k
+    its unit-noise direction (its accumulated unit noise for PES) and std(L) the
+    population standard deviation of the P unroll objectives of this estimate.  That is
+    ARS V1's update direction (Mania et al. 2018) without top-b selection.  Relative to
+    the plain estimate sum_k L_k sigma u_k / (P sigma^2) it is a factor 2 sigma / std(L).
+    If every particle scored the same the plain estimate is zero and so is this one.
+    """
+    objectives = jnp.einsum("gmk,k->gm", losses, weights.astype(losses.dtype))  # (G, M)
+    std = jnp.std(objectives)
+    safe = jnp.where(std > 0, std, jnp.ones_like(std))
+    return 2.0 * sigma / safe
+
+
+def _scale_tree(tree, factor):
+    return jax.tree.map(lambda g: (g * factor).astype(g.dtype), tree)

@@ -37,12 +37,22 @@ class Task(NamedTuple):
 
 
 def _registry() -> dict[str, Callable[..., Task]]:
-    from pes.tasks import influence_balancing, linear_quadratic, toy_regression
+    from pes.tasks import (
+        influence_balancing,
+        linear_control,
+        linear_quadratic,
+        ptb_lstm,
+        swimmer,
+        toy_regression,
+    )
 
     return {
         "influence_balancing": influence_balancing.make,
         "linear_quadratic": linear_quadratic.make,
+        "ptb_lstm": ptb_lstm.make,
         "toy_regression": toy_regression.make,
+        "swimmer": swimmer.make,
+        "linear_control": linear_control.make,
     }
 
 
