@@ -140,6 +140,25 @@ def build_optimizer(node: DictConfig) -> optax.GradientTransformation:
     return opt
 
 
+def _devices_param(cfg: DictConfig) -> dict[str, Any]:
+    """The estimator keyword for the top-level ``devices`` switch (1 = no sharding)."""
+    devices = cfg.get("devices", 1)
+    if devices in (1, None):
+        return {}
+    if not (
+        devices == "auto" or (isinstance(devices, int) and not isinstance(devices, bool) and devices > 1)
+    ):
+        raise ConfigError(f"devices={devices!r} is invalid; allowed: auto or an integer >= 1")
+    name = str(cfg.estimator.name)
+    if "devices" not in pes.estimators.hparam_names(name):
+        sharded = [n for n in sorted(pes.estimators.REGISTRY) if "devices" in pes.estimators.hparam_names(n)]
+        raise ConfigError(
+            f"devices={devices} is invalid with estimator={name}; allowed: 1 "
+            f"(particles are sharded only by {', '.join(sharded)})"
+        )
+    return {"devices": devices}
+
+
 def build(cfg: DictConfig) -> Built:
     """Validate ``cfg`` and build the task, estimator and optimizer (no compute)."""
     jax.config.update("jax_enable_x64", bool(cfg.x64))
@@ -153,8 +172,10 @@ def build(cfg: DictConfig) -> Built:
             f"estimator={name} is invalid for task {task.name} with objective "
             f"{task.metadata.get('objective')!r}, which is not differentiable; allowed: es, pes"
         )
+    est_params = _params(cfg.estimator)
+    est_params.update(_devices_param(cfg))
     try:
-        estimator = pes.estimators.make(str(cfg.estimator.name), task.system, **_params(cfg.estimator))
+        estimator = pes.estimators.make(str(cfg.estimator.name), task.system, **est_params)
     except (ValueError, TypeError) as err:
         raise ConfigError(str(err)) from err
     optimizer = build_optimizer(cfg.outer_optimizer)

@@ -23,28 +23,152 @@ import jax.numpy as jnp
 
 from pes import systems
 from pes.estimators import _common as C
+from pes.sharding import ParticleSharding, resolve_devices
 
 PyTree = Any
 
 
-def _unroll_particles(system, thetas, inner, t, data_key, trunc_len, *, shared_inner):
+def _unroll_particles(system, thetas, inner, t, data_key, trunc_len, *, shared_inner, skip_idle_resets=True):
     """Unroll every particle K steps.  ``thetas`` has leading axes (G, M).
 
     ``t`` is one counter per group (shape (G,)) or a shared scalar.  With
     ``shared_inner`` all particles start from the one state ``inner``.
     Returns (inner (G, M, ...), t (G,), losses (G, M, K), ends (G, K)).
+
+    Per particle this is exactly `systems.unroll` (same keys, same resets), written as a
+    scan over steps of one step vmapped over a flat (G * M) particle axis, which XLA:CPU
+    runs faster than a vmap of per-particle scans.  With ``skip_idle_resets`` and a large
+    state (>= 1 MiB over all particles) the reset selection, a full pass over the states,
+    runs only at steps where some episode ends (a ``lax.cond``; a small state is cheaper
+    to select than to branch on).  It is off when particles are sharded, where the
+    condition would need a cross-device op.
     """
+    groups, members = jax.tree.leaves(thetas)[0].shape[:2]
+    num = groups * members
 
-    def one(theta, state, t):
-        return systems.unroll(system, theta, state, t, data_key, trunc_len)
+    def flat(x):
+        return x.reshape((num,) + x.shape[2:])
 
-    state_axis = None if shared_inner else 0
-    t_axis = None if jnp.ndim(t) == 0 else 0
-    per_member = jax.vmap(one, in_axes=(0, state_axis, None))
-    per_group = jax.vmap(per_member, in_axes=(0, state_axis, t_axis))
-    new_inner, new_t, losses, ends = per_group(thetas, inner, t)
+    def unflat(x):
+        return x.reshape((groups, members) + x.shape[1:])
+
+    thetas = jax.tree.map(flat, thetas)
+    if shared_inner:
+        inner = jax.tree.map(lambda x: jnp.broadcast_to(x, (num,) + jnp.shape(x)), inner)
+    else:
+        inner = jax.tree.map(flat, inner)
+    t = t if jnp.ndim(t) == 0 else jnp.repeat(t, members)
+    step = jax.vmap(system.step, in_axes=(0, 0, None))
+    state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(inner))
+    skip_idle_resets = skip_idle_resets and state_bytes >= 2**20
+
+    def body(carry, key_pair):
+        state, t = carry
+        new_state, loss = step(thetas, state, key_pair[0])
+        t = t + 1
+        if system.horizon is None:
+            end = jnp.zeros(jnp.shape(t), bool)
+        else:
+            end = t >= system.horizon
+
+            def reset(s):
+                fresh = system.init(key_pair[1])
+
+                def pick(f, x):
+                    cond = jnp.reshape(end, (-1,) + (1,) * (x.ndim - 1))
+                    return jnp.where(cond, jnp.expand_dims(f, 0), x)
+
+                return jax.tree.map(pick, fresh, s)
+
+            if skip_idle_resets:
+                new_state = jax.lax.cond(jnp.any(end), reset, lambda s: s, new_state)
+            else:
+                new_state = reset(new_state)
+            t = jnp.where(end, jnp.zeros_like(t), t)
+        return (new_state, t), (loss, jnp.broadcast_to(end, (num,)))
+
+    keys = systems.step_keys(data_key, trunc_len)
+    (inner, t), (losses, ends) = jax.lax.scan(body, (inner, t), keys)
+    losses, ends = jnp.moveaxis(losses, 0, -1), jnp.moveaxis(ends, 0, -1)  # (P, K)
+    t = jnp.broadcast_to(t, (num,))
+    new_inner, new_t, losses, ends = jax.tree.map(unflat, (inner, t, losses, ends))
     # Members of a group share t, so their step counters and episode ends agree.
     return new_inner, new_t[:, 0], losses, ends[:, 0]
+
+
+def _particle_plan(name, lay, particle_chunk_size, devices):
+    """Validate chunking and sharding options: (number of chunks, `ParticleSharding`)."""
+    shard = ParticleSharding(resolve_devices(name, devices))
+    num_dev = shard.num_devices
+    if lay.num_groups % num_dev:
+        raise ValueError(
+            f"estimator '{name}': devices={devices!r} ({num_dev} devices) is invalid with "
+            f"{lay.num_groups} noise groups (num_particles={lay.num_particles}); allowed: a device "
+            "count that divides the number of groups"
+        )
+    if particle_chunk_size is None:
+        return 1, shard
+    unit = lay.group_size * num_dev
+    if (
+        not C._is_int(particle_chunk_size)
+        or particle_chunk_size < 1
+        or particle_chunk_size % unit
+        or lay.num_particles % particle_chunk_size
+    ):
+        raise ValueError(
+            f"estimator '{name}': particle_chunk_size={particle_chunk_size!r} is invalid with "
+            f"num_particles={lay.num_particles} on {num_dev} device(s); allowed: null or a divisor "
+            f"of num_particles that is a multiple of {unit} (group size x devices)"
+        )
+    return lay.num_particles // particle_chunk_size, shard
+
+
+def _unroll_groups(
+    system, theta, eps, lay, inner, t, data_key, trunc_len, *, shared_inner, num_chunks, shard
+):
+    """Perturb theta by ``eps`` (G groups) and unroll every particle K steps.
+
+    With ``num_chunks`` > 1 the groups are processed ``G / num_chunks`` at a time by a
+    ``lax.map`` inside the compiled estimate (chunk c holds groups c, c + C, c + 2C, ...,
+    so a chunk spans every device when the group axis is sharded).  Each particle's unroll
+    is the same computation either way, so results do not depend on the chunking; only the
+    perturbed thetas and the unroll's working memory shrink to one chunk.
+    Returns what `_unroll_particles` returns.
+    """
+
+    def run(eps, inner, t):
+        thetas = C.perturb(theta, eps, lay)
+        return _unroll_particles(
+            system,
+            thetas,
+            inner,
+            t,
+            data_key,
+            trunc_len,
+            shared_inner=shared_inner,
+            skip_idle_resets=shard.mesh is None,
+        )
+
+    if num_chunks == 1:
+        return shard.groups(run(eps, inner, t))
+    groups = lay.num_groups
+
+    def split(x):  # (G, ...) -> (C, G / C, ...), chunk c = groups c, c + C, ...
+        return jnp.swapaxes(x.reshape((groups // num_chunks, num_chunks) + x.shape[1:]), 0, 1)
+
+    def merge(x):
+        return jnp.swapaxes(x, 0, 1).reshape((groups,) + x.shape[2:])
+
+    per_group = (eps, None if shared_inner else inner, None if jnp.ndim(t) == 0 else t)
+    xs = shard.groups(jax.tree.map(split, per_group), axis=1)
+
+    def body(xs):
+        e, i, tt = shard.groups(xs)
+        out = run(e, inner if i is None else i, t if tt is None else tt)
+        return shard.groups(out)
+
+    out = jax.lax.map(body, xs)
+    return shard.groups(jax.tree.map(merge, shard.groups(out, axis=1)))
 
 
 def _antithetic_differences(losses, lay, weights):
@@ -68,6 +192,8 @@ def es(
     num_particles: int,
     antithetic: bool = True,
     divide_by_variance: bool = False,
+    particle_chunk_size: int | None = None,
+    devices: int | str | None = None,
 ) -> C.GradientEstimator:
     """Truncated evolution strategies (paper Sec. 3; `es_grad` in the official code).
 
@@ -85,12 +211,17 @@ def es(
       antithetic: use (+eps, -eps) pairs.
       divide_by_variance: ARS-style scaling for control (see `std_scale`); off by
         default, and off is the plain estimate above.
+      particle_chunk_size: unroll at most this many particles at once (``lax.map`` over
+        chunks inside the compiled estimate; identical results); None = all at once.
+      devices: shard the particles over devices (see `pes.sharding`): None or 1, "auto"
+        or a device count; the shared mean trajectory is replicated.
     """
     C.check_trunc_len("es", system, trunc_len)
     C.check_sigma("es", sigma)
     C.check_particles("es", num_particles, antithetic)
     C.check_bool("es", "divide_by_variance", divide_by_variance)
     lay = C.layout(num_particles, antithetic)
+    num_chunks, shard = _particle_plan("es", lay, particle_chunk_size, devices)
     scale = 1.0 / (num_particles * sigma**2)
     # When every truncation covers whole episodes the mean trajectory ends in a reset, so
     # advancing it is wasted work: re-initialise it directly with the same reset key.
@@ -102,10 +233,19 @@ def es(
 
     def estimate(key, theta, state):
         noise_key, data_key = C.split_key(key)
-        eps = C.sample_noise(noise_key, theta, lay.num_groups, sigma)
-        thetas = C.perturb(theta, eps, lay)
-        _, _, losses, _ = _unroll_particles(
-            system, thetas, state.inner, state.t, data_key, trunc_len, shared_inner=True
+        eps = shard.groups(C.sample_noise(noise_key, theta, lay.num_groups, sigma))
+        _, _, losses, _ = _unroll_groups(
+            system,
+            theta,
+            eps,
+            lay,
+            state.inner,
+            state.t,
+            data_key,
+            trunc_len,
+            shared_inner=True,
+            num_chunks=num_chunks,
+            shard=shard,
         )
         weights = systems.step_weights(system, trunc_len, losses.dtype)
         diffs = _antithetic_differences(losses, lay, weights)
@@ -125,6 +265,10 @@ def es(
     hparams = dict(trunc_len=trunc_len, sigma=sigma, num_particles=num_particles, antithetic=antithetic)
     if divide_by_variance:
         hparams["divide_by_variance"] = True
+    if particle_chunk_size is not None:
+        hparams["particle_chunk_size"] = particle_chunk_size
+    if devices is not None:
+        hparams["devices"] = devices
     return C.GradientEstimator(init, estimate, "es", hparams, trunc_len, cost)
 
 
@@ -153,6 +297,8 @@ def pes(
     antithetic: bool = True,
     stagger: bool = False,
     divide_by_variance: bool = False,
+    particle_chunk_size: int | None = None,
+    devices: int | str | None = None,
 ) -> C.GradientEstimator:
     """Persistent evolution strategies (Vicol, Metz, Sohl-Dickstein, ICML 2021, Alg. 1).
 
@@ -178,6 +324,11 @@ def pes(
       stagger: start pairs at random offsets within the episode (needs a finite horizon).
       divide_by_variance: ARS-style scaling for control (see `std_scale`); off by
         default, and off is the unbiased estimate above.
+      particle_chunk_size: unroll at most this many particles at once (``lax.map`` over
+        chunks inside the compiled estimate; identical results); None = all at once.
+      devices: shard the particle groups, their states and accumulators over devices
+        (see `pes.sharding`): None or 1, "auto" or a device count.  The only cross-device
+        work per truncation is the sum (mean) of the gradient over groups.
     """
     C.check_trunc_len("pes", system, trunc_len)
     C.check_sigma("pes", sigma)
@@ -196,6 +347,7 @@ def pes(
             "allowed: stagger=False (a 'last' objective needs truncations aligned with episodes)"
         )
     lay = C.layout(num_particles, antithetic)
+    num_chunks, shard = _particle_plan("pes", lay, particle_chunk_size, devices)
     scale = 1.0 / (num_particles * sigma**2)
 
     def init(key, theta):
@@ -206,7 +358,7 @@ def pes(
         accum = jax.tree.map(lambda x: jnp.zeros((lay.num_groups,) + jnp.shape(x), jnp.result_type(x)), theta)
         if stagger and system.horizon > 1:
             inner, t, accum = _burn_in(theta, inner, offset_key, noise_key, burn_key)
-        return PESState(inner, t, accum)
+        return shard.groups(PESState(inner, t, accum))
 
     def _burn_in(theta, inner, offset_key, noise_key, burn_key):
         """Advance group g by offset_g ~ U{0..T-1} steps with its own perturbation."""
@@ -238,10 +390,19 @@ def pes(
 
     def estimate(key, theta, state):
         noise_key, data_key = C.split_key(key)
-        eps = C.sample_noise(noise_key, theta, lay.num_groups, sigma)
-        thetas = C.perturb(theta, eps, lay)
-        inner, t, losses, ends = _unroll_particles(
-            system, thetas, state.inner, state.t, data_key, trunc_len, shared_inner=False
+        eps = shard.groups(C.sample_noise(noise_key, theta, lay.num_groups, sigma))
+        inner, t, losses, ends = _unroll_groups(
+            system,
+            theta,
+            eps,
+            lay,
+            state.inner,
+            state.t,
+            data_key,
+            trunc_len,
+            shared_inner=False,
+            num_chunks=num_chunks,
+            shard=shard,
         )
         weights = systems.step_weights(system, trunc_len, losses.dtype)
         diffs = _antithetic_differences(losses, lay, weights)  # (G, K)
@@ -249,7 +410,7 @@ def pes(
         if divide_by_variance:
             grad = _scale_tree(grad, std_scale(losses, weights, sigma))
         aux = {"loss": jnp.mean(losses @ weights)}
-        return grad, PESState(inner, t, accum), aux
+        return grad, shard.groups(PESState(inner, t, accum)), aux
 
     hparams = dict(
         trunc_len=trunc_len,
@@ -260,6 +421,10 @@ def pes(
     )
     if divide_by_variance:
         hparams["divide_by_variance"] = True
+    if particle_chunk_size is not None:
+        hparams["particle_chunk_size"] = particle_chunk_size
+    if devices is not None:
+        hparams["devices"] = devices
     return C.GradientEstimator(init, estimate, "pes", hparams, trunc_len, num_particles * trunc_len)
 
 
