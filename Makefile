@@ -5,14 +5,14 @@ RESULTS ?= results
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
-EXTRAS ?= dev,data,control
+EXTRAS ?= dev,data,control,bench
 comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 FIGURES := $(patsubst configs/figure/figure%.yaml,%,$(wildcard configs/figure/figure*.yaml))
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-slow lint list-figures reproduce-all clean-results $(addprefix reproduce-figure-,$(FIGURES))
+.PHONY: help install test test-slow lint bench list-figures reproduce-all clean-results $(addprefix reproduce-figure-,$(FIGURES))
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_%-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | awk -F'\t' '{printf "  %-22s %s\n", $$1, $$2}'
@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
 	@touch $@
 
-install: $(STAMP) ## Create .venv and install the package with its extras (EXTRAS=dev,data,control)
+install: $(STAMP) ## Create .venv and install the package with its extras (EXTRAS=dev,data,control,bench)
 
 test: $(STAMP) ## Run the test suite (excludes @slow; a few minutes on 2 CPU cores)
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
@@ -34,6 +34,9 @@ test-slow: $(STAMP) ## Run only the slow tests (paper-profile checks)
 
 lint: $(STAMP) ## ruff check
 	$(PY) -m ruff check pes experiments scripts tests
+
+bench: $(STAMP) ## Benchmarks vs evosax: results/bench/bench.csv + a printed table (BENCH_ARGS=--full ...)
+	$(PY) scripts/bench.py $(BENCH_ARGS)
 
 list-figures: $(STAMP) ## Figure number -> experiment -> expected outcome
 	@$(PY) -m experiments.figures
