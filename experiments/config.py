@@ -32,6 +32,9 @@ FIGURE_DIR = CONFIG_DIR / "figure"
 # Keys that do not change a run's results (excluded from its fingerprint).
 NON_RESULT_KEYS = ("progress", "resume", "results_root", "run_id")
 NON_RESULT_TRAIN_KEYS = ("chunk_size",)
+# Estimators that differentiate the step; refused for tasks whose metadata says
+# differentiable=False (e.g. a validation-accuracy objective).
+GRADIENT_ESTIMATORS = ("tbptt", "rtrl", "uoro")
 
 
 class ConfigError(ValueError):
@@ -144,6 +147,11 @@ def build(cfg: DictConfig) -> Built:
         task = tasks.make(str(cfg.task.name), **_params(cfg.task))
     except (ValueError, TypeError) as err:
         raise ConfigError(str(err)) from err
+    if not task.metadata.get("differentiable", True) and str(cfg.estimator.name) in GRADIENT_ESTIMATORS:
+        raise ConfigError(
+            f"estimator={cfg.estimator.name} is invalid for task {task.name} with objective "
+            f"{task.metadata.get('objective')!r}, which is not differentiable; allowed: es, pes"
+        )
     try:
         estimator = pes.estimators.make(str(cfg.estimator.name), task.system, **_params(cfg.estimator))
     except (ValueError, TypeError) as err:

@@ -9,6 +9,7 @@ table goes to <results_root>/<profile>/<figure>/metrics.csv.
 
 from __future__ import annotations
 
+import importlib
 import sys
 import time
 from pathlib import Path
@@ -42,7 +43,9 @@ def reproduce(figure: str, profile: str = "quick", extra: list[str] = ()) -> Pat
     """Run (or resume) every run of ``figure`` and write the merged CSV; returns its path."""
     fig = C.load_figure(figure)
     cfgs = []
-    for run in fig.runs:  # compose and validate every run before computing anything
+    # a run may name the profiles it belongs to (`only: [paper]`); default: every profile
+    runs = [r for r in fig.runs if not r.get("only") or profile in r.only]
+    for run in runs:  # compose and validate every run before computing anything
         cfg = C.compose(C.figure_run_overrides(fig, run, profile, extra))
         C.build(cfg)
         cfgs.append(cfg)
@@ -59,11 +62,13 @@ def reproduce(figure: str, profile: str = "quick", extra: list[str] = ()) -> Pat
         frames.append(pd.read_csv(out / runner.CSV))
     merged = results.validate(
         pd.concat(frames, ignore_index=True),
-        expected_runs=[r.id for r in fig.runs],
+        expected_runs=[r.id for r in runs],
         allow_nonfinite=_nonfinite_ok(fig),
     )
     path = figure_dir(cfgs[0].results_root, profile, fig.id) / "metrics.csv"
     io.atomic_write_text(path, merged.to_csv(index=False))
+    if fig.get("post"):  # figure-specific steps after the runs (figure 5: grid, final-theta evaluations)
+        importlib.import_module(str(fig.post)).run(fig, profile, list(extra), path)
     print(path)
     return path
 

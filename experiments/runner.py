@@ -78,6 +78,9 @@ def run(cfg: DictConfig, *, out_dir: Path | None = None) -> Path:
         "packages": io.package_versions(),
         "machine": io.machine(),
         "estimator_cost_per_outer_step": built.estimator.cost_per_estimate,
+        # the task's scalar facts (e.g. which dataset was loaded and from where)
+        "task_info": {k: v for k, v in built.task.metadata.items()
+                      if v is None or isinstance(v, (str, int, float, bool))},
         "status": "running",
         "wall_time_s": wall_before,
     }
