@@ -37,11 +37,12 @@ class Task(NamedTuple):
 
 
 def _registry() -> dict[str, Callable[..., Task]]:
-    from pes.tasks import influence_balancing, linear_quadratic, mnist_lr_schedule
+    from pes.tasks import influence_balancing, linear_quadratic, lopt_image_mlp, mnist_lr_schedule
 
     return {
         "influence_balancing": influence_balancing.make,
         "linear_quadratic": linear_quadratic.make,
+        "lopt_image_mlp": lopt_image_mlp.make,
         "mnist_lr_schedule": mnist_lr_schedule.make,
     }
 
