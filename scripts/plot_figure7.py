@@ -107,7 +107,8 @@ def plot_inner_curves(df: pd.DataFrame, ax) -> None:
 
 def plot(df: pd.DataFrame, axes=None):
     if axes is None:
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        fig, axes = plt.subplots(1, 2, figsize=(11.5, 4))
+        fig.subplots_adjust(wspace=0.3)
     else:
         fig = axes[0].figure
     plot_meta_loss(df, axes[0])
