@@ -18,11 +18,12 @@ def burn_in_reference(system, theta, key):
     state_key, offset_key, burn_key = jax.random.split(key, 3)
     offsets = np.asarray(jax.random.randint(offset_key, (N // 2,), 0, HORIZON, jnp.int32))
     keys = systems.step_keys(burn_key, HORIZON - 1)
+    step = jax.jit(system.step)
     states = []
     for off in offsets:
         s = system.init(state_key)
         for j in range(off):
-            s, _ = system.step(theta, s, keys[j, 0])
+            s, _ = step(theta, s, keys[j, 0])
         states.append(s)
     return jnp.stack(states), offsets
 
@@ -45,6 +46,7 @@ def test_estimate_equals_per_pair_truncated_es():
     est = estimators.make("es", system, trunc_len=K, sigma=SIGMA, num_particles=N, stagger=True)
     state = est.init(jax.random.key(5), theta)
     key = jax.random.key(7)
+    unroll = jax.jit(lambda th, s, t, k: systems.unroll(system, th, s, t, k, K))  # the hand loop's unroll
     for _ in range(4):  # several truncations, so resets fall inside some of them
         grad, new_state, aux = est.estimate(key, theta, state)
         noise_key, data_key = C.split_key(key)
@@ -53,11 +55,11 @@ def test_estimate_equals_per_pair_truncated_es():
         losses_all = []
         for g in range(N // 2):
             s, t = state.inner[g], state.t[g]
-            lp = systems.unroll(system, theta + eps[g], s, t, data_key, K)[2]
-            lm = systems.unroll(system, theta - eps[g], s, t, data_key, K)[2]
+            lp = unroll(theta + eps[g], s, t, data_key)[2]
+            lm = unroll(theta - eps[g], s, t, data_key)[2]
             losses_all += [jnp.sum(lp), jnp.sum(lm)]
             want += float(jnp.sum(lp) - jnp.sum(lm)) * np.asarray(eps[g]) / (N * SIGMA**2)
-            s_new, t_new, _, _ = systems.unroll(system, theta, s, t, data_key, K)
+            s_new, t_new, _, _ = unroll(theta, s, t, data_key)
             np.testing.assert_allclose(np.asarray(new_state.inner[g]), np.asarray(s_new), rtol=1e-12)
             assert int(new_state.t[g]) == int(t_new)
         np.testing.assert_allclose(np.asarray(grad), want, rtol=1e-10, atol=1e-12)
