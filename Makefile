@@ -5,9 +5,9 @@ RESULTS ?= results
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
-EXTRAS ?= dev
-STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
+EXTRAS ?= dev,data,control
 comma := ,
+STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 FIGURES := $(patsubst configs/figure/figure%.yaml,%,$(wildcard configs/figure/figure*.yaml))
 PYTEST_ARGS ?=
 
@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
 	@touch $@
 
-install: $(STAMP) ## Create .venv and install the package with its dev tools
+install: $(STAMP) ## Create .venv and install the package with its extras (EXTRAS=dev,data,control)
 
 test: $(STAMP) ## Run the test suite (excludes @slow; a few minutes on 2 CPU cores)
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)

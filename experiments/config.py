@@ -140,20 +140,42 @@ def build_optimizer(node: DictConfig) -> optax.GradientTransformation:
     return opt
 
 
+def _devices_param(cfg: DictConfig) -> dict[str, Any]:
+    """The estimator keyword for the top-level ``devices`` switch (1 = no sharding)."""
+    devices = cfg.get("devices", 1)
+    if devices in (1, None):
+        return {}
+    if not (
+        devices == "auto" or (isinstance(devices, int) and not isinstance(devices, bool) and devices > 1)
+    ):
+        raise ConfigError(f"devices={devices!r} is invalid; allowed: auto or an integer >= 1")
+    name = str(cfg.estimator.name)
+    if "devices" not in pes.estimators.hparam_names(name):
+        sharded = [n for n in sorted(pes.estimators.REGISTRY) if "devices" in pes.estimators.hparam_names(n)]
+        raise ConfigError(
+            f"devices={devices} is invalid with estimator={name}; allowed: 1 "
+            f"(particles are sharded only by {', '.join(sharded)})"
+        )
+    return {"devices": devices}
+
+
 def build(cfg: DictConfig) -> Built:
     """Validate ``cfg`` and build the task, estimator and optimizer (no compute)."""
     jax.config.update("jax_enable_x64", bool(cfg.x64))
     try:
         task = tasks.make(str(cfg.task.name), **_params(cfg.task))
-    except (ValueError, TypeError) as err:
+    except (ValueError, TypeError, FileNotFoundError) as err:  # FileNotFoundError: missing data
         raise ConfigError(str(err)) from err
-    if not task.metadata.get("differentiable", True) and str(cfg.estimator.name) in GRADIENT_ESTIMATORS:
+    name = str(cfg.estimator.name)
+    if not task.metadata.get("differentiable", True) and name in GRADIENT_ESTIMATORS:
         raise ConfigError(
-            f"estimator={cfg.estimator.name} is invalid for task {task.name} with objective "
+            f"estimator={name} is invalid for task {task.name} with objective "
             f"{task.metadata.get('objective')!r}, which is not differentiable; allowed: es, pes"
         )
+    est_params = _params(cfg.estimator)
+    est_params.update(_devices_param(cfg))
     try:
-        estimator = pes.estimators.make(str(cfg.estimator.name), task.system, **_params(cfg.estimator))
+        estimator = pes.estimators.make(str(cfg.estimator.name), task.system, **est_params)
     except (ValueError, TypeError) as err:
         raise ConfigError(str(err)) from err
     optimizer = build_optimizer(cfg.outer_optimizer)
@@ -236,6 +258,40 @@ def load_figure(name: str) -> DictConfig:
     if len(set(ids)) != len(ids):
         raise ConfigError(f"figure {name}: run ids are not unique: {ids}")
     return fig
+
+
+def figure_runs(fig: DictConfig, profile: str) -> list[DictConfig]:
+    """The runs of a figure under ``profile``, with multi-seed runs expanded.
+
+    A figure may list ``seeds: {quick: [...], paper: [...]}`` (or one list for both
+    profiles); then every run ``r`` becomes runs ``r-seed<s>`` with the override
+    ``seed=<s>`` (after the run's own overrides), so seeds share one run definition and
+    plots average over them.  Without ``seeds`` the runs are returned as listed.  A run may
+    name the profiles it belongs to (``only: [paper]``); by default it belongs to every one.
+    """
+    runs = [r for r in fig.runs if not r.get("only") or profile in r.only]
+    seeds = fig.get("seeds")
+    if seeds is None:
+        return runs
+    if isinstance(seeds, DictConfig):
+        if profile not in seeds:
+            raise ConfigError(
+                f"figure {fig.id}: seeds has no list for profile={profile}; allowed: {', '.join(seeds)}"
+            )
+        seeds = seeds[profile]
+    seeds = list(seeds)
+    if not seeds or any(isinstance(x, bool) or not isinstance(x, int) or x < 0 for x in seeds):
+        raise ConfigError(
+            f"figure {fig.id}: seeds={seeds} is invalid; allowed: a non-empty list of integers >= 0"
+        )
+    out = []
+    for run in runs:
+        for seed in seeds:
+            extra = OmegaConf.create({"id": f"{run.id}-seed{seed}"})
+            expanded = OmegaConf.merge(run, extra)
+            expanded.overrides = [*run.overrides, f"seed={seed}"]
+            out.append(expanded)
+    return out
 
 
 def figure_run_overrides(

@@ -6,6 +6,7 @@ figure's ``background`` and ``evaluation`` sections (per-profile overrides under
 ``quick:``/``paper:``) and writes, beside the merged ``metrics.csv``:
 
 * ``grid.csv``: one row per (metric, grid point) in the grid schema of `pes.results`
+  (points from `pes.grid.grid_axes`/`grid_points`)
   (``task, metric, theta/0, theta/1, value``; theta in the task's natural-log space),
   the mean over ``num_runs`` trainings of ``train_sum_loss`` and ``final_val_acc``;
   ``grid.json``: settings, dataset, wall time, machine;
@@ -32,22 +33,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments import config as C
 from experiments import io
+from pes import grid as G
 from pes import results
 
 GRID_CSV, GRID_META = "grid.csv", "grid.json"
 EVAL_CSV, EVAL_META = "evaluation.csv", "evaluation.json"
 GRID_METRICS = ("train_sum_loss", "final_val_acc")
 EVAL_KEY_SEED = 12345  # every theta is evaluated with the same keys (common random numbers)
-
-
-def _grid_frame(task: str, metric: str, points: np.ndarray, values: np.ndarray) -> pd.DataFrame:
-    """The grid-CSV layout (task, metric, theta/0.., value); `pes.results.grid_frame` when present."""
-    if hasattr(results, "grid_frame"):
-        return results.grid_frame(task, metric, points, values)
-    data = {"task": task, "metric": metric}
-    data.update({f"theta/{i}": points[:, i] for i in range(points.shape[1])})
-    data["value"] = np.asarray(values, np.float64)
-    return pd.DataFrame(data)
 
 
 def section(fig: DictConfig, name: str, profile: str) -> dict:
@@ -62,8 +54,16 @@ def section(fig: DictConfig, name: str, profile: str) -> dict:
 def task_config(fig: DictConfig, profile: str, extra: list[str]) -> DictConfig:
     """The figure's task (base + profile overrides) with the train-loss objective."""
     profiles = fig.get("profiles", {}) or {}
-    return C.compose([*fig.get("base", []), *profiles.get(profile, []), f"profile={profile}",
-                      f"figure_id={fig.id}", *extra, "task.objective=train_sum_loss"])
+    return C.compose(
+        [
+            *fig.get("base", []),
+            *profiles.get(profile, []),
+            f"profile={profile}",
+            f"figure_id={fig.id}",
+            *extra,
+            "task.objective=train_sum_loss",
+        ]
+    )
 
 
 def _mean_runs(full_run, num_runs: int, key):
@@ -76,8 +76,9 @@ def _mean_runs(full_run, num_runs: int, key):
     return at
 
 
-def evaluate_thetas(full_run, thetas: np.ndarray, num_runs: int, chunk_size: int, key,
-                    progress: bool = False) -> dict[str, np.ndarray]:
+def evaluate_thetas(
+    full_run, thetas: np.ndarray, num_runs: int, chunk_size: int, key, progress: bool = False
+) -> dict[str, np.ndarray]:
     """Mean and standard error over ``num_runs`` fresh trainings at every row of ``thetas``.
 
     Returns name -> array (P, 2) of (mean, standard error).  ``vmap`` over chunks of
@@ -88,7 +89,7 @@ def evaluate_thetas(full_run, thetas: np.ndarray, num_runs: int, chunk_size: int
     chunk = min(chunk_size, len(thetas))
     out: dict[str, list] = {}
     for lo in range(0, len(thetas), chunk):
-        part = thetas[lo:lo + chunk]
+        part = thetas[lo : lo + chunk]
         n = len(part)
         if n < chunk:
             part = np.concatenate([part, np.broadcast_to(part[:1], (chunk - n, part.shape[1]))])
@@ -102,27 +103,47 @@ def evaluate_thetas(full_run, thetas: np.ndarray, num_runs: int, chunk_size: int
 
 def background_grid(task, settings: dict, out_dir: Path, seed: int, progress: bool) -> Path:
     """The grid (log10 axes in the config, natural-log theta in the CSV)."""
-    stamp = dict(settings, dataset=task.metadata["dataset"], horizon=task.metadata["horizon"],
-                 hidden=task.metadata["hidden"], num_features=task.metadata["num_features"], seed=seed)
+    stamp = dict(
+        settings,
+        dataset=task.metadata["dataset"],
+        horizon=task.metadata["horizon"],
+        hidden=task.metadata["hidden"],
+        num_features=task.metadata["num_features"],
+        seed=seed,
+    )
     meta = io.read_json(out_dir / GRID_META)
     if meta and meta.get("settings") == stamp and (out_dir / GRID_CSV).exists():
         return out_dir / GRID_CSV
-    num = settings["num"]
-    nums = [num, num] if np.ndim(num) == 0 else list(num)
-    axes = [np.linspace(lo, hi, n) for lo, hi, n in zip(settings["low"], settings["high"], nums)]
-    mesh = np.meshgrid(*axes, indexing="ij")
-    points = np.stack([m.ravel() for m in mesh], -1) * np.log(10.0)
+    try:  # the grid tool's axes and point order (C order, last dimension fastest)
+        axes = G.grid_axes(settings["low"], settings["high"], settings["num"])
+    except ValueError as err:
+        raise C.ConfigError(f"background: {err}") from err
+    # Not G.evaluate_points: that maps a scalar function; here every point yields several
+    # metrics averaged over num_runs trainings (evaluate_thetas, same chunked vmap idea).
+    points = G.grid_points(axes) * np.log(10.0)
     start = time.perf_counter()
-    values = evaluate_thetas(task.metadata["full_run"], points, int(settings["num_runs"]),
-                             int(settings["chunk_size"]), jax.random.key(seed), progress)
+    values = evaluate_thetas(
+        task.metadata["full_run"],
+        points,
+        int(settings["num_runs"]),
+        int(settings["chunk_size"]),
+        jax.random.key(seed),
+        progress,
+    )
     wall = time.perf_counter() - start
-    frames = [_grid_frame(task.name, m, points, values[m][:, 0]) for m in GRID_METRICS]
+    frames = [results.grid_frame(task.name, m, points, values[m][:, 0]) for m in GRID_METRICS]
     io.atomic_write_text(out_dir / GRID_CSV, pd.concat(frames, ignore_index=True).to_csv(index=False))
-    io.write_json(out_dir / GRID_META, {
-        "settings": stamp, "num_points": len(points), "wall_time_s": wall,
-        "data_origin": task.metadata["data_origin"], "git_commit": io.git_commit(C.ROOT),
-        "machine": io.machine(),
-    })
+    io.write_json(
+        out_dir / GRID_META,
+        {
+            "settings": stamp,
+            "num_points": len(points),
+            "wall_time_s": wall,
+            "data_origin": task.metadata["data_origin"],
+            "git_commit": io.git_commit(C.ROOT),
+            "machine": io.machine(),
+        },
+    )
     return out_dir / GRID_CSV
 
 
@@ -142,39 +163,78 @@ def evaluate_runs(task, df: pd.DataFrame, settings: dict, out_dir: Path, fig_id:
     finals = final_thetas(df)
     thetas = {rid: theta for rid, (_, theta) in finals.items()}
     thetas["init"] = np.asarray(task.theta_init, np.float64)
-    stamp = dict(settings, thetas={k: [float(x) for x in v] for k, v in thetas.items()},
-                 dataset=task.metadata["dataset"], horizon=task.metadata["horizon"],
-                 hidden=task.metadata["hidden"], num_features=task.metadata["num_features"])
+    stamp = dict(
+        settings,
+        thetas={k: [float(x) for x in v] for k, v in thetas.items()},
+        dataset=task.metadata["dataset"],
+        horizon=task.metadata["horizon"],
+        hidden=task.metadata["hidden"],
+        num_features=task.metadata["num_features"],
+    )
     meta = io.read_json(out_dir / EVAL_META)
     if meta and meta.get("settings") == stamp and (out_dir / EVAL_CSV).exists():
         return pd.read_csv(out_dir / EVAL_CSV)
     names = list(thetas)
     start = time.perf_counter()
-    values = evaluate_thetas(task.metadata["full_run"], np.stack([thetas[n] for n in names]),
-                             int(settings["num_runs"]), len(names), jax.random.key(EVAL_KEY_SEED))
+    values = evaluate_thetas(
+        task.metadata["full_run"],
+        np.stack([thetas[n] for n in names]),
+        int(settings["num_runs"]),
+        len(names),
+        jax.random.key(EVAL_KEY_SEED),
+    )
     wall = time.perf_counter() - start
     records = []
     for i, rid in enumerate(names):
         if rid == "init":
-            info = dict(run_id="init", figure=fig_id, task=task.name, estimator="init", trunc_len=0,
-                        sigma=float("nan"), num_particles=-1, seed=0)
+            info = dict(
+                run_id="init",
+                figure=fig_id,
+                task=task.name,
+                estimator="init",
+                trunc_len=0,
+                sigma=float("nan"),
+                num_particles=-1,
+                seed=0,
+            )
             step, inner = 0, 0
         else:
             row = finals[rid][0]
             info = {c: row[c] for c in results.RUN_COLUMNS}
             step, inner = int(row["outer_step"]), int(row["inner_steps"])
         if rid == "init":  # the start point of every trajectory, for the plot's star
-            records += [dict(info, outer_step=0, inner_steps=0, metric=f"theta/{j}", value=float(thetas[rid][j]))
-                        for j in range(2)]
+            records += [
+                dict(
+                    info,
+                    outer_step=0,
+                    inner_steps=0,
+                    metric=f"theta/{j}",
+                    value=float(thetas[rid][j]),
+                )
+                for j in range(2)
+            ]
         for metric, v in sorted(values.items()):
             for suffix, value in (("", v[i, 0]), ("_se", v[i, 1])):
-                records.append(dict(info, outer_step=step, inner_steps=inner,
-                                    metric=f"final/{metric}{suffix}", value=float(value)))
+                records.append(
+                    dict(
+                        info,
+                        outer_step=step,
+                        inner_steps=inner,
+                        metric=f"final/{metric}{suffix}",
+                        value=float(value),
+                    )
+                )
     table = results.frame(records)
     io.atomic_write_text(out_dir / EVAL_CSV, table.to_csv(index=False))
-    io.write_json(out_dir / EVAL_META, {"settings": stamp, "wall_time_s": wall,
-                                        "data_origin": task.metadata["data_origin"],
-                                        "machine": io.machine()})
+    io.write_json(
+        out_dir / EVAL_META,
+        {
+            "settings": stamp,
+            "wall_time_s": wall,
+            "data_origin": task.metadata["data_origin"],
+            "machine": io.machine(),
+        },
+    )
     return table
 
 
@@ -185,14 +245,23 @@ def run(fig: DictConfig, profile: str, extra: list[str], metrics_path: Path) -> 
     cfg = task_config(fig, profile, extra)
     built = C.build(cfg)
     task = built.task
-    print(f"{fig.id}: dataset {task.metadata['dataset']} ({task.metadata['data_origin']})", file=sys.stderr)
+    print(
+        f"{fig.id}: dataset {task.metadata['dataset']} ({task.metadata['data_origin']})",
+        file=sys.stderr,
+    )
     t0 = time.perf_counter()
     background_grid(task, section(fig, "background", profile), out_dir, int(cfg.seed), bool(cfg.progress))
-    print(f"{fig.id}: grid done ({time.perf_counter() - t0:.1f} s) -> {out_dir / GRID_CSV}", file=sys.stderr)
+    print(
+        f"{fig.id}: grid done ({time.perf_counter() - t0:.1f} s) -> {out_dir / GRID_CSV}",
+        file=sys.stderr,
+    )
     df = pd.read_csv(metrics_path)
     df = df[~df["metric"].str.startswith("final/")]
     t0 = time.perf_counter()
     evals = evaluate_runs(task, df, section(fig, "evaluation", profile), out_dir, str(fig.id))
-    print(f"{fig.id}: final-theta evaluations done ({time.perf_counter() - t0:.1f} s)", file=sys.stderr)
+    print(
+        f"{fig.id}: final-theta evaluations done ({time.perf_counter() - t0:.1f} s)",
+        file=sys.stderr,
+    )
     merged = results.validate(pd.concat([df, evals], ignore_index=True))
     io.atomic_write_text(metrics_path, merged.to_csv(index=False))

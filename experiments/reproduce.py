@@ -4,7 +4,8 @@
 
 Runs are composed exactly like single runs (configs/figure/<figure>.yaml lists them);
 finished runs are skipped and interrupted ones resume, so rerunning is cheap.  The merged
-table goes to <results_root>/<profile>/<figure>/metrics.csv.
+table goes to <results_root>/<profile>/<figure>/metrics.csv.  A figure config with
+``kind: variance`` is handed to `experiments.variance` (the PES variance study).
 """
 
 from __future__ import annotations
@@ -42,11 +43,19 @@ def figure_dir(results_root: str, profile: str, figure_id: str) -> Path:
 def reproduce(figure: str, profile: str = "quick", extra: list[str] = ()) -> Path:
     """Run (or resume) every run of ``figure`` and write the merged CSV; returns its path."""
     fig = C.load_figure(figure)
+    if fig.get("kind", "runs") == "variance":  # a measurement, not optimisation runs
+        from experiments import variance
+
+        return variance.reproduce(fig, profile, extra)
+    if fig.get("grid") is not None:  # check the grid settings early; `grid.<key>=` args are its own
+        from experiments import grid
+
+        grid.grid_settings(fig, profile, list(extra))
+    run_extra = [a for a in extra if not a.startswith("grid.")]
+    runs = C.figure_runs(fig, profile)
     cfgs = []
-    # a run may name the profiles it belongs to (`only: [paper]`); default: every profile
-    runs = [r for r in fig.runs if not r.get("only") or profile in r.only]
     for run in runs:  # compose and validate every run before computing anything
-        cfg = C.compose(C.figure_run_overrides(fig, run, profile, extra))
+        cfg = C.compose(C.figure_run_overrides(fig, run, profile, run_extra))
         C.build(cfg)
         cfgs.append(cfg)
     frames = []
@@ -67,7 +76,9 @@ def reproduce(figure: str, profile: str = "quick", extra: list[str] = ()) -> Pat
     )
     path = figure_dir(cfgs[0].results_root, profile, fig.id) / "metrics.csv"
     io.atomic_write_text(path, merged.to_csv(index=False))
-    if fig.get("post"):  # figure-specific steps after the runs (figure 5: grid, final-theta evaluations)
+    if fig.get("grid") is not None:  # background surface (e.g. figure 3): grid.csv beside metrics.csv
+        grid.figure_grid(fig, profile, list(extra), results_root=str(cfgs[0].results_root))
+    if fig.get("post"):  # figure-specific steps after the runs (figure 5: grid, evaluations)
         importlib.import_module(str(fig.post)).run(fig, profile, list(extra), path)
     print(path)
     return path
@@ -84,6 +95,9 @@ def main() -> None:
     except C.ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except runner.RunFailed as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
     except KeyboardInterrupt:
         print("interrupted: logged rows are kept; rerun the same command to resume", file=sys.stderr)
         sys.exit(130)

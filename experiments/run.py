@@ -38,6 +38,9 @@ def _main(cfg: DictConfig) -> None:
     except C.ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except runner.RunFailed as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
     print(out)
 
 

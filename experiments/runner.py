@@ -9,6 +9,13 @@ Layout of a run directory::
 Rerunning the same config resumes from the checkpoint (rows past it are dropped first),
 or does nothing if the run is complete.  A run directory holding a different config is
 started clean.  An interrupted run keeps every row it logged.
+
+A task whose ``metadata["cost_metric"]`` names a metric (``env_steps`` for control tasks)
+also gets that metric logged: outer steps times the estimator's ``cost_per_estimate``,
+i.e. every inner step the estimator took (all particles, truncated ES's mean trajectory
+included; evaluation excluded).  A chunk that fails with an error (a simulator error,
+say) marks the run ``failed`` in run.json, keeps every row logged before it, and raises
+`RunFailed` with a one-line message naming the run, seed and outer steps.
 """
 
 from __future__ import annotations
@@ -28,6 +35,19 @@ from experiments import io
 from pes import outer, results
 
 CSV, CKPT, META = "metrics.csv", "checkpoint.npz", "run.json"
+
+
+class RunFailed(RuntimeError):
+    """A run stopped on an error; its rows up to the last finished chunk are kept."""
+
+
+def _last_line(err: BaseException) -> str:
+    """The innermost message of an error (a host-callback error arrives wrapped by XLA)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    for line in reversed(lines):
+        if "Error:" in line or "Error " in line:
+            return line
+    return lines[-1] if lines else type(err).__name__
 
 
 def _clean(out_dir: Path) -> None:
@@ -88,7 +108,32 @@ def run(cfg: DictConfig, *, out_dir: Path | None = None) -> Path:
 
     chunks: dict[int, object] = {}
     done = int(state.step)
+    cost_metric = built.task.metadata.get("cost_metric")
+
+    def add_cost(metrics):
+        """Inner steps taken so far, e.g. training environment steps (evaluation excluded)."""
+        if cost_metric:
+            steps = np.asarray(metrics["outer_step"], np.float64)
+            metrics[cost_metric] = steps * float(built.estimator.cost_per_estimate)
+        return metrics
+
+    def failed(err, steps):
+        msg = (
+            f"{rid} (seed {cfg.seed}): failed during {steps}: {_last_line(err)}; "
+            f"rows up to outer step {done} are kept in {out_dir / CSV}"
+        )
+        meta.update(status="failed", error=msg, failed_after_outer_step=done)
+        meta["wall_time_s"] = wall_before + time.perf_counter() - start
+        io.write_json(out_dir / META, meta)
+        return RunFailed(msg)
+
     start = time.perf_counter()
+    if done == 0:  # the starting point: theta and the task's evaluation before any update
+        try:
+            first = jax.device_get(outer.make_initial_metrics(built.task.evaluate)(state))
+        except Exception as err:  # noqa: BLE001 - reported with the run's identity, then re-raised
+            raise failed(err, "the initial evaluation") from err
+        io.append_rows(out_dir / CSV, results.rows(info, add_cost(first), built.estimator.steps_per_estimate))
     bar = tqdm(
         total=built.num_steps,
         initial=done,
@@ -109,8 +154,12 @@ def run(cfg: DictConfig, *, out_dir: Path | None = None) -> Path:
                     num_logs=n // built.log_every,
                     evaluate=built.task.evaluate,
                 )
-            state, metrics = chunks[n](state)
-            metrics = jax.device_get(metrics)
+            try:
+                state, metrics = chunks[n](state)
+                metrics = jax.device_get(metrics)
+            except Exception as err:  # noqa: BLE001 - reported with the run's identity, then re-raised
+                raise failed(err, f"outer steps {done + 1}..{done + n}") from err
+            add_cost(metrics)
             io.append_rows(out_dir / CSV, results.rows(info, metrics, built.estimator.steps_per_estimate))
             done = int(state.step)
             io.save_checkpoint(out_dir / CKPT, state, {"outer_step": done})

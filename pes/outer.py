@@ -75,6 +75,26 @@ def make_step(
     return step
 
 
+def make_initial_metrics(
+    evaluate: Callable[[PyTree, jax.Array], dict] | None = None,
+) -> Callable[[TrainState], dict]:
+    """A jitted ``metrics(state)`` for the log point before any outer step (outer_step 0).
+
+    It holds theta and the task's evaluation (no estimator aux: nothing was estimated), each
+    with a leading axis of length 1 like a chunk's metrics.
+    """
+
+    def metrics(state):
+        out = dict(theta_metrics(state.theta))
+        if evaluate is not None:
+            eval_key = jax.random.fold_in(jax.random.fold_in(state.key, state.step), 1)
+            out.update(evaluate(state.theta, eval_key))
+        out["outer_step"] = state.step
+        return jax.tree.map(lambda x: jnp.expand_dims(x, 0), out)
+
+    return jax.jit(metrics)
+
+
 def make_chunk(
     estimator: GradientEstimator,
     optimizer: optax.GradientTransformation,

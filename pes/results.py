@@ -20,6 +20,19 @@ figure) has exactly these columns, one row per logged scalar:
 
 No cell ever holds an array repr.  This module only builds and checks tables; reading
 and writing files is the runner's job (`experiments.io`).
+
+Grid-search CSVs (``grid.csv`` of a figure, written by ``experiments.grid``) have their
+own schema, one row per grid point:
+
+| column             | meaning                                                         |
+|--------------------|-----------------------------------------------------------------|
+| `task`             | task name (`toy_regression`)                                     |
+| `metric`           | the evaluated metric (`meta_objective`)                          |
+| `theta/0` ... `theta/{d-1}` | the grid point's coordinates (one column per dimension)  |
+| `value`            | the metric at that point (float; may be inf/NaN where it diverges) |
+
+Rows are in C order of the regular grid (last dimension fastest); `grid_frame`,
+`validate_grid` and `grid_array` build, check and reshape such tables.
 """
 
 from __future__ import annotations
@@ -146,3 +159,53 @@ def final_values(df: pd.DataFrame, metric: str) -> pd.Series:
 
 def is_finite(x: float) -> bool:
     return x is not None and math.isfinite(x)
+
+
+# ----------------------------------------------------------------------------- grid CSVs
+
+GRID_FIXED_COLUMNS = ("task", "metric")
+
+
+def grid_columns(dim: int) -> tuple[str, ...]:
+    """The columns of a grid table over a ``dim``-dimensional theta."""
+    return (*GRID_FIXED_COLUMNS, *(f"theta/{i}" for i in range(dim)), "value")
+
+
+def grid_frame(task: str, metric: str, points: np.ndarray, values: np.ndarray) -> pd.DataFrame:
+    """A grid table from points (P, dim) and values (P,)."""
+    points = np.asarray(points, dtype=np.float64)
+    values = np.asarray(values, dtype=np.float64).reshape(-1)
+    if points.ndim != 2 or points.shape[0] != values.shape[0]:
+        raise SchemaError(f"points {points.shape} and values {values.shape} do not match")
+    data = {"task": task, "metric": metric}
+    data.update({f"theta/{i}": points[:, i] for i in range(points.shape[1])})
+    data["value"] = values
+    return pd.DataFrame(data, columns=list(grid_columns(points.shape[1])))
+
+
+def validate_grid(df: pd.DataFrame) -> pd.DataFrame:
+    """Check a grid table's columns and numeric cells; return it with float columns."""
+    dim = sum(1 for c in df.columns if str(c).startswith("theta/"))
+    if dim == 0 or tuple(df.columns) != grid_columns(dim):
+        raise SchemaError(f"grid columns are {list(df.columns)}; expected task, metric, theta/0.., value")
+    if df.empty:
+        raise SchemaError("the grid table has zero rows")
+    df = df.copy()
+    try:
+        for col in grid_columns(dim)[2:]:
+            df[col] = pd.to_numeric(df[col], errors="raise").astype(float)
+    except (ValueError, TypeError) as err:
+        raise SchemaError(f"non-numeric grid cell: {err}") from err
+    return df
+
+
+def grid_array(df: pd.DataFrame) -> tuple[list[np.ndarray], np.ndarray]:
+    """(axes, values) of a regular grid table; values has shape (len(axes[0]), ...)."""
+    df = validate_grid(df)
+    dim = len(df.columns) - 3
+    axes = [np.unique(df[f"theta/{i}"].to_numpy()) for i in range(dim)]
+    shape = tuple(len(a) for a in axes)
+    if int(np.prod(shape)) != len(df):
+        raise SchemaError(f"the grid table has {len(df)} rows, not a full regular grid of shape {shape}")
+    order = np.lexsort([df[f"theta/{i}"].to_numpy() for i in reversed(range(dim))])
+    return axes, df["value"].to_numpy()[order].reshape(shape)

@@ -67,7 +67,11 @@ def main() -> None:
         objective_batch_size=args.batch_size,
     )
     est = estimators.make(
-        args.estimator, task.system, trunc_len=args.trunc_len, sigma=0.1, num_particles=args.num_particles
+        args.estimator,
+        task.system,
+        trunc_len=args.trunc_len,
+        sigma=0.1,
+        num_particles=args.num_particles,
     )
     opt = optax.adam(1e-2)
     state = outer.init_state(jax.random.key(0), task.theta_init, est, opt)
@@ -84,7 +88,7 @@ def main() -> None:
         times.append(time.perf_counter() - t)
     step_s = float(np.median(times))
     widths = [task.metadata["num_features"], *args.hidden, 10]
-    macs = sum(a * b for a, b in zip(widths[:-1], widths[1:]))
+    macs = sum(a * b for a, b in zip(widths[:-1], widths[1:], strict=True))
     flops_per_particle_step = 2 * macs * args.batch_size * (3 + 1)
     particle_steps = est.cost_per_estimate
     rate = particle_steps / step_s

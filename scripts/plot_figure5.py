@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib import patheffects
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _style  # noqa: E402
@@ -64,14 +65,21 @@ def draw(df: pd.DataFrame, grid: pd.DataFrame, title_suffix: str = ""):
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
     init = df[df["run_id"] == "init"].set_index("metric")["value"]
     theta0 = (init["theta/1"] / LN10, init["theta/0"] / LN10) if "theta/0" in init else None
-    for ax, (objective, metric, title) in zip(axes, PANELS):
+    for ax, (objective, metric, title) in zip(axes, PANELS, strict=True):
         x, y, z = grid_surface(grid, metric)
         if metric == "train_sum_loss":
             cs = ax.contourf(x, y, _smooth(np.log(np.minimum(z, 1e5))), levels=30, cmap="Purples_r")
             fig.colorbar(cs, ax=ax, label="log(sum of T training losses)")
         else:
             levels = np.arange(0.5, 1.0, 0.02) if np.nanmax(z) < 0.9 else np.arange(0.84, 0.99, 0.01)
-            cs = ax.contourf(x, y, _smooth(z), levels=np.concatenate([[0.0], levels, [1.0]]), cmap="Blues")
+            cs = ax.contourf(
+                x,
+                y,
+                _smooth(z),
+                levels=np.concatenate([[0.0], levels, [1.0]]),
+                cmap="Blues",
+                alpha=0.8,
+            )
             fig.colorbar(cs, ax=ax, label="final validation accuracy")
         for rid in sorted(r for r, o in objectives.items() if o == objective):
             sub = df[df["run_id"] == rid]
@@ -83,10 +91,26 @@ def draw(df: pd.DataFrame, grid: pd.DataFrame, title_suffix: str = ""):
             xs, ys = t1["value"].to_numpy() / LN10, t0["value"].to_numpy() / LN10
             if theta0 is not None:
                 xs, ys = np.concatenate([[theta0[0]], xs]), np.concatenate([[theta0[1]], ys])
-            ax.plot(xs, ys, color=st["color"],
-                    linestyle="--" if est == "es" else "-", linewidth=2.0 if k == 10 else 1.4,
-                    alpha=1.0 if k == 10 else 0.7, label=f"{est.upper()} K={k}")
-            ax.plot(t1["value"].iloc[-1] / LN10, t0["value"].iloc[-1] / LN10, "o", color=st["color"], ms=4)
+            ax.plot(
+                xs,
+                ys,
+                color=st["color"],
+                linestyle="--" if est == "es" else "-",
+                linewidth=2.0 if k == 10 else 1.4,
+                alpha=1.0 if k == 10 else 0.7,
+                label=f"{est.upper()} K={k}",
+                path_effects=[
+                    patheffects.Stroke(linewidth=3.5, foreground="white"),
+                    patheffects.Normal(),
+                ],
+            )
+            ax.plot(
+                t1["value"].iloc[-1] / LN10,
+                t0["value"].iloc[-1] / LN10,
+                "o",
+                color=st["color"],
+                ms=4,
+            )
         if theta0 is not None:
             ax.plot(*theta0, marker="*", color="black", ms=14, linestyle="none", label="Init")
         ax.set_xlim(x.min(), x.max())

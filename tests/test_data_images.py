@@ -39,7 +39,14 @@ def _write_idx_dir(directory: Path, raw: I.RawData, gz: bool):
 
 
 def _assert_same(a: I.ImageData, b: I.ImageData):
-    for field in ("train_images", "train_labels", "val_images", "val_labels", "test_images", "test_labels"):
+    for field in (
+        "train_images",
+        "train_labels",
+        "val_images",
+        "val_labels",
+        "test_images",
+        "test_labels",
+    ):
         x, y = getattr(a, field), getattr(b, field)
         assert x.dtype == y.dtype and x.shape == y.shape, field
         np.testing.assert_array_equal(x, y, err_msg=field)
@@ -69,7 +76,12 @@ def test_mock_tfds_idx_npz_give_identical_arrays(tmp_path, name):
         from_tfds = I.load(name, source="tfds", tfds_data_dir=tmp_path / "tfds", num_val=10)
         raw = I.load_raw(name, source="tfds", tfds_data_dir=tmp_path / "tfds")
     assert from_tfds.origin.startswith("tfds:")
-    assert from_tfds.train_images.shape == (20, 28, 28, 1) and from_tfds.val_images.shape == (10, 28, 28, 1)
+    assert from_tfds.train_images.shape == (20, 28, 28, 1) and from_tfds.val_images.shape == (
+        10,
+        28,
+        28,
+        1,
+    )
     _write_idx_dir(tmp_path / "idx" / name, raw, gz=True)
     (tmp_path / "npz").mkdir()
     I.save_npz(tmp_path / "npz" / f"{name}.npz", raw)
@@ -167,11 +179,21 @@ def test_reachability_probe_on_local_sockets():
 )
 def test_real_fashion_mnist_idx_files():
     raw = I.load_idx("fashion_mnist", FASHION_DIR)
-    assert raw.train_images.shape == (60_000, 28, 28, 1) and raw.test_images.shape == (10_000, 28, 28, 1)
+    assert raw.train_images.shape == (60_000, 28, 28, 1) and raw.test_images.shape == (
+        10_000,
+        28,
+        28,
+        1,
+    )
     np.testing.assert_array_equal(np.bincount(raw.train_labels), np.full(10, 6000))
     np.testing.assert_array_equal(np.bincount(raw.test_labels), np.full(10, 1000))
     assert abs(raw.train_images.mean() - 72.94) < 0.05  # the known 0.2860 * 255
     data = I.load("fashion_mnist", source="auto")  # default data_dir: finds the system copy
     assert data.origin == f"idx:{FASHION_DIR}"
-    assert data.train_images.shape == (50_000, 28, 28, 1) and data.val_images.shape == (10_000, 28, 28, 1)
+    assert data.train_images.shape == (50_000, 28, 28, 1) and data.val_images.shape == (
+        10_000,
+        28,
+        28,
+        1,
+    )
     assert abs(float(data.train_images.mean())) < 0.01 and abs(float(data.train_images.std()) - 1.0) < 0.01

@@ -72,7 +72,7 @@ def test_default_is_the_shared_state_estimator():
     system = random_init_linear(horizon=HORIZON)
     theta = jnp.array([0.2, -0.1, 0.3])
     est = estimators.make("es", system, trunc_len=K, sigma=SIGMA, num_particles=N)
-    assert est.hparams["stagger"] is False
+    assert not est.hparams.get("stagger", False)
     state = est.init(jax.random.key(5), theta)
     assert jnp.ndim(state.t) == 0
 

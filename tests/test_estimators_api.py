@@ -15,6 +15,8 @@ HPARAMS = {
     "tbptt": dict(trunc_len=4),
     "rtrl": dict(trunc_len=4),
     "uoro": dict(trunc_len=4),
+    "ars": dict(trunc_len=4, sigma=0.1, num_particles=8, top_directions=2),
+    "openai_es": dict(trunc_len=4, sigma=0.1, num_particles=8),
 }
 
 
@@ -97,3 +99,17 @@ def test_compiles_once_over_outer_steps(name):
     assert chunk._cache_size() == 1
     assert int(train_state.step) == 12
     np.testing.assert_array_equal(np.asarray(metrics["outer_step"]), [10, 12])
+
+
+@pytest.mark.parametrize("name", ["rtrl", "uoro", "tbptt"])
+def test_float64_theta_with_a_float32_inner_state(name):
+    """Mixed precision (x64 theta, float32 model state) must work for the gradient methods."""
+    system = dict_system(horizon=6, dtype=jnp.float32)
+    theta = dict_theta(jnp.float64)
+    est = estimators.make(name, system, **HPARAMS[name])
+    key = jax.random.key(0)
+    state = est.init(key, theta)
+    for i in range(2):
+        grad, state, _ = jax.jit(est.estimate)(jax.random.fold_in(key, i), theta, state)
+    assert all(g.dtype == jnp.float64 for g in jax.tree.leaves(grad))
+    assert all(np.all(np.isfinite(np.asarray(g))) for g in jax.tree.leaves(grad))

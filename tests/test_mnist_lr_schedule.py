@@ -12,8 +12,15 @@ from experiments import config as C
 from pes import estimators, outer, systems, tasks
 from pes.data import images as I
 
-SMALL = dict(data_source="npz", num_val=40, horizon=12, batch_size=8, objective_batch_size=8,
-             hidden=[6], downsample=4)
+SMALL = dict(
+    data_source="npz",
+    num_val=40,
+    horizon=12,
+    batch_size=8,
+    objective_batch_size=8,
+    hidden=[6],
+    downsample=4,
+)
 
 
 def write_npz(directory, name="mnist", n_train=120, n_test=40, seed=0):
@@ -25,7 +32,7 @@ def write_npz(directory, name="mnist", n_train=120, n_test=40, seed=0):
         y = rng.integers(0, 10, n)
         x = rng.integers(0, 60, (n, 28, 28), dtype=np.uint8)
         for i, label in enumerate(y):
-            x[i, :, 2 + 2 * label: 4 + 2 * label] = 250
+            x[i, :, 2 + 2 * label : 4 + 2 * label] = 250
         return x, y.astype(np.uint8)
 
     (xtr, ytr), (xte, yte) = make(n_train), make(n_test)
@@ -81,7 +88,7 @@ def test_val_objective_is_minus_minibatch_accuracy(data_dir):
     task = make(data_dir, objective="val_sum_acc")
     assert not task.metadata["differentiable"]
     state = task.system.init(jax.random.key(0))
-    _, loss = task.system.step(task.theta_init, state, jax.random.key(1))
+    _, loss = jax.jit(task.system.step)(task.theta_init, state, jax.random.key(1))
     value = -float(loss) * 8  # objective_batch_size 8: a multiple of 1/8
     assert 0 <= value <= 8 and abs(value - round(value)) < 1e-5
 
@@ -99,9 +106,19 @@ def test_gradient_estimators_refuse_the_accuracy_objective(data_dir, name):
 
 
 def test_experiment_layer_refuses_gradient_estimators(data_dir):
-    base = ["task=mnist_lr_schedule", f"task.data_dir={data_dir}", "task.data_source=npz", "task.num_val=40",
-            "task.horizon=12", "task.hidden=[6]", "task.downsample=4", "task.objective=val_sum_acc"]
-    with pytest.raises(C.ConfigError, match="estimator=tbptt is invalid .* not differentiable; allowed: es, pes"):
+    base = [
+        "task=mnist_lr_schedule",
+        f"task.data_dir={data_dir}",
+        "task.data_source=npz",
+        "task.num_val=40",
+        "task.horizon=12",
+        "task.hidden=[6]",
+        "task.downsample=4",
+        "task.objective=val_sum_acc",
+    ]
+    with pytest.raises(
+        C.ConfigError, match="estimator=tbptt is invalid .* not differentiable; allowed: es, pes"
+    ):
         C.build(C.compose([*base, "estimator=tbptt"]))
     built = C.build(C.compose([*base, "estimator=pes", "estimator.num_particles=4"]))
     assert built.task.metadata["objective"] == "val_sum_acc"
@@ -111,9 +128,7 @@ def test_experiment_layer_refuses_gradient_estimators(data_dir):
 def test_es_and_pes_run_on_the_accuracy_objective(data_dir, name):
     task = make(data_dir, objective="val_sum_acc")
     est = estimators.make(name, task.system, trunc_len=5, sigma=0.1, num_particles=4)
-    # core `perturb` relies on rank promotion for a vector theta (fixed on other branches)
-    with jax.numpy_rank_promotion("allow"):
-        state, metrics = outer.run(jax.random.key(0), task.theta_init, est, optax.adam(1e-2), num_steps=4)
+    state, metrics = outer.run(jax.random.key(0), task.theta_init, est, optax.adam(1e-2), num_steps=4)
     assert np.all(np.isfinite(np.asarray(state.theta)))
     assert np.all(np.asarray(metrics["loss"]) <= 0)
 
@@ -127,12 +142,25 @@ def test_mnist_or_fashion_falls_back_to_fashion(tmp_path):
         make(tmp_path, dataset="mnist")
 
 
-@pytest.mark.parametrize("kw, msg", [
-    (dict(objective="val_loss"), "objective='val_loss' is invalid; allowed: train_sum_loss, val_sum_acc"),
-    (dict(dataset="cifar10"), "dataset='cifar10' is invalid"),
-    (dict(downsample=3), "downsample=3 is invalid"),
-    (dict(horizon=0), "horizon=0 is invalid"),
-])
+@pytest.mark.parametrize(
+    "kw, msg",
+    [
+        (
+            dict(objective="val_loss"),
+            "objective='val_loss' is invalid; allowed: train_sum_loss, val_sum_acc",
+        ),
+        (dict(dataset="cifar10"), "dataset='cifar10' is invalid"),
+        (dict(downsample=3), "downsample=3 is invalid"),
+        (dict(horizon=0), "horizon=0 is invalid"),
+    ],
+)
 def test_bad_values(data_dir, kw, msg):
     with pytest.raises(ValueError, match=msg):
         make(data_dir, **kw)
+
+
+def test_missing_dataset_is_a_one_line_config_error(tmp_path):
+    overrides = ["task=mnist_lr_schedule", f"task.data_dir={tmp_path}", "task.data_source=npz"]
+    with pytest.raises(C.ConfigError, match="dataset 'mnist': no mnist.npz") as info:
+        C.build(C.compose(overrides))
+    assert "\n" not in str(info.value)

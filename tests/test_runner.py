@@ -38,7 +38,8 @@ def test_run_writes_schema_rows_and_metadata(tmp_path):
     out = runner.run(compose(tmp_path))
     assert out == tmp_path / "quick" / "adhoc" / "runs" / "lq-pes"
     df = read(out)
-    assert sorted(df["outer_step"].unique()) == [5, 10, 15, 20, 25, 30, 35, 40]
+    assert sorted(df["outer_step"].unique()) == [0, 5, 10, 15, 20, 25, 30, 35, 40]
+    assert set(df[df["outer_step"] == 0]["metric"]) == {"full_loss", "theta/0", "theta/1", "theta/2", "theta/3"}
     assert (df["inner_steps"] == df["outer_step"] * 4).all()
     assert {"loss", "grad_norm", "full_loss", "theta/0", "theta/3"} <= set(df["metric"])
     meta = json.loads((out / runner.META).read_text())
@@ -129,4 +130,4 @@ def test_diverging_run_stops_and_keeps_its_rows(tmp_path):
     assert meta["status"] == "diverged"
     df = pd.read_csv(out / runner.CSV)
     assert meta["diverged_at_outer_step"] <= df["outer_step"].max() < 400
-    assert df["outer_step"].min() == 5  # rows before the divergence are kept
+    assert sorted(df["outer_step"].unique())[:2] == [0, 5]  # rows before the divergence are kept

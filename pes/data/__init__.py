@@ -1,10 +1,5 @@
-"""Datasets as NumPy arrays: the one place in `pes` that reads files.
+"""Datasets: the one place in ``pes`` that reads files (each dataset is its own module).
 
-Image classification (MNIST, Fashion-MNIST, CIFAR-10): `pes.data.images` (`load`,
-`load_raw`, `normalize`; sources tfds | idx | npz | auto).
+``pes.data.images``: MNIST, Fashion-MNIST, CIFAR-10 (sources tfds | idx | npz | auto);
+``pes.data.ptb``: Penn Treebank characters.
 """
-
-from pes.data import images
-from pes.data.images import DataUnavailableError, ImageData, RawData
-
-__all__ = ["images", "DataUnavailableError", "ImageData", "RawData"]

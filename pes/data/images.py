@@ -61,9 +61,7 @@ SPECS = {
     "fashion_mnist": Spec(
         (28, 28, 1), 10, (0.2860,), (0.3530,), ("/usr/share/datasets/fashion-mnist",), True
     ),
-    "cifar10": Spec(
-        (32, 32, 3), 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), (), False
-    ),
+    "cifar10": Spec((32, 32, 3), 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), (), False),
 }
 
 
@@ -347,7 +345,9 @@ def _how_to_provide(name: str, dirs: list[Path]) -> str:
         ways.append(f"IDX files {'/'.join(IDX_FILES.values())}[.gz] in {dirs[0]}")
     ways.append(f"{dirs[0].parent / (name + '.npz')} with uint8 arrays x_train, y_train, x_test, y_test")
     if name == "fashion_mnist":
-        ways.append("apt-get install dataset-fashion-mnist (Debian; IDX files in /usr/share/datasets/fashion-mnist)")
+        ways.append(
+            "apt-get install dataset-fashion-mnist (Debian; IDX files in /usr/share/datasets/fashion-mnist)"
+        )
     return "; ".join(f"({i}) {w}" for i, w in enumerate(ways, 1))
 
 
@@ -376,7 +376,9 @@ def load_raw(
                 return load_npz(name, path)
     if source == "idx":
         if not SPECS[name].idx:
-            raise ValueError(f"data.source=idx is invalid for {name!r} (not distributed as IDX); allowed: auto, tfds, npz")
+            raise ValueError(
+                f"data.source=idx is invalid for {name!r} (not distributed as IDX); allowed: auto, tfds, npz"
+            )
         raise DataUnavailableError(
             f"dataset {name!r}: no IDX files in {', '.join(map(str, dirs))}; ways to provide it: "
             + _how_to_provide(name, dirs)
@@ -413,6 +415,4 @@ def load(
 def available(name: str, *, data_dir: str | Path | None = None) -> bool:
     """Whether local IDX/npz files for ``name`` exist (no TFDS, no network)."""
     dirs = _local_dirs(name, data_dir)
-    return any(
-        (SPECS[name].idx and _find_idx(d) is not None) or _find_npz(name, d) is not None for d in dirs
-    )
+    return any((SPECS[name].idx and _find_idx(d) is not None) or _find_npz(name, d) is not None for d in dirs)

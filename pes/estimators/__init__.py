@@ -11,6 +11,8 @@ Every estimator is built by a factory ``factory(system, **hparams)`` and is a
 | `tbptt` | only with trunc_len = horizon                                      |
 | `rtrl`  | yes (exact, forward mode; small systems)                           |
 | `uoro`  | yes (stochastic rank-one RTRL)                                     |
+| `ars`   | no (ARS V1-t, Mania et al. 2018: top-b pairs, reward-std scaling)  |
+| `openai_es` | no (Salimans et al. 2017: centred-rank fitness shaping)        |
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import Callable
 
 from pes import systems
 from pes.estimators._common import GradientEstimator
+from pes.estimators.baselines import ars, openai_es
 from pes.estimators.evolution import ESState, PESState, es, pes
 from pes.estimators.gradient import RTRLState, TBPTTState, UOROState, rtrl, tbptt, uoro
 
@@ -29,6 +32,8 @@ REGISTRY: dict[str, Callable[..., GradientEstimator]] = {
     "tbptt": tbptt,
     "rtrl": rtrl,
     "uoro": uoro,
+    "ars": ars,
+    "openai_es": openai_es,
 }
 
 
@@ -61,6 +66,8 @@ __all__ = [
     "tbptt",
     "rtrl",
     "uoro",
+    "ars",
+    "openai_es",
     "PESState",
     "ESState",
     "TBPTTState",

@@ -72,6 +72,11 @@ def check_sigma(name: str, sigma) -> None:
         )
 
 
+def check_bool(name: str, key: str, value) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"estimator '{name}': {key}={value!r} is invalid; allowed: true, false")
+
+
 def check_particles(name: str, num_particles, antithetic) -> None:
     if not isinstance(antithetic, bool):
         raise ValueError(f"estimator '{name}': antithetic={antithetic!r} is invalid; allowed: true, false")

@@ -23,28 +23,152 @@ import jax.numpy as jnp
 
 from pes import systems
 from pes.estimators import _common as C
+from pes.sharding import ParticleSharding, resolve_devices
 
 PyTree = Any
 
 
-def _unroll_particles(system, thetas, inner, t, data_key, trunc_len, *, shared_inner):
+def _unroll_particles(system, thetas, inner, t, data_key, trunc_len, *, shared_inner, skip_idle_resets=True):
     """Unroll every particle K steps.  ``thetas`` has leading axes (G, M).
 
     ``t`` is one counter per group (shape (G,)) or a shared scalar.  With
     ``shared_inner`` all particles start from the one state ``inner``.
     Returns (inner (G, M, ...), t (G,), losses (G, M, K), ends (G, K)).
+
+    Per particle this is exactly `systems.unroll` (same keys, same resets), written as a
+    scan over steps of one step vmapped over a flat (G * M) particle axis, which XLA:CPU
+    runs faster than a vmap of per-particle scans.  With ``skip_idle_resets`` and a large
+    state (>= 1 MiB over all particles) the reset selection, a full pass over the states,
+    runs only at steps where some episode ends (a ``lax.cond``; a small state is cheaper
+    to select than to branch on).  It is off when particles are sharded, where the
+    condition would need a cross-device op.
     """
+    groups, members = jax.tree.leaves(thetas)[0].shape[:2]
+    num = groups * members
 
-    def one(theta, state, t):
-        return systems.unroll(system, theta, state, t, data_key, trunc_len)
+    def flat(x):
+        return x.reshape((num,) + x.shape[2:])
 
-    state_axis = None if shared_inner else 0
-    t_axis = None if jnp.ndim(t) == 0 else 0
-    per_member = jax.vmap(one, in_axes=(0, state_axis, None))
-    per_group = jax.vmap(per_member, in_axes=(0, state_axis, t_axis))
-    new_inner, new_t, losses, ends = per_group(thetas, inner, t)
+    def unflat(x):
+        return x.reshape((groups, members) + x.shape[1:])
+
+    thetas = jax.tree.map(flat, thetas)
+    if shared_inner:
+        inner = jax.tree.map(lambda x: jnp.broadcast_to(x, (num,) + jnp.shape(x)), inner)
+    else:
+        inner = jax.tree.map(flat, inner)
+    t = t if jnp.ndim(t) == 0 else jnp.repeat(t, members)
+    step = jax.vmap(system.step, in_axes=(0, 0, None))
+    state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(inner))
+    skip_idle_resets = skip_idle_resets and state_bytes >= 2**20
+
+    def body(carry, key_pair):
+        state, t = carry
+        new_state, loss = step(thetas, state, key_pair[0])
+        t = t + 1
+        if system.horizon is None:
+            end = jnp.zeros(jnp.shape(t), bool)
+        else:
+            end = t >= system.horizon
+
+            def reset(s):
+                fresh = system.init(key_pair[1])
+
+                def pick(f, x):
+                    cond = jnp.reshape(end, (-1,) + (1,) * (x.ndim - 1))
+                    return jnp.where(cond, jnp.expand_dims(f, 0), x)
+
+                return jax.tree.map(pick, fresh, s)
+
+            if skip_idle_resets:
+                new_state = jax.lax.cond(jnp.any(end), reset, lambda s: s, new_state)
+            else:
+                new_state = reset(new_state)
+            t = jnp.where(end, jnp.zeros_like(t), t)
+        return (new_state, t), (loss, jnp.broadcast_to(end, (num,)))
+
+    keys = systems.step_keys(data_key, trunc_len)
+    (inner, t), (losses, ends) = jax.lax.scan(body, (inner, t), keys)
+    losses, ends = jnp.moveaxis(losses, 0, -1), jnp.moveaxis(ends, 0, -1)  # (P, K)
+    t = jnp.broadcast_to(t, (num,))
+    new_inner, new_t, losses, ends = jax.tree.map(unflat, (inner, t, losses, ends))
     # Members of a group share t, so their step counters and episode ends agree.
     return new_inner, new_t[:, 0], losses, ends[:, 0]
+
+
+def _particle_plan(name, lay, particle_chunk_size, devices):
+    """Validate chunking and sharding options: (number of chunks, `ParticleSharding`)."""
+    shard = ParticleSharding(resolve_devices(name, devices))
+    num_dev = shard.num_devices
+    if lay.num_groups % num_dev:
+        raise ValueError(
+            f"estimator '{name}': devices={devices!r} ({num_dev} devices) is invalid with "
+            f"{lay.num_groups} noise groups (num_particles={lay.num_particles}); allowed: a device "
+            "count that divides the number of groups"
+        )
+    if particle_chunk_size is None:
+        return 1, shard
+    unit = lay.group_size * num_dev
+    if (
+        not C._is_int(particle_chunk_size)
+        or particle_chunk_size < 1
+        or particle_chunk_size % unit
+        or lay.num_particles % particle_chunk_size
+    ):
+        raise ValueError(
+            f"estimator '{name}': particle_chunk_size={particle_chunk_size!r} is invalid with "
+            f"num_particles={lay.num_particles} on {num_dev} device(s); allowed: null or a divisor "
+            f"of num_particles that is a multiple of {unit} (group size x devices)"
+        )
+    return lay.num_particles // particle_chunk_size, shard
+
+
+def _unroll_groups(
+    system, theta, eps, lay, inner, t, data_key, trunc_len, *, shared_inner, num_chunks, shard
+):
+    """Perturb theta by ``eps`` (G groups) and unroll every particle K steps.
+
+    With ``num_chunks`` > 1 the groups are processed ``G / num_chunks`` at a time by a
+    ``lax.map`` inside the compiled estimate (chunk c holds groups c, c + C, c + 2C, ...,
+    so a chunk spans every device when the group axis is sharded).  Each particle's unroll
+    is the same computation either way, so results do not depend on the chunking; only the
+    perturbed thetas and the unroll's working memory shrink to one chunk.
+    Returns what `_unroll_particles` returns.
+    """
+
+    def run(eps, inner, t):
+        thetas = C.perturb(theta, eps, lay)
+        return _unroll_particles(
+            system,
+            thetas,
+            inner,
+            t,
+            data_key,
+            trunc_len,
+            shared_inner=shared_inner,
+            skip_idle_resets=shard.mesh is None,
+        )
+
+    if num_chunks == 1:
+        return shard.groups(run(eps, inner, t))
+    groups = lay.num_groups
+
+    def split(x):  # (G, ...) -> (C, G / C, ...), chunk c = groups c, c + C, ...
+        return jnp.swapaxes(x.reshape((groups // num_chunks, num_chunks) + x.shape[1:]), 0, 1)
+
+    def merge(x):
+        return jnp.swapaxes(x, 0, 1).reshape((groups,) + x.shape[2:])
+
+    per_group = (eps, None if shared_inner else inner, None if jnp.ndim(t) == 0 else t)
+    xs = shard.groups(jax.tree.map(split, per_group), axis=1)
+
+    def body(xs):
+        e, i, tt = shard.groups(xs)
+        out = run(e, inner if i is None else i, t if tt is None else tt)
+        return shard.groups(out)
+
+    out = jax.lax.map(body, xs)
+    return shard.groups(jax.tree.map(merge, shard.groups(out, axis=1)))
 
 
 def _antithetic_differences(losses, lay, weights):
@@ -71,6 +195,9 @@ def es(
     sigma: float,
     num_particles: int,
     antithetic: bool = True,
+    divide_by_variance: bool = False,
+    particle_chunk_size: int | None = None,
+    devices: int | str | None = None,
     stagger: bool = False,
 ) -> C.GradientEstimator:
     """Truncated evolution strategies (paper Sec. 3; `es_grad` in the official code).
@@ -85,9 +212,9 @@ def es(
     unperturbed state, started at a random step offset_g ~ U{0..T-1} of its episode by a
     burn-in unroll with theta (keys ``split(key, 3)`` of ``init``: state, offset, burn-in;
     burn-in step j uses ``step_keys(burn_key, T - 1)[j, 0]``).  Each truncation perturbs
-    group g from its own state and then advances it with theta: the paper semantics of
-    truncated ES with per-particle states (lopt_spec §3.3 ``tes``), so that particles do not
-    reset in lockstep.  With one group it is the shared-state estimator.
+    group g from its own state and then advances it with theta: truncated ES with
+    per-particle states (lopt_spec §3.3 ``tes``), so that particles do not reset in
+    lockstep.  With one group it is the shared-state estimator.
 
     Args:
       system: the inner problem.
@@ -95,11 +222,18 @@ def es(
       sigma: standard deviation of the perturbations.
       num_particles: N, counting both members of every antithetic pair.
       antithetic: use (+eps, -eps) pairs.
+      divide_by_variance: ARS-style scaling for control (see `std_scale`); off by
+        default, and off is the plain estimate above.
+      particle_chunk_size: unroll at most this many particles at once (``lax.map`` over
+        chunks inside the compiled estimate; identical results); None = all at once.
+      devices: shard the particles over devices (see `pes.sharding`): None or 1, "auto"
+        or a device count; the shared mean trajectory is replicated.
       stagger: one state per group, started at random offsets within the episode.
     """
     C.check_trunc_len("es", system, trunc_len)
     C.check_sigma("es", sigma)
     C.check_particles("es", num_particles, antithetic)
+    C.check_bool("es", "divide_by_variance", divide_by_variance)
     if not isinstance(stagger, bool):
         raise ValueError(f"estimator 'es': stagger={stagger!r} is invalid; allowed: true, false")
     if stagger and system.horizon is None:
@@ -113,6 +247,7 @@ def es(
             "allowed: stagger=False (a 'last' objective needs truncations aligned with episodes)"
         )
     lay = C.layout(num_particles, antithetic)
+    num_chunks, shard = _particle_plan("es", lay, particle_chunk_size, devices)
     scale = 1.0 / (num_particles * sigma**2)
     # When every truncation covers whole episodes the mean trajectory ends in a reset, so
     # advancing it is wasted work: re-initialise it directly with the same reset key.
@@ -143,27 +278,33 @@ def es(
 
     def estimate(key, theta, state):
         noise_key, data_key = C.split_key(key)
-        eps = C.sample_noise(noise_key, theta, lay.num_groups, sigma)
-        thetas = C.perturb(theta, eps, lay)
-        if stagger:  # each group's members start from the group's state
+        eps = shard.groups(C.sample_noise(noise_key, theta, lay.num_groups, sigma))
+        starts = state.inner
+        if stagger:  # each group's members start from the group's own state
             starts = jax.tree.map(
                 lambda x: jnp.broadcast_to(x[:, None], (x.shape[0], lay.group_size) + x.shape[1:]),
                 state.inner,
             )
-            _, _, losses, _ = _unroll_particles(
-                system, thetas, starts, state.t, data_key, trunc_len, shared_inner=False
-            )
-        else:
-            _, _, losses, _ = _unroll_particles(
-                system, thetas, state.inner, state.t, data_key, trunc_len, shared_inner=True
-            )
+        _, _, losses, _ = _unroll_groups(
+            system,
+            theta,
+            eps,
+            lay,
+            starts,
+            state.t,
+            data_key,
+            trunc_len,
+            shared_inner=not stagger,
+            num_chunks=num_chunks,
+            shard=shard,
+        )
         weights = systems.step_weights(system, trunc_len, losses.dtype)
         diffs = _antithetic_differences(losses, lay, weights)
         grad = C.combine(jnp.sum(diffs, axis=1), eps, scale, theta)
+        if divide_by_variance:
+            grad = _scale_tree(grad, std_scale(losses, weights, sigma))
         if stagger:
-            advance = jax.vmap(
-                lambda s, t: systems.unroll(system, theta, s, t, data_key, trunc_len)[:2], in_axes=(0, 0)
-            )
+            advance = jax.vmap(lambda s, t: systems.unroll(system, theta, s, t, data_key, trunc_len)[:2])
             new_state = ESState(*advance(state.inner, state.t))
         elif skip_mean:
             reset_key = systems.step_keys(data_key, trunc_len)[-1, 1]
@@ -176,9 +317,15 @@ def es(
 
     mean_cost = lay.num_groups * trunc_len if stagger else (0 if skip_mean else trunc_len)
     cost = num_particles * trunc_len + mean_cost
-    hparams = dict(
-        trunc_len=trunc_len, sigma=sigma, num_particles=num_particles, antithetic=antithetic, stagger=stagger
-    )
+    hparams = dict(trunc_len=trunc_len, sigma=sigma, num_particles=num_particles, antithetic=antithetic)
+    if stagger:
+        hparams["stagger"] = True
+    if divide_by_variance:
+        hparams["divide_by_variance"] = True
+    if particle_chunk_size is not None:
+        hparams["particle_chunk_size"] = particle_chunk_size
+    if devices is not None:
+        hparams["devices"] = devices
     return C.GradientEstimator(init, estimate, "es", hparams, trunc_len, cost)
 
 
@@ -206,6 +353,9 @@ def pes(
     num_particles: int,
     antithetic: bool = True,
     stagger: bool = False,
+    divide_by_variance: bool = False,
+    particle_chunk_size: int | None = None,
+    devices: int | str | None = None,
 ) -> C.GradientEstimator:
     """Persistent evolution strategies (Vicol, Metz, Sohl-Dickstein, ICML 2021, Alg. 1).
 
@@ -229,10 +379,18 @@ def pes(
       num_particles: N, counting both members of every antithetic pair.
       antithetic: use (+eps, -eps) pairs with separate inner states.
       stagger: start pairs at random offsets within the episode (needs a finite horizon).
+      divide_by_variance: ARS-style scaling for control (see `std_scale`); off by
+        default, and off is the unbiased estimate above.
+      particle_chunk_size: unroll at most this many particles at once (``lax.map`` over
+        chunks inside the compiled estimate; identical results); None = all at once.
+      devices: shard the particle groups, their states and accumulators over devices
+        (see `pes.sharding`): None or 1, "auto" or a device count.  The only cross-device
+        work per truncation is the sum (mean) of the gradient over groups.
     """
     C.check_trunc_len("pes", system, trunc_len)
     C.check_sigma("pes", sigma)
     C.check_particles("pes", num_particles, antithetic)
+    C.check_bool("pes", "divide_by_variance", divide_by_variance)
     if not isinstance(stagger, bool):
         raise ValueError(f"estimator 'pes': stagger={stagger!r} is invalid; allowed: true, false")
     if stagger and system.horizon is None:
@@ -246,6 +404,7 @@ def pes(
             "allowed: stagger=False (a 'last' objective needs truncations aligned with episodes)"
         )
     lay = C.layout(num_particles, antithetic)
+    num_chunks, shard = _particle_plan("pes", lay, particle_chunk_size, devices)
     scale = 1.0 / (num_particles * sigma**2)
 
     def init(key, theta):
@@ -256,7 +415,7 @@ def pes(
         accum = jax.tree.map(lambda x: jnp.zeros((lay.num_groups,) + jnp.shape(x), jnp.result_type(x)), theta)
         if stagger and system.horizon > 1:
             inner, t, accum = _burn_in(theta, inner, offset_key, noise_key, burn_key)
-        return PESState(inner, t, accum)
+        return shard.groups(PESState(inner, t, accum))
 
     def _burn_in(theta, inner, offset_key, noise_key, burn_key):
         """Advance group g by offset_g ~ U{0..T-1} steps with its own perturbation."""
@@ -288,16 +447,27 @@ def pes(
 
     def estimate(key, theta, state):
         noise_key, data_key = C.split_key(key)
-        eps = C.sample_noise(noise_key, theta, lay.num_groups, sigma)
-        thetas = C.perturb(theta, eps, lay)
-        inner, t, losses, ends = _unroll_particles(
-            system, thetas, state.inner, state.t, data_key, trunc_len, shared_inner=False
+        eps = shard.groups(C.sample_noise(noise_key, theta, lay.num_groups, sigma))
+        inner, t, losses, ends = _unroll_groups(
+            system,
+            theta,
+            eps,
+            lay,
+            state.inner,
+            state.t,
+            data_key,
+            trunc_len,
+            shared_inner=False,
+            num_chunks=num_chunks,
+            shard=shard,
         )
         weights = systems.step_weights(system, trunc_len, losses.dtype)
         diffs = _antithetic_differences(losses, lay, weights)  # (G, K)
         grad, accum = pes_update(diffs, ends, eps, state.accum, scale, theta)
+        if divide_by_variance:
+            grad = _scale_tree(grad, std_scale(losses, weights, sigma))
         aux = {"loss": jnp.mean(losses @ weights)}
-        return grad, PESState(inner, t, accum), aux
+        return grad, shard.groups(PESState(inner, t, accum)), aux
 
     hparams = dict(
         trunc_len=trunc_len,
@@ -306,6 +476,12 @@ def pes(
         antithetic=antithetic,
         stagger=stagger,
     )
+    if divide_by_variance:
+        hparams["divide_by_variance"] = True
+    if particle_chunk_size is not None:
+        hparams["particle_chunk_size"] = particle_chunk_size
+    if devices is not None:
+        hparams["devices"] = devices
     return C.GradientEstimator(init, estimate, "pes", hparams, trunc_len, num_particles * trunc_len)
 
 
@@ -349,3 +525,28 @@ def pes_update(diffs, ends, eps, accum, scale, like):
         return jnp.where(last_end.reshape(shape), jnp.zeros_like(e), cont)
 
     return grad, jax.tree.map(new_accum, accum, eps)
+
+
+def std_scale(losses, weights, sigma):
+    """The factor that turns an ES/PES estimate into its ARS-style reward-std-scaled form.
+
+    With ``divide_by_variance`` (the flag of the paper's control code, which divides by the
+    standard deviation, not the variance) the estimate becomes
+
+        g = sum_k L_k u_k / (P/2 * std(L)),
+
+    where the sum runs over the P particles, L_k is particle k's unroll objective, u_k
+    its unit-noise direction (its accumulated unit noise for PES) and std(L) the
+    population standard deviation of the P unroll objectives of this estimate.  That is
+    ARS V1's update direction (Mania et al. 2018) without top-b selection.  Relative to
+    the plain estimate sum_k L_k sigma u_k / (P sigma^2) it is a factor 2 sigma / std(L).
+    If every particle scored the same the plain estimate is zero and so is this one.
+    """
+    objectives = jnp.einsum("gmk,k->gm", losses, weights.astype(losses.dtype))  # (G, M)
+    std = jnp.std(objectives)
+    safe = jnp.where(std > 0, std, jnp.ones_like(std))
+    return 2.0 * sigma / safe
+
+
+def _scale_tree(tree, factor):
+    return jax.tree.map(lambda g: (g * factor).astype(g.dtype), tree)

@@ -73,7 +73,8 @@ def rtrl(system: systems.UnrolledSystem, *, trunc_len: int = 1) -> C.GradientEst
         inner = system.init(key)
         fs = C.flat_step(system, theta, inner)
         s_flat, _ = fs.to_flat(inner)
-        jac = jnp.zeros((s_flat.size, fs.theta_flat.size), jnp.result_type(s_flat, fs.theta_flat))
+        # Tangents must match the primals' dtypes: J lives in the state's dtype.
+        jac = jnp.zeros((s_flat.size, fs.theta_flat.size), s_flat.dtype)
         return RTRLState(inner, jnp.zeros((), jnp.int32), jac)
 
     def estimate(key, theta, state):
@@ -81,7 +82,7 @@ def rtrl(system: systems.UnrolledSystem, *, trunc_len: int = 1) -> C.GradientEst
         fs = C.flat_step(system, theta, state.inner)
         th = fs.theta_flat
         eye = jnp.eye(th.size, dtype=th.dtype)
-        weights = systems.step_weights(system, trunc_len, state.jac.dtype)
+        weights = systems.step_weights(system, trunc_len, th.dtype)
         keys = systems.step_keys(data_key, trunc_len)
 
         def body(carry, xs):
@@ -91,11 +92,11 @@ def rtrl(system: systems.UnrolledSystem, *, trunc_len: int = 1) -> C.GradientEst
             fn = lambda th_, s_: fs.step(th_, s_, other, key_pair[0])
             (new_s, loss), lin, new_other = jax.linearize(fn, th, s_flat, has_aux=True)
             d_s, d_loss = jax.vmap(lin, in_axes=(1, 1), out_axes=(1, 0))(eye, jac)
-            grad = grad + w * d_loss
-            total = total + w * loss
+            grad = grad + w * d_loss.astype(grad.dtype)
+            total = total + w * loss.astype(total.dtype)
             new_inner = fs.from_flat(new_s, new_other)
             t = t + 1
-            jac = d_s
+            jac = d_s.astype(jac.dtype)
             if system.horizon is not None:
                 end = t >= system.horizon
                 new_inner = systems.tree_where(end, system.init(key_pair[1]), new_inner)
@@ -103,8 +104,8 @@ def rtrl(system: systems.UnrolledSystem, *, trunc_len: int = 1) -> C.GradientEst
                 t = jnp.where(end, jnp.zeros_like(t), t)
             return (new_inner, t, jac, grad, total), None
 
-        zero = jnp.zeros((th.size,), state.jac.dtype)
-        carry = (state.inner, state.t, state.jac, zero, jnp.zeros((), state.jac.dtype))
+        zero = jnp.zeros((th.size,), th.dtype)
+        carry = (state.inner, state.t, state.jac, zero, jnp.zeros((), th.dtype))
         (inner, t, jac, grad, total), _ = jax.lax.scan(body, carry, (keys, weights))
         grad = jax.tree.map(lambda g, ref: g.astype(jnp.result_type(ref)), fs.unravel_theta(grad), theta)
         return grad, RTRLState(inner, t, jac), {"loss": total}
@@ -139,19 +140,19 @@ def uoro(system: systems.UnrolledSystem, *, trunc_len: int = 1) -> C.GradientEst
         inner = system.init(key)
         fs = C.flat_step(system, theta, inner)
         s_flat, _ = fs.to_flat(inner)
-        dtype = jnp.result_type(s_flat, fs.theta_flat)
+        # s_tilde lives in the state's dtype, theta_tilde in theta's (jvp/vjp need matching dtypes).
         return UOROState(
             inner,
             jnp.zeros((), jnp.int32),
-            jnp.zeros((s_flat.size,), dtype),
-            jnp.zeros((fs.theta_flat.size,), dtype),
+            jnp.zeros((s_flat.size,), s_flat.dtype),
+            jnp.zeros((fs.theta_flat.size,), fs.theta_flat.dtype),
         )
 
     def estimate(key, theta, state):
         nu_key, data_key = C.split_key(key)
         fs = C.flat_step(system, theta, state.inner)
         th = fs.theta_flat
-        dtype = state.s_tilde.dtype
+        dtype = th.dtype
         weights = systems.step_weights(system, trunc_len, dtype)
         keys = systems.step_keys(data_key, trunc_len)
         nu_keys = jax.random.split(nu_key, trunc_len)
@@ -167,15 +168,15 @@ def uoro(system: systems.UnrolledSystem, *, trunc_len: int = 1) -> C.GradientEst
             )
             # Reverse products with theta: nu^T df/dtheta and dl/dtheta.
             _, vjp, _ = jax.vjp(fn, th, s_flat, has_aux=True)
-            nu = jax.random.rademacher(nu_key, new_s.shape, dtype)
+            nu = jax.random.rademacher(nu_key, new_s.shape, new_s.dtype)
             nu_f_th, _ = vjp((nu, jnp.zeros((), loss.dtype)))
             dl_th, _ = vjp((jnp.zeros_like(new_s), jnp.ones((), loss.dtype)))
-            grad = grad + w * (dl_s * th_tl + dl_th)
-            total = total + w * loss
+            grad = grad + w * (dl_s.astype(dtype) * th_tl + dl_th)
+            total = total + w * loss.astype(dtype)
             rho0 = jnp.sqrt((jnp.linalg.norm(th_tl) + tiny) / (jnp.linalg.norm(fs_s) + tiny))
             rho1 = jnp.sqrt((jnp.linalg.norm(nu_f_th) + tiny) / (jnp.linalg.norm(nu) + tiny))
-            s_tl = rho0 * fs_s + rho1 * nu
-            th_tl = th_tl / rho0 + nu_f_th / rho1
+            s_tl = (rho0 * fs_s + rho1 * nu).astype(s_tl.dtype)
+            th_tl = (th_tl / rho0 + nu_f_th / rho1).astype(th_tl.dtype)
             new_inner = fs.from_flat(new_s, new_other)
             t = t + 1
             if system.horizon is not None:

@@ -37,13 +37,26 @@ class Task(NamedTuple):
 
 
 def _registry() -> dict[str, Callable[..., Task]]:
-    from pes.tasks import influence_balancing, linear_quadratic, lopt_image_mlp, mnist_lr_schedule
+    from pes.tasks import (
+        influence_balancing,
+        linear_control,
+        linear_quadratic,
+        lopt_image_mlp,
+        mnist_lr_schedule,
+        ptb_lstm,
+        swimmer,
+        toy_regression,
+    )
 
     return {
         "influence_balancing": influence_balancing.make,
         "linear_quadratic": linear_quadratic.make,
         "lopt_image_mlp": lopt_image_mlp.make,
         "mnist_lr_schedule": mnist_lr_schedule.make,
+        "ptb_lstm": ptb_lstm.make,
+        "toy_regression": toy_regression.make,
+        "swimmer": swimmer.make,
+        "linear_control": linear_control.make,
     }
 
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
@@ -150,18 +150,35 @@ def make(
     _check("dataset", dataset, dataset in DATASETS, ", ".join(DATASETS))
     _check("data_source", data_source, data_source in images.SOURCES, ", ".join(images.SOURCES))
     _check("objective", objective, objective in OBJECTIVES, ", ".join(OBJECTIVES))
-    for key, value in (("horizon", horizon), ("batch_size", batch_size),
-                       ("objective_batch_size", objective_batch_size), ("num_val", num_val)):
-        _check(key, value, isinstance(value, int) and not isinstance(value, bool) and value >= 1,
-               "an integer >= 1")
+    for key, value in (
+        ("horizon", horizon),
+        ("batch_size", batch_size),
+        ("objective_batch_size", objective_batch_size),
+        ("num_val", num_val),
+    ):
+        _check(
+            key,
+            value,
+            isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+            "an integer >= 1",
+        )
     hidden = tuple(hidden)
-    _check("hidden", list(hidden), all(isinstance(h, int) and h >= 1 for h in hidden),
-           "a list of positive integers")
+    _check(
+        "hidden",
+        list(hidden),
+        all(isinstance(h, int) and h >= 1 for h in hidden),
+        "a list of positive integers",
+    )
     _check("downsample", downsample, downsample in (1, 2, 4, 7), "1, 2, 4 or 7 (divisors of 28)")
     _check("momentum", momentum, 0.0 <= momentum < 1.0, "a number in [0, 1)")
     _check("weight_decay", weight_decay, weight_decay >= 0.0, "a number >= 0")
     _check("init_lr", init_lr, init_lr > 0 and math.isfinite(init_lr), "a finite number > 0")
-    _check("init_decay", init_decay, init_decay > 0 and math.isfinite(init_decay), "a finite number > 0")
+    _check(
+        "init_decay",
+        init_decay,
+        init_decay > 0 and math.isfinite(init_decay),
+        "a finite number > 0",
+    )
 
     name, origin, train_x, train_y, val_x, val_y, test_x, test_y = _load(
         dataset, data_source, data_dir, num_val, downsample
@@ -213,9 +230,7 @@ def make(
             train_loss=loss_fn,
             sample_batch=lambda key: sample(key, train_x, train_y, batch_size),
             optimizer=optimizer,
-            learning_rate=lambda theta, t: hyperopt.schedule_value(
-                "inverse-time-decay", theta, t, horizon
-            ),
+            learning_rate=lambda theta, t: hyperopt.schedule_value("inverse-time-decay", theta, t, horizon),
             meta_objective=meta_objective,
             horizon=horizon,
         )
@@ -233,8 +248,10 @@ def make(
         def one(batch):
             x, y = features(batch[0]), batch[1]
             out = logits(params, x)
-            return (jnp.mean(optax.softmax_cross_entropy_with_integer_labels(out, y)),
-                    jnp.mean((jnp.argmax(out, -1) == y).astype(jnp.float32)))
+            return (
+                jnp.mean(optax.softmax_cross_entropy_with_integer_labels(out, y)),
+                jnp.mean((jnp.argmax(out, -1) == y).astype(jnp.float32)),
+            )
 
         losses, accs = jax.lax.map(one, (xs_c, ys_c))
         return jnp.mean(losses), jnp.mean(accs)
@@ -268,8 +285,10 @@ def make(
     def evaluate(theta, key):
         del theta, key
         # constant markers: which dataset and objective produced these rows
-        return {f"dataset/{name}": jnp.ones((), jnp.float32),
-                f"objective/{objective}": jnp.ones((), jnp.float32)}
+        return {
+            f"dataset/{name}": jnp.ones((), jnp.float32),
+            f"objective/{objective}": jnp.ones((), jnp.float32),
+        }
 
     theta0 = jnp.asarray([math.log(init_lr), math.log(init_decay)], jnp.result_type(float))
     metadata = {

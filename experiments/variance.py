@@ -1,0 +1,423 @@
+"""Driver of the variance study (paper_spec E3/E10; figure 4): not an optimisation run.
+
+A figure config with ``kind: variance`` lists one run per scenario (its Hydra overrides
+select the task and its scenario, e.g. ``task.scenario=random``) and a ``variance:``
+block with the protocol's settings per profile::
+
+    sigma                   perturbation standard deviation (paper 1e-3)
+    trunc_lens              truncation lengths K (each must divide T = task.sequence_length)
+    num_particles           N of the main curves (paper 1000): the largest particle count
+    particle_counts         N values of the per-N curves (appendix; paper 10, 30, 100, 1000)
+    num_repeats             independent estimates at the largest N (paper 50)
+    ground_truth_particles  N of the full-sequence antithetic-ES ground truth (paper 5000)
+    ground_truth_chunks     equal chunks the ground truth is computed in (noise-floor estimate)
+    batch_pairs             pair estimates per vmapped batch (a memory knob only)
+
+For every scenario and K, ``num_repeats * max(particle_counts) / 2`` independent
+one-pair PES estimates of the whole-sequence gradient are computed in one compiled call
+(`pes.variance.pair_estimates`) and averaged in disjoint groups into N-particle
+estimates for every N (valid because the system is deterministic).  Each scenario's rows
+go to ``<results_root>/<profile>/<figure>/runs/<scenario>/metrics.csv`` (appended per K,
+so an interrupted run resumes); the merged table to ``<figure>/metrics.csv``.
+
+Rows (pes.results schema).  Per (scenario, N, K): run_id ``<scenario>-n<N>-k<K>``,
+estimator ``pes``, trunc_len K, num_particles N, outer_step = number of unrolls T/K,
+inner_steps = T, and metrics (``<s>`` = scenario):
+
+    normalized_variance/<s>          mean_r ||g_r - g_ES||^2 / ||g_ES||^2 (the paper's y-axis)
+    normalized_variance_se/<s>       its standard error over the repeats
+    normalized_variance_exact/<s>    the same against the autodiff gradient (no floor)
+    normalized_variance_exact_se/<s>
+    es_variance_analytic/<s>         (P + 1) / (N / 2): normalized_variance_exact at one unroll
+    es_variance_analytic_vs_ground_truth/<s>  (v + f) / (1 + f) with v that and f the ground
+                                     truth's (P + 1) / (N_gt / 2): normalized_variance at one unroll
+    num_repeats/<s>                  independent N-particle estimates averaged
+
+Per scenario, run_id ``<scenario>-ground-truth``, estimator ``es``, trunc_len T,
+num_particles = ground-truth N, outer_step 1: ``ground_truth_noise_floor/<s>`` (its relative
+error estimated from its chunks), ``ground_truth_noise_floor_analytic/<s>`` ((P + 1) /
+(N_gt / 2)), ``ground_truth_error_exact/<s>`` (its relative error against autodiff),
+``grad_norm_sq/<s>``, ``loss/<s>``, ``num_params/<s>``, ``sequence_length/<s>``.
+
+Hydra overrides are passed through (``results_root=...``, ``task.data_path=...``); keys
+``variance.<name>=<value>`` override the protocol settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from experiments import config as C
+from experiments import io
+from pes import results, systems
+from pes import variance as V
+
+CSV, GT, META = "metrics.csv", "ground_truth.npz", "run.json"
+SETTINGS = (
+    "sigma",
+    "trunc_lens",
+    "num_particles",
+    "particle_counts",
+    "num_repeats",
+    "ground_truth_particles",
+    "ground_truth_chunks",
+    "batch_pairs",
+)
+
+
+# ----------------------------------------------------------------------------- settings
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def settings(fig: DictConfig, profile: str, overrides: Sequence[str] = ()) -> dict:
+    """The protocol settings of ``profile`` with ``variance.*`` overrides; validated."""
+    block = (fig.get("variance") or {}).get(profile)
+    if block is None:
+        raise C.ConfigError(f"figure {fig.id}: variance.{profile} is missing; allowed profiles: quick, paper")
+    cfg = OmegaConf.merge(block, OmegaConf.from_dotlist([o.removeprefix("variance.") for o in overrides]))
+    s = OmegaConf.to_container(cfg, resolve=True)
+    unknown = sorted(set(s) - set(SETTINGS))
+    if unknown:
+        raise C.ConfigError(f"variance.{unknown[0]} is not a setting; allowed: {', '.join(SETTINGS)}")
+    missing = [k for k in SETTINGS if k not in s]
+    if missing:
+        raise C.ConfigError(f"figure {fig.id}: variance.{profile} lacks {', '.join(missing)}")
+
+    def positive_int(name, value, even=False):
+        if not _is_int(value) or value < 1 or (even and value % 2):
+            kind = "a positive even integer" if even else "an integer >= 1"
+            raise C.ConfigError(f"variance.{name}={value!r} is invalid; allowed: {kind}")
+
+    sigma = s["sigma"]
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma > 0:
+        raise C.ConfigError(f"variance.sigma={sigma!r} is invalid; allowed: a number > 0")
+    s["sigma"] = float(sigma)
+    for name in ("trunc_lens", "particle_counts"):
+        if not isinstance(s[name], list) or not s[name]:
+            raise C.ConfigError(f"variance.{name}={s[name]!r} is invalid; allowed: a non-empty list")
+        for v in s[name]:
+            positive_int(name, v, even=name == "particle_counts")
+        s[name] = sorted(set(s[name]))
+    positive_int("num_particles", s["num_particles"], even=True)
+    if s["num_particles"] < max(s["particle_counts"]):
+        raise C.ConfigError(
+            f"variance.num_particles={s['num_particles']} is invalid with particle_counts="
+            f"{s['particle_counts']}; allowed: the largest particle count (the main curves use it)"
+        )
+    if s["num_particles"] not in s["particle_counts"]:
+        s["particle_counts"] = sorted(set(s["particle_counts"]) | {s["num_particles"]})
+    positive_int("num_repeats", s["num_repeats"])
+    if s["num_repeats"] < 2:
+        raise C.ConfigError(f"variance.num_repeats={s['num_repeats']} is invalid; allowed: an integer >= 2")
+    positive_int("ground_truth_chunks", s["ground_truth_chunks"])
+    positive_int("ground_truth_particles", s["ground_truth_particles"])
+    if s["ground_truth_chunks"] < 2 or s["ground_truth_particles"] % (2 * s["ground_truth_chunks"]):
+        raise C.ConfigError(
+            f"variance.ground_truth_particles={s['ground_truth_particles']} is invalid with "
+            f"ground_truth_chunks={s['ground_truth_chunks']}; "
+            "allowed: chunks >= 2 and particles a multiple of 2 * chunks"
+        )
+    positive_int("batch_pairs", s["batch_pairs"])
+    s["num_pairs"] = s["num_repeats"] * max(s["particle_counts"]) // 2
+    return s
+
+
+def check_horizon(s: dict, horizon: int, where: str) -> None:
+    bad = [k for k in s["trunc_lens"] if horizon % k]
+    if bad:
+        raise C.ConfigError(
+            f"variance.trunc_lens has {bad[0]}, which does not divide "
+            f"task.sequence_length={horizon} ({where}); allowed: divisors of the sequence length"
+        )
+
+
+# ----------------------------------------------------------------------------- compute
+
+
+class Compiled:
+    """Jitted protocol pieces, shared by every task of the same shape.
+
+    When the task offers ``metadata["system_from_data"]`` (rebuild the system from its
+    data array, which may be traced) the data is an argument, so one compilation per K
+    serves every scenario; otherwise the system is closed over.
+    """
+
+    def __init__(self, task, s: dict):
+        hook = task.metadata.get("system_from_data")
+        self.shared = hook is not None and task.metadata.get("data") is not None
+        self.s = s
+        static = task.system
+
+        def system_of(data):
+            return hook(data) if self.shared else static
+
+        def pairs(data, theta, key, trunc_len):
+            return V.pair_estimates(
+                system_of(data),
+                theta,
+                key,
+                trunc_len=trunc_len,
+                sigma=s["sigma"],
+                num_pairs=s["num_pairs"],
+                batch_size=s["batch_pairs"],
+            )
+
+        def ground_truth(data, theta, key):
+            return V.ground_truth(
+                system_of(data),
+                theta,
+                key,
+                sigma=s["sigma"],
+                num_particles=s["ground_truth_particles"],
+                num_chunks=s["ground_truth_chunks"],
+            )
+
+        def exact(data, theta, key):
+            system = system_of(data)
+            return jax.value_and_grad(lambda th: systems.full_objective(system, th, key, key))(theta)
+
+        self.pairs = jax.jit(pairs, static_argnums=3)
+        self.ground_truth = jax.jit(ground_truth)
+        self.exact = jax.jit(exact)
+
+    @staticmethod
+    def data(task):
+        data = task.metadata.get("data")
+        return jnp.asarray(data) if data is not None else jnp.zeros(())
+
+
+# ----------------------------------------------------------------------------- one scenario
+
+
+def _fingerprint(cfg: DictConfig, s: dict) -> str:
+    data = OmegaConf.to_container(cfg, resolve=True)
+    for key in C.NON_RESULT_KEYS:
+        data.pop(key, None)
+    data.pop("hydra", None)
+    data.pop("train", None)
+    data.pop("outer_optimizer", None)
+    data.pop("estimator", None)
+    s = {k: v for k, v in s.items() if k != "batch_pairs"}
+    text = json.dumps({"cfg": data, "variance": s}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _info(run_id, cfg, estimator, trunc_len, sigma, num_particles) -> dict:
+    return {
+        "run_id": run_id,
+        "figure": str(cfg.figure_id),
+        "task": str(cfg.task.name),
+        "estimator": estimator,
+        "trunc_len": int(trunc_len),
+        "sigma": float(sigma),
+        "num_particles": int(num_particles),
+        "seed": int(cfg.seed),
+    }
+
+
+def _rows(info: dict, outer_step: int, inner_steps: int, metrics: dict) -> list[dict]:
+    return [
+        dict(
+            info,
+            outer_step=int(outer_step),
+            inner_steps=int(inner_steps),
+            metric=name,
+            value=float(value),
+        )
+        for name, value in metrics.items()
+    ]
+
+
+def run_scenario(cfg: DictConfig, task, s: dict, compiled: Compiled, out_dir: Path, log=print) -> Path:
+    """Compute (or resume) one scenario's rows into ``out_dir/metrics.csv``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    scenario = str(task.metadata.get("scenario", cfg.run_id))
+    horizon = int(task.system.horizon)
+    fp = _fingerprint(cfg, s)
+    meta = io.read_json(out_dir / META)
+    same = meta is not None and meta.get("fingerprint") == fp and bool(cfg.resume)
+    if same and meta.get("status") == "complete":
+        return out_dir
+    if not same:
+        for name in (CSV, GT, META):
+            (out_dir / name).unlink(missing_ok=True)
+    done = set()
+    if (out_dir / CSV).exists() and (out_dir / CSV).stat().st_size:
+        done = set(pd.read_csv(out_dir / CSV)["run_id"])
+    wall_before = float(meta.get("wall_time_s", 0.0)) if same else 0.0
+    meta = {
+        "run_id": str(cfg.run_id),
+        "fingerprint": fp,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "variance": s,
+        "profile": str(cfg.profile.name),
+        "data_source": task.metadata.get("data_source"),
+        "git_commit": io.git_commit(C.ROOT),
+        "packages": io.package_versions(),
+        "machine": io.machine(),
+        "status": "running",
+        "wall_time_s": wall_before,
+    }
+    io.write_json(out_dir / META, meta)
+    start = time.perf_counter()
+
+    key = jax.random.key(int(cfg.seed))
+    gt_key, exact_key, pes_key = jax.random.split(key, 3)
+    data = Compiled.data(task)
+    theta = task.theta_init
+    p = V.num_params(theta)
+    suffix = f"/{scenario}"
+
+    # Ground truth and the exact gradient (cached for resumption).
+    if (out_dir / GT).exists():
+        (g_es, g_exact), _ = io.load_checkpoint(out_dir / GT, (theta, theta))
+        loss = None
+    else:
+        t0 = time.perf_counter()
+        g_es, chunks = jax.block_until_ready(compiled.ground_truth(data, theta, gt_key))
+        loss, g_exact = compiled.exact(data, theta, exact_key)
+        floor, _ = V.noise_floor(chunks)
+        err_exact = float(V.normalized_errors(jax.tree.map(lambda x: x[None], g_es), g_exact)[0])
+        metrics = {
+            "ground_truth_noise_floor" + suffix: floor,
+            "ground_truth_noise_floor_analytic" + suffix: V.es_relative_variance(
+                p, s["ground_truth_particles"]
+            ),
+            "ground_truth_error_exact" + suffix: err_exact,
+            "grad_norm_sq" + suffix: V.squared_norm(g_es),
+            "grad_norm_sq_exact" + suffix: V.squared_norm(g_exact),
+            "loss" + suffix: float(loss),
+            "num_params" + suffix: p,
+            "sequence_length" + suffix: horizon,
+        }
+        rid = f"{scenario}-ground-truth"
+        if rid not in done:
+            info = _info(rid, cfg, "es", horizon, s["sigma"], s["ground_truth_particles"])
+            io.append_rows(out_dir / CSV, _rows(info, 1, horizon, metrics))
+        # Saved after its rows, so a resumed run never lacks the ground-truth rows.
+        io.save_checkpoint(out_dir / GT, (g_es, g_exact), {"scenario": scenario})
+        log(
+            f"  {scenario}: ground truth (N={s['ground_truth_particles']}) "
+            f"noise floor {floor:.3g}, error vs autodiff {err_exact:.3g} "
+            f"({time.perf_counter() - t0:.1f} s)"
+        )
+
+    for trunc_len in sorted(s["trunc_lens"], reverse=True):
+        ids = {f"{scenario}-n{n}-k{trunc_len}" for n in s["particle_counts"]}
+        if ids <= done:
+            continue
+        t0 = time.perf_counter()
+        pairs = jax.block_until_ready(
+            compiled.pairs(data, theta, jax.random.fold_in(pes_key, trunc_len), trunc_len)
+        )
+        pairs = jax.tree.map(np.asarray, pairs)
+        rows = []
+        unrolls = horizon // trunc_len
+        parts = []
+        for n in s["particle_counts"]:
+            est = V.group_means(pairs, n)
+            err, err_se = V.mean_and_stderr(V.normalized_errors(est, g_es))
+            exact, exact_se = V.mean_and_stderr(V.normalized_errors(est, g_exact))
+            metrics = {
+                "normalized_variance" + suffix: err,
+                "normalized_variance_se" + suffix: err_se,
+                "normalized_variance_exact" + suffix: exact,
+                "normalized_variance_exact_se" + suffix: exact_se,
+                "es_variance_analytic" + suffix: V.es_relative_variance(p, n),
+                "es_variance_analytic_vs_ground_truth" + suffix: V.against_noisy_reference(
+                    V.es_relative_variance(p, n),
+                    V.es_relative_variance(p, s["ground_truth_particles"]),
+                ),
+                "num_repeats" + suffix: jax.tree.leaves(est)[0].shape[0],
+            }
+            info = _info(f"{scenario}-n{n}-k{trunc_len}", cfg, "pes", trunc_len, s["sigma"], n)
+            rows += _rows(info, unrolls, horizon, metrics)
+            parts.append(f"N={n}: {err:.3g}")
+        io.append_rows(out_dir / CSV, rows)
+        log(
+            f"  {scenario}: K={trunc_len} ({unrolls} unrolls) normalised variance "
+            + ", ".join(parts)
+            + f" ({time.perf_counter() - t0:.1f} s)"
+        )
+
+    meta["status"] = "complete"
+    meta["wall_time_s"] = wall_before + time.perf_counter() - start
+    io.write_json(out_dir / META, meta)
+    return out_dir
+
+
+# ----------------------------------------------------------------------------- figure
+
+
+def reproduce(fig: DictConfig, profile: str = "quick", extra: Sequence[str] = ()) -> Path:
+    """Run every scenario of a ``kind: variance`` figure and write the merged CSV."""
+
+    def is_var(o):
+        return o.lstrip("+~").startswith("variance.")
+
+    var_over = [o.lstrip("+") for o in extra if is_var(o)]
+    hydra_over = [o for o in extra if not is_var(o)]
+    s = settings(fig, profile, var_over)
+    prepared: list[tuple[DictConfig, Any]] = []
+    for run in fig.runs:  # compose, build and check every scenario before computing
+        cfg = C.compose(C.figure_run_overrides(fig, run, profile, hydra_over))
+        jax.config.update("jax_enable_x64", bool(cfg.x64))
+        params = OmegaConf.to_container(cfg.task, resolve=True)
+        params.pop("name", None)
+        try:
+            from pes import tasks
+
+            task = tasks.make(str(cfg.task.name), **params)
+        except (ValueError, TypeError) as err:
+            raise C.ConfigError(str(err)) from err
+        if task.system.horizon is None:
+            raise C.ConfigError(f"task {cfg.task.name} has no finite horizon; the variance study needs one")
+        check_horizon(s, int(task.system.horizon), f"run {run.id}")
+        prepared.append((cfg, task))
+
+    compiled: dict[str, Compiled] = {}
+    frames = []
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    for i, (cfg, task) in enumerate(prepared, 1):
+        t0 = time.perf_counter()
+        shape_key = json.dumps(
+            {k: v for k, v in OmegaConf.to_container(cfg.task, resolve=True).items() if k != "scenario"},
+            sort_keys=True,
+            default=str,
+        ) + str(cfg.x64)
+        if shape_key not in compiled or not compiled[shape_key].shared:
+            compiled[shape_key] = Compiled(task, s)
+        out = C.run_dir(cfg)
+        log(f"[{i}/{len(prepared)}] {fig.id} {cfg.run_id} -> {out}")
+        run_scenario(cfg, task, s, compiled[shape_key], out, log)
+        meta = io.read_json(out / META) or {}
+        log(
+            f"[{i}/{len(prepared)}] {fig.id} {cfg.run_id}: {meta.get('status')} "
+            f"({time.perf_counter() - t0:.1f} s now, {meta.get('wall_time_s', 0):.1f} s total)"
+        )
+        frames.append(pd.read_csv(out / CSV))
+    expected = []
+    for cfg, task in prepared:
+        scenario = str(task.metadata.get("scenario", cfg.run_id))
+        expected.append(f"{scenario}-ground-truth")
+        expected += [f"{scenario}-n{n}-k{k}" for n in s["particle_counts"] for k in s["trunc_lens"]]
+    merged = results.validate(pd.concat(frames, ignore_index=True), expected_runs=expected)
+    path = Path(prepared[0][0].results_root) / profile / str(fig.id) / "metrics.csv"
+    io.atomic_write_text(path, merged.to_csv(index=False))
+    print(path)
+    return path

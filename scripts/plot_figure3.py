@@ -1,0 +1,184 @@
+"""Figure 3: toy 2D regression (meta-learning a linear LR schedule).
+
+    python scripts/plot_figure3.py <merged metrics.csv> <out.png> [--grid grid.csv]
+                                   [--start=-4,-4] [--clip]
+
+(a) the meta-objective surface L(theta) from the grid CSV (log colour scale, vmin 5e2,
+    vmax 1e4, Purples_r) with the theta trajectories of every run and the start marked;
+(b) the full-horizon meta-objective L(theta) against inner iterations (log x).
+
+The grid CSV defaults to ``grid.csv`` beside the metrics CSV (experiments.reproduce writes
+it there).  ``--start`` is the runs' common initial theta (the task's ``theta_init``; the
+first logged point is after ``log_every`` outer steps); a start or trajectory point
+outside the grid's range is an error unless ``--clip`` is given (then the in-range part
+is drawn).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _style  # noqa: E402
+from _style import plt  # noqa: E402
+from matplotlib.colors import LogNorm  # noqa: E402
+
+from pes import results  # noqa: E402
+
+ORDER = ("tbptt", "uoro", "rtrl", "es", "pes")
+LABELS = {"tbptt": "TBPTT", "rtrl": "RTRL", "uoro": "UORO", "es": "ES", "pes": "PES"}
+METRIC = "meta_objective"
+
+
+class PlotError(ValueError):
+    """Input the figure cannot be drawn from."""
+
+
+def runs_in_order(df: pd.DataFrame) -> list[tuple[str, str]]:
+    """(run_id, estimator) pairs, in the paper's legend order."""
+    pairs = df[["run_id", "estimator"]].drop_duplicates().itertuples(index=False)
+    rank = {name: i for i, name in enumerate(ORDER)}
+    return sorted(((r, e) for r, e in pairs), key=lambda p: (rank.get(p[1], len(ORDER)), p[0]))
+
+
+def trajectories(df: pd.DataFrame) -> dict[str, np.ndarray]:
+    """run_id -> (num_logs, 2) theta trajectory from the theta/0, theta/1 metrics."""
+    t0, t1 = results.metric_table(df, "theta/0"), results.metric_table(df, "theta/1")
+    return {run: np.stack([t0[run].to_numpy(), t1[run].to_numpy()], axis=-1) for run in t0.columns}
+
+
+def check_in_range(name: str, points: np.ndarray, axes: list[np.ndarray], clip: bool) -> None:
+    lo = np.array([a[0] for a in axes])
+    hi = np.array([a[-1] for a in axes])
+    finite = np.all(np.isfinite(points), axis=-1)
+    outside = finite & np.any((points < lo) | (points > hi), axis=-1)
+    if outside.any() and not clip:
+        first = points[np.argmax(outside)]
+        raise PlotError(
+            f"{name}: theta={tuple(round(float(v), 4) for v in first)} lies outside the grid range "
+            f"theta0 in [{lo[0]}, {hi[0]}], theta1 in [{lo[1]}, {hi[1]}]; widen grid.low/grid.high "
+            "or pass --clip to draw only the in-range part"
+        )
+
+
+def load(metrics_csv: str | Path, grid_csv: str | Path | None):
+    df = _style.read(metrics_csv)
+    if METRIC not in set(df["metric"]):
+        raise PlotError(f"{metrics_csv}: no '{METRIC}' rows; is this a figure-3 (toy_regression) CSV?")
+    grid_csv = Path(grid_csv) if grid_csv else Path(metrics_csv).with_name("grid.csv")
+    if not grid_csv.exists():
+        raise PlotError(
+            f"grid CSV {grid_csv} does not exist; run `python -m experiments.grid figure=figure3`"
+        )
+    axes, values = results.grid_array(pd.read_csv(grid_csv))
+    if len(axes) != 2:
+        raise PlotError(f"{grid_csv}: a {len(axes)}-dimensional grid; figure 3 needs 2 dimensions")
+    return df, axes, values
+
+
+def plot(df: pd.DataFrame, axes: list[np.ndarray], values: np.ndarray, start=(-4.0, -4.0), clip=False):
+    """Draw both panels; returns the matplotlib figure."""
+    start = np.asarray(start, dtype=float)
+    check_in_range("start", start[None], axes, clip=False)
+    paths = trajectories(df)
+    for run, path in paths.items():
+        check_in_range(f"run {run}", path, axes, clip)
+        if np.linalg.norm(path[0] - start) > 1.0:
+            raise PlotError(
+                f"run {run} starts at {tuple(np.round(path[0], 3))}, "
+                f"far from --start={tuple(start)}; "
+                "pass the runs' theta_init as --start"
+            )
+    fig, (ax_a, ax_b) = plt.subplots(1, 2, figsize=(12, 5))
+
+    mesh = ax_a.pcolormesh(
+        axes[0],
+        axes[1],
+        values.T,
+        norm=LogNorm(vmin=5e2, vmax=1e4),
+        cmap="Purples_r",
+        shading="nearest",
+        rasterized=True,
+    )
+    fig.colorbar(mesh, ax=ax_a, label="Meta Objective L(θ)")
+    for run, est in runs_in_order(df):
+        path = np.concatenate([start[None], paths[run]])
+        st = _style.style(est)
+        ax_a.plot(
+            path[:, 0],
+            path[:, 1],
+            color=st["color"],
+            linestyle="-",
+            linewidth=2,
+            label=LABELS.get(est, est),
+        )
+        ax_a.plot(path[-1, 0], path[-1, 1], "o", color=st["color"], markersize=5)
+    ax_a.plot(
+        *start,
+        marker="*",
+        color="gold",
+        markeredgecolor="black",
+        markersize=16,
+        linestyle="none",
+        label="start",
+        zorder=5,
+    )
+    ax_a.set_xlim(axes[0][0], axes[0][-1])
+    ax_a.set_ylim(axes[1][0], axes[1][-1])
+    ax_a.set_xlabel("Initial Log-LR")
+    ax_a.set_ylabel("Final Log-LR")
+    ax_a.set_title("(a) Meta-objective surface and θ trajectories")
+    ax_a.legend(loc="upper left", fontsize=9)
+
+    sub = df[df["metric"] == METRIC]
+    for run, est in runs_in_order(df):
+        curve = sub[sub["run_id"] == run].groupby("inner_steps")["value"].mean()
+        ax_b.plot(curve.index, curve.values, label=LABELS.get(est, est), **_style.style(est))
+    ax_b.set_xscale("log")
+    ax_b.set_yticks([500, 1000, 1500, 2000, 2500])
+    ax_b.set_xlabel("Inner Iterations")
+    ax_b.set_ylabel("Meta Objective")
+    ax_b.set_title("(b) Meta-objective L(θ) during meta-training")
+    ax_b.legend(fontsize=9)
+    ax_b.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def parse_start(text: str) -> tuple[float, float]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 2:
+        raise argparse.ArgumentTypeError(f"--start={text!r} is invalid; allowed: two numbers 'theta0,theta1'")
+    return values
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("metrics_csv")
+    parser.add_argument("out_png")
+    parser.add_argument("--grid", default=None, help="grid CSV (default: grid.csv beside metrics_csv)")
+    parser.add_argument(
+        "--start", type=parse_start, default=(-4.0, -4.0), help="initial theta, 'theta0,theta1'"
+    )
+    parser.add_argument("--clip", action="store_true", help="draw trajectories that leave the grid range")
+    args = parser.parse_args(argv)
+    try:
+        df, axes, values = load(args.metrics_csv, args.grid)
+        fig = plot(df, axes, values, start=args.start, clip=args.clip)
+    except (PlotError, results.SchemaError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    _style.save(fig, args.out_png)
+    print(args.out_png)
+
+
+if __name__ == "__main__":
+    main()

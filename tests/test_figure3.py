@@ -1,0 +1,171 @@
+"""End to end: quick Figure 3 (runs + grid), the plot script and the notebook."""
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+
+from experiments import config as C
+from experiments import grid as EG
+from experiments import reproduce
+from pes import results
+from tests import notebook_runner
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def quick_figure(tmp_path_factory):
+    """The quick profile of figure 3 with a coarser grid (101^2) to keep the test short."""
+    root = tmp_path_factory.mktemp("results")
+    path = reproduce.reproduce("figure3", "quick", [f"results_root={root}", "progress=false", "grid.num=101"])
+    jax.config.update("jax_enable_x64", True)
+    return path
+
+
+def test_quick_profile_ordering_and_grid(quick_figure):
+    df = results.validate(pd.read_csv(quick_figure), expected_runs=["tbptt", "rtrl", "uoro", "es", "pes"])
+    final = results.final_values(df, "meta_objective")
+    # Every method makes K=10 inner steps per outer iteration: the x-axis is outer_step * 10.
+    assert (df["inner_steps"] == df["outer_step"] * 10).all()
+    assert final["pes"] <= 600  # PES reaches the valley
+    assert final["pes"] < final["es"] < min(final["tbptt"], final["rtrl"])
+    assert final["tbptt"] > 2300 and final["rtrl"] > 2300  # truncation bias: stalled near 2423
+    assert final["uoro"] > 1000  # UORO does not reach the valley
+    axes, values = results.grid_array(pd.read_csv(quick_figure.with_name("grid.csv")))
+    assert values.shape == (101, 101)
+    assert values[10, 10] == pytest.approx(2488.0, rel=1e-3)  # theta = (-4, -4)
+    assert np.nanmin(values) == pytest.approx(552.0, rel=0.02)
+
+
+def test_rerun_skips_grid_and_runs(quick_figure, capsys):
+    root = quick_figure.parent.parent.parent
+    mtime = quick_figure.with_name("grid.csv").stat().st_mtime_ns
+    reproduce.reproduce("figure3", "quick", [f"results_root={root}", "progress=false", "grid.num=101"])
+    assert quick_figure.with_name("grid.csv").stat().st_mtime_ns == mtime
+
+
+def test_plot_script_writes_png_and_pdf(quick_figure, tmp_path):
+    out = tmp_path / "figure3.png"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/plot_figure3.py"), str(quick_figure), str(out)],
+        capture_output=True,
+        text=True,
+        env=_env(),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert out.stat().st_size > 10_000 and out.with_suffix(".pdf").exists()
+
+
+def _plot_main():
+    spec = importlib.util.spec_from_file_location("plot_figure3", ROOT / "scripts/plot_figure3.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def test_plot_errors_are_one_line(quick_figure, tmp_path, capsys):
+    main = _plot_main()
+    out = str(tmp_path / "x.png")
+
+    def fails(*args):
+        with pytest.raises(SystemExit) as exc:
+            main([str(quick_figure), out, *args])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and "\n" not in err
+        return err
+
+    assert "start: theta=(-6.0, -4.0) lies outside the grid range theta0 in [-5.0, 5.0]" in fails(
+        "--start=-6,-4"
+    )
+    # a grid that does not cover the trajectories: an error, unless --clip
+    small = tmp_path / "grid.csv"
+    pts = np.stack(np.meshgrid(np.linspace(-5, 0, 3), np.linspace(-5, 0, 3), indexing="ij"), -1).reshape(
+        -1, 2
+    )
+    results.grid_frame("toy_regression", "meta_objective", pts, np.ones(9)).to_csv(small, index=False)
+    err = fails("--grid", str(small))
+    assert "lies outside the grid range" in err and "--clip" in err
+    main([str(quick_figure), out, "--grid", str(small), "--clip"])
+    assert Path(out).exists()
+    assert "does not exist" in fails("--grid", str(tmp_path / "none.csv"))
+    assert "far from --start" in fails("--start=0,0")
+    empty = tmp_path / "empty.csv"
+    results.grid_frame("toy_regression", "meta_objective", np.zeros((0, 2)), np.zeros(0)).to_csv(
+        empty, index=False
+    )
+    assert "zero rows" in fails("--grid", str(empty))
+
+
+def test_notebook_executes(quick_figure):
+    nb = notebook_runner.execute(3, quick_figure)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert notebook_runner.has_image(nb)
+    text = "".join(o.get("text", "") for o in outputs)
+    assert "grid 101x101 over [-5.0, 5.0] x [-5.0, 5.0]" in text
+
+
+def test_bad_grid_settings_fail_before_compute(tmp_path):
+    fig = C.load_figure("figure3")
+    with pytest.raises(C.ConfigError, match=r"num\[0\]=0 gives a grid with zero points"):
+        reproduce.reproduce("figure3", "quick", [f"results_root={tmp_path}", "grid.num=0"])
+    with pytest.raises(C.ConfigError, match=r"grid.size is not a grid key; allowed: grid.metric"):
+        EG.grid_settings(fig, "quick", ["grid.size=3"])
+    assert not list(tmp_path.iterdir())  # nothing was computed
+    cfg_task = EG.task_config(fig, "quick", [])
+    task = C.build(cfg_task).task
+    jax.config.update("jax_enable_x64", True)
+    with pytest.raises(C.ConfigError, match=r"grid.metric='accuracy' is not logged by task toy_regression"):
+        EG.run_grid(
+            task,
+            dict(EG.grid_settings(fig, "quick", []), metric="accuracy", num=3),
+            tmp_path,
+            progress=False,
+        )
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env.setdefault("MPLBACKEND", "Agg")
+    return env
+
+
+@pytest.mark.slow
+def test_paper_profile_claims(tmp_path):
+    """Paper profile (20000 outer steps, float64, 2000^2 grid): about 2 min on 2 CPU cores."""
+    path = reproduce.reproduce("figure3", "paper", [f"results_root={tmp_path}", "progress=false"])
+    jax.config.update("jax_enable_x64", True)
+    df = results.validate(pd.read_csv(path))
+    final = results.final_values(df, "meta_objective")
+    late = results.metric_table(df, "meta_objective").iloc[-200:].mean()  # last 2000 outer steps
+    assert final["pes"] <= 600 and late["pes"] <= 600  # reaches the valley and stays
+    assert 1100 <= late["es"] <= 1900  # truncated ES (sigma 1) stalls, oscillating around ~1500
+    assert min(final["tbptt"], final["rtrl"]) > 2300
+    assert final["uoro"] > 1000
+    axes, values = results.grid_array(pd.read_csv(path.with_name("grid.csv")))
+    assert values.shape == (2000, 2000)
+    assert np.nanmin(values) == pytest.approx(552.0, rel=0.01)
+
+
+def test_grid_is_reused_only_for_the_same_task_and_settings(tmp_path):
+    fig = C.load_figure("figure3")
+    args = [f"results_root={tmp_path}", "progress=false", "grid.num=5"]
+    path = EG.figure_grid(fig, "quick", args)
+    jax.config.update("jax_enable_x64", True)
+    first = path.stat().st_mtime_ns
+    assert EG.figure_grid(fig, "quick", args).stat().st_mtime_ns == first
+    before = results.grid_array(pd.read_csv(path))[1]
+    EG.figure_grid(fig, "quick", [*args, "task.horizon=50"])
+    jax.config.update("jax_enable_x64", True)
+    after = results.grid_array(pd.read_csv(path))[1]
+    assert after.shape == (5, 5) and not np.allclose(before, after)
+    assert (path.parent / EG.META).read_text().count('"horizon": 50') == 1
