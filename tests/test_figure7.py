@@ -116,8 +116,8 @@ def test_diverging_lopt_is_logged_and_does_not_crash_the_run(data_dir, tmp_path)
     meta = json.loads((out_dir / runner.META).read_text())
     assert meta["status"] == "complete"
     df = _style.read(out_dir / runner.CSV)
-    frac = df[df["metric"] == "eval_nonfinite_frac"]["value"]
-    assert len(frac) == 2 and (frac > 0).all()
+    frac = df[df["metric"] == "eval_nonfinite_frac"]
+    assert {3, 6} <= set(frac["outer_step"]) and (frac["value"] > 0).all()
     assert np.isfinite(df[df["metric"] == "meta_loss_eval"]["value"]).all()
 
 
