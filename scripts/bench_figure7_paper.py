@@ -71,7 +71,8 @@ def main() -> None:
         state, m = chunk(state)
         jax.block_until_ready(m)
         steady = time.perf_counter() - t0
-        report[name] = {"first_block_s_incl_compile": first, "ms_per_outer_iteration": 1e3 * steady / args.iters,
+        report[name] = {"first_block_s_incl_compile": first,
+                        "ms_per_outer_iteration": 1e3 * steady / args.iters,
                         "loss": float(m["loss"][0]), "inner_steps_per_iteration": est.cost_per_estimate}
         print(name, report[name], flush=True)
     ev = jax.jit(task.evaluate)

@@ -18,7 +18,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from pes import results
 
 METHODS = {"pes": "PES", "es": "Truncated ES"}
 DATASET_LABELS = {

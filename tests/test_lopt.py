@@ -70,7 +70,8 @@ def test_negative_control_wrong_channel_differs():
     rng = np.random.default_rng(0)
     p, g = rng.normal(size=(5,)), rng.normal(size=(5,))
     state = lopt.init({"w": jnp.asarray(p)})
-    updates, _ = lopt.update(selector_theta(lopt, 0, 0.0), {"w": jnp.asarray(g)}, state, {"w": jnp.asarray(p)})
+    theta = selector_theta(lopt, 0, 0.0)
+    updates, _ = lopt.update(theta, {"w": jnp.asarray(g)}, state, {"w": jnp.asarray(p)})
     wrong, _ = hand_update(g, p, np.zeros((6, 5)), 0, 1, 0.0)
     assert not np.allclose(np.asarray(updates["w"]), wrong, rtol=1e-3)
 
