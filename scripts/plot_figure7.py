@@ -18,7 +18,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-
 METHODS = {"pes": "PES", "es": "Truncated ES"}
 DATASET_LABELS = {
     "cifar10": "CIFAR-10",
