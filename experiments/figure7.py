@@ -54,8 +54,16 @@ def _info(fig_id: str, run_id: str, estimator: str, seed: int, like: pd.Series |
         info = {c: like[c] for c in results.RUN_COLUMNS}
         info["run_id"] = run_id
         return info
-    return dict(run_id=run_id, figure=fig_id, task="lopt_image_mlp", estimator=estimator, trunc_len=0,
-                sigma=float("nan"), num_particles=-1, seed=seed)
+    return dict(
+        run_id=run_id,
+        figure=fig_id,
+        task="lopt_image_mlp",
+        estimator=estimator,
+        trunc_len=0,
+        sigma=float("nan"),
+        num_particles=-1,
+        seed=seed,
+    )
 
 
 def _curve_rows(info: dict, losses: np.ndarray, every: int) -> list[dict]:
@@ -63,8 +71,12 @@ def _curve_rows(info: dict, losses: np.ndarray, every: int) -> list[dict]:
     mean = np.mean(np.asarray(losses, np.float64), axis=0)
     num = len(mean) // every
     windows = mean[: num * every].reshape(num, every).mean(axis=1)
-    return [dict(info, outer_step=(i + 1) * every, inner_steps=(i + 1) * every, metric="inner_loss",
-                 value=float(v)) for i, v in enumerate(windows)]
+    return [
+        dict(
+            info, outer_step=(i + 1) * every, inner_steps=(i + 1) * every, metric="inner_loss", value=float(v)
+        )
+        for i, v in enumerate(windows)
+    ]
 
 
 def final_theta(cfg: DictConfig, built) -> object | None:
@@ -106,9 +118,14 @@ def run(fig: DictConfig, profile: str, extra: list[str], metrics_path: Path) -> 
     for rid, cfg in cfgs.items():
         ck = C.run_dir(cfg) / runner.CKPT
         fingerprints[rid] = hashlib.sha256(ck.read_bytes()).hexdigest()[:12] if ck.exists() else None
-    stamp = dict(settings, runs=fingerprints, dataset=task.metadata["dataset"],
-                 horizon=task.metadata["horizon"], num_features=task.metadata["num_features"],
-                 num_eval_runs=int(len(task.metadata["eval_keys"])))
+    stamp = dict(
+        settings,
+        runs=fingerprints,
+        dataset=task.metadata["dataset"],
+        horizon=task.metadata["horizon"],
+        num_features=task.metadata["num_features"],
+        num_eval_runs=int(len(task.metadata["eval_keys"])),
+    )
     df = pd.read_csv(metrics_path)
     df = df[~df["run_id"].str.startswith(("adam-", "curve-"))]
     meta = io.read_json(out_dir / POST_META)
@@ -119,12 +136,19 @@ def run(fig: DictConfig, profile: str, extra: list[str], metrics_path: Path) -> 
         post = results.frame(_compute(fig, task, cfgs, builts, df, lrs, every))
         wall = time.perf_counter() - start
         io.atomic_write_text(out_dir / POST_CSV, post.to_csv(index=False))
-        io.write_json(out_dir / POST_META, {"settings": stamp, "wall_time_s": wall,
-                                            "data_origin": task.metadata["data_origin"],
-                                            "machine": io.machine()})
+        io.write_json(
+            out_dir / POST_META,
+            {
+                "settings": stamp,
+                "wall_time_s": wall,
+                "data_origin": task.metadata["data_origin"],
+                "machine": io.machine(),
+            },
+        )
         print(f"{fig.id}: tuned Adam and inner curves done ({wall:.1f} s)", file=sys.stderr)
-    merged = results.validate(pd.concat([df, post], ignore_index=True),
-                              allow_nonfinite=list(fig.get("allow_nonfinite", []) or []))
+    merged = results.validate(
+        pd.concat([df, post], ignore_index=True), allow_nonfinite=list(fig.get("allow_nonfinite", []) or [])
+    )
     io.atomic_write_text(metrics_path, merged.to_csv(index=False))
 
 
@@ -137,14 +161,26 @@ def _compute(fig, task, cfgs, builts, df, lrs, every) -> list[dict]:
     for lr, losses, value in zip(lrs, grid, meta_losses):
         info = _info(fig_id, f"adam-lr{lr:g}", "adam", 0)
         records.append(dict(info, outer_step=0, inner_steps=0, metric="meta_loss_eval", value=float(value)))
-        records.append(dict(info, outer_step=0, inner_steps=0, metric="final_loss_eval",
-                            value=float(losses[:, -window:].mean())))
+        records.append(
+            dict(
+                info,
+                outer_step=0,
+                inner_steps=0,
+                metric="final_loss_eval",
+                value=float(losses[:, -window:].mean()),
+            )
+        )
     best = int(np.nanargmin(meta_losses))
     info = _info(fig_id, "adam-tuned", "adam", 0)
     records += [
         dict(info, outer_step=0, inner_steps=0, metric="meta_loss_eval", value=float(meta_losses[best])),
-        dict(info, outer_step=0, inner_steps=0, metric="final_loss_eval",
-             value=float(grid[best][:, -window:].mean())),
+        dict(
+            info,
+            outer_step=0,
+            inner_steps=0,
+            metric="final_loss_eval",
+            value=float(grid[best][:, -window:].mean()),
+        ),
         dict(info, outer_step=0, inner_steps=0, metric="learning_rate", value=lrs[best]),
         # constant marker: which dataset produced every row (the plot names the stand-in)
         dict(info, outer_step=0, inner_steps=0, metric=f"dataset/{task.metadata['dataset']}", value=1.0),
@@ -159,8 +195,11 @@ def _compute(fig, task, cfgs, builts, df, lrs, every) -> list[dict]:
         seed = int(cfg.seed)
         if seed not in seen_seeds:  # the initial LOpt of this seed
             seen_seeds.add(seed)
-            records += _curve_rows(_info(fig_id, f"curve-init-s{seed}", "init", seed),
-                                   np.asarray(curve(built.task.theta_init, keys)), every)
+            records += _curve_rows(
+                _info(fig_id, f"curve-init-s{seed}", "init", seed),
+                np.asarray(curve(built.task.theta_init, keys)),
+                every,
+            )
         theta = final_theta(cfg, built)
         if theta is None:
             continue

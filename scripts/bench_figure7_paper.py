@@ -32,11 +32,13 @@ from pes import estimators, outer, tasks  # noqa: E402
 
 def synthetic_cifar(directory: Path) -> None:
     rng = np.random.default_rng(0)
-    np.savez(directory / "cifar10.npz",
-             x_train=rng.integers(0, 256, (50000, 32, 32, 3), dtype=np.uint8),
-             y_train=rng.integers(0, 10, 50000).astype(np.uint8),
-             x_test=rng.integers(0, 256, (10000, 32, 32, 3), dtype=np.uint8),
-             y_test=rng.integers(0, 10, 10000).astype(np.uint8))
+    np.savez(
+        directory / "cifar10.npz",
+        x_train=rng.integers(0, 256, (50000, 32, 32, 3), dtype=np.uint8),
+        y_train=rng.integers(0, 10, 50000).astype(np.uint8),
+        x_test=rng.integers(0, 256, (10000, 32, 32, 3), dtype=np.uint8),
+        y_test=rng.integers(0, 10, 10000).astype(np.uint8),
+    )
 
 
 def main() -> None:
@@ -52,12 +54,24 @@ def main() -> None:
         data_dir = tempfile.mkdtemp()
         synthetic_cifar(Path(data_dir))
     t0 = time.perf_counter()
-    task = tasks.make("lopt_image_mlp", dataset="cifar10", data_source="npz" if args.synthetic else "auto",
-                      data_dir=data_dir, num_eval_runs=8)
-    report = {"device": str(jax.devices()[0]), "jax": jax.__version__, "platform": platform.platform(),
-              "synthetic_data": bool(args.synthetic), "num_features": task.metadata["num_features"],
-              "particles": args.particles, "trunc_len": 10, "horizon": 1000,
-              "task_build_s": time.perf_counter() - t0}
+    task = tasks.make(
+        "lopt_image_mlp",
+        dataset="cifar10",
+        data_source="npz" if args.synthetic else "auto",
+        data_dir=data_dir,
+        num_eval_runs=8,
+    )
+    report = {
+        "device": str(jax.devices()[0]),
+        "jax": jax.__version__,
+        "platform": platform.platform(),
+        "synthetic_data": bool(args.synthetic),
+        "num_features": task.metadata["num_features"],
+        "particles": args.particles,
+        "trunc_len": 10,
+        "horizon": 1000,
+        "task_build_s": time.perf_counter() - t0,
+    }
     for name, lr in (("pes", 2e-3), ("es", 3e-3)):
         est = estimators.make(name, task.system, trunc_len=10, sigma=0.01, num_particles=args.particles)
         opt = optax.adam(lr)
@@ -71,9 +85,12 @@ def main() -> None:
         state, m = chunk(state)
         jax.block_until_ready(m)
         steady = time.perf_counter() - t0
-        report[name] = {"first_block_s_incl_compile": first,
-                        "ms_per_outer_iteration": 1e3 * steady / args.iters,
-                        "loss": float(m["loss"][0]), "inner_steps_per_iteration": est.cost_per_estimate}
+        report[name] = {
+            "first_block_s_incl_compile": first,
+            "ms_per_outer_iteration": 1e3 * steady / args.iters,
+            "loss": float(m["loss"][0]),
+            "inner_steps_per_iteration": est.cost_per_estimate,
+        }
         print(name, report[name], flush=True)
     ev = jax.jit(task.evaluate)
     jax.block_until_ready(ev(task.theta_init, jax.random.key(0)))

@@ -51,9 +51,19 @@ def final_summary(df: pd.DataFrame, metric: str = "meta_loss_eval") -> pd.DataFr
         if table.empty:
             continue
         last = table.iloc[-1]
-        out.append(dict(method=label, estimator=est, outer_step=int(table.index[-1]), mean=last.mean(),
-                        min=last.min(), max=last.max(), spread=last.max() - last.min(), seeds=len(last),
-                        values=", ".join(f"{v:.3f}" for v in last)))
+        out.append(
+            dict(
+                method=label,
+                estimator=est,
+                outer_step=int(table.index[-1]),
+                mean=last.mean(),
+                min=last.min(),
+                max=last.max(),
+                spread=last.max() - last.min(),
+                seeds=len(last),
+                values=", ".join(f"{v:.3f}" for v in last),
+            )
+        )
     return pd.DataFrame(out)
 
 
@@ -73,8 +83,9 @@ def plot_meta_loss(df: pd.DataFrame, ax) -> None:
     if len(adam):
         lr = df[(df["run_id"] == "adam-tuned") & (df["metric"] == "learning_rate")]["value"]
         tag = f" (lr {lr.iloc[0]:g})" if len(lr) else ""
-        ax.axhline(adam["value"].iloc[0], color="#7f7f7f", linestyle="--", linewidth=1.2,
-                   label=f"Adam, tuned{tag}")
+        ax.axhline(
+            adam["value"].iloc[0], color="#7f7f7f", linestyle="--", linewidth=1.2, label=f"Adam, tuned{tag}"
+        )
     ax.set_xlabel("Meta-training iterations")
     ax.set_ylabel("Meta-loss (mean clipped train loss over T)")
     ax.legend(fontsize=8)
@@ -112,8 +123,9 @@ def plot(df: pd.DataFrame, axes=None):
     plot_meta_loss(df, axes[0])
     plot_inner_curves(df, axes[1])
     data = dataset_label(df)
-    axes[0].set_title("Meta-training an MLP learned optimizer" + (f"\n{data}, 8x8 MLP" if data else ""),
-                      fontsize=10)
+    axes[0].set_title(
+        "Meta-training an MLP learned optimizer" + (f"\n{data}, 8x8 MLP" if data else ""), fontsize=10
+    )
     axes[1].set_title("Inner training with the final LOpts vs tuned Adam", fontsize=10)
     return fig
 

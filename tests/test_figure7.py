@@ -104,14 +104,30 @@ def test_diverging_lopt_is_logged_and_does_not_crash_the_run(data_dir, tmp_path)
     h = TINY["horizon"]
     assert CEIL * (h - 1) / h - 1e-5 <= float(out["final_loss_eval"]) <= CEIL + 1e-5
     assert np.isfinite(float(out["meta_loss_eval"]))
-    cfg = C.compose([
-        "task=lopt_image_mlp", "task.dataset=fashion_mnist", "task.data_source=idx",
-        f"task.data_dir={data_dir}", "task.horizon=12", "task.batch_size=16", "task.num_eval_runs=2",
-        "task.hidden=[8]", "task.step_mult=1e30", "estimator=pes", "estimator.trunc_len=4",
-        "estimator.sigma=0.01", "estimator.num_particles=4", "estimator.stagger=true",
-        "outer_optimizer=adam", "outer_optimizer.learning_rate=1e-3", "train.num_outer_steps=6",
-        "train.log_every=3", f"results_root={tmp_path}", "progress=false",
-    ])
+    cfg = C.compose(
+        [
+            "task=lopt_image_mlp",
+            "task.dataset=fashion_mnist",
+            "task.data_source=idx",
+            f"task.data_dir={data_dir}",
+            "task.horizon=12",
+            "task.batch_size=16",
+            "task.num_eval_runs=2",
+            "task.hidden=[8]",
+            "task.step_mult=1e30",
+            "estimator=pes",
+            "estimator.trunc_len=4",
+            "estimator.sigma=0.01",
+            "estimator.num_particles=4",
+            "estimator.stagger=true",
+            "outer_optimizer=adam",
+            "outer_optimizer.learning_rate=1e-3",
+            "train.num_outer_steps=6",
+            "train.log_every=3",
+            f"results_root={tmp_path}",
+            "progress=false",
+        ]
+    )
     out_dir = runner.run(cfg)
     meta = json.loads((out_dir / runner.META).read_text())
     assert meta["status"] == "complete"
@@ -137,10 +153,19 @@ def test_bad_values_fail_with_one_line(data_dir):
 def figure7_csv(data_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("results")
     extra = [
-        f"results_root={root}", "progress=false", "task.data_source=idx", f"task.data_dir={data_dir}",
-        "task.horizon=20", "task.batch_size=16", "task.num_eval_runs=2", "task.hidden=[8]",
-        "estimator.trunc_len=5", "estimator.num_particles=4", "train.num_outer_steps=8",
-        "train.log_every=4", "train.chunk_size=8",
+        f"results_root={root}",
+        "progress=false",
+        "task.data_source=idx",
+        f"task.data_dir={data_dir}",
+        "task.horizon=20",
+        "task.batch_size=16",
+        "task.num_eval_runs=2",
+        "task.hidden=[8]",
+        "estimator.trunc_len=5",
+        "estimator.num_particles=4",
+        "train.num_outer_steps=8",
+        "train.log_every=4",
+        "train.chunk_size=8",
     ]
     return reproduce.reproduce("figure7", "quick", extra)
 
@@ -175,7 +200,9 @@ def test_figure7_plot_and_notebook(figure7_csv, tmp_path):
     out = tmp_path / "figure7.png"
     subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "plot_figure7.py"), str(figure7_csv), str(out)],
-        check=True, cwd=ROOT, timeout=120,
+        check=True,
+        cwd=ROOT,
+        timeout=120,
     )
     assert out.stat().st_size > 10_000 and out.with_suffix(".pdf").exists()
     nb = notebook_runner.execute(7, figure7_csv)

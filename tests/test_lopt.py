@@ -55,8 +55,9 @@ def test_update_matches_a_hand_computed_case(channel):
     step = 37
     state = L.LOptState(jax.tree.map(jnp.asarray, momenta), jnp.asarray(step, jnp.int32))
     theta = selector_theta(lopt, channel, magnitude_bias=250.0)
-    updates, new_state = lopt.update(theta, jax.tree.map(jnp.asarray, grads), state,
-                                     jax.tree.map(jnp.asarray, params))
+    updates, new_state = lopt.update(
+        theta, jax.tree.map(jnp.asarray, grads), state, jax.tree.map(jnp.asarray, params)
+    )
     assert int(new_state.step) == step + 1
     for name in params:
         want_u, want_m = hand_update(grads[name], params[name], momenta[name], step, channel, 250.0)

@@ -90,7 +90,7 @@ def resize_images(x: np.ndarray, size: int, greyscale: bool, chunk: int = 5000) 
             batch = jax.image.resize(batch, (batch.shape[0], size, size, out_c), method="linear")
         return batch.reshape(batch.shape[0], -1)
 
-    parts = [np.asarray(prep(x[lo:lo + chunk])) for lo in range(0, n, chunk)]
+    parts = [np.asarray(prep(x[lo : lo + chunk])) for lo in range(0, n, chunk)]
     return np.concatenate(parts).astype(np.float32)
 
 
@@ -154,24 +154,41 @@ def make(
     """
     _check("dataset", dataset, dataset in DATASETS, ", ".join(DATASETS))
     _check("data_source", data_source, data_source in images.SOURCES, ", ".join(images.SOURCES))
-    for key, value in (("image_size", image_size), ("batch_size", batch_size), ("horizon", horizon),
-                       ("num_eval_runs", num_eval_runs)):
-        _check(key, value, isinstance(value, int) and not isinstance(value, bool) and value >= 1,
-               "an integer >= 1")
+    for key, value in (
+        ("image_size", image_size),
+        ("batch_size", batch_size),
+        ("horizon", horizon),
+        ("num_eval_runs", num_eval_runs),
+    ):
+        _check(
+            key,
+            value,
+            isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+            "an integer >= 1",
+        )
     for key, value in (("init_seed", init_seed), ("eval_seed", eval_seed)):
-        _check(key, value, isinstance(value, int) and not isinstance(value, bool) and value >= 0,
-               "an integer >= 0")
+        _check(
+            key,
+            value,
+            isinstance(value, int) and not isinstance(value, bool) and value >= 0,
+            "an integer >= 0",
+        )
     hidden = tuple(hidden)
-    _check("hidden", list(hidden), all(isinstance(h, int) and h >= 1 for h in hidden),
-           "a list of positive integers")
+    _check(
+        "hidden",
+        list(hidden),
+        all(isinstance(h, int) and h >= 1 for h in hidden),
+        "a list of positive integers",
+    )
     _check("greyscale", greyscale, isinstance(greyscale, bool), "true, false")
     try:
         lopt = lopt_lib.mlp_lopt(tuple(lopt_hidden), exp_mult, step_mult)
     except ValueError as err:
         raise ValueError(f"task 'lopt_image_mlp': {err}") from err
 
-    name, origin, train_x, train_y, test_x, test_y = _load(dataset, data_source, data_dir, image_size,
-                                                           greyscale)
+    name, origin, train_x, train_y, test_x, test_y = _load(
+        dataset, data_source, data_dir, image_size, greyscale
+    )
     train_x, train_y = jnp.asarray(train_x), jnp.asarray(train_y)
     test_x, test_y = jnp.asarray(test_x), jnp.asarray(test_y)
     num_features = int(train_x.shape[1])
