@@ -86,9 +86,25 @@ def plot_meta_loss(df: pd.DataFrame, ax) -> None:
         ax.axhline(
             adam["value"].iloc[0], color="#7f7f7f", linestyle="--", linewidth=1.2, label=f"Adam, tuned{tag}"
         )
+    # the random LOpt at step 0 sits far above the rest: keep the axis on the trained range
+    ml = training_runs(df)
+    ml = ml[ml["metric"] == "meta_loss_eval"]
+    later, start = ml[ml["outer_step"] > 0]["value"], ml[ml["outer_step"] == 0]["value"]
+    if len(later) and len(start) and start.max() > 1.2 * later.max():
+        lows = [later.min()] + ([adam["value"].iloc[0]] if len(adam) else [])
+        ax.set_ylim(0.95 * min(lows), 1.1 * later.max())
+        ax.text(
+            0.98,
+            0.70,
+            f"step 0 (random LOpt): {start.min():.2f}-{start.max():.2f}, off scale",
+            transform=ax.transAxes,
+            fontsize=7,
+            ha="right",
+            va="top",
+        )
     ax.set_xlabel("Meta-training iterations")
     ax.set_ylabel("Meta-loss (mean clipped train loss over T)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper right")
 
 
 def plot_inner_curves(df: pd.DataFrame, ax) -> None:
