@@ -178,7 +178,11 @@ def _antithetic_differences(losses, lay, weights):
 
 
 class ESState(NamedTuple):
-    """Truncated ES: one inner state advanced with the unperturbed theta."""
+    """Truncated ES: the inner state(s) advanced with the unperturbed theta.
+
+    With ``stagger=False`` one shared state (``t`` a scalar); with ``stagger=True`` one
+    state per antithetic group (leaves with a leading G axis, ``t`` of shape (G,)).
+    """
 
     inner: PyTree
     t: jax.Array
@@ -194,6 +198,7 @@ def es(
     divide_by_variance: bool = False,
     particle_chunk_size: int | None = None,
     devices: int | str | None = None,
+    stagger: bool = False,
 ) -> C.GradientEstimator:
     """Truncated evolution strategies (paper Sec. 3; `es_grad` in the official code).
 
@@ -202,6 +207,14 @@ def es(
     is then advanced ``trunc_len`` steps with theta (same keys).  With ``trunc_len`` equal
     to the horizon this is full-unroll ES, which is unbiased; shorter truncations are
     biased because they ignore theta's effect on the state through earlier truncations.
+
+    ``stagger=True`` (needs a finite horizon): every antithetic group keeps its own
+    unperturbed state, started at a random step offset_g ~ U{0..T-1} of its episode by a
+    burn-in unroll with theta (keys ``split(key, 3)`` of ``init``: state, offset, burn-in;
+    burn-in step j uses ``step_keys(burn_key, T - 1)[j, 0]``).  Each truncation perturbs
+    group g from its own state and then advances it with theta: truncated ES with
+    per-particle states (lopt_spec §3.3 ``tes``), so that particles do not reset in
+    lockstep.  With one group it is the shared-state estimator.
 
     Args:
       system: the inner problem.
@@ -215,35 +228,73 @@ def es(
         chunks inside the compiled estimate; identical results); None = all at once.
       devices: shard the particles over devices (see `pes.sharding`): None or 1, "auto"
         or a device count; the shared mean trajectory is replicated.
+      stagger: one state per group, started at random offsets within the episode.
     """
     C.check_trunc_len("es", system, trunc_len)
     C.check_sigma("es", sigma)
     C.check_particles("es", num_particles, antithetic)
     C.check_bool("es", "divide_by_variance", divide_by_variance)
+    if not isinstance(stagger, bool):
+        raise ValueError(f"estimator 'es': stagger={stagger!r} is invalid; allowed: true, false")
+    if stagger and system.horizon is None:
+        raise ValueError(
+            "estimator 'es': stagger=True is invalid for a system with horizon=None; "
+            "allowed: stagger=False (there is no episode to stagger)"
+        )
+    if stagger and system.unroll_loss == "last":
+        raise ValueError(
+            "estimator 'es': stagger=True is invalid for a system with unroll_loss='last'; "
+            "allowed: stagger=False (a 'last' objective needs truncations aligned with episodes)"
+        )
     lay = C.layout(num_particles, antithetic)
     num_chunks, shard = _particle_plan("es", lay, particle_chunk_size, devices)
     scale = 1.0 / (num_particles * sigma**2)
     # When every truncation covers whole episodes the mean trajectory ends in a reset, so
     # advancing it is wasted work: re-initialise it directly with the same reset key.
-    skip_mean = system.horizon is not None and trunc_len % system.horizon == 0
+    skip_mean = system.horizon is not None and trunc_len % system.horizon == 0 and not stagger
 
     def init(key, theta):
-        del theta
-        return ESState(system.init(key), jnp.zeros((), jnp.int32))
+        if not stagger:
+            return ESState(system.init(key), jnp.zeros((), jnp.int32))
+        state_key, offset_key, burn_key = jax.random.split(key, 3)
+        inner = C.broadcast_state(system.init(state_key), (lay.num_groups,))
+        offsets = jax.random.randint(offset_key, (lay.num_groups,), 0, system.horizon, jnp.int32)
+        if system.horizon > 1:
+            keys = systems.step_keys(burn_key, system.horizon - 1)
+            step = jax.vmap(system.step, in_axes=(None, 0, None))
+
+            def body(inner, xs):
+                j, key_pair = xs
+                new_inner, _ = step(theta, inner, key_pair[0])
+                active = j < offsets
+
+                def pick(new, old):
+                    return jnp.where(active.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)
+
+                return jax.tree.map(pick, new_inner, inner), None
+
+            inner, _ = jax.lax.scan(body, inner, (jnp.arange(system.horizon - 1), keys))
+        return ESState(inner, offsets)
 
     def estimate(key, theta, state):
         noise_key, data_key = C.split_key(key)
         eps = shard.groups(C.sample_noise(noise_key, theta, lay.num_groups, sigma))
+        starts = state.inner
+        if stagger:  # each group's members start from the group's own state
+            starts = jax.tree.map(
+                lambda x: jnp.broadcast_to(x[:, None], (x.shape[0], lay.group_size) + x.shape[1:]),
+                state.inner,
+            )
         _, _, losses, _ = _unroll_groups(
             system,
             theta,
             eps,
             lay,
-            state.inner,
+            starts,
             state.t,
             data_key,
             trunc_len,
-            shared_inner=True,
+            shared_inner=not stagger,
             num_chunks=num_chunks,
             shard=shard,
         )
@@ -252,7 +303,10 @@ def es(
         grad = C.combine(jnp.sum(diffs, axis=1), eps, scale, theta)
         if divide_by_variance:
             grad = _scale_tree(grad, std_scale(losses, weights, sigma))
-        if skip_mean:
+        if stagger:
+            advance = jax.vmap(lambda s, t: systems.unroll(system, theta, s, t, data_key, trunc_len)[:2])
+            new_state = ESState(*advance(state.inner, state.t))
+        elif skip_mean:
             reset_key = systems.step_keys(data_key, trunc_len)[-1, 1]
             new_state = ESState(system.init(reset_key), jnp.zeros((), jnp.int32))
         else:
@@ -261,8 +315,11 @@ def es(
         aux = {"loss": jnp.mean(losses @ weights)}
         return grad, new_state, aux
 
-    cost = num_particles * trunc_len + (0 if skip_mean else trunc_len)
+    mean_cost = lay.num_groups * trunc_len if stagger else (0 if skip_mean else trunc_len)
+    cost = num_particles * trunc_len + mean_cost
     hparams = dict(trunc_len=trunc_len, sigma=sigma, num_particles=num_particles, antithetic=antithetic)
+    if stagger:
+        hparams["stagger"] = True
     if divide_by_variance:
         hparams["divide_by_variance"] = True
     if particle_chunk_size is not None:

@@ -41,6 +41,7 @@ def _registry() -> dict[str, Callable[..., Task]]:
         influence_balancing,
         linear_control,
         linear_quadratic,
+        lopt_image_mlp,
         mnist_lr_schedule,
         ptb_lstm,
         swimmer,
@@ -50,6 +51,7 @@ def _registry() -> dict[str, Callable[..., Task]]:
     return {
         "influence_balancing": influence_balancing.make,
         "linear_quadratic": linear_quadratic.make,
+        "lopt_image_mlp": lopt_image_mlp.make,
         "mnist_lr_schedule": mnist_lr_schedule.make,
         "ptb_lstm": ptb_lstm.make,
         "toy_regression": toy_regression.make,

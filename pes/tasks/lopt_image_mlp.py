@@ -1,0 +1,305 @@
+"""Meta-training a learned optimizer on an image-MLP task (paper Fig. 7; lopt_spec §3).
+
+Inner problem: a ReLU MLP (flattened images resized to ``image_size`` x ``image_size``,
+pixels / 255; default 64 -> 32 -> 10) trained on minibatches of ``batch_size`` drawn
+i.i.d. from the training split by the per-parameter MLP learned optimizer of `pes.lopt`,
+whose meta-parameters are theta.  One inner step: sample a batch, compute the softmax
+cross-entropy and its gradient at the current parameters, apply the LOpt update.
+
+Per-step meta-loss (learned_optimization semantics): the clipped pre-update training
+loss of that batch, l_t = clip(CE, 0, 1.5 ln 10), NaN/Inf mapped to the ceiling
+1.5 ln 10, so a diverging inner run gives finite (maximal) losses instead of NaNs.  The
+system's step returns l_t / T: the core's "sum" unroll loss of a whole episode is then
+exactly the meta-objective L(theta) = (1/T) sum_t l_t, and each truncation's loss is its
+share of it (ES/PES estimates are of grad L itself).
+
+Minibatch keys: the batch of inner step t is drawn with fold_in(step key, t), so
+staggered particles (which share the estimator's step keys) still see different batches,
+while the two members of an antithetic pair (same t) share theirs.
+
+``evaluate(theta, key)`` (logged at every log point) trains ``num_eval_runs`` fresh
+models for T steps with the unperturbed theta from fixed seeds (``eval_seed``; the same for
+every method and log point; ``key`` is ignored) and returns
+
+* ``meta_loss_eval``: mean over runs and steps of l_t (the plotted meta-loss);
+* ``final_loss_eval``: mean of l_t over the last 50 steps;
+* ``test_acc_eval`` / ``test_loss_eval``: test-set accuracy / clipped CE at t = T;
+* ``eval_nonfinite_frac``: fraction of the evaluation steps whose raw training loss was
+  NaN/Inf, and ``eval_diverged_runs``: runs whose final parameters are not finite
+  (a diverging learned optimizer is logged, never a crash).
+
+``metadata["inner_curve"](theta, key)`` and ``metadata["baseline_curve"](optimizer, key)``
+return the per-step l_t of one fresh inner run (LOpt with theta, or an optax optimizer),
+for the comparison with tuned Adam.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from pes import lopt as lopt_lib
+from pes import systems
+from pes.data import images
+from pes.tasks import Task
+
+DATASETS = ("fashion_mnist", "mnist", "cifar10", "cifar10_or_fashion")
+NUM_CLASSES = 10
+LOSS_CEILING = 1.5 * math.log(NUM_CLASSES)
+FINAL_WINDOW = 50
+
+
+class ImageMLP(nn.Module):
+    hidden: Sequence[int]
+
+    @nn.compact
+    def __call__(self, x):
+        for width in self.hidden:
+            x = nn.relu(nn.Dense(width)(x))
+        return nn.Dense(NUM_CLASSES)(x)
+
+
+def clip_loss(loss: jax.Array, ceiling: float = LOSS_CEILING) -> jax.Array:
+    """clip(loss, 0, ceiling) with NaN/Inf mapped to the ceiling."""
+    return jnp.where(jnp.isfinite(loss), jnp.clip(loss, 0.0, ceiling), ceiling)
+
+
+def _check(name, value, ok, allowed):
+    if not ok:
+        raise ValueError(f"task 'lopt_image_mlp': {name}={value!r} is invalid; allowed: {allowed}")
+
+
+def resize_images(x: np.ndarray, size: int, greyscale: bool, chunk: int = 5000) -> np.ndarray:
+    """uint8 NHWC -> float32 (N, size*size*C') in [0, 1] (bilinear, antialiased)."""
+    n, h, w, c = x.shape
+    out_c = 1 if greyscale else c
+
+    @jax.jit
+    def prep(batch):
+        batch = batch.astype(jnp.float32) / 255.0
+        if greyscale and c > 1:
+            batch = jnp.mean(batch, axis=-1, keepdims=True)
+        if (h, w) != (size, size):
+            batch = jax.image.resize(batch, (batch.shape[0], size, size, out_c), method="linear")
+        return batch.reshape(batch.shape[0], -1)
+
+    parts = [np.asarray(prep(x[lo : lo + chunk])) for lo in range(0, n, chunk)]
+    return np.concatenate(parts).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=4)
+def _load(dataset: str, source: str, data_dir: str | None, image_size: int, greyscale: bool):
+    """(name, origin, train x, train y, test x, test y); x float32 (N, features)."""
+    names = ("cifar10", "fashion_mnist") if dataset == "cifar10_or_fashion" else (dataset,)
+    errors = []
+    for name in names:
+        try:
+            raw = images.load_raw(name, source=source, data_dir=data_dir)
+        except images.DataUnavailableError as err:
+            errors.append(str(err))
+            continue
+        num_val = min(images.NUM_VAL, len(raw.train_images) // 5)
+        data = images.split(raw, name, normalize_images=False, num_val=num_val)
+        return (
+            name,
+            data.origin,
+            resize_images(data.train_images, image_size, greyscale),
+            data.train_labels,
+            resize_images(data.test_images, image_size, greyscale),
+            data.test_labels,
+        )
+    raise images.DataUnavailableError(" | ".join(errors))
+
+
+def make(
+    dataset: str = "fashion_mnist",
+    data_source: str = "auto",
+    data_dir: str | None = None,
+    image_size: int = 8,
+    greyscale: bool = False,
+    hidden: Sequence[int] = (32,),
+    batch_size: int = 128,
+    horizon: int = 1000,
+    lopt_hidden: Sequence[int] = (32, 32),
+    exp_mult: float = 1e-3,
+    step_mult: float = 1e-3,
+    init_seed: int = 0,
+    num_eval_runs: int = 4,
+    eval_seed: int = 1234,
+) -> Task:
+    """Build the task.
+
+    Args:
+      dataset: fashion_mnist | mnist | cifar10 | cifar10_or_fashion (CIFAR-10 if any
+        source has it, else the Fashion-MNIST stand-in).
+      data_source: pes.data source: auto | tfds | idx | npz.
+      data_dir: directory of local IDX/npz files (null: the default data folder).
+      image_size: images are resized to image_size x image_size (8 in the spec).
+      greyscale: average the colour channels (CIFAR-10 "BW" variants).
+      hidden: hidden widths of the inner MLP ([32]).
+      batch_size: inner minibatch size (128).
+      horizon: T, inner steps of one training run.
+      lopt_hidden, exp_mult, step_mult: the learned optimizer (`pes.lopt.mlp_lopt`).
+      init_seed: seed of the learned optimizer's initial meta-parameters theta_0 (the
+        figure varies it with the run seed: ``${seed}``).
+      num_eval_runs: fresh inner trainings per evaluation.
+      eval_seed: seed of the evaluation trainings (fixed across methods).
+    """
+    _check("dataset", dataset, dataset in DATASETS, ", ".join(DATASETS))
+    _check("data_source", data_source, data_source in images.SOURCES, ", ".join(images.SOURCES))
+    for key, value in (
+        ("image_size", image_size),
+        ("batch_size", batch_size),
+        ("horizon", horizon),
+        ("num_eval_runs", num_eval_runs),
+    ):
+        _check(
+            key,
+            value,
+            isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+            "an integer >= 1",
+        )
+    for key, value in (("init_seed", init_seed), ("eval_seed", eval_seed)):
+        _check(
+            key,
+            value,
+            isinstance(value, int) and not isinstance(value, bool) and value >= 0,
+            "an integer >= 0",
+        )
+    hidden = tuple(hidden)
+    _check(
+        "hidden",
+        list(hidden),
+        all(isinstance(h, int) and h >= 1 for h in hidden),
+        "a list of positive integers",
+    )
+    _check("greyscale", greyscale, isinstance(greyscale, bool), "true, false")
+    try:
+        lopt = lopt_lib.mlp_lopt(tuple(lopt_hidden), exp_mult, step_mult)
+    except ValueError as err:
+        raise ValueError(f"task 'lopt_image_mlp': {err}") from err
+
+    name, origin, train_x, train_y, test_x, test_y = _load(
+        dataset, data_source, data_dir, image_size, greyscale
+    )
+    train_x, train_y = jnp.asarray(train_x), jnp.asarray(train_y)
+    test_x, test_y = jnp.asarray(test_x), jnp.asarray(test_y)
+    num_features = int(train_x.shape[1])
+    model = ImageMLP(hidden)
+
+    def init_params(key):
+        return model.init(key, jnp.zeros((1, num_features), jnp.float32))
+
+    def ce(params, x, y):
+        return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(model.apply(params, x), y))
+
+    def batch(key, t):
+        idx = jax.random.randint(jax.random.fold_in(key, t), (batch_size,), 0, train_x.shape[0])
+        return train_x[idx], train_y[idx]
+
+    # --- the inner system: (params, lopt state); the LOpt state carries the step t
+
+    def init(key):
+        params = init_params(key)
+        return params, lopt.init(params)
+
+    def raw_step(theta, state, key):
+        """One LOpt step; returns (new state, clipped loss, raw loss)."""
+        params, opt_state = state
+        x, y = batch(key, opt_state.step)
+        raw, grads = jax.value_and_grad(ce)(params, x, y)
+        updates, opt_state = lopt.update(theta, grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), clip_loss(raw), raw
+
+    def step(theta, state, key):
+        new_state, loss, _ = raw_step(theta, state, key)
+        return new_state, loss / horizon
+
+    system = systems.UnrolledSystem(init=init, step=step, horizon=horizon, unroll_loss="sum")
+
+    def test_metrics(params):
+        logits = model.apply(params, test_x)
+        raw = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, test_y))
+        acc = jnp.mean((jnp.argmax(logits, -1) == test_y).astype(jnp.float32))
+        return clip_loss(raw), acc
+
+    def inner_run(theta, key):
+        """One fresh training of T steps (key discipline of `systems.full_objective`)."""
+        init_key, data_key = jax.random.split(key)
+
+        def body(state, key_pair):
+            state, loss, raw = raw_step(theta, state, key_pair[0])
+            return state, (loss, ~jnp.isfinite(raw))
+
+        state, (losses, bad) = jax.lax.scan(body, init(init_key), systems.step_keys(data_key, horizon))
+        return state[0], losses, bad
+
+    def inner_curve(theta, key):
+        return inner_run(theta, key)[1]
+
+    def baseline_curve(optimizer: optax.GradientTransformation, key):
+        """Per-step clipped losses of one fresh training with an optax optimizer."""
+        init_key, data_key = jax.random.split(key)
+        params = init_params(init_key)
+
+        def body(carry, key_pair):
+            params, opt_state, t = carry
+            x, y = batch(key_pair[0], t)
+            raw, grads = jax.value_and_grad(ce)(params, x, y)
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state, t + 1), clip_loss(raw)
+
+        carry = (params, optimizer.init(params), jnp.zeros((), jnp.int32))
+        _, losses = jax.lax.scan(body, carry, systems.step_keys(data_key, horizon))
+        return losses
+
+    eval_keys = jax.random.split(jax.random.key(eval_seed), num_eval_runs)
+    window = min(FINAL_WINDOW, horizon)
+
+    def evaluate(theta, key):
+        del key  # fixed evaluation seeds: the same inner runs for every method and log point
+        params, losses, bad = jax.vmap(inner_run, in_axes=(None, 0))(theta, eval_keys)
+        test_loss, test_acc = jax.vmap(test_metrics)(params)
+        finite = _all_finite(params)
+        return {
+            "meta_loss_eval": jnp.mean(losses),
+            "final_loss_eval": jnp.mean(losses[:, -window:]),
+            "test_loss_eval": jnp.mean(test_loss),
+            "test_acc_eval": jnp.mean(test_acc),
+            "eval_nonfinite_frac": jnp.mean(bad.astype(jnp.float32)),
+            "eval_diverged_runs": jnp.sum((~finite).astype(jnp.float32)),
+        }
+
+    theta0 = lopt.init_theta(jax.random.key(init_seed))
+    metadata = {
+        "dataset": name,
+        "data_origin": origin,
+        "stand_in": name != "cifar10",
+        "num_train": int(train_x.shape[0]),
+        "num_features": num_features,
+        "image_size": image_size,
+        "hidden": list(hidden),
+        "horizon": horizon,
+        "batch_size": batch_size,
+        "loss_ceiling": LOSS_CEILING,
+        "num_meta_params": lopt_lib.num_meta_params(theta0),
+        "eval_keys": eval_keys,
+        "inner_curve": inner_curve,
+        "baseline_curve": baseline_curve,
+        "lopt": lopt,
+    }
+    return Task("lopt_image_mlp", system, theta0, evaluate, metadata)
+
+
+def _all_finite(params_batch) -> jax.Array:
+    """Per run (leading axis): whether every parameter is finite."""
+    leaves = jax.tree.leaves(params_batch)
+    per_leaf = [jnp.all(jnp.isfinite(x.reshape(x.shape[0], -1)), axis=1) for x in leaves]
+    return jnp.all(jnp.stack(per_leaf), axis=0)

@@ -1,0 +1,209 @@
+"""Figure 7 (learned optimizer): the inner task's clipping and NaN handling, a diverging
+learned optimizer, and the quick figure end to end on test-sized data (plot + notebook)."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments import config as C
+from experiments import reproduce, runner
+from pes import systems, tasks
+from pes.data import images
+from pes.tasks import lopt_image_mlp as LT
+from scripts import _style
+from tests import notebook_runner
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+import plot_figure7  # noqa: E402
+
+CEIL = 1.5 * math.log(10)
+TINY = dict(horizon=12, batch_size=16, num_eval_runs=2, hidden=[8])
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """Fashion-MNIST-format IDX files whose labels depend on the image (so it is learnable)."""
+    root = tmp_path_factory.mktemp("data")
+    d = root / "fashion_mnist"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+
+    def make(n):
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        x = rng.integers(0, 60, (n, 28, 28)).astype(np.int32)
+        for c in range(10):  # class c brightens a horizontal band
+            x[labels == c, 2 * c + 4 : 2 * c + 8, :] += 150
+        return np.clip(x, 0, 255).astype(np.uint8), labels
+
+    tx, ty = make(500)
+    vx, vy = make(100)
+    images.write_idx(d / "train-images-idx3-ubyte.gz", tx)
+    images.write_idx(d / "train-labels-idx1-ubyte.gz", ty)
+    images.write_idx(d / "t10k-images-idx3-ubyte.gz", vx)
+    images.write_idx(d / "t10k-labels-idx1-ubyte.gz", vy)
+    return root
+
+
+def make_task(data_dir, **kw):
+    params = dict(TINY, dataset="fashion_mnist", data_source="idx", data_dir=str(data_dir))
+    params.update(kw)
+    return tasks.make("lopt_image_mlp", **params)
+
+
+def test_clip_loss_maps_nan_and_inf_to_the_ceiling():
+    raw = jnp.array([-1.0, 0.5, 2.0, 10.0, jnp.nan, jnp.inf, -jnp.inf])
+    want = np.array([0.0, 0.5, 2.0, CEIL, CEIL, CEIL, CEIL])
+    np.testing.assert_allclose(np.asarray(LT.clip_loss(raw)), want, rtol=1e-6)
+
+
+def test_step_loss_is_the_clipped_ce_over_t_and_nan_params_give_the_ceiling(data_dir):
+    task = make_task(data_dir)
+    system, theta = task.system, task.theta_init
+    state = system.init(jax.random.key(0))
+    _, loss = system.step(theta, state, jax.random.key(1))
+    assert 0.0 < float(loss) * TINY["horizon"] < CEIL  # a real CE of a fresh model, scaled by 1/T
+    bad = (jax.tree.map(lambda p: jnp.full_like(p, jnp.nan), state[0]), state[1])
+    new_state, loss = system.step(theta, bad, jax.random.key(1))
+    np.testing.assert_allclose(float(loss), CEIL / TINY["horizon"], rtol=1e-6)
+    huge = (jax.tree.map(lambda p: p * 1e6, state[0]), state[1])
+    _, loss = system.step(theta, huge, jax.random.key(1))
+    np.testing.assert_allclose(float(loss), CEIL / TINY["horizon"], rtol=1e-6)  # CE > ceiling: clipped
+
+
+def test_evaluate_is_the_full_objective_on_the_fixed_seeds(data_dir):
+    """meta_loss_eval = mean over eval runs of the system's full objective (sum of l_t / T)."""
+    task = make_task(data_dir)
+    out = jax.jit(task.evaluate)(task.theta_init, jax.random.key(99))
+    want = []
+    for key in task.metadata["eval_keys"]:
+        init_key, data_key = jax.random.split(key)
+        want.append(float(systems.full_objective(task.system, task.theta_init, init_key, data_key)))
+    np.testing.assert_allclose(float(out["meta_loss_eval"]), np.mean(want), rtol=1e-5)
+    assert float(out["eval_nonfinite_frac"]) == 0.0 and float(out["eval_diverged_runs"]) == 0.0
+    # independent of the key: the same fixed runs at every log point, for every method
+    again = jax.jit(task.evaluate)(task.theta_init, jax.random.key(3))
+    assert float(again["meta_loss_eval"]) == float(out["meta_loss_eval"])
+
+
+def test_diverging_lopt_is_logged_and_does_not_crash_the_run(data_dir, tmp_path):
+    """A learned optimizer with a huge step (step_mult 1e30) blows the inner model up; the
+    meta-loss sits at the ceiling, NaN/Inf steps are counted, the outer run completes."""
+    task = make_task(data_dir, step_mult=1e30)
+    out = jax.jit(task.evaluate)(task.theta_init, jax.random.key(0))
+    assert float(out["eval_nonfinite_frac"]) > 0.0
+    assert float(out["eval_diverged_runs"]) == TINY["num_eval_runs"]
+    # every step after the first (whose pre-update loss is a fresh model's) is at the ceiling
+    h = TINY["horizon"]
+    assert CEIL * (h - 1) / h - 1e-5 <= float(out["final_loss_eval"]) <= CEIL + 1e-5
+    assert np.isfinite(float(out["meta_loss_eval"]))
+    cfg = C.compose(
+        [
+            "task=lopt_image_mlp",
+            "task.dataset=fashion_mnist",
+            "task.data_source=idx",
+            f"task.data_dir={data_dir}",
+            "task.horizon=12",
+            "task.batch_size=16",
+            "task.num_eval_runs=2",
+            "task.hidden=[8]",
+            "task.step_mult=1e30",
+            "estimator=pes",
+            "estimator.trunc_len=4",
+            "estimator.sigma=0.01",
+            "estimator.num_particles=4",
+            "estimator.stagger=true",
+            "outer_optimizer=adam",
+            "outer_optimizer.learning_rate=1e-3",
+            "train.num_outer_steps=6",
+            "train.log_every=3",
+            f"results_root={tmp_path}",
+            "progress=false",
+        ]
+    )
+    out_dir = runner.run(cfg)
+    meta = json.loads((out_dir / runner.META).read_text())
+    assert meta["status"] == "complete"
+    df = _style.read(out_dir / runner.CSV)
+    frac = df[df["metric"] == "eval_nonfinite_frac"]
+    assert {3, 6} <= set(frac["outer_step"]) and (frac["value"] > 0).all()
+    assert np.isfinite(df[df["metric"] == "meta_loss_eval"]["value"]).all()
+
+
+def test_bad_values_fail_with_one_line(data_dir):
+    with pytest.raises(ValueError, match="image_size=0 is invalid"):
+        make_task(data_dir, image_size=0)
+    with pytest.raises(ValueError, match="dataset='svhn' is invalid"):
+        make_task(data_dir, dataset="svhn")
+
+
+# ----------------------------------------------------------------------------- end to end
+# Six tiny runs (one compile each) + tuned Adam + plot + notebook: minutes on a shared
+# 2-core machine, so marked slow (run with `pytest -m slow tests/test_figure7.py`).
+
+
+@pytest.fixture(scope="module")
+def figure7_csv(data_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("results")
+    extra = [
+        f"results_root={root}",
+        "progress=false",
+        "task.data_source=idx",
+        f"task.data_dir={data_dir}",
+        "task.horizon=20",
+        "task.batch_size=16",
+        "task.num_eval_runs=2",
+        "task.hidden=[8]",
+        "estimator.trunc_len=5",
+        "estimator.num_particles=4",
+        "train.num_outer_steps=8",
+        "train.log_every=4",
+        "train.chunk_size=8",
+    ]
+    return reproduce.reproduce("figure7", "quick", extra)
+
+
+@pytest.mark.slow
+def test_figure7_end_to_end_rows(figure7_csv):
+    runs = ["pes-s0", "pes-s1", "pes-s2", "tes-s0", "tes-s1", "tes-s2"]
+    df = _style.read(figure7_csv, expected_runs=runs)
+    train = plot_figure7.training_runs(df)
+    assert set(train["run_id"]) == set(runs)
+    assert train["outer_step"].max() == 8
+    assert set(train[train["run_id"].str.startswith("tes")]["estimator"]) == {"es"}
+    ml = train[train["metric"] == "meta_loss_eval"]["value"]
+    assert ((ml > 0) & (ml <= CEIL + 1e-6)).all()
+    # the LOpt initialisation follows the seed: different seeds start from different meta-losses
+    first = train[(train["metric"] == "meta_loss_eval") & (train["outer_step"] == 4)]
+    assert first.groupby("seed")["value"].mean().nunique() == 3
+    # tuned Adam: the best of the grid, and inner curves for every run, init LOpt and Adam
+    grid = df[df["run_id"].str.startswith("adam-lr") & (df["metric"] == "meta_loss_eval")]["value"]
+    tuned = df[(df["run_id"] == "adam-tuned") & (df["metric"] == "meta_loss_eval")]["value"].iloc[0]
+    assert tuned == grid.min()
+    curves = df[df["metric"] == "inner_loss"]
+    assert {f"curve-{r}" for r in runs} | {"curve-adam-tuned", "curve-init-s0"} <= set(curves["run_id"])
+    assert (curves.groupby("run_id")["inner_steps"].max() == 20).all()
+    assert "dataset/fashion_mnist" in set(df["metric"])
+    summary = plot_figure7.final_summary(df)
+    assert list(summary["estimator"]) == ["pes", "es"] and (summary["seeds"] == 3).all()
+
+
+@pytest.mark.slow
+def test_figure7_plot_and_notebook(figure7_csv, tmp_path):
+    out = tmp_path / "figure7.png"
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "plot_figure7.py"), str(figure7_csv), str(out)],
+        check=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert out.stat().st_size > 10_000 and out.with_suffix(".pdf").exists()
+    nb = notebook_runner.execute(7, figure7_csv)
+    assert notebook_runner.has_image(nb)
