@@ -33,7 +33,7 @@ test-slow: $(STAMP) ## Run only the slow tests (paper-profile checks)
 	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff check
-	$(PY) -m ruff check pes experiments scripts tests
+	$(PY) -m ruff check pes experiments scripts tests benchmarks
 
 bench: $(STAMP) ## Benchmarks vs evosax: results/bench/bench.csv + a printed table (BENCH_ARGS=--full ...)
 	$(PY) scripts/bench.py $(BENCH_ARGS)

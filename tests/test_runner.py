@@ -39,7 +39,8 @@ def test_run_writes_schema_rows_and_metadata(tmp_path):
     assert out == tmp_path / "quick" / "adhoc" / "runs" / "lq-pes"
     df = read(out)
     assert sorted(df["outer_step"].unique()) == [0, 5, 10, 15, 20, 25, 30, 35, 40]
-    assert set(df[df["outer_step"] == 0]["metric"]) == {"full_loss", "theta/0", "theta/1", "theta/2", "theta/3"}
+    first = set(df[df["outer_step"] == 0]["metric"])
+    assert first == {"full_loss", "theta/0", "theta/1", "theta/2", "theta/3"}
     assert (df["inner_steps"] == df["outer_step"] * 4).all()
     assert {"loss", "grad_norm", "full_loss", "theta/0", "theta/3"} <= set(df["metric"])
     meta = json.loads((out / runner.META).read_text())
