@@ -91,6 +91,21 @@ def check_particles(name: str, num_particles, antithetic) -> None:
         )
 
 
+def check_stagger(name: str, system: systems.UnrolledSystem, stagger) -> None:
+    if not isinstance(stagger, bool):
+        raise ValueError(f"estimator '{name}': stagger={stagger!r} is invalid; allowed: true, false")
+    if stagger and system.horizon is None:
+        raise ValueError(
+            f"estimator '{name}': stagger=True is invalid for a system with horizon=None; "
+            "allowed: stagger=False (there is no episode to stagger)"
+        )
+    if stagger and system.unroll_loss == "last":
+        raise ValueError(
+            f"estimator '{name}': stagger=True is invalid for a system with unroll_loss='last'; "
+            "allowed: stagger=False (a 'last' objective needs truncations aligned with episodes)"
+        )
+
+
 # ----------------------------------------------------------------------------- particles
 
 

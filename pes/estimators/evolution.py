@@ -234,18 +234,7 @@ def es(
     C.check_sigma("es", sigma)
     C.check_particles("es", num_particles, antithetic)
     C.check_bool("es", "divide_by_variance", divide_by_variance)
-    if not isinstance(stagger, bool):
-        raise ValueError(f"estimator 'es': stagger={stagger!r} is invalid; allowed: true, false")
-    if stagger and system.horizon is None:
-        raise ValueError(
-            "estimator 'es': stagger=True is invalid for a system with horizon=None; "
-            "allowed: stagger=False (there is no episode to stagger)"
-        )
-    if stagger and system.unroll_loss == "last":
-        raise ValueError(
-            "estimator 'es': stagger=True is invalid for a system with unroll_loss='last'; "
-            "allowed: stagger=False (a 'last' objective needs truncations aligned with episodes)"
-        )
+    C.check_stagger("es", system, stagger)
     lay = C.layout(num_particles, antithetic)
     num_chunks, shard = _particle_plan("es", lay, particle_chunk_size, devices)
     scale = 1.0 / (num_particles * sigma**2)
@@ -391,18 +380,7 @@ def pes(
     C.check_sigma("pes", sigma)
     C.check_particles("pes", num_particles, antithetic)
     C.check_bool("pes", "divide_by_variance", divide_by_variance)
-    if not isinstance(stagger, bool):
-        raise ValueError(f"estimator 'pes': stagger={stagger!r} is invalid; allowed: true, false")
-    if stagger and system.horizon is None:
-        raise ValueError(
-            "estimator 'pes': stagger=True is invalid for a system with horizon=None; "
-            "allowed: stagger=False (there is no episode to stagger)"
-        )
-    if stagger and system.unroll_loss == "last":
-        raise ValueError(
-            "estimator 'pes': stagger=True is invalid for a system with unroll_loss='last'; "
-            "allowed: stagger=False (a 'last' objective needs truncations aligned with episodes)"
-        )
+    C.check_stagger("pes", system, stagger)
     lay = C.layout(num_particles, antithetic)
     num_chunks, shard = _particle_plan("pes", lay, particle_chunk_size, devices)
     scale = 1.0 / (num_particles * sigma**2)
