@@ -311,3 +311,13 @@ def figure_run_overrides(
         f"run_id={run.id}",
         *extra,
     ]
+
+
+def figure_section(fig: DictConfig, name: str, profile: str) -> dict:
+    """A figure config's ``name:`` block, with its ``quick:``/``paper:`` sub-block merged in."""
+    node = fig.get(name)
+    if node is None:
+        raise ConfigError(f"figure {fig.id} has no {name} section")
+    out = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k not in ("quick", "paper")}
+    out.update(OmegaConf.to_container(node.get(profile) or OmegaConf.create({}), resolve=True))
+    return out

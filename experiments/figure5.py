@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from experiments import config as C
 from experiments import io
@@ -40,15 +40,6 @@ GRID_CSV, GRID_META = "grid.csv", "grid.json"
 EVAL_CSV, EVAL_META = "evaluation.csv", "evaluation.json"
 GRID_METRICS = ("train_sum_loss", "final_val_acc")
 EVAL_KEY_SEED = 12345  # every theta is evaluated with the same keys (common random numbers)
-
-
-def section(fig: DictConfig, name: str, profile: str) -> dict:
-    node = fig.get(name)
-    if node is None:
-        raise C.ConfigError(f"figure {fig.id} has no {name} section")
-    out = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k not in ("quick", "paper")}
-    out.update(OmegaConf.to_container(node.get(profile) or OmegaConf.create({}), resolve=True))
-    return out
 
 
 def task_config(fig: DictConfig, profile: str, extra: list[str]) -> DictConfig:
@@ -250,7 +241,8 @@ def run(fig: DictConfig, profile: str, extra: list[str], metrics_path: Path) -> 
         file=sys.stderr,
     )
     t0 = time.perf_counter()
-    background_grid(task, section(fig, "background", profile), out_dir, int(cfg.seed), bool(cfg.progress))
+    settings = C.figure_section(fig, "background", profile)
+    background_grid(task, settings, out_dir, int(cfg.seed), bool(cfg.progress))
     print(
         f"{fig.id}: grid done ({time.perf_counter() - t0:.1f} s) -> {out_dir / GRID_CSV}",
         file=sys.stderr,
@@ -258,7 +250,7 @@ def run(fig: DictConfig, profile: str, extra: list[str], metrics_path: Path) -> 
     df = pd.read_csv(metrics_path)
     df = df[~df["metric"].str.startswith("final/")]
     t0 = time.perf_counter()
-    evals = evaluate_runs(task, df, section(fig, "evaluation", profile), out_dir, str(fig.id))
+    evals = evaluate_runs(task, df, C.figure_section(fig, "evaluation", profile), out_dir, str(fig.id))
     print(
         f"{fig.id}: final-theta evaluations done ({time.perf_counter() - t0:.1f} s)",
         file=sys.stderr,

@@ -31,22 +31,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from experiments import config as C
 from experiments import io, runner
 from pes import outer, results
 
 POST_CSV, POST_META = "figure7_post.csv", "figure7_post.json"
-
-
-def section(fig: DictConfig, name: str, profile: str) -> dict:
-    node = fig.get(name)
-    if node is None:
-        raise C.ConfigError(f"figure {fig.id} has no {name} section")
-    out = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k not in ("quick", "paper")}
-    out.update(OmegaConf.to_container(node.get(profile) or OmegaConf.create({}), resolve=True))
-    return out
 
 
 def _info(fig_id: str, run_id: str, estimator: str, seed: int, like: pd.Series | None = None) -> dict:
@@ -107,7 +98,7 @@ def run(fig: DictConfig, profile: str, extra: list[str], metrics_path: Path) -> 
     """Tuned Adam and inner curves for figure 7; rewrites ``metrics_path`` with their rows."""
     metrics_path = Path(metrics_path)
     out_dir = metrics_path.parent
-    settings = section(fig, "adam", profile)
+    settings = C.figure_section(fig, "adam", profile)
     lrs = [float(x) for x in settings["learning_rates"]]
     every = int(settings.get("curve_every", 10))
     runs = [r for r in fig.runs if not r.get("only") or profile in r.only]

@@ -165,4 +165,4 @@ def test_missing_post_section_is_a_config_error():
     bad = yaml.safe_load((ROOT / "configs/figure/figure5.yaml").read_text())
     del bad["background"]
     with pytest.raises(C.ConfigError, match="figure figure5 has no background section"):
-        F5.section(OmegaConf.create(bad), "background", "quick")
+        C.figure_section(OmegaConf.create(bad), "background", "quick")
