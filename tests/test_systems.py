@@ -83,3 +83,25 @@ def test_bad_task_parameters():
         tasks.make("influence_balancing", sigmaa=1)
     with pytest.raises(ValueError, match="n=0 is invalid"):
         tasks.make("influence_balancing", n=0)
+
+
+@pytest.mark.parametrize(
+    "task, kwargs, match",
+    [
+        (
+            "mnist_lr_schedule",
+            dict(batch_size=0),
+            "task 'mnist_lr_schedule': batch_size=0 is invalid; allowed: an integer >= 1",
+        ),
+        (
+            "mnist_lr_schedule",
+            dict(hidden=[32, 0]),
+            "hidden=\\[32, 0\\] is invalid; allowed: a list of positive integers",
+        ),
+        ("lopt_image_mlp", dict(horizon=True), "task 'lopt_image_mlp': horizon=True is invalid"),
+        ("lopt_image_mlp", dict(eval_seed=-1), "eval_seed=-1 is invalid; allowed: an integer >= 0"),
+    ],
+)
+def test_data_task_parameters_fail_before_loading_data(task, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        tasks.make(task, **kwargs)

@@ -36,6 +36,27 @@ class Task(NamedTuple):
     metadata: dict
 
 
+def check_param(task: str, name: str, value, ok: bool, allowed: str) -> None:
+    """Raise the one-line ``ValueError`` every task uses for a bad parameter."""
+    if not ok:
+        raise ValueError(f"task '{task}': {name}={value!r} is invalid; allowed: {allowed}")
+
+
+def check_ints(task: str, minimum: int, **values) -> None:
+    """Each value must be an integer >= ``minimum`` (bools rejected)."""
+    for name, value in values.items():
+        ok = isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+        check_param(task, name, value, ok, f"an integer >= {minimum}")
+
+
+def check_widths(task: str, name: str, widths) -> tuple[int, ...]:
+    """A list of positive layer widths, returned as a tuple."""
+    widths = tuple(widths)
+    ok = all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in widths)
+    check_param(task, name, list(widths), ok, "a list of positive integers")
+    return widths
+
+
 def _registry() -> dict[str, Callable[..., Task]]:
     from pes.tasks import (
         influence_balancing,

@@ -48,7 +48,7 @@ import optax
 from pes import lopt as lopt_lib
 from pes import systems
 from pes.data import images
-from pes.tasks import Task
+from pes.tasks import Task, check_ints, check_param, check_widths
 
 DATASETS = ("fashion_mnist", "mnist", "cifar10", "cifar10_or_fashion")
 NUM_CLASSES = 10
@@ -72,8 +72,7 @@ def clip_loss(loss: jax.Array, ceiling: float = LOSS_CEILING) -> jax.Array:
 
 
 def _check(name, value, ok, allowed):
-    if not ok:
-        raise ValueError(f"task 'lopt_image_mlp': {name}={value!r} is invalid; allowed: {allowed}")
+    check_param("lopt_image_mlp", name, value, ok, allowed)
 
 
 def resize_images(x: np.ndarray, size: int, greyscale: bool, chunk: int = 5000) -> np.ndarray:
@@ -154,32 +153,16 @@ def make(
     """
     _check("dataset", dataset, dataset in DATASETS, ", ".join(DATASETS))
     _check("data_source", data_source, data_source in images.SOURCES, ", ".join(images.SOURCES))
-    for key, value in (
-        ("image_size", image_size),
-        ("batch_size", batch_size),
-        ("horizon", horizon),
-        ("num_eval_runs", num_eval_runs),
-    ):
-        _check(
-            key,
-            value,
-            isinstance(value, int) and not isinstance(value, bool) and value >= 1,
-            "an integer >= 1",
-        )
-    for key, value in (("init_seed", init_seed), ("eval_seed", eval_seed)):
-        _check(
-            key,
-            value,
-            isinstance(value, int) and not isinstance(value, bool) and value >= 0,
-            "an integer >= 0",
-        )
-    hidden = tuple(hidden)
-    _check(
-        "hidden",
-        list(hidden),
-        all(isinstance(h, int) and h >= 1 for h in hidden),
-        "a list of positive integers",
+    check_ints(
+        "lopt_image_mlp",
+        1,
+        image_size=image_size,
+        batch_size=batch_size,
+        horizon=horizon,
+        num_eval_runs=num_eval_runs,
     )
+    check_ints("lopt_image_mlp", 0, init_seed=init_seed, eval_seed=eval_seed)
+    hidden = check_widths("lopt_image_mlp", "hidden", hidden)
     _check("greyscale", greyscale, isinstance(greyscale, bool), "true, false")
     try:
         lopt = lopt_lib.mlp_lopt(tuple(lopt_hidden), exp_mult, step_mult)

@@ -39,7 +39,7 @@ import optax
 
 from pes import hyperopt, systems
 from pes.data import images
-from pes.tasks import Task
+from pes.tasks import Task, check_ints, check_param, check_widths
 
 OBJECTIVES = ("train_sum_loss", "val_sum_acc")
 DATASETS = ("mnist", "fashion_mnist", "mnist_or_fashion")
@@ -70,8 +70,7 @@ def _refuse_jvp(primals, tangents):
 
 
 def _check(name, value, ok, allowed):
-    if not ok:
-        raise ValueError(f"task 'mnist_lr_schedule': {name}={value!r} is invalid; allowed: {allowed}")
+    check_param("mnist_lr_schedule", name, value, ok, allowed)
 
 
 @functools.lru_cache(maxsize=4)
@@ -150,25 +149,15 @@ def make(
     _check("dataset", dataset, dataset in DATASETS, ", ".join(DATASETS))
     _check("data_source", data_source, data_source in images.SOURCES, ", ".join(images.SOURCES))
     _check("objective", objective, objective in OBJECTIVES, ", ".join(OBJECTIVES))
-    for key, value in (
-        ("horizon", horizon),
-        ("batch_size", batch_size),
-        ("objective_batch_size", objective_batch_size),
-        ("num_val", num_val),
-    ):
-        _check(
-            key,
-            value,
-            isinstance(value, int) and not isinstance(value, bool) and value >= 1,
-            "an integer >= 1",
-        )
-    hidden = tuple(hidden)
-    _check(
-        "hidden",
-        list(hidden),
-        all(isinstance(h, int) and h >= 1 for h in hidden),
-        "a list of positive integers",
+    check_ints(
+        "mnist_lr_schedule",
+        1,
+        horizon=horizon,
+        batch_size=batch_size,
+        objective_batch_size=objective_batch_size,
+        num_val=num_val,
     )
+    hidden = check_widths("mnist_lr_schedule", "hidden", hidden)
     _check("downsample", downsample, downsample in (1, 2, 4, 7), "1, 2, 4 or 7 (divisors of 28)")
     _check("momentum", momentum, 0.0 <= momentum < 1.0, "a number in [0, 1)")
     _check("weight_decay", weight_decay, weight_decay >= 0.0, "a number >= 0")
