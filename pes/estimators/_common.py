@@ -154,14 +154,17 @@ def perturb(theta: PyTree, eps: PyTree, lay: ParticleLayout) -> PyTree:
 
 
 def combine(coeffs: jax.Array, tree: PyTree, scale: float, like: PyTree) -> PyTree:
-    """sum_g coeffs[g] * tree[g] * scale, cast to the dtypes of ``like``."""
-    return jax.tree.map(
-        lambda v, ref: (jnp.tensordot(coeffs.astype(v.dtype), v, axes=1) * scale).astype(
-            jnp.result_type(ref)
-        ),
-        tree,
-        like,
-    )
+    """sum_g coeffs[g] * tree[g] * scale, cast to the dtypes of ``like``.
+
+    Written as a multiply and a sum over g (one fused reduction), which XLA:CPU runs
+    several times faster than a (G,) x (G, ...) dot for the small G x P shapes of ES.
+    """
+
+    def leaf(v, ref):
+        c = coeffs.astype(v.dtype).reshape((-1,) + (1,) * (v.ndim - 1))
+        return (jnp.sum(c * v, axis=0) * scale).astype(jnp.result_type(ref))
+
+    return jax.tree.map(leaf, tree, like)
 
 
 def broadcast_state(state: PyTree, shape: tuple[int, ...]) -> PyTree:

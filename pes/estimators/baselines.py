@@ -41,11 +41,9 @@ def _shared_start(system, trunc_len, lay, sigma):
         noise_key, data_key = C.split_key(key)
         eps = C.sample_noise(noise_key, theta, lay.num_groups, sigma)
         thetas = C.perturb(theta, eps, lay)
-        _, _, losses, _ = _unroll_particles(
-            system, thetas, state.inner, state.t, data_key, trunc_len, shared_inner=True
-        )
-        weights = systems.step_weights(system, trunc_len, losses.dtype)
-        objectives = jnp.einsum("gmk,k->gm", losses, weights.astype(losses.dtype))
+        objectives = _unroll_particles(
+            system, thetas, state.inner, state.t, data_key, trunc_len, shared_inner=True, keep_state=False
+        ).total
         if skip_mean:
             reset_key = systems.step_keys(data_key, trunc_len)[-1, 1]
             new_state = ESState(system.init(reset_key), jnp.zeros((), jnp.int32))

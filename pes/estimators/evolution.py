@@ -28,20 +28,49 @@ from pes.sharding import ParticleSharding, resolve_devices
 PyTree = Any
 
 
-def _unroll_particles(system, thetas, inner, t, data_key, trunc_len, *, shared_inner, skip_idle_resets=True):
+class Unrolled(NamedTuple):
+    """What one truncation of every particle leaves behind (G groups of M members).
+
+    Attributes:
+      inner: the particles' inner states after the truncation, leaves (G, M, ...), or
+        None when the caller does not keep them.
+      t: the groups' step counters after the truncation, shape (G,).
+      total: (G, M) the unroll objective, sum_j w_j loss_j over the K steps.
+      before: (G, M) the part of ``total`` from the steps up to and including the first
+        episode end of the truncation (all of ``total`` if no episode ends in it).
+      any_end: (G,) an episode ended at some step of the truncation.
+      last_end: (G,) an episode ended at the truncation's last step.
+    """
+
+    inner: Any
+    t: jax.Array
+    total: jax.Array
+    before: jax.Array
+    any_end: jax.Array
+    last_end: jax.Array
+
+
+def _unroll_particles(
+    system, thetas, inner, t, data_key, trunc_len, *, shared_inner, skip_idle_resets=True, keep_state=True
+):
     """Unroll every particle K steps.  ``thetas`` has leading axes (G, M).
 
     ``t`` is one counter per group (shape (G,)) or a shared scalar.  With
-    ``shared_inner`` all particles start from the one state ``inner``.
-    Returns (inner (G, M, ...), t (G,), losses (G, M, K), ends (G, K)).
+    ``shared_inner`` all particles start from the one state ``inner``.  Returns an
+    `Unrolled`.
 
     Per particle this is exactly `systems.unroll` (same keys, same resets), written as a
-    scan over steps of one step vmapped over a flat (G * M) particle axis, which XLA:CPU
-    runs faster than a vmap of per-particle scans.  With ``skip_idle_resets`` and a large
-    state (>= 1 MiB over all particles) the reset selection, a full pass over the states,
-    runs only at steps where some episode ends (a ``lax.cond``; a small state is cheaper
-    to select than to branch on).  It is off when particles are sharded, where the
-    condition would need a cross-device op.
+    scan over steps of one step vmapped over a flat (G * M) particle axis.  The scan
+    carries running sums of the weighted losses instead of stacking K losses per particle,
+    so memory does not grow with K.  Episode ends follow from the step counters alone
+    (step j of a truncation that starts at t ends an episode when t + j + 1 is a multiple
+    of the horizon).  With ``skip_idle_resets`` (one device) a truncation in which no
+    episode ends before its last step (the usual case: K divides T and particles run in
+    lockstep) is a scan of bare steps followed by one reset selection, chosen by one
+    ``lax.cond`` per truncation; otherwise the scan selects fresh states at every step
+    (for a large state, >= 1 MiB over all particles, only at steps where an episode
+    ends).  Sharded runs always take the selecting scan: the condition would need a
+    cross-device op.
     """
     groups, members = jax.tree.leaves(thetas)[0].shape[:2]
     num = groups * members
@@ -57,43 +86,91 @@ def _unroll_particles(system, thetas, inner, t, data_key, trunc_len, *, shared_i
         inner = jax.tree.map(lambda x: jnp.broadcast_to(x, (num,) + jnp.shape(x)), inner)
     else:
         inner = jax.tree.map(flat, inner)
-    t = t if jnp.ndim(t) == 0 else jnp.repeat(t, members)
+    t = jnp.asarray(t)
     step = jax.vmap(system.step, in_axes=(0, 0, None))
-    state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(inner))
-    skip_idle_resets = skip_idle_resets and state_bytes >= 2**20
-
-    def body(carry, key_pair):
-        state, t = carry
-        new_state, loss = step(thetas, state, key_pair[0])
-        t = t + 1
-        if system.horizon is None:
-            end = jnp.zeros(jnp.shape(t), bool)
-        else:
-            end = t >= system.horizon
-
-            def reset(s):
-                fresh = system.init(key_pair[1])
-
-                def pick(f, x):
-                    cond = jnp.reshape(end, (-1,) + (1,) * (x.ndim - 1))
-                    return jnp.where(cond, jnp.expand_dims(f, 0), x)
-
-                return jax.tree.map(pick, fresh, s)
-
-            if skip_idle_resets:
-                new_state = jax.lax.cond(jnp.any(end), reset, lambda s: s, new_state)
-            else:
-                new_state = reset(new_state)
-            t = jnp.where(end, jnp.zeros_like(t), t)
-        return (new_state, t), (loss, jnp.broadcast_to(end, (num,)))
-
     keys = systems.step_keys(data_key, trunc_len)
-    (inner, t), (losses, ends) = jax.lax.scan(body, (inner, t), keys)
-    losses, ends = jnp.moveaxis(losses, 0, -1), jnp.moveaxis(ends, 0, -1)  # (P, K)
-    t = jnp.broadcast_to(t, (num,))
-    new_inner, new_t, losses, ends = jax.tree.map(unflat, (inner, t, losses, ends))
-    # Members of a group share t, so their step counters and episode ends agree.
-    return new_inner, new_t[:, 0], losses, ends[:, 0]
+    loss_dtype = jax.eval_shape(step, thetas, inner, keys[0, 0])[1].dtype
+    weights = systems.step_weights(system, trunc_len, loss_dtype)
+    zeros = jnp.zeros((num,), loss_dtype)
+    horizon = system.horizon
+    if horizon is None:
+        new_t = t + trunc_len
+        first_end = jnp.full(jnp.shape(t), trunc_len, t.dtype)  # never
+        last_end = jnp.zeros(jnp.shape(t), bool)
+    else:
+        new_t = (t + trunc_len) % horizon
+        first_end = horizon - 1 - t  # the step index of the first episode end
+        last_end = new_t == 0
+    any_end = first_end < trunc_len
+    particle_t = t if jnp.ndim(t) == 0 else jnp.repeat(t, members)
+
+    def reset(state, end, reset_key):
+        fresh = system.init(reset_key)
+
+        def pick(f, x):
+            cond = jnp.reshape(end, (-1,) + (1,) * (x.ndim - 1)) if jnp.ndim(end) else end
+            return jnp.where(cond, jnp.expand_dims(f, 0), x)
+
+        return jax.tree.map(pick, fresh, state)
+
+    def bare_steps(state):  # no episode ends before the last step
+        def body(carry, xs):
+            state, total = carry
+            key_pair, w = xs
+            state, loss = step(thetas, state, key_pair[0])
+            return (state, total + w * loss), None
+
+        (state, total), _ = jax.lax.scan(body, (state, zeros), (keys, weights))
+        if horizon is not None and keep_state:
+            end = last_end if jnp.ndim(t) == 0 else jnp.repeat(last_end, members)
+            state = reset(state, end, keys[-1, 1])
+        return (state if keep_state else None), total, total
+
+    def resetting_steps(state):
+        branch = skip_idle_resets and sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state)) >= 2**20
+
+        def body(carry, xs):
+            state, tt, total, before, restarted = carry
+            key_pair, w = xs
+            state, loss = step(thetas, state, key_pair[0])
+            total = total + w * loss
+            before = jnp.where(restarted, before, before + w * loss)
+            tt = tt + 1
+            end = tt >= horizon
+            tt = jnp.where(end, jnp.zeros_like(tt), tt)
+            if branch:
+                state = jax.lax.cond(jnp.any(end), lambda s: reset(s, end, key_pair[1]), lambda s: s, state)
+            else:
+                state = reset(state, end, key_pair[1])
+            return (state, tt, total, before, restarted | end), None
+
+        init = (state, particle_t, zeros, zeros, jnp.zeros(jnp.shape(particle_t), bool))
+        (state, _, total, before, _), _ = jax.lax.scan(body, init, (keys, weights))
+        return (
+            (state if keep_state else None),
+            jnp.broadcast_to(total, (num,)),
+            jnp.broadcast_to(before, (num,)),
+        )
+
+    if horizon is None or trunc_len == 1:
+        out = bare_steps(inner)
+    elif skip_idle_resets:
+        out = jax.lax.cond(jnp.any(first_end < trunc_len - 1), resetting_steps, bare_steps, inner)
+    else:
+        out = resetting_steps(inner)
+    inner, total, before = out
+
+    def groupwise(x):  # shared (scalar) counters -> one per group
+        return jnp.broadcast_to(x, (groups,))
+
+    return Unrolled(
+        None if inner is None else jax.tree.map(unflat, inner),
+        groupwise(new_t),
+        unflat(total),
+        unflat(before),
+        groupwise(any_end),
+        groupwise(last_end),
+    )
 
 
 def _particle_plan(name, lay, particle_chunk_size, devices):
@@ -124,7 +201,19 @@ def _particle_plan(name, lay, particle_chunk_size, devices):
 
 
 def _unroll_groups(
-    system, theta, eps, lay, inner, t, data_key, trunc_len, *, shared_inner, num_chunks, shard
+    system,
+    theta,
+    eps,
+    lay,
+    inner,
+    t,
+    data_key,
+    trunc_len,
+    *,
+    shared_inner,
+    num_chunks,
+    shard,
+    keep_state=True,
 ):
     """Perturb theta by ``eps`` (G groups) and unroll every particle K steps.
 
@@ -147,6 +236,7 @@ def _unroll_groups(
             trunc_len,
             shared_inner=shared_inner,
             skip_idle_resets=shard.mesh is None,
+            keep_state=keep_state,
         )
 
     if num_chunks == 1:
@@ -171,10 +261,9 @@ def _unroll_groups(
     return shard.groups(jax.tree.map(merge, shard.groups(out, axis=1)))
 
 
-def _antithetic_differences(losses, lay, weights):
-    """sum_m sign_m * w_j * loss_{g,m,j}: shape (G, K)."""
-    signs = lay.signs(losses.dtype)
-    return jnp.einsum("m,gmk,k->gk", signs, losses, weights.astype(losses.dtype))
+def _antithetic_differences(x, lay):
+    """sum_m sign_m * x[g, m]: the antithetic difference of each group, shape (G,)."""
+    return x[:, 0] - x[:, 1] if lay.group_size == 2 else x[:, 0]
 
 
 class ESState(NamedTuple):
@@ -274,7 +363,7 @@ def es(
                 lambda x: jnp.broadcast_to(x[:, None], (x.shape[0], lay.group_size) + x.shape[1:]),
                 state.inner,
             )
-        _, _, losses, _ = _unroll_groups(
+        out = _unroll_groups(
             system,
             theta,
             eps,
@@ -286,12 +375,11 @@ def es(
             shared_inner=not stagger,
             num_chunks=num_chunks,
             shard=shard,
+            keep_state=False,
         )
-        weights = systems.step_weights(system, trunc_len, losses.dtype)
-        diffs = _antithetic_differences(losses, lay, weights)
-        grad = C.combine(jnp.sum(diffs, axis=1), eps, scale, theta)
+        grad = C.combine(_antithetic_differences(out.total, lay), eps, scale, theta)
         if divide_by_variance:
-            grad = _scale_tree(grad, std_scale(losses, weights, sigma))
+            grad = _scale_tree(grad, std_scale(out.total, sigma))
         if stagger:
             advance = jax.vmap(lambda s, t: systems.unroll(system, theta, s, t, data_key, trunc_len)[:2])
             new_state = ESState(*advance(state.inner, state.t))
@@ -301,7 +389,7 @@ def es(
         else:
             inner, t, _, _ = systems.unroll(system, theta, state.inner, state.t, data_key, trunc_len)
             new_state = ESState(inner, t)
-        aux = {"loss": jnp.mean(losses @ weights)}
+        aux = {"loss": jnp.mean(out.total)}
         return grad, new_state, aux
 
     mean_cost = lay.num_groups * trunc_len if stagger else (0 if skip_mean else trunc_len)
@@ -426,7 +514,7 @@ def pes(
     def estimate(key, theta, state):
         noise_key, data_key = C.split_key(key)
         eps = shard.groups(C.sample_noise(noise_key, theta, lay.num_groups, sigma))
-        inner, t, losses, ends = _unroll_groups(
+        out = _unroll_groups(
             system,
             theta,
             eps,
@@ -439,13 +527,20 @@ def pes(
             num_chunks=num_chunks,
             shard=shard,
         )
-        weights = systems.step_weights(system, trunc_len, losses.dtype)
-        diffs = _antithetic_differences(losses, lay, weights)  # (G, K)
-        grad, accum = pes_update(diffs, ends, eps, state.accum, scale, theta)
+        grad, accum = pes_update(
+            _antithetic_differences(out.total, lay),
+            _antithetic_differences(out.before, lay),
+            out.any_end,
+            out.last_end,
+            eps,
+            state.accum,
+            scale,
+            theta,
+        )
         if divide_by_variance:
-            grad = _scale_tree(grad, std_scale(losses, weights, sigma))
-        aux = {"loss": jnp.mean(losses @ weights)}
-        return grad, shard.groups(PESState(inner, t, accum)), aux
+            grad = _scale_tree(grad, std_scale(out.total, sigma))
+        aux = {"loss": jnp.mean(out.total)}
+        return grad, shard.groups(PESState(out.inner, out.t, accum)), aux
 
     hparams = dict(
         trunc_len=trunc_len,
@@ -463,16 +558,18 @@ def pes(
     return C.GradientEstimator(init, estimate, "pes", hparams, trunc_len, num_particles * trunc_len)
 
 
-def pes_update(diffs, ends, eps, accum, scale, like):
+def pes_update(total, before, any_end, last_end, eps, accum, scale, like):
     """The PES gradient and the new accumulators from one truncation's outcomes.
 
-    Shared by every driver of PES (pure-JAX systems here, external simulators elsewhere),
-    so the estimator's arithmetic exists once.
+    Shared by every driver of PES, so the estimator's arithmetic exists once.
 
     Args:
-      diffs: (G, K) weighted antithetic loss differences sum_m sign_m w_j loss_{g,m,j}
-        (for non-antithetic groups, just the weighted losses).
-      ends: (G, K) bool, the group's episode ended after step j.
+      total: (G,) each group's antithetic difference of unroll objectives,
+        sum_m sign_m sum_j w_j loss_{g,m,j} (for non-antithetic groups, the objective).
+      before: (G,) the same sum restricted to the steps up to and including the group's
+        first episode end in this truncation (equal to ``total`` if none ended).
+      any_end: (G,) bool, the group's episode ended at some step of the truncation.
+      last_end: (G,) bool, it ended at the truncation's last step.
       eps: this truncation's perturbations, theta's tree with a leading G axis.
       accum: the accumulators before this truncation (same structure as ``eps``).
       scale: 1 / (N sigma^2).
@@ -484,18 +581,13 @@ def pes_update(diffs, ends, eps, accum, scale, like):
       restarts from eps after a mid-truncation reset, or from 0 if the episode ended on
       the truncation's last step.
     """
-    ends_f = ends.astype(diffs.dtype)
-    # restarted[g, j]: the episode of group g was reset before step j of this truncation.
-    restarted = (jnp.cumsum(ends_f, axis=1) - ends_f) > 0
-    coeff_eps = jnp.sum(diffs, axis=1)
-    coeff_accum = jnp.sum(jnp.where(restarted, jnp.zeros_like(diffs), diffs), axis=1)
-    grad = jax.tree.map(
-        lambda g1, g2: g1 + g2,
-        C.combine(coeff_eps, eps, scale, like),
-        C.combine(coeff_accum, accum, scale, like),
-    )
-    any_end = jnp.any(ends, axis=1)
-    last_end = ends[:, -1]
+
+    def grad_leaf(e, xi, ref):  # sum_g total_g eps_g + before_g xi_g, as one fused reduction
+        shape = (-1,) + (1,) * (e.ndim - 1)
+        terms = total.astype(e.dtype).reshape(shape) * e + before.astype(e.dtype).reshape(shape) * xi
+        return (jnp.sum(terms, axis=0) * scale).astype(jnp.result_type(ref))
+
+    grad = jax.tree.map(grad_leaf, eps, accum, like)
 
     def new_accum(xi, e):
         shape = (-1,) + (1,) * (e.ndim - 1)
@@ -505,7 +597,7 @@ def pes_update(diffs, ends, eps, accum, scale, like):
     return grad, jax.tree.map(new_accum, accum, eps)
 
 
-def std_scale(losses, weights, sigma):
+def std_scale(objectives, sigma):
     """The factor that turns an ES/PES estimate into its ARS-style reward-std-scaled form.
 
     With ``divide_by_variance`` (the flag of the paper's control code, which divides by the
@@ -520,7 +612,6 @@ def std_scale(losses, weights, sigma):
     the plain estimate sum_k L_k sigma u_k / (P sigma^2) it is a factor 2 sigma / std(L).
     If every particle scored the same the plain estimate is zero and so is this one.
     """
-    objectives = jnp.einsum("gmk,k->gm", losses, weights.astype(losses.dtype))  # (G, M)
     std = jnp.std(objectives)
     safe = jnp.where(std > 0, std, jnp.ones_like(std))
     return 2.0 * sigma / safe
