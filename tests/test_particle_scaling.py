@@ -341,36 +341,59 @@ def test_two_processes_with_jax_distributed_match_one_process(tmp_path):
     assert one["theta"] != [0.0, 0.0, 0.0]
 
 
-def test_reset_branch_equals_reset_select_for_large_states():
-    """States >= 1 MiB skip the reset selection at steps without an episode end (lax.cond);
-    it must give what the plain per-step selection gives, with a reset inside the unroll."""
+def _reference_unroll(system, thetas, inner, t, key, k):
+    """Every particle through `systems.unroll` (the definition), then the `Unrolled` summary."""
+    from pes import systems
+
+    def one(th, s, tt):
+        return systems.unroll(system, th, s, tt, key, k)
+
+    per_member = jax.vmap(one, in_axes=(0, 0, None))
+    state, new_t, losses, ends = jax.vmap(per_member)(thetas, inner, t)  # (G, M, ...)
+    weights = systems.step_weights(system, k, losses.dtype)
+    restarted = (jnp.cumsum(ends, axis=-1) - ends) > 0
+    before = jnp.where(restarted, 0.0, losses) @ weights
+    return state, new_t[:, 0], losses @ weights, before, ends[:, 0].any(-1), ends[:, 0, -1]
+
+
+@pytest.mark.parametrize(
+    "dim,horizon,t0,k",
+    [
+        (4, 8, [0, 0, 0, 0], 4),  # lockstep, K divides T: bare steps, resets on the last step
+        (4, 5, [0, 1, 3, 4], 4),  # staggered: resets inside the truncation (selecting scan)
+        (4, 3, [0, 1, 2, 2], 7),  # K > T: several resets per truncation
+        (4, None, [0, 5, 9, 1], 3),  # no horizon: nothing ends
+        (2**15, 5, [0, 1, 3, 4], 4),  # 2 MiB of state: selection only at steps where an episode ends
+        (2**15, 8, [4, 4, 4, 4], 4),  # large state, episode ends on the last step only
+    ],
+)
+@pytest.mark.parametrize("skip_idle_resets", [True, False])
+def test_unroll_particles_matches_systems_unroll(dim, horizon, t0, k, skip_idle_resets):
+    """The batched unroll (every path: bare steps, selecting scan, large-state branches) gives,
+    per particle, exactly what `systems.unroll` gives: states, counters, unroll objectives, the
+    part before the first reset and the episode-end flags."""
     from pes.estimators import _common as C
     from pes.estimators import evolution as E
 
-    dim = 2**15  # 8 particles x 32768 x 8 bytes = 2 MiB of state
-    system = tasks.make("linear_quadratic", dim=dim, horizon=5).system
+    system = tasks.make("linear_quadratic", dim=dim, horizon=horizon).system
     lay = C.layout(8, True)
     eps = C.sample_noise(jax.random.key(0), jnp.zeros(dim), lay.num_groups, 0.1)
     thetas = C.perturb(jnp.zeros(dim), eps, lay)
     inner = jax.random.normal(jax.random.key(1), (lay.num_groups, 2, dim))
-    t = jnp.array([0, 1, 3, 4], jnp.int32)  # every group resets at a different step of the 4
-    outs = [
-        jax.jit(
-            lambda th, s, tt, skip=skip: E._unroll_particles(
-                system, th, s, tt, jax.random.key(2), 4, shared_inner=False, skip_idle_resets=skip
-            )
-        )(thetas, inner, t)
-        for skip in (True, False)
-    ]
-    _assert_tree_equal(outs[0], outs[1])
-    any_end = np.asarray(outs[0].any_end)
-    assert any_end.tolist() == [False, True, True, True]  # resets happened (negative control: group 0 none)
-    assert not np.array_equal(np.asarray(outs[0].before), np.asarray(outs[0].total))
-    text = (
-        jax.jit(
-            lambda th, s, tt: E._unroll_particles(system, th, s, tt, jax.random.key(2), 4, shared_inner=False)
+    t = jnp.array(t0, jnp.int32)
+    fn = jax.jit(
+        lambda th, s, tt: E._unroll_particles(
+            system, th, s, tt, jax.random.key(2), k, shared_inner=False, skip_idle_resets=skip_idle_resets
         )
-        .lower(thetas, inner, t)
-        .as_text()
     )
-    assert "cond" in text or "case" in text  # the branch is really used for this state size
+    out = fn(thetas, inner, t)
+    ref = jax.jit(lambda th, s, tt: _reference_unroll(system, th, s, tt, jax.random.key(2), k))(
+        thetas, inner, t
+    )
+    for got, want in zip((out.inner, out.t, out.total, out.before, out.any_end, out.last_end), ref):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-12, atol=0)
+    if horizon is not None and min(t0) != max(t0):  # negative control: these cases reset mid-way
+        assert not np.array_equal(np.asarray(out.before), np.asarray(out.total))
+    if dim == 2**15:
+        text = fn.lower(thetas, inner, t).as_text()
+        assert "cond" in text or "case" in text  # the large-state branch is really used

@@ -67,10 +67,11 @@ def _unroll_particles(
     of the horizon).  With ``skip_idle_resets`` (one device) a truncation in which no
     episode ends before its last step (the usual case: K divides T and particles run in
     lockstep) is a scan of bare steps followed by one reset selection, chosen by one
-    ``lax.cond`` per truncation; otherwise the scan selects fresh states at every step
-    (for a large state, >= 1 MiB over all particles, only at steps where an episode
-    ends).  Sharded runs always take the selecting scan: the condition would need a
-    cross-device op.
+    ``lax.cond`` per truncation; otherwise the scan selects fresh states at every step.
+    A large state (>= 1 MiB over all particles) is selected only at steps where some
+    episode ends (a ``lax.cond`` per step).  Sharded, each condition needs an all-reduce
+    of one boolean, so sharded runs use the conditions for large states only; small
+    states take the selecting scan, whose only collective is the gradient's sum.
     """
     groups, members = jax.tree.leaves(thetas)[0].shape[:2]
     num = groups * members
@@ -113,6 +114,17 @@ def _unroll_particles(
 
         return jax.tree.map(pick, fresh, state)
 
+    # Selecting fresh states is a full pass over the states: for a large state, branch on
+    # whether any episode ends instead (a small state is cheaper to select than to branch on).
+    # Sharded, each condition costs an all-reduce of one boolean: worth it for large states only.
+    large = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(inner)) >= 2**20
+    branch = skip_idle_resets or large
+
+    def maybe_reset(state, end, reset_key):
+        if large:
+            return jax.lax.cond(jnp.any(end), lambda s: reset(s, end, reset_key), lambda s: s, state)
+        return reset(state, end, reset_key)
+
     def bare_steps(state):  # no episode ends before the last step
         def body(carry, xs):
             state, total = carry
@@ -123,12 +135,10 @@ def _unroll_particles(
         (state, total), _ = jax.lax.scan(body, (state, zeros), (keys, weights))
         if horizon is not None and keep_state:
             end = last_end if jnp.ndim(t) == 0 else jnp.repeat(last_end, members)
-            state = reset(state, end, keys[-1, 1])
+            state = maybe_reset(state, end, keys[-1, 1])
         return (state if keep_state else None), total, total
 
     def resetting_steps(state):
-        branch = skip_idle_resets and sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state)) >= 2**20
-
         def body(carry, xs):
             state, tt, total, before, restarted = carry
             key_pair, w = xs
@@ -138,10 +148,7 @@ def _unroll_particles(
             tt = tt + 1
             end = tt >= horizon
             tt = jnp.where(end, jnp.zeros_like(tt), tt)
-            if branch:
-                state = jax.lax.cond(jnp.any(end), lambda s: reset(s, end, key_pair[1]), lambda s: s, state)
-            else:
-                state = reset(state, end, key_pair[1])
+            state = maybe_reset(state, end, key_pair[1])
             return (state, tt, total, before, restarted | end), None
 
         init = (state, particle_t, zeros, zeros, jnp.zeros(jnp.shape(particle_t), bool))
@@ -154,7 +161,7 @@ def _unroll_particles(
 
     if horizon is None or trunc_len == 1:
         out = bare_steps(inner)
-    elif skip_idle_resets:
+    elif branch:
         out = jax.lax.cond(jnp.any(first_end < trunc_len - 1), resetting_steps, bare_steps, inner)
     else:
         out = resetting_steps(inner)
