@@ -12,6 +12,7 @@ from tests.helpers import dict_system, dict_theta
 HPARAMS = {
     "pes": dict(trunc_len=4, sigma=0.1, num_particles=8),
     "es": dict(trunc_len=4, sigma=0.1, num_particles=8),
+    "nres": dict(trunc_len=4, sigma=0.1, num_particles=8),
     "tbptt": dict(trunc_len=4),
     "rtrl": dict(trunc_len=4),
     "uoro": dict(trunc_len=4),

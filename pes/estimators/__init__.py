@@ -23,12 +23,13 @@ from collections.abc import Callable
 from pes import systems
 from pes.estimators._common import GradientEstimator
 from pes.estimators.baselines import ars, openai_es
-from pes.estimators.evolution import ESState, PESState, es, pes
+from pes.estimators.evolution import ESState, NRESState, PESState, es, nres, pes
 from pes.estimators.gradient import RTRLState, TBPTTState, UOROState, rtrl, tbptt, uoro
 
 REGISTRY: dict[str, Callable[..., GradientEstimator]] = {
     "pes": pes,
     "es": es,
+    "nres": nres,
     "tbptt": tbptt,
     "rtrl": rtrl,
     "uoro": uoro,
@@ -63,6 +64,7 @@ __all__ = [
     "hparam_names",
     "pes",
     "es",
+    "nres",
     "tbptt",
     "rtrl",
     "uoro",
@@ -70,6 +72,7 @@ __all__ = [
     "openai_es",
     "PESState",
     "ESState",
+    "NRESState",
     "TBPTTState",
     "RTRLState",
     "UOROState",

@@ -51,7 +51,17 @@ class Unrolled(NamedTuple):
 
 
 def _unroll_particles(
-    system, thetas, inner, t, data_key, trunc_len, *, shared_inner, skip_idle_resets=True, keep_state=True
+    system,
+    thetas,
+    inner,
+    t,
+    data_key,
+    trunc_len,
+    *,
+    shared_inner,
+    skip_idle_resets=True,
+    keep_state=True,
+    thetas_after=None,
 ):
     """Unroll every particle K steps.  ``thetas`` has leading axes (G, M).
 
@@ -72,6 +82,10 @@ def _unroll_particles(
     episode ends (a ``lax.cond`` per step).  Sharded, each condition needs an all-reduce
     of one boolean, so sharded runs use the conditions for large states only; small
     states take the selecting scan, whose only collective is the gradient's sum.
+
+    ``thetas_after`` (same layout as ``thetas``, optional): the parameters a particle uses
+    after its first episode end inside this truncation (noise-reuse ES starts each episode
+    with a new perturbation); by default ``thetas`` throughout.
     """
     groups, members = jax.tree.leaves(thetas)[0].shape[:2]
     num = groups * members
@@ -83,6 +97,8 @@ def _unroll_particles(
         return x.reshape((groups, members) + x.shape[1:])
 
     thetas = jax.tree.map(flat, thetas)
+    if thetas_after is not None:
+        thetas_after = jax.tree.map(flat, thetas_after)
     if shared_inner:
         inner = jax.tree.map(lambda x: jnp.broadcast_to(x, (num,) + jnp.shape(x)), inner)
     else:
@@ -142,7 +158,14 @@ def _unroll_particles(
         def body(carry, xs):
             state, tt, total, before, restarted = carry
             key_pair, w = xs
-            state, loss = step(thetas, state, key_pair[0])
+            th = thetas
+            if thetas_after is not None:
+                th = jax.tree.map(
+                    lambda a, b: jnp.where(jnp.reshape(restarted, (-1,) + (1,) * (a.ndim - 1)), a, b),
+                    thetas_after,
+                    thetas,
+                )
+            state, loss = step(th, state, key_pair[0])
             total = total + w * loss
             before = jnp.where(restarted, before, before + w * loss)
             tt = tt + 1
@@ -221,6 +244,7 @@ def _unroll_groups(
     num_chunks,
     shard,
     keep_state=True,
+    eps_after=None,
 ):
     """Perturb theta by ``eps`` (G groups) and unroll every particle K steps.
 
@@ -228,11 +252,12 @@ def _unroll_groups(
     ``lax.map`` inside the compiled estimate (chunk c holds groups c, c + C, c + 2C, ...,
     so a chunk spans every device when the group axis is sharded).  Each particle's unroll
     is the same computation either way, so results do not depend on the chunking; only the
-    perturbed thetas and the unroll's working memory shrink to one chunk.
+    perturbed thetas and the unroll's working memory shrink to one chunk.  ``eps_after``
+    (optional) perturbs the steps after a particle's first episode end in the truncation.
     Returns what `_unroll_particles` returns.
     """
 
-    def run(eps, inner, t):
+    def run(eps, eps_after, inner, t):
         thetas = C.perturb(theta, eps, lay)
         return _unroll_particles(
             system,
@@ -244,10 +269,11 @@ def _unroll_groups(
             shared_inner=shared_inner,
             skip_idle_resets=shard.mesh is None,
             keep_state=keep_state,
+            thetas_after=None if eps_after is None else C.perturb(theta, eps_after, lay),
         )
 
     if num_chunks == 1:
-        return shard.groups(run(eps, inner, t))
+        return shard.groups(run(eps, eps_after, inner, t))
     groups = lay.num_groups
 
     def split(x):  # (G, ...) -> (C, G / C, ...), chunk c = groups c, c + C, ...
@@ -256,12 +282,12 @@ def _unroll_groups(
     def merge(x):
         return jnp.swapaxes(x, 0, 1).reshape((groups,) + x.shape[2:])
 
-    per_group = (eps, None if shared_inner else inner, None if jnp.ndim(t) == 0 else t)
+    per_group = (eps, eps_after, None if shared_inner else inner, None if jnp.ndim(t) == 0 else t)
     xs = shard.groups(jax.tree.map(split, per_group), axis=1)
 
     def body(xs):
-        e, i, tt = shard.groups(xs)
-        out = run(e, inner if i is None else i, t if tt is None else tt)
+        e, ea, i, tt = shard.groups(xs)
+        out = run(e, ea, inner if i is None else i, t if tt is None else tt)
         return shard.groups(out)
 
     out = jax.lax.map(body, xs)
@@ -413,6 +439,31 @@ def es(
     return C.GradientEstimator(init, estimate, "es", hparams, trunc_len, cost)
 
 
+def _perturbed_burn_in(system, theta, eps, lay, inner, offset_key, burn_key):
+    """Advance group g by offset_g ~ U{0..T-1} steps with theta + sign * eps_g.
+
+    Returns (inner states, offsets): the offsets are the groups' step counters.
+    """
+    horizon = system.horizon
+    offsets = jax.random.randint(offset_key, (lay.num_groups,), 0, horizon, jnp.int32)
+    thetas = C.perturb(theta, eps, lay)
+    keys = systems.step_keys(burn_key, horizon - 1)
+    step = jax.vmap(jax.vmap(system.step, in_axes=(0, 0, None)), in_axes=(0, 0, None))
+
+    def body(inner, xs):
+        j, key_pair = xs
+        new_inner, _ = step(thetas, inner, key_pair[0])
+        active = j < offsets
+
+        def pick(new, old):
+            return jnp.where(active.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)
+
+        return jax.tree.map(pick, new_inner, inner), None
+
+    inner, _ = jax.lax.scan(body, inner, (jnp.arange(horizon - 1), keys))
+    return inner, offsets
+
+
 class PESState(NamedTuple):
     """Persistent ES.
 
@@ -487,36 +538,13 @@ def pes(
         t = jnp.zeros((lay.num_groups,), jnp.int32)
         accum = jax.tree.map(lambda x: jnp.zeros((lay.num_groups,) + jnp.shape(x), jnp.result_type(x)), theta)
         if stagger and system.horizon > 1:
-            inner, t, accum = _burn_in(theta, inner, offset_key, noise_key, burn_key)
+            eps = C.sample_noise(noise_key, theta, lay.num_groups, sigma)
+            inner, t = _perturbed_burn_in(system, theta, eps, lay, inner, offset_key, burn_key)
+            started = t > 0  # the burn-in's perturbation is part of the episode's history
+            accum = jax.tree.map(
+                lambda e: jnp.where(started.reshape((-1,) + (1,) * (e.ndim - 1)), e, jnp.zeros_like(e)), eps
+            )
         return shard.groups(PESState(inner, t, accum))
-
-    def _burn_in(theta, inner, offset_key, noise_key, burn_key):
-        """Advance group g by offset_g ~ U{0..T-1} steps with its own perturbation."""
-        horizon = system.horizon
-        offsets = jax.random.randint(offset_key, (lay.num_groups,), 0, horizon, jnp.int32)
-        eps = C.sample_noise(noise_key, theta, lay.num_groups, sigma)
-        thetas = C.perturb(theta, eps, lay)
-        keys = systems.step_keys(burn_key, horizon - 1)
-
-        def body(inner, xs):
-            j, key_pair = xs
-            step = jax.vmap(jax.vmap(system.step, in_axes=(0, 0, None)), in_axes=(0, 0, None))
-            new_inner, _ = step(thetas, inner, key_pair[0])
-            active = j < offsets
-
-            def pick(new, old):
-                mask = active.reshape((-1,) + (1,) * (new.ndim - 1))
-                return jnp.where(mask, new, old)
-
-            return jax.tree.map(pick, new_inner, inner), None
-
-        inner, _ = jax.lax.scan(body, inner, (jnp.arange(horizon - 1), keys))
-        started = offsets > 0
-        accum = jax.tree.map(
-            lambda e: jnp.where(started.reshape((-1,) + (1,) * (e.ndim - 1)), e, jnp.zeros_like(e)),
-            eps,
-        )
-        return inner, offsets, accum
 
     def estimate(key, theta, state):
         noise_key, data_key = C.split_key(key)
@@ -563,6 +591,108 @@ def pes(
     if devices is not None:
         hparams["devices"] = devices
     return C.GradientEstimator(init, estimate, "pes", hparams, trunc_len, num_particles * trunc_len)
+
+
+class NRESState(NamedTuple):
+    """Noise-reuse ES.
+
+    Attributes:
+      inner: per-particle inner states, leaves of shape (G, M, ...).
+      t: per-group step counters, shape (G,).
+      eps: each group's perturbation for its current episode (theta's tree, leading G axis).
+    """
+
+    inner: PyTree
+    t: jax.Array
+    eps: PyTree
+
+
+def nres(
+    system: systems.UnrolledSystem,
+    *,
+    trunc_len: int,
+    sigma: float,
+    num_particles: int,
+    antithetic: bool = True,
+    stagger: bool = False,
+    particle_chunk_size: int | None = None,
+    devices: int | str | None = None,
+) -> C.GradientEstimator:
+    """Noise-reuse evolution strategies (NRES; Li et al., NeurIPS 2023).
+
+    Each antithetic pair draws one perturbation eps per episode and reuses it for every
+    truncation of that episode; the estimate of one truncation is
+
+        g = 1 / (N sigma^2) * sum_i  L_i(truncation; theta + eps_i) * eps_i,
+
+    where the inner state was also produced under theta + eps_i.  Summed over an episode's
+    truncations this is full-episode ES with one perturbation per episode, so for a fixed
+    theta it is unbiased for the gradient of the Gaussian-smoothed whole-episode objective
+    (the same target as PES), without PES's growing accumulator.  An episode that ends
+    inside a truncation starts the next one with a fresh perturbation from the next step on
+    (losses after the reset are weighted by it).  ``stagger=True`` starts pairs at random
+    offsets through a burn-in under the episode's own perturbation, which NRES's
+    authors recommend (lockstep particles make consecutive estimates strongly correlated).
+
+    Args: as `pes` (without ``divide_by_variance``).
+    """
+    C.check_trunc_len("nres", system, trunc_len)
+    C.check_sigma("nres", sigma)
+    C.check_particles("nres", num_particles, antithetic)
+    C.check_stagger("nres", system, stagger)
+    lay = C.layout(num_particles, antithetic)
+    num_chunks, shard = _particle_plan("nres", lay, particle_chunk_size, devices)
+    scale = 1.0 / (num_particles * sigma**2)
+
+    def init(key, theta):
+        state_key, offset_key, noise_key, burn_key = jax.random.split(key, 4)
+        inner = C.broadcast_state(system.init(state_key), (lay.num_groups, lay.group_size))
+        t = jnp.zeros((lay.num_groups,), jnp.int32)
+        eps = C.sample_noise(noise_key, theta, lay.num_groups, sigma)
+        if stagger and system.horizon > 1:
+            inner, t = _perturbed_burn_in(system, theta, eps, lay, inner, offset_key, burn_key)
+        return shard.groups(NRESState(inner, t, eps))
+
+    def estimate(key, theta, state):
+        noise_key, data_key = C.split_key(key)
+        fresh = shard.groups(C.sample_noise(noise_key, theta, lay.num_groups, sigma))
+        out = _unroll_groups(
+            system,
+            theta,
+            state.eps,
+            lay,
+            state.inner,
+            state.t,
+            data_key,
+            trunc_len,
+            shared_inner=False,
+            num_chunks=num_chunks,
+            shard=shard,
+            eps_after=fresh,
+        )
+        before = _antithetic_differences(out.before, lay)
+        after = _antithetic_differences(out.total, lay) - before
+
+        def grad_leaf(e, f, ref):  # losses up to the first episode end saw e, later ones f
+            shape = (-1,) + (1,) * (e.ndim - 1)
+            terms = before.astype(e.dtype).reshape(shape) * e + after.astype(e.dtype).reshape(shape) * f
+            return (jnp.sum(terms, axis=0) * scale).astype(jnp.result_type(ref))
+
+        grad = jax.tree.map(grad_leaf, state.eps, fresh, theta)
+        eps = jax.tree.map(
+            lambda e, f: jnp.where(out.any_end.reshape((-1,) + (1,) * (e.ndim - 1)), f, e), state.eps, fresh
+        )
+        aux = {"loss": jnp.mean(out.total)}
+        return grad, shard.groups(NRESState(out.inner, out.t, eps)), aux
+
+    hparams = dict(
+        trunc_len=trunc_len, sigma=sigma, num_particles=num_particles, antithetic=antithetic, stagger=stagger
+    )
+    if particle_chunk_size is not None:
+        hparams["particle_chunk_size"] = particle_chunk_size
+    if devices is not None:
+        hparams["devices"] = devices
+    return C.GradientEstimator(init, estimate, "nres", hparams, trunc_len, num_particles * trunc_len)
 
 
 def pes_update(total, before, any_end, last_end, eps, accum, scale, like):
