@@ -12,6 +12,8 @@ block with the protocol's settings per profile::
     ground_truth_particles  N of the full-sequence antithetic-ES ground truth (paper 5000)
     ground_truth_chunks     equal chunks the ground truth is computed in (noise-floor estimate)
     batch_pairs             pair estimates per vmapped batch (a memory knob only)
+    estimator               optional: pes (default) or pes_a (PES-A, paper_spec E9); use
+                            another results_root for pes_a, since its rows share run ids
 
 For every scenario and K, ``num_repeats * max(particle_counts) / 2`` independent
 one-pair PES estimates of the whole-sequence gradient are computed in one compiled call
@@ -74,7 +76,10 @@ SETTINGS = (
     "ground_truth_particles",
     "ground_truth_chunks",
     "batch_pairs",
+    "estimator",
 )
+OPTIONAL = {"estimator": "pes"}  # settings a figure's block may leave out, with their defaults
+ESTIMATORS = ("pes", "pes_a")  # the per-unroll estimators the protocol can sum
 
 
 # ----------------------------------------------------------------------------- settings
@@ -91,6 +96,8 @@ def settings(fig: DictConfig, profile: str, overrides: Sequence[str] = ()) -> di
         raise C.ConfigError(f"figure {fig.id}: variance.{profile} is missing; allowed profiles: quick, paper")
     cfg = OmegaConf.merge(block, OmegaConf.from_dotlist([o.removeprefix("variance.") for o in overrides]))
     s = OmegaConf.to_container(cfg, resolve=True)
+    for name, default in OPTIONAL.items():
+        s.setdefault(name, default)
     unknown = sorted(set(s) - set(SETTINGS))
     if unknown:
         raise C.ConfigError(f"variance.{unknown[0]} is not a setting; allowed: {', '.join(SETTINGS)}")
@@ -133,6 +140,10 @@ def settings(fig: DictConfig, profile: str, overrides: Sequence[str] = ()) -> di
             "allowed: chunks >= 2 and particles a multiple of 2 * chunks"
         )
     positive_int("batch_pairs", s["batch_pairs"])
+    if s["estimator"] not in ESTIMATORS:
+        raise C.ConfigError(
+            f"variance.estimator={s['estimator']!r} is invalid; allowed: {', '.join(ESTIMATORS)}"
+        )
     s["num_pairs"] = s["num_repeats"] * max(s["particle_counts"]) // 2
     return s
 
@@ -175,6 +186,7 @@ class Compiled:
                 sigma=s["sigma"],
                 num_pairs=s["num_pairs"],
                 batch_size=s["batch_pairs"],
+                estimator=s["estimator"],
             )
 
         def ground_truth(data, theta, key):
@@ -212,7 +224,8 @@ def _fingerprint(cfg: DictConfig, s: dict) -> str:
     data.pop("train", None)
     data.pop("outer_optimizer", None)
     data.pop("estimator", None)
-    s = {k: v for k, v in s.items() if k != "batch_pairs"}
+    # batch_pairs is a memory knob; the default estimator keeps fingerprints of older runs
+    s = {k: v for k, v in s.items() if k != "batch_pairs" and (k, v) != ("estimator", "pes")}
     text = json.dumps({"cfg": data, "variance": s}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
@@ -345,7 +358,7 @@ def run_scenario(cfg: DictConfig, task, s: dict, compiled: Compiled, out_dir: Pa
                 ),
                 "num_repeats" + suffix: jax.tree.leaves(est)[0].shape[0],
             }
-            info = _info(f"{scenario}-n{n}-k{trunc_len}", cfg, "pes", trunc_len, s["sigma"], n)
+            info = _info(f"{scenario}-n{n}-k{trunc_len}", cfg, s["estimator"], trunc_len, s["sigma"], n)
             rows += _rows(info, unrolls, horizon, metrics)
             parts.append(f"N={n}: {err:.3g}")
         io.append_rows(out_dir / CSV, rows)

@@ -40,15 +40,8 @@ PyTree = Any
 def _check_horizon(system: systems.UnrolledSystem, trunc_len: int) -> int:
     horizon = system.horizon
     if horizon is None:
-        raise ValueError(
-            "the variance protocol needs a finite horizon T; this system has horizon=None"
-        )
-    if (
-        isinstance(trunc_len, bool)
-        or not isinstance(trunc_len, int)
-        or trunc_len < 1
-        or horizon % trunc_len
-    ):
+        raise ValueError("the variance protocol needs a finite horizon T; this system has horizon=None")
+    if isinstance(trunc_len, bool) or not isinstance(trunc_len, int) or trunc_len < 1 or horizon % trunc_len:
         raise ValueError(
             f"trunc_len={trunc_len!r} is invalid for horizon T={horizon}; allowed: a divisor of T"
         )
@@ -68,15 +61,19 @@ def full_sequence_pes(
     sigma: float,
     num_particles: int,
     antithetic: bool = True,
+    estimator: str = "pes",
 ) -> PyTree:
     """Sum of the PES estimates of the T/K unrolls of one episode, theta fixed.
 
     The particles start from ``system.init`` and are not staggered; the estimator's own
     accumulators carry the perturbations across unrolls.  ``trunc_len`` must divide T.
+    ``estimator`` is ``pes`` or ``pes_a`` (PES with the analytic current-unroll gradient).
     """
     num_unrolls = _check_horizon(system, trunc_len)
+    if estimator not in ("pes", "pes_a"):
+        raise ValueError(f"estimator={estimator!r} is invalid; allowed: pes, pes_a")
     est = estimators.make(
-        "pes",
+        estimator,
         system,
         trunc_len=trunc_len,
         sigma=sigma,
@@ -147,6 +144,7 @@ def pair_estimates(
     sigma: float,
     num_pairs: int,
     batch_size: int | None = None,
+    estimator: str = "pes",
 ) -> PyTree:
     """``num_pairs`` independent full-sequence PES estimates of one antithetic pair each.
 
@@ -155,12 +153,15 @@ def pair_estimates(
     pairs are i.i.d., so averaging disjoint groups of N/2 pair estimates (`group_means`)
     gives independent N-particle estimates for every N from one computation.  For a
     system whose steps use their keys, the pairs of one estimate share data keys (common
-    random numbers) and this shortcut does not apply: use `full_sequence_pes`.
+    random numbers) and this shortcut does not apply: use `full_sequence_pes`.  It also
+    holds for ``estimator="pes_a"``: its analytic term comes from the unperturbed mean
+    trajectory, identical in every pair of a deterministic system, and the rest is linear
+    in the pairs.
     """
 
     def one(k):
         return full_sequence_pes(
-            system, theta, k, trunc_len=trunc_len, sigma=sigma, num_particles=2
+            system, theta, k, trunc_len=trunc_len, sigma=sigma, num_particles=2, estimator=estimator
         )
 
     return repeat(one, key, num_pairs, batch_size)
@@ -177,9 +178,7 @@ def group_means(pairs: PyTree, num_particles: int) -> PyTree:
         or num_particles < 2
         or num_particles % 2
     ):
-        raise ValueError(
-            f"num_particles={num_particles!r} is invalid; allowed: a positive even integer"
-        )
+        raise ValueError(f"num_particles={num_particles!r} is invalid; allowed: a positive even integer")
     group = num_particles // 2
     num_pairs = jax.tree.leaves(pairs)[0].shape[0]
     count = num_pairs // group
@@ -318,9 +317,7 @@ def pes_linear_relative_variance(unroll_grads: np.ndarray, num_particles: int) -
     num_unrolls, p = grads.shape
     u = np.arange(1, num_unrolls + 1)
     total = grads.sum(axis=0)
-    return float(
-        np.sum((p * u + 1) * np.sum(grads**2, axis=1)) / ((num_particles / 2) * np.sum(total**2))
-    )
+    return float(np.sum((p * u + 1) * np.sum(grads**2, axis=1)) / ((num_particles / 2) * np.sum(total**2)))
 
 
 __all__ = [

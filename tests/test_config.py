@@ -86,7 +86,10 @@ BAD = [
     (["estimator=es", "estimator.sigma=0"], "sigma=0 is invalid; allowed: a finite number > 0"),
     (["estimator=pes", "estimator.sigma=-0.5"], "sigma=-0.5 is invalid"),
     (["estimator=tbptt", "estimator.trunc_len=0"], "trunc_len=0 is invalid; allowed: an integer >= 1"),
-    (["estimator=nope"], "estimator=nope is unknown; allowed: ars, es, nres, openai_es, pes, rtrl, tbptt, uoro"),
+    (
+        ["estimator=nope"],
+        "estimator=nope is unknown; allowed: ars, es, nres, openai_es, pes, pes_a, rtrl, tbptt, uoro",
+    ),
     (["task=nope"], "task=nope is unknown; allowed: "),
     (
         ["estimator.trunc_lenn=3"],

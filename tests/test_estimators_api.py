@@ -13,6 +13,7 @@ HPARAMS = {
     "pes": dict(trunc_len=4, sigma=0.1, num_particles=8),
     "es": dict(trunc_len=4, sigma=0.1, num_particles=8),
     "nres": dict(trunc_len=4, sigma=0.1, num_particles=8),
+    "pes_a": dict(trunc_len=3, sigma=0.1, num_particles=8),
     "tbptt": dict(trunc_len=4),
     "rtrl": dict(trunc_len=4),
     "uoro": dict(trunc_len=4),

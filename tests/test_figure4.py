@@ -67,6 +67,8 @@ def test_bad_variance_settings_fail_before_computing(tmp_path):
         reproduce.reproduce("figure4", "quick", tiny(tmp_path, "variance.particle_counts=[3]"))
     with pytest.raises(C.ConfigError, match="variance.num_particles=8 is invalid with particle_counts"):
         reproduce.reproduce("figure4", "quick", tiny(tmp_path, "variance.particle_counts=[4,16]"))
+    with pytest.raises(C.ConfigError, match="variance.estimator='es' is invalid; allowed: pes, pes_a"):
+        reproduce.reproduce("figure4", "quick", tiny(tmp_path, "variance.estimator=es"))
     with pytest.raises(C.ConfigError, match="scenario='shuffled' is invalid"):
         reproduce.reproduce("figure4", "quick", tiny(tmp_path, "task.scenario=shuffled"))
     assert not (tmp_path / "results").exists()

@@ -25,11 +25,13 @@ from pes.estimators._common import GradientEstimator
 from pes.estimators.baselines import ars, openai_es
 from pes.estimators.evolution import ESState, NRESState, PESState, es, nres, pes
 from pes.estimators.gradient import RTRLState, TBPTTState, UOROState, rtrl, tbptt, uoro
+from pes.estimators.pes_analytic import PESAState, pes_a
 
 REGISTRY: dict[str, Callable[..., GradientEstimator]] = {
     "pes": pes,
     "es": es,
     "nres": nres,
+    "pes_a": pes_a,
     "tbptt": tbptt,
     "rtrl": rtrl,
     "uoro": uoro,
@@ -65,6 +67,7 @@ __all__ = [
     "pes",
     "es",
     "nres",
+    "pes_a",
     "tbptt",
     "rtrl",
     "uoro",
@@ -73,6 +76,7 @@ __all__ = [
     "PESState",
     "ESState",
     "NRESState",
+    "PESAState",
     "TBPTTState",
     "RTRLState",
     "UOROState",
