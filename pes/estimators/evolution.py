@@ -628,7 +628,8 @@ def nres(
     where the inner state was also produced under theta + eps_i.  Summed over an episode's
     truncations this is full-episode ES with one perturbation per episode, so for a fixed
     theta it is unbiased for the gradient of the Gaussian-smoothed whole-episode objective
-    (the same target as PES), without PES's growing accumulator.  An episode that ends
+    (the same target as PES), with the episode's one perturbation in place of PES's
+    sum of every truncation's perturbation.  An episode that ends
     inside a truncation starts the next one with a fresh perturbation from the next step on
     (losses after the reset are weighted by it).  ``stagger=True`` starts pairs at random
     offsets through a burn-in under the episode's own perturbation, which NRES's
