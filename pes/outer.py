@@ -16,6 +16,9 @@ import jax.numpy as jnp
 import optax
 
 from pes.estimators import GradientEstimator
+from pes.estimators._common import batched_runs
+
+RUN_AXIS = "runs"  # the vmapped axis of `make_batched_chunk`
 
 PyTree = Any
 MAX_LOGGED_THETA = 16  # theta with at most this many entries is logged entry by entry
@@ -110,6 +113,11 @@ def make_chunk(
     theta (entry by entry when small) and ``evaluate(theta, key)`` at the log point.
     ``metrics["outer_step"]`` is the number of outer steps taken at each log point.
     """
+    return jax.jit(_chunk_fn(estimator, optimizer, log_every, num_logs, evaluate))
+
+
+def _chunk_fn(estimator, optimizer, log_every, num_logs, evaluate):
+    """The (unjitted) function behind `make_chunk`."""
     if log_every < 1 or num_logs < 1:
         raise ValueError(f"log_every={log_every} and num_logs={num_logs} must both be >= 1")
     step = make_step(estimator, optimizer)
@@ -127,6 +135,42 @@ def make_chunk(
 
     def chunk(state):
         return jax.lax.scan(log_point, state, None, length=num_logs)
+
+    return chunk
+
+
+def init_states(
+    keys: jax.Array,
+    thetas: PyTree,
+    estimator: GradientEstimator,
+    optimizer: optax.GradientTransformation,
+) -> TrainState:
+    """`init_state` for R independent runs: ``keys`` (R,), ``thetas`` with a leading R axis."""
+    return jax.vmap(lambda k, th: init_state(k, th, estimator, optimizer))(keys, thetas)
+
+
+def make_batched_chunk(
+    estimator: GradientEstimator,
+    optimizer: optax.GradientTransformation,
+    *,
+    log_every: int,
+    num_logs: int,
+    evaluate: Callable[[PyTree, jax.Array], dict] | None = None,
+) -> Callable[[TrainState], tuple[TrainState, dict]]:
+    """`make_chunk` for R independent runs (seeds, initialisations) in one compiled call.
+
+    The runs are ``vmap``ped: each keeps its own theta, optimizer state, estimator state and
+    key, and gets the same numbers as when run alone (up to the rounding of batched
+    kernels).  States come from `init_states`; every metric gains a leading R axis.  On an
+    accelerator this fills the device when one run's particles do not.  The estimators'
+    work-skipping branches stay branches (taken when any run needs them; see
+    `pes.estimators._common.batched_runs`) instead of turning into both-branch selects.
+    """
+    batched = jax.vmap(_chunk_fn(estimator, optimizer, log_every, num_logs, evaluate), axis_name=RUN_AXIS)
+
+    def chunk(states):
+        with batched_runs(RUN_AXIS):
+            return batched(states)
 
     return jax.jit(chunk)
 

@@ -1,13 +1,16 @@
 """Time per outer iteration of Figure 7's paper profile (CIFAR-10 8x8 colour sizes).
 
-python scripts/bench_figure7_paper.py [--data-dir DIR] [--synthetic] [--iters 200] [--out result.json]
+python scripts/bench_figure7_paper.py [--data-dir DIR] [--synthetic] [--iters 200] [--seeds 5]
+                                      [--out result.json]
 
 Builds the `lopt_image_mlp` task with the paper profile's sizes (8x8 colour = 192 inputs,
 MLP [32], batch 128, T = 1000), PES and truncated ES with K = 10, 256 particles, sigma 0.01,
 Adam, and times compiled blocks of outer iterations (estimate + Adam update, no evaluation)
 and one evaluation (8 fresh 1000-step inner runs).  ``--synthetic`` writes a random-pixel
 ``cifar10.npz`` of CIFAR-10's shapes first (timing does not depend on pixel values; for
-machines without CIFAR-10).  Pure `pes` (no Hydra), so it runs wherever jax/flax/optax do.
+machines without CIFAR-10).  ``--seeds R`` (R > 1) also times R learned-optimizer
+initialisations meta-trained by PES in one compiled call (`pes.outer.make_batched_chunk`)
+against one run.  Pure `pes` (no Hydra), so it runs wherever jax/flax/optax do.
 """
 
 from __future__ import annotations
@@ -41,12 +44,39 @@ def synthetic_cifar(directory: Path) -> None:
     )
 
 
+def batched_seeds(task, args) -> dict:
+    """ms per outer iteration of R PES runs (different LOpt inits) in one vmapped call vs one."""
+    from pes import lopt
+
+    est = estimators.make("pes", task.system, trunc_len=10, sigma=0.01, num_particles=args.particles)
+    opt = optax.adam(2e-3)
+    init = lopt.mlp_lopt().init_theta
+    inits = [init(jax.random.key(s)) for s in range(args.seeds)]
+    thetas = jax.tree.map(lambda *x: jax.numpy.stack(x), *inits)
+    keys = jax.random.split(jax.random.key(0), args.seeds)
+    out = {"seeds": args.seeds}
+    for label, states, chunk in (
+        ("one_run", outer.init_state(keys[0], task.theta_init, est, opt), outer.make_chunk),
+        ("batched", outer.init_states(keys, thetas, est, opt), outer.make_batched_chunk),
+    ):
+        run = chunk(est, opt, log_every=args.iters, num_logs=1)
+        jax.block_until_ready(run(states))  # compile + warm up
+        t0 = time.perf_counter()
+        jax.block_until_ready(run(states))
+        out[f"{label}_ms_per_outer_iteration"] = 1e3 * (time.perf_counter() - t0) / args.iters
+    out["batched_ms_per_seed_iteration"] = out["batched_ms_per_outer_iteration"] / args.seeds
+    one = out["one_run_ms_per_outer_iteration"]
+    out["speedup_vs_sequential"] = one / out["batched_ms_per_seed_iteration"]
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--synthetic", action="store_true")
     parser.add_argument("--iters", type=int, default=200)
     parser.add_argument("--particles", type=int, default=256)
+    parser.add_argument("--seeds", type=int, default=1, help="also time this many LOpt inits batched")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     data_dir = args.data_dir
@@ -92,6 +122,9 @@ def main() -> None:
             "inner_steps_per_iteration": est.cost_per_estimate,
         }
         print(name, report[name], flush=True)
+    if args.seeds > 1:
+        report["batched_seeds"] = batched_seeds(task, args)
+        print("batched", report["batched_seeds"], flush=True)
     ev = jax.jit(task.evaluate)
     jax.block_until_ready(ev(task.theta_init, jax.random.key(0)))
     t0 = time.perf_counter()

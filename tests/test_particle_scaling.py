@@ -396,4 +396,32 @@ def test_unroll_particles_matches_systems_unroll(dim, horizon, t0, k, skip_idle_
         assert not np.array_equal(np.asarray(out.before), np.asarray(out.total))
     if dim == 2**15:
         text = fn.lower(thetas, inner, t).as_text()
-        assert "cond" in text or "case" in text  # the large-state branch is really used
+        assert "stablehlo.case" in text  # the large-state branch is really used (also with skip off)
+
+
+def test_batched_runs_match_single_runs_and_keep_their_branches():
+    """`pes.outer.make_batched_chunk` (R runs vmapped in one compiled call) gives each run's
+    own numbers, and the estimators' work-skipping conditions stay branches (or-reduced over
+    the runs) instead of becoming both-branch selects under vmap."""
+    import optax
+
+    from pes import outer
+
+    system = tasks.make("linear_quadratic", dim=3, horizon=8).system
+    opt = optax.sgd(1e-3)
+    thetas = jnp.array([[0.1, 0.2, 0.3], [-0.5, 0.0, 0.5]])
+    keys = jnp.stack([jax.random.key(1), jax.random.key(2)])
+    for stagger in (False, True):  # lockstep: bare steps; staggered: resets inside truncations
+        est = pes.make("pes", system, trunc_len=3, sigma=0.1, num_particles=4, stagger=stagger)
+        batched = outer.make_batched_chunk(est, opt, log_every=4, num_logs=2)
+        states, metrics = batched(outer.init_states(keys, thetas, est, opt))
+        single = outer.make_chunk(est, opt, log_every=4, num_logs=2)
+        for r in range(2):
+            alone, alone_metrics = single(outer.init_state(keys[r], thetas[r], est, opt))
+            np.testing.assert_allclose(np.asarray(states.theta[r]), np.asarray(alone.theta), rtol=1e-12)
+            np.testing.assert_allclose(
+                np.asarray(metrics["loss"][r]), np.asarray(alone_metrics["loss"]), rtol=1e-12
+            )
+        assert not np.allclose(np.asarray(states.theta[0]), np.asarray(states.theta[1]))
+        text = batched.lower(outer.init_states(keys, thetas, est, opt)).as_text()
+        assert "stablehlo.case" in text  # still a branch under vmap, not a both-branch select

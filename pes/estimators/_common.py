@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import numbers
 from collections.abc import Callable
@@ -104,6 +106,35 @@ def check_stagger(name: str, system: systems.UnrolledSystem, stagger) -> None:
             f"estimator '{name}': stagger=True is invalid for a system with unroll_loss='last'; "
             "allowed: stagger=False (a 'last' objective needs truncations aligned with episodes)"
         )
+
+
+# ----------------------------------------------------------------------------- batched runs
+
+_RUN_AXES: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar("pes_run_axes", default=())
+
+
+@contextlib.contextmanager
+def batched_runs(axis_name: str):
+    """While tracing under ``jax.vmap(..., axis_name=axis_name)`` over independent runs.
+
+    Estimators skip work with ``lax.cond`` (for example the reset selection when no episode
+    ends).  Under ``vmap`` a run-dependent condition turns the ``cond`` into a ``select``
+    that computes both branches; inside this context such conditions are or-reduced over
+    the runs (`any_over_runs`), so they stay branches: a branch runs if any run needs it,
+    which is exact because each skipped branch is an identity for the runs that skip it.
+    """
+    token = _RUN_AXES.set(_RUN_AXES.get() + (axis_name,))
+    try:
+        yield
+    finally:
+        _RUN_AXES.reset(token)
+
+
+def any_over_runs(pred: jax.Array) -> jax.Array:
+    """``pred`` (a scalar bool), or-reduced over the runs of every enclosing `batched_runs`."""
+    for name in _RUN_AXES.get():
+        pred = jax.lax.psum(pred.astype(jnp.int32), name) > 0
+    return pred
 
 
 # ----------------------------------------------------------------------------- particles

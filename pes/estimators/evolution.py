@@ -138,7 +138,9 @@ def _unroll_particles(
 
     def maybe_reset(state, end, reset_key):
         if large:
-            return jax.lax.cond(jnp.any(end), lambda s: reset(s, end, reset_key), lambda s: s, state)
+            return jax.lax.cond(
+                C.any_over_runs(jnp.any(end)), lambda s: reset(s, end, reset_key), lambda s: s, state
+            )
         return reset(state, end, reset_key)
 
     def bare_steps(state):  # no episode ends before the last step
@@ -185,7 +187,8 @@ def _unroll_particles(
     if horizon is None or trunc_len == 1:
         out = bare_steps(inner)
     elif branch:
-        out = jax.lax.cond(jnp.any(first_end < trunc_len - 1), resetting_steps, bare_steps, inner)
+        mid_end = C.any_over_runs(jnp.any(first_end < trunc_len - 1))
+        out = jax.lax.cond(mid_end, resetting_steps, bare_steps, inner)
     else:
         out = resetting_steps(inner)
     inner, total, before = out
