@@ -198,6 +198,40 @@ def combine(coeffs: jax.Array, tree: PyTree, scale: float, like: PyTree) -> PyTr
     return jax.tree.map(leaf, tree, like)
 
 
+def combine2(
+    c1: jax.Array, tree1: PyTree, c2: jax.Array, tree2: PyTree, scale: float, like: PyTree
+) -> PyTree:
+    """sum_g (c1[g] * tree1[g] + c2[g] * tree2[g]) * scale as one fused reduction per leaf."""
+
+    def leaf(a, b, ref):
+        shape = (-1,) + (1,) * (a.ndim - 1)
+        terms = c1.astype(a.dtype).reshape(shape) * a + c2.astype(a.dtype).reshape(shape) * b
+        return (jnp.sum(terms, axis=0) * scale).astype(jnp.result_type(ref))
+
+    return jax.tree.map(leaf, tree1, tree2, like)
+
+
+def group_where(mask: jax.Array, on_true: PyTree, on_false: PyTree) -> PyTree:
+    """Leafwise ``where`` with one boolean per group (``mask`` (G,)) over leaves (G, ...)."""
+    return jax.tree.map(
+        lambda a, b: jnp.where(mask.reshape((-1,) + (1,) * (jnp.ndim(a) - 1)), a, b), on_true, on_false
+    )
+
+
+def zeros_per_group(theta: PyTree, num_groups: int) -> PyTree:
+    """theta's tree of zeros with a leading group axis (an empty accumulator)."""
+    return jax.tree.map(lambda x: jnp.zeros((num_groups,) + jnp.shape(x), jnp.result_type(x)), theta)
+
+
+def scale_hparams(hparams: dict, particle_chunk_size, devices) -> dict:
+    """Record the particle-scaling options in ``hparams`` when they are set."""
+    if particle_chunk_size is not None:
+        hparams["particle_chunk_size"] = particle_chunk_size
+    if devices is not None:
+        hparams["devices"] = devices
+    return hparams
+
+
 def broadcast_state(state: PyTree, shape: tuple[int, ...]) -> PyTree:
     """Copy one inner state into every particle slot (leading axes ``shape``)."""
     return jax.tree.map(lambda x: jnp.broadcast_to(x, shape + jnp.shape(x)), state)

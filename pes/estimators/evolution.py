@@ -380,12 +380,7 @@ def es(
             def body(inner, xs):
                 j, key_pair = xs
                 new_inner, _ = step(theta, inner, key_pair[0])
-                active = j < offsets
-
-                def pick(new, old):
-                    return jnp.where(active.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)
-
-                return jax.tree.map(pick, new_inner, inner), None
+                return C.group_where(j < offsets, new_inner, inner), None
 
             inner, _ = jax.lax.scan(body, inner, (jnp.arange(system.horizon - 1), keys))
         return ESState(inner, offsets)
@@ -435,10 +430,7 @@ def es(
         hparams["stagger"] = True
     if divide_by_variance:
         hparams["divide_by_variance"] = True
-    if particle_chunk_size is not None:
-        hparams["particle_chunk_size"] = particle_chunk_size
-    if devices is not None:
-        hparams["devices"] = devices
+    C.scale_hparams(hparams, particle_chunk_size, devices)
     return C.GradientEstimator(init, estimate, "es", hparams, trunc_len, cost)
 
 
@@ -456,12 +448,7 @@ def _perturbed_burn_in(system, theta, eps, lay, inner, offset_key, burn_key):
     def body(inner, xs):
         j, key_pair = xs
         new_inner, _ = step(thetas, inner, key_pair[0])
-        active = j < offsets
-
-        def pick(new, old):
-            return jnp.where(active.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)
-
-        return jax.tree.map(pick, new_inner, inner), None
+        return C.group_where(j < offsets, new_inner, inner), None
 
     inner, _ = jax.lax.scan(body, inner, (jnp.arange(horizon - 1), keys))
     return inner, offsets
@@ -539,14 +526,12 @@ def pes(
         shape = (lay.num_groups, lay.group_size)
         inner = C.broadcast_state(system.init(state_key), shape)
         t = jnp.zeros((lay.num_groups,), jnp.int32)
-        accum = jax.tree.map(lambda x: jnp.zeros((lay.num_groups,) + jnp.shape(x), jnp.result_type(x)), theta)
+        accum = C.zeros_per_group(theta, lay.num_groups)
         if stagger and system.horizon > 1:
             eps = C.sample_noise(noise_key, theta, lay.num_groups, sigma)
             inner, t = _perturbed_burn_in(system, theta, eps, lay, inner, offset_key, burn_key)
             started = t > 0  # the burn-in's perturbation is part of the episode's history
-            accum = jax.tree.map(
-                lambda e: jnp.where(started.reshape((-1,) + (1,) * (e.ndim - 1)), e, jnp.zeros_like(e)), eps
-            )
+            accum = C.group_where(started, eps, jax.tree.map(jnp.zeros_like, eps))
         return shard.groups(PESState(inner, t, accum))
 
     def estimate(key, theta, state):
@@ -589,10 +574,7 @@ def pes(
     )
     if divide_by_variance:
         hparams["divide_by_variance"] = True
-    if particle_chunk_size is not None:
-        hparams["particle_chunk_size"] = particle_chunk_size
-    if devices is not None:
-        hparams["devices"] = devices
+    C.scale_hparams(hparams, particle_chunk_size, devices)
     return C.GradientEstimator(init, estimate, "pes", hparams, trunc_len, num_particles * trunc_len)
 
 
@@ -677,25 +659,16 @@ def nres(
         before = _antithetic_differences(out.before, lay)
         after = _antithetic_differences(out.total, lay) - before
 
-        def grad_leaf(e, f, ref):  # losses up to the first episode end saw e, later ones f
-            shape = (-1,) + (1,) * (e.ndim - 1)
-            terms = before.astype(e.dtype).reshape(shape) * e + after.astype(e.dtype).reshape(shape) * f
-            return (jnp.sum(terms, axis=0) * scale).astype(jnp.result_type(ref))
-
-        grad = jax.tree.map(grad_leaf, state.eps, fresh, theta)
-        eps = jax.tree.map(
-            lambda e, f: jnp.where(out.any_end.reshape((-1,) + (1,) * (e.ndim - 1)), f, e), state.eps, fresh
-        )
+        # losses up to the first episode end saw the old perturbation, later ones the fresh one
+        grad = C.combine2(before, state.eps, after, fresh, scale, theta)
+        eps = C.group_where(out.any_end, fresh, state.eps)
         aux = {"loss": jnp.mean(out.total)}
         return grad, shard.groups(NRESState(out.inner, out.t, eps)), aux
 
     hparams = dict(
         trunc_len=trunc_len, sigma=sigma, num_particles=num_particles, antithetic=antithetic, stagger=stagger
     )
-    if particle_chunk_size is not None:
-        hparams["particle_chunk_size"] = particle_chunk_size
-    if devices is not None:
-        hparams["devices"] = devices
+    C.scale_hparams(hparams, particle_chunk_size, devices)
     return C.GradientEstimator(init, estimate, "nres", hparams, trunc_len, num_particles * trunc_len)
 
 
@@ -723,19 +696,9 @@ def pes_update(total, before, any_end, last_end, eps, accum, scale, like):
       the truncation's last step.
     """
 
-    def grad_leaf(e, xi, ref):  # sum_g total_g eps_g + before_g xi_g, as one fused reduction
-        shape = (-1,) + (1,) * (e.ndim - 1)
-        terms = total.astype(e.dtype).reshape(shape) * e + before.astype(e.dtype).reshape(shape) * xi
-        return (jnp.sum(terms, axis=0) * scale).astype(jnp.result_type(ref))
-
-    grad = jax.tree.map(grad_leaf, eps, accum, like)
-
-    def new_accum(xi, e):
-        shape = (-1,) + (1,) * (e.ndim - 1)
-        cont = jnp.where(any_end.reshape(shape), e, xi + e)
-        return jnp.where(last_end.reshape(shape), jnp.zeros_like(e), cont)
-
-    return grad, jax.tree.map(new_accum, accum, eps)
+    grad = C.combine2(total, eps, before, accum, scale, like)
+    cont = C.group_where(any_end, eps, jax.tree.map(jnp.add, accum, eps))
+    return grad, C.group_where(last_end, jax.tree.map(jnp.zeros_like, eps), cont)
 
 
 def std_scale(objectives, sigma):

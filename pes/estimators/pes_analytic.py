@@ -78,7 +78,7 @@ def pes_a(
         fresh = system.init(state_key)
         inner = C.broadcast_state(fresh, (lay.num_groups, lay.group_size))
         t = jnp.zeros((lay.num_groups,), jnp.int32)
-        accum = jax.tree.map(lambda x: jnp.zeros((lay.num_groups,) + jnp.shape(x), jnp.result_type(x)), theta)
+        accum = C.zeros_per_group(theta, lay.num_groups)
         return shard.groups(PESAState(inner, t, accum, fresh, jnp.zeros((), jnp.int32)))
 
     def estimate(key, theta, state):
@@ -120,9 +120,6 @@ def pes_a(
         return grad, shard.groups(PESAState(out.inner, out.t, accum, mean_inner, mean_t)), aux
 
     hparams = dict(trunc_len=trunc_len, sigma=sigma, num_particles=num_particles, antithetic=antithetic)
-    if particle_chunk_size is not None:
-        hparams["particle_chunk_size"] = particle_chunk_size
-    if devices is not None:
-        hparams["devices"] = devices
+    C.scale_hparams(hparams, particle_chunk_size, devices)
     cost = num_particles * trunc_len + trunc_len
     return C.GradientEstimator(init, estimate, "pes_a", hparams, trunc_len, cost)
