@@ -78,6 +78,7 @@ def test_step_loss_is_the_clipped_ce_over_t_and_nan_params_give_the_ceiling(data
     np.testing.assert_allclose(float(loss), CEIL / TINY["horizon"], rtol=1e-6)  # CE > ceiling: clipped
 
 
+@pytest.mark.numerics
 def test_evaluate_is_the_full_objective_on_the_fixed_seeds(data_dir):
     """meta_loss_eval = mean over eval runs of the system's full objective (sum of l_t / T)."""
     task = make_task(data_dir)
