@@ -542,6 +542,8 @@ def _measure(m: Mapping, ctx: dict) -> _Measured:
             diverged[mkey] = f"diverged at step {step}"
         keep = np.isfinite(y) & np.isfinite(x)
         members[mkey] = (x[keep], y[keep])
+    if keyed_by_seed:  # seeds in numeric order in the table
+        members = dict(sorted(members.items()))
     values: dict[Any, float] = {}
     if mode == "mean_curve" and len(members) > 0:
         if diverged:
