@@ -591,6 +591,8 @@ def _members_text(ms: _Measured) -> str:
 
 
 def _value_text(ms: _Measured, mode: str = "") -> str:
+    if ms.stat in ("first_below", "first_above"):  # a step, not a value of the metric
+        ms = _Measured(f"{ms.name} first at", ms.value, ms.members, ms.diverged, ms.fail_diverged, ms.stat)
     if ms.value is None:  # seeds: each
         return f"{ms.name}{_members_text(ms)}"
     if ms.diverged and not ms.members.get("mean curve"):
