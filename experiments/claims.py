@@ -45,6 +45,7 @@ MEASURE_KEYS = (
     "x",
     "n",
     "x_at",
+    "x_frac",
     "threshold",
     "x_min",
     "x_max",
@@ -165,9 +166,15 @@ def _validate_measure(m, where: str, profiles, fig) -> None:
             )
         _per_profile(m["n"], f"{where}.n", profiles, _number("values averaged", integer=True))
     if stat in ("at", "change"):
-        if "x_at" not in m:
-            raise ConfigError(f"{where}: stat {stat} needs x_at; allowed: a number (the x value)")
-        _per_profile(m["x_at"], f"{where}.x_at", profiles, _number("an x value"))
+        if ("x_at" in m) == ("x_frac" in m):
+            raise ConfigError(
+                f"{where}: stat {stat} needs one of x_at (an x value) or x_frac "
+                "(a fraction of the logged x range, 0..1)"
+            )
+        if "x_at" in m:
+            _per_profile(m["x_at"], f"{where}.x_at", profiles, _number("an x value"))
+        else:
+            _per_profile(m["x_frac"], f"{where}.x_frac", profiles, _number("a fraction", nonneg=True))
     if stat in ("first_below", "first_above"):
         if "threshold" not in m:
             raise ConfigError(f"{where}: stat {stat} needs threshold; allowed: a number")
@@ -177,10 +184,11 @@ def _validate_measure(m, where: str, profiles, fig) -> None:
             _per_profile(m[k], f"{where}.{k}", profiles, _number("an x bound"))
     if "window" in m:
         _one_of(WINDOWS)(m["window"], f"{where}.window")
-    for k in ("n", "x_at", "threshold", "x_min", "x_max", "window"):
+    for k in ("n", "x_at", "x_frac", "threshold", "x_min", "x_max", "window"):
         needs = {
             "n": ("mean_last",),
             "x_at": ("at", "change"),
+            "x_frac": ("at", "change"),
             "threshold": ("first_below", "first_above"),
             "x_min": ("slope",),
             "x_max": ("slope",),
@@ -434,7 +442,10 @@ def _curve_stat(x: np.ndarray, y: np.ndarray, m: Mapping, profile: str) -> float
         n = int(_resolve(m["n"], profile))
         return float(np.mean(y[-n:]))
     if stat in ("at", "change"):
-        x_at = float(_resolve(m["x_at"], profile))
+        if "x_frac" in m:  # a fraction of the logged x range: protocol-independent "half-way"
+            x_at = float(x[0] + float(_resolve(m["x_frac"], profile)) * (x[-1] - x[0]))
+        else:
+            x_at = float(_resolve(m["x_at"], profile))
         before = np.nonzero(x <= x_at)[0]
         if len(before) == 0:
             raise _NotRun(f"nothing logged at x <= {fmt(x_at)}")

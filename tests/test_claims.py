@@ -191,6 +191,12 @@ def test_stats_at_change_mean_last_first():
         fig=SEEDED_FIG,
     )
     assert r.verdict == CL.PASS
+    r = one(
+        {"type": "close", "of": dict(pes, stat="at", x_frac=0.5), "to": 0.9, "atol": 1e-9},
+        SEEDED,
+        fig=SEEDED_FIG,
+    )
+    assert r.verdict == CL.PASS  # half of the range 0..10
     r = one({"type": "close", "of": dict(pes, stat="first"), "to": 2.0, "atol": 0}, SEEDED, fig=SEEDED_FIG)
     assert r.verdict == CL.PASS
     r = one(
