@@ -132,9 +132,11 @@ def store(
     (out / CH.FIGURE_JSON).write_text(
         json.dumps(info, indent=2, sort_keys=True, default=str, ensure_ascii=False) + "\n"
     )
-    png = Path(results_root) / profile / "figures" / f"{fig.id}.png"
-    if images is not None and png.exists():  # the rendered figure the docs show
-        shutil.copyfile(png, Path(images) / f"{fig.id}_{profile}.png")
+    if images is not None:  # the rendered figures the docs show: figureN.png, figureN_per_n.png, ...
+        for png in sorted((Path(results_root) / profile / "figures").glob(f"{fig.id}*.png")):
+            suffix = png.stem[len(str(fig.id)) :]
+            if suffix == "" or suffix.startswith("_"):
+                shutil.copyfile(png, Path(images) / f"{fig.id}_{profile}{suffix}.png")
     return out
 
 
@@ -238,9 +240,9 @@ def figure_block(name: str, evaluated: dict, root: Path) -> str:
             lines.append("")
             lines.append(f"Stored grid: {p['grid_trimmed']}.")
         lines += ["", CL.table(rows), "", f"{CL.summary(rows)}.", ""]
-        image = FIG_DOCS / f"{name}_{profile}.png"
-        if image.exists():
-            lines += [f"![{name}, {profile} profile]({image.name})", ""]
+        for image in [FIG_DOCS / f"{name}_{profile}.png", *sorted(FIG_DOCS.glob(f"{name}_{profile}_*.png"))]:
+            if image.exists():
+                lines += [f"![{name}, {profile} profile]({image.name})", ""]
     return "\n".join(lines)
 
 
