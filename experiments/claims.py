@@ -55,6 +55,7 @@ MEASURE_KEYS = (
     "diverged",
     "table",
     "name",
+    "transform",
 )
 STATS = ("final", "first", "min", "max", "mean_last", "at", "change", "first_below", "first_above", "slope")
 SEEDS = ("mean", "median", "min", "max", "spread", "std", "each", "mean_curve")
@@ -62,6 +63,7 @@ PER_SEED = ("no", "paired", "all")
 DIVERGED = ("fail", "inf", "-inf")
 TABLES = ("metrics", "grid")
 WINDOWS = ("upper_half",)
+TRANSFORMS = {"exp": np.exp, "log10": np.log10}  # applied to the metric's values before the stat
 ID_RE = re.compile(r"[a-z0-9][a-z0-9.-]*")
 GLOB_CHARS = set("*?[")
 
@@ -184,6 +186,8 @@ def _validate_measure(m, where: str, profiles, fig) -> None:
             _per_profile(m[k], f"{where}.{k}", profiles, _number("an x bound"))
     if "window" in m:
         _one_of(WINDOWS)(m["window"], f"{where}.window")
+    if "transform" in m:
+        _one_of(tuple(TRANSFORMS))(m["transform"], f"{where}.transform")
     for k in ("n", "x_at", "x_frac", "threshold", "x_min", "x_max", "window"):
         needs = {
             "n": ("mean_last",),
@@ -541,6 +545,9 @@ def _measure(m: Mapping, ctx: dict) -> _Measured:
             where = "the pooled runs" if m.get("pool") else f"run {key[0]}, seed {key[1]}"
             raise _Broken(f"{name}: several values at one x in {where} (narrow the selection)")
         x, y = g["_x"].to_numpy(float), g["value"].to_numpy(float)
+        if "transform" in m:  # e.g. a log-space parameter read on its natural scale
+            with np.errstate(all="ignore"):
+                y = TRANSFORMS[m["transform"]](y)
         mkey = key if m.get("pool") else (int(key[1]) if keyed_by_seed else f"{key[0]}/{key[1]}")
         status, at = (None, None) if m.get("pool") else _status(ctx.get("statuses"), str(key[0]))
         bad = ~np.isfinite(y)

@@ -280,6 +280,14 @@ def test_slope_of_a_pooled_curve_over_runs():
     assert one({"type": "close", "of": m, "to": 1.3, "atol": 1e-9}, df, fig=fig).verdict == CL.PASS
 
 
+def test_transform_reads_a_log_parameter_on_its_scale():
+    df = frame(rows("pes", "theta/1", STEPS, [3.4, 2.0, 1.0, math.log(0.25)]))
+    r = one(
+        {"type": "range", "of": {"run": "pes", "metric": "theta/1", "transform": "exp"}, "below": 0.3}, df
+    )
+    assert r.verdict == CL.PASS and "0.25" in r.measured
+
+
 def test_per_profile_values():
     m = {"run": "pes", "metric": "loss", "stat": "mean_last", "n": {"quick": 1, "paper": 2}}
     chk = {"type": "close", "of": m, "to": {"quick": 1e-12, "paper": (1e-8 + 1e-12) / 2}, "rtol": 1e-9}
