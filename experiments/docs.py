@@ -82,6 +82,8 @@ def store(
     load: str | None = None,
     note: str | None = None,
     machine: str | None = None,
+    git_commit: str | None = None,
+    end_time: str | None = None,
     dest: Path = STORE,
     images: Path | None = FIG_DOCS,
 ) -> Path:
@@ -113,6 +115,10 @@ def store(
             "description": machine,
             **(info["machine"] if isinstance(info.get("machine"), dict) else {}),
         }
+    if git_commit:
+        info["git_commit"] = git_commit
+    if end_time:
+        info["end_time"] = end_time
     if load:
         info["load"] = load
     if note:
@@ -351,6 +357,8 @@ def main(argv: list[str] | None = None) -> int:
                     "load": None,
                     "note": None,
                     "machine": None,
+                    "git_commit": None,
+                    "end_time": None,
                 },
             )
             if not a["figure"]:
@@ -363,6 +371,8 @@ def main(argv: list[str] | None = None) -> int:
                 load=a["load"],
                 note=a["note"],
                 machine=a["machine"],
+                git_commit=a["git_commit"],
+                end_time=a["end_time"],
             )
             print(f"stored {out}; now run make docs")
             return 0
