@@ -23,6 +23,7 @@ import pandas as pd
 from experiments.config import ConfigError
 
 PROFILES = ("quick", "paper")
+DIVERGED_METRIC = "diverged"  # the marker row a diverged run ends with (experiments.runner)
 PASS, FAIL, NOT_RUN = "PASS", "FAIL", "NOT RUN"
 # exit codes of `python -m experiments.check` (docs/claims.md)
 EXIT_OK, EXIT_FAIL, EXIT_CONFIG, EXIT_NO_RESULTS = 0, 1, 2, 3
@@ -550,6 +551,9 @@ def _measure(m: Mapping, ctx: dict) -> _Measured:
                 y = TRANSFORMS[m["transform"]](y)
         mkey = key if m.get("pool") else (int(key[1]) if keyed_by_seed else f"{key[0]}/{key[1]}")
         status, at = (None, None) if m.get("pool") else _status(ctx.get("statuses"), str(key[0]))
+        marker = None if m.get("pool") else ctx.get("markers", {}).get((str(key[0]), int(key[1])))
+        if marker is not None:  # the runner's marker row: metric "diverged" at the first bad step
+            status, at = "diverged", marker if at is None else at
         bad = ~np.isfinite(y)
         if status == "diverged" or (len(y) and bad[-1]):
             step = (
@@ -611,13 +615,15 @@ def _members_text(ms: _Measured) -> str:
 def _value_text(ms: _Measured, mode: str = "") -> str:
     if ms.stat in ("first_below", "first_above"):  # a step, not a value of the metric
         ms = _Measured(f"{ms.name} first at", ms.value, ms.members, ms.diverged, ms.fail_diverged, ms.stat)
+    if ms.diverged and len(ms.members) == 1:  # one run, diverged: say so, and what it counts as
+        why = next(iter(ms.diverged.values()))
+        counted = "" if ms.value is None or math.isnan(ms.value) else f" (counted as {fmt(ms.value)})"
+        return f"{ms.name} {why}{counted}"
     if ms.value is None:  # seeds: each
         return f"{ms.name}{_members_text(ms)}"
-    if ms.diverged and not ms.members.get("mean curve"):
-        return f"{ms.name} {fmt(ms.value, ms.stat)}{_members_text(ms)}"
-    extra = _members_text(ms) if len(ms.members) > 1 or ms.diverged else ""
     if ms.diverged and ms.members.get("mean curve") is not None:
-        extra = " [" + "; ".join(ms.diverged.values()) + "]"
+        return f"{ms.name} {fmt(ms.value, ms.stat)} [" + "; ".join(ms.diverged.values()) + "]"
+    extra = _members_text(ms) if len(ms.members) > 1 or ms.diverged else ""
     return f"{ms.name} {fmt(ms.value, ms.stat)}{extra}"
 
 
@@ -759,7 +765,12 @@ def evaluate(
             df["source"] = "run"
         df["value"] = pd.to_numeric(df["value"], errors="coerce")
         df["run_id"] = df["run_id"].astype(str)
+    markers = {}
+    if df is not None:
+        mk = df[df["metric"] == DIVERGED_METRIC]
+        markers = {(str(r.run_id), int(r.seed)): int(r.outer_step) for r in mk.itertuples()}
     ctx = dict(
+        markers=markers,
         df=df,
         legacy_source=legacy_source,
         profile=profile,

@@ -357,6 +357,23 @@ def test_diverged_runs_are_shown_and_do_not_crash():
     assert res.verdict == CL.FAIL and "es" in res.measured and "diverged at step 20" in res.measured
 
 
+def test_diverged_marker_row_of_the_runner_is_read():
+    df = frame(
+        rows("pes", "loss", STEPS, [8.0, 1.0, 0.1, 0.01]),
+        rows("es", "loss", STEPS[:3], [8.0, 50.0, 3e30]),
+        rows("es", "diverged", [20], [1.0]),
+    )
+    order = {
+        "type": "order",
+        "ascending": [{"run": "pes", "metric": "loss"}, {"run": "es", "metric": "loss"}],
+    }
+    (res,) = CL.evaluate(CL.validate([claim(order)], FIG), df, profile="quick", fig=FIG)
+    assert res.verdict == CL.FAIL and res.measured == "pes 0.01 < es diverged at step 20"
+    above = {"type": "range", "of": {"run": "es", "metric": "loss", "diverged": "inf"}, "above": 100}
+    (res,) = CL.evaluate(CL.validate([claim(above)], FIG), df, profile="quick", fig=FIG)
+    assert res.verdict == CL.PASS
+
+
 def test_source_column_filters_and_defaults_to_run():
     df = frame(rows("pes", "final/loss", [30], [5.0]), rows("es", "final/loss", [30], [7.0]))
     chk = {
