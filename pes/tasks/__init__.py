@@ -63,21 +63,25 @@ def _registry() -> dict[str, Callable[..., Task]]:
         linear_control,
         linear_quadratic,
         lopt_image_mlp,
+        mlp_hparams,
         mnist_lr_schedule,
         ptb_lstm,
         swimmer,
         toy_regression,
+        uci_yacht,
     )
 
     return {
         "influence_balancing": influence_balancing.make,
         "linear_quadratic": linear_quadratic.make,
         "lopt_image_mlp": lopt_image_mlp.make,
+        "mlp_hparams": mlp_hparams.make,
         "mnist_lr_schedule": mnist_lr_schedule.make,
         "ptb_lstm": ptb_lstm.make,
         "toy_regression": toy_regression.make,
         "swimmer": swimmer.make,
         "linear_control": linear_control.make,
+        "uci_yacht": uci_yacht.make,
     }
 
 
