@@ -71,22 +71,29 @@ def uniform_configs(
 
 
 def run_keys(key: jax.Array, num_runs: int) -> jax.Array:
-    """The (init, data) key pairs of the ``num_runs`` scoring runs, shape (num_runs, 2)."""
+    """The keys of the ``num_runs`` scoring runs, shape (num_runs,) (one key per run)."""
     _check_count("num_runs", num_runs)
-    return jax.random.split(key, (num_runs, 2))
+    return jax.random.split(key, num_runs)
+
+
+def full_run_objective(system: systems.UnrolledSystem, theta: PyTree, key: jax.Array) -> jax.Array:
+    """One fresh full-horizon run's meta-objective: (init key, data key) = split(key)."""
+    init_key, data_key = jax.random.split(key)
+    return systems.full_objective(system, theta, init_key, data_key)
 
 
 def mean_objective(system: systems.UnrolledSystem, keys: jax.Array) -> Callable[[PyTree], jax.Array]:
     """theta -> mean over the runs ``keys`` (from `run_keys`) of the full-horizon meta-objective.
 
-    Each run starts from ``system.init(init key)`` and is driven by its data key exactly as
+    Run ``k`` is `full_run_objective` with key ``k``: it starts from ``system.init`` of the
+    first half of ``split(k)`` and is driven by the second half exactly as
     `pes.systems.full_objective`; a non-finite mean becomes ``+inf``.
     """
     if system.horizon is None:
         raise ValueError("random search needs a finite horizon; this system has horizon=None")
 
     def score(theta):
-        values = jax.vmap(lambda k: systems.full_objective(system, theta, k[0], k[1]))(keys)
+        values = jax.vmap(lambda k: full_run_objective(system, theta, k))(keys)
         mean = jnp.mean(values)
         return jnp.where(jnp.isfinite(mean), mean, jnp.inf)
 

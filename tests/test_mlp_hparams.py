@@ -237,7 +237,7 @@ def test_es_tunes_the_discrete_widths_gradient_free(data_dir):
 def test_evaluate_is_the_mean_full_objective_over_the_fixed_runs(data_dir):
     task = make(data_dir)
     keys = task.metadata["eval_keys"]
-    full = jax.jit(lambda k: systems.full_objective(task.system, task.theta_init, k[0], k[1]))
+    full = jax.jit(lambda k: systems.full_objective(task.system, task.theta_init, *jax.random.split(k)))
     direct = np.mean([float(full(k)) for k in keys])
     evaluate = jax.jit(task.evaluate)
     out = evaluate(task.theta_init, jax.random.key(99))

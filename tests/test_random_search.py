@@ -29,7 +29,8 @@ def toy_system():
 def numpy_score(theta, keys):
     """The same score, re-computed step by step in NumPy (only the random numbers come from JAX)."""
     totals = []
-    for init_key, data_key in keys:
+    for key in keys:
+        init_key, data_key = jax.random.split(key)
         x = float(jax.random.normal(init_key, (), jnp.float64))
         step_keys = jax.random.split(data_key, (T, 2))
         total = 0.0

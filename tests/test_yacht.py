@@ -179,6 +179,7 @@ def test_computed_optimum_matches_a_direct_numpy_ridge_computation():
     np.testing.assert_allclose(np.asarray(w), w_ridge, rtol=1e-6, atol=1e-8)
     out = task.evaluate(jnp.asarray(th), jax.random.key(0))
     assert float(out["theta_optimum"]) == pytest.approx(th)
+    assert float(task.evaluate(jnp.asarray(th - 0.3), None)["theta_error"]) == pytest.approx(0.3)
     assert float(out["val_loss_converged"]) == pytest.approx(min(losses), rel=1e-6)
 
 

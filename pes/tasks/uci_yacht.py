@@ -14,7 +14,8 @@ The optimum is computed, not assumed: SGD with a small enough step converges to 
 solution w*(theta) = (X_tr^T X_tr + exp(theta) I)^-1 X_tr^T y_tr, and `optimum` minimises
 the validation loss of w*(theta) over a fine theta grid (float64, NumPy).  It is the
 task's ``optimum``; ``evaluate`` logs it as ``theta_optimum`` together with
-``val_loss_converged`` (the validation loss of w*(theta) at the current theta).
+``theta_error`` = |theta - optimum| and ``val_loss_converged`` (the validation loss of
+w*(theta) at the current theta).
 """
 
 from __future__ import annotations
@@ -179,6 +180,7 @@ def make(
         return {
             "val_loss_converged": converged_val_loss(theta),
             "theta_optimum": jnp.asarray(theta_opt, dtype),
+            "theta_error": jnp.abs(theta - theta_opt),
         }
 
     metadata = {
