@@ -58,15 +58,20 @@ def plot(df: pd.DataFrame, axes=None):
         _, axes = plt.subplots(1, 2, figsize=(11, 4))
     ax_theta, ax_loss = axes
     seen = set()
-    for rid, t in trajectories(df, "theta").items():
+    for t in trajectories(df, "theta").values():
         est = t["estimator"].iloc[0]
         label = LABELS.get(est, est) if est not in seen else None
         seen.add(est)
         ax_theta.plot(t["compute"], t["value"], label=label, **dict(_style.style(est), linewidth=1.2))
     theta_opt = optimum(df, "theta_optimum")
     if theta_opt is not None:
-        ax_theta.axhline(theta_opt, color="black", linestyle="--", linewidth=1.2,
-                         label=f"optimum (computed) {theta_opt:.3f}")
+        ax_theta.axhline(
+            theta_opt,
+            color="black",
+            linestyle="--",
+            linewidth=1.2,
+            label=f"optimum (computed) {theta_opt:.3f}",
+        )
     ax_theta.set_xlabel("Total compute (inner steps, N·K per outer iteration)")
     ax_theta.set_ylabel("log L2 coefficient θ")
     ax_theta.set_title("(a) θ trajectories")
@@ -75,7 +80,7 @@ def plot(df: pd.DataFrame, axes=None):
 
     seen = set()
     lows = []
-    for rid, t in trajectories(df, "loss").items():
+    for t in trajectories(df, "loss").values():
         est = t["estimator"].iloc[0]
         label = LABELS.get(est, est) if est not in seen else None
         seen.add(est)
@@ -84,8 +89,9 @@ def plot(df: pd.DataFrame, axes=None):
     conv = df[df["metric"] == "val_loss_converged"]
     best = float(conv["value"].min()) if not conv.empty else None
     if best is not None:
-        ax_loss.axhline(best, color="black", linestyle=":", linewidth=1,
-                        label=f"converged loss at the optimum {best:.3f}")
+        ax_loss.axhline(
+            best, color="black", linestyle=":", linewidth=1, label=f"converged loss at the optimum {best:.3f}"
+        )
     if lows:  # the interesting range: from just below the best to a bit above it
         lo = min(lows + ([best] if best is not None else []))
         ax_loss.set_ylim(lo - 0.1, lo + 1.0)
