@@ -277,6 +277,7 @@ def make(
     ]
     metadata = {
         "differentiable": "width" not in tune,
+        "objective": "val_sum_loss",
         "dataset": name,
         "data_origin": origin,
         "num_train": int(train_x.shape[0]),
