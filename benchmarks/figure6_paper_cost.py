@@ -82,7 +82,7 @@ def main() -> None:
         chunk = outer.make_chunk(est, opt, log_every=args.iters, num_logs=1)
         record[f"{name}_s_per_outer_iteration"] = timed(lambda s, c=chunk: c(s)[0].theta, state) / args.iters
 
-    low, high = task.metadata["search_space"] if "search_space" in task.metadata else task.search_space
+    low, high = task.search_space
     configs = search.uniform_configs(jax.random.key(0), low, high, args.chunk)
     score = search.mean_objective(task.system, search.run_keys(jax.random.key(1), args.runs))
     run = jax.jit(search.score_configs, static_argnums=(0, 2))

@@ -156,7 +156,8 @@ def test_task_theta_is_29_hyperparameters_at_paper_shape(data_dir):
     shapes = jax.tree.map(jnp.shape, task.theta_init)
     assert shapes == {"lr": (12,), "momentum": (12,), "width": (5,)}
     md = task.metadata
-    assert md["num_hparams"] == 29 and not md["differentiable"] and md["dataset"] == "fashion_mnist"
+    assert md["num_hparams"] == 29 and not task.differentiable and task.dataset.name == "fashion_mnist"
+    assert task.objective == "val_sum_loss" and task.eval_keys.shape == (2,)
     assert md["theta_names"][0] == "lr/Dense_0/bias" and md["theta_names"][-1] == "width/layer4"
     # random init: uniform in the init ranges (LR 1e-4..1e-2, momentum .01..0.9, width 0.2..0.8)
     nat = mlp_hparams.constrained(task.theta_init)
@@ -165,7 +166,7 @@ def test_task_theta_is_29_hyperparameters_at_paper_shape(data_dir):
     assert np.all((nat["width"] >= 0.2) & (nat["width"] <= 0.8))
     other = make(data_dir, hidden=[7, 7, 7, 7, 7], init_seed=5)
     assert not np.allclose(other.theta_init["lr"], task.theta_init["lr"])
-    low, high = md["search_space"]
+    low, high = task.search_space
     np.testing.assert_allclose(np.asarray(low["lr"]), math.log(1e-8), rtol=1e-12)
     np.testing.assert_allclose(np.asarray(high["width"]), math.log(0.999 / 0.001), rtol=1e-12)
 
@@ -236,7 +237,7 @@ def test_es_tunes_the_discrete_widths_gradient_free(data_dir):
 
 def test_evaluate_is_the_mean_full_objective_over_the_fixed_runs(data_dir):
     task = make(data_dir)
-    keys = task.metadata["eval_keys"]
+    keys = task.eval_keys
     full = jax.jit(lambda k: systems.full_objective(task.system, task.theta_init, *jax.random.split(k)))
     direct = np.mean([float(full(k)) for k in keys])
     evaluate = jax.jit(task.evaluate)
@@ -252,7 +253,7 @@ def test_evaluate_is_the_mean_full_objective_over_the_fixed_runs(data_dir):
 def test_untuned_groups_use_fixed_values(data_dir):
     task = make(data_dir, tune=["lr"], momentum=0.0, width_fraction=1.0, horizon=3)
     assert set(task.theta_init) == {"lr"} and task.metadata["num_hparams"] == 6
-    assert task.metadata["differentiable"]  # no width mask: gradients are fine
+    assert task.differentiable  # no width mask: gradients are fine
     g = jax.grad(lambda th: systems.full_objective(task.system, th, jax.random.key(0), jax.random.key(1)))(
         task.theta_init
     )
@@ -287,9 +288,11 @@ def test_bad_inputs_fail_before_loading_data(kw, match, tmp_path):
 
 def test_random_search_batches_configurations_like_single_evaluations(data_dir):
     task = make(data_dir)
-    low, high = task.metadata["search_space"]
+    low, high = task.search_space
     configs = search.uniform_configs(jax.random.key(0), low, high, 5)
-    batched = np.asarray(search.score_configs(task.metadata["score"], configs, chunk_size=2))
+    batched = np.asarray(
+        search.score_configs(search.mean_objective(task.system, task.eval_keys), configs, chunk_size=2)
+    )
     evaluate = jax.jit(task.evaluate)
     single = [
         float(evaluate(jax.tree.map(lambda x, i=i: x[i], configs), jax.random.key(0))["meta_objective"])
@@ -302,3 +305,14 @@ def test_random_search_batches_configurations_like_single_evaluations(data_dir):
 
 def test_mlp_module_is_flax():
     assert issubclass(mlp_hparams.MaskedMLP, nn.Module)
+
+
+def test_search_space_is_checked_by_the_task_contract(data_dir):
+    from pes.tasks import Task, TaskContractError
+
+    task = make(data_dir)
+    low, high = task.search_space
+    with pytest.raises(TaskContractError, match="search_space=.* is invalid"):
+        Task("t", task.system, task.theta_init, task.evaluate, search_space=({"lr": low["lr"]}, high))
+    with pytest.raises(TaskContractError, match="shaped like theta_init"):
+        Task("t", task.system, {"lr": task.theta_init["lr"]}, task.evaluate, search_space=(low, high))

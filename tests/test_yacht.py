@@ -167,10 +167,10 @@ def test_computed_optimum_matches_a_direct_numpy_ridge_computation():
         w = np.linalg.solve(x.T @ x + np.exp(th) * np.eye(6), x.T @ y)
         losses.append(0.5 * np.sum((xv @ w - yv) ** 2))
     direct = thetas[int(np.argmin(losses))]
-    assert abs(task.metadata["optimum"] - direct) <= 5e-3
+    assert abs(task.optimum - direct) <= 5e-3
     assert task.metadata["optimum_val_loss"] == pytest.approx(min(losses), rel=1e-6)
     # the closed form is the point the inner SGD converges to at fixed theta
-    th = task.metadata["optimum"]
+    th = task.optimum
     converge = jax.jit(
         lambda w: jax.lax.fori_loop(0, 30_000, lambda i, w: task.system.step(th, w, None)[0], w)
     )

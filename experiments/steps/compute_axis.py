@@ -56,10 +56,21 @@ def compute(ctx: steps.Context, plan: Plan) -> steps.StepOutput:
     records = []
     for (rid, seed), g in runs.groupby(["run_id", "seed"], sort=True):
         info = {c: g.iloc[0][c] for c in results.RUN_COLUMNS}
-        at = g[["outer_step", "inner_steps", "num_particles"]].drop_duplicates("outer_step").sort_values("outer_step")
+        at = (
+            g[["outer_step", "inner_steps", "num_particles"]]
+            .drop_duplicates("outer_step")
+            .sort_values("outer_step")
+        )
         for step, inner, n in at.itertuples(index=False):
-            records.append(dict(info, outer_step=int(step), inner_steps=int(inner), metric="total_compute",
-                                value=float(inner) * float(n)))
+            records.append(
+                dict(
+                    info,
+                    outer_step=int(step),
+                    inner_steps=int(inner),
+                    metric="total_compute",
+                    value=float(inner) * float(n),
+                )
+            )
         if best_of:
             sub = g[g["metric"] == best_of].sort_values("outer_step")
             if sub.empty:
@@ -67,8 +78,15 @@ def compute(ctx: steps.Context, plan: Plan) -> steps.StepOutput:
             values = sub["value"].to_numpy(np.float64)
             best = np.minimum.accumulate(np.where(np.isfinite(values), values, np.inf))
             for (step, inner), b in zip(sub[["outer_step", "inner_steps"]].itertuples(index=False), best):
-                records.append(dict(info, outer_step=int(step), inner_steps=int(inner), metric=f"best_{best_of}",
-                                    value=float(b)))
+                records.append(
+                    dict(
+                        info,
+                        outer_step=int(step),
+                        inner_steps=int(inner),
+                        metric=f"best_{best_of}",
+                        value=float(b),
+                    )
+                )
     return steps.StepOutput(results.frame(records) if records else pd.DataFrame(columns=results.COLUMNS))
 
 

@@ -118,7 +118,9 @@ def search_seed(ctx: steps.Context, plan: Plan, seed: int) -> tuple[np.ndarray, 
         hi = min(lo + chunk, n)
         part = jax.tree.map(lambda x, lo=lo, hi=hi: x[lo:hi], configs)
         if hi - lo < chunk:  # pad the last chunk so it reuses the compiled call
-            part = jax.tree.map(lambda x, m=chunk - (hi - lo): np.concatenate([x, np.repeat(x[:1], m, 0)]), part)
+            part = jax.tree.map(
+                lambda x, m=chunk - (hi - lo): np.concatenate([x, np.repeat(x[:1], m, 0)]), part
+            )
         scores[lo:hi] = np.asarray(run(score, part, chunk))[: hi - lo]
         partial.parent.mkdir(parents=True, exist_ok=True)
         np.savez(partial.with_suffix(".tmp.npz"), stamp=stamp, done=hi, scores=scores)
@@ -127,12 +129,14 @@ def search_seed(ctx: steps.Context, plan: Plan, seed: int) -> tuple[np.ndarray, 
             rate = (hi - done) / max(time.perf_counter() - start, 1e-9)
             print(f"  random search seed {seed}: {hi}/{n} configurations ({rate:.2f}/s)", file=sys.stderr)
     # flat vectors in ravel_pytree's order (leaves in tree order, each in C order)
-    flat = np.concatenate([np.asarray(x, np.float64).reshape(n, -1) for x in jax.tree.leaves(configs)], axis=1)
+    flat = np.concatenate(
+        [np.asarray(x, np.float64).reshape(n, -1) for x in jax.tree.leaves(configs)], axis=1
+    )
     return flat, scores
 
 
 def compute(ctx: steps.Context, plan: Plan) -> steps.StepOutput:
-    s, task, fig_id = plan.settings, plan.built.task, str(ctx.fig.id)
+    task, fig_id = plan.built.task, str(ctx.fig.id)
     jax.config.update("jax_enable_x64", bool(plan.cfg.x64))
     horizon = int(task.system.horizon)
     num_runs = int(task.eval_keys.shape[0])
@@ -144,8 +148,9 @@ def compute(ctx: steps.Context, plan: Plan) -> steps.StepOutput:
         flat, scores = search_seed(ctx, plan, seed)
         timing[f"seed{seed}_wall_time_s"] = time.perf_counter() - t0
         best = search.best_so_far(scores)
-        info = steps.info_row(fig_id, task.name, f"random_search-seed{seed}", "random_search", seed,
-                              trunc_len=horizon)
+        info = steps.info_row(
+            fig_id, task.name, f"random_search-seed{seed}", "random_search", seed, trunc_len=horizon
+        )
         for i, (value, b) in enumerate(zip(scores, best), 1):
             at = dict(info, outer_step=i, inner_steps=i * horizon)
             records += [

@@ -14,7 +14,7 @@ space (a dict of vectors):
   >= floor(p * width) of that layer have their pre-activations set to zero, so they
   contribute nothing (`pes.hyperopt.width_masks`).  The mask is a discrete function of
   theta: ES and PES handle it (they never differentiate), and differentiating through it
-  raises a `TypeError` (``metadata["differentiable"]`` is False).
+  raises a `TypeError` (the task's ``differentiable`` field is False).
 
 Groups not in ``tune`` are fixed at ``lr`` / ``momentum`` / ``width_fraction``.
 Initial theta: ``init="random"`` draws every tuned entry uniformly in unconstrained space
@@ -29,9 +29,10 @@ on a random validation minibatch of ``objective_batch_size``; a truncation sums 
 values, a whole run its T values.  ``evaluate(theta, key)`` logs ``meta_objective``: the
 mean of that full-run sum over ``num_eval_runs`` fresh trainings driven by fixed keys
 (``eval_seed``; the same runs at every log point and for every method, and the same runs
-random search scores configurations on, ``metadata["eval_keys"]``); a run that diverges
-scores +inf.  Inner gradients pass through ``nan_to_num`` before the update (as in the
-paper's code), so a wild configuration degrades instead of turning the state into NaN.
+random search scores configurations on: the task's ``eval_keys``; ``full_run(theta, key)``
+is one such run); a non-finite mean scores +inf.  Inner gradients pass through
+``nan_to_num`` before the update (as in the paper's code), so a wild configuration degrades
+instead of turning the state into NaN.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ import optax
 
 from pes import hyperopt, search
 from pes.data import images
-from pes.tasks import Task, check_ints, check_param, check_widths
+from pes.tasks import DatasetInfo, Task, check_ints, check_param, check_widths
 from pes.tasks.mnist_lr_schedule import _load as load_flat_images
 
 GROUPS = ("lr", "momentum", "width")
@@ -271,29 +272,43 @@ def make(
         del key  # fixed evaluation runs (common random numbers across log points and methods)
         return {"meta_objective": score(theta)}
 
+    def full_run(theta, key):
+        """One fresh training of T steps at fixed theta: its full-horizon meta-objective."""
+        return {"meta_objective": search.full_run_objective(system, theta, key)}
+
     names = hyperopt.tensor_names(params_shape)
     theta_names = [
         f"{g}/{names[i]}" if g != "width" else f"width/layer{i}" for g in tune for i in range(sizes[g])
     ]
     metadata = {
-        "differentiable": "width" not in tune,
-        "objective": "val_sum_loss",
-        "dataset": name,
-        "data_origin": origin,
-        "num_train": int(train_x.shape[0]),
         "num_features": num_features,
         "hidden": list(hidden),
         "horizon": horizon,
         "num_hparams": sum(sizes[g] for g in tune),
         "theta_names": theta_names,
         "num_eval_runs": num_eval_runs,
-        # callables / trees used by the figure-6 random search (see the module docstring)
-        "search_space": box(SEARCH_RANGES),
-        "init_space": box(INIT_RANGES),
-        "eval_keys": eval_keys,
-        "score": score,
     }
-    return Task("mlp_hparams", system, theta0, evaluate, metadata)
+    return Task(
+        "mlp_hparams",
+        system,
+        theta0,
+        evaluate,
+        metadata,
+        differentiable="width" not in tune,
+        objective="val_sum_loss",
+        dataset=DatasetInfo(name, origin, int(train_x.shape[0])),
+        full_run=full_run,
+        eval_keys=eval_keys,
+        search_space=box(SEARCH_RANGES),
+    )
+
+
+def init_space(task: Task) -> tuple[dict, dict]:
+    """The box the random initial theta is drawn from (same structure as ``task.search_space``)."""
+    low, high = task.search_space
+    out_low = {g: jnp.full_like(low[g], unconstrained_range(g, INIT_RANGES)[0]) for g in low}
+    out_high = {g: jnp.full_like(high[g], unconstrained_range(g, INIT_RANGES)[1]) for g in high}
+    return out_low, out_high
 
 
 def constrained(theta: dict) -> dict[str, np.ndarray]:

@@ -13,7 +13,7 @@ validation losses after each of its K steps.  theta is a scalar (log L2 coeffici
 The optimum is computed, not assumed: SGD with a small enough step converges to the ridge
 solution w*(theta) = (X_tr^T X_tr + exp(theta) I)^-1 X_tr^T y_tr, and `optimum` minimises
 the validation loss of w*(theta) over a fine theta grid (float64, NumPy).  It is the
-task's ``optimum``; ``evaluate`` logs it as ``theta_optimum`` together with
+task's ``optimum`` field; ``evaluate`` logs it as ``theta_optimum`` together with
 ``theta_error`` = |theta - optimum| and ``val_loss_converged`` (the validation loss of
 w*(theta) at the current theta).
 """
@@ -29,7 +29,7 @@ import numpy as np
 
 from pes.data import yacht
 from pes.systems import UnrolledSystem
-from pes.tasks import Task, check_param
+from pes.tasks import DatasetInfo, Task, check_param
 
 # theta grid of `optimum`: wide enough for every initialisation of the paper, fine enough
 # (spacing 1e-3) to be far below the figure's 0.05 tolerance
@@ -184,13 +184,19 @@ def make(
         }
 
     metadata = {
-        "optimum": theta_opt,
         "optimum_val_loss": loss_opt,
-        "data_origin": data.origin,
         "data_md5": data.md5,
-        "num_train": int(x_tr.shape[0]),
         "num_val": int(x_val.shape[0]),
         "inner_lr": float(inner_lr),
         "theta_names": ["log L2 coefficient"],
     }
-    return Task("uci_yacht", system, jnp.asarray(float(theta_init), dtype), evaluate, metadata)
+    return Task(
+        "uci_yacht",
+        system,
+        jnp.asarray(float(theta_init), dtype),
+        evaluate,
+        metadata,
+        objective="val_sum_loss",
+        optimum=theta_opt,
+        dataset=DatasetInfo("uci_yacht", data.origin, int(x_tr.shape[0])),
+    )
