@@ -95,7 +95,7 @@ BAD = [
     (["estimator=tbptt", "estimator.trunc_len=0"], "trunc_len=0 is invalid; allowed: an integer >= 1"),
     (
         ["estimator=nope"],
-        "estimator=nope is unknown; allowed: ars, es, nres, openai_es, pes, pes_a, rtrl, tbptt, uoro",
+        "estimator=nope is unknown; allowed: ars, es, gpes, nres, openai_es, pes, pes_a, rtrl, tbptt, uoro",
     ),
     (["task=nope"], "task=nope is unknown; allowed: "),
     (
