@@ -45,7 +45,9 @@ def test_readme_is_a_front_door():
 
 def test_no_pointer_outside_the_repository():
     """Docs and configs name no path outside the repository (code files: each owner cleans theirs)."""
-    bad = re.compile(r"shared/|paper_spec|lopt_spec|environment\.md|seed-poster")
+    # spelled in pieces so that this file does not match the repository-wide grep itself
+    words = ["shared" + "/", "paper" + "_spec", "lopt" + "_spec", "environment" + r"\.md", "seed" + "-poster"]
+    bad = re.compile("|".join(words))
     skip = {".venv", ".git", "results", "node_modules"}
     hits = []
     for path in ROOT.rglob("*"):
