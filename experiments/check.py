@@ -102,6 +102,7 @@ def provenance(fig_dir: Path, figure_json: dict | None, runs: dict[str, dict]) -
             "end_time",
             "wall_time_s",
             "total_wall_time_s",
+            "compute_wall_time_s",
             "load",
             "note",
         )
@@ -237,8 +238,10 @@ def _parse(argv: list[str]) -> dict:
         raise C.ConfigError(
             f"figure=<name> is required; allowed: all, {', '.join(C.figure_names())} or a YAML path"
         )
-    if args["profile"] not in CL.PROFILES:
-        raise C.ConfigError(f"profile={args['profile']} is unknown; allowed: {', '.join(CL.PROFILES)}")
+    if args["profile"] not in CL.known_profiles():
+        raise C.ConfigError(
+            f"profile={args['profile']} is unknown; allowed: {', '.join(CL.known_profiles())}"
+        )
     if args["report_only"] not in ("true", "false"):
         raise C.ConfigError(f"report_only={args['report_only']} is invalid; allowed: true, false")
     return args

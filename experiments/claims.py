@@ -20,9 +20,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from experiments.config import ConfigError
+from experiments.config import CONFIG_DIR, ConfigError
 
-PROFILES = ("quick", "paper")
+
+def known_profiles() -> tuple[str, ...]:
+    """The profiles of configs/profile/ (quick and paper first)."""
+    names = sorted(p.stem for p in (CONFIG_DIR / "profile").glob("*.yaml"))
+    first = [n for n in ("quick", "paper") if n in names]
+    return tuple(first + [n for n in names if n not in first]) or ("quick", "paper")
+
+
+PROFILES = known_profiles()
 DIVERGED_METRIC = "diverged"  # the marker row a diverged run ends with (experiments.runner)
 PASS, FAIL, NOT_RUN = "PASS", "FAIL", "NOT RUN"
 # exit codes of `python -m experiments.check` (docs/claims.md)
@@ -76,9 +84,21 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def _is_per_profile(value) -> bool:
+    return isinstance(value, Mapping) and bool(value) and set(value) <= set(PROFILES)
+
+
+def figure_profiles(fig) -> list[str]:
+    """The profiles a figure defines (its ``profiles:`` keys), else every known profile."""
+    profs = (fig or {}).get("profiles") if isinstance(fig, Mapping) else None
+    if isinstance(profs, Mapping) and profs:
+        return [str(p) for p in profs]
+    return list(PROFILES)
+
+
 def _per_profile(value, where: str, profiles: Sequence[str], check) -> None:
     """``value`` is a thing ``check`` accepts, or {profile: such a thing} covering ``profiles``."""
-    if isinstance(value, Mapping) and value and set(value) <= set(PROFILES):
+    if _is_per_profile(value):
         missing = [p for p in profiles if p not in value]
         if missing:
             raise ConfigError(
@@ -227,10 +247,12 @@ def _validate_measure(m, where: str, profiles, fig) -> None:
             )
 
 
-def validate(claims, fig=None, profiles: Sequence[str] = PROFILES) -> list[dict]:
+def validate(claims, fig=None, profiles: Sequence[str] | None = None) -> list[dict]:
     """Check a figure's ``claims:`` list; returns it as plain dicts.
 
     ``fig`` (the figure config, a mapping with ``runs``) lets run ids and labels be checked.
+    ``profiles``: the profiles a claim may name (default: every profile in configs/profile/);
+    a claim without ``profiles:`` applies to the figure's profiles.
     Raises `ConfigError` with one line naming the claim, the key and what is allowed.
     """
     if claims is None:
@@ -243,6 +265,7 @@ def validate(claims, fig=None, profiles: Sequence[str] = PROFILES) -> list[dict]
         from omegaconf import OmegaConf
 
         fig = OmegaConf.to_container(fig, resolve=True)
+    profiles = list(profiles) if profiles is not None else list(PROFILES)
     fig_id = (fig or {}).get("id", "figure")
     if not isinstance(claims, list):
         raise ConfigError(
@@ -265,7 +288,7 @@ def validate(claims, fig=None, profiles: Sequence[str] = PROFILES) -> list[dict]
         _unknown(c, CLAIM_KEYS, where)
         if not isinstance(c.get("claim"), str) or not c["claim"].strip():
             raise ConfigError(f"{where}: claim is missing; allowed: the claim in words (a string)")
-        cprof = c.get("profiles", list(profiles))
+        cprof = c.get("profiles", [p for p in figure_profiles(fig) if p in profiles] or list(profiles))
         if not isinstance(cprof, list) or not cprof or any(p not in profiles for p in cprof):
             raise ConfigError(
                 f"{where}.profiles={cprof!r} is invalid; allowed: a non-empty list of {', '.join(profiles)}"
@@ -366,7 +389,7 @@ class _Measured:
 
 
 def _resolve(value, profile: str):
-    if isinstance(value, Mapping) and value and set(value) <= set(PROFILES):
+    if _is_per_profile(value):
         return value[profile]
     return value
 
@@ -781,7 +804,7 @@ def evaluate(
     )
     out = []
     for c in claims:
-        profiles = list(c.get("profiles", PROFILES))
+        profiles = list(c.get("profiles") or figure_profiles(fig))
         res = Result(str(c["id"]), str(c["claim"]).strip(), profiles, NOT_RUN, "", str(c.get("note", "")))
         out.append(res)
         if profile not in profiles:

@@ -183,6 +183,9 @@ def provenance_line(p: dict, where: str) -> str:
     if p.get("wall_time_s") is not None:
         w = CH.duration(p["wall_time_s"])
         bits.append(f"wall time: {w}" + (" (sum of the runs)" if p.get("wall_time_is_sum_of_runs") else ""))
+        compute = p.get("compute_wall_time_s")
+        if compute is not None and float(compute) > 1.2 * float(p["wall_time_s"]):  # runs/steps were reused
+            bits.append(f"compute when first made: {CH.duration(compute)}")
     if p.get("git_commit"):
         c = p["git_commit"]
         bits.append("commit: " + (", ".join(x[:7] for x in c) if isinstance(c, list) else str(c)[:7]))

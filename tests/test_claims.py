@@ -502,6 +502,24 @@ def test_bad_claims_are_one_line_config_errors(bad, words):
         assert w in msg, (w, msg)
 
 
+def test_claims_default_to_the_figures_profiles_and_new_profiles_are_allowed(monkeypatch):
+    monkeypatch.setattr(CL, "PROFILES", ("quick", "paper", "paper_fashion"))
+    fig = dict(FIG, profiles={"quick": [], "paper": [], "paper_fashion": []})
+    chk = {
+        "type": "range",
+        "of": {"run": "pes", "metric": "loss", "stat": "mean_last", "n": {"quick": 1, "paper": 2}},
+        "below": 1,
+    }
+    with pytest.raises(C.ConfigError, match="no value for profile paper_fashion"):
+        CL.validate([claim(chk)], fig)
+    (c,) = CL.validate([claim(chk, profiles=["quick", "paper"])], fig)
+    (res,) = CL.evaluate([c], BASIC, profile="paper_fashion", fig=fig)
+    assert res.verdict == CL.NOT_RUN and "not applicable to paper_fashion" in res.measured
+    plain = {"type": "range", "of": {"run": "pes", "metric": "loss"}, "below": 1}
+    (res,) = CL.evaluate(CL.validate([claim(plain)], fig), BASIC, profile="paper_fashion", fig=fig)
+    assert res.verdict == CL.PASS  # no profiles: key: every profile of the figure
+
+
 def test_duplicate_ids_are_refused():
     c = claim({"type": "range", "of": {"run": "pes", "metric": "loss"}, "below": 1})
     with pytest.raises(C.ConfigError, match="used twice"):
