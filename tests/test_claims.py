@@ -368,7 +368,7 @@ def test_diverged_marker_row_of_the_runner_is_read():
         "ascending": [{"run": "pes", "metric": "loss"}, {"run": "es", "metric": "loss"}],
     }
     (res,) = CL.evaluate(CL.validate([claim(order)], FIG), df, profile="quick", fig=FIG)
-    assert res.verdict == CL.FAIL and res.measured == "pes 0.01 < es diverged at step 20"
+    assert res.verdict == CL.FAIL and res.measured == "pes 0.01 not < es diverged at step 20"
     above = {"type": "range", "of": {"run": "es", "metric": "loss", "diverged": "inf"}, "above": 100}
     (res,) = CL.evaluate(CL.validate([claim(above)], FIG), df, profile="quick", fig=FIG)
     assert res.verdict == CL.PASS
