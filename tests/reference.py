@@ -385,6 +385,8 @@ class RefGPES(_Base):
                 self.age[g] = 1 if (ended_g or refresh) else self.age[g] + 1
         return grad * self.scale
 
+    inner = RefPES.inner
+
 
 REFERENCES = {"pes": RefPES, "es": RefES, "nres": RefNRES, "gpes": RefGPES}
 
