@@ -1,4 +1,4 @@
-"""Meta-training a learned optimizer on an image-MLP task (paper Fig. 7; lopt_spec §3).
+"""Meta-training a learned optimizer on an image-MLP task (paper Fig. 7).
 
 Inner problem: a ReLU MLP (flattened images resized to ``image_size`` x ``image_size``,
 pixels / 255; default 64 -> 32 -> 10) trained on minibatches of ``batch_size`` drawn
