@@ -32,8 +32,8 @@ FIGURE_DIR = CONFIG_DIR / "figure"
 # Keys that do not change a run's results (excluded from its fingerprint).
 NON_RESULT_KEYS = ("progress", "resume", "results_root", "run_id")
 NON_RESULT_TRAIN_KEYS = ("chunk_size",)
-# Estimators that differentiate the step; refused for tasks whose metadata says
-# differentiable=False (e.g. a validation-accuracy objective).
+# Estimators that differentiate the step; refused for tasks with differentiable=False
+# (e.g. a validation-accuracy objective).
 GRADIENT_ESTIMATORS = ("tbptt", "rtrl", "uoro")
 # Particle settings of the ES-family estimators (pes, es, nres, gpes), `estimator.particles`:
 # lockstep (every pair at the same step of its episode) or step_unlocked (the NRES paper's
@@ -209,10 +209,10 @@ def build(cfg: DictConfig) -> Built:
     except (ValueError, TypeError, FileNotFoundError) as err:  # FileNotFoundError: missing data
         raise ConfigError(str(err)) from err
     name = str(cfg.estimator.name)
-    if not task.metadata.get("differentiable", True) and name in GRADIENT_ESTIMATORS:
+    if not task.differentiable and name in GRADIENT_ESTIMATORS:
         raise ConfigError(
             f"estimator={name} is invalid for task {task.name} with objective "
-            f"{task.metadata.get('objective')!r}, which is not differentiable; allowed: es, pes"
+            f"{task.objective!r}, which is not differentiable; allowed: es, pes"
         )
     est_params = _estimator_params(cfg.estimator)
     est_params.update(_devices_param(cfg))

@@ -27,7 +27,7 @@ def test_one_step_is_explicit_euler_and_the_loss_is_the_z_error():
 
 def test_true_parameters_give_zero_loss_and_theta0_does_not():
     task = tasks.make("lorenz", horizon=300, eval_inits=8)
-    truth = {k: jnp.asarray(v) for k, v in task.metadata["optimum"].items()}
+    truth = {k: jnp.asarray(v) for k, v in task.optimum.items()}
     out = jax.jit(task.evaluate)(truth, None)
     assert float(out["train_loss"]) < 1e-20 and float(out["test_loss"]) < 1e-20
     assert math.isclose(float(out["a"]), 10.0) and math.isclose(float(out["r"]), 28.0)

@@ -121,12 +121,15 @@ def make(
 
     dtype = jnp.result_type(float)
     theta0 = {"log_a": jnp.asarray(init_log_a, dtype), "log_r": jnp.asarray(init_log_r, dtype)}
-    metadata = {
-        "optimum": {"log_a": math.log(TRUE_A), "log_r": math.log(TRUE_R)},
-        "true_params": {"a": TRUE_A, "r": TRUE_R, "b": TRUE_B},
-        "horizon": horizon,
-        "dt": dt,
-        "differentiable": True,
-        "objective": "mean squared z error over the episode",
-    }
-    return Task("lorenz", system, theta0, evaluate, metadata)
+    metadata = {"true_a": TRUE_A, "true_r": TRUE_R, "b": TRUE_B, "horizon": horizon, "dt": dt}
+    return Task(
+        "lorenz",
+        system,
+        theta0,
+        evaluate,
+        metadata,
+        differentiable=True,
+        objective="train_loss",
+        optimum={"log_a": math.log(TRUE_A), "log_r": math.log(TRUE_R)},
+        eval_keys=eval_keys,
+    )
