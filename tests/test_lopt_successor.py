@@ -29,7 +29,7 @@ def _step_losses(task, theta, key, n=3):
 
 def test_val_post_is_the_validation_ce_after_the_update(data_dir):  # noqa: F811
     task = make_task(data_dir, **NRES)
-    assert task.metadata["num_train"] == 400  # the last 20 % of 500 training images is validation
+    assert task.dataset.num_train == 400  # the last 20 % of 500 training images is validation
     theta, key = task.theta_init, jax.random.key(0)
     state = task.system.init(key)
     new, loss = task.system.step(theta, state, jax.random.key(1))
@@ -59,7 +59,7 @@ def test_single_sequence_ignores_the_estimators_keys(data_dir):  # noqa: F811
     out = jax.jit(task.evaluate)(theta, jax.random.key(3))
     full = systems.full_objective(task.system, theta, jax.random.key(1), jax.random.key(2))
     np.testing.assert_allclose(float(out["meta_loss_eval"]), float(full), rtol=1e-5)
-    assert len(task.metadata["eval_keys"]) == 1
+    assert len(task.eval_keys) == 1
     # negative controls: another seed is another sequence; without it the keys matter
     other = make_task(data_dir, single_sequence_seed=89, **NRES)
     assert _step_losses(other, theta, jax.random.key(0))[1] != l_a
