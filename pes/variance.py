@@ -296,7 +296,10 @@ def truncation_statistics(estimates: PyTree, reference: PyTree, scale: float) ->
       O(sigma^2)); ``variance_se`` its standard error from the chains (independent);
     * ``mse``: mean ||g - r||^2 / ||r||^2 (includes bias and the reference's own error),
       with ``mse_se``;
-    * ``bias2``: ||g_bar - r||^2 / ||r||^2.
+    * ``bias2``: ||g_bar - r||^2 / ||r||^2 minus its part due to g_bar's own noise (the
+      spread of the chain means / C), i.e. an estimate of the squared relative bias that
+      is unbiased when the chains are independent (it can come out slightly negative);
+      ``bias2_se`` the standard error of that noise part.
     """
     flat = _flat(jax.tree.map(lambda x: np.reshape(np.asarray(x), (-1,) + np.shape(x)[2:]), estimates), 1)
     chains, length = np.shape(jax.tree.leaves(estimates)[0])[:2]
@@ -310,7 +313,10 @@ def truncation_statistics(estimates: PyTree, reference: PyTree, scale: float) ->
     out = {}
     for name, values in (("variance", var), ("mse", mse)):
         out[name], out[f"{name}_se"] = mean_and_stderr(values)
-    out["bias2"] = float(np.sum((mean - ref) ** 2) / norm)
+    chain_means = flat.reshape(chains, length, -1).mean(axis=1)
+    noise = float(np.sum(np.var(chain_means, axis=0, ddof=1)) / chains / norm) if chains > 1 else 0.0
+    out["bias2"] = float(np.sum((mean - ref) ** 2) / norm) - noise
+    out["bias2_se"] = noise
     out["num_estimates"] = float(chains * length)
     return out
 
