@@ -281,6 +281,13 @@ CATALOGUE: tuple[Mutation, ...] = (
         (*keyed("pes-T6-K3-single"), f"{REF}::test_pes_matches_the_reference[T5-K2-single]"),
     ),
     M(
+        "gpes-blocks-one-truncation-too-long",
+        "GPES: a noise block is replaced after m + 1 truncations instead of m",
+        EVO,
+        (("refresh = state.age >= blocks", "refresh = state.age > blocks"),),
+        (*ref("gpes"), "tests/test_gpes.py::test_blocks_are_noise_every_steps_in_lockstep"),
+    ),
+    M(
         "stagger-offsets-skip-the-last-phase",
         "stagger: offsets drawn from 0..T-2 instead of 0..T-1",
         EVO,
