@@ -7,7 +7,7 @@ import optax
 import pytest
 
 from pes import estimators, outer
-from tests.helpers import assert_trees_close, dict_system, dict_theta, keyed_system, tree_vector
+from tests.helpers import assert_trees_close, dict_system, dict_theta, jitted, keyed_system, tree_vector
 
 HPARAMS = {
     "pes": dict(trunc_len=4, sigma=0.1, num_particles=8),
@@ -37,7 +37,7 @@ def name(request):
 def test_grad_matches_theta_tree_shape_dtype(name, dtype):
     system = dict_system(horizon=6, dtype=dtype)
     theta = dict_theta(dtype)
-    est = estimators.make(name, system, **HPARAMS[name])
+    est = jitted(estimators.make(name, system, **HPARAMS[name]))
     key = jax.random.key(0)
     state = est.init(key, theta)
     for i in range(3):  # crosses the horizon (6) mid-truncation for K=4
