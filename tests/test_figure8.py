@@ -34,7 +34,7 @@ def test_figure8_config_matches_the_paper_settings():
     fig = C.load_figure("figure8")
     paper = {r.id: r for r in C.figure_runs(fig, "paper")}
     assert len(paper) == 5 * 6 and "pes-k100-seed23" in paper
-    expected = {  # paper_spec E7 Gen-2: (K, sigma, lr) and 10 antithetic pairs
+    expected = {  # the paper's Swimmer runs (docs/paper-settings.md): (K, sigma, lr), 10 pairs
         "es-k1000": (1000, 0.3, 0.3),
         "es-k100": (100, 0.1, 0.1),
         "pes-k100": (100, 0.3, 0.1),
