@@ -15,14 +15,12 @@ import sys
 import time
 from pathlib import Path
 
-import pandas as pd
-
-from experiments import config as C
-from experiments import io, runner
-from pes import results
+from experiments import cli
 
 
 def parse(argv: list[str]) -> tuple[str, str, list[str]]:
+    from experiments import config as C
+
     figure, profile, extra = None, "quick", []
     for arg in argv:
         if arg.startswith("figure="):
@@ -42,6 +40,12 @@ def figure_dir(results_root: str, profile: str, figure_id: str) -> Path:
 
 def reproduce(figure: str, profile: str = "quick", extra: list[str] = ()) -> Path:
     """Run (or resume) every run of ``figure`` and write the merged CSV; returns its path."""
+    import pandas as pd
+
+    from experiments import config as C
+    from experiments import io, runner
+    from pes import results
+
     fig = C.load_figure(figure)
     if fig.get("kind", "runs") == "variance":  # a measurement, not optimisation runs
         from experiments import variance
@@ -57,22 +61,29 @@ def reproduce(figure: str, profile: str = "quick", extra: list[str] = ()) -> Pat
     for run in runs:  # compose and validate every run before computing anything
         cfg = C.compose(C.figure_run_overrides(fig, run, profile, run_extra))
         C.build(cfg)
+        runner.check(cfg)  # the run folder is usable and holds this config (or overwrite=true)
         cfgs.append(cfg)
-    frames = []
+    frames, allowed = [], _nonfinite_ok(fig)
     for i, cfg in enumerate(cfgs, 1):
         t0 = time.perf_counter()
         out = runner.run(cfg)
         meta = io.read_json(out / runner.META) or {}
+        status = meta.get("status")
+        if status == "diverged":
+            status = f"diverged at outer step {meta.get('diverged_at_outer_step')} (rows kept, marked)"
         print(
-            f"[{i}/{len(cfgs)}] {fig.id} {cfg.run_id}: {meta.get('status')} "
+            f"[{i}/{len(cfgs)}] {fig.id} {cfg.run_id}: {status} "
             f"({time.perf_counter() - t0:.1f} s now, {meta.get('wall_time_s', 0):.1f} s total) -> {out}",
             file=sys.stderr,
         )
-        frames.append(pd.read_csv(out / runner.CSV))
+        diverged = meta.get("status") == "diverged"  # NaN allowed in its rows; it ends with a marker row
+        df = io.read_csv(out / runner.CSV, fix=f"delete {out} and rerun", any_nonfinite=diverged,
+                         allow_nonfinite=allowed)
+        if diverged:
+            allowed = sorted(set(allowed) | set(df["metric"]))
+        frames.append(df)
     merged = results.validate(
-        pd.concat(frames, ignore_index=True),
-        expected_runs=[r.id for r in runs],
-        allow_nonfinite=_nonfinite_ok(fig),
+        pd.concat(frames, ignore_index=True), expected_runs=[r.id for r in runs], allow_nonfinite=allowed
     )
     path = figure_dir(cfgs[0].results_root, profile, fig.id) / "metrics.csv"
     io.atomic_write_text(path, merged.to_csv(index=False))
@@ -89,18 +100,7 @@ def _nonfinite_ok(fig) -> list[str]:
 
 
 def main() -> None:
-    try:
-        figure, profile, extra = parse(sys.argv[1:])
-        reproduce(figure, profile, extra)
-    except C.ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except runner.RunFailed as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print("interrupted: logged rows are kept; rerun the same command to resume", file=sys.stderr)
-        sys.exit(130)
+    cli.main(lambda: reproduce(*parse(sys.argv[1:])), preload=("pandas", "experiments.runner"))
 
 
 if __name__ == "__main__":

@@ -100,7 +100,7 @@ def _load(dataset: str, source: str, data_dir: str | None, image_size: int, grey
     errors = []
     for name in names:
         try:
-            raw = images.load_raw(name, source=source, data_dir=data_dir)
+            raw = images.load_raw(name, source=source, data_dir=data_dir, keys={"source": "data_source"})
         except images.DataUnavailableError as err:
             errors.append(str(err))
             continue
