@@ -235,7 +235,8 @@ def _resume(cfg: DictConfig, out_dir: Path, rid: str, meta: dict, fresh_state) -
     kept = out_dir / f"{CSV}.unverified-{time.strftime('%Y%m%d-%H%M%S')}"
     if (out_dir / CSV).exists():
         os.replace(out_dir / CSV, kept)
-    _note(f"{rid}: {problem}; recomputing it from scratch (the old CSV is kept as {kept.name})")
+        problem += f" (that CSV is kept as {kept.name})"
+    _note(f"{rid}: {problem}; recomputing it from scratch")
     return _from_scratch(out_dir, fresh_state)
 
 
@@ -254,10 +255,11 @@ def run(cfg: DictConfig, *, out_dir: Path | None = None) -> Path:
         io.remove_stale_temporaries(out_dir)
         recorded = inspect_folder(cfg, out_dir, fp)
         if recorded.action == "aside":
-            aside = io.move_aside(out_dir)
+            aside = io.move_aside(out_dir)  # our lock file moves along, still held
             make_folder(out_dir)
+            new_lock = io.FolderLock(out_dir).acquire()
             lock.release()
-            lock = io.FolderLock(out_dir).acquire()
+            lock = new_lock
             _note(f"{out_dir} was moved to {aside.name}: {recorded.why}")
         key = jax.random.key(int(cfg.seed))
         fresh = outer.init_state(key, built.task.theta_init, built.estimator, built.optimizer)
