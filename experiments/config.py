@@ -186,7 +186,7 @@ def _check_top_level(cfg: DictConfig) -> None:
         if not isinstance(value, bool):
             raise ConfigError(f"{key}={value!r} is invalid; allowed: true or false")
     root = cfg.get("results_root")
-    if not isinstance(root, str) or not root:
+    if isinstance(root, bool) or not isinstance(root, (str, int)) or str(root) == "":
         raise ConfigError(f"results_root={root!r} is invalid; allowed: a folder path")
     if not re.fullmatch(r"[A-Za-z0-9._-]+", str(cfg.figure_id)) or str(cfg.figure_id) in (".", ".."):
         raise ConfigError(f"figure_id={cfg.figure_id!r} is invalid; allowed: letters, digits, '.', '_', '-'")
@@ -306,7 +306,7 @@ def run_id(cfg: DictConfig) -> str:
 
 
 def run_dir(cfg: DictConfig) -> Path:
-    return Path(cfg.results_root) / str(cfg.profile.name) / str(cfg.figure_id) / "runs" / run_id(cfg)
+    return Path(str(cfg.results_root)) / str(cfg.profile.name) / str(cfg.figure_id) / "runs" / run_id(cfg)
 
 
 def run_info(cfg: DictConfig) -> dict:

@@ -35,7 +35,7 @@ def parse(argv: list[str]) -> tuple[str, str, list[str]]:
 
 
 def figure_dir(results_root: str, profile: str, figure_id: str) -> Path:
-    return Path(results_root) / profile / figure_id
+    return Path(str(results_root)) / profile / figure_id
 
 
 def reproduce(figure: str, profile: str = "quick", extra: list[str] = ()) -> Path:

@@ -30,6 +30,9 @@ involves, overflows, so later values are meaningless.  The run then stops with s
 ``diverged``; its rows end at the first such log point (whatever the chunk size), followed
 by a marker row: metric ``diverged``, value 1, at that outer step.
 
+Rows are written log point by log point (metrics by name within one), so a run's CSV has
+the same bytes whatever ``train.chunk_size`` it ran (or resumed) with.
+
 A task whose ``metadata["cost_metric"]`` names a metric (``env_steps`` for control tasks)
 also gets that metric logged: outer steps times the estimator's ``cost_per_estimate``,
 i.e. every inner step the estimator took (all particles, truncated ES's mean trajectory
@@ -210,7 +213,7 @@ def _from_scratch(out_dir: Path, fresh_state) -> Start:
     return Start(fresh_state, io.CsvLog.create(out_dir / CSV), None, None)
 
 
-def _resume(cfg: DictConfig, out_dir: Path, rid: str, meta: dict, fresh_state) -> Start:
+def _resume(out_dir: Path, rid: str, meta: dict, fresh_state) -> Start:
     """Continue from the checkpoint after verifying the CSV against it."""
     if not (out_dir / CKPT).exists():  # killed before the first checkpoint: nothing to keep
         return _from_scratch(out_dir, fresh_state)
@@ -264,7 +267,7 @@ def run(cfg: DictConfig, *, out_dir: Path | None = None) -> Path:
         key = jax.random.key(int(cfg.seed))
         fresh = outer.init_state(key, built.task.theta_init, built.estimator, built.optimizer)
         if recorded.action == "same" and cfg.resume:
-            start = _resume(cfg, out_dir, rid, recorded.meta, fresh)
+            start = _resume(out_dir, rid, recorded.meta, fresh)
         else:
             start = _from_scratch(out_dir, fresh)
         if start.finished:
@@ -336,6 +339,7 @@ def _train(cfg, built: C.Built, rid: str, out_dir: Path, fp: str, start: Start) 
         bad = divergence(metrics)
         k = built.estimator.steps_per_estimate
         rows = results.rows(info, add_cost(metrics if bad is None else _until(metrics, bad[0])), k)
+        rows.sort(key=lambda row: row["outer_step"])  # step by step: the same bytes for any chunk size
         if bad is not None:  # a marker row that plots and merges read: metric "diverged" = 1
             rows += results.rows(info, {"outer_step": np.array([bad[0]]), DIVERGED: np.array([1.0])}, k)
         log.append(rows)

@@ -222,6 +222,12 @@ def test_a_write_cut_short_after_the_checkpoint_is_dropped_on_resume(reference, 
     assert not list(out.glob(".*.tmp"))
 
 
+def test_a_resume_with_another_chunk_size_gives_the_same_bytes(reference, tmp_path, monkeypatch):
+    out = interrupted_after(monkeypatch, tmp_path, checkpoints=1)
+    runner.run(compose(tmp_path, "train.chunk_size=15"))  # chunk_size is not part of the run's identity
+    assert csv_bytes(out) == csv_bytes(reference)
+
+
 def test_killed_between_the_checkpoint_and_run_json_is_finished_not_rerun(reference, finished, tmp_path):
     meta = json.loads((finished / runner.META).read_text())
     (finished / runner.META).write_text(json.dumps(dict(meta, status="running")))
@@ -319,7 +325,7 @@ def test_divergence_rule():
 
 
 DIVERGING = ["task=linear_quadratic", "task.horizon=12", "estimator=tbptt", "estimator.trunc_len=4",
-             "outer_optimizer=sgd", "outer_optimizer.learning_rate=1e6", "train.num_outer_steps=400",
+             "outer_optimizer=sgd", "outer_optimizer.learning_rate=0.15", "train.num_outer_steps=400",
              "train.log_every=5", "train.chunk_size=10", "progress=false", "run_id=cheap"]
 
 
@@ -331,7 +337,7 @@ def test_a_diverging_run_stops_with_its_rows_ending_at_the_first_bad_point(tmp_p
     assert meta["status"] == "diverged" and runner.status(a) == "diverged"
     assert f"diverged at outer step {step}" in note
     df = io.read_csv(a / runner.CSV, any_nonfinite=True)
-    assert df["outer_step"].max() == step < 400
+    assert 35 < df["outer_step"].max() == step < 400  # past a few chunks of either size below
     assert sorted(df["outer_step"].unique())[:2] == [0, 5]
     marker = df[df["metric"] == runner.DIVERGED]
     assert marker["outer_step"].tolist() == [step] and marker["value"].tolist() == [1.0]
