@@ -36,8 +36,8 @@ FIGURE_DIR = CONFIG_DIR / "figure"
 NON_RESULT_KEYS = ("progress", "resume", "overwrite", "results_root", "run_id")
 BOOL_KEYS = ("x64", "resume", "overwrite", "progress")
 NON_RESULT_TRAIN_KEYS = ("chunk_size",)
-# Estimators that differentiate the step; refused for tasks whose metadata says
-# differentiable=False (e.g. a validation-accuracy objective).
+# Estimators that differentiate the step; refused for tasks with differentiable=False
+# (e.g. a validation-accuracy objective).
 GRADIENT_ESTIMATORS = ("tbptt", "rtrl", "uoro")
 
 
@@ -228,10 +228,10 @@ def build(cfg: DictConfig) -> Built:
     except (ValueError, TypeError, FileNotFoundError) as err:  # FileNotFoundError: missing data
         raise ConfigError(_as_task_keys(one_line(err), cfg.task)) from err
     name = str(cfg.estimator.name)
-    if not task.metadata.get("differentiable", True) and name in GRADIENT_ESTIMATORS:
+    if not task.differentiable and name in GRADIENT_ESTIMATORS:
         raise ConfigError(
             f"estimator={name} is invalid for task {task.name} with objective "
-            f"{task.metadata.get('objective')!r}, which is not differentiable; allowed: es, pes"
+            f"{task.objective!r}, which is not differentiable; allowed: es, pes"
         )
     est_params = _params(cfg.estimator)
     est_params.update(_devices_param(cfg))

@@ -33,7 +33,7 @@ by a marker row: metric ``diverged``, value 1, at that outer step.
 Rows are written log point by log point (metrics by name within one), so a run's CSV has
 the same bytes whatever ``train.chunk_size`` it ran (or resumed) with.
 
-A task whose ``metadata["cost_metric"]`` names a metric (``env_steps`` for control tasks)
+A task whose ``cost_metric`` field names a metric (``env_steps`` for control tasks)
 also gets that metric logged: outer steps times the estimator's ``cost_per_estimate``,
 i.e. every inner step the estimator took (all particles, truncated ES's mean trajectory
 included; evaluation excluded).  A chunk that fails with an error (a simulator error,
@@ -297,9 +297,8 @@ def _train(cfg, built: C.Built, rid: str, out_dir: Path, fp: str, start: Start) 
         "packages": io.package_versions(),
         "machine": io.machine(),
         "estimator_cost_per_outer_step": built.estimator.cost_per_estimate,
-        # the task's scalar facts (e.g. which dataset was loaded and from where)
-        "task_info": {k: v for k, v in built.task.metadata.items()
-                      if v is None or isinstance(v, (str, int, float, bool))},
+        # the task's static facts (e.g. which dataset was loaded and from where)
+        "task_info": built.task.info(),
         "status": "running",
         "pid": os.getpid(),
         "host": socket.gethostname(),
@@ -310,7 +309,7 @@ def _train(cfg, built: C.Built, rid: str, out_dir: Path, fp: str, start: Start) 
 
     chunks: dict[int, object] = {}
     done = int(state.step)
-    cost_metric = built.task.metadata.get("cost_metric")
+    cost_metric = built.task.cost_metric
     t0 = time.perf_counter()
 
     def add_cost(metrics):

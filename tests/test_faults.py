@@ -27,7 +27,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from experiments import config as C
-from experiments import io, runner
+from experiments import io, reproduce, runner
 from pes.data import images
 from tests import kill_resume, test_runner
 
@@ -519,6 +519,9 @@ DATA_PROBLEMS = {  # overrides ({d}: an empty folder) whose build fails on missi
     "ptb-char-file": ["task=ptb_lstm", "task.source=char_file", "task.data_path={d}"],
     "ptb-download-offline": ["task=ptb_lstm", "task.source=download", "task.data_path={d}"],
     "ptb-bad-source": ["task=ptb_lstm", "task.source=web"],
+    "mlp-hparams-npz": ["task=mlp_hparams", "task.data_source=npz", "task.data_dir={d}"],
+    "yacht-file-missing": ["task=uci_yacht", "task.data_source=file", "task.data_path={d}/none.data"],
+    "yacht-url-offline": ["task=uci_yacht", "task.data_source=url", "task.data_url=http://192.0.2.1/y.data"],
 }
 
 
@@ -608,3 +611,36 @@ def test_ctrl_c_at_20_random_points_never_crashes_and_resumes_to_the_reference(t
         assert csv_bytes(folder(tmp_path / "int")) == csv_bytes(folder(tmp_path / "ref"))
     else:
         assert (tmp_path / "int" / csv).read_bytes() == (tmp_path / "ref" / csv).read_bytes()
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def test_a_figure_with_a_diverged_run_is_merged_with_its_rows_marked(tmp_path, monkeypatch):
+    """No figure's compute is lost to a merge error: the diverged run's rows (NaN included)
+    are merged and marked; rerunning re-verifies every run and rebuilds the merged CSV."""
+    figdir = tmp_path / "figures"
+    figdir.mkdir()
+    spec = {
+        "id": "figurex", "title": "x", "task": "linear_quadratic", "plot": "scripts/plot_figure2.py",
+        "expected": "x", "base": [*DIVERGING[:2], "train.num_outer_steps=400", "train.log_every=5",
+                                  "train.chunk_size=50", "progress=false"],
+        "profiles": {"quick": [], "paper": []},
+        "runs": [
+            {"id": "stable", "overrides": ["estimator=tbptt", "estimator.trunc_len=4"]},
+            {"id": "diverges", "overrides": DIVERGING[2:6]},
+        ],
+    }
+    (figdir / "figurex.yaml").write_text(json.dumps(spec))
+    monkeypatch.setattr(C, "FIGURE_DIR", figdir)
+    path = reproduce.reproduce("figurex", "quick", [f"results_root={tmp_path}"])
+    df = io.read_csv(path, any_nonfinite=True)
+    assert set(df["run_id"]) == {"stable", "diverges"}
+    marker = df[df["metric"] == runner.DIVERGED]
+    assert marker["run_id"].tolist() == ["diverges"]
+    assert df[df["run_id"] == "diverges"]["outer_step"].max() == marker["outer_step"].iloc[0] < 400
+    assert df[df["run_id"] == "stable"]["outer_step"].max() == 400
+    merged = path.read_bytes()
+    (path.parent / "runs" / "stable" / runner.CSV).write_bytes(b"")  # a run lost its rows
+    assert reproduce.reproduce("figurex", "quick", [f"results_root={tmp_path}"]) == path
+    assert path.read_bytes() == merged  # recomputed and merged again
