@@ -388,9 +388,12 @@ def test_ctrl_c_exits_130_with_one_line_and_resumes_to_the_reference(longer_refe
     assert out.returncode == 130, out.stderr
     line = one_line(out.stderr)
     assert line.startswith("interrupted: ") and "rerun the same command to resume" in line
-    if after == "checkpoint":
-        assert "cheap stopped at outer step" in line and str(folder(tmp_path) / runner.CSV) in line
-        assert json.loads((folder(tmp_path) / runner.META).read_text())["status"] == "interrupted"
+    if after == "start":  # during the imports: nothing was written
+        assert line == "interrupted: nothing was lost; rerun the same command to resume"
+        assert not tmp_path.joinpath("quick").exists()
+        return
+    assert "cheap stopped at outer step" in line and str(folder(tmp_path) / runner.CSV) in line
+    assert json.loads((folder(tmp_path) / runner.META).read_text())["status"] == "interrupted"
     assert csv_bytes(runner.run(compose(tmp_path, *LONGER))) == longer_reference
 
 
@@ -413,9 +416,7 @@ def test_an_unusable_results_root_is_one_line_before_compute(tmp_path, kind):
         runner.check(compose(root))
     text = one_line(str(info.value))
     assert str(folder(root)) in text and "results_root=" in text
-    if kind == "a-file":
-        out = cli("experiments.run", *CHEAP, f"results_root={root}")
-        assert out.returncode == 1 and one_line(out.stderr) == f"error: {text}"
+
 
 
 def test_a_write_error_mid_run_is_one_line_and_resume_gives_the_reference(reference, tmp_path, monkeypatch):
