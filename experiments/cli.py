@@ -39,8 +39,10 @@ class Interrupted(KeyboardInterrupt):
 
 _signals: list[int] = []  # the signals received by this process
 _deferring: list[bool] = []  # non-empty while interrupts wait (see `main`'s ``preload``)
-_FORCED = b"interrupted: stopped at once (second signal); rows up to the last checkpoint are kept; " \
-          b"rerun the same command to resume\n"
+_FORCED = (
+    b"interrupted: stopped at once (second signal); rows up to the last checkpoint are kept; "
+    b"rerun the same command to resume\n"
+)
 
 
 def _on_signal(signum, frame):  # noqa: ARG001 - signal handler signature
@@ -59,8 +61,8 @@ def _exit_now(code: int) -> NoReturn:
 
     After an interrupt, a compiled chunk may still be running on XLA's threads; tearing
     down the runtime under it crashed in native code after every Python frame had finished
-    (faulthandler: "Segmentation fault", main thread, "<no Python frame>"; 4 of 56 Ctrl-Cs
-    of `experiments.reproduce` on main).  Every file the runner writes is fsynced and
+    (faulthandler: "Segmentation fault", main thread, "<no Python frame>"; 5 of 116 Ctrl-Cs
+    of `experiments.reproduce` before this module existed).  Every file the runner writes is fsynced and
     closed by then, so skipping teardown loses nothing.
     """
     for stream in (sys.stdout, sys.stderr):

@@ -354,8 +354,9 @@ def test_a_diverging_run_stops_with_its_rows_ending_at_the_first_bad_point(tmp_p
 # ----------------------------------------------------------------------------- interrupts
 
 
-def _interrupt_cli(root: Path, *extra: str, after: str) -> subprocess.CompletedProcess:
-    """Run the CLI, send SIGINT once ``after`` ("start" or "checkpoint") happened; return the result."""
+def _interrupt_cli(root: Path, *extra: str, after: str, times: int = 1) -> subprocess.CompletedProcess:
+    """Run the CLI, send SIGINT ``times`` times once ``after`` ("start": inside the imports, or
+    "checkpoint") happened; return the result."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "experiments.run", *CHEAP, *extra, f"results_root={root}"],
         cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
@@ -375,7 +376,8 @@ def _interrupt_cli(root: Path, *extra: str, after: str) -> subprocess.CompletedP
 
     while not happened() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)
-    proc.send_signal(signal.SIGINT)
+    for _ in range(times):
+        proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=240)
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
@@ -395,6 +397,12 @@ def test_ctrl_c_exits_130_with_one_line_and_resumes_to_the_reference(longer_refe
     assert "cheap stopped at outer step" in line and str(folder(tmp_path) / runner.CSV) in line
     assert json.loads((folder(tmp_path) / runner.META).read_text())["status"] == "interrupted"
     assert csv_bytes(runner.run(compose(tmp_path, *LONGER))) == longer_reference
+
+
+def test_a_second_ctrl_c_stops_at_once_in_one_line(tmp_path):
+    out = _interrupt_cli(tmp_path, after="start", times=2)
+    assert out.returncode == 130
+    assert one_line(out.stderr).startswith("interrupted: stopped at once (second signal)")
 
 
 # ----------------------------------------------------------------------------- unusable places
