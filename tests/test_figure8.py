@@ -31,7 +31,7 @@ def test_figure8_config_matches_the_paper_settings():
     fig = figures.load("figure8")
     paper = {r.id: r for r in figures.runs(fig, "paper")}
     assert len(paper) == 5 * 6 and "pes-k100-seed23" in paper
-    expected = {  # paper_spec E7 Gen-2: (K, sigma, lr) and 10 antithetic pairs
+    expected = {  # the paper's settings: (K, sigma, lr) and 10 antithetic pairs
         "es-k1000": (1000, 0.3, 0.3),
         "es-k100": (100, 0.1, 0.1),
         "pes-k100": (100, 0.3, 0.1),
