@@ -61,7 +61,6 @@ CASES = [
     (in_step("quick", {"num": -1}), "num[0]=-1 gives a grid with zero points"),
     (in_step("quick", [1]), "post[0].quick=[1] is invalid; allowed: a mapping of settings"),
     (in_step("fast", {"num": 2}), "grid.fast is not a setting"),
-    (lambda d: d["post"][0].pop("metrics"), "grid.metrics is missing (profile=paper)"),
     (lambda d: d["post"].append(dict(d["post"][0])), "post[1]: step 'grid' is listed twice"),
     (set_key("allow_nonfinite", "loss"), "allow_nonfinite='loss' is invalid"),
 ]
@@ -147,3 +146,15 @@ def test_reproduce_refuses_bad_arguments_before_computing(tmp_path):
     with pytest.raises(C.ConfigError, match="plot=maybe is invalid; allowed: true, false"):
         reproduce.parse(["figure=2", "plot=maybe"])
     assert not list(tmp_path.iterdir())  # nothing was computed or written
+
+
+def test_a_setting_missing_under_one_profile_fails_only_when_reproduced_there(tmp_path):
+    data = copy.deepcopy(TINY)
+    metrics = data["post"][0].pop("metrics")
+    data["post"][0]["quick"] = {"metrics": metrics}  # paper leaves it unset
+    path = tmp_path / "figure.yaml"
+    path.write_text(yaml.safe_dump(data))
+    figures.load(str(path))
+    with pytest.raises(C.ConfigError, match=r"post\[0\]: grid.metrics is missing \(profile=paper\)"):
+        reproduce.reproduce(str(path), "paper", [f"results_root={tmp_path / 'r'}"])
+    assert not (tmp_path / "r").exists()

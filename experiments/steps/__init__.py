@@ -45,6 +45,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from experiments import config as C
+from pes import results
 
 MODULES = ("grid", "evaluation", "variance", "lopt")
 REQUIRED = object()  # marks a setting without a default
@@ -86,8 +87,8 @@ class Context:
         return C.compose([*self.head, *overrides, *self.tail])
 
     def run_rows(self) -> pd.DataFrame:
-        rows = self.rows
-        return rows[rows["source"] == "run"] if rows is not None and "source" in rows else rows
+        """The rows the figure's runs logged."""
+        return results.run_rows(self.rows)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,8 +135,14 @@ def get(name, where: str) -> PostStep:
     return registry[name]
 
 
-def settings(entry: Mapping, profile: str, where: str, changes: Mapping[str, Any] = {}) -> dict:
-    """A post entry's settings under ``profile`` (its profile block and ``changes`` win), checked."""
+def settings(
+    entry: Mapping, profile: str, where: str, changes: Mapping[str, Any] | None = None, complete: bool = True
+) -> dict | None:
+    """A post entry's settings under ``profile`` (its profile block and ``changes`` win), checked.
+
+    With ``complete=False`` (the schema check of every profile) a profile that leaves a
+    required setting unset is not an error (None is returned): only reproducing the figure
+    under that profile is."""
     step = get(entry["step"], where)
     from experiments.figures import profile_names  # figures imports this module
 
@@ -143,7 +150,7 @@ def settings(entry: Mapping, profile: str, where: str, changes: Mapping[str, Any
     entry = OmegaConf.to_container(entry, resolve=True) if isinstance(entry, DictConfig) else dict(entry)
     merged = {k: v for k, v in entry.items() if k != "step" and k not in profiles}
     merged.update(entry.get(profile) or {})
-    merged.update(changes)
+    merged.update(changes or {})
     allowed = {**COMMON, **step.defaults}
     for key in merged:
         if key not in allowed:
@@ -154,6 +161,8 @@ def settings(entry: Mapping, profile: str, where: str, changes: Mapping[str, Any
             )
     for key, default in allowed.items():
         if key not in merged:
+            if default is REQUIRED and not complete:
+                return None
             if default is REQUIRED:
                 raise C.ConfigError(f"{where}: {step.name}.{key} is missing (profile={profile})")
             merged[key] = default
