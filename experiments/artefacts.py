@@ -5,7 +5,8 @@
 * `provenance()`: where and with what something was computed (git commit, packages,
   machine); every ``run.json``, step record and ``figure.json`` starts from it.
 * `lookup` / `store`: a computed artefact is a set of files plus a JSON record
-  ``{fingerprint, status, files, wall_time_s, ...}``; `lookup` returns the record when the
+  ``{fingerprint, status, files, wall_time_s, ...}`` (files relative to a base folder, the
+  figure's); `lookup` returns the record when the
   fingerprint matches, the computation finished and every file is still there, so the
   caller reuses the files instead of computing again.
 """
@@ -65,22 +66,22 @@ def provenance() -> dict:
     return {"git_commit": io.git_commit(ROOT), "packages": io.package_versions(), "machine": io.machine()}
 
 
-def lookup(record: Path, fp: str) -> dict | None:
-    """The record at ``record`` if it is complete with fingerprint ``fp`` and its files exist."""
+def lookup(record: Path, fp: str, base: Path) -> dict | None:
+    """The record at ``record`` if it is complete with fingerprint ``fp`` and its files (paths
+    relative to ``base``) exist."""
     meta = io.read_json(record)
     if not meta or meta.get("fingerprint") != fp or meta.get("status") != "complete":
         return None
-    files = [record.parent / name for name in meta.get("files", [])]
-    return meta if all(f.exists() for f in files) else None
+    return meta if all((Path(base) / name).exists() for name in meta.get("files", [])) else None
 
 
-def store(record: Path, fp: str, files: Iterable[Path], wall_time_s: float, **info) -> dict:
-    """Write the record of a finished computation whose outputs are ``files`` (beside it)."""
+def store(record: Path, fp: str, files: Iterable[Path], base: Path, wall_time_s: float, **info) -> dict:
+    """Write the record of a finished computation whose outputs are ``files`` (under ``base``)."""
     meta = {
         **provenance(),
         "fingerprint": fp,
         "status": "complete",
-        "files": sorted(Path(f).name for f in files),
+        "files": sorted(Path(f).relative_to(base).as_posix() for f in files),
         "wall_time_s": wall_time_s,
         "finished": now(),
         **plain(info),

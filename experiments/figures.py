@@ -112,8 +112,8 @@ def load(name: str) -> DictConfig:
     """The figure config ``name`` (see `figure_path`), checked against the schema."""
     path = figure_path(name)
     where = display_path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
+    try:  # OmegaConf's YAML reading (e.g. 1.0e2 is a number), as Hydra reads the other configs
+        data = OmegaConf.to_container(OmegaConf.load(path))
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""

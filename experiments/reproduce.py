@@ -11,10 +11,10 @@ anywhere (a path).  Every figure goes through the same pipeline:
    is a one-line error before anything is computed;
 2. runs, in order, through `experiments.runner` (a finished run is skipped, an
    interrupted one resumes from its checkpoint);
-3. post-steps, in order: each writes ``<fig_dir>/<step>.csv`` (its rows), extra tables
-   ``<fig_dir>/<step>_<table>.csv`` and its record ``<fig_dir>/<step>.json``, and is reused
-   while the fingerprint of its settings and inputs is unchanged (the artefact cache of
-   `experiments.artefacts`);
+3. post-steps, in order: each writes its rows ``<fig_dir>/steps/<step>.csv``, its record
+   ``<fig_dir>/steps/<step>.json`` and extra tables ``<fig_dir>/<table>.csv`` (``grid.csv``),
+   and is reused while the fingerprint of its settings and inputs is unchanged (the
+   artefact cache of `experiments.artefacts`);
 4. merge: the runs' rows and the post-steps' rows in ``<fig_dir>/metrics.csv``, with the
    column ``source`` (``run`` or the step's name; `pes.results.FIGURE_COLUMNS`);
 5. plot: ``<plot script> <metrics.csv> <results_root>/<profile>/figures/<figure>.png``;
@@ -43,6 +43,7 @@ from experiments import config as C
 from pes import results
 
 RECORD = "figure.json"
+STEPS = "steps"  # <fig_dir>/steps/<step>.csv (rows) and <step>.json (record), beside runs/
 
 
 class PlotFailed(RuntimeError):
@@ -188,9 +189,9 @@ def run_step(
     """Compute one post-step, or reuse its files; its rows and its summary for figure.json."""
     name = item.step.name
     fp = step_fingerprint(item, ctx)
-    record_path = ctx.fig_dir / f"{name}.json"
-    csv = ctx.fig_dir / f"{name}.csv"
-    record = artefacts.lookup(record_path, fp) if resume else None
+    record_path = ctx.fig_dir / STEPS / f"{name}.json"
+    csv = ctx.fig_dir / STEPS / f"{name}.csv"
+    record = artefacts.lookup(record_path, fp, ctx.fig_dir) if resume else None
     cached = record is not None
     if cached:
         rows = pd.read_csv(csv)
@@ -203,10 +204,18 @@ def run_step(
         io.atomic_write_text(csv, rows.to_csv(index=False))
         files = [csv]
         for table, frame in out.tables.items():
-            files.append(ctx.fig_dir / f"{name}_{table}.csv")
+            files.append(ctx.fig_dir / f"{table}.csv")
             io.atomic_write_text(files[-1], frame.to_csv(index=False))
         record = artefacts.store(
-            record_path, fp, files, wall, step=name, profile=ctx.profile, settings=item.settings, **out.info
+            record_path,
+            fp,
+            files,
+            ctx.fig_dir,
+            wall,
+            step=name,
+            profile=ctx.profile,
+            settings=item.settings,
+            **out.info,
         )
         ctx.log(f"[post] {ctx.fig.id} {name}: computed in {wall:.1f} s -> {', '.join(record['files'])}")
     summary = {

@@ -29,7 +29,7 @@ baseline, an inner curve or an evaluation are told apart by `source` (and `estim
 `metric`), never by run-id prefixes.  A (run_id, seed, metric, outer_step) is unique within
 a source.
 
-Grid-search CSVs (``grid_surface.csv`` of a figure, written by the ``grid`` post-step)
+Grid-search CSVs (``grid.csv`` of a figure, written by the ``grid`` post-step)
 have their own schema, one row per grid point:
 
 | column             | meaning                                                         |

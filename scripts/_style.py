@@ -4,7 +4,7 @@ A plot script ``scripts/plot_<figure>.py`` (named by the figure YAML's ``plot:``
 
 * ``figures(df, fig_dir) -> {suffix: matplotlib Figure}``: the figure(s) drawn from the
   merged table ``df`` (``fig_dir`` holds the post-steps' extra tables, e.g.
-  ``grid_surface.csv``); suffix ``""`` is the main figure, others are written beside it
+  ``grid.csv``); suffix ``""`` is the main figure, others are written beside it
   as ``<out stem><suffix>.png``;
 * optionally ``tables(df, fig_dir) -> {title: DataFrame}``: the numbers worth printing;
 * ``main()``: usually ``_style.cli(figures, tables)``, i.e.

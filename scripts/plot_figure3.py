@@ -1,13 +1,13 @@
 """Figure 3: toy 2D regression (meta-learning a linear LR schedule).
 
-    python scripts/plot_figure3.py <merged metrics.csv> <out.png> [--grid grid_surface.csv]
+    python scripts/plot_figure3.py <merged metrics.csv> <out.png> [--grid grid.csv]
                                    [--start=-4,-4] [--clip]
 
 (a) the meta-objective surface L(theta) from the grid CSV (log colour scale, vmin 5e2,
     vmax 1e4, Purples_r) with the theta trajectories of every run and the start marked;
 (b) the full-horizon meta-objective L(theta) against inner iterations (log x).
 
-The grid CSV defaults to ``grid_surface.csv`` beside the metrics CSV (the figure's ``grid``
+The grid CSV defaults to ``grid.csv`` beside the metrics CSV (the figure's ``grid``
 post-step writes it there).  ``--start`` is the runs' common initial theta (the task's ``theta_init``; the
 first logged point is after ``log_every`` outer steps); a start or trajectory point
 outside the grid's range is an error unless ``--clip`` is given (then the in-range part
@@ -33,7 +33,7 @@ from pes import results  # noqa: E402
 ORDER = ("tbptt", "uoro", "rtrl", "es", "pes")
 LABELS = {"tbptt": "TBPTT", "rtrl": "RTRL", "uoro": "UORO", "es": "ES", "pes": "PES"}
 METRIC = "meta_objective"
-GRID_CSV = "grid_surface.csv"
+GRID_CSV = "grid.csv"
 
 
 class PlotError(ValueError):
@@ -194,9 +194,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("metrics_csv")
     parser.add_argument("out_png")
-    parser.add_argument(
-        "--grid", default=None, help="grid CSV (default: grid_surface.csv beside metrics_csv)"
-    )
+    parser.add_argument("--grid", default=None, help="grid CSV (default: grid.csv beside metrics_csv)")
     parser.add_argument(
         "--start", type=parse_start, default=(-4.0, -4.0), help="initial theta, 'theta0,theta1'"
     )

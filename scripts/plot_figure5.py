@@ -2,7 +2,7 @@
 
     python scripts/plot_figure5.py results/quick/figure5/metrics.csv results/quick/figures/figure5.png
 
-Reads the merged metrics CSV and ``grid_surface.csv`` beside it (the ``grid`` post-step).
+Reads the merged metrics CSV and ``grid.csv`` beside it (the ``grid`` post-step).
 Panel (a): filled contours of log(summed training loss over the full horizon), trajectories
 of the runs with the
 train_sum_loss objective; panel (b): contours of the final validation accuracy,
@@ -26,7 +26,7 @@ from _style import plt  # noqa: E402
 from pes import results  # noqa: E402
 
 LN10 = np.log(10.0)
-GRID_CSV = "grid_surface.csv"
+GRID_CSV = "grid.csv"
 PANELS = (
     ("train_sum_loss", "train_sum_loss", "(a) training-loss objective"),
     ("val_sum_acc", "final_val_acc", "(b) validation-accuracy objective"),

@@ -35,7 +35,7 @@ def test_quick_profile_ordering_and_grid(quick_figure):
     assert final["pes"] < final["es"] < min(final["tbptt"], final["rtrl"])
     assert final["tbptt"] > 2300 and final["rtrl"] > 2300  # truncation bias: stalled near 2423
     assert final["uoro"] > 1000  # UORO does not reach the valley
-    axes, values = results.grid_array(pd.read_csv(quick_figure.with_name("grid_surface.csv")))
+    axes, values = results.grid_array(pd.read_csv(quick_figure.with_name("grid.csv")))
     assert values.shape == (101, 101)
     assert values[10, 10] == pytest.approx(2488.0, rel=1e-3)  # theta = (-4, -4)
     assert np.nanmin(values) == pytest.approx(552.0, rel=0.02)
@@ -47,11 +47,11 @@ def test_quick_profile_ordering_and_grid(quick_figure):
 
 def test_rerun_skips_grid_and_runs(quick_figure, capsys):
     root = quick_figure.parent.parent.parent
-    mtime = quick_figure.with_name("grid_surface.csv").stat().st_mtime_ns
+    mtime = quick_figure.with_name("grid.csv").stat().st_mtime_ns
     reproduce.reproduce(
         "figure3", "quick", [f"results_root={root}", "progress=false", "grid.num=101"], plot_figure=False
     )
-    assert quick_figure.with_name("grid_surface.csv").stat().st_mtime_ns == mtime
+    assert quick_figure.with_name("grid.csv").stat().st_mtime_ns == mtime
     assert "[post] figure3 grid: reused" in capsys.readouterr().err
 
 
@@ -132,6 +132,6 @@ def test_paper_profile_claims(tmp_path):
     assert 1100 <= late["es"] <= 1900  # truncated ES (sigma 1) stalls, oscillating around ~1500
     assert min(final["tbptt"], final["rtrl"]) > 2300
     assert final["uoro"] > 1000
-    axes, values = results.grid_array(pd.read_csv(path.with_name("grid_surface.csv")))
+    axes, values = results.grid_array(pd.read_csv(path.with_name("grid.csv")))
     assert values.shape == (2000, 2000)
     assert np.nanmin(values) == pytest.approx(552.0, rel=0.01)

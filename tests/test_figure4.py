@@ -184,8 +184,8 @@ def test_tiny_figure4_run_plot_and_notebook(tmp_path):
 
     # Rerunning resumes: a scenario whose last K is missing recomputes it identically (the
     # step's record says it did not finish, as after an interruption).
-    (path.parent / "variance.json").unlink()
-    run_dir = path.parent / "variance" / "repeat"
+    (path.parent / "steps" / "variance.json").unlink()
+    run_dir = path.parent / "steps" / "variance" / "repeat"
     meta = json.loads((run_dir / "scenario.json").read_text())
     meta["status"] = "running"
     (run_dir / "scenario.json").write_text(json.dumps(meta))

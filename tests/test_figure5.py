@@ -80,7 +80,7 @@ def test_merged_table(tiny_figure):
 
 def test_grid_csv_layout(tiny_figure):
     path, *_ = tiny_figure
-    grid = pd.read_csv(path.parent / "grid_surface.csv")
+    grid = pd.read_csv(path.parent / "grid.csv")
     assert list(grid.columns) == ["task", "metric", "theta/0", "theta/1", "value"]
     assert sorted(grid["metric"].unique()) == ["final_val_acc", "train_sum_loss"]
     assert len(grid) == 2 * 9
@@ -122,7 +122,7 @@ def test_final_evaluation_is_the_mean_at_each_runs_final_theta(tiny_figure):
 
 def test_rerun_reuses_everything(tiny_figure, monkeypatch):
     path, extra, figure, _ = tiny_figure
-    files = ("grid_surface.csv", "evaluation.csv", "runs/pes-k10/metrics.csv")
+    files = ("grid.csv", "steps/evaluation.csv", "runs/pes-k10/metrics.csv")
     before = {p: p.stat().st_mtime_ns for p in (path.parent / f for f in files)}
     monkeypatch.setattr(EV, "evaluate_thetas", lambda *a, **k: pytest.fail("recomputed"))
     reproduce.reproduce(str(figure), "quick", extra, plot_figure=False)

@@ -41,7 +41,7 @@ def test_merged_table_has_the_runs_and_the_step_told_apart_by_source(tiny):
     assert sorted(runs["outer_step"].unique()) == [0, 2, 4]
     grid = results.source_rows(df, "grid").set_index("metric")["value"]
     assert set(results.source_rows(df, "grid")["run_id"]) == {"grid"}
-    surface = pd.read_csv(csv.with_name("grid_surface.csv"))
+    surface = pd.read_csv(csv.with_name("grid.csv"))
     assert list(surface.columns) == ["task", "metric", "theta/0", "theta/1", "value"] and len(surface) == 9
     assert grid["full_loss/min"] == surface["value"].min() and grid["full_loss/max"] == surface["value"].max()
     best = surface.loc[surface["value"].idxmin()]
@@ -49,7 +49,7 @@ def test_merged_table_has_the_runs_and_the_step_told_apart_by_source(tiny):
     at_init = surface[(surface["theta/0"] == 0) & (surface["theta/1"] == 0)]["value"].iloc[0]
     assert grid["full_loss/at_init"] == at_init  # theta_init = (0, 0) is a grid point
     # the step's own file holds exactly its rows; nothing rewrote a run's CSV
-    own = pd.read_csv(csv.with_name("grid.csv"))
+    own = pd.read_csv(csv.parent / "steps" / "grid.csv")
     assert tuple(own.columns) == results.COLUMNS and len(own) == len(grid)
     run_csv = pd.read_csv(csv.parent / "runs" / "pes" / runner.CSV)
     assert tuple(run_csv.columns) == results.COLUMNS
@@ -69,7 +69,7 @@ def test_figure_record(tiny):
     assert (
         step["cached"] is False
         and step["wall_time_s"] > 0
-        and step["files"] == ["grid.csv", "grid_surface.csv"]
+        and step["files"] == ["grid.csv", "steps/grid.csv"]
     )
     assert rec["rows"] == {"grid": 7, "run": int((pd.read_csv(csv)["source"] == "run").sum())}
     assert rec["compute_wall_time_s"] >= step["wall_time_s"]
@@ -83,7 +83,7 @@ def test_rerun_reuses_runs_and_step_and_a_changed_setting_recomputes(tiny, tmp_p
     args = [f"results_root={root}", "progress=false"]
     csv = root / "quick" / "tiny" / "metrics.csv"
     runs_before = {p: p.stat().st_mtime_ns for p in (csv.parent / "runs").glob("*/metrics.csv")}
-    surface = csv.with_name("grid_surface.csv")
+    surface = csv.with_name("grid.csv")
     before = surface.stat().st_mtime_ns
     with monkeypatch.context() as m:
         m.setattr(grid_step, "evaluate_blocks", lambda *a, **k: pytest.fail("the grid was recomputed"))

@@ -12,9 +12,9 @@ changes one setting.  Every step:
   (the task config, the runs' final thetas or checkpoints); fingerprinted together with
   the settings (minus ``non_result`` ones such as chunk sizes) by the pipeline's artefact
   cache, which reuses the step's files while the fingerprint is unchanged;
-* ``compute(ctx, plan) -> StepOutput``: rows in the results schema (merged into the
-  figure's ``metrics.csv`` with ``source=<name>``) and optional extra tables
-  (``<fig_dir>/<name>_<table>.csv``).
+* ``compute(ctx, plan) -> StepOutput``: rows in the results schema (kept in
+  ``<fig_dir>/steps/<name>.csv`` and merged into the figure's ``metrics.csv`` with
+  ``source=<name>``) and optional extra tables (``<fig_dir>/<table>.csv``, e.g. ``grid.csv``).
 
 Registered steps (module):
 

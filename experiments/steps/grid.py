@@ -15,11 +15,11 @@ Settings (per-profile changes under ``<profile>:``; ``grid.<key>=<value>`` on th
     chunk_size  grid points per vmapped call (default 4096; memory only, not fingerprinted)
     overrides   Hydra overrides of the task config (default none)
 
-Writes ``grid_surface.csv`` (the grid schema of `pes.results`, one row per metric and
-point, theta in the task's units, C order) and rows (run_id ``grid``, estimator
-``grid``, outer step 0) per metric ``m``: ``m/min``, ``m/argmin/<i>``, ``m/max``,
-``m/argmax/<i>`` (theta at the extremes, NaN ignored) and ``m/at_init`` (the value at the
-grid point nearest the task's theta_init).
+Writes the table ``grid.csv`` beside the figure's metrics.csv (the grid schema of
+`pes.results`, one row per metric and point, theta in the task's units, C order) and rows
+(run_id ``grid``, estimator ``grid``, outer step 0) per metric ``m``: ``m/min``,
+``m/argmin/<i>``, ``m/max``, ``m/argmax/<i>`` (theta at the extremes, NaN ignored) and
+``m/at_init`` (the value at the grid point nearest the task's theta_init).
 """
 
 from __future__ import annotations
@@ -111,9 +111,7 @@ def compute(ctx: steps.Context, plan: Plan) -> steps.StepOutput:
     )
     rows = summary_rows(str(ctx.fig.id), task, int(plan.cfg.seed), points, values)
     mins = {m: float(np.nanmin(v)) for m, v in values.items()}
-    return steps.StepOutput(
-        results.frame(rows), {"surface": surface}, {"num_points": len(points), "min": mins}
-    )
+    return steps.StepOutput(results.frame(rows), {"grid": surface}, {"num_points": len(points), "min": mins})
 
 
 def evaluate_blocks(task, metric: str, points: np.ndarray, chunk_size: int, key, progress: bool):

@@ -23,8 +23,8 @@ For every scenario and K, ``num_repeats * max(particle_counts) / 2`` independent
 PES estimates are computed in one compiled call (`pes.variance.pair_estimates`) and
 averaged in disjoint groups into N-particle estimates for every N (valid because the
 system is deterministic).  Each scenario keeps its progress in
-``<fig_dir>/variance/<scenario>/`` (rows appended per K, the ground truth cached), so an
-interrupted study resumes where it stopped.
+``<fig_dir>/steps/variance/<scenario>/`` (rows appended per K, the ground truth cached), so
+an interrupted study resumes where it stopped.
 
 Rows (results schema; ``<s>`` = scenario).  Per (scenario, N, K): run_id
 ``<s>-n<N>-k<K>``, estimator ``pes`` (or ``pes_a``), trunc_len K, num_particles N,
@@ -391,7 +391,7 @@ def compute(ctx: steps.Context, plan: Plan) -> steps.StepOutput:
         ) + str(sc.cfg.x64)
         if shape_key not in compiled or not compiled[shape_key].shared:
             compiled[shape_key] = Compiled(sc.task, s)
-        out = ctx.fig_dir / "variance" / sc.name
+        out = ctx.fig_dir / "steps" / "variance" / sc.name
         ctx.log(f"[variance {i}/{len(plan.scenarios)}] {ctx.fig.id} {sc.name} -> {out}")
         run_scenario(sc, s, compiled[shape_key], out, ctx.log)
         meta = io.read_json(out / META) or {}

@@ -30,6 +30,8 @@ baseline_curve ``baseline_curve(optax optimizer, key) -> (T,) losses``: the same
                inner run trained by a hand-designed optimizer
 system_data    `SystemData`: the system as a function of a data array, so one
                compilation serves several data arrays (the variance study)
+search_space   ``(low, high)``: two pytrees shaped like ``theta_init``, the box in
+               theta's (unconstrained) space that random search samples uniformly
 ============== ==================================================================
 """
 
@@ -96,6 +98,15 @@ def _is_dataset(value) -> bool:
     )
 
 
+def _is_box(value) -> bool:
+    if not (isinstance(value, tuple) and len(value) == 2):
+        return False
+    low, high = value
+    if jax.tree.structure(low) != jax.tree.structure(high):
+        return False
+    return all(np.shape(lo) == np.shape(hi) for lo, hi in zip(jax.tree.leaves(low), jax.tree.leaves(high)))
+
+
 def _is_system_data(value) -> bool:
     return isinstance(value, SystemData) and isinstance(value.data, np.ndarray) and callable(value.build)
 
@@ -113,6 +124,7 @@ FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "inner_curve": (callable, "a function (theta, key) -> (T,) losses, or None"),
     "baseline_curve": (callable, "a function (optax optimizer, key) -> (T,) losses, or None"),
     "system_data": (_is_system_data, "pes.tasks.SystemData(data: np.ndarray, build: callable) or None"),
+    "search_space": (_is_box, "a pair (low, high) of pytrees with the same structure and shapes, or None"),
 }
 
 
@@ -146,6 +158,7 @@ class Task:
     inner_curve: Callable[[PyTree, jax.Array], jax.Array] | None = None
     baseline_curve: Callable[[Any, jax.Array], jax.Array] | None = None
     system_data: SystemData | None = None
+    search_space: tuple[PyTree, PyTree] | None = None
 
     def __post_init__(self):
         check_contract(self)
@@ -200,6 +213,10 @@ def check_contract(task: Task) -> None:
         if name == "differentiable" or value is not None:
             if not ok(value):
                 bad(name, value, allowed)
+    if task.search_space is not None and jax.tree.structure(task.search_space[0]) != jax.tree.structure(
+        task.theta_init
+    ):
+        bad("search_space", task.search_space, "a (low, high) pair shaped like theta_init")
 
 
 def check_param(task: str, name: str, value, ok: bool, allowed: str) -> None:
@@ -229,21 +246,25 @@ def _registry() -> dict[str, Callable[..., Task]]:
         linear_control,
         linear_quadratic,
         lopt_image_mlp,
+        mlp_hparams,
         mnist_lr_schedule,
         ptb_lstm,
         swimmer,
         toy_regression,
+        uci_yacht,
     )
 
     return {
         "influence_balancing": influence_balancing.make,
         "linear_quadratic": linear_quadratic.make,
         "lopt_image_mlp": lopt_image_mlp.make,
+        "mlp_hparams": mlp_hparams.make,
         "mnist_lr_schedule": mnist_lr_schedule.make,
         "ptb_lstm": ptb_lstm.make,
         "toy_regression": toy_regression.make,
         "swimmer": swimmer.make,
         "linear_control": linear_control.make,
+        "uci_yacht": uci_yacht.make,
     }
 
 
