@@ -714,10 +714,16 @@ def _check_order(check, measures, profile) -> tuple[bool, str]:
             return False
         return (b - a if asc else a - b) > margin
 
+    def rel(good: bool) -> str:  # the relation as measured: "<" where it holds, "not <" where not
+        return sym if good else f"not {sym}"
+
     ok = not any(ms.fail_diverged for ms in measures)
     if per_seed == "no":
-        ok &= all(before(a.value, b.value) for a, b in zip(measures, measures[1:]))
-        text = f" {sym} ".join(_value_text(ms) for ms in measures)
+        text = _value_text(measures[0])
+        for a, b in zip(measures, measures[1:]):
+            good = before(a.value, b.value)
+            ok &= good
+            text += f" {rel(good)} {_value_text(b)}"
     elif per_seed == "paired":
         parts = []
         for a, b in zip(measures, measures[1:]):
@@ -727,9 +733,7 @@ def _check_order(check, measures, profile) -> tuple[bool, str]:
             for k in shared:
                 good = before(a.members[k], b.members[k])
                 ok &= good
-                parts.append(
-                    f"seed {k}: {fmt(a.members[k])} {sym} {fmt(b.members[k])}{'' if good else ' (no)'}"
-                )
+                parts.append(f"seed {k}: {fmt(a.members[k])} {rel(good)} {fmt(b.members[k])}")
         text = f"{' vs '.join(ms.name for ms in measures)}: " + ", ".join(parts)
     else:  # all: the worst member of each measure against the best of the next
         parts = []
@@ -739,11 +743,12 @@ def _check_order(check, measures, profile) -> tuple[bool, str]:
                 ok = False
                 continue
             worst_a, best_b = (av.max(), bv.min()) if asc else (av.min(), bv.max())
-            ok &= before(worst_a, best_b)
+            good = before(worst_a, best_b)
+            ok &= good
             ka = list(a.members)[int(np.argmax(av) if asc else np.argmin(av))]
             kb = list(b.members)[int(np.argmin(bv) if asc else np.argmax(bv))]
             parts.append(
-                f"{a.name} {'worst' if asc else 'lowest'} {fmt(worst_a)} (seed {ka}) {sym} "
+                f"{a.name} {'worst' if asc else 'lowest'} {fmt(worst_a)} (seed {ka}) {rel(good)} "
                 f"{b.name} {'best' if asc else 'highest'} {fmt(best_b)} (seed {kb})"
             )
         text = (
