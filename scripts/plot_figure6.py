@@ -20,12 +20,24 @@ import _style  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-METHODS = {"pes": "PES", "es": "Truncated ES", "random_search": "Random search"}
-STYLE = {"random_search": dict(color=_style.COLORS["random"], linestyle="-", linewidth=1.5)}
+PAPER_AXIS = "random_search_paper_axis"
+METHODS = {
+    "pes": "PES",
+    "es": "Truncated ES",
+    "random_search": "Random search",
+    PAPER_AXIS: "Random search, T per configuration (official plot's axis)",
+}
+STYLE = {
+    "random_search": dict(color=_style.COLORS["random"], linestyle="-", linewidth=1.5),
+    PAPER_AXIS: dict(color=_style.COLORS["random"], linestyle="--", linewidth=1.0),
+}
 
 
 def curves(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """estimator -> DataFrame(compute, mean, min, max, n_seeds) of the best meta-objective."""
+    """estimator -> DataFrame(compute, mean, min, max, n_seeds) of the best meta-objective.
+
+    Random search appears twice: against ``total_compute`` (every inner step it spends) and
+    against T per configuration (its ``inner_steps``), the axis of the official plot."""
     sub = df[df["metric"].isin(["best_meta_objective", "total_compute"])]
     if sub.empty:
         raise SystemExit("figure 6 needs metrics best_meta_objective and total_compute in the CSV")
@@ -33,10 +45,22 @@ def curves(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
         index=["estimator", "run_id", "seed", "outer_step"], columns="metric", values="value"
     ).reset_index()
     out = {}
-    for est, g in wide.groupby("estimator", sort=False):
-        table = g.pivot_table(index="total_compute", columns="seed", values="best_meta_objective")
+    groups = [(str(est), g, "total_compute") for est, g in wide.groupby("estimator", sort=False)]
+    rs = wide[wide["estimator"] == "random_search"]
+    if not rs.empty:  # the official plot counts T per configuration: inner_steps of the rows
+        steps = sub[sub["estimator"] == "random_search"].groupby(["run_id", "seed", "outer_step"])[
+            "inner_steps"
+        ]
+        rs = rs.assign(
+            paper_compute=steps.first()
+            .reindex(pd.MultiIndex.from_frame(rs[["run_id", "seed", "outer_step"]]))
+            .to_numpy()
+        )
+        groups.append((PAPER_AXIS, rs, "paper_compute"))
+    for est, g, x in groups:
+        table = g.pivot_table(index=x, columns="seed", values="best_meta_objective")
         table = table.dropna()  # compute points every seed reached
-        out[str(est)] = pd.DataFrame(
+        out[est] = pd.DataFrame(
             {
                 "compute": table.index.to_numpy(),
                 "mean": table.mean(axis=1).to_numpy(),
@@ -71,14 +95,30 @@ def plot(df: pd.DataFrame, ax=None):
     return ax
 
 
-def main(argv: list[str]) -> None:
-    if len(argv) != 2:
-        raise SystemExit("usage: plot_figure6.py <merged metrics.csv> <out.png>")
-    df = _style.read(argv[0])
+def figures(df: pd.DataFrame, fig_dir=None) -> dict:
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     plot(df, ax)
-    _style.save(fig, argv[1])
+    return {"": fig}
+
+
+def tables(df: pd.DataFrame, fig_dir=None) -> dict:
+    """Best meta-objective per method at its last compute point (mean, min, max over seeds)."""
+    summary = {
+        METHODS.get(est, est): {
+            "total_compute": float(c["compute"].iloc[-1]),
+            "best mean": float(c["mean"].iloc[-1]),
+            "best min": float(c["min"].iloc[-1]),
+            "best max": float(c["max"].iloc[-1]),
+            "seeds": int(c["n_seeds"].iloc[0]),
+        }
+        for est, c in curves(df).items()
+    }
+    return {"Best meta-objective at the end of each method": pd.DataFrame(summary).T}
+
+
+def main() -> None:
+    _style.cli(figures, tables)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

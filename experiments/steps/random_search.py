@@ -19,7 +19,8 @@ Rows (estimator ``random_search``, run_id ``random_search-seed<s>``, ``trunc_len
 * ``total_compute``: inner steps spent so far, configurations x runs x T (every step random
   search spends; the paper's plot counts T per configuration, i.e. 1/runs of this).
 
-Table ``random_search_configs``: seed, configuration index, score and every theta entry.
+Table ``random_search_configs`` (``<fig_dir>/random_search_configs.csv``): seed, configuration
+index, score and every theta entry.
 
 Settings: ``num_configs`` (required, >= 1: the budget per seed), ``chunk_size`` (default 8;
 does not change results), ``seeds`` (default null: the figure's), ``overrides``.
@@ -36,6 +37,7 @@ from typing import NamedTuple
 import jax
 import numpy as np
 import pandas as pd
+from omegaconf import OmegaConf
 
 from experiments import config as C
 from experiments import io, steps
@@ -65,10 +67,12 @@ def check(s: dict, where: str) -> dict:
 
 
 def _figure_seeds(ctx: steps.Context) -> list[int]:
+    """The figure's seeds under the profile (its ``seed`` when it lists none)."""
     seeds = ctx.fig.get("seeds")
     if seeds is None:
         return [int(ctx.task_config().seed)]
-    if not isinstance(seeds, list) and ctx.profile in seeds:
+    seeds = OmegaConf.to_container(seeds, resolve=True) if not isinstance(seeds, list) else seeds
+    if isinstance(seeds, dict):
         seeds = seeds[ctx.profile]
     return [int(x) for x in seeds]
 
@@ -171,7 +175,9 @@ def compute(ctx: steps.Context, plan: Plan) -> steps.StepOutput:
         data_origin=task.dataset.origin if task.dataset is not None else None,
         git_commit=io.git_commit(C.ROOT),
     )
-    return steps.StepOutput(results.frame(records), {"configs": pd.concat(tables, ignore_index=True)}, facts)
+    return steps.StepOutput(
+        results.frame(records), {"random_search_configs": pd.concat(tables, ignore_index=True)}, facts
+    )
 
 
 STEP = steps.register(
