@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _style  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import EngFormatter  # noqa: E402
 
 PAPER_AXIS = "random_search_paper_axis"
 METHODS = {
@@ -90,6 +91,7 @@ def plot(df: pd.DataFrame, ax=None):
     ax.set_ylabel("Best meta-objective so far (sum of T validation losses)")
     ax.set_title("Fashion-MNIST MLP, 29 hyperparameters")
     ax.set_xlim(left=0)
+    ax.xaxis.set_major_formatter(EngFormatter())
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return ax

@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _style  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import EngFormatter  # noqa: E402
 
 LABELS = {"pes": "PES", "es": "Truncated ES"}
 
@@ -75,6 +76,7 @@ def plot(df: pd.DataFrame, axes=None):
     ax_theta.set_xlabel("Total compute (inner steps, N·K per outer iteration)")
     ax_theta.set_ylabel("log L2 coefficient θ")
     ax_theta.set_title("(a) θ trajectories")
+    ax_theta.xaxis.set_major_formatter(EngFormatter())
     ax_theta.grid(alpha=0.3)
     ax_theta.legend(fontsize=8)
 
@@ -100,6 +102,7 @@ def plot(df: pd.DataFrame, axes=None):
     ax_loss.set_xlabel("Total compute (inner steps, N·K per outer iteration)")
     ax_loss.set_ylabel("Validation loss ½Σ(Xw − y)²")
     ax_loss.set_title("(b) validation loss")
+    ax_loss.xaxis.set_major_formatter(EngFormatter())
     ax_loss.grid(alpha=0.3)
     ax_loss.legend(fontsize=8)
     return axes

@@ -100,14 +100,18 @@ def _stamp(plan: Plan, seed: int) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def search_seed(ctx: steps.Context, plan: Plan, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def scorer(task):
+    """One compiled scoring call for a chunk of configurations (shared by every seed)."""
+    score = search.mean_objective(task.system, task.eval_keys)
+    return jax.jit(lambda configs: search.score_configs(score, configs, jax.tree.leaves(configs)[0].shape[0]))
+
+
+def search_seed(ctx: steps.Context, plan: Plan, seed: int, run) -> tuple[np.ndarray, np.ndarray]:
     """(configurations as flat vectors (n, P), scores (n,)) of one seed, resuming finished chunks."""
     s, task = plan.settings, plan.built.task
     n, chunk = s["num_configs"], s["chunk_size"]
     low, high = task.search_space
     configs = search.uniform_configs(jax.random.key(seed), low, high, n, like=task.theta_init)
-    score = search.mean_objective(task.system, task.eval_keys)
-    run = jax.jit(search.score_configs, static_argnums=(0, 2))
     partial = ctx.fig_dir / "random_search_partial" / f"seed{seed}.npz"
     stamp = _stamp(plan, seed)
     scores = np.full(n, np.nan)
@@ -125,7 +129,7 @@ def search_seed(ctx: steps.Context, plan: Plan, seed: int) -> tuple[np.ndarray, 
             part = jax.tree.map(
                 lambda x, m=chunk - (hi - lo): np.concatenate([x, np.repeat(x[:1], m, 0)]), part
             )
-        scores[lo:hi] = np.asarray(run(score, part, chunk))[: hi - lo]
+        scores[lo:hi] = np.asarray(run(part))[: hi - lo]
         partial.parent.mkdir(parents=True, exist_ok=True)
         np.savez(partial.with_suffix(".tmp.npz"), stamp=stamp, done=hi, scores=scores)
         partial.with_suffix(".tmp.npz").replace(partial)
@@ -147,9 +151,10 @@ def compute(ctx: steps.Context, plan: Plan) -> steps.StepOutput:
     per_config = search.score_cost(horizon, num_runs)
     records, tables = [], []
     timing = {}
+    run = scorer(task)
     for seed in plan.seeds:
         t0 = time.perf_counter()
-        flat, scores = search_seed(ctx, plan, seed)
+        flat, scores = search_seed(ctx, plan, seed, run)
         timing[f"seed{seed}_wall_time_s"] = time.perf_counter() - t0
         best = search.best_so_far(scores)
         info = steps.info_row(
