@@ -6,7 +6,9 @@ Reads only the merged CSV: metrics ``best_meta_objective`` and ``total_compute``
 method (estimator column ``pes``, ``es``, ``random_search``), one series per seed.  Each
 method's curve is the mean over seeds with a min-max band; seeds share the compute grid of
 their method.  Compute counts inner steps: N K per outer iteration for ES/PES, T x runs per
-configuration for random search.
+configuration for random search (solid), and, dashed, T per configuration (the official plot's
+axis).  The x range is the ES/PES runs' compute; the table printed with the figure gives every
+method's value at its own end.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _style  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import EngFormatter  # noqa: E402
 
@@ -76,21 +79,26 @@ def curves(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
 def plot(df: pd.DataFrame, ax=None):
     ax = ax or plt.gca()
     data = curves(df)
-    finite = []
+    lows, starts = [], []
     for est in [m for m in METHODS if m in data] + [m for m in data if m not in METHODS]:
         c = data[est]
         style = STYLE.get(est, _style.style(est))
         label = f"{METHODS.get(est, est)} ({int(c['n_seeds'].iloc[0])} seeds)"
         ax.plot(c["compute"], c["mean"], label=label, **style)
         ax.fill_between(c["compute"], c["min"], c["max"], color=style.get("color"), alpha=0.15)
-        finite += [v for v in c["max"] if v < float("inf")] + [v for v in c["min"] if v < float("inf")]
-    if finite:  # a diverged first configuration (+inf) must not flatten the axis
-        lo, hi = min(finite), sorted(finite)[int(0.9 * (len(finite) - 1))]
-        ax.set_ylim(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))
+        lows.append(float(c["min"].min()))
+        if est in ("pes", "es"):  # their starting point: the initial theta's meta-objective
+            starts.append(float(c["max"].iloc[0]))
+    runs_end = [float(data[e]["compute"].iloc[-1]) for e in ("pes", "es") if e in data]
+    if runs_end:  # the runs' compute range (random search may go on; see tables())
+        ax.set_xlim(0, 1.03 * max(runs_end))
+    finite = [v for v in starts if np.isfinite(v)]
+    if finite and lows:  # from the best value to the runs' start (a diverged configuration is +inf)
+        lo, hi = min(lows), max(finite)
+        ax.set_ylim(lo - 0.03 * (hi - lo), hi + 0.03 * (hi - lo))
     ax.set_xlabel("Total compute (inner steps)")
     ax.set_ylabel("Best meta-objective so far (sum of T validation losses)")
     ax.set_title("Fashion-MNIST MLP, 29 hyperparameters")
-    ax.set_xlim(left=0)
     ax.xaxis.set_major_formatter(EngFormatter())
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
