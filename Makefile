@@ -12,8 +12,8 @@ FIGURES := $(patsubst configs/figure/figure%.yaml,%,$(wildcard configs/figure/fi
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-slow lint bench list-figures reproduce-all clean-results check-all docs data \
-	$(addprefix reproduce-figure-,$(FIGURES)) $(addprefix check-figure-,$(FIGURES)) \
+.PHONY: help install test test-slow test-portable mutate lint bench list-figures reproduce-all clean-results \
+	check-all docs data $(addprefix reproduce-figure-,$(FIGURES)) $(addprefix check-figure-,$(FIGURES)) \
 	$(addprefix store-figure-,$(FIGURES))
 
 help: ## List the targets
@@ -35,6 +35,18 @@ test: $(STAMP) ## Run the test suite (excludes @slow; a few minutes on 2 CPU cor
 
 test-slow: $(STAMP) ## Run only the slow tests (paper-profile checks)
 	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
+
+PORTABLE_ISAS ?= AVX2 SSE4_2
+test-portable: $(STAMP) ## The numerical tests again with XLA limited to other CPU instruction sets (PORTABLE_ISAS)
+	@set -e; case "$$(uname -m)" in x86_64|amd64) ;; *) echo "test-portable: not an x86 CPU, nothing to restrict"; exit 0;; esac; \
+	for isa in $(PORTABLE_ISAS); do \
+	  echo "== numerics with XLA_FLAGS=--xla_cpu_max_isa=$$isa"; \
+	  XLA_FLAGS="$${XLA_FLAGS:+$$XLA_FLAGS }--xla_cpu_max_isa=$$isa" \
+	    $(PY) -m pytest -q -m "numerics and not slow" -p no:cacheprovider $(PYTEST_ARGS); \
+	done
+
+mutate: $(STAMP) ## Apply known ES/PES bugs to a copy; each must fail a fast test (MUTATE_ARGS=--all|--only NAME)
+	$(PY) -m tests.mutations $(MUTATE_ARGS)
 
 lint: $(STAMP) ## ruff check
 	$(PY) -m ruff check pes experiments scripts tests benchmarks

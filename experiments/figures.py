@@ -49,7 +49,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from experiments import steps
-from experiments.config import CONFIG_DIR, ROOT, ConfigError
+from experiments.config import CONFIG_DIR, ROOT, ConfigError, compose, particle_setting
 
 FIGURE_DIR = CONFIG_DIR / "figure"
 ID_PATTERN = r"[A-Za-z0-9._-]+"
@@ -345,6 +345,24 @@ def main() -> None:
             f"{len(fig.runs)} runs; post-steps: {steps_})"
         )
         print(textwrap.indent(textwrap.fill(f"expected: {fig.expected}", 96), "    "))
+        print(f"    particles: {particles_summary(particles(fig))}")
+
+
+def particles(fig: DictConfig, profile: str = "quick") -> dict[str, str]:
+    """Each run's particle setting (lockstep / step_unlocked; gradient methods: none)."""
+    out = {}
+    for run in runs(fig, profile):
+        cfg = compose(run_overrides(fig, run, profile))
+        out[str(run.id)] = particle_setting(OmegaConf.to_container(cfg.estimator, resolve=True)) or "none"
+    return out
+
+
+def particles_summary(settings: dict[str, str]) -> str:
+    """'lockstep' when every ES-family run is lockstep, else the runs of each setting."""
+    kinds = sorted({s for s in settings.values() if s != "none"})
+    if len(kinds) <= 1:
+        return (kinds[0] if kinds else "none") + " (every ES-family run)" * bool(kinds)
+    return "; ".join(f"{k}: {', '.join(r for r, s in settings.items() if s == k)}" for k in kinds)
 
 
 if __name__ == "__main__":

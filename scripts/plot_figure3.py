@@ -41,8 +41,8 @@ class PlotError(ValueError):
 
 
 def runs_in_order(df: pd.DataFrame) -> list[tuple[str, str]]:
-    """(run_id, estimator) pairs, in the paper's legend order."""
-    pairs = df[["run_id", "estimator"]].drop_duplicates().itertuples(index=False)
+    """(run_id, estimator) pairs of the runs, in the paper's legend order."""
+    pairs = results.run_rows(df)[["run_id", "estimator"]].drop_duplicates().itertuples(index=False)
     rank = {name: i for i, name in enumerate(ORDER)}
     return sorted(((r, e) for r, e in pairs), key=lambda p: (rank.get(p[1], len(ORDER)), p[0]))
 

@@ -11,7 +11,7 @@ import pytest
 from experiments import config as C
 from experiments import reproduce
 from pes import results
-from tests import notebook_runner
+from tests import notebook_runner, plotcheck
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,6 +58,35 @@ def test_rerun_skips_grid_and_runs(quick_figure, capsys):
 def test_plot_script_writes_png_and_pdf(quick_figure):
     out = quick_figure.parent.parent / "figures" / "figure3.png"  # drawn by reproduce
     assert out.stat().st_size > 10_000 and out.with_suffix(".pdf").exists()
+
+
+def test_plot_draws_the_grid_and_every_runs_trajectory(quick_figure):
+    """Read back from the axes: panel (a) colours the grid CSV's values and draws each run's
+    theta path from the start through its logged theta/0, theta/1; panel (b) each run's
+    meta-objective against inner iterations."""
+    import matplotlib.pyplot as plt
+
+    mod = plotcheck.plot_module(3)
+    df, axes, values = mod.load(quick_figure, None)
+    fig = mod.plot(df, axes, values)
+    titled = {ax.get_title()[:3]: ax for ax in fig.axes}  # (not the colour bar)
+    ax_a, ax_b = titled["(a)"], titled["(b)"]
+    grid = pd.read_csv(quick_figure.with_name("grid.csv"))
+    mesh = ax_a.collections[0].get_array()
+    np.testing.assert_allclose(np.sort(np.ravel(mesh)), np.sort(grid["value"].to_numpy()), rtol=1e-12)
+    for run, est in mod.runs_in_order(df):
+        label = mod.LABELS[est]
+        x, y = plotcheck.line(ax_a, label)
+        steps, t0 = plotcheck.series(df, run, "theta/0")
+        _, t1 = plotcheck.series(df, run, "theta/1")
+        np.testing.assert_allclose(x, np.concatenate([[-4.0], t0]), rtol=1e-12)
+        np.testing.assert_allclose(y, np.concatenate([[-4.0], t1]), rtol=1e-12)
+        plotcheck.assert_same_curve(
+            plotcheck.line(ax_b, label), plotcheck.series(df, run, mod.METRIC, "inner_steps")
+        )
+    assert sorted(plotcheck.labels(ax_b)) == sorted(mod.LABELS[e] for _, e in mod.runs_in_order(df))
+    assert ax_b.get_xscale() == "log"
+    plt.close(fig)
 
 
 def _plot_main():

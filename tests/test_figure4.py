@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -148,6 +150,20 @@ def test_plot_script_and_notebook_draw_figure4(tmp_path):
     assert table.loc["repeat", "slope_upper_half_exact"] == pytest.approx(-0.1)
     assert table.loc["real", "n_slope_finest"] == pytest.approx(-1.0)
     assert table.loc["real", "one_unroll"] == pytest.approx(table.loc["real", "one_unroll_predicted"])
+
+    # What the main panel shows, read back from its axes: per scenario, at the largest N, the
+    # synthetic values (v + 0.771) / 1.771 with v = (P + 1) / (N / 2) * (T / K)^growth.
+    fig, ax = plt.subplots()
+    plot_figure4.draw_main(ax, results.validate(pd.read_csv(path)))
+    drawn = {c.get_label(): c.lines[0].get_data() for c in ax.containers}
+    assert set(drawn) == {"Real Seq.", "Random Seq.", "Repeated Seq."}
+    for label, growth in (("Real Seq.", 0.5), ("Random Seq.", 1.0), ("Repeated Seq.", -0.1)):
+        x, y = (np.asarray(a, float) for a in drawn[label])
+        np.testing.assert_array_equal(x, [1, 10, 100])
+        v = 771 / 500 * x**growth
+        np.testing.assert_allclose(y, (v + 0.771) / 1.771, rtol=1e-12)
+    assert ax.get_xscale() == ax.get_yscale() == "log"
+    plt.close(fig)
 
     nb = notebook_runner.execute(4, path)
     outputs = notebook_runner.outputs(nb)

@@ -12,7 +12,7 @@ import yaml
 from experiments import reproduce
 from experiments.steps import evaluation as EV
 from pes import results, tasks
-from tests import notebook_runner
+from tests import notebook_runner, plotcheck
 from tests.test_mnist_lr_schedule import write_npz
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,6 +26,7 @@ def tiny_figure(tmp_path_factory):
     data = write_npz(tmp / "data")
     spec = yaml.safe_load((ROOT / "configs/figure/figure5.yaml").read_text())
     spec["runs"] = [r for r in spec["runs"] if r["id"] in RUNS]
+    spec.pop("claims")  # they name the runs left out here
     grid, evaluation = spec["post"]
     grid["quick"] = {"num": 3, "num_runs": 1, "chunk_size": 4}
     evaluation["quick"] = {"num_runs": 2}
@@ -90,6 +91,7 @@ def test_grid_csv_layout(tiny_figure):
     assert acc.between(0, 1).all()
 
 
+@pytest.mark.numerics
 def test_final_evaluation_is_the_mean_at_each_runs_final_theta(tiny_figure):
     """Recompute one run's evaluation independently (bookkeeping: right theta, right keys)."""
     path, extra, *_ = tiny_figure
@@ -135,6 +137,33 @@ def test_plot_script_writes_png_and_pdf(tiny_figure):
     path, *_ = tiny_figure
     out = path.parent.parent / "figures" / "figure5.png"  # drawn by reproduce
     assert out.stat().st_size > 10_000 and out.with_suffix(".pdf").exists()
+
+
+def test_plot_draws_each_runs_theta_path_over_the_grid(tiny_figure):
+    """Read back from the axes: each panel draws its objective's runs as the path of
+    (theta/1, theta/0) / ln 10 from the init, over the grid's surface."""
+    import matplotlib.pyplot as plt
+
+    path, *_ = tiny_figure
+    mod = plotcheck.plot_module(5)
+    df = results.validate(pd.read_csv(path))
+    grid = pd.read_csv(path.parent / "grid.csv")
+    fig = mod.draw(df, grid)
+    init = df[df["run_id"] == "init"].set_index("metric")["value"]
+    panels = [ax for ax in fig.axes if ax.get_title()]  # (not the colour bars)
+    assert len(panels) == 2
+    for ax, (objective, _, _) in zip(panels, mod.PANELS):
+        runs = sorted(r for r, o in mod.run_objectives(df).items() if o == objective)
+        assert runs, objective
+        for run in runs:
+            sub = df[df["run_id"] == run]
+            label = f"{sub['estimator'].iloc[0].upper()} K={int(sub['trunc_len'].iloc[0])}"
+            x, y = plotcheck.line(ax, label)
+            _, t0 = plotcheck.series(df, run, "theta/0")
+            _, t1 = plotcheck.series(df, run, "theta/1")
+            np.testing.assert_allclose(x, np.concatenate([[init["theta/1"]], t1]) / np.log(10), rtol=1e-12)
+            np.testing.assert_allclose(y, np.concatenate([[init["theta/0"]], t0]) / np.log(10), rtol=1e-12)
+    plt.close(fig)
 
 
 def test_notebook_executes(tiny_figure):
