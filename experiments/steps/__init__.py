@@ -29,6 +29,10 @@ adam_baseline   Adam on the inner task, learning rate tuned on the evaluation ru
                 with its inner training curve (`experiments.steps.lopt`; figure 7)
 inner_curves    inner training curves of the runs' final and initial learned
                 optimizers (`experiments.steps.lopt`; figure 7)
+compute_axis    total compute (N K inner steps per outer iteration) and a best-so-far
+                curve of every run (`experiments.steps.compute_axis`; figures 6, 9)
+random_search   random search in the task's search space, scored on the task's
+                evaluation runs (`experiments.steps.random_search`; figure 6)
 =============== ====================================================================
 """
 
@@ -47,7 +51,7 @@ from omegaconf import DictConfig, OmegaConf
 from experiments import config as C
 from pes import results
 
-MODULES = ("grid", "evaluation", "variance", "lopt")
+MODULES = ("grid", "evaluation", "variance", "lopt", "compute_axis", "random_search")
 REQUIRED = object()  # marks a setting without a default
 COMMON = {"overrides": []}  # every step: Hydra overrides of the step's own task config
 
