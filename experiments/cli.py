@@ -10,16 +10,17 @@ signal leaves at once (run.json then still says ``running``, which the next star
 recognises as a killed run).
 
 This module imports only the standard library, so that an interrupt during the (slow)
-import of JAX is handled too: entry points name their heavy modules in ``preload``.
+import of JAX is handled too: entry points import their heavy modules inside
+``with clean_imports(__name__ == "__main__"):``.
 """
 
 from __future__ import annotations
 
-import importlib
+import contextlib
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator
 from typing import NoReturn
 
 EXIT_FAILED = 1
@@ -38,7 +39,7 @@ class Interrupted(KeyboardInterrupt):
 
 
 _signals: list[int] = []  # the signals received by this process
-_deferring: list[bool] = []  # non-empty while interrupts wait (see `main`'s ``preload``)
+_deferring: list[bool] = []  # non-empty while interrupts wait (`clean_imports`)
 _FORCED = (
     b"interrupted: stopped at once (second signal); rows up to the last checkpoint are kept; "
     b"rerun the same command to resume\n"
@@ -80,24 +81,40 @@ def fail(err: Problem) -> NoReturn:
     raise SystemExit(err.exit_code)
 
 
-def main(body: Callable[[], object], preload: Sequence[str] = ()) -> None:
-    """Run ``body`` as a command: one-line errors, clean interrupts, exit codes.
-
-    ``preload`` names the heavy modules ``body`` needs; they are imported first with
-    interrupts deferred to the end of the imports, because an interrupt inside a C
-    extension's initialisation (NumPy's) prints a traceback before Python sees it.
-    """
+def _install() -> None:
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
+
+
+def _interrupted_line(err: BaseException | None) -> NoReturn:
+    msg = str(err) if isinstance(err, Interrupted) else f"nothing was lost; {INTERRUPT_HINT}"
+    print(f"interrupted: {msg}", file=sys.stderr)
+    _exit_now(128 + (_signals[0] if _signals else signal.SIGINT))
+
+
+@contextlib.contextmanager
+def clean_imports(is_main: bool) -> Iterator[None]:
+    """Around an entry point's heavy imports: an interrupt waits until they are done, then
+    ends the program with the one line (an interrupt inside a C extension's initialisation,
+    NumPy's, prints a traceback before Python sees it).  Does nothing unless ``is_main``
+    (the module runs as the program), so importing the module elsewhere is unaffected."""
+    if not is_main:
+        yield
+        return
+    _install()
+    _deferring.append(True)
     try:
-        _deferring.append(True)
-        try:
-            for name in preload:
-                importlib.import_module(name)
-        finally:
-            _deferring.clear()
-        if _signals:
-            raise KeyboardInterrupt
+        yield
+    finally:
+        _deferring.clear()
+    if _signals:
+        _interrupted_line(None)
+
+
+def main(body: Callable[[], object]) -> None:
+    """Run ``body`` as a command: one-line errors, clean interrupts, exit codes."""
+    _install()
+    try:
         body()
     except BaseException as err:  # noqa: BLE001 - an interrupt, or whatever it broke on the way out
         interrupted = isinstance(err, KeyboardInterrupt) or (_signals and not isinstance(err, SystemExit))
@@ -105,9 +122,7 @@ def main(body: Callable[[], object], preload: Sequence[str] = ()) -> None:
             if isinstance(err, Problem):
                 fail(err)
             raise
-        msg = str(err) if isinstance(err, Interrupted) else f"nothing was lost; {INTERRUPT_HINT}"
-        print(f"interrupted: {msg}", file=sys.stderr)
-        _exit_now(128 + (_signals[0] if _signals else signal.SIGINT))
+        _interrupted_line(err)
 
 
 def one_line(text: object) -> str:

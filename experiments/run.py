@@ -15,6 +15,13 @@ import sys
 
 from experiments import cli
 
+with cli.clean_imports(__name__ == "__main__"):  # Ctrl-C during these imports: one line, exit 130
+    import hydra
+    from omegaconf import DictConfig
+
+    from experiments import config as C
+    from experiments import runner
+
 _PASSTHROUGH_FLAGS = (
     "-m",
     "--multirun",
@@ -29,34 +36,28 @@ _PASSTHROUGH_FLAGS = (
 )
 
 
+@hydra.main(version_base="1.3", config_path="../configs", config_name="config")
+def _main(cfg: DictConfig) -> None:
+    try:
+        print(runner.run(cfg))
+    except cli.Problem as err:  # Hydra would print a traceback for it
+        cli.fail(err)
+
+
 def precheck(argv: list[str]) -> None:
     """Compose and validate the overrides (a `config.ConfigError` on a bad config)."""
-    from experiments import config as C
-
     if any(a in _PASSTHROUGH_FLAGS or a.startswith("--") for a in argv):
         return
     C.build(C.compose([a for a in argv if not a.startswith("hydra.")]))
 
 
-def _body() -> None:
-    import hydra  # heavy imports inside cli.main: Ctrl-C during them is clean too
-    from omegaconf import DictConfig
-
-    from experiments import runner
-
-    @hydra.main(version_base="1.3", config_path="../configs", config_name="config")
-    def _main(cfg: DictConfig) -> None:
-        try:
-            print(runner.run(cfg))
-        except cli.Problem as err:
-            cli.fail(err)
-
+def _command() -> None:
     precheck(sys.argv[1:])
     _main()
 
 
 def main() -> None:
-    cli.main(_body, preload=("hydra", "experiments.runner"))
+    cli.main(_command)
 
 
 if __name__ == "__main__":

@@ -57,8 +57,8 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from experiments import artefacts, io
 from experiments import config as C
-from experiments import io
 from experiments.cli import EXIT_CONFIG, INTERRUPT_HINT, Interrupted, Problem
 from pes import outer, results
 
@@ -289,13 +289,11 @@ def _train(cfg, built: C.Built, rid: str, out_dir: Path, fp: str, start: Start) 
     attempts.append({"pid": os.getpid(), "host": socket.gethostname(),
                      "started": time.strftime("%Y-%m-%d %H:%M:%S"), "from_outer_step": int(state.step)})
     meta = {
+        **artefacts.provenance(),  # git commit, packages, machine: the suite's one run-info head
         "run_id": rid,
         "fingerprint": fp,
         "config": OmegaConf.to_container(cfg, resolve=True),
         "profile": str(cfg.profile.name),
-        "git_commit": io.git_commit(C.ROOT),
-        "packages": io.package_versions(),
-        "machine": io.machine(),
         "estimator_cost_per_outer_step": built.estimator.cost_per_estimate,
         # the task's static facts (e.g. which dataset was loaded and from where)
         "task_info": built.task.info(),

@@ -27,7 +27,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from experiments import config as C
-from experiments import io, reproduce, runner
+from experiments import figures, io, reproduce, runner
 from pes.data import images
 from tests import kill_resume, test_runner
 
@@ -354,9 +354,9 @@ def test_a_diverging_run_stops_with_its_rows_ending_at_the_first_bad_point(tmp_p
 # ----------------------------------------------------------------------------- interrupts
 
 
-def _interrupt_cli(root: Path, *extra: str, after: str, times: int = 1) -> subprocess.CompletedProcess:
-    """Run the CLI, send SIGINT ``times`` times once ``after`` ("start": inside the imports, or
-    "checkpoint") happened; return the result."""
+def _interrupt_cli(root: Path, *extra: str, after: str) -> subprocess.CompletedProcess:
+    """Run the CLI, send SIGINT once ``after`` ("start": inside the imports, or "checkpoint")
+    happened; return the result."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "experiments.run", *CHEAP, *extra, f"results_root={root}"],
         cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
@@ -376,8 +376,7 @@ def _interrupt_cli(root: Path, *extra: str, after: str, times: int = 1) -> subpr
 
     while not happened() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)
-    for _ in range(times):
-        proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=240)
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
@@ -399,10 +398,29 @@ def test_ctrl_c_exits_130_with_one_line_and_resumes_to_the_reference(longer_refe
     assert csv_bytes(runner.run(compose(tmp_path, *LONGER))) == longer_reference
 
 
-def test_a_second_ctrl_c_stops_at_once_in_one_line(tmp_path):
-    out = _interrupt_cli(tmp_path, after="start", times=2)
-    assert out.returncode == 130
-    assert one_line(out.stderr).startswith("interrupted: stopped at once (second signal)")
+@pytest.mark.parametrize(
+    "signals, stdout, line",
+    [
+        (1, "imports done\n", "interrupted: nothing was lost; rerun the same command to resume"),
+        (2, "", "interrupted: stopped at once (second signal); rows up to the last checkpoint are kept; "
+                "rerun the same command to resume"),
+    ],
+)
+def test_an_interrupt_during_imports_waits_for_them_and_a_second_one_leaves_at_once(signals, stdout, line):
+    """`cli.clean_imports` in a bare interpreter: the process signals itself while "importing"."""
+    code = (
+        "import os, signal, time\n"
+        "from experiments import cli\n"
+        "with cli.clean_imports(True):\n"
+        f"    for _ in range({signals}):\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "        time.sleep(0.2)\n"
+        "    print('imports done', flush=True)\n"
+        "print('not reached', flush=True)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                         capture_output=True, text=True, timeout=60)
+    assert (out.returncode, out.stdout, out.stderr) == (130, stdout, line + "\n")
 
 
 # ----------------------------------------------------------------------------- unusable places
@@ -511,8 +529,8 @@ def assert_hints_are_config_keys(message: str, cfg) -> None:
 
 
 def _figure_config(figure: str, profile: str, run_index: int, *extra: str):
-    fig = C.load_figure(figure)
-    return C.compose(C.figure_run_overrides(fig, C.figure_runs(fig, profile)[run_index], profile, extra))
+    fig = figures.load(figure)
+    return C.compose(figures.run_overrides(fig, figures.runs(fig, profile)[run_index], profile, extra))
 
 
 def _no_tfds(*args, **kwargs):
@@ -625,31 +643,31 @@ def test_ctrl_c_at_20_random_points_never_crashes_and_resumes_to_the_reference(t
 # ----------------------------------------------------------------------------- figures
 
 
-def test_a_figure_with_a_diverged_run_is_merged_with_its_rows_marked(tmp_path, monkeypatch):
+def test_a_figure_with_a_diverged_run_is_merged_with_its_rows_marked(tmp_path):
     """No figure's compute is lost to a merge error: the diverged run's rows (NaN included)
     are merged and marked; rerunning re-verifies every run and rebuilds the merged CSV."""
-    figdir = tmp_path / "figures"
-    figdir.mkdir()
     spec = {
-        "id": "figurex", "title": "x", "task": "linear_quadratic", "plot": "scripts/plot_figure2.py",
+        "id": "figurex", "title": "x", "task": "linear_quadratic", "plot": "tests/figures/plot_tiny.py",
         "expected": "x", "base": [*DIVERGING[:2], "train.num_outer_steps=400", "train.log_every=5",
                                   "train.chunk_size=50", "progress=false"],
-        "profiles": {"quick": [], "paper": []},
         "runs": [
             {"id": "stable", "overrides": ["estimator=tbptt", "estimator.trunc_len=4"]},
             {"id": "diverges", "overrides": DIVERGING[2:6]},
         ],
     }
-    (figdir / "figurex.yaml").write_text(json.dumps(spec))
-    monkeypatch.setattr(C, "FIGURE_DIR", figdir)
-    path = reproduce.reproduce("figurex", "quick", [f"results_root={tmp_path}"])
+    yaml_path = tmp_path / "figurex.yaml"
+    yaml_path.write_text(json.dumps(spec))
+    args = (str(yaml_path), "quick", [f"results_root={tmp_path}"])
+    path = reproduce.reproduce(*args, plot_figure=False)
     df = io.read_csv(path, any_nonfinite=True)
     assert set(df["run_id"]) == {"stable", "diverges"}
     marker = df[df["metric"] == runner.DIVERGED]
     assert marker["run_id"].tolist() == ["diverges"]
     assert df[df["run_id"] == "diverges"]["outer_step"].max() == marker["outer_step"].iloc[0] < 400
     assert df[df["run_id"] == "stable"]["outer_step"].max() == 400
+    record = json.loads((path.parent / "figure.json").read_text())["runs"]
+    assert record["diverges"]["status"] == "diverged" and record["stable"]["status"] == "complete"
     merged = path.read_bytes()
     (path.parent / "runs" / "stable" / runner.CSV).write_bytes(b"")  # a run lost its rows
-    assert reproduce.reproduce("figurex", "quick", [f"results_root={tmp_path}"]) == path
+    assert reproduce.reproduce(*args, plot_figure=False) == path
     assert path.read_bytes() == merged  # recomputed and merged again

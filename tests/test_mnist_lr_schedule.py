@@ -1,4 +1,4 @@
-"""The MNIST LR-schedule task (paper_spec E4) on small test-written data."""
+"""The MNIST LR-schedule task on small test-written data."""
 
 import math
 
