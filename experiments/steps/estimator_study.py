@@ -5,8 +5,9 @@ GPES-K and truncated ES at the task's initial theta (W sweep x particle settings
 noise-block sweep, full-ES reference).  Settings::
 
     tasks   label -> {overrides: [Hydra overrides composing the task], sigma, num_particles,
-            trunc_lens, gpes_factor, settings, noise_sweep ({trunc_len, noise_every} or null),
-            chains, episodes, ground_truth_particles} (see `estimator_study.variance_configs`)
+            trunc_lens, estimators (default: pes, nres, gpes, es), gpes_factor, settings,
+            noise_sweep ({trunc_len, noise_every} or null), chains, episodes,
+            ground_truth_particles} (see `estimator_study.variance_configs`)
     batch_size   chains per vmapped batch (null: all at once; memory only)
 
 Rows: `estimator_study.measure_variance`'s (run ids ``var-<label>-...``); extra table
@@ -88,7 +89,7 @@ def prepare_variance(ctx: steps.Context, s: dict) -> Plan:
         cfg, task = _task(ctx, [*s["overrides"], *spec.get("overrides", [])])
         if task.system.horizon is None:
             raise C.ConfigError(f"truncation_variance.tasks.{label}: task {task.name} has no finite horizon")
-        full = {**spec, "batch_size": s["batch_size"]}
+        full = {"estimators": list(S.ESTIMATORS), "noise_sweep": None, **spec, "batch_size": s["batch_size"]}
         try:
             S.check_variance_spec(full, int(task.system.horizon), f"truncation_variance.tasks.{label}")
         except ValueError as err:
