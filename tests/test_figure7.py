@@ -3,7 +3,6 @@ learned optimizer, and the quick figure end to end on test-sized data (plot + no
 
 import json
 import math
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 
 from experiments import config as C
 from experiments import reproduce, runner
-from pes import systems, tasks
+from pes import results, systems, tasks
 from pes.data import images
 from pes.tasks import lopt_image_mlp as LT
 from scripts import _style
@@ -186,29 +185,29 @@ def test_figure7_end_to_end_rows(figure7_csv):
     first = train[(train["metric"] == "meta_loss_eval") & (train["outer_step"] == 4)]
     assert first.groupby("seed")["value"].mean().nunique() == 3
     # tuned Adam: the best of the grid, and inner curves for every run, init LOpt and Adam
-    grid = df[df["run_id"].str.startswith("adam-lr") & (df["metric"] == "meta_loss_eval")]["value"]
-    tuned = df[(df["run_id"] == "adam-tuned") & (df["metric"] == "meta_loss_eval")]["value"].iloc[0]
-    assert tuned == grid.min()
-    curves = df[df["metric"] == "inner_loss"]
-    assert {f"curve-{r}" for r in runs} | {"curve-adam-tuned", "curve-init-s0"} <= set(curves["run_id"])
-    assert (curves.groupby("run_id")["inner_steps"].max() == 20).all()
-    assert "dataset/fashion_mnist" in set(df["metric"])
+    adam = results.source_rows(df, "adam_baseline")
+    assert set(adam["estimator"]) == {"adam"}
+    at0 = adam[(adam["outer_step"] == 0) & (adam["metric"] == "meta_loss_eval")].set_index("run_id")["value"]
+    assert len(at0) == 7 and at0["adam-tuned"] == at0.drop("adam-tuned").min()  # 6 learning rates + tuned
+    assert plot_figure7.tuned_adam(df)["meta_loss_eval"] == at0["adam-tuned"]
+    curves = results.source_rows(df, "inner_curves")
+    assert set(curves["metric"]) == {"inner_loss"}
+    assert set(curves["run_id"]) == set(runs) | {"init-s0", "init-s1", "init-s2"}
+    assert set(curves["estimator"]) == {"pes", "es", "init"}
+    assert set(adam[adam["metric"] == "inner_loss"]["run_id"]) == {"adam-tuned"}
+    assert (df[df["metric"] == "inner_loss"].groupby(["source", "run_id"])["inner_steps"].max() == 20).all()
+    assert "dataset/fashion_mnist" in set(adam["metric"])
     summary = plot_figure7.final_summary(df)
     assert list(summary["estimator"]) == ["pes", "es"] and (summary["seeds"] == 3).all()
 
 
 @pytest.mark.slow
-def test_figure7_plot_and_notebook(figure7_csv, tmp_path):
-    out = tmp_path / "figure7.png"
-    subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "plot_figure7.py"), str(figure7_csv), str(out)],
-        check=True,
-        cwd=ROOT,
-        timeout=120,
-    )
+def test_figure7_plot_and_notebook(figure7_csv):
+    out = figure7_csv.parent.parent / "figures" / "figure7.png"  # drawn by reproduce
     assert out.stat().st_size > 10_000 and out.with_suffix(".pdf").exists()
     nb = notebook_runner.execute(7, figure7_csv)
     assert notebook_runner.has_image(nb)
+    assert "Meta-loss at the last evaluation" in notebook_runner.text(nb)
 
 
 EPS32 = float(np.finfo(np.float32).eps)
