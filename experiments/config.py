@@ -32,6 +32,9 @@ FIGURE_DIR = CONFIG_DIR / "figure"
 # Keys that do not change a run's results (excluded from its fingerprint).
 NON_RESULT_KEYS = ("progress", "resume", "results_root", "run_id")
 NON_RESULT_TRAIN_KEYS = ("chunk_size",)
+# Keys added after runs were recorded, left out of the fingerprint while they hold their
+# null default, so that existing runs keep their identity (group, key).
+LATE_NULL_KEYS = (("outer_optimizer", "clip_value"),)
 # Estimators that differentiate the step; refused for tasks whose metadata says
 # differentiable=False (e.g. a validation-accuracy objective).
 GRADIENT_ESTIMATORS = ("tbptt", "rtrl", "uoro")
@@ -119,6 +122,7 @@ def build_optimizer(node: DictConfig) -> optax.GradientTransformation:
     params = _params(node)
     name = node.get("name")
     clip_norm = params.pop("clip_norm", None)
+    clip_value = params.pop("clip_value", None)
     factory = getattr(optax, str(name), None) if name else None
     if factory is None or not callable(factory):
         raise ConfigError(
@@ -131,12 +135,20 @@ def build_optimizer(node: DictConfig) -> optax.GradientTransformation:
         raise ConfigError(
             f"outer_optimizer.clip_norm={clip_norm!r} is invalid; allowed: null or a number > 0"
         )
+    if clip_value is not None and (
+        isinstance(clip_value, bool) or not isinstance(clip_value, (int, float)) or not clip_value > 0
+    ):
+        raise ConfigError(
+            f"outer_optimizer.clip_value={clip_value!r} is invalid; allowed: null or a number > 0"
+        )
     try:
         opt = factory(**params)
     except TypeError as err:
         raise ConfigError(f"outer_optimizer: optax.{name} rejected {sorted(params)}: {err}") from err
     if clip_norm is not None:
         opt = optax.chain(optax.clip_by_global_norm(float(clip_norm)), opt)
+    if clip_value is not None:  # element-wise, before any norm clipping and the optimizer
+        opt = optax.chain(optax.clip(float(clip_value)), opt)
     return opt
 
 
@@ -206,6 +218,9 @@ def fingerprint(cfg: DictConfig) -> str:
     data.pop("hydra", None)
     for key in NON_RESULT_TRAIN_KEYS:
         data.get("train", {}).pop(key, None)
+    for group, key in LATE_NULL_KEYS:
+        if isinstance(data.get(group), dict) and data[group].get(key, 0) is None:
+            data[group].pop(key)
     text = OmegaConf.to_yaml(OmegaConf.create(data), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 

@@ -145,7 +145,7 @@ def test_bad_values_fail_with_one_line(data_dir):
 
 
 # ----------------------------------------------------------------------------- end to end
-# Six tiny runs (one compile each) + tuned Adam + plot + notebook: minutes on a shared
+# Twelve tiny runs (one compile each) + tuned Adam + plot + notebook: minutes on a shared
 # 2-core machine, so marked slow (run with `pytest -m slow tests/test_figure7.py`).
 
 
@@ -172,7 +172,7 @@ def figure7_csv(data_dir, tmp_path_factory):
 
 @pytest.mark.slow
 def test_figure7_end_to_end_rows(figure7_csv):
-    runs = ["pes-s0", "pes-s1", "pes-s2", "tes-s0", "tes-s1", "tes-s2"]
+    runs = [f"{m}-s{s}" for m in ("pes", "tes") for s in range(6)]
     df = _style.read(figure7_csv, expected_runs=runs)
     train = plot_figure7.training_runs(df)
     assert set(train["run_id"]) == set(runs)
@@ -182,7 +182,7 @@ def test_figure7_end_to_end_rows(figure7_csv):
     assert ((ml > 0) & (ml <= CEIL + 1e-6)).all()
     # the LOpt initialisation follows the seed: different seeds start from different meta-losses
     first = train[(train["metric"] == "meta_loss_eval") & (train["outer_step"] == 4)]
-    assert first.groupby("seed")["value"].mean().nunique() == 3
+    assert first.groupby("seed")["value"].mean().nunique() == 6
     # tuned Adam: the best of the grid, and inner curves for every run, init LOpt and Adam
     grid = df[df["run_id"].str.startswith("adam-lr") & (df["metric"] == "meta_loss_eval")]["value"]
     tuned = df[(df["run_id"] == "adam-tuned") & (df["metric"] == "meta_loss_eval")]["value"].iloc[0]
@@ -192,7 +192,7 @@ def test_figure7_end_to_end_rows(figure7_csv):
     assert (curves.groupby("run_id")["inner_steps"].max() == 20).all()
     assert "dataset/fashion_mnist" in set(df["metric"])
     summary = plot_figure7.final_summary(df)
-    assert list(summary["estimator"]) == ["pes", "es"] and (summary["seeds"] == 3).all()
+    assert list(summary["estimator"]) == ["pes", "es"] and (summary["seeds"] == 6).all()
 
 
 @pytest.mark.slow
