@@ -34,7 +34,7 @@ NON_RESULT_KEYS = ("progress", "resume", "results_root", "run_id")
 NON_RESULT_TRAIN_KEYS = ("chunk_size",)
 # Keys added after runs were recorded, left out of the fingerprint while they hold their
 # null default, so that existing runs keep their identity (group, key).
-LATE_NULL_KEYS = (("outer_optimizer", "clip_value"),)
+LATE_NULL_KEYS = (("outer_optimizer", "clip_value"), ("task", "channels"))
 # Estimators that differentiate the step; refused for tasks whose metadata says
 # differentiable=False (e.g. a validation-accuracy objective).
 GRADIENT_ESTIMATORS = ("tbptt", "rtrl", "uoro")
@@ -261,6 +261,11 @@ def figure_names() -> list[str]:
     return sorted(p.stem for p in FIGURE_DIR.glob("figure*.yaml"))
 
 
+def profile_names() -> list[str]:
+    """The profiles of ``configs/profile/`` (quick, paper, stand-ins such as paper_fashion)."""
+    return sorted(p.stem for p in (CONFIG_DIR / "profile").glob("*.yaml"))
+
+
 def load_figure(name: str) -> DictConfig:
     """The figure config ``configs/figure/<name>.yaml`` (``figure2`` or ``2``)."""
     if not name.startswith("figure"):
@@ -314,8 +319,8 @@ def figure_run_overrides(
 ) -> list[str]:
     """Overrides composing one run of a figure under a profile (later ones win)."""
     profiles = fig.get("profiles", {}) or {}
-    if profile not in ("quick", "paper"):
-        raise ConfigError(f"profile={profile} is unknown; allowed: quick, paper")
+    if profile not in profile_names():
+        raise ConfigError(f"profile={profile} is unknown; allowed: {', '.join(profile_names())}")
     return [
         *fig.get("base", []),
         *profiles.get(profile, []),
@@ -333,6 +338,7 @@ def figure_section(fig: DictConfig, name: str, profile: str) -> dict:
     node = fig.get(name)
     if node is None:
         raise ConfigError(f"figure {fig.id} has no {name} section")
-    out = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k not in ("quick", "paper")}
+    profiles = profile_names()
+    out = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k not in profiles}
     out.update(OmegaConf.to_container(node.get(profile) or OmegaConf.create({}), resolve=True))
     return out
