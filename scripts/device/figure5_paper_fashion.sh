@@ -26,6 +26,7 @@ if [ "${TINY:-0}" = 1 ]; then
 fi
 start=$(date +%s)
 timeout "$BUDGET" "$PYTHON" -m experiments.batched "${args[@]}" 2>&1 | tee "$OUT/figure5.log"
+[ "${PIPESTATUS[0]}" = 124 ] && echo "runs stopped by BUDGET=$BUDGET s; rerun to resume" | tee -a "$OUT/figure5.log"
 left=$((BUDGET - ($(date +%s) - start)))
 if [ "$POST" = 1 ] && [ "$left" -gt 5 ]; then
   timeout "$left" "$PYTHON" -m experiments.reproduce "${args[@]}" 2>&1 | tee -a "$OUT/figure5.log"

@@ -22,6 +22,7 @@ if [ "${TINY:-0}" = 1 ]; then
 fi
 start=$(date +%s)
 timeout "$BUDGET" "$PYTHON" -m experiments.batched "${args[@]}" max_batch=6 2>&1 | tee "$OUT/figure7.log"
+[ "${PIPESTATUS[0]}" = 124 ] && echo "runs stopped by BUDGET=$BUDGET s; rerun to resume" | tee -a "$OUT/figure7.log"
 left=$((BUDGET - ($(date +%s) - start)))
 if [ "$left" -gt 5 ]; then
   timeout "$left" "$PYTHON" -m experiments.reproduce "${args[@]}" 2>&1 | tee -a "$OUT/figure7.log"
