@@ -145,3 +145,19 @@ def test_late_null_keys_keep_old_fingerprints():
     clipped = C.compose(["task=lopt_image_mlp", "estimator=pes", "outer_optimizer=adam",
                          "outer_optimizer.clip_value=0.03"])
     assert C.fingerprint(clipped) != C.fingerprint(old)
+
+
+@pytest.mark.parametrize("figure", ["figure5", "figure7"])
+def test_paper_fashion_profile_composes_with_the_paper_sizes(figure, data_dir):
+    """paper_fashion = the paper profile's sizes with Fashion-MNIST (figure 7: 3 channels)."""
+    fig = C.load_figure(figure)
+    fashion = C.figure_runs(fig, "paper_fashion")
+    assert [r.id for r in fashion] == [r.id for r in C.figure_runs(fig, "paper")]
+    extra = ["task.data_source=idx", f"task.data_dir={data_dir}"]
+    cfg = C.compose(C.figure_run_overrides(fig, fashion[0], "paper_fashion", extra))
+    paper = C.compose(C.figure_run_overrides(fig, C.figure_runs(fig, "paper")[0], "paper"))
+    assert cfg.task.dataset == "fashion_mnist" and cfg.profile.name == "paper_fashion"
+    assert cfg.estimator.num_particles == paper.estimator.num_particles
+    assert cfg.train.num_outer_steps == paper.train.num_outer_steps
+    if figure == "figure7":
+        assert C.build(cfg).task.metadata["num_features"] == 192  # CIFAR-10 8x8 colour's shape
