@@ -21,7 +21,7 @@ ROOT_RESULTS=${RESULTS:-/tmp/pes_results}
 args=(figure=figure5 profile=paper_fashion "results_root=$ROOT_RESULTS" progress=false
       "train.num_outer_steps=$ITERS" "train.log_every=$EVERY" "train.chunk_size=$((ITERS < 250 ? ITERS : 250))")
 if [ "${TINY:-0}" = 1 ]; then
-  args+=(task.horizon=20 task.hidden=[8] task.batch_size=8 task.objective_batch_size=8 task.num_val=100
+  args+=(task.horizon=100 task.hidden=[8] task.batch_size=8 task.objective_batch_size=8 task.num_val=100
          estimator.num_particles=4)
 fi
 start=$(date +%s)
