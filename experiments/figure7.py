@@ -2,7 +2,7 @@
 
 Called by ``experiments.reproduce`` through the figure config's ``post:`` entry.  Uses the
 figure's ``adam`` section (per-profile overrides under ``quick:``/``paper:``) and the
-task's fixed evaluation runs (``task.metadata["eval_keys"]``: the same inner seeds the
+task's fixed evaluation runs (``task.eval_keys``: the same inner seeds the
 runs' ``meta_loss_eval`` uses), and appends rows in the results schema to ``metrics.csv``:
 
 * ``adam-lr<lr>`` (estimator ``adam``): ``meta_loss_eval`` / ``final_loss_eval`` of Adam
@@ -84,8 +84,8 @@ def final_theta(cfg: DictConfig, built) -> object | None:
 
 def adam_grid(task, learning_rates: list[float]) -> np.ndarray:
     """(num_lrs, runs, T) per-step clipped losses of Adam at every learning rate."""
-    keys = task.metadata["eval_keys"]
-    curve = task.metadata["baseline_curve"]
+    keys = task.eval_keys
+    curve = task.baseline_curve
 
     @jax.jit
     def at(lr):
@@ -105,6 +105,12 @@ def run(fig: DictConfig, profile: str, extra: list[str], metrics_path: Path) -> 
     cfgs = {r.id: C.compose(C.figure_run_overrides(fig, r, profile, extra)) for r in runs}
     builts = {rid: C.build(cfg) for rid, cfg in cfgs.items()}
     task = next(iter(builts.values())).task
+    try:
+        task.require(
+            "eval_keys", "baseline_curve", "inner_curve", "dataset", by=f"{fig.id}'s tuned Adam and curves"
+        )
+    except ValueError as err:
+        raise C.ConfigError(str(err)) from err
     fingerprints = {}
     for rid, cfg in cfgs.items():
         ck = C.run_dir(cfg) / runner.CKPT
@@ -112,10 +118,10 @@ def run(fig: DictConfig, profile: str, extra: list[str], metrics_path: Path) -> 
     stamp = dict(
         settings,
         runs=fingerprints,
-        dataset=task.metadata["dataset"],
+        dataset=task.dataset.name,
         horizon=task.metadata["horizon"],
         num_features=task.metadata["num_features"],
-        num_eval_runs=int(len(task.metadata["eval_keys"])),
+        num_eval_runs=int(len(task.eval_keys)),
     )
     df = pd.read_csv(metrics_path)
     df = df[~df["run_id"].str.startswith(("adam-", "curve-"))]
@@ -132,7 +138,7 @@ def run(fig: DictConfig, profile: str, extra: list[str], metrics_path: Path) -> 
             {
                 "settings": stamp,
                 "wall_time_s": wall,
-                "data_origin": task.metadata["data_origin"],
+                "data_origin": task.dataset.origin,
                 "machine": io.machine(),
             },
         )
@@ -174,12 +180,12 @@ def _compute(fig, task, cfgs, builts, df, lrs, every) -> list[dict]:
         ),
         dict(info, outer_step=0, inner_steps=0, metric="learning_rate", value=lrs[best]),
         # constant marker: which dataset produced every row (the plot names the stand-in)
-        dict(info, outer_step=0, inner_steps=0, metric=f"dataset/{task.metadata['dataset']}", value=1.0),
+        dict(info, outer_step=0, inner_steps=0, metric=f"dataset/{task.dataset.name}", value=1.0),
     ]
     records += _curve_rows(_info(fig_id, "curve-adam-tuned", "adam", 0), grid[best], every)
 
-    keys = task.metadata["eval_keys"]
-    curve = jax.jit(jax.vmap(task.metadata["inner_curve"], in_axes=(None, 0)))
+    keys = task.eval_keys
+    curve = jax.jit(jax.vmap(task.inner_curve, in_axes=(None, 0)))
     seen_seeds = set()
     for rid, cfg in cfgs.items():
         built = builts[rid]

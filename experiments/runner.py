@@ -10,7 +10,7 @@ Rerunning the same config resumes from the checkpoint (rows past it are dropped 
 or does nothing if the run is complete.  A run directory holding a different config is
 started clean.  An interrupted run keeps every row it logged.
 
-A task whose ``metadata["cost_metric"]`` names a metric (``env_steps`` for control tasks)
+A task whose ``cost_metric`` field names a metric (``env_steps`` for control tasks)
 also gets that metric logged: outer steps times the estimator's ``cost_per_estimate``,
 i.e. every inner step the estimator took (all particles, truncated ES's mean trajectory
 included; evaluation excluded).  A chunk that fails with an error (a simulator error,
@@ -98,9 +98,8 @@ def run(cfg: DictConfig, *, out_dir: Path | None = None) -> Path:
         "packages": io.package_versions(),
         "machine": io.machine(),
         "estimator_cost_per_outer_step": built.estimator.cost_per_estimate,
-        # the task's scalar facts (e.g. which dataset was loaded and from where)
-        "task_info": {k: v for k, v in built.task.metadata.items()
-                      if v is None or isinstance(v, (str, int, float, bool))},
+        # the task's static facts (e.g. which dataset was loaded and from where)
+        "task_info": built.task.info(),
         "status": "running",
         "wall_time_s": wall_before,
     }
@@ -108,7 +107,7 @@ def run(cfg: DictConfig, *, out_dir: Path | None = None) -> Path:
 
     chunks: dict[int, object] = {}
     done = int(state.step)
-    cost_metric = built.task.metadata.get("cost_metric")
+    cost_metric = built.task.cost_metric
 
     def add_cost(metrics):
         """Inner steps taken so far, e.g. training environment steps (evaluation excluded)."""

@@ -163,19 +163,18 @@ def check_horizon(s: dict, horizon: int, where: str) -> None:
 class Compiled:
     """Jitted protocol pieces, shared by every task of the same shape.
 
-    When the task offers ``metadata["system_from_data"]`` (rebuild the system from its
-    data array, which may be traced) the data is an argument, so one compilation per K
-    serves every scenario; otherwise the system is closed over.
+    When the task offers ``system_data`` (its system rebuilt from its data array, which
+    may be traced) the data is an argument, so one compilation per K serves every
+    scenario; otherwise the system is closed over.
     """
 
     def __init__(self, task, s: dict):
-        hook = task.metadata.get("system_from_data")
-        self.shared = hook is not None and task.metadata.get("data") is not None
+        self.shared = task.system_data is not None
         self.s = s
         static = task.system
 
         def system_of(data):
-            return hook(data) if self.shared else static
+            return task.system_data.build(data) if self.shared else static
 
         def pairs(data, theta, key, trunc_len):
             return V.pair_estimates(
@@ -209,8 +208,7 @@ class Compiled:
 
     @staticmethod
     def data(task):
-        data = task.metadata.get("data")
-        return jnp.asarray(data) if data is not None else jnp.zeros(())
+        return jnp.asarray(task.system_data.data) if task.system_data is not None else jnp.zeros(())
 
 
 # ----------------------------------------------------------------------------- one scenario
@@ -279,7 +277,7 @@ def run_scenario(cfg: DictConfig, task, s: dict, compiled: Compiled, out_dir: Pa
         "config": OmegaConf.to_container(cfg, resolve=True),
         "variance": s,
         "profile": str(cfg.profile.name),
-        "data_source": task.metadata.get("data_source"),
+        "data_source": task.dataset.origin if task.dataset else None,
         "git_commit": io.git_commit(C.ROOT),
         "packages": io.package_versions(),
         "machine": io.machine(),

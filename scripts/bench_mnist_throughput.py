@@ -100,7 +100,7 @@ def main() -> None:
         "trunc_len": args.trunc_len,
         "model": "-".join(map(str, widths)),
         "batch_size": args.batch_size,
-        "dataset": task.metadata["dataset"],
+        "dataset": task.dataset.name,
         "compile_plus_first_step_s": round(compile_s, 2),
         "outer_step_s_median": round(step_s, 4),
         "outer_step_s_all": [round(x, 4) for x in times],

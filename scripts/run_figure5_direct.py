@@ -48,12 +48,12 @@ def main() -> None:
     )
     report = {
         "args": {k: str(v) for k, v in vars(args).items()},
-        "dataset": task.metadata["dataset"],
-        "data_origin": task.metadata["data_origin"],
+        "dataset": task.dataset.name,
+        "data_origin": task.dataset.origin,
         "devices": [str(d) for d in jax.devices()],
         "runs": {},
     }
-    full_run = jax.jit(jax.vmap(jax.vmap(task.metadata["full_run"], in_axes=(None, 0)), in_axes=(0, None)))
+    full_run = jax.jit(jax.vmap(jax.vmap(task.full_run, in_axes=(None, 0)), in_axes=(0, None)))
     eval_keys = jax.random.split(jax.random.key(12345), args.eval_runs)
     finals = {"init": np.asarray(task.theta_init)}
     for rid in args.runs:

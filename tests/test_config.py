@@ -53,7 +53,14 @@ def test_every_task_estimator_profile_composes_and_builds(task, estimator, profi
     if _missing_data(task):
         pytest.skip(_missing_data(task))
     cfg = C.compose([f"task={task}", f"estimator={estimator}", f"profile={profile}"])
-    built = build_or_skip_missing_data(cfg)
+    try:
+        built = build_or_skip_missing_data(cfg)
+    except C.ConfigError as err:
+        # a task whose meta-objective is not differentiable (e.g. discrete width
+        # hyperparameters) refuses the gradient-based estimators, as it should
+        if estimator in C.GRADIENT_ESTIMATORS and "not differentiable" in str(err):
+            return
+        raise
     assert built.estimator.name == estimator
     assert C.run_dir(cfg).parts[-4:-2] == (profile, "adhoc")
 
@@ -88,7 +95,7 @@ BAD = [
     (["estimator=tbptt", "estimator.trunc_len=0"], "trunc_len=0 is invalid; allowed: an integer >= 1"),
     (
         ["estimator=nope"],
-        "estimator=nope is unknown; allowed: ars, es, nres, openai_es, pes, pes_a, rtrl, tbptt, uoro",
+        "estimator=nope is unknown; allowed: ars, es, gpes, nres, openai_es, pes, pes_a, rtrl, tbptt, uoro",
     ),
     (["task=nope"], "task=nope is unknown; allowed: "),
     (

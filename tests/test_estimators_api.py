@@ -13,6 +13,7 @@ HPARAMS = {
     "pes": dict(trunc_len=4, sigma=0.1, num_particles=8),
     "es": dict(trunc_len=4, sigma=0.1, num_particles=8),
     "nres": dict(trunc_len=4, sigma=0.1, num_particles=8),
+    "gpes": dict(trunc_len=2, sigma=0.1, num_particles=8, noise_every=4),
     "pes_a": dict(trunc_len=3, sigma=0.1, num_particles=8),
     "tbptt": dict(trunc_len=4),
     "rtrl": dict(trunc_len=4),

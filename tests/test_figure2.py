@@ -66,3 +66,24 @@ def test_make_target_reproduces_the_figure(tmp_path):
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert (tmp_path / "quick" / "figures" / "figure2.png").stat().st_size > 10_000
+    # ... and `make check-figure-2` after it: the claims table, with the paper's central claims passing
+    assert "| claim | measured | verdict |" in out.stdout  # reproduce prints the table at its end
+    check = subprocess.run(
+        ["make", "-s", "check-figure-2", f"RESULTS={tmp_path}", "PROFILE=quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    rows = {
+        line.split("`")[1]: line.rsplit("|", 2)[1].strip()
+        for line in check.stdout.splitlines()
+        if line.startswith("| `")
+    }
+    for cid in ("pes-converges", "rtrl-converges", "tbptt1-diverges", "es-diverges", "tbptt100-converges"):
+        assert rows[cid] == "PASS", (cid, check.stdout)
+    # a failed claim: the command exits 1, which make reports as "Error 1" (and exits 2 itself)
+    failed = "**FAIL**" in rows.values()
+    assert (check.returncode != 0) == failed and ("Error 1" in check.stderr) == failed, (
+        check.stdout + check.stderr
+    )

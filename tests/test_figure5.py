@@ -116,7 +116,7 @@ def test_final_evaluation_is_the_mean_at_each_runs_final_theta(tiny_figure):
     jax.config.update("jax_enable_x64", False)  # as in the run (x64=false); conftest restores it
     task = tasks.make("mnist_lr_schedule", **kw)
     keys = jax.random.split(jax.random.key(F5.EVAL_KEY_SEED), 2)
-    vals = [float(jax.jit(task.metadata["full_run"])(theta, k)["train_sum_loss"]) for k in keys]
+    vals = [float(jax.jit(task.full_run)(theta, k)["train_sum_loss"]) for k in keys]
     np.testing.assert_allclose(sub["final/train_sum_loss"], np.mean(vals), rtol=1e-4)
     np.testing.assert_allclose(
         sub["final/train_sum_loss_se"], np.std(vals) / np.sqrt(2), rtol=1e-3, atol=1e-6

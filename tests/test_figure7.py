@@ -83,7 +83,7 @@ def test_evaluate_is_the_full_objective_on_the_fixed_seeds(data_dir):
     task = make_task(data_dir)
     out = jax.jit(task.evaluate)(task.theta_init, jax.random.key(99))
     want = []
-    for key in task.metadata["eval_keys"]:
+    for key in task.eval_keys:
         init_key, data_key = jax.random.split(key)
         want.append(float(systems.full_objective(task.system, task.theta_init, init_key, data_key)))
     np.testing.assert_allclose(float(out["meta_loss_eval"]), np.mean(want), rtol=1e-5)

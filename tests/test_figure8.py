@@ -91,7 +91,7 @@ def _faulty_make(fail_at_call):
             system,
             theta0,
             linear_control.make_evaluate(system, 1),
-            {"cost_metric": "env_steps"},
+            cost_metric="env_steps",
         )
 
     return make

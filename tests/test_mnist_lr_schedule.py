@@ -52,9 +52,8 @@ def make(data_dir, **kw):
 def test_task_facts(data_dir):
     task = make(data_dir)
     np.testing.assert_allclose(np.asarray(task.theta_init), [math.log(0.003), math.log(30.0)], rtol=1e-6)
-    md = task.metadata
-    assert md["dataset"] == "mnist" and md["data_origin"].startswith("npz:")
-    assert md["num_train"] == 80 and md["num_features"] == 49 and md["differentiable"]
+    assert task.dataset.name == "mnist" and task.dataset.origin.startswith("npz:")
+    assert task.dataset.num_train == 80 and task.metadata["num_features"] == 49 and task.differentiable
     out = task.evaluate(task.theta_init, jax.random.key(0))
     assert set(out) == {"dataset/mnist", "objective/train_sum_loss"}
 
@@ -64,7 +63,7 @@ def test_full_run_sum_equals_the_systems_full_objective(data_dir):
     task = make(data_dir)
     theta = jnp.log(jnp.asarray([0.1, 0.5]))
     key = jax.random.key(7)
-    out = jax.jit(task.metadata["full_run"])(theta, key)
+    out = jax.jit(task.full_run)(theta, key)
     init_key, data_key = jax.random.split(key)
     ref = systems.full_objective(task.system, theta, init_key, data_key)
     np.testing.assert_allclose(float(out["train_sum_loss"]), float(ref), rtol=1e-5)
@@ -75,7 +74,7 @@ def test_full_run_sum_equals_the_systems_full_objective(data_dir):
 def test_learning_happens_and_lr_matters(data_dir):
     """A good constant LR lowers the summed loss far below a tiny LR (negative control)."""
     task = make(data_dir, horizon=60, hidden=[16])
-    run = jax.jit(jax.vmap(task.metadata["full_run"], in_axes=(0, None)))
+    run = jax.jit(jax.vmap(task.full_run, in_axes=(0, None)))
     thetas = jnp.log(jnp.asarray([[1e-5, 0.01], [0.1, 0.01]]))
     out = run(thetas, jax.random.key(1))
     tiny, good = np.asarray(out["train_sum_loss"])
@@ -86,7 +85,7 @@ def test_learning_happens_and_lr_matters(data_dir):
 
 def test_val_objective_is_minus_minibatch_accuracy(data_dir):
     task = make(data_dir, objective="val_sum_acc")
-    assert not task.metadata["differentiable"]
+    assert not task.differentiable
     state = task.system.init(jax.random.key(0))
     _, loss = jax.jit(task.system.step)(task.theta_init, state, jax.random.key(1))
     value = -float(loss) * 8  # objective_batch_size 8: a multiple of 1/8
@@ -121,7 +120,7 @@ def test_experiment_layer_refuses_gradient_estimators(data_dir):
     ):
         C.build(C.compose([*base, "estimator=tbptt"]))
     built = C.build(C.compose([*base, "estimator=pes", "estimator.num_particles=4"]))
-    assert built.task.metadata["objective"] == "val_sum_acc"
+    assert built.task.objective == "val_sum_acc"
 
 
 @pytest.mark.parametrize("name", ["es", "pes"])
@@ -136,7 +135,7 @@ def test_es_and_pes_run_on_the_accuracy_objective(data_dir, name):
 def test_mnist_or_fashion_falls_back_to_fashion(tmp_path):
     write_npz(tmp_path, name="fashion_mnist")
     task = make(tmp_path, dataset="mnist_or_fashion")
-    assert task.metadata["dataset"] == "fashion_mnist"
+    assert task.dataset.name == "fashion_mnist"
     assert "dataset/fashion_mnist" in task.evaluate(task.theta_init, jax.random.key(0))
     with pytest.raises(I.DataUnavailableError, match="'mnist'"):
         make(tmp_path, dataset="mnist")

@@ -58,7 +58,7 @@ def numpy_objective(theta, tokens):
 
 def test_full_objective_matches_an_independent_loop(word_file):
     task = make(word_file)
-    tokens = task.metadata["data"]
+    tokens = task.system_data.data
     assert tokens.shape == (41,)
     # Perturb theta away from its init so every parameter (zero biases too) matters.
     leaves, treedef = jax.tree.flatten(task.theta_init)
@@ -72,7 +72,7 @@ def test_full_objective_matches_an_independent_loop(word_file):
     )
     expected = numpy_objective(theta, tokens)
     key = jax.random.PRNGKey(0)
-    rebuilt = task.metadata["system_from_data"]  # rebuilds the system from traced tokens
+    rebuilt = task.system_data.build  # rebuilds the system from traced tokens
 
     @jax.jit
     def objectives(theta, tokens):
@@ -105,11 +105,11 @@ def test_model_shapes_and_initialisation(word_file):
 
 def test_scenarios(word_file):
     corpus = ptb.load_corpus("word_file", word_file)
-    real = make(word_file, scenario="real").metadata["data"]
+    real = make(word_file, scenario="real").system_data.data
     np.testing.assert_array_equal(real, corpus.ids[:41])
-    repeat = make(word_file, scenario="repeat").metadata["data"]
+    repeat = make(word_file, scenario="repeat").system_data.data
     np.testing.assert_array_equal(repeat, np.full(41, corpus.ids[0]))
-    random = make(word_file, scenario="random").metadata["data"]
+    random = make(word_file, scenario="random").system_data.data
     expected = jax.random.randint(jax.random.PRNGKey(5), (20000,), 0, len(corpus.vocab), jnp.int32)[
         :41
     ]

@@ -121,7 +121,7 @@ def test_task_evaluate_and_bad_values():
     assert set(out) == {"eval_return", "eval_return_std"}
     assert np.isfinite(float(out["eval_return"]))
     assert task.theta_init.shape == (2, 8) and not np.any(np.asarray(task.theta_init))
-    assert task.metadata["cost_metric"] == "env_steps"
+    assert task.cost_metric == "env_steps"
     with pytest.raises(ValueError, match=r"env_id='Swimmer-v2' is invalid; allowed: Swimmer-v5"):
         tasks.make("swimmer", env_id="Swimmer-v2")
     with pytest.raises(ValueError, match=r"eval_episodes=0 is invalid"):

@@ -8,6 +8,8 @@ Every estimator is built by a factory ``factory(system, **hparams)`` and is a
 |---------|-------------------------------------------------------------------|
 | `pes`   | yes (Persistent ES, Vicol et al. 2021)                             |
 | `es`    | only with trunc_len = horizon (full-unroll ES); truncated ES is not |
+| `nres`  | yes (noise-reuse ES, Li et al. 2023: one perturbation per episode)   |
+| `gpes`  | yes (GPES-K: fresh noise every `noise_every` steps; PES ... NRES)    |
 | `tbptt` | only with trunc_len = horizon                                      |
 | `rtrl`  | yes (exact, forward mode; small systems)                           |
 | `uoro`  | yes (stochastic rank-one RTRL)                                     |
@@ -23,7 +25,7 @@ from collections.abc import Callable
 from pes import systems
 from pes.estimators._common import GradientEstimator
 from pes.estimators.baselines import ars, openai_es
-from pes.estimators.evolution import ESState, NRESState, PESState, es, nres, pes
+from pes.estimators.evolution import ESState, GPESState, NRESState, PESState, es, gpes, nres, pes
 from pes.estimators.gradient import RTRLState, TBPTTState, UOROState, rtrl, tbptt, uoro
 from pes.estimators.pes_analytic import PESAState, pes_a
 
@@ -31,6 +33,7 @@ REGISTRY: dict[str, Callable[..., GradientEstimator]] = {
     "pes": pes,
     "es": es,
     "nres": nres,
+    "gpes": gpes,
     "pes_a": pes_a,
     "tbptt": tbptt,
     "rtrl": rtrl,
@@ -67,6 +70,7 @@ __all__ = [
     "pes",
     "es",
     "nres",
+    "gpes",
     "pes_a",
     "tbptt",
     "rtrl",
@@ -76,6 +80,7 @@ __all__ = [
     "PESState",
     "ESState",
     "NRESState",
+    "GPESState",
     "PESAState",
     "TBPTTState",
     "RTRLState",

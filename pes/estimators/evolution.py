@@ -672,6 +672,203 @@ def nres(
     return C.GradientEstimator(init, estimate, "nres", hparams, trunc_len, num_particles * trunc_len)
 
 
+class GPESState(NamedTuple):
+    """Generalised PES (GPES-K).
+
+    Attributes:
+      inner: per-particle inner states, leaves of shape (G, M, ...).
+      t: per-group step counters, shape (G,).
+      accum: per-group sum of every perturbation of the current episode so far, including
+        the current block's (theta's tree, leading G axis); member m carries sign_m * accum.
+      eps: per-group perturbation of the current noise block (theta's tree, leading G axis).
+      age: per-group number of truncations the current block has been used in within the
+        episode, shape (G,); a block whose age reached ``noise_every / trunc_len`` is
+        replaced at the next truncation start.
+    """
+
+    inner: PyTree
+    t: jax.Array
+    accum: PyTree
+    eps: PyTree
+    age: jax.Array
+
+
+def _noise_blocks(system, trunc_len, noise_every):
+    """Truncations per noise block for `gpes`, or None for one block per episode (NRES)."""
+    ok = noise_every is None or (C._is_int(noise_every) and noise_every >= 1)
+    if ok and (noise_every is None or (system.horizon is not None and noise_every >= system.horizon)):
+        return None
+    if not ok or noise_every % trunc_len:
+        horizon = "" if system.horizon is None else f", or an integer >= the horizon T={system.horizon}"
+        raise ValueError(
+            f"estimator 'gpes': noise_every={noise_every!r} is invalid with trunc_len={trunc_len}; "
+            f"allowed: a positive multiple of trunc_len (noise_every = trunc_len is PES){horizon} "
+            "or null (one perturbation per episode: NRES)"
+        )
+    return noise_every // trunc_len
+
+
+def gpes(
+    system: systems.UnrolledSystem,
+    *,
+    trunc_len: int,
+    sigma: float,
+    num_particles: int,
+    noise_every: int | None,
+    antithetic: bool = True,
+    stagger: bool = False,
+    particle_chunk_size: int | None = None,
+    devices: int | str | None = None,
+) -> C.GradientEstimator:
+    """Generalised PES, GPES-K (Li et al., NeurIPS 2023): fresh noise every K steps.
+
+    Each antithetic pair's episode is cut into noise blocks of ``noise_every`` inner steps
+    (K in the NRES paper).  A pair runs with theta +/- the current block's perturbation; the
+    loss of every step is weighted by the sum of all perturbations its episode has used so
+    far (the accumulator), exactly as in PES.  Summed over an episode this is unbiased for
+    the Gaussian-smoothed whole-episode gradient whatever the blocks are, as long as where
+    they start does not depend on the noise.  ``noise_every = trunc_len`` is PES (one block
+    per truncation) and ``noise_every >= horizon`` (or None) is NRES (one block per episode);
+    for the same keys `gpes` then returns the numbers of `pes` / `nres` (tested).
+
+    Blocks and truncations (the precise rule; m = noise_every / trunc_len):
+      * noise_every must be a multiple of trunc_len (or >= the horizon): new perturbations
+        are only started at truncation starts and at episode ends.
+      * Every estimate draws one candidate perturbation per pair from its noise key (the
+        same draw as `pes` and `nres`).
+      * At a truncation start a pair replaces its block (and adds the new perturbation to
+        its accumulator) once the block has been used in m truncations of the episode; a
+        truncation in which the block started mid-way counts as one.  In lockstep with
+        trunc_len dividing T the blocks are therefore exactly noise_every steps long and
+        aligned with the episode's start (the last block of an episode may be shorter).
+      * An episode that ends inside a truncation continues from the next step with that
+        truncation's draw as its first block (accumulator = that draw).  One that ends on
+        the truncation's last step starts its first block at the next truncation with the
+        next draw; with one block per episode (NRES) the draw of the truncation that ended
+        the episode is kept for the next episode instead (as `nres` does).
+      * ``stagger=True``: pairs start at random offsets through a burn-in under one
+        perturbation (as `pes` and `nres`); the burn-in is the episode's first block, of
+        age ceil(offset / trunc_len) truncations (capped at m).
+
+    Args: as `pes` (without ``divide_by_variance``), plus
+      noise_every: inner steps per noise block (a multiple of trunc_len), or an integer >=
+        the horizon / None for one perturbation per episode.
+    """
+    C.check_trunc_len("gpes", system, trunc_len)
+    C.check_sigma("gpes", sigma)
+    C.check_particles("gpes", num_particles, antithetic)
+    C.check_stagger("gpes", system, stagger)
+    blocks = _noise_blocks(system, trunc_len, noise_every)
+    lay = C.layout(num_particles, antithetic)
+    num_chunks, shard = _particle_plan("gpes", lay, particle_chunk_size, devices)
+    scale = 1.0 / (num_particles * sigma**2)
+    groups = lay.num_groups
+
+    def init(key, theta):
+        state_key, offset_key, noise_key, burn_key = jax.random.split(key, 4)
+        inner = C.broadcast_state(system.init(state_key), (groups, lay.group_size))
+        t = jnp.zeros((groups,), jnp.int32)
+        zeros = C.zeros_per_group(theta, groups)
+        if blocks is None:  # one block per episode, drawn in advance (as nres)
+            eps = C.sample_noise(noise_key, theta, groups, sigma)
+            if stagger and system.horizon > 1:
+                inner, t = _perturbed_burn_in(system, theta, eps, lay, inner, offset_key, burn_key)
+            age = jnp.zeros((groups,), jnp.int32)
+            return shard.groups(GPESState(inner, t, eps, eps, age))
+        accum, eps, age = zeros, zeros, jnp.full((groups,), blocks, jnp.int32)
+        if stagger and system.horizon > 1:
+            burn = C.sample_noise(noise_key, theta, groups, sigma)
+            inner, t = _perturbed_burn_in(system, theta, burn, lay, inner, offset_key, burn_key)
+            started = t > 0  # the burn-in's perturbation is the episode's first block
+            accum = eps = C.group_where(started, burn, zeros)
+            age = jnp.where(started, jnp.minimum(blocks, -(-t // trunc_len)), blocks).astype(jnp.int32)
+        return shard.groups(GPESState(inner, t, accum, eps, age))
+
+    def estimate(key, theta, state):
+        noise_key, data_key = C.split_key(key)
+        fresh = shard.groups(C.sample_noise(noise_key, theta, groups, sigma))
+        if blocks is None:
+            eps, accum, refresh = state.eps, state.accum, None
+        else:  # a block used in m truncations is replaced by this truncation's draw
+            refresh = state.age >= blocks
+            eps = C.group_where(refresh, fresh, state.eps)
+            accum = C.group_where(refresh, jax.tree.map(jnp.add, state.accum, fresh), state.accum)
+        out = _unroll_groups(
+            system,
+            theta,
+            eps,
+            lay,
+            state.inner,
+            state.t,
+            data_key,
+            trunc_len,
+            shared_inner=False,
+            num_chunks=num_chunks,
+            shard=shard,
+            eps_after=fresh,
+        )
+        grad, accum, eps, age = gpes_update(
+            _antithetic_differences(out.total, lay),
+            _antithetic_differences(out.before, lay),
+            out.any_end,
+            out.last_end,
+            fresh,
+            state,
+            accum,
+            eps,
+            refresh,
+            blocks,
+            scale,
+            theta,
+        )
+        aux = {"loss": jnp.mean(out.total)}
+        return grad, shard.groups(GPESState(out.inner, out.t, accum, eps, age)), aux
+
+    hparams = dict(
+        trunc_len=trunc_len,
+        sigma=sigma,
+        num_particles=num_particles,
+        noise_every=noise_every,
+        antithetic=antithetic,
+        stagger=stagger,
+    )
+    C.scale_hparams(hparams, particle_chunk_size, devices)
+    return C.GradientEstimator(init, estimate, "gpes", hparams, trunc_len, num_particles * trunc_len)
+
+
+def gpes_update(total, before, any_end, last_end, fresh, state, accum, eps, refresh, blocks, scale, like):
+    """The GPES gradient and the pairs' new (accum, eps, age) from one truncation.
+
+    Args:
+      total, before, any_end, last_end: as in `pes_update`.
+      fresh: this truncation's draw (theta's tree, leading G axis).
+      state: the `GPESState` before the truncation.
+      accum, eps: the accumulator and block perturbation the truncation ran with (after
+        the block replacement at its start).
+      refresh: (G,) bool, the block was replaced at the truncation start (None when
+        ``blocks`` is None: one block per episode).
+      blocks: truncations per block, or None.
+      scale, like: as in `pes_update`.
+
+    Losses up to a pair's first episode end are weighted by ``accum``, later ones by
+    ``fresh`` (the new episode's first block).  The sums are written in the same order as
+    `pes_update` (blocks = 1) and `nres` (blocks None), so those ends give their numbers.
+    """
+    after = total - before
+    if blocks is None:
+        grad = C.combine2(before, state.eps, after, fresh, scale, like)
+        eps = C.group_where(any_end, fresh, state.eps)
+        return grad, eps, eps, jnp.zeros_like(state.age)
+    # before . (accum_prev + fresh) + after . fresh = before . accum_prev + total . fresh
+    grad = C.combine2(jnp.where(refresh, total, after), fresh, before, state.accum, scale, like)
+    zeros = jax.tree.map(jnp.zeros_like, fresh)
+    accum = C.group_where(last_end, zeros, C.group_where(any_end, fresh, accum))
+    eps = C.group_where(any_end, fresh, eps)
+    age = jnp.where(refresh, 0, state.age) + 1
+    age = jnp.where(last_end, blocks, jnp.where(any_end, 1, age)).astype(state.age.dtype)
+    return grad, accum, eps, age
+
+
 def pes_update(total, before, any_end, last_end, eps, accum, scale, like):
     """The PES gradient and the new accumulators from one truncation's outcomes.
 

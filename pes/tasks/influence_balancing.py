@@ -82,4 +82,4 @@ def make(
     optimum = None
     if n == 23 and num_positive == 10:
         optimum = -1.0 / 6.0
-    return Task("influence_balancing", system, theta0, evaluate, {"theta_optimum": optimum})
+    return Task("influence_balancing", system, theta0, evaluate, optimum=optimum)

@@ -73,5 +73,5 @@ def make(
     env = make_env(dim, decay, target, horizon)
     system = policy_system(env, None if host else jax_transition(decay))
     theta0 = jnp.zeros((env.action_dim, env.obs_dim), jnp.result_type(float))
-    metadata = {"cost_metric": "env_steps"}
-    return Task("linear_control", system, theta0, make_evaluate(system, eval_episodes), metadata)
+    evaluate = make_evaluate(system, eval_episodes)
+    return Task("linear_control", system, theta0, evaluate, cost_metric="env_steps")

@@ -1,4 +1,4 @@
-"""Meta-training a learned optimizer on an image-MLP task (paper Fig. 7; lopt_spec §3).
+"""Meta-training a learned optimizer on an image-MLP task (the paper's figure 7).
 
 Inner problem: a ReLU MLP (flattened images resized to ``image_size`` x ``image_size``,
 pixels / 255; default 64 -> 32 -> 10) trained on minibatches of ``batch_size`` drawn
@@ -28,9 +28,10 @@ every method and log point; ``key`` is ignored) and returns
   NaN/Inf, and ``eval_diverged_runs``: runs whose final parameters are not finite
   (a diverging learned optimizer is logged, never a crash).
 
-``metadata["inner_curve"](theta, key)`` and ``metadata["baseline_curve"](optimizer, key)``
-return the per-step l_t of one fresh inner run (LOpt with theta, or an optax optimizer),
-for the comparison with tuned Adam.
+The task's ``inner_curve(theta, key)`` and ``baseline_curve(optimizer, key)`` return the
+per-step l_t of one fresh inner run (LOpt with theta, or an optax optimizer), for the
+comparison with tuned Adam; ``eval_keys`` are the fixed seeds of the evaluation runs and
+``dataset`` names the images actually loaded.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ import optax
 from pes import lopt as lopt_lib
 from pes import systems
 from pes.data import images
-from pes.tasks import Task, check_ints, check_param, check_widths
+from pes.tasks import DatasetInfo, Task, check_ints, check_param, check_widths
 
 DATASETS = ("fashion_mnist", "mnist", "cifar10", "cifar10_or_fashion")
 NUM_CLASSES = 10
@@ -278,10 +279,7 @@ def make(
 
     theta0 = lopt.init_theta(jax.random.key(init_seed))
     metadata = {
-        "dataset": name,
-        "data_origin": origin,
         "stand_in": name != "cifar10",
-        "num_train": int(train_x.shape[0]),
         "num_features": num_features,
         "image_size": image_size,
         "channels": num_features // (image_size * image_size),
@@ -290,12 +288,18 @@ def make(
         "batch_size": batch_size,
         "loss_ceiling": LOSS_CEILING,
         "num_meta_params": lopt_lib.num_meta_params(theta0),
-        "eval_keys": eval_keys,
-        "inner_curve": inner_curve,
-        "baseline_curve": baseline_curve,
-        "lopt": lopt,
     }
-    return Task("lopt_image_mlp", system, theta0, evaluate, metadata)
+    return Task(
+        "lopt_image_mlp",
+        system,
+        theta0,
+        evaluate,
+        metadata,
+        dataset=DatasetInfo(name, origin, int(train_x.shape[0])),
+        eval_keys=eval_keys,
+        inner_curve=inner_curve,
+        baseline_curve=baseline_curve,
+    )
 
 
 def _all_finite(params_batch) -> jax.Array:

@@ -1,4 +1,4 @@
-"""MNIST: meta-learning an inverse-time-decay learning-rate schedule (paper_spec E4).
+"""MNIST: meta-learning an inverse-time-decay learning-rate schedule (the paper's figure 5).
 
 Inner problem: an MLP (flax; paper 784-100-100-10, ReLU, biases) trained with SGD and
 PyTorch-style momentum 0.9 on minibatches of 100 drawn i.i.d. from the first 50,000
@@ -10,18 +10,18 @@ Meta-objectives (one value per inner step, summed over a truncation):
 * ``train_sum_loss``: the cross-entropy on a fresh random training minibatch after the step;
 * ``val_sum_acc``: minus the accuracy on a fresh random validation minibatch after the
   step.  Accuracy is piecewise constant in everything, so this objective is not
-  differentiable: ``metadata["differentiable"]`` is False (the experiment layer refuses
+  differentiable: the task's ``differentiable`` field is False (the experiment layer refuses
   gradient-based estimators) and differentiating the step raises a `TypeError` that says
   so (TBPTT / RTRL / UORO built directly on the system fail on first use).
 
-``metadata["full_run"](theta, key)`` trains one fresh model for the whole horizon and
+The task's ``full_run(theta, key)`` trains one fresh model for the whole horizon and
 returns the sum of the per-step training-minibatch losses (the train-loss heatmap's
 value), the mean per-step validation-minibatch accuracy, and the final full-set
 validation / test accuracy and validation loss; grids and final evaluations vmap it.
 
 Data: ``dataset`` mnist | fashion_mnist, or ``mnist_or_fashion``
 (MNIST if any source has it, else Fashion-MNIST: the offline stand-in, same format).
-Which one was used is in ``metadata["dataset"]`` / ``metadata["data_origin"]`` and is
+Which one was used is in the task's ``dataset`` field (name, origin) and is
 logged as the constant metrics ``dataset/<name>`` = 1 and ``objective/<objective>`` = 1.
 """
 
@@ -39,7 +39,7 @@ import optax
 
 from pes import hyperopt, systems
 from pes.data import images
-from pes.tasks import Task, check_ints, check_param, check_widths
+from pes.tasks import DatasetInfo, Task, check_ints, check_param, check_widths
 
 OBJECTIVES = ("train_sum_loss", "val_sum_acc")
 DATASETS = ("mnist", "fashion_mnist", "mnist_or_fashion")
@@ -281,15 +281,19 @@ def make(
 
     theta0 = jnp.asarray([math.log(init_lr), math.log(init_decay)], jnp.result_type(float))
     metadata = {
-        "differentiable": objective != "val_sum_acc",
-        "objective": objective,
-        "dataset": name,
-        "data_origin": origin,
-        "num_train": int(train_x.shape[0]),
         "num_features": num_features,
         "hidden": list(hidden),
         "horizon": horizon,
         "theta_names": ["ln initial LR", "ln decay exponent"],
-        "full_run": full_run,
     }
-    return Task("mnist_lr_schedule", system, theta0, evaluate, metadata)
+    return Task(
+        "mnist_lr_schedule",
+        system,
+        theta0,
+        evaluate,
+        metadata,
+        differentiable=objective != "val_sum_acc",
+        objective=objective,
+        dataset=DatasetInfo(name, origin, int(train_x.shape[0])),
+        full_run=full_run,
+    )

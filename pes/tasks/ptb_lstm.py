@@ -27,7 +27,7 @@ import numpy as np
 
 from pes.data import ptb
 from pes.systems import UnrolledSystem
-from pes.tasks import Task
+from pes.tasks import DatasetInfo, SystemData, Task
 
 SCENARIOS = ("real", "random", "repeat")
 RANDOM_STREAM_LENGTH = 20000
@@ -45,9 +45,7 @@ class CharLSTM(nn.Module):
 
     @nn.compact
     def __call__(self, carry, token):
-        x = nn.Embed(self.vocab_size, self.hidden_size, embedding_init=_embed_init, name="embed")(
-            token
-        )
+        x = nn.Embed(self.vocab_size, self.hidden_size, embedding_init=_embed_init, name="embed")(token)
         carry, h = nn.LSTMCell(self.hidden_size, name="lstm")(carry, x)
         logits = nn.Dense(self.vocab_size, bias_init=nn.initializers.zeros, name="decoder")(h)
         return carry, logits
@@ -177,9 +175,7 @@ def make(
 
     model = CharLSTM(vocab_size=vocab_size, hidden_size=hidden_size)
     dtype = jnp.result_type(float)
-    theta0: Any = _init_params(vocab_size, hidden_size, jnp.dtype(dtype))(
-        jax.random.PRNGKey(init_seed)
-    )
+    theta0: Any = _init_params(vocab_size, hidden_size, jnp.dtype(dtype))(jax.random.PRNGKey(init_seed))
 
     system = make_system(model, tokens, sequence_length, hidden_size)
 
@@ -194,12 +190,16 @@ def make(
         "sequence_length": sequence_length,
         "vocab_size": vocab_size,
         "num_params": num_params,
-        "data_source": corpus.source,
-        # The token array and a rebuild hook: make_system(model, tokens) works on traced
-        # tokens, so one compiled computation can serve every scenario (experiments.variance).
-        "data": tokens_np,
-        "system_from_data": functools.partial(
-            make_system, model, sequence_length=sequence_length, hidden_size=hidden_size
-        ),
     }
-    return Task("ptb_lstm", system, theta0, evaluate, metadata)
+    # The token array and a rebuild hook: make_system(model, tokens) works on traced
+    # tokens, so one compiled computation can serve every scenario (the variance study).
+    rebuild = functools.partial(make_system, model, sequence_length=sequence_length, hidden_size=hidden_size)
+    return Task(
+        "ptb_lstm",
+        system,
+        theta0,
+        evaluate,
+        metadata,
+        dataset=DatasetInfo("ptb", corpus.source),
+        system_data=SystemData(tokens_np, rebuild),
+    )

@@ -1,4 +1,4 @@
-"""MuJoCo Swimmer (gymnasium ``Swimmer-v5``) with a linear policy (paper_spec E7, Sec. 5).
+"""MuJoCo Swimmer (gymnasium ``Swimmer-v5``) with a linear policy (the paper's figure 8).
 
 The simulator state is MuJoCo's full physics state ``[time, qpos (5), qvel (5)]`` as a
 JAX vector.  One environment step = ``frame_skip`` (4) MuJoCo steps with the action held,
@@ -144,5 +144,6 @@ def make(
     env = make_env(env_id, horizon, num_threads)
     system = policy_system(env)
     theta0 = jnp.zeros((env.action_dim, env.obs_dim), jnp.result_type(float))
-    metadata = {"cost_metric": "env_steps", "env_id": env_id, "horizon": horizon}
-    return Task("swimmer", system, theta0, make_evaluate(system, eval_episodes), metadata)
+    metadata = {"env_id": env_id, "horizon": horizon}
+    evaluate = make_evaluate(system, eval_episodes)
+    return Task("swimmer", system, theta0, evaluate, metadata, cost_metric="env_steps")

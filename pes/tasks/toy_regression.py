@@ -1,4 +1,4 @@
-"""Toy 2D regression: meta-learning a linear learning-rate schedule (paper_spec E2).
+"""Toy 2D regression: meta-learning a linear learning-rate schedule (the paper's figure 3).
 
 The inner problem minimises
 
@@ -105,8 +105,5 @@ def make(
         # Deterministic: the keys are unused by the system.
         return {"meta_objective": full_objective(system, theta, key, key)}
 
-    metadata = {
-        "theta_labels": ("Initial Log-LR", "Final Log-LR") if schedule == "linear" else None,
-        "objective": "meta_objective",
-    }
-    return Task("toy_regression", system, theta0, evaluate, metadata)
+    metadata = {"theta_labels": ("Initial Log-LR", "Final Log-LR") if schedule == "linear" else None}
+    return Task("toy_regression", system, theta0, evaluate, metadata, objective="meta_objective")

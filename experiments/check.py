@@ -1,0 +1,295 @@
+"""Check a figure's claims against its results: did it reproduce?
+
+    python -m experiments.check figure=figure2 [profile=quick] [results_root=results] [report_only=true]
+    python -m experiments.check figure=all profile=paper      # every figure with results
+    python -m experiments.check figure=path/to/figure.yaml    # a figure config outside configs/
+
+Prints one table (claim | measured | verdict) per figure and exits 0 (no applicable claim
+failed), 1 (a claim failed), 2 (a configuration problem: unknown figure, malformed claim,
+unreadable table) or 3 (no results for this figure and profile).  ``report_only=true``
+turns a failed claim into exit 0 (``make reproduce-figure-N`` uses it; ``make check-figure-N``
+does not).  The claim language is in ``docs/claims.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from experiments import claims as CL
+from experiments import config as C
+from pes import results
+
+METRICS_NAMES = ("metrics.csv", "metrics.csv.gz")
+GRID_NAMES = ("grid.csv", "grid.csv.gz")
+FIGURE_JSON = "figure.json"
+
+
+@dataclass
+class FigureResults:
+    """What a figure directory holds, read once."""
+
+    fig_dir: Path
+    metrics: pd.DataFrame | None
+    grid: pd.DataFrame | None
+    statuses: dict
+    provenance: dict
+    metrics_path: Path | None
+
+
+def _first(fig_dir: Path, names) -> Path | None:
+    for n in names:
+        if (fig_dir / n).exists():
+            return fig_dir / n
+    return None
+
+
+def _read_table(path: Path, required) -> pd.DataFrame:
+    try:
+        df = pd.read_csv(path)
+    except (OSError, ValueError, pd.errors.ParserError) as err:
+        raise C.ConfigError(f"{path}: cannot be read ({err}); fix: rerun the figure to rewrite it") from err
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise C.ConfigError(
+            f"{path}: columns {missing} are missing (have {list(df.columns)}); "
+            "fix: rerun the figure, or see pes/results.py for the schema"
+        )
+    return df
+
+
+def read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(Path(path).read_text()) if Path(path).exists() else None
+    except (OSError, ValueError) as err:
+        raise C.ConfigError(f"{path}: not valid JSON ({err}); fix: delete it and rerun the figure") from err
+
+
+def _runs_info(fig_dir: Path, figure_json: dict | None) -> dict[str, dict]:
+    """run_id -> run info (status, wall_time_s, machine, git_commit, ...) from figure.json or run.json."""
+    out: dict[str, dict] = {}
+    runs = (figure_json or {}).get("runs")
+    if isinstance(runs, dict):
+        out = {str(k): dict(v) for k, v in runs.items() if isinstance(v, dict)}
+    elif isinstance(runs, list):
+        out = {str(r.get("run_id", r.get("id"))): dict(r) for r in runs if isinstance(r, dict)}
+    for path in sorted((fig_dir / "runs").glob("*/run.json")):
+        meta = read_json(path) or {}
+        info = out.setdefault(path.parent.name, {})
+        for k in ("status", "wall_time_s", "diverged_at_outer_step", "git_commit", "machine", "packages"):
+            if k in meta and k not in info:
+                info[k] = meta[k]
+    return out
+
+
+def provenance(fig_dir: Path, figure_json: dict | None, runs: dict[str, dict]) -> dict:
+    """profile, machine, wall time, commit, dates: from figure.json, else from the runs' run.json."""
+    fj = dict(figure_json or {})
+    out = {
+        k: fj[k]
+        for k in (
+            "figure",
+            "profile",
+            "machine",
+            "git_commit",
+            "commit",
+            "start_time",
+            "end_time",
+            "wall_time_s",
+            "total_wall_time_s",
+            "compute_wall_time_s",
+            "load",
+            "note",
+        )
+        if k in fj
+    }
+    if "commit" in out and "git_commit" not in out:
+        out["git_commit"] = out.pop("commit")
+    if "total_wall_time_s" in out and "wall_time_s" not in out:
+        out["wall_time_s"] = out.pop("total_wall_time_s")
+    if "wall_time_s" not in out and runs:
+        walls = [float(r["wall_time_s"]) for r in runs.values() if r.get("wall_time_s") is not None]
+        if walls:
+            out["wall_time_s"] = sum(walls)
+            out["wall_time_is_sum_of_runs"] = True
+    if "machine" not in out:
+        machines = [r["machine"] for r in runs.values() if r.get("machine")]
+        if machines:
+            out["machine"] = machines[0]
+    if "git_commit" not in out:
+        commits = sorted({str(r["git_commit"]) for r in runs.values() if r.get("git_commit")})
+        if commits:
+            out["git_commit"] = commits[0] if len(commits) == 1 else commits
+    return out
+
+
+def load(fig_dir: Path) -> FigureResults:
+    fig_dir = Path(fig_dir)
+    mpath = _first(fig_dir, METRICS_NAMES)
+    metrics = _read_table(mpath, results.COLUMNS) if mpath else None
+    gpath = _first(fig_dir, GRID_NAMES)
+    grid = _read_table(gpath, ("metric", "value")) if gpath else None
+    fj = read_json(fig_dir / FIGURE_JSON)
+    runs = _runs_info(fig_dir, fj)
+    statuses = {
+        k: {"status": v.get("status"), "diverged_at_outer_step": v.get("diverged_at_outer_step")}
+        for k, v in runs.items()
+    }
+    return FigureResults(fig_dir, metrics, grid, statuses, provenance(fig_dir, fj, runs), mpath)
+
+
+def load_figure(name: str) -> DictConfig:
+    """A figure config by name (``figure2``, ``2``) or by path to a YAML file."""
+    path = Path(name)
+    if name.endswith((".yaml", ".yml")):
+        if not path.exists():
+            raise C.ConfigError(
+                f"figure={name}: no such file; allowed: a figure name "
+                f"({', '.join(C.figure_names())}) or a YAML path"
+            )
+        fig = OmegaConf.load(path)
+        if "id" not in fig:
+            raise C.ConfigError(
+                f"figure={name}: the file has no id; allowed: a figure config (configs/figure/*.yaml)"
+            )
+        return fig
+    return C.load_figure(name)
+
+
+def expected_runs(fig: DictConfig, profile: str) -> list[str] | None:
+    try:
+        return [str(r.id) for r in C.figure_runs(fig, profile)]
+    except (C.ConfigError, AttributeError, KeyError):
+        return None
+
+
+def check_figure(
+    fig: DictConfig, profile: str, results_root: str | Path
+) -> tuple[list[CL.Result], FigureResults]:
+    """Validate the figure's claims and evaluate them on ``results_root/profile/<id>``."""
+    claims = CL.validate(fig.get("claims"), fig)
+    res = load(Path(results_root) / profile / str(fig.id))
+    out = CL.evaluate(
+        claims,
+        res.metrics,
+        profile=profile,
+        fig=fig,
+        statuses=res.statuses,
+        grid=res.grid,
+        expected_runs=expected_runs(fig, profile),
+    )
+    return out, res
+
+
+def describe(res: FigureResults) -> str:
+    p = res.provenance
+    bits = []
+    if p.get("machine"):
+        bits.append(f"machine {machine_text(p['machine'])}")
+    if p.get("wall_time_s") is not None:
+        bits.append(
+            f"wall time {duration(p['wall_time_s'])}"
+            + (" (sum of runs)" if p.get("wall_time_is_sum_of_runs") else "")
+        )
+    if p.get("git_commit"):
+        c = p["git_commit"]
+        bits.append(f"commit {', '.join(x[:7] for x in c) if isinstance(c, list) else str(c)[:7]}")
+    return "; ".join(bits)
+
+
+def machine_text(m) -> str:
+    if isinstance(m, str):
+        return m
+    if isinstance(m, dict):
+        if m.get("description"):
+            return str(m["description"])
+        backend = m.get("jax_backend", "")
+        devs = m.get("devices") or []
+        if backend and backend != "cpu" and devs:
+            return f"{len(devs)}x {backend.upper()} ({devs[0]})"
+        cpus = m.get("cpu_count")
+        proc = m.get("processor") or ""
+        return f"{cpus}-core {proc} CPU".replace("  ", " ").strip() if cpus else str(proc or m)
+    return str(m)
+
+
+def duration(seconds) -> str:
+    s = float(seconds)
+    if s < 60:
+        return f"{s:.0f} s"
+    if s < 3600:
+        return f"{int(s // 60)} min {int(round(s % 60)):02d} s"
+    return f"{int(s // 3600)} h {int(round(s % 3600 / 60)):02d} min"
+
+
+def _parse(argv: list[str]) -> dict:
+    args = {"figure": None, "profile": "quick", "results_root": "results", "report_only": "false"}
+    for a in argv:
+        key, sep, value = a.partition("=")
+        if not sep or key not in args:
+            raise C.ConfigError(f"argument {a!r} is invalid; allowed: {', '.join(k + '=...' for k in args)}")
+        args[key] = value
+    if not args["figure"]:
+        raise C.ConfigError(
+            f"figure=<name> is required; allowed: all, {', '.join(C.figure_names())} or a YAML path"
+        )
+    if args["profile"] not in CL.known_profiles():
+        raise C.ConfigError(
+            f"profile={args['profile']} is unknown; allowed: {', '.join(CL.known_profiles())}"
+        )
+    if args["report_only"] not in ("true", "false"):
+        raise C.ConfigError(f"report_only={args['report_only']} is invalid; allowed: true, false")
+    return args
+
+
+def run(argv: list[str], out=None) -> int:
+    out = out or sys.stdout
+    args = _parse(argv)
+    profile, root = args["profile"], args["results_root"]
+    if args["figure"] == "all":
+        names = [n for n in C.figure_names() if _first(Path(root) / profile / n, METRICS_NAMES)]
+        if not names:
+            print(
+                f"no figure has results under {Path(root) / profile}; run make reproduce-figure-N first",
+                file=out,
+            )
+            return CL.EXIT_NO_RESULTS
+    else:
+        names = [args["figure"]]
+    code = CL.EXIT_OK
+    for name in names:
+        fig = load_figure(name)
+        rows, res = check_figure(fig, profile, root)
+        where = res.metrics_path or (res.fig_dir / "metrics.csv")
+        print(f"\n{fig.id} ({profile}): {where}" + (f" — {describe(res)}" if describe(res) else ""), file=out)
+        print(CL.table(rows), file=out)
+        print(f"{fig.id} {profile}: {CL.summary(rows)}", file=out)
+        if res.metrics is None and res.grid is None:
+            print(
+                f"no results: run `make reproduce-figure-{str(fig.id).removeprefix('figure')} "
+                f"PROFILE={profile}` first",
+                file=out,
+            )
+            code = max(code, CL.EXIT_NO_RESULTS)
+        elif CL.exit_code(rows) == CL.EXIT_FAIL and code != CL.EXIT_NO_RESULTS:
+            code = CL.EXIT_FAIL
+    if args["report_only"] == "true" and code == CL.EXIT_FAIL:
+        return CL.EXIT_OK
+    return code
+
+
+def main() -> None:
+    try:
+        sys.exit(run(sys.argv[1:]))
+    except C.ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(CL.EXIT_CONFIG)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""Figure 9: UCI yacht, tuning the log L2 coefficient with PES and truncated ES (K = 1).
+
+    python scripts/plot_figure9.py results/quick/figure9/metrics.csv results/quick/figures/figure9.png
+
+Reads only the merged CSV.  (a) theta of every run against total compute (N K inner steps
+per outer iteration), PES solid, truncated ES dotted, with the suite's computed optimum
+(metric ``theta_optimum``) as a dashed black line; (b) the validation loss (``loss``: the
+particles' validation loss after each inner step, averaged over each log window) against
+total compute, with the optimum's converged validation loss dotted for reference.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _style  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+LABELS = {"pes": "PES", "es": "Truncated ES"}
+
+
+def compute_axis(sub: pd.DataFrame) -> pd.Series:
+    """Total compute of each row: the logged ``total_compute`` if present, else N K steps."""
+    return sub["inner_steps"] * sub["num_particles"]
+
+
+def trajectories(df: pd.DataFrame, metric: str) -> dict[str, pd.DataFrame]:
+    """run_id -> DataFrame(compute, value, estimator) of one metric."""
+    runs = df[df["metric"] == metric]
+    if "source" in runs:
+        runs = runs[runs["source"] == "run"]
+    if runs.empty:
+        raise SystemExit(f"figure 9 needs metric {metric!r} in the CSV")
+    comp = df[df["metric"] == "total_compute"]
+    out = {}
+    for rid, g in runs.groupby("run_id", sort=True):
+        g = g.sort_values("outer_step")
+        c = comp[comp["run_id"] == rid].set_index("outer_step")["value"]
+        x = c.reindex(g["outer_step"]).to_numpy() if not c.empty else compute_axis(g).to_numpy()
+        out[str(rid)] = pd.DataFrame(
+            {"compute": x, "value": g["value"].to_numpy(), "estimator": g["estimator"].iloc[0]}
+        )
+    return out
+
+
+def optimum(df: pd.DataFrame, metric: str) -> float | None:
+    vals = df.loc[df["metric"] == metric, "value"]
+    return float(vals.iloc[0]) if len(vals) else None
+
+
+def plot(df: pd.DataFrame, axes=None):
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(11, 4))
+    ax_theta, ax_loss = axes
+    seen = set()
+    for t in trajectories(df, "theta").values():
+        est = t["estimator"].iloc[0]
+        label = LABELS.get(est, est) if est not in seen else None
+        seen.add(est)
+        ax_theta.plot(t["compute"], t["value"], label=label, **dict(_style.style(est), linewidth=1.2))
+    theta_opt = optimum(df, "theta_optimum")
+    if theta_opt is not None:
+        ax_theta.axhline(
+            theta_opt,
+            color="black",
+            linestyle="--",
+            linewidth=1.2,
+            label=f"optimum (computed) {theta_opt:.3f}",
+        )
+    ax_theta.set_xlabel("Total compute (inner steps, N·K per outer iteration)")
+    ax_theta.set_ylabel("log L2 coefficient θ")
+    ax_theta.set_title("(a) θ trajectories")
+    ax_theta.grid(alpha=0.3)
+    ax_theta.legend(fontsize=8)
+
+    seen = set()
+    lows = []
+    for t in trajectories(df, "loss").values():
+        est = t["estimator"].iloc[0]
+        label = LABELS.get(est, est) if est not in seen else None
+        seen.add(est)
+        ax_loss.plot(t["compute"], t["value"], label=label, **dict(_style.style(est), linewidth=1.2))
+        lows.append(float(np.nanmin(t["value"])))
+    conv = df[df["metric"] == "val_loss_converged"]
+    best = float(conv["value"].min()) if not conv.empty else None
+    if best is not None:
+        ax_loss.axhline(
+            best, color="black", linestyle=":", linewidth=1, label=f"converged loss at the optimum {best:.3f}"
+        )
+    if lows:  # the interesting range: from just below the best to a bit above it
+        lo = min(lows + ([best] if best is not None else []))
+        ax_loss.set_ylim(lo - 0.1, lo + 1.0)
+    ax_loss.set_xlabel("Total compute (inner steps, N·K per outer iteration)")
+    ax_loss.set_ylabel("Validation loss ½Σ(Xw − y)²")
+    ax_loss.set_title("(b) validation loss")
+    ax_loss.grid(alpha=0.3)
+    ax_loss.legend(fontsize=8)
+    return axes
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) != 2:
+        raise SystemExit("usage: plot_figure9.py <merged metrics.csv> <out.png>")
+    df = _style.read(argv[0])
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    plot(df, axes)
+    fig.suptitle("UCI yacht: tuning the L2 coefficient (K = 1)")
+    _style.save(fig, argv[1])
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

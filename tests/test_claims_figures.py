@@ -1,0 +1,75 @@
+"""Claims end to end: figures run at test sizes, then `experiments.check` evaluates their
+claims, prints the table, and exits 1 exactly when an applicable claim failed."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from omegaconf import OmegaConf
+
+from experiments import check as CH
+from experiments import claims as CL
+from experiments import config as C
+from experiments import reproduce
+
+
+def _table_and_code(figure: str, root, profile: str = "quick"):
+    out = io.StringIO()
+    code = CH.run([f"figure={figure}", f"profile={profile}", f"results_root={root}"], out=out)
+    rows, _ = CH.check_figure(C.load_figure(figure), profile, root)
+    text = out.getvalue()
+    assert "| claim | measured | verdict |" in text
+    for r in rows:  # every claim is in the printed table with its verdict
+        assert f"`{r.id}`" in text and r.verdict in (CL.PASS, CL.FAIL, CL.NOT_RUN)
+    failed = any(r.verdict == CL.FAIL for r in rows)
+    assert code == (CL.EXIT_FAIL if failed else CL.EXIT_OK), text
+    return {r.id: r for r in rows}, text
+
+
+def test_figure3_at_test_size_claims_evaluated(tmp_path):
+    extra = [
+        f"results_root={tmp_path}",
+        "progress=false",
+        "grid.num=41",
+        "train.num_outer_steps=100",
+        "train.chunk_size=100",
+    ]
+    reproduce.reproduce("figure3", "quick", extra)
+    rows, text = _table_and_code("figure3", tmp_path)
+    assert rows["start"].verdict == CL.PASS  # L(-4, -4) = 2488 holds at any length
+    # 100 iterations are too few to reach the valley: a finding at this size, shown with its value
+    assert rows["pes-valley"].verdict == CL.FAIL and "want <= 600" in rows["pes-valley"].measured
+    assert rows["grid-minimum"].verdict in (CL.PASS, CL.FAIL) and "grid min" in rows["grid-minimum"].measured
+
+
+@pytest.fixture
+def two_run_figure8(tmp_path, monkeypatch):
+    """Figure 8 with its PES and truncated-ES runs only, one seed (the claim that applies to quick)."""
+    fig = OmegaConf.load(C.FIGURE_DIR / "figure8.yaml")
+    fig.seeds = {"quick": [3], "paper": [3]}
+    fig.runs = [r for r in fig.runs if r.id in ("pes-k100", "es-k100")]
+    fig.claims = [c for c in fig.claims if c.id in ("pes-above-tes", "pes-300", "tes-below-300")]
+    fig_dir = tmp_path / "figs"
+    fig_dir.mkdir()
+    OmegaConf.save(fig, fig_dir / "figure8.yaml")
+    monkeypatch.setattr(C, "FIGURE_DIR", fig_dir)
+    return tmp_path / "results"
+
+
+def test_figure8_at_test_size_claims_evaluated(two_run_figure8):
+    tiny = [
+        "task.horizon=20",
+        "task.eval_episodes=2",
+        "train.num_outer_steps=2",
+        "train.log_every=1",
+        "train.chunk_size=2",
+        "estimator.trunc_len=10",
+        "progress=false",
+    ]
+    reproduce.reproduce("figure8", "quick", [*tiny, f"results_root={two_run_figure8}"])
+    rows, _ = _table_and_code("figure8", two_run_figure8)
+    assert rows["pes-above-tes"].verdict in (CL.PASS, CL.FAIL)  # evaluated on the two runs
+    assert "pes-k100" in rows["pes-above-tes"].measured and "es-k100" in rows["pes-above-tes"].measured
+    for cid in ("pes-300", "tes-below-300"):  # paper-only claims
+        assert rows[cid].verdict == CL.NOT_RUN and "not applicable to quick" in rows[cid].measured
