@@ -70,11 +70,7 @@ def _meta(cfg: DictConfig, built: C.Built, batch_ids: list[str]) -> dict:
         "packages": io.package_versions(),
         "machine": io.machine(),
         "estimator_cost_per_outer_step": built.estimator.cost_per_estimate,
-        "task_info": {
-            k: v
-            for k, v in built.task.metadata.items()
-            if v is None or isinstance(v, (str, int, float, bool))
-        },
+        "task_info": built.task.info(),
         "status": "running",
         "wall_time_s": 0.0,
         "batched_with": batch_ids,
@@ -143,7 +139,7 @@ def run_batch(cfgs: list[DictConfig]) -> list[Path]:
         m["wall_time_s"] = w
         io.write_json(d / runner.META, m)
     infos = [C.run_info(cfg) for cfg in cfgs]
-    cost_metric = task.metadata.get("cost_metric")
+    cost_metric = task.cost_metric
     live = [True] * len(cfgs)
 
     def write(metrics, r):

@@ -321,6 +321,9 @@ def figure_run_overrides(
     profiles = fig.get("profiles", {}) or {}
     if profile not in profile_names():
         raise ConfigError(f"profile={profile} is unknown; allowed: {', '.join(profile_names())}")
+    if profile not in ("quick", "paper") and profile not in profiles:
+        defined = ["quick", "paper", *[p for p in profiles if p not in ("quick", "paper")]]
+        raise ConfigError(f"figure {fig.id} has no profile {profile}; allowed: {', '.join(defined)}")
     return [
         *fig.get("base", []),
         *profiles.get(profile, []),

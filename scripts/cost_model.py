@@ -111,7 +111,7 @@ def post_cost(fig, profile, extra) -> dict | None:
 
     cfg = figure5.task_config(fig, profile, extra)
     task = C.build(cfg).task
-    full_run = jax.jit(task.metadata["full_run"])
+    full_run = jax.jit(task.full_run)
     s_train, _ = _timed(full_run, task.theta_init, jax.random.key(0), repeats=1)
     bg = C.figure_section(fig, "background", profile)
     ev = C.figure_section(fig, "evaluation", profile)
