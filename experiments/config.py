@@ -38,6 +38,12 @@ LATE_NULL_KEYS = (("outer_optimizer", "clip_value"), ("task", "channels"))
 # Estimators that differentiate the step; refused for tasks with differentiable=False
 # (e.g. a validation-accuracy objective).
 GRADIENT_ESTIMATORS = ("tbptt", "rtrl", "uoro")
+# Particle settings of the ES-family estimators (pes, es, nres, gpes), `estimator.particles`:
+# lockstep (every pair at the same step of its episode) or step_unlocked (the NRES paper's
+# step-unlocked workers: each pair at its own random phase of the episode, entered by the
+# library's unbiased burn-in).  `estimator.stagger` is the older boolean spelling
+# (true = step_unlocked) and keeps working.
+PARTICLE_SETTINGS = {"lockstep": False, "step_unlocked": True}
 
 
 class ConfigError(ValueError):
@@ -109,6 +115,42 @@ def _params(node: DictConfig) -> dict[str, Any]:
     params = OmegaConf.to_container(node, resolve=True)
     assert isinstance(params, dict)
     params.pop("name", None)
+    return params
+
+
+def particle_setting(estimator: dict) -> str | None:
+    """The particle setting of an estimator config: lockstep, step_unlocked, or None.
+
+    ``estimator`` holds the config's estimator keys.  None when the estimator has neither
+    ``particles`` nor ``stagger`` (gradient methods).  ``stagger: true`` means
+    step_unlocked; ``particles: step_unlocked`` with an explicit ``stagger: false`` is a
+    contradiction.
+    """
+    if "particles" not in estimator and "stagger" not in estimator:
+        return None
+    particles = estimator.get("particles") or "lockstep"
+    stagger = estimator.get("stagger")
+    if particles not in PARTICLE_SETTINGS:
+        raise ConfigError(
+            f"estimator.particles={particles!r} is invalid; allowed: {', '.join(PARTICLE_SETTINGS)}"
+        )
+    if stagger is not None and not isinstance(stagger, bool):
+        raise ConfigError(f"estimator.stagger={stagger!r} is invalid; allowed: true, false, null")
+    if particles == "step_unlocked" and stagger is False:
+        raise ConfigError(
+            "estimator.particles=step_unlocked contradicts estimator.stagger=false; allowed: set "
+            "particles only (stagger is its older boolean spelling: true = step_unlocked)"
+        )
+    return "step_unlocked" if stagger or particles == "step_unlocked" else "lockstep"
+
+
+def _estimator_params(node: DictConfig) -> dict[str, Any]:
+    """The estimator factory's keyword arguments (``particles`` becomes ``stagger``)."""
+    params = _params(node)
+    setting = particle_setting(params)
+    params.pop("particles", None)
+    if setting is not None:
+        params["stagger"] = PARTICLE_SETTINGS[setting]
     return params
 
 
@@ -184,7 +226,7 @@ def build(cfg: DictConfig) -> Built:
             f"estimator={name} is invalid for task {task.name} with objective "
             f"{task.objective!r}, which is not differentiable; allowed: es, pes"
         )
-    est_params = _params(cfg.estimator)
+    est_params = _estimator_params(cfg.estimator)
     est_params.update(_devices_param(cfg))
     try:
         estimator = pes.estimators.make(str(cfg.estimator.name), task.system, **est_params)
@@ -221,6 +263,12 @@ def fingerprint(cfg: DictConfig) -> str:
     for group, key in LATE_NULL_KEYS:
         if isinstance(data.get(group), dict) and data[group].get(key, 0) is None:
             data[group].pop(key)
+    est = data.get("estimator")
+    if isinstance(est, dict) and ("particles" in est or "stagger" in est):
+        # one spelling of the particle setting: runs from before `particles` keep their identity
+        setting = particle_setting(est)
+        est.pop("particles", None)
+        est["stagger"] = PARTICLE_SETTINGS[setting]
     text = OmegaConf.to_yaml(OmegaConf.create(data), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
@@ -334,6 +382,15 @@ def figure_run_overrides(
         f"run_id={run.id}",
         *extra,
     ]
+
+
+def figure_particles(fig: DictConfig, profile: str = "quick") -> dict[str, str]:
+    """Each run's particle setting (lockstep / step_unlocked; gradient methods: none)."""
+    out = {}
+    for run in figure_runs(fig, profile):
+        cfg = compose(figure_run_overrides(fig, run, profile))
+        out[str(run.id)] = particle_setting(_params(cfg.estimator)) or "none"
+    return out
 
 
 def figure_section(fig: DictConfig, name: str, profile: str) -> dict:

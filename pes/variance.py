@@ -226,6 +226,101 @@ def ground_truth(
     return jax.tree.map(lambda x: jnp.mean(x, axis=0), chunks), chunks
 
 
+# ----------------------------------------------------------------------------- per truncation
+# The successor papers (NRES, Li et al. 2023) compare online estimators by the variance of
+# one truncation's estimate -- the gradient an outer step actually uses -- with theta fixed
+# and the particles' states, counters and noise histories in their long-run (stationary)
+# regime.  `truncation_estimates` runs an estimator that long and keeps every estimate.
+
+
+def truncation_estimates(
+    system: systems.UnrolledSystem,
+    theta: PyTree,
+    key: jax.Array,
+    *,
+    estimator: str,
+    num_chains: int,
+    warmup: int,
+    num_estimates: int,
+    batch_size: int | None = None,
+    **hparams,
+) -> PyTree:
+    """Consecutive per-truncation estimates of ``estimator`` at a fixed theta.
+
+    Each of ``num_chains`` independent chains builds the estimator's state with its own key,
+    discards ``warmup`` estimates (for example one episode's worth, T / K, so that every
+    pair has passed an episode end and carries its estimator's own noise history) and
+    keeps the next ``num_estimates``.  ``hparams`` go to `pes.estimators.make` (including
+    ``stagger`` for step-unlocked pairs).  Returns theta's tree with leading axes
+    (num_chains, num_estimates): a ``lax.scan`` over truncations inside each chain, chains
+    batched by `repeat`.
+    """
+    for name, value, low in (
+        ("num_chains", num_chains, 1),
+        ("warmup", warmup, 0),
+        ("num_estimates", num_estimates, 1),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name}={value!r} is invalid; allowed: an integer >= {low}")
+    est = estimators.make(estimator, system, **hparams)
+
+    def chain(k):
+        init_key, run_key = jax.random.split(k)
+        keys = jax.random.split(run_key, warmup + num_estimates)
+        state = est.init(init_key, theta)
+
+        def skip(state, kk):
+            return est.estimate(kk, theta, state)[1], None
+
+        def keep(state, kk):
+            grad, state, _ = est.estimate(kk, theta, state)
+            return state, grad
+
+        state, _ = jax.lax.scan(skip, state, keys[:warmup])
+        _, grads = jax.lax.scan(keep, state, keys[warmup:])
+        return grads
+
+    return repeat(chain, key, num_chains, batch_size)
+
+
+def truncation_statistics(estimates: PyTree, reference: PyTree, scale: float) -> dict[str, float]:
+    """Relative variance, bias and error of per-truncation estimates (leading axes (C, L)).
+
+    ``reference`` is a whole-episode gradient and ``scale`` the share of an episode one
+    truncation covers (K / T): an unbiased per-truncation estimate averages ``scale *
+    reference`` over the episode's phases.  With r = scale * reference:
+
+    * ``variance``: mean over all estimates of ||g - g_bar||^2 / ||r||^2, g_bar the pooled
+      long-run mean of these estimates (the estimator's own target; estimators whose noise
+      blocks differ smooth a nonlinear loss differently, so their targets differ by
+      O(sigma^2)); ``variance_se`` its standard error from the chains (independent);
+    * ``mse``: mean ||g - r||^2 / ||r||^2 (includes bias and the reference's own error),
+      with ``mse_se``;
+    * ``bias2``: ||g_bar - r||^2 / ||r||^2 minus its part due to g_bar's own noise (the
+      spread of the chain means / C), i.e. an estimate of the squared relative bias that
+      is unbiased when the chains are independent (it can come out slightly negative);
+      ``bias2_se`` the standard error of that noise part.
+    """
+    flat = _flat(jax.tree.map(lambda x: np.reshape(np.asarray(x), (-1,) + np.shape(x)[2:]), estimates), 1)
+    chains, length = np.shape(jax.tree.leaves(estimates)[0])[:2]
+    ref = scale * _flat(reference, 0)
+    norm = float(np.sum(ref**2))
+    if not norm > 0:
+        raise ValueError("the reference gradient is zero; relative statistics are undefined")
+    mean = flat.mean(axis=0)
+    var = (np.sum((flat - mean) ** 2, axis=1) / norm).reshape(chains, length).mean(axis=1)
+    mse = (np.sum((flat - ref) ** 2, axis=1) / norm).reshape(chains, length).mean(axis=1)
+    out = {}
+    for name, values in (("variance", var), ("mse", mse)):
+        out[name], out[f"{name}_se"] = mean_and_stderr(values)
+    chain_means = flat.reshape(chains, length, -1).mean(axis=1)
+    noise = float(np.sum(np.var(chain_means, axis=0, ddof=1)) / chains / norm) if chains > 1 else 0.0
+    out["bias2"] = float(np.sum((mean - ref) ** 2) / norm) - noise
+    out["bias2_se"] = noise
+    out["num_estimates"] = float(chains * length)
+    return out
+
+
 # ----------------------------------------------------------------------------- statistics
 # These take stacked estimates (leading repeat axis) as NumPy or JAX arrays and return
 # NumPy floats; flattening here is only for norms, theta itself stays a pytree.
@@ -327,6 +422,8 @@ __all__ = [
     "pair_estimates",
     "group_means",
     "ground_truth",
+    "truncation_estimates",
+    "truncation_statistics",
     "num_params",
     "squared_norm",
     "normalized_errors",

@@ -28,9 +28,16 @@ every method and log point; ``key`` is ignored) and returns
   NaN/Inf, and ``eval_diverged_runs``: runs whose final parameters are not finite
   (a diverging learned optimizer is logged, never a crash).
 
+Options for the NRES paper's setting (defaults keep figure 7's task unchanged):
+``activation="gelu"``, ``meta_loss="val_post"`` (clipped validation-batch cross-entropy after
+each update, batches from the last 20 % of the training split) and ``single_sequence_seed``
+(one fixed initialisation and batch sequence, so the meta-loss is a deterministic function
+of theta and the evaluation is that one run).
+
 The task's ``inner_curve(theta, key)`` and ``baseline_curve(optimizer, key)`` return the
 per-step l_t of one fresh inner run (LOpt with theta, or an optax optimizer), for the
-comparison with tuned Adam; ``eval_keys`` are the fixed seeds of the evaluation runs and
+comparison with tuned Adam (``baseline_curve`` reports the training-batch loss whatever
+``meta_loss`` is); ``eval_keys`` are the fixed seeds of the evaluation runs and
 ``dataset`` names the images actually loaded.
 """
 
@@ -57,13 +64,19 @@ LOSS_CEILING = 1.5 * math.log(NUM_CLASSES)
 FINAL_WINDOW = 50
 
 
+ACTIVATIONS = {"relu": nn.relu, "gelu": nn.gelu}
+META_LOSSES = ("train_pre", "val_post")
+
+
 class ImageMLP(nn.Module):
     hidden: Sequence[int]
+    activation: str = "relu"
 
     @nn.compact
     def __call__(self, x):
+        act = ACTIVATIONS[self.activation]
         for width in self.hidden:
-            x = nn.relu(nn.Dense(width)(x))
+            x = act(nn.Dense(width)(x))
         return nn.Dense(NUM_CLASSES)(x)
 
 
@@ -104,9 +117,20 @@ def resize_images(
 
 @functools.lru_cache(maxsize=4)
 def _load(
-    dataset: str, source: str, data_dir: str | None, image_size: int, greyscale: bool, channels: int | None
+    dataset: str,
+    source: str,
+    data_dir: str | None,
+    image_size: int,
+    greyscale: bool,
+    val_fraction: float | None = None,
+    channels: int | None = None,
 ):
-    """(name, origin, train x, train y, test x, test y); x float32 (N, features)."""
+    """(name, origin, train x, train y, test x, test y, val x, val y); x float32 (N, features).
+
+    The validation part is the last ``val_fraction`` of the training split (None: the last
+    min(10000, N / 5) images, which are then not used at all).  ``channels=3`` repeats a
+    greyscale dataset's channel (see `resize_images`).
+    """
     names = ("cifar10", "fashion_mnist") if dataset == "cifar10_or_fashion" else (dataset,)
     errors = []
     for name in names:
@@ -115,7 +139,8 @@ def _load(
         except images.DataUnavailableError as err:
             errors.append(str(err))
             continue
-        num_val = min(images.NUM_VAL, len(raw.train_images) // 5)
+        num = len(raw.train_images)
+        num_val = min(images.NUM_VAL, num // 5) if val_fraction is None else round(val_fraction * num)
         data = images.split(raw, name, normalize_images=False, num_val=num_val)
         return (
             name,
@@ -124,6 +149,9 @@ def _load(
             data.train_labels,
             resize_images(data.test_images, image_size, greyscale, channels=channels),
             data.test_labels,
+            (resize_images(data.val_images, image_size, greyscale, channels=channels)
+             if val_fraction else None),
+            data.val_labels if val_fraction else None,
         )
     raise images.DataUnavailableError(" | ".join(errors))
 
@@ -144,6 +172,9 @@ def make(
     init_seed: int = 0,
     num_eval_runs: int = 4,
     eval_seed: int = 1234,
+    activation: str = "relu",
+    meta_loss: str = "train_pre",
+    single_sequence_seed: int | None = None,
 ) -> Task:
     """Build the task.
 
@@ -165,6 +196,14 @@ def make(
         figure varies it with the run seed: ``${seed}``).
       num_eval_runs: fresh inner trainings per evaluation.
       eval_seed: seed of the evaluation trainings (fixed across methods).
+      activation: relu | gelu, the inner MLP's hidden activation.
+      meta_loss: train_pre (the clipped training-batch loss before each update, as
+        learned_optimization) | val_post (the clipped cross-entropy of a validation batch
+        after each update, as the NRES paper; the validation batches come from the last
+        20 % of the training split, which inner training then does not use).
+      single_sequence_seed: null, or a seed that fixes the inner initialisation and every
+        step's batches (the NRES paper's "single sequence"): the step then ignores the
+        estimator's keys and the meta-loss is a deterministic function of theta.
     """
     _check("dataset", dataset, dataset in DATASETS, ", ".join(DATASETS))
     _check("data_source", data_source, data_source in images.SOURCES, ", ".join(images.SOURCES))
@@ -181,18 +220,28 @@ def make(
     _check("greyscale", greyscale, isinstance(greyscale, bool), "true, false")
     _check("channels", channels, channels is None or (channels == 3 and not greyscale),
            "null, or 3 without greyscale")
+    _check("activation", activation, activation in ACTIVATIONS, ", ".join(ACTIVATIONS))
+    _check("meta_loss", meta_loss, meta_loss in META_LOSSES, ", ".join(META_LOSSES))
+    single = single_sequence_seed is not None
+    if single:
+        check_ints("lopt_image_mlp", 0, single_sequence_seed=single_sequence_seed)
     try:
         lopt = lopt_lib.mlp_lopt(tuple(lopt_hidden), exp_mult, step_mult)
     except ValueError as err:
         raise ValueError(f"task 'lopt_image_mlp': {err}") from err
 
-    name, origin, train_x, train_y, test_x, test_y = _load(
-        dataset, data_source, data_dir, image_size, greyscale, channels
+    val_fraction = 0.2 if meta_loss == "val_post" else None
+    name, origin, train_x, train_y, test_x, test_y, val_x, val_y = _load(
+        dataset, data_source, data_dir, image_size, greyscale, val_fraction, channels
     )
     train_x, train_y = jnp.asarray(train_x), jnp.asarray(train_y)
     test_x, test_y = jnp.asarray(test_x), jnp.asarray(test_y)
+    if val_x is not None:
+        val_x, val_y = jnp.asarray(val_x), jnp.asarray(val_y)
     num_features = int(train_x.shape[1])
-    model = ImageMLP(hidden)
+    model = ImageMLP(hidden, activation)
+    if single:  # one fixed initialisation and batch sequence, whatever the estimator's keys
+        seq_init_key, seq_step_key = jax.random.split(jax.random.key(single_sequence_seed))
 
     def init_params(key):
         return model.init(key, jnp.zeros((1, num_features), jnp.float32))
@@ -207,16 +256,23 @@ def make(
     # --- the inner system: (params, lopt state); the LOpt state carries the step t
 
     def init(key):
-        params = init_params(key)
+        params = init_params(seq_init_key if single else key)
         return params, lopt.init(params)
 
     def raw_step(theta, state, key):
-        """One LOpt step; returns (new state, clipped loss, raw loss)."""
+        """One LOpt step; returns (new state, clipped meta-loss, raw training loss)."""
         params, opt_state = state
+        if single:
+            key = seq_step_key
         x, y = batch(key, opt_state.step)
         raw, grads = jax.value_and_grad(ce)(params, x, y)
-        updates, opt_state = lopt.update(theta, grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), clip_loss(raw), raw
+        updates, new_opt_state = lopt.update(theta, grads, opt_state, params)
+        new_params = optax.apply_updates(params, updates)
+        if meta_loss == "train_pre":
+            return (new_params, new_opt_state), clip_loss(raw), raw
+        vkey = jax.random.fold_in(jax.random.fold_in(key, opt_state.step), 1)
+        idx = jax.random.randint(vkey, (batch_size,), 0, val_x.shape[0])
+        return (new_params, new_opt_state), clip_loss(ce(new_params, val_x[idx], val_y[idx])), raw
 
     def step(theta, state, key):
         new_state, loss, _ = raw_step(theta, state, key)
@@ -260,7 +316,7 @@ def make(
         _, losses = jax.lax.scan(body, carry, systems.step_keys(data_key, horizon))
         return losses
 
-    eval_keys = jax.random.split(jax.random.key(eval_seed), num_eval_runs)
+    eval_keys = jax.random.split(jax.random.key(eval_seed), 1 if single else num_eval_runs)
     window = min(FINAL_WINDOW, horizon)
 
     def evaluate(theta, key):
@@ -288,6 +344,9 @@ def make(
         "batch_size": batch_size,
         "loss_ceiling": LOSS_CEILING,
         "num_meta_params": lopt_lib.num_meta_params(theta0),
+        "meta_loss": meta_loss,
+        "activation": activation,
+        "single_sequence": single,
     }
     return Task(
         "lopt_image_mlp",
