@@ -12,8 +12,8 @@ FIGURES := $(patsubst configs/figure/figure%.yaml,%,$(wildcard configs/figure/fi
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-slow lint bench list-figures reproduce-all clean-results check-all docs data \
-	$(addprefix reproduce-figure-,$(FIGURES)) $(addprefix check-figure-,$(FIGURES)) \
+.PHONY: help install test test-slow test-portable mutate lint bench list-figures reproduce-all clean-results \
+	check-all docs data $(addprefix reproduce-figure-,$(FIGURES)) $(addprefix check-figure-,$(FIGURES)) \
 	$(addprefix store-figure-,$(FIGURES))
 
 help: ## List the targets
@@ -36,6 +36,18 @@ test: $(STAMP) ## Run the test suite (excludes @slow; a few minutes on 2 CPU cor
 test-slow: $(STAMP) ## Run only the slow tests (paper-profile checks)
 	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
 
+PORTABLE_ISAS ?= AVX2 SSE4_2
+test-portable: $(STAMP) ## The numerical tests again with XLA limited to other CPU instruction sets (PORTABLE_ISAS)
+	@set -e; case "$$(uname -m)" in x86_64|amd64) ;; *) echo "test-portable: not an x86 CPU, nothing to restrict"; exit 0;; esac; \
+	for isa in $(PORTABLE_ISAS); do \
+	  echo "== numerics with XLA_FLAGS=--xla_cpu_max_isa=$$isa"; \
+	  XLA_FLAGS="$${XLA_FLAGS:+$$XLA_FLAGS }--xla_cpu_max_isa=$$isa" \
+	    $(PY) -m pytest -q -m "numerics and not slow" -p no:cacheprovider $(PYTEST_ARGS); \
+	done
+
+mutate: $(STAMP) ## Apply known ES/PES bugs to a copy; each must fail a fast test (MUTATE_ARGS=--all|--only NAME)
+	$(PY) -m tests.mutations $(MUTATE_ARGS)
+
 lint: $(STAMP) ## ruff check
 	$(PY) -m ruff check pes experiments scripts tests benchmarks
 
@@ -45,21 +57,15 @@ bench: $(STAMP) ## Benchmarks vs evosax: results/bench/bench.csv + a printed tab
 list-figures: $(STAMP) ## Figure number -> experiment -> expected outcome
 	@$(PY) -m experiments.figures
 
-# Figure N: run its configured runs (resumable), merge the CSV, then plot.
-# A figure that needs a dataset this machine lacks stops here and points to `make data`.
-$(RESULTS)/$(PROFILE)/figure%/metrics.csv: $(STAMP) configs/figure/figure%.yaml $(wildcard pes/*.py pes/*/*.py experiments/*.py configs/*/*.yaml)
+# Figure N: its runs (resumable), its post-steps (cached), the merged CSV and the plot, all in
+# one call of experiments/reproduce.py (rerunning only redoes what changed).  A figure that
+# needs a dataset this machine lacks stops first and points to `make data`.  The claims table
+# is printed at the end; a failed claim is a finding, not a failed build (report_only=true:
+# exit 0 unless the claims are malformed).  check-figure-N exits 1 on a failure.
+$(addprefix reproduce-figure-,$(FIGURES)): reproduce-figure-%: $(STAMP)
 	@$(PY) -m experiments.data need figure=figure$* profile=$(PROFILE)
 	$(PY) -m experiments.reproduce figure=figure$* profile=$(PROFILE) results_root=$(RESULTS)
-
-$(RESULTS)/$(PROFILE)/figures/figure%.png: $(RESULTS)/$(PROFILE)/figure%/metrics.csv scripts/plot_figure%.py scripts/_style.py
-	$(PY) scripts/plot_figure$*.py $< $@
-
-.PRECIOUS: $(RESULTS)/$(PROFILE)/figure%/metrics.csv
-
-# The claims table is printed at the end; a failed claim is a finding, not a failed build
-# (report_only=true: exit 0 unless the claims are malformed). check-figure-N exits 1 on a failure.
-$(addprefix reproduce-figure-,$(FIGURES)): reproduce-figure-%: $(RESULTS)/$(PROFILE)/figures/figure%.png
-	@echo "figure $*: $<"
+	@echo "figure $*: $(RESULTS)/$(PROFILE)/figures/figure$*.png"
 	@$(PY) -m experiments.check figure=figure$* profile=$(PROFILE) results_root=$(RESULTS) report_only=true
 
 $(addprefix check-figure-,$(FIGURES)): check-figure-%: $(STAMP)

@@ -225,12 +225,13 @@ def _print_setting(name, s):
 
 def train(args) -> dict:
     from experiments import config as C
+    from experiments import figures
 
-    fig = C.load_figure("figure7")
-    runs = {r.id: r for r in C.figure_runs(fig, args.profile)}
+    fig = figures.load("figure7")
+    runs = {r.id: r for r in figures.runs(fig, args.profile)}
     if args.run not in runs:
         raise SystemExit(f"--run={args.run} is unknown; allowed: {', '.join(runs)}")
-    cfg = C.compose(C.figure_run_overrides(fig, runs[args.run], args.profile, args.overrides))
+    cfg = C.compose(figures.run_overrides(fig, runs[args.run], args.profile, args.overrides))
     built = C.build(cfg)
     steps = args.steps or built.num_steps
     every = built.log_every

@@ -31,7 +31,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from experiments import config as C
-from experiments import io, runner
+from experiments import figures, io, runner
 from experiments.reproduce import parse
 from pes import outer, results
 
@@ -194,14 +194,13 @@ def run_batch(cfgs: list[DictConfig]) -> list[Path]:
 
 def run_figure(figure: str, profile: str, extra: list[str], max_batch: int = DEFAULT_MAX_BATCH) -> list[Path]:
     """Every run of ``figure`` under ``profile``, batched; returns the run directories."""
-    fig = C.load_figure(figure)
-    if fig.get("kind", "runs") != "runs":
-        raise C.ConfigError(
-            f"figure {fig.id} is a {fig.kind} measurement; allowed: figures of optimisation runs"
-        )
+    fig = figures.load(figure)
+    figures.check_profile(fig, profile)
+    if not figures.runs(fig, profile):
+        raise C.ConfigError(f"figure {fig.id} has no runs under profile={profile}; nothing to batch")
     cfgs = []
-    for run in C.figure_runs(fig, profile):
-        cfg = C.compose(C.figure_run_overrides(fig, run, profile, extra))
+    for run in figures.runs(fig, profile):
+        cfg = C.compose(figures.run_overrides(fig, run, profile, extra))
         C.build(cfg)  # validate everything before any compute
         cfgs.append(cfg)
     out = []
@@ -230,7 +229,7 @@ def main() -> None:
         else:
             rest.append(arg)
     try:
-        figure, profile, extra = parse(rest)
+        figure, profile, extra, _ = parse(rest)
         run_figure(figure, profile, extra, max_batch)
     except C.ConfigError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from experiments import claims as CL
 from experiments import config as C
+from experiments import figures
 from pes import results
 
 METRICS_NAMES = ("metrics.csv", "metrics.csv.gz")
@@ -144,26 +145,13 @@ def load(fig_dir: Path) -> FigureResults:
 
 
 def load_figure(name: str) -> DictConfig:
-    """A figure config by name (``figure2``, ``2``) or by path to a YAML file."""
-    path = Path(name)
-    if name.endswith((".yaml", ".yml")):
-        if not path.exists():
-            raise C.ConfigError(
-                f"figure={name}: no such file; allowed: a figure name "
-                f"({', '.join(C.figure_names())}) or a YAML path"
-            )
-        fig = OmegaConf.load(path)
-        if "id" not in fig:
-            raise C.ConfigError(
-                f"figure={name}: the file has no id; allowed: a figure config (configs/figure/*.yaml)"
-            )
-        return fig
-    return C.load_figure(name)
+    """A figure config by name (``figure2``, ``2``) or by path to a YAML file (schema-checked)."""
+    return figures.load(name)
 
 
 def expected_runs(fig: DictConfig, profile: str) -> list[str] | None:
     try:
-        return [str(r.id) for r in C.figure_runs(fig, profile)]
+        return [str(r.id) for r in figures.runs(fig, profile)]
     except (C.ConfigError, AttributeError, KeyError):
         return None
 
@@ -236,7 +224,7 @@ def _parse(argv: list[str]) -> dict:
         args[key] = value
     if not args["figure"]:
         raise C.ConfigError(
-            f"figure=<name> is required; allowed: all, {', '.join(C.figure_names())} or a YAML path"
+            f"figure=<name> is required; allowed: all, {', '.join(figures.figure_names())} or a YAML path"
         )
     if args["profile"] not in CL.known_profiles():
         raise C.ConfigError(
@@ -252,7 +240,7 @@ def run(argv: list[str], out=None) -> int:
     args = _parse(argv)
     profile, root = args["profile"], args["results_root"]
     if args["figure"] == "all":
-        names = [n for n in C.figure_names() if _first(Path(root) / profile / n, METRICS_NAMES)]
+        names = [n for n in figures.figure_names() if _first(Path(root) / profile / n, METRICS_NAMES)]
         if not names:
             print(
                 f"no figure has results under {Path(root) / profile}; run make reproduce-figure-N first",

@@ -7,7 +7,6 @@ allowed, before any compute starts.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 from collections.abc import Sequence
@@ -22,13 +21,13 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 import pes
+from experiments import artefacts
 from pes import tasks
 from pes.estimators import GradientEstimator
 from pes.tasks import Task
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = ROOT / "configs"
-FIGURE_DIR = CONFIG_DIR / "figure"
 # Keys that do not change a run's results (excluded from its fingerprint).
 NON_RESULT_KEYS = ("progress", "resume", "results_root", "run_id")
 NON_RESULT_TRAIN_KEYS = ("chunk_size",)
@@ -269,8 +268,7 @@ def fingerprint(cfg: DictConfig) -> str:
         setting = particle_setting(est)
         est.pop("particles", None)
         est["stagger"] = PARTICLE_SETTINGS[setting]
-    text = OmegaConf.to_yaml(OmegaConf.create(data), sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+    return artefacts.fingerprint(data)
 
 
 def run_id(cfg: DictConfig) -> str:
@@ -300,105 +298,3 @@ def run_info(cfg: DictConfig) -> dict:
         "num_particles": int(est.num_particles) if "num_particles" in est else -1,
         "seed": int(cfg.seed),
     }
-
-
-# ----------------------------------------------------------------------------- figures
-
-
-def figure_names() -> list[str]:
-    return sorted(p.stem for p in FIGURE_DIR.glob("figure*.yaml"))
-
-
-def profile_names() -> list[str]:
-    """The profiles of ``configs/profile/`` (quick, paper, stand-ins such as paper_fashion)."""
-    return sorted(p.stem for p in (CONFIG_DIR / "profile").glob("*.yaml"))
-
-
-def load_figure(name: str) -> DictConfig:
-    """The figure config ``configs/figure/<name>.yaml`` (``figure2`` or ``2``)."""
-    if not name.startswith("figure"):
-        name = f"figure{name}"
-    path = FIGURE_DIR / f"{name}.yaml"
-    if not path.exists():
-        raise ConfigError(f"figure={name} is unknown; allowed: {', '.join(figure_names())}")
-    fig = OmegaConf.load(path)
-    ids = [r.id for r in fig.runs]
-    if len(set(ids)) != len(ids):
-        raise ConfigError(f"figure {name}: run ids are not unique: {ids}")
-    return fig
-
-
-def figure_runs(fig: DictConfig, profile: str) -> list[DictConfig]:
-    """The runs of a figure under ``profile``, with multi-seed runs expanded.
-
-    A figure may list ``seeds: {quick: [...], paper: [...]}`` (or one list for both
-    profiles); then every run ``r`` becomes runs ``r-seed<s>`` with the override
-    ``seed=<s>`` (after the run's own overrides), so seeds share one run definition and
-    plots average over them.  Without ``seeds`` the runs are returned as listed.  A run may
-    name the profiles it belongs to (``only: [paper]``); by default it belongs to every one.
-    """
-    runs = [r for r in fig.runs if not r.get("only") or profile in r.only]
-    seeds = fig.get("seeds")
-    if seeds is None:
-        return runs
-    if isinstance(seeds, DictConfig):
-        if profile not in seeds:
-            raise ConfigError(
-                f"figure {fig.id}: seeds has no list for profile={profile}; allowed: {', '.join(seeds)}"
-            )
-        seeds = seeds[profile]
-    seeds = list(seeds)
-    if not seeds or any(isinstance(x, bool) or not isinstance(x, int) or x < 0 for x in seeds):
-        raise ConfigError(
-            f"figure {fig.id}: seeds={seeds} is invalid; allowed: a non-empty list of integers >= 0"
-        )
-    out = []
-    for run in runs:
-        for seed in seeds:
-            extra = OmegaConf.create({"id": f"{run.id}-seed{seed}"})
-            expanded = OmegaConf.merge(run, extra)
-            expanded.overrides = [*run.overrides, f"seed={seed}"]
-            out.append(expanded)
-    return out
-
-
-def figure_run_overrides(
-    fig: DictConfig, run: DictConfig, profile: str, extra: Sequence[str] = ()
-) -> list[str]:
-    """Overrides composing one run of a figure under a profile (later ones win)."""
-    profiles = fig.get("profiles", {}) or {}
-    if profile not in profile_names():
-        raise ConfigError(f"profile={profile} is unknown; allowed: {', '.join(profile_names())}")
-    if profile not in ("quick", "paper") and profile not in profiles:
-        defined = ["quick", "paper", *[p for p in profiles if p not in ("quick", "paper")]]
-        raise ConfigError(f"figure {fig.id} has no profile {profile}; allowed: {', '.join(defined)}")
-    return [
-        *fig.get("base", []),
-        *profiles.get(profile, []),
-        *run.overrides,
-        *(run.get(profile) or []),
-        f"profile={profile}",
-        f"figure_id={fig.id}",
-        f"run_id={run.id}",
-        *extra,
-    ]
-
-
-def figure_particles(fig: DictConfig, profile: str = "quick") -> dict[str, str]:
-    """Each run's particle setting (lockstep / step_unlocked; gradient methods: none)."""
-    out = {}
-    for run in figure_runs(fig, profile):
-        cfg = compose(figure_run_overrides(fig, run, profile))
-        out[str(run.id)] = particle_setting(_params(cfg.estimator)) or "none"
-    return out
-
-
-def figure_section(fig: DictConfig, name: str, profile: str) -> dict:
-    """A figure config's ``name:`` block, with its ``quick:``/``paper:`` sub-block merged in."""
-    node = fig.get(name)
-    if node is None:
-        raise ConfigError(f"figure {fig.id} has no {name} section")
-    profiles = profile_names()
-    out = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k not in profiles}
-    out.update(OmegaConf.to_container(node.get(profile) or OmegaConf.create({}), resolve=True))
-    return out

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from experiments import config as C
+from experiments import figures
 
 DEBIAN_FASHION = "dataset-fashion-mnist"
 
@@ -174,12 +175,9 @@ def report(fetched: dict[str, str | None], out=None) -> int:
 
 def datasets_of(figure: str, profile: str) -> list[list[str]]:
     """What a figure needs under a profile: a list of alternatives per need (from its composed runs)."""
-    fig = C.load_figure(figure)
+    fig = figures.load(figure)
     needs: list[list[str]] = []
-    runs = C.figure_runs(fig, profile)
-    if not runs:
-        return needs
-    cfg = C.compose(C.figure_run_overrides(fig, runs[0], profile))  # composed exactly as the run is
+    cfg = C.compose(figures.figure_overrides(fig, profile))  # the figure's task, as runs and steps compose it
     task = cfg.task
     if str(task.name) == "ptb_lstm":
         needs.append(["ptb"])

@@ -30,6 +30,7 @@ import pandas as pd
 from experiments import check as CH
 from experiments import claims as CL
 from experiments import config as C
+from experiments import figures
 
 ROOT = C.ROOT
 STORE = ROOT / "results" / "reference"
@@ -196,8 +197,8 @@ def provenance_line(p: dict, where: str) -> str:
 
 def evaluate_store(root: Path = STORE) -> dict[tuple[str, str], tuple[list[CL.Result], CH.FigureResults]]:
     out = {}
-    for name in C.figure_names():
-        fig = C.load_figure(name)
+    for name in figures.figure_names():
+        fig = figures.load(name)
         for profile in CL.PROFILES:
             fig_dir = Path(root) / profile / name
             if CH._first(fig_dir, CH.METRICS_NAMES) or CH._first(fig_dir, CH.GRID_NAMES):
@@ -281,7 +282,7 @@ def status_table(evaluated: dict, link_prefix: str = "docs/figures/") -> str:
         "| figure | what the paper claims | reproduced? | profile · machine · wall time |",
         "|---|---|---|---|",
     ]
-    implemented = set(C.figure_names())
+    implemented = set(figures.figure_names())
     for number, title in PAPER_FIGURES.items():
         name = f"figure{number}"
         link = f"[{number} {title.split(' (')[0]}]({link_prefix}{name}.md)"
@@ -320,10 +321,10 @@ def generate(root: Path = STORE, *, write: bool = True) -> list[Path]:
     changed = []
     targets: list[tuple[Path, str, str]] = []
     new_docs: dict[Path, str] = {}
-    for name in C.figure_names():
+    for name in figures.figure_names():
         doc = FIG_DOCS / f"{name}.md"
         if not doc.exists():  # a new figure: its page starts from the template
-            new_docs[doc] = skeleton(C.load_figure(name))
+            new_docs[doc] = skeleton(figures.load(name))
         targets.append((doc, "results", figure_block(name, evaluated, root)))
     targets.append((README, "status", status_table(evaluated)))
     targets.append((INDEX, "status", status_table(evaluated)))
@@ -368,7 +369,8 @@ def main(argv: list[str] | None = None) -> int:
                 },
             )
             if not a["figure"]:
-                raise C.ConfigError("figure=<name> is required; allowed: " + ", ".join(C.figure_names()))
+                names = ", ".join(figures.figure_names())
+                raise C.ConfigError(f"figure=<name> is required; allowed: {names}")
             out = store(
                 a["figure"],
                 a["profile"],

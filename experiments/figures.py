@@ -1,22 +1,364 @@
-"""List the figures this suite reproduces: `make list-figures`."""
+"""Figure configs: the schema every ``configs/figure/*.yaml`` follows, loading and run expansion.
+
+    python -m experiments.figures            # list the figures (`make list-figures`)
+
+A figure config is checked against the schema below when it is loaded, before anything
+is composed or computed; every problem is a one-line `ConfigError` naming the file, the
+key and what is allowed.
+
+    id: figure3                    # results go to <results_root>/<profile>/<id>/
+    title: Toy 2D regression       # one line
+    task: toy_regression           # the task the figure is about (a label)
+    plot: scripts/plot_figure3.py  # plot script, relative to the repository root
+    expected: ...                  # what the paper shows, in words
+    description: ...               # optional: more words for the notebook
+    base: [task=..., seed=3]       # Hydra overrides of every run and post-step
+    profiles:                      # optional: more overrides per profile (configs/profile/*)
+      quick: [train.num_outer_steps=2000]
+      paper: [x64=true]
+    seeds: [3, 5]                  # optional (or {quick: [...], paper: [...]}): each run once
+                                   # per seed, as run <id>-seed<s> with the override seed=<s>
+    runs:                          # optimisation runs (experiments.runner), may be []
+      - id: pes                    # letters, digits, '.', '_', '-'; unique after seed expansion
+        label: PES                 # optional legend label
+        overrides: [estimator=pes]
+        only: [paper]              # optional: the profiles the run belongs to
+        quick: [...]               # optional: more overrides under one profile
+    post:                          # optional: registered post-steps, run in order after the runs
+      - step: grid                 # a name from `experiments.steps` (see its docstring)
+        low: [-5, -5]              # the step's settings ...
+        quick: {num: 401}          # ... and per-profile changes to them
+    claims: [...]                  # optional: checked by experiments.claims
+    allow_nonfinite: [loss]        # optional: metrics that may be NaN in the merged table
+
+Each run is composed from ``base``, the profile's overrides, the run's ``overrides``, the
+run's per-profile overrides and the command line (later ones win).
+"""
 
 from __future__ import annotations
 
+import difflib
+import importlib
+import importlib.util
+import re
 import textwrap
+from collections.abc import Sequence
+from pathlib import Path
 
-from experiments import config as C
+import yaml
+from omegaconf import DictConfig, OmegaConf
+
+from experiments import steps
+from experiments.config import CONFIG_DIR, ROOT, ConfigError, compose, particle_setting
+
+FIGURE_DIR = CONFIG_DIR / "figure"
+ID_PATTERN = r"[A-Za-z0-9._-]+"
+REQUIRED = ("id", "title", "task", "plot", "expected", "base", "runs")
+OPTIONAL = ("description", "profiles", "seeds", "post", "claims", "allow_nonfinite")
+RUN_KEYS = ("id", "label", "overrides", "only")
+
+
+# ----------------------------------------------------------------------------- names and paths
+
+
+def profile_names() -> list[str]:
+    """The profiles a figure may be reproduced under (configs/profile/*.yaml)."""
+    return sorted(p.stem for p in (CONFIG_DIR / "profile").glob("*.yaml"))
+
+
+def figure_names() -> list[str]:
+    return sorted(p.stem for p in FIGURE_DIR.glob("figure*.yaml"))
+
+
+def figure_path(name: str) -> Path:
+    """The YAML file of ``name``: ``figure2``, ``2`` or a path to a ``.yaml`` file."""
+    name = str(name)
+    if name.endswith((".yaml", ".yml")) or "/" in name:
+        path = Path(name)
+        if not path.is_absolute() and not path.exists():
+            path = ROOT / path
+        if not path.is_file():
+            raise ConfigError(f"figure={name}: no such file; allowed: a figure YAML file or {_names()}")
+        return path
+    stem = name if name.startswith("figure") else f"figure{name}"
+    path = FIGURE_DIR / f"{stem}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"figure={stem} is unknown; allowed: {_names()}")
+    return path
+
+
+def _names() -> str:
+    return ", ".join(figure_names())
+
+
+def display_path(path: Path) -> str:
+    """``path`` relative to the repository root when inside it (for messages and records)."""
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+def plot_path(fig: DictConfig) -> Path:
+    """The figure's plot script (``plot:`` is relative to the repository root)."""
+    path = Path(str(fig.plot))
+    return path if path.is_absolute() else ROOT / path
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load(name: str) -> DictConfig:
+    """The figure config ``name`` (see `figure_path`), checked against the schema."""
+    path = figure_path(name)
+    where = display_path(path)
+    try:  # OmegaConf's YAML reading (e.g. 1.0e2 is a number), as Hydra reads the other configs
+        data = OmegaConf.to_container(OmegaConf.load(path))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{where}: not valid YAML{at}: {getattr(err, 'problem', err)}") from err
+    check(data, where, stem=path.stem if path.parent.resolve() == FIGURE_DIR.resolve() else None)
+    fig = OmegaConf.create(data)
+    _check_claims(fig, where)
+    return fig
+
+
+def _check_claims(fig: DictConfig, where: str) -> None:
+    """Hand ``claims:`` to experiments.claims when that module exists (else accept it)."""
+    if fig.get("claims") is None or importlib.util.find_spec("experiments.claims") is None:
+        return
+    claims = importlib.import_module("experiments.claims")
+    try:
+        claims.validate(fig.claims, fig, profiles=profile_names())
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from err
+
+
+# ----------------------------------------------------------------------------- the schema
+
+
+def check(data, where: str, stem: str | None = None) -> None:
+    """Check a figure config (plain data) against the schema; raise a one-line `ConfigError`.
+
+    ``stem``: the file name a figure under configs/figure must match with its ``id``.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: a figure config is a mapping of keys; allowed: {', '.join(REQUIRED)}")
+    check_keys(data, REQUIRED, OPTIONAL, where)
+    profiles = profile_names()
+    for key in ("id", "title", "task", "plot", "expected", "description"):
+        if key in data and not (isinstance(data[key], str) and data[key].strip()):
+            raise ConfigError(f"{where}: {key}={data[key]!r} is invalid; allowed: a non-empty string")
+    check_id(data["id"], f"{where}: id")
+    if stem is not None and data["id"] != stem:
+        raise ConfigError(f"{where}: id={data['id']!r} is invalid; allowed: {stem!r} (the file name)")
+    plot = Path(data["plot"]) if Path(data["plot"]).is_absolute() else ROOT / data["plot"]
+    if not plot.is_file():
+        raise ConfigError(
+            f"{where}: plot={data['plot']} does not exist; allowed: a plot script path relative to {ROOT}"
+        )
+    check_overrides(data["base"], f"{where}: base")
+    check_profile_sections(data.get("profiles") or {}, profiles, f"{where}: profiles", check_overrides)
+    if isinstance(data.get("seeds"), dict):  # the lists themselves are checked by runs()
+        check_profile_sections(data["seeds"], profiles, f"{where}: seeds", lambda section, at: None)
+    if not isinstance(data["runs"], list):
+        raise ConfigError(f"{where}: runs={data['runs']!r} is invalid; allowed: a list of runs (may be [])")
+    for i, run in enumerate(data["runs"]):
+        check_run(run, profiles, f"{where}: runs[{i}]")
+    for profile in profiles:
+        check_unique_run_ids(data, profile, where)
+    check_post(data.get("post") or [], profiles, where)
+    nonfinite = data.get("allow_nonfinite") or []
+    if not isinstance(nonfinite, list) or not all(isinstance(m, str) for m in nonfinite):
+        raise ConfigError(
+            f"{where}: allow_nonfinite={nonfinite!r} is invalid; allowed: a list of metric names"
+        )
+    if "claims" in data and not isinstance(data["claims"], (list, type(None))):
+        raise ConfigError(f"{where}: claims={data['claims']!r} is invalid; allowed: a list of claims")
+
+
+def check_keys(mapping: dict, required: Sequence[str], optional: Sequence[str], where: str) -> None:
+    """Unknown keys (with a close match, if any) and missing required keys."""
+    allowed = [*required, *optional]
+    for key in mapping:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{where}: {key!r} is not a key{hint}; allowed: {', '.join(allowed)}")
+    missing = [k for k in required if k not in mapping]
+    if missing:
+        raise ConfigError(f"{where}: {missing[0]!r} is missing; required: {', '.join(required)}")
+
+
+def check_id(value, where: str) -> None:
+    if not isinstance(value, str) or not re.fullmatch(ID_PATTERN, value):
+        raise ConfigError(f"{where}={value!r} is invalid; allowed: letters, digits, '.', '_', '-'")
+
+
+def check_overrides(value, where: str) -> None:
+    if not isinstance(value, list) or not all(isinstance(v, str) and "=" in v for v in value):
+        raise ConfigError(f"{where}={value!r} is invalid; allowed: a list of Hydra overrides 'key=value'")
+
+
+def check_profile_sections(sections, profiles: Sequence[str], where: str, check_one) -> None:
+    """``{profile: section}`` with known profile names, each section checked by ``check_one``."""
+    if not isinstance(sections, dict):
+        raise ConfigError(f"{where}={sections!r} is invalid; allowed: a mapping {{profile: ...}}")
+    for name, section in sections.items():
+        if name not in profiles:
+            raise ConfigError(f"{where}: profile {name!r} is unknown; allowed: {', '.join(profiles)}")
+        check_one(section, f"{where}.{name}")
+
+
+def check_run(run, profiles: Sequence[str], where: str) -> None:
+    if not isinstance(run, dict):
+        raise ConfigError(f"{where}={run!r} is invalid; allowed: a mapping with keys {', '.join(RUN_KEYS)}")
+    check_keys(run, ("id", "overrides"), ("label", "only", *profiles), where)
+    check_id(run["id"], f"{where}.id")
+    check_overrides(run["overrides"], f"{where}.overrides")
+    only = run.get("only")
+    if only is not None and (not isinstance(only, list) or not set(only) <= set(profiles) or not only):
+        raise ConfigError(
+            f"{where}.only={only!r} is invalid; allowed: a non-empty list of {', '.join(profiles)}"
+        )
+    for profile in profiles:
+        if run.get(profile) is not None:
+            check_overrides(run[profile], f"{where}.{profile}")
+
+
+def check_unique_run_ids(data: dict, profile: str, where: str) -> None:
+    """Run ids are unique under ``profile``, also after seed expansion."""
+    seen = set()
+    for run in runs(OmegaConf.create(data), profile, where=where):
+        if run.id in seen:
+            raise ConfigError(
+                f"{where}: run id {run.id!r} is used twice under profile={profile}; allowed: unique run ids"
+            )
+        seen.add(run.id)
+
+
+def check_post(post, profiles: Sequence[str], where: str) -> None:
+    if not isinstance(post, list):
+        raise ConfigError(f"{where}: post={post!r} is invalid; allowed: a list of {{step: <name>, ...}}")
+    names = []
+    for i, entry in enumerate(post):
+        at = f"{where}: post[{i}]"
+        if not isinstance(entry, dict) or "step" not in entry:
+            raise ConfigError(f"{at}={entry!r} is invalid; allowed: a mapping {{step: <name>, <settings>}}")
+        step = steps.get(entry["step"], at)
+        if step.name in names:
+            raise ConfigError(f"{at}: step {step.name!r} is listed twice; allowed: each step once")
+        names.append(step.name)
+        check_profile_sections(
+            {p: entry[p] for p in profiles if p in entry}, profiles, f"{at}", lambda s, w: _is_mapping(s, w)
+        )
+        for profile in profiles:  # unknown keys and invalid values (missing ones: when reproduced)
+            steps.settings(entry, profile, at, complete=False)
+
+
+def _is_mapping(section, where: str) -> None:
+    if section is not None and not isinstance(section, dict):
+        raise ConfigError(f"{where}={section!r} is invalid; allowed: a mapping of settings")
+
+
+# ----------------------------------------------------------------------------- runs
+
+
+def runs(fig: DictConfig, profile: str, where: str | None = None) -> list[DictConfig]:
+    """The runs of a figure under ``profile``, with multi-seed runs expanded.
+
+    With ``seeds`` every run ``r`` becomes runs ``r-seed<s>`` with the override
+    ``seed=<s>`` (after the run's own overrides), so seeds share one run definition and
+    plots average over them.  A run with ``only: [...]`` belongs to those profiles only.
+    """
+    where = where or str(fig.id)
+    selected = [r for r in fig.runs if not r.get("only") or profile in r.only]
+    seeds = fig.get("seeds")
+    if seeds is None:
+        return selected
+    if isinstance(seeds, DictConfig):
+        if profile not in seeds:
+            return []  # this profile is not offered (reproduce() says so)
+        seeds = seeds[profile]
+    seeds = list(seeds) if OmegaConf.is_list(seeds) else seeds
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or any(isinstance(x, bool) or not isinstance(x, int) or x < 0 for x in seeds)
+    ):
+        raise ConfigError(f"{where}: seeds={seeds!r} is invalid; allowed: a non-empty list of integers >= 0")
+    out = []
+    for run in selected:
+        for seed in seeds:
+            expanded = OmegaConf.merge(run, {"id": f"{run.id}-seed{seed}"})
+            expanded.overrides = [*run.overrides, f"seed={seed}"]
+            out.append(expanded)
+    return out
+
+
+def check_profile(fig: DictConfig, profile: str) -> None:
+    """``profile`` is a known profile the figure can be reproduced under."""
+    if profile not in profile_names():
+        raise ConfigError(f"profile={profile} is unknown; allowed: {', '.join(profile_names())}")
+    profiles = fig.get("profiles") or {}
+    if profile not in ("quick", "paper") and profile not in profiles:  # stand-ins: only where defined
+        defined = ["quick", "paper", *[p for p in profiles if p not in ("quick", "paper")]]
+        raise ConfigError(f"figure {fig.id} has no profile {profile}; allowed: {', '.join(defined)}")
+    seeds = fig.get("seeds")
+    if isinstance(seeds, DictConfig) and profile not in seeds:
+        raise ConfigError(
+            f"figure {fig.id}: seeds has no list for profile={profile}; allowed: {', '.join(seeds)}"
+        )
+
+
+def base_overrides(fig: DictConfig, profile: str) -> list[str]:
+    """The figure's ``base`` and its profile's overrides."""
+    profiles = fig.get("profiles") or {}
+    return [*fig.base, *(profiles.get(profile) or [])]
+
+
+def run_overrides(fig: DictConfig, run: DictConfig, profile: str, extra: Sequence[str] = ()) -> list[str]:
+    """Overrides composing one run of a figure under a profile (later ones win)."""
+    return [
+        *base_overrides(fig, profile),
+        *run.overrides,
+        *(run.get(profile) or []),
+        f"profile={profile}",
+        f"figure_id={fig.id}",
+        f"run_id={run.id}",
+        *extra,
+    ]
+
+
+def figure_overrides(fig: DictConfig, profile: str, extra: Sequence[str] = (), more: Sequence[str] = ()):
+    """Overrides of the figure's own task config (no run): base, profile, ``more``, command line."""
+    return [*base_overrides(fig, profile), *more, f"profile={profile}", f"figure_id={fig.id}", *extra]
+
+
+# ----------------------------------------------------------------------------- listing
 
 
 def main() -> None:
-    for name in C.figure_names():
-        fig = C.load_figure(name)
+    for name in figure_names():
+        fig = load(name)
         number = name.removeprefix("figure")
+        steps_ = ", ".join(str(p.step) for p in fig.get("post") or []) or "none"
         print(
-            f"Figure {number}: {fig.title}  (make reproduce-figure-{number}; "
-            f"task: {fig.task}; {len(fig.runs)} runs)"
+            f"Figure {number}: {fig.title}  (make reproduce-figure-{number}; task: {fig.task}; "
+            f"{len(fig.runs)} runs; post-steps: {steps_})"
         )
         print(textwrap.indent(textwrap.fill(f"expected: {fig.expected}", 96), "    "))
-        print(f"    particles: {particles_summary(C.figure_particles(fig))}")
+        print(f"    particles: {particles_summary(particles(fig))}")
+
+
+def particles(fig: DictConfig, profile: str = "quick") -> dict[str, str]:
+    """Each run's particle setting (lockstep / step_unlocked; gradient methods: none)."""
+    out = {}
+    for run in runs(fig, profile):
+        cfg = compose(run_overrides(fig, run, profile))
+        out[str(run.id)] = particle_setting(OmegaConf.to_container(cfg.estimator, resolve=True)) or "none"
+    return out
 
 
 def particles_summary(settings: dict[str, str]) -> str:

@@ -1,101 +1,349 @@
-"""Reproduce one paper figure: run its explicit run list, then merge the CSVs.
+"""Reproduce one paper figure: its runs, its post-steps, one merged table, the plot.
 
-    python -m experiments.reproduce figure=figure2 profile=quick [results_root=...] [any override]
+    python -m experiments.reproduce figure=figure2 profile=quick [results_root=...] [plot=false]
+                                    [<step>.<setting>=<value> ...] [any Hydra override ...]
 
-Runs are composed exactly like single runs (configs/figure/<figure>.yaml lists them);
-finished runs are skipped and interrupted ones resume, so rerunning is cheap.  The merged
-table goes to <results_root>/<profile>/<figure>/metrics.csv.  A figure config with
-``kind: variance`` is handed to `experiments.variance` (the PES variance study).
+``figure=`` names ``configs/figure/<figure>.yaml`` (``figure2`` or ``2``) or a figure YAML
+anywhere (a path).  Every figure goes through the same pipeline:
+
+1. check: the YAML against the figure schema (`experiments.figures`), then compose and
+   build every run and prepare every post-step (`experiments.steps`): any config problem
+   is a one-line error before anything is computed;
+2. runs, in order, through `experiments.runner` (a finished run is skipped, an
+   interrupted one resumes from its checkpoint);
+3. post-steps, in order: each writes its rows ``<fig_dir>/steps/<step>.csv``, its record
+   ``<fig_dir>/steps/<step>.json`` and extra tables ``<fig_dir>/<table>.csv`` (``grid.csv``),
+   and is reused while the fingerprint of its settings and inputs is unchanged (the
+   artefact cache of `experiments.artefacts`);
+4. merge: the runs' rows and the post-steps' rows in ``<fig_dir>/metrics.csv``, with the
+   column ``source`` (``run`` or the step's name; `pes.results.FIGURE_COLUMNS`);
+5. plot: ``<plot script> <metrics.csv> <results_root>/<profile>/figures/<figure>.png``;
+6. ``<fig_dir>/figure.json``: the record of the whole (`figure_record`).
+
+``<fig_dir>`` is ``<results_root>/<profile>/<figure id>``.  Hydra overrides on the command
+line apply to every run and post-step (e.g. ``task.data_dir=...``).
 """
 
 from __future__ import annotations
 
-import importlib
+import os
+import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import pandas as pd
+import yaml
+from omegaconf import DictConfig
 
+from experiments import artefacts, figures, io, runner, steps
 from experiments import config as C
-from experiments import io, runner
 from pes import results
 
+RECORD = "figure.json"
+STEPS = "steps"  # <fig_dir>/steps/<step>.csv (rows) and <step>.json (record), beside runs/
 
-def parse(argv: list[str]) -> tuple[str, str, list[str]]:
-    figure, profile, extra = None, "quick", []
+
+class PlotFailed(RuntimeError):
+    """The plot script failed; the merged table is kept."""
+
+
+class PreparedStep(NamedTuple):
+    step: steps.PostStep
+    settings: dict
+    plan: Any
+
+
+class Plan(NamedTuple):
+    fig: DictConfig
+    where: str
+    ctx: steps.Context
+    cfg: DictConfig  # the figure's own config (results_root, progress, resume)
+    steps: list[PreparedStep]
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def parse(argv: Sequence[str]) -> tuple[str, str, list[str], bool]:
+    """(figure, profile, other arguments, plot?) from ``key=value`` arguments."""
+    figure, profile, plot, extra = None, "quick", True, []
     for arg in argv:
-        if arg.startswith("figure="):
-            figure = arg.split("=", 1)[1]
-        elif arg.startswith("profile="):
-            profile = arg.split("=", 1)[1]
+        key, _, value = arg.partition("=")
+        if key == "figure":
+            figure = value
+        elif key == "profile":
+            profile = value
+        elif key == "plot":
+            if value.lower() not in ("true", "false"):
+                raise C.ConfigError(f"plot={value} is invalid; allowed: true, false")
+            plot = value.lower() == "true"
         else:
             extra.append(arg)
     if figure is None:
-        raise C.ConfigError(f"figure=<name> is required; allowed: {', '.join(C.figure_names())}")
-    return figure, profile, extra
+        raise C.ConfigError(
+            f"figure=<name> is required; allowed: {', '.join(figures.figure_names())} or a figure YAML path"
+        )
+    return figure, profile, extra, plot
 
 
-def figure_dir(results_root: str, profile: str, figure_id: str) -> Path:
-    return Path(results_root) / profile / figure_id
+def split_changes(fig: DictConfig, extra: Sequence[str]) -> tuple[list[str], dict[str, dict]]:
+    """Hydra overrides, and ``<step>.<setting>=<value>`` changes per post-step of ``fig``."""
+    in_figure = [str(p.step) for p in fig.get("post") or []]
+    registered = steps.names()
+    hydra, changes = [], {}
+    for arg in extra:
+        key, _, value = arg.lstrip("+").partition("=")
+        if key in ("figure_id", "run_id"):
+            raise C.ConfigError(f"{key}= is set by the figure config; allowed: other Hydra overrides")
+        name, dot, setting = key.partition(".")
+        if not dot or name not in registered:
+            hydra.append(arg)
+            continue
+        if name not in in_figure:
+            raise C.ConfigError(
+                f"{key} is invalid: figure {fig.id} has no post-step {name!r}; its steps: "
+                f"{', '.join(in_figure) or 'none'}"
+            )
+        changes.setdefault(name, {})[setting] = yaml.safe_load(value)
+    return hydra, changes
 
 
-def reproduce(figure: str, profile: str = "quick", extra: list[str] = ()) -> Path:
-    """Run (or resume) every run of ``figure`` and write the merged CSV; returns its path."""
-    fig = C.load_figure(figure)
-    if fig.get("kind", "runs") == "variance":  # a measurement, not optimisation runs
-        from experiments import variance
+# ----------------------------------------------------------------------------- 1. check
 
-        return variance.reproduce(fig, profile, extra)
-    if fig.get("grid") is not None:  # check the grid settings early; `grid.<key>=` args are its own
-        from experiments import grid
 
-        grid.grid_settings(fig, profile, list(extra))
-    run_extra = [a for a in extra if not a.startswith("grid.")]
-    runs = C.figure_runs(fig, profile)
-    cfgs = []
-    for run in runs:  # compose and validate every run before computing anything
-        cfg = C.compose(C.figure_run_overrides(fig, run, profile, run_extra))
-        C.build(cfg)
-        cfgs.append(cfg)
-    frames = []
-    for i, cfg in enumerate(cfgs, 1):
+def prepare(figure: str, profile: str, extra: Sequence[str]) -> Plan:
+    """Load and check everything the figure will compute; nothing is computed."""
+    fig = figures.load(figure)
+    where = figures.display_path(figures.figure_path(figure))
+    figures.check_profile(fig, profile)
+    hydra, changes = split_changes(fig, extra)
+    tail = [f"profile={profile}", f"figure_id={fig.id}", *hydra]
+    cfg = C.compose([*figures.base_overrides(fig, profile), *tail])
+    specs = []
+    for run in figures.runs(fig, profile):  # compose and validate every run before computing
+        run_cfg = C.compose(figures.run_overrides(fig, run, profile, hydra))
+        C.build(run_cfg)
+        specs.append(steps.RunSpec(str(run.id), run_cfg, C.run_dir(run_cfg)))
+    fig_dir = Path(cfg.results_root) / profile / str(fig.id)
+    ctx = steps.Context(
+        fig=fig,
+        profile=profile,
+        fig_dir=fig_dir,
+        head=figures.base_overrides(fig, profile),
+        tail=tail,
+        runs=specs,
+        progress=bool(cfg.progress),
+        log=lambda msg: print(msg, file=sys.stderr, flush=True),
+    )
+    prepared = []
+    for i, entry in enumerate(fig.get("post") or []):
+        step = steps.get(entry.step, f"{where}: post[{i}]")
+        settings = steps.settings(entry, profile, f"{where}: post[{i}]", changes.get(step.name, {}))
+        prepared.append(PreparedStep(step, settings, step.prepare(ctx, settings)))
+    return Plan(fig, where, ctx, cfg, prepared)
+
+
+# ----------------------------------------------------------------------------- 2. runs
+
+
+def run_all(plan: Plan) -> tuple[pd.DataFrame, dict]:
+    """Run (or resume, or skip) every run; their rows and per-run records."""
+    frames, records = [], {}
+    specs = plan.ctx.runs
+    for i, spec in enumerate(specs, 1):
         t0 = time.perf_counter()
-        out = runner.run(cfg)
+        out = runner.run(spec.cfg)
         meta = io.read_json(out / runner.META) or {}
-        print(
-            f"[{i}/{len(cfgs)}] {fig.id} {cfg.run_id}: {meta.get('status')} "
-            f"({time.perf_counter() - t0:.1f} s now, {meta.get('wall_time_s', 0):.1f} s total) -> {out}",
-            file=sys.stderr,
+        plan.ctx.log(
+            f"[{i}/{len(specs)}] {plan.fig.id} {spec.id}: {meta.get('status')} "
+            f"({time.perf_counter() - t0:.1f} s now, {meta.get('wall_time_s', 0):.1f} s total) -> {out}"
         )
         frames.append(pd.read_csv(out / runner.CSV))
-    merged = results.validate(
-        pd.concat(frames, ignore_index=True),
-        expected_runs=[r.id for r in runs],
-        allow_nonfinite=_nonfinite_ok(fig),
+        records[spec.id] = {
+            "status": meta.get("status"),
+            "wall_time_s": meta.get("wall_time_s"),
+            "fingerprint": meta.get("fingerprint"),
+            "dir": str(out.relative_to(plan.ctx.fig_dir)),
+        }
+    rows = pd.concat(frames, ignore_index=True) if frames else results.frame([])
+    return rows, records
+
+
+# ----------------------------------------------------------------------------- 3. post-steps
+
+
+def step_fingerprint(item: PreparedStep, ctx: steps.Context) -> str:
+    """The fingerprint of a step's result: its name, result-relevant settings and inputs."""
+    settings = {k: v for k, v in item.settings.items() if k not in item.step.non_result}
+    return artefacts.fingerprint(
+        {"step": item.step.name, "settings": settings, "inputs": item.step.inputs(ctx, item.plan)}
     )
-    path = figure_dir(cfgs[0].results_root, profile, fig.id) / "metrics.csv"
-    io.atomic_write_text(path, merged.to_csv(index=False))
-    if fig.get("grid") is not None:  # background surface (e.g. figure 3): grid.csv beside metrics.csv
-        grid.figure_grid(fig, profile, list(extra), results_root=str(cfgs[0].results_root))
-    if fig.get("post"):  # figure-specific steps after the runs (figure 5: grid, evaluations)
-        importlib.import_module(str(fig.post)).run(fig, profile, list(extra), path)
-    print(path)
-    return path
 
 
-def _nonfinite_ok(fig) -> list[str]:
-    return list(fig.get("allow_nonfinite", []) or [])
+def run_step(
+    item: PreparedStep, ctx: steps.Context, resume: bool, allow_nonfinite
+) -> tuple[pd.DataFrame, dict]:
+    """Compute one post-step, or reuse its files; its rows and its summary for figure.json."""
+    name = item.step.name
+    fp = step_fingerprint(item, ctx)
+    record_path = ctx.fig_dir / STEPS / f"{name}.json"
+    csv = ctx.fig_dir / STEPS / f"{name}.csv"
+    record = artefacts.lookup(record_path, fp, ctx.fig_dir) if resume else None
+    cached = record is not None
+    if cached:
+        rows = pd.read_csv(csv)
+        ctx.log(f"[post] {ctx.fig.id} {name}: reused ({record['wall_time_s']:.1f} s when computed) -> {csv}")
+    else:
+        t0 = time.perf_counter()
+        out = item.step.compute(ctx, item.plan)
+        wall = time.perf_counter() - t0
+        rows = results.validate(out.rows, allow_nonfinite=allow_nonfinite)
+        io.atomic_write_text(csv, rows.to_csv(index=False))
+        files = [csv]
+        for table, frame in out.tables.items():
+            files.append(ctx.fig_dir / f"{table}.csv")
+            io.atomic_write_text(files[-1], frame.to_csv(index=False))
+        record = artefacts.store(
+            record_path,
+            fp,
+            files,
+            ctx.fig_dir,
+            wall,
+            step=name,
+            profile=ctx.profile,
+            settings=item.settings,
+            **out.info,
+        )
+        ctx.log(f"[post] {ctx.fig.id} {name}: computed in {wall:.1f} s -> {', '.join(record['files'])}")
+    summary = {
+        "wall_time_s": record["wall_time_s"],
+        "cached": cached,
+        "fingerprint": fp,
+        "files": record["files"],
+    }
+    return rows, summary
+
+
+# ----------------------------------------------------------------------------- 5. plot
+
+
+def figure_png(plan: Plan) -> Path:
+    return Path(plan.cfg.results_root) / plan.ctx.profile / "figures" / f"{plan.fig.id}.png"
+
+
+def plot(plan: Plan, csv: Path) -> dict:
+    """Run the figure's plot script on the merged table."""
+    script, png = figures.plot_path(plan.fig), figure_png(plan)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(C.ROOT), env.get("PYTHONPATH", "")) if p)
+    env.setdefault("MPLBACKEND", "Agg")
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, str(script), str(csv), str(png)], capture_output=True, text=True, env=env, cwd=C.ROOT
+    )
+    if proc.stdout.strip():
+        print(proc.stdout.rstrip(), file=sys.stderr)
+    if proc.returncode != 0:
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        raise PlotFailed(
+            f"plot script {script} failed (exit {proc.returncode}): {lines[-1] if lines else 'no message'}; "
+            f"the merged table is kept in {csv}"
+        )
+    files = sorted(str(p.relative_to(png.parent.parent)) for p in png.parent.glob(f"{plan.fig.id}*"))
+    return {"script": str(plan.fig.plot), "files": files, "wall_time_s": time.perf_counter() - t0}
+
+
+# ----------------------------------------------------------------------------- 6. the record
+
+
+def figure_record(plan: Plan, extra: Sequence[str], started: str, status: str, **parts) -> dict:
+    """``figure.json``: what was reproduced, where, with what, how long each part took.
+
+    Keys: figure, title, config (the YAML), profile, arguments, git_commit, packages,
+    machine, start_time, end_time, wall_time_s (this invocation), status, runs
+    ({run id: {status, wall_time_s, fingerprint, dir}}: wall time summed over resumes),
+    steps ({name: {wall_time_s, cached, fingerprint, files}}: wall_time_s is the compute
+    time, also when the files were reused), plot ({script, files, wall_time_s}),
+    compute_wall_time_s (runs + steps: the cost of reproducing from scratch),
+    metrics_csv, rows ({source: count}).
+    """
+    record = {
+        "figure": str(plan.fig.id),
+        "title": str(plan.fig.title),
+        "config": plan.where,
+        "profile": plan.ctx.profile,
+        "arguments": list(extra),
+        **artefacts.provenance(),
+        "start_time": started,
+        "end_time": artefacts.now(),
+        "status": status,
+        **parts,
+    }
+    walls = [r.get("wall_time_s") or 0.0 for r in record.get("runs", {}).values()]
+    walls += [s.get("wall_time_s") or 0.0 for s in record.get("steps", {}).values()]
+    record["compute_wall_time_s"] = float(sum(walls))
+    return record
+
+
+# ----------------------------------------------------------------------------- the pipeline
+
+
+def reproduce(
+    figure: str, profile: str = "quick", extra: Sequence[str] = (), *, plot_figure: bool = True
+) -> Path:
+    """Reproduce ``figure`` under ``profile`` (see the module docstring); returns the merged CSV."""
+    started, t0 = artefacts.now(), time.perf_counter()
+    plan = prepare(figure, profile, extra)
+    ctx, fig_dir = plan.ctx, plan.ctx.fig_dir
+    parts: dict[str, Any] = {"runs": {}, "steps": {}, "plot": None}
+
+    def record(status: str) -> None:
+        wall = time.perf_counter() - t0
+        io.write_json(
+            fig_dir / RECORD, figure_record(plan, extra, started, status, wall_time_s=wall, **parts)
+        )
+
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    record("running")
+    allow_nonfinite = list(plan.fig.get("allow_nonfinite") or [])
+    try:
+        run_rows, parts["runs"] = run_all(plan)
+        tables = [(results.RUN_SOURCE, run_rows)]
+        ctx.rows = results.merge(tables)
+        for item in plan.steps:
+            rows, parts["steps"][item.step.name] = run_step(item, ctx, bool(plan.cfg.resume), allow_nonfinite)
+            tables.append((item.step.name, rows[list(results.COLUMNS)]))
+            ctx.rows = results.merge(tables)
+        merged = results.validate(
+            ctx.rows, expected_runs=[spec.id for spec in ctx.runs], allow_nonfinite=allow_nonfinite
+        )
+        csv = fig_dir / "metrics.csv"
+        io.atomic_write_text(csv, merged.to_csv(index=False))
+        parts.update(metrics_csv=csv.name, rows=merged[results.SOURCE].value_counts().sort_index().to_dict())
+        if plot_figure:
+            parts["plot"] = plot(plan, csv)
+    except KeyboardInterrupt:
+        record("interrupted")
+        raise
+    except BaseException:
+        record("failed")
+        raise
+    record("complete")
+    print(csv)
+    return csv
 
 
 def main() -> None:
     try:
-        figure, profile, extra = parse(sys.argv[1:])
-        reproduce(figure, profile, extra)
+        figure, profile, extra, plot_figure = parse(sys.argv[1:])
+        reproduce(figure, profile, extra, plot_figure=plot_figure)
     except C.ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    except runner.RunFailed as err:
+    except (runner.RunFailed, PlotFailed) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:

@@ -30,8 +30,8 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from experiments import artefacts, io
 from experiments import config as C
-from experiments import io
 from pes import outer, results
 
 CSV, CKPT, META = "metrics.csv", "checkpoint.npz", "run.json"
@@ -90,13 +90,11 @@ def run(cfg: DictConfig, *, out_dir: Path | None = None) -> Path:
 
     info = C.run_info(cfg)
     meta = {
+        **artefacts.provenance(),  # git commit, packages, machine: the suite's one run-info head
         "run_id": rid,
         "fingerprint": fp,
         "config": OmegaConf.to_container(cfg, resolve=True),
         "profile": str(cfg.profile.name),
-        "git_commit": io.git_commit(C.ROOT),
-        "packages": io.package_versions(),
-        "machine": io.machine(),
         "estimator_cost_per_outer_step": built.estimator.cost_per_estimate,
         # the task's static facts (e.g. which dataset was loaded and from where)
         "task_info": built.task.info(),

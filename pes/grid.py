@@ -5,7 +5,8 @@ points with ``vmap`` inside chunks and ``lax.map`` over the chunks, so memory st
 bounded by one chunk and nothing loops in Python per point.  ``grid_points`` builds a
 regular (meshgrid, ``indexing="ij"``) grid; ``grid_search`` combines both and reports the
 minimum.  Pure JAX: progress bars and files are the experiment layer's job
-(``experiments.grid``), which calls ``evaluate_points`` block by block.
+(the ``grid`` post-step, experiments/steps/grid.py), which calls ``evaluate_points`` block
+by block.
 """
 
 from __future__ import annotations

@@ -21,8 +21,16 @@ figure) has exactly these columns, one row per logged scalar:
 No cell ever holds an array repr.  This module only builds and checks tables; reading
 and writing files is the runner's job (`experiments.io`).
 
-Grid-search CSVs (``grid.csv`` of a figure, written by ``experiments.grid``) have their
-own schema, one row per grid point:
+A figure's merged table (``<results_root>/<profile>/<figure>/metrics.csv``) has one more
+column, `source` (`FIGURE_COLUMNS`): ``run`` for the rows an optimisation run logged,
+otherwise the name of the post-step that wrote the row (``grid``, ``evaluation``,
+``variance``, ``adam_baseline``, ``inner_curves``, ...; see `experiments.steps`).  Rows of a
+baseline, an inner curve or an evaluation are told apart by `source` (and `estimator`,
+`metric`), never by run-id prefixes.  A (run_id, seed, metric, outer_step) is unique within
+a source.
+
+Grid-search CSVs (``grid.csv`` of a figure, written by the ``grid`` post-step)
+have their own schema, one row per grid point:
 
 | column             | meaning                                                         |
 |--------------------|-----------------------------------------------------------------|
@@ -58,6 +66,9 @@ COLUMNS = (
     "value",
 )
 RUN_COLUMNS = COLUMNS[:8]  # constant within a run
+SOURCE = "source"
+RUN_SOURCE = "run"  # the source of rows logged by an optimisation run
+FIGURE_COLUMNS = (*COLUMNS, SOURCE)  # a figure's merged table
 
 
 class SchemaError(ValueError):
@@ -107,14 +118,19 @@ def validate(
     expected_runs: Iterable[str] | None = None,
     allow_nonfinite: Iterable[str] = (),
 ) -> pd.DataFrame:
-    """Check a results table; return it with normalised dtypes.
+    """Check a results table (`COLUMNS`, or a figure's `FIGURE_COLUMNS`); return it with
+    normalised dtypes.
 
-    Raises `SchemaError` on wrong columns, missing expected runs, non-numeric values,
-    duplicate (run, metric, step) rows, or NaN values in metrics not listed in
-    ``allow_nonfinite`` (a diverging method may legitimately log inf).
+    Raises `SchemaError` on wrong columns, missing expected runs (among the ``run`` rows of
+    a figure's table), non-numeric values, duplicate (source, run, seed, metric, step)
+    rows, or NaN values in metrics not listed in ``allow_nonfinite`` (a diverging method
+    may legitimately log inf).
     """
-    if tuple(df.columns) != COLUMNS:
-        raise SchemaError(f"columns are {list(df.columns)}; expected {list(COLUMNS)}")
+    if tuple(df.columns) not in (COLUMNS, FIGURE_COLUMNS):
+        raise SchemaError(
+            f"columns are {list(df.columns)}; expected {list(COLUMNS)} (+ {SOURCE!r} in a figure's table)"
+        )
+    merged = SOURCE in df.columns
     df = df.copy()
     try:
         df["value"] = pd.to_numeric(df["value"], errors="raise").astype(float)
@@ -124,15 +140,18 @@ def validate(
         raise SchemaError(f"non-numeric cell: {err}") from err
     df["run_id"] = df["run_id"].astype(str)
     df["metric"] = df["metric"].astype(str)
+    if merged:
+        df[SOURCE] = df[SOURCE].astype(str)
     if expected_runs is not None:
-        missing = sorted(set(expected_runs) - set(df["run_id"]))
+        missing = sorted(set(expected_runs) - set(run_rows(df)["run_id"]))
         if missing:
             raise SchemaError(f"missing runs: {missing}")
-    dup = df.duplicated(subset=["run_id", "seed", "metric", "outer_step"])
+    dup = df.duplicated(subset=[SOURCE] * merged + ["run_id", "seed", "metric", "outer_step"])
     if dup.any():
         first = df[dup].iloc[0]
+        where = f" ({SOURCE} {first[SOURCE]})" if merged else ""
         raise SchemaError(
-            f"duplicate rows, e.g. run {first.run_id} metric {first.metric} step {first.outer_step}"
+            f"duplicate rows, e.g. run {first.run_id} metric {first.metric} step {first.outer_step}{where}"
         )
     allowed = set(allow_nonfinite)
     bad = df["value"].isna() & ~df["metric"].isin(allowed)
@@ -140,6 +159,33 @@ def validate(
         first = df[bad].iloc[0]
         raise SchemaError(f"NaN value: run {first.run_id} metric {first.metric} step {first.outer_step}")
     return df
+
+
+def merge(parts: Iterable[tuple[str, pd.DataFrame]]) -> pd.DataFrame:
+    """One figure table from (source, table) parts: their rows, with the `source` column."""
+    frames = []
+    for source, table in parts:
+        if tuple(table.columns) != COLUMNS:
+            raise SchemaError(
+                f"rows of {source!r} have columns {list(table.columns)}; expected {list(COLUMNS)}"
+            )
+        if len(table):  # (an empty table would turn numeric columns into objects)
+            frames.append(table.assign(**{SOURCE: source}))
+    if not frames:
+        return pd.DataFrame(columns=list(FIGURE_COLUMNS))
+    return pd.concat(frames, ignore_index=True)[list(FIGURE_COLUMNS)]
+
+
+def run_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows logged by optimisation runs (all rows of a table without a `source` column)."""
+    return df[df[SOURCE] == RUN_SOURCE] if SOURCE in df.columns else df
+
+
+def source_rows(df: pd.DataFrame, source: str) -> pd.DataFrame:
+    """The rows a post-step (or, for ``run``, the runs) wrote."""
+    if SOURCE not in df.columns:
+        raise SchemaError(f"the table has no {SOURCE!r} column; is it a figure's merged metrics.csv?")
+    return df[df[SOURCE] == source]
 
 
 def metric_table(df: pd.DataFrame, metric: str) -> pd.DataFrame:

@@ -1,8 +1,23 @@
-"""One palette and label map for every figure; plot scripts read only CSVs."""
+"""One palette, one reader and one command line for every plot script; plot scripts read only CSVs.
+
+A plot script ``scripts/plot_<figure>.py`` (named by the figure YAML's ``plot:``) defines
+
+* ``figures(df, fig_dir) -> {suffix: matplotlib Figure}``: the figure(s) drawn from the
+  merged table ``df`` (``fig_dir`` holds the post-steps' extra tables, e.g.
+  ``grid.csv``); suffix ``""`` is the main figure, others are written beside it
+  as ``<out stem><suffix>.png``;
+* optionally ``tables(df, fig_dir) -> {title: DataFrame}``: the numbers worth printing;
+* ``main()``: usually ``_style.cli(figures, tables)``, i.e.
+  ``python <script> <metrics.csv> <out.png>`` (PNG and PDF of every figure, tables printed).
+
+The generic notebook (notebooks/figure.ipynb) calls the same two functions.
+"""
 
 from __future__ import annotations
 
+import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
@@ -53,3 +68,21 @@ def save(fig, out: str | Path) -> None:
     fig.savefig(out, dpi=150, bbox_inches="tight")
     fig.savefig(out.with_suffix(".pdf"), bbox_inches="tight")
     plt.close(fig)
+
+
+def cli(figures: Callable, tables: Callable | None = None, argv: list[str] | None = None) -> None:
+    """``<metrics.csv> <out.png>``: save every figure (PNG + PDF) and print the tables."""
+    parser = argparse.ArgumentParser(description="Draw a figure from its merged metrics.csv.")
+    parser.add_argument("csv", help="the figure's merged metrics.csv")
+    parser.add_argument("out", help="output PNG path (a PDF is written beside it)")
+    args = parser.parse_args(argv)
+    csv, out = Path(args.csv), Path(args.out)
+    df = read(csv)
+    if tables is not None:
+        with pd.option_context("display.width", 200, "display.max_columns", 30, "display.precision", 4):
+            for title, table in tables(df, csv.parent).items():
+                print(f"{title}:\n{table.to_string()}\n")
+    for suffix, fig in figures(df, csv.parent).items():
+        path = out.with_name(out.stem + suffix + out.suffix)
+        save(fig, path)
+        print(path)

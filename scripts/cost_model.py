@@ -36,6 +36,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from experiments import config as C  # noqa: E402
+from experiments import figures, steps  # noqa: E402
 from pes import estimators, outer  # noqa: E402
 
 SHAPES = {  # train / test images of the real datasets
@@ -104,21 +105,24 @@ def run_cost(cfg, args) -> dict:
 
 
 def post_cost(fig, profile, extra) -> dict | None:
-    """Figure 5's background grid and evaluations: trainings x one timed training."""
-    if str(fig.get("post", "")) != "experiments.figure5":
+    """Figure 5's post-steps (background grid, final-theta evaluations): trainings x one timed training."""
+    entries = {str(e.step): e for e in fig.get("post") or []}
+    if "grid" not in entries or "evaluation" not in entries:
         return None
-    from experiments import figure5
-
-    cfg = figure5.task_config(fig, profile, extra)
+    where = f"{fig.id}: post"
+    bg = steps.settings(entries["grid"], profile, where)
+    ev = steps.settings(entries["evaluation"], profile, where)
+    if bg.get("of") != "full_run":
+        return None
+    cfg = C.compose(figures.figure_overrides(fig, profile, extra, more=bg["overrides"]))
     task = C.build(cfg).task
     full_run = jax.jit(task.full_run)
     s_train, _ = _timed(full_run, task.theta_init, jax.random.key(0), repeats=1)
-    bg = C.figure_section(fig, "background", profile)
-    ev = C.figure_section(fig, "evaluation", profile)
-    num_bg = int(bg["num"]) ** 2 * int(bg["num_runs"])
-    num_ev = (len(C.figure_runs(fig, profile)) + 1) * int(ev["num_runs"])
+    points = np.prod([int(n) for n in np.broadcast_to(bg["num"], (len(bg["low"]),))])
+    num_bg = int(points) * int(bg["num_runs"])
+    num_ev = (len(figures.runs(fig, profile)) + 1) * int(ev["num_runs"])
     return {
-        "run_id": "post:figure5",
+        "run_id": f"post:{fig.id}",
         "s_per_training": s_train,
         "trainings": num_bg + num_ev,
         "predicted_run_s": (num_bg + num_ev) * s_train,
@@ -137,17 +141,17 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=None)
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
-    fig = C.load_figure(args.figure)
+    fig = figures.load(args.figure)
     data_dir = tempfile.mkdtemp()
     synthetic_npz(Path(data_dir))
     extra = ["progress=false", "task.data_source=npz", f"task.data_dir={data_dir}", *args.overrides]
-    runs = C.figure_runs(fig, args.profile)
+    runs = figures.runs(fig, args.profile)
     if args.runs:
         keep = args.runs.split(",")
         runs = [r for r in runs if r.id in keep]
     rows = []
     for run in runs:
-        cfg = C.compose(C.figure_run_overrides(fig, run, args.profile, extra))
+        cfg = C.compose(figures.run_overrides(fig, run, args.profile, extra))
         row = run_cost(cfg, args)
         rows.append(row)
         print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)

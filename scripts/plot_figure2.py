@@ -5,11 +5,10 @@ python scripts/plot_figure2.py results/quick/figure2/metrics.csv results/quick/f
 
 from __future__ import annotations
 
-import argparse
-
 import _style
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 
 from pes import results
 
@@ -27,6 +26,7 @@ TBPTT_SHADES = {"tbptt-k1": "#98df8a", "tbptt-k10": "#2ca02c", "tbptt-k100": "#1
 
 
 def plot(df, ax) -> None:
+    df = results.run_rows(df)
     loss = results.metric_table(df, "loss")
     estimator = df.groupby("run_id")["estimator"].first()
     runs = [r for r in ORDER if r in loss.columns] + [r for r in loss.columns if r not in ORDER]
@@ -47,16 +47,20 @@ def plot(df, ax) -> None:
     ax.legend(fontsize=8, ncol=2, loc="upper left")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("csv", help="merged metrics.csv of figure 2")
-    parser.add_argument("out", help="output PNG path (a PDF is written beside it)")
-    args = parser.parse_args()
-    df = _style.read(args.csv, expected_runs=ORDER)
+def figures(df, fig_dir=None) -> dict:
     fig, ax = plt.subplots(figsize=(5.5, 4))
     plot(df, ax)
-    _style.save(fig, args.out)
-    print(args.out)
+    return {"": fig}
+
+
+def tables(df, fig_dir=None) -> dict:
+    runs = results.run_rows(df)
+    final = pd.DataFrame({m: results.final_values(runs, m) for m in ("loss", "theta")})
+    return {"Last logged loss and theta per run": final.reindex([r for r in ORDER if r in final.index])}
+
+
+def main() -> None:
+    _style.cli(figures, tables)
 
 
 if __name__ == "__main__":

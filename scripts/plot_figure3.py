@@ -7,8 +7,8 @@
     vmax 1e4, Purples_r) with the theta trajectories of every run and the start marked;
 (b) the full-horizon meta-objective L(theta) against inner iterations (log x).
 
-The grid CSV defaults to ``grid.csv`` beside the metrics CSV (experiments.reproduce writes
-it there).  ``--start`` is the runs' common initial theta (the task's ``theta_init``; the
+The grid CSV defaults to ``grid.csv`` beside the metrics CSV (the figure's ``grid``
+post-step writes it there).  ``--start`` is the runs' common initial theta (the task's ``theta_init``; the
 first logged point is after ``log_every`` outer steps); a start or trajectory point
 outside the grid's range is an error unless ``--clip`` is given (then the in-range part
 is drawn).
@@ -33,6 +33,7 @@ from pes import results  # noqa: E402
 ORDER = ("tbptt", "uoro", "rtrl", "es", "pes")
 LABELS = {"tbptt": "TBPTT", "rtrl": "RTRL", "uoro": "UORO", "es": "ES", "pes": "PES"}
 METRIC = "meta_objective"
+GRID_CSV = "grid.csv"
 
 
 class PlotError(ValueError):
@@ -40,8 +41,8 @@ class PlotError(ValueError):
 
 
 def runs_in_order(df: pd.DataFrame) -> list[tuple[str, str]]:
-    """(run_id, estimator) pairs, in the paper's legend order."""
-    pairs = df[["run_id", "estimator"]].drop_duplicates().itertuples(index=False)
+    """(run_id, estimator) pairs of the runs, in the paper's legend order."""
+    pairs = results.run_rows(df)[["run_id", "estimator"]].drop_duplicates().itertuples(index=False)
     rank = {name: i for i, name in enumerate(ORDER)}
     return sorted(((r, e) for r, e in pairs), key=lambda p: (rank.get(p[1], len(ORDER)), p[0]))
 
@@ -67,22 +68,28 @@ def check_in_range(name: str, points: np.ndarray, axes: list[np.ndarray], clip: 
 
 
 def load(metrics_csv: str | Path, grid_csv: str | Path | None):
+    """(merged table, grid axes, grid values) from the metrics CSV and the grid CSV."""
     df = _style.read(metrics_csv)
-    if METRIC not in set(df["metric"]):
-        raise PlotError(f"{metrics_csv}: no '{METRIC}' rows; is this a figure-3 (toy_regression) CSV?")
-    grid_csv = Path(grid_csv) if grid_csv else Path(metrics_csv).with_name("grid.csv")
+    grid_csv = Path(grid_csv) if grid_csv else Path(metrics_csv).with_name(GRID_CSV)
+    return (df, *load_grid(grid_csv))
+
+
+def load_grid(grid_csv: Path):
     if not grid_csv.exists():
         raise PlotError(
-            f"grid CSV {grid_csv} does not exist; run `python -m experiments.grid figure=figure3`"
+            f"grid CSV {grid_csv} does not exist; run `python -m experiments.reproduce figure=figure3`"
         )
     axes, values = results.grid_array(pd.read_csv(grid_csv))
     if len(axes) != 2:
         raise PlotError(f"{grid_csv}: a {len(axes)}-dimensional grid; figure 3 needs 2 dimensions")
-    return df, axes, values
+    return axes, values
 
 
 def plot(df: pd.DataFrame, axes: list[np.ndarray], values: np.ndarray, start=(-4.0, -4.0), clip=False):
-    """Draw both panels; returns the matplotlib figure."""
+    """Draw both panels from the runs' rows; returns the matplotlib figure."""
+    df = results.run_rows(df)
+    if METRIC not in set(df["metric"]):
+        raise PlotError(f"no '{METRIC}' rows of runs; is this a figure-3 (toy_regression) table?")
     start = np.asarray(start, dtype=float)
     check_in_range("start", start[None], axes, clip=False)
     paths = trajectories(df)
@@ -148,6 +155,29 @@ def plot(df: pd.DataFrame, axes: list[np.ndarray], values: np.ndarray, start=(-4
     ax_b.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def figures(df: pd.DataFrame, fig_dir: Path) -> dict:
+    return {"": plot(df, *load_grid(Path(fig_dir) / GRID_CSV))}
+
+
+def tables(df: pd.DataFrame, fig_dir: Path) -> dict:
+    """The grid's extremes (rows of the grid post-step) and the runs' final values."""
+    grid = results.source_rows(df, "grid").set_index("metric")["value"]
+    surface = pd.Series(
+        {
+            "minimum L": grid[f"{METRIC}/min"],
+            "at theta0": grid[f"{METRIC}/argmin/0"],
+            "at theta1": grid[f"{METRIC}/argmin/1"],
+            "L at the grid point nearest the start": grid[f"{METRIC}/at_init"],
+        }
+    )
+    runs = results.run_rows(df)
+    final = pd.DataFrame({m: results.final_values(runs, m) for m in (METRIC, "theta/0", "theta/1")})
+    return {
+        "Meta-loss surface (grid)": surface.to_frame("value"),
+        "Final values per method": final.sort_values(METRIC),
+    }
 
 
 def parse_start(text: str) -> tuple[float, float]:

@@ -6,8 +6,8 @@ Writes ``out.png``/``.pdf`` (the paper's panel: normalised variance against the 
 truth vs T/K, log-log, one curve per scenario at the largest N) and
 ``<out>_per_n.png``/``.pdf`` (appendix: one panel per scenario, one curve per N, against
 the autodiff gradient so that no ground-truth floor hides the 1/N scaling), and prints
-the summary table the README quotes.  Reads only the CSV (rows described in
-experiments/variance.py).
+the summary table.  Reads only the CSV (the ``variance`` post-step's rows, described in
+experiments/steps/variance.py).
 """
 
 from __future__ import annotations
@@ -50,11 +50,7 @@ def curves(df: pd.DataFrame, metric: str = PAPER) -> pd.DataFrame:
                     se=se.get(row.run_id, np.nan),
                 )
             )
-    return (
-        pd.DataFrame(out)
-        .sort_values(["scenario", "num_particles", "unrolls"])
-        .reset_index(drop=True)
-    )
+    return pd.DataFrame(out).sort_values(["scenario", "num_particles", "unrolls"]).reset_index(drop=True)
 
 
 def scalar(df: pd.DataFrame, name: str) -> float:
@@ -176,24 +172,30 @@ def draw_per_n(axes, df: pd.DataFrame) -> None:
     axes[0].legend(fontsize=8)
 
 
-def main(csv: str, out: str) -> None:
-    df = _style.read(csv)
+def figures(df: pd.DataFrame, fig_dir=None) -> dict:
+    """The main panel and the appendix's per-N panels (suffix ``_per_n``)."""
     fig, ax = plt.subplots(figsize=(5.5, 4.2))
     draw_main(ax, df)
-    _style.save(fig, out)
     n_scen = len(scenarios(df))
-    fig, axes = plt.subplots(1, n_scen, figsize=(4.2 * n_scen, 3.8), squeeze=False)
+    per_n, axes = plt.subplots(1, n_scen, figsize=(4.2 * n_scen, 3.8), squeeze=False)
     draw_per_n(list(axes[0]), df)
-    per_n = Path(out).with_name(Path(out).stem + "_per_n.png")
-    _style.save(fig, per_n)
-    with pd.option_context("display.width", 200, "display.max_columns", 30, "display.precision", 3):
-        print(summary(df).T.to_string())
-    print(out)
-    print(per_n)
+    return {"": fig, "_per_n": per_n}
+
+
+def tables(df: pd.DataFrame, fig_dir=None) -> dict:
+    main_n = curves(df)["num_particles"].max()
+    at_main_n = curves(df)[lambda c: c.num_particles == main_n]
+    return {
+        "Summary per scenario": summary(df).T,
+        f"Normalised variance at N={main_n} (rows: unrolls T/K)": at_main_n.pivot_table(
+            index="unrolls", columns="scenario", values="value"
+        ),
+    }
+
+
+def main() -> None:
+    _style.cli(figures, tables)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
-        print("usage: python scripts/plot_figure4.py <metrics.csv> <out.png>", file=sys.stderr)
-        sys.exit(2)
-    main(sys.argv[1], sys.argv[2])
+    main()

@@ -1,9 +1,10 @@
 """Figure 5: MNIST inverse-time-decay LR schedule, ES vs PES trajectories over grid heatmaps.
 
-    python scripts/plot_figure5.py results/quick/figure5/metrics.csv out.png
+    python scripts/plot_figure5.py results/quick/figure5/metrics.csv results/quick/figures/figure5.png
 
-Reads the merged metrics CSV and ``grid.csv`` beside it.  Panel (a): filled contours of
-log(summed training loss over the full horizon), trajectories of the runs with the
+Reads the merged metrics CSV and ``grid.csv`` beside it (the ``grid`` post-step).
+Panel (a): filled contours of log(summed training loss over the full horizon), trajectories
+of the runs with the
 train_sum_loss objective; panel (b): contours of the final validation accuracy,
 trajectories of the val_sum_acc runs.  Axes: log10 decay exponent (x), log10 initial
 LR (y); truncated ES dashed; the start is a black star.
@@ -22,7 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _style  # noqa: E402
 from _style import plt  # noqa: E402
 
+from pes import results  # noqa: E402
+
 LN10 = np.log(10.0)
+GRID_CSV = "grid.csv"
 PANELS = (
     ("train_sum_loss", "train_sum_loss", "(a) training-loss objective"),
     ("val_sum_acc", "final_val_acc", "(b) validation-accuracy objective"),
@@ -51,7 +55,8 @@ def _smooth(z: np.ndarray) -> np.ndarray:
 
 
 def run_objectives(df: pd.DataFrame) -> dict[str, str]:
-    marks = df[df["metric"].str.startswith("objective/")]
+    runs = results.run_rows(df)
+    marks = runs[runs["metric"].str.startswith("objective/")]
     return {rid: m.split("/", 1)[1] for rid, m in marks.groupby("run_id")["metric"].first().items()}
 
 
@@ -63,7 +68,9 @@ def dataset_name(df: pd.DataFrame) -> str:
 def draw(df: pd.DataFrame, grid: pd.DataFrame, title_suffix: str = ""):
     objectives = run_objectives(df)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
-    init = df[df["run_id"] == "init"].set_index("metric")["value"]
+    evaluation = results.source_rows(df, "evaluation")
+    init = evaluation[evaluation["run_id"] == "init"].set_index("metric")["value"]
+    df = results.run_rows(df)
     theta0 = (init["theta/1"] / LN10, init["theta/0"] / LN10) if "theta/0" in init else None
     for ax, (objective, metric, title) in zip(axes, PANELS, strict=True):
         x, y, z = grid_surface(grid, metric)
@@ -124,15 +131,42 @@ def draw(df: pd.DataFrame, grid: pd.DataFrame, title_suffix: str = ""):
     return fig
 
 
-def main(argv: list[str]) -> None:
-    if len(argv) != 2:
-        raise SystemExit("usage: plot_figure5.py <merged metrics.csv> <out.png>")
-    csv, out = Path(argv[0]), Path(argv[1])
-    df = _style.read(csv)
-    grid = pd.read_csv(csv.parent / "grid.csv")
-    _style.save(draw(df, grid), out)
-    print(out)
+def figures(df: pd.DataFrame, fig_dir: Path) -> dict:
+    return {"": draw(df, pd.read_csv(Path(fig_dir) / GRID_CSV))}
+
+
+def tables(df: pd.DataFrame, fig_dir: Path) -> dict:
+    """The grid's best points and every run's final theta with its fresh-training evaluation."""
+    grid = results.source_rows(df, "grid").set_index("metric")["value"]
+    best = pd.DataFrame(
+        {
+            m: {
+                "value": grid[f"{m}/{which}"],
+                "log10 init LR": grid[f"{m}/arg{which}/0"] / LN10,
+                "log10 decay": grid[f"{m}/arg{which}/1"] / LN10,
+            }
+            for m, which in (("train_sum_loss", "min"), ("final_val_acc", "max"))
+        }
+    ).T
+    evaluation = results.source_rows(df, "evaluation")
+    final = evaluation.pivot_table(index="run_id", columns="metric", values="value")
+    runs = results.run_rows(df)
+    theta = pd.DataFrame({m: results.final_values(runs, m) for m in ("theta/0", "theta/1")})
+    theta.loc["init"] = [final.loc["init", "theta/0"], final.loc["init", "theta/1"]]
+    table = pd.DataFrame(
+        {"log10 init LR": theta["theta/0"] / LN10, "log10 decay": theta["theta/1"] / LN10}
+    ).reindex(final.index)
+    for m in ("train_sum_loss", "final_val_acc", "final_test_acc"):
+        table[m], table[m + " se"] = final[m], final[m + "_se"]
+    return {
+        f"dataset: {dataset_name(df)}; grid optimum (mean of fresh trainings)": best,
+        "Final theta of every run, fresh full-length trainings (mean, standard error)": table,
+    }
+
+
+def main() -> None:
+    _style.cli(figures, tables)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

@@ -11,12 +11,12 @@ seeds), the initial LOpts and Adam with the tuned learning rate.
 
 from __future__ import annotations
 
-import argparse
-
 import _style
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+
+from pes import results
 
 METHODS = {"pes": "PES", "es": "Truncated ES"}
 DATASET_LABELS = {
@@ -27,12 +27,20 @@ DATASET_LABELS = {
 
 
 def training_runs(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows of the meta-training runs (not the post-processing rows)."""
-    return df[~df["run_id"].str.startswith(("adam-", "curve-"))]
+    """Rows of the meta-training runs (not the post-steps' rows)."""
+    return results.run_rows(df)
+
+
+def tuned_adam(df: pd.DataFrame) -> pd.Series:
+    """metric -> value of tuned Adam (the ``adam_baseline`` post-step), empty without it."""
+    if results.SOURCE not in df.columns:
+        return pd.Series(dtype=float)
+    adam = results.source_rows(df, "adam_baseline")
+    return adam[(adam["run_id"] == "adam-tuned") & (adam["outer_step"] == 0)].set_index("metric")["value"]
 
 
 def dataset_label(df: pd.DataFrame) -> str | None:
-    names = [m.split("/", 1)[1] for m in df["metric"].unique() if m.startswith("dataset/")]
+    names = [m.split("/", 1)[1] for m in tuned_adam(df).index if m.startswith("dataset/")]
     return DATASET_LABELS.get(names[0], names[0]) if names else None
 
 
@@ -79,19 +87,18 @@ def plot_meta_loss(df: pd.DataFrame, ax) -> None:
             ax.plot(x, values[:, col], color=kw["color"], linewidth=0.7, alpha=0.5)
         ax.fill_between(x, np.nanmin(values, 1), np.nanmax(values, 1), color=kw["color"], alpha=0.15)
         ax.plot(x, np.nanmean(values, 1), label=f"{label} (mean of {values.shape[1]} inits)", **kw)
-    adam = df[(df["run_id"] == "adam-tuned") & (df["metric"] == "meta_loss_eval")]
-    if len(adam):
-        lr = df[(df["run_id"] == "adam-tuned") & (df["metric"] == "learning_rate")]["value"]
-        tag = f" (lr {lr.iloc[0]:g})" if len(lr) else ""
+    adam = tuned_adam(df)
+    if "meta_loss_eval" in adam:
+        tag = f" (lr {adam['learning_rate']:g})" if "learning_rate" in adam else ""
         ax.axhline(
-            adam["value"].iloc[0], color="#7f7f7f", linestyle="--", linewidth=1.2, label=f"Adam, tuned{tag}"
+            adam["meta_loss_eval"], color="#7f7f7f", linestyle="--", linewidth=1.2, label=f"Adam, tuned{tag}"
         )
     # the random LOpt at step 0 sits far above the rest: keep the axis on the trained range
     ml = training_runs(df)
     ml = ml[ml["metric"] == "meta_loss_eval"]
     later, start = ml[ml["outer_step"] > 0]["value"], ml[ml["outer_step"] == 0]["value"]
     if len(later) and len(start) and start.max() > 1.2 * later.max():
-        lows = [later.min()] + ([adam["value"].iloc[0]] if len(adam) else [])
+        lows = [later.min()] + ([adam["meta_loss_eval"]] if "meta_loss_eval" in adam else [])
         ax.set_ylim(0.95 * min(lows), 1.1 * later.max())
         ax.text(
             0.98,
@@ -108,7 +115,7 @@ def plot_meta_loss(df: pd.DataFrame, ax) -> None:
 
 
 def plot_inner_curves(df: pd.DataFrame, ax) -> None:
-    curves = df[df["run_id"].str.startswith("curve-") & (df["metric"] == "inner_loss")]
+    curves = df[df["metric"] == "inner_loss"]  # rows of the adam_baseline and inner_curves steps
     if curves.empty:
         ax.text(0.5, 0.5, "no inner curves", ha="center", va="center", transform=ax.transAxes)
         return
@@ -146,16 +153,31 @@ def plot(df: pd.DataFrame, axes=None):
     return fig
 
 
+def figures(df: pd.DataFrame, fig_dir=None) -> dict:
+    return {"": plot(df)}
+
+
+def tables(df: pd.DataFrame, fig_dir=None) -> dict:
+    summary = final_summary(df)
+    out = {"Meta-loss at the last evaluation (mean, range and per-seed values per method)": summary}
+    s = summary.set_index("estimator")
+    if {"pes", "es"} <= set(s.index):
+        gap = s.loc["es", "mean"] - s.loc["pes", "mean"]
+        out[
+            "Quick-profile expectation (PES mean below truncated-ES mean by >= 0.05, every PES seed lower)"
+        ] = pd.DataFrame(
+            {
+                "mean gap (TES - PES)": [gap],
+                "worst PES seed": [s.loc["pes", "max"]],
+                "best TES seed": [s.loc["es", "min"]],
+                "holds": [bool(gap >= 0.05 and s.loc["pes", "max"] < s.loc["es", "min"])],
+            }
+        )
+    return out
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("csv", help="merged metrics.csv of figure 7")
-    parser.add_argument("out", help="output PNG path (a PDF is written beside it)")
-    args = parser.parse_args()
-    df = _style.read(args.csv)
-    fig = plot(df)
-    _style.save(fig, args.out)
-    print(final_summary(df).to_string(index=False))
-    print(args.out)
+    _style.cli(figures, tables)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Figure 8: Swimmer reward vs total training environment steps (paper_spec E7).
+"""Figure 8: Swimmer reward vs total training environment steps.
 
     python scripts/plot_figure8.py results/quick/figure8/metrics.csv results/quick/figures/figure8.png
 
@@ -19,6 +19,8 @@ import _style  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from pes import results  # noqa: E402
+
 METHODS = {  # base run id -> (label, style)
     "es-k1000": ("ES K=1000", dict(color=_style.COLORS["es"], linestyle="--", linewidth=1.5)),
     "es-k100": ("ES K=100", dict(color=_style.COLORS["es"], linestyle=":", linewidth=1.8)),
@@ -36,7 +38,8 @@ def method_of(run_id: str) -> str:
 
 def curves(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """method -> DataFrame(env_steps, mean, std, n_seeds), truncated to the shortest seed."""
-    sub = df[df["metric"].isin([METRIC, X_METRIC])]
+    runs = results.run_rows(df)
+    sub = runs[runs["metric"].isin([METRIC, X_METRIC])]
     wide = sub.pivot_table(
         index=["run_id", "seed", "outer_step"], columns="metric", values="value"
     ).reset_index()
@@ -79,14 +82,30 @@ def plot(df: pd.DataFrame, ax=None):
     return ax
 
 
-def main(argv: list[str]) -> None:
-    if len(argv) != 2:
-        raise SystemExit("usage: plot_figure8.py <merged metrics.csv> <out.png>")
-    df = _style.read(argv[0])
+def figures(df: pd.DataFrame, fig_dir=None) -> dict:
     fig, ax = plt.subplots(figsize=(6, 4))
     plot(df, ax)
-    _style.save(fig, argv[1])
+    return {"": fig}
+
+
+def tables(df: pd.DataFrame, fig_dir=None) -> dict:
+    """Final and best evaluation reward per method (mean over seeds) and the training steps used."""
+    summary = {
+        m: {
+            "env_steps": int(c["env_steps"].iloc[-1]),
+            "final_mean": float(c["mean"].iloc[-1]),
+            "final_std": float(c["std"].iloc[-1]),
+            "best_mean": float(c["mean"].max()),
+            "seeds": int(c["n_seeds"].iloc[0]),
+        }
+        for m, c in curves(df).items()
+    }
+    return {"Evaluation reward per method": pd.DataFrame(summary).T}
+
+
+def main() -> None:
+    _style.cli(figures, tables)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

@@ -19,3 +19,11 @@ def _x64_on():
     jax.config.update("jax_enable_x64", True)
     yield
     jax.config.update("jax_enable_x64", True)
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "numerics: floating-point equivalences and tolerances; `make test-portable` reruns them "
+        "with XLA restricted to other CPU instruction sets",
+    )

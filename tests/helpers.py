@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -60,3 +62,31 @@ def assert_trees_close(a, b, rtol=1e-10, atol=1e-12):
 
 def tree_vector(tree) -> np.ndarray:
     return np.concatenate([np.ravel(np.asarray(x)) for x in jax.tree.leaves(tree)])
+
+
+@functools.cache
+def keyed_system(
+    horizon: int | None = 6, unroll_loss: str = "sum", data_noise: float = 0.3, init_noise: float = 0.5
+) -> UnrolledSystem:
+    """A nonlinear key-dependent system with pytree theta and pytree state (float64).
+
+    init(key): s ~ 0.5 + init_noise * N(0, I_3) from the reset key, h = 0.
+    step: x ~ N(0, I_3) from the step key; s' = 0.9 tanh(W s) + a + data_noise * x;
+    h' = 0.5 h + loss; loss = 0.5 ||s' - 1||^2 + 0.1 ||W||^2 + 0.2 h.
+    theta = {"a": (3,), "W": (3, 3)} (`dict_theta`).  Every particle that sees other keys
+    (no common random numbers), or a reset with another key, follows another trajectory.
+    """
+
+    def init(key):
+        return {
+            "s": 0.5 + init_noise * jax.random.normal(key, (3,), jnp.float64),
+            "h": jnp.zeros((), jnp.float64),
+        }
+
+    def step(theta, state, key):
+        x = jax.random.normal(key, (3,), jnp.float64)
+        s = 0.9 * jnp.tanh(theta["W"] @ state["s"]) + theta["a"] + data_noise * x
+        loss = 0.5 * jnp.sum((s - 1.0) ** 2) + 0.1 * jnp.sum(theta["W"] ** 2) + 0.2 * state["h"]
+        return {"s": s, "h": 0.5 * state["h"] + loss}, loss
+
+    return UnrolledSystem(init=init, step=step, horizon=horizon, unroll_loss=unroll_loss)

@@ -1,39 +1,55 @@
-"""Execute a figure notebook against a given CSV (shared by the figure tests)."""
+"""Execute the generic figure notebook against a given CSV (shared by the figure tests).
+
+nbclient and nbformat come with the ``dev`` extra: without them the notebook tests skip
+(imported when a notebook runs, so the figure tests' other checks still run).
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-import nbclient
-import nbformat
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK = ROOT / "notebooks" / "figure.ipynb"
 
 
-def execute(number: int, csv: Path, timeout: int = 300) -> nbformat.NotebookNode:
-    """Run notebooks/figure<number>.ipynb with PES_FIGURE_CSV=csv; return the executed notebook."""
-    path = ROOT / "notebooks" / f"figure{number}.ipynb"
-    nb = nbformat.read(path, as_version=4)
-    old = os.environ.get("PES_FIGURE_CSV")
-    os.environ["PES_FIGURE_CSV"] = str(csv)
+def execute(figure: int | str, csv: Path, timeout: int = 300):
+    """Run notebooks/figure.ipynb for ``figure`` (a number, a name or a YAML path) on ``csv``."""
+    nbclient = pytest.importorskip("nbclient")
+    nbformat = pytest.importorskip("nbformat")
+    figure = f"figure{figure}" if isinstance(figure, int) else str(figure)
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    env = {"PES_FIGURE": figure, "PES_FIGURE_CSV": str(csv)}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     try:
         client = nbclient.NotebookClient(
-            nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+            nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOK.parent)}}
         )
         client.execute()
     finally:
-        if old is None:
-            os.environ.pop("PES_FIGURE_CSV", None)
-        else:
-            os.environ["PES_FIGURE_CSV"] = old
+        for key, value in old.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     return nb
 
 
-def has_image(nb: nbformat.NotebookNode) -> bool:
-    return any(
-        "image/png" in out.get("data", {})
-        for cell in nb.cells
-        if cell.cell_type == "code"
-        for out in cell.outputs
-    )
+def outputs(nb) -> list:
+    return [out for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs]
+
+
+def has_image(nb) -> bool:
+    return any("image/png" in out.get("data", {}) for out in outputs(nb))
+
+
+def text(nb) -> str:
+    """Everything the notebook printed or displayed as text (tables included)."""
+    parts = []
+    for out in outputs(nb):
+        parts.append(out.get("text", ""))
+        parts += [str(v) for k, v in out.get("data", {}).items() if k in ("text/plain", "text/markdown")]
+    return "\n".join(parts)

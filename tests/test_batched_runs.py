@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiments import batched, runner
+from experiments import batched, figures, runner
 from experiments import config as C
 from pes import tasks
 from pes.data import images
@@ -53,10 +53,10 @@ def data_dir(tmp_path_factory):
 
 
 def _cfgs(root, data_dir, run_ids, profile="quick"):
-    fig = C.load_figure("figure7")
-    runs = {r.id: r for r in C.figure_runs(fig, profile)}
+    fig = figures.load("figure7")
+    runs = {r.id: r for r in figures.runs(fig, profile)}
     extra = [*TINY, f"task.data_dir={data_dir}", f"results_root={root}"]
-    return [C.compose(C.figure_run_overrides(fig, runs[r], profile, extra)) for r in run_ids]
+    return [C.compose(figures.run_overrides(fig, runs[r], profile, extra)) for r in run_ids]
 
 
 @pytest.fixture(scope="module")
@@ -150,12 +150,12 @@ def test_late_null_keys_keep_old_fingerprints():
 @pytest.mark.parametrize("figure", ["figure5", "figure7"])
 def test_paper_fashion_profile_composes_with_the_paper_sizes(figure, data_dir):
     """paper_fashion = the paper profile's sizes with Fashion-MNIST (figure 7: 3 channels)."""
-    fig = C.load_figure(figure)
-    fashion = C.figure_runs(fig, "paper_fashion")
-    assert [r.id for r in fashion] == [r.id for r in C.figure_runs(fig, "paper")]
+    fig = figures.load(figure)
+    fashion = figures.runs(fig, "paper_fashion")
+    assert [r.id for r in fashion] == [r.id for r in figures.runs(fig, "paper")]
     extra = ["task.data_source=idx", f"task.data_dir={data_dir}"]
-    cfg = C.compose(C.figure_run_overrides(fig, fashion[0], "paper_fashion", extra))
-    paper = C.compose(C.figure_run_overrides(fig, C.figure_runs(fig, "paper")[0], "paper"))
+    cfg = C.compose(figures.run_overrides(fig, fashion[0], "paper_fashion", extra))
+    paper = C.compose(figures.run_overrides(fig, figures.runs(fig, "paper")[0], "paper"))
     assert cfg.task.dataset == "fashion_mnist" and cfg.profile.name == "paper_fashion"
     assert cfg.estimator.num_particles == paper.estimator.num_particles
     assert cfg.train.num_outer_steps == paper.train.num_outer_steps

@@ -13,10 +13,12 @@ import yaml
 from experiments import check as CH
 from experiments import claims as CL
 from experiments import config as C
+from experiments import figures
 from pes import results
 
 FIG = {
     "id": "figuretest",
+    "profiles": {"quick": [], "paper": []},
     "runs": [
         {"id": "pes", "label": "PES"},
         {"id": "es", "label": "ES"},
@@ -139,6 +141,7 @@ SEEDED = frame(
 )
 SEEDED_FIG = {
     "id": "figuretest",
+    "profiles": {"quick": [], "paper": []},
     "runs": [
         {"id": f"{m}-s{s}", "label": lab} for m, lab in (("pes", "PES"), ("tes", "TES")) for s in range(3)
     ],
@@ -526,9 +529,9 @@ def test_duplicate_ids_are_refused():
         CL.validate([c, c], FIG)
 
 
-@pytest.mark.parametrize("name", C.figure_names())
+@pytest.mark.parametrize("name", figures.figure_names())
 def test_every_figure_config_has_valid_claims(name):
-    fig = C.load_figure(name)
+    fig = figures.load(name)
     claims = CL.validate(fig.get("claims"), fig)
     assert claims, f"{name} has no claims"
     # nothing to evaluate yet: every applicable claim is NOT RUN, none crashes
@@ -548,8 +551,11 @@ def write_results(root, fig_id="figuretest", profile="quick", df=BASIC):
 
 
 def write_figure(tmp_path, claims):
+    """A figure config valid under the figure schema (experiments.figures) with FIG's runs."""
     path = tmp_path / "figuretest.yaml"
-    path.write_text(yaml.safe_dump(dict(FIG, claims=claims)))
+    runs = [dict(r, overrides=[]) for r in FIG["runs"]]
+    required = dict(title="test", task="t", plot="tests/figures/plot_tiny.py", expected="x", base=[])
+    path.write_text(yaml.safe_dump(dict(FIG, **required, runs=runs, claims=claims)))
     return path
 
 

@@ -10,14 +10,13 @@ from omegaconf import OmegaConf
 
 from experiments import check as CH
 from experiments import claims as CL
-from experiments import config as C
-from experiments import reproduce
+from experiments import figures, reproduce
 
 
 def _table_and_code(figure: str, root, profile: str = "quick"):
     out = io.StringIO()
     code = CH.run([f"figure={figure}", f"profile={profile}", f"results_root={root}"], out=out)
-    rows, _ = CH.check_figure(C.load_figure(figure), profile, root)
+    rows, _ = CH.check_figure(figures.load(figure), profile, root)
     text = out.getvalue()
     assert "| claim | measured | verdict |" in text
     for r in rows:  # every claim is in the printed table with its verdict
@@ -44,17 +43,14 @@ def test_figure3_at_test_size_claims_evaluated(tmp_path):
 
 
 @pytest.fixture
-def two_run_figure8(tmp_path, monkeypatch):
+def two_run_figure8(tmp_path):
     """Figure 8 with its PES and truncated-ES runs only, one seed (the claim that applies to quick)."""
-    fig = OmegaConf.load(C.FIGURE_DIR / "figure8.yaml")
+    fig = OmegaConf.load(figures.figure_path("figure8"))
     fig.seeds = {"quick": [3], "paper": [3]}
     fig.runs = [r for r in fig.runs if r.id in ("pes-k100", "es-k100")]
     fig.claims = [c for c in fig.claims if c.id in ("pes-above-tes", "pes-300", "tes-below-300")]
-    fig_dir = tmp_path / "figs"
-    fig_dir.mkdir()
-    OmegaConf.save(fig, fig_dir / "figure8.yaml")
-    monkeypatch.setattr(C, "FIGURE_DIR", fig_dir)
-    return tmp_path / "results"
+    OmegaConf.save(fig, tmp_path / "figure8.yaml")
+    return tmp_path / "figure8.yaml", tmp_path / "results"
 
 
 def test_figure8_at_test_size_claims_evaluated(two_run_figure8):
@@ -67,8 +63,9 @@ def test_figure8_at_test_size_claims_evaluated(two_run_figure8):
         "estimator.trunc_len=10",
         "progress=false",
     ]
-    reproduce.reproduce("figure8", "quick", [*tiny, f"results_root={two_run_figure8}"])
-    rows, _ = _table_and_code("figure8", two_run_figure8)
+    figure, root = two_run_figure8
+    reproduce.reproduce(str(figure), "quick", [*tiny, f"results_root={root}"], plot_figure=False)
+    rows, _ = _table_and_code(str(figure), root)
     assert rows["pes-above-tes"].verdict in (CL.PASS, CL.FAIL)  # evaluated on the two runs
     assert "pes-k100" in rows["pes-above-tes"].measured and "es-k100" in rows["pes-above-tes"].measured
     for cid in ("pes-300", "tes-below-300"):  # paper-only claims

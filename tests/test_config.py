@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from experiments import config as C
+from experiments import figures
 
 ROOT = Path(__file__).resolve().parent.parent
 GROUP_OPTIONS = {
@@ -65,16 +66,14 @@ def test_every_task_estimator_profile_composes_and_builds(task, estimator, profi
     assert C.run_dir(cfg).parts[-4:-2] == (profile, "adhoc")
 
 
-@pytest.mark.parametrize("figure", C.figure_names())
+@pytest.mark.parametrize("figure", figures.figure_names())
 @pytest.mark.parametrize("profile", ["quick", "paper"])
 def test_every_figure_run_composes(figure, profile):
-    fig = C.load_figure(figure)
+    fig = figures.load(figure)
     if _missing_data(str(fig.task)):
         pytest.skip(_missing_data(str(fig.task)))
-    ids = [run.id for run in fig.runs]
-    assert len(ids) == len(set(ids))
-    for run in fig.runs:
-        cfg = C.compose(C.figure_run_overrides(fig, run, profile))
+    for run in figures.runs(fig, profile):
+        cfg = C.compose(figures.run_overrides(fig, run, profile))
         build_or_skip_missing_data(cfg)
         assert C.run_id(cfg) == run.id
         assert cfg.figure_id == fig.id
@@ -142,4 +141,4 @@ def test_cli_reports_bad_values_in_one_line_before_compute(tmp_path):
 
 def test_unknown_figure_is_reported():
     with pytest.raises(C.ConfigError, match="figure=figure99 is unknown; allowed: figure2"):
-        C.load_figure("99")
+        figures.load("99")

@@ -10,6 +10,9 @@ import pes
 from pes import outer, systems, tasks
 from pes.estimators import _common as C
 from pes.estimators import baselines
+from tests.test_unbiasedness import detectable_bias
+
+pytestmark = pytest.mark.numerics  # exact equivalences: rerun by `make test-portable`
 
 HORIZON, K = 20, 5
 
@@ -69,11 +72,15 @@ def test_pes_unbiased_and_truncated_es_biased_on_linear_environment():
     estimators; tolerances come from the standard error over independent repeats."""
     target = _true_gradient()
     assert np.abs(target).max() > 1.0  # a non-trivial gradient
-    pes_est = _episode_estimates("pes", K, 64, 100)
+    pes_est = _episode_estimates("pes", K, 800, 64)
     z_pes = _z_scores(pes_est, target)
     assert z_pes.max() < 4.5, z_pes
-    full_es = _episode_estimates("es", HORIZON, 64, 100)
+    full_es = _episode_estimates("es", HORIZON, 1300, 64)
     assert _z_scores(full_es, target).max() < 4.5
+    # Power: a bias of 5 % of the gradient (any direction) fails.
+    for samples in (pes_est, full_es):
+        flat = samples.reshape(len(samples), -1)
+        assert detectable_bias(flat, target.ravel()) <= 0.05, detectable_bias(flat, target.ravel())
     tes = _episode_estimates("es", K, 64, 100)
     z_tes = _z_scores(tes, target)
     assert z_tes.max() > 20, z_tes  # negative control: truncated ES misses earlier-truncation influence
@@ -98,10 +105,12 @@ def test_pes_unbiased_with_reset_inside_truncation():
         _, (grads, ts) = jax.lax.scan(body, state, jax.random.split(key, 20))
         return jnp.sum(grads, axis=0), ts
 
-    grads, ts = jax.jit(jax.vmap(one))(jax.random.split(jax.random.key(3), 48))
+    grads, ts = jax.jit(jax.vmap(one))(jax.random.split(jax.random.key(3), 400))
     np.testing.assert_array_equal(np.asarray(ts[0, -1]), 0)  # 60 steps = 3 whole episodes
     z = _z_scores(np.asarray(grads), 3 * _true_gradient())
     assert z.max() < 4.5, z
+    flat = np.asarray(grads).reshape(len(grads), -1)
+    assert detectable_bias(flat, 3 * _true_gradient().ravel()) <= 0.05
 
 
 # --------------------------------------------------------------------------- reference formulas

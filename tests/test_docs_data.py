@@ -15,6 +15,7 @@ from experiments import claims as CL
 from experiments import config as C
 from experiments import data as D
 from experiments import docs as DOCS
+from experiments import figures
 from pes import results
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,7 +61,7 @@ def test_no_pointer_outside_the_repository():
 
 
 def test_every_figure_doc_follows_the_template():
-    for name in C.figure_names():
+    for name in figures.figure_names():
         text = (ROOT / "docs" / "figures" / f"{name}.md").read_text()
         headings = re.findall(r"^## (.+)$", text, flags=re.M)
         assert headings[:6] == [
@@ -126,7 +127,7 @@ def test_store_copies_results_and_checks_read_them(tmp_path):
     assert "2000 lowest of 5000" in info["grid_trimmed"]
     stored_grid = pd.read_csv(out / "grid.csv")
     assert len(stored_grid) == DOCS.GRID_KEEP_LOWEST and stored_grid["value"].min() == 1.0
-    rows_, res = CH.check_figure(C.load_figure("figure2"), "quick", tmp_path / "store")
+    rows_, res = CH.check_figure(figures.load("figure2"), "quick", tmp_path / "store")
     by_id = {r.id: r for r in rows_}
     assert by_id["pes-converges"].verdict == CL.PASS and by_id["rtrl-converges"].verdict == CL.NOT_RUN
     assert "machine: test box" in DOCS.provenance_line(res.provenance, "x")

@@ -7,7 +7,10 @@ import pytest
 
 from pes import estimators, systems, tasks
 from pes.estimators._common import sample_noise
+from tests import reference as R
 from tests.helpers import assert_trees_close, dict_system, dict_theta, random_init_linear
+
+pytestmark = pytest.mark.numerics  # exact equivalences: rerun by `make test-portable`
 
 
 def _exact_grad(system, theta, init_key, key):
@@ -81,18 +84,28 @@ def test_rtrl_summed_over_the_horizon_equals_backprop(trunc_len):
         assert_trees_close(total, jax.grad(objective_all)(theta))
 
 
+def _reference_grad(name, system, theta, init_key, key, **hp):
+    """The independent NumPy loop (tests/reference.py): PES and ES share `_unroll_groups`,
+    `sample_noise` and `combine`, so a bug there would cancel in PES == ES alone."""
+    ref = R.REFERENCES[name](system, theta, **hp).init(init_key, theta)
+    return ref, ref.flat.unravel(ref.estimate(key, theta))
+
+
 def test_pes_with_full_truncations_equals_full_es():
     system = dict_system(horizon=5, dtype=jnp.float64)
     theta = dict_theta(jnp.float64)
     k0 = jax.random.key(0)
-    p = estimators.make("pes", system, trunc_len=5, sigma=0.1, num_particles=6)
-    e = estimators.make("es", system, trunc_len=5, sigma=0.1, num_particles=6)
+    hp = dict(trunc_len=5, sigma=0.1, num_particles=6)
+    p = estimators.make("pes", system, **hp)
+    e = estimators.make("es", system, **hp)
     sp, se = p.init(k0, theta), e.init(k0, theta)
+    ref = R.RefES(system, theta, **hp).init(k0, theta)
     for i in range(3):
         key = jax.random.fold_in(k0, i)
         gp, sp, ap = p.estimate(key, theta, sp)
         ge, se, ae = e.estimate(key, theta, se)
         assert_trees_close(gp, ge)
+        assert_trees_close(ge, ref.flat.unravel(ref.estimate(key, theta)), rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(float(ap["loss"]), float(ae["loss"]), rtol=1e-12)
         assert_trees_close(jax.tree.map(jnp.zeros_like, sp.accum), sp.accum, atol=0)
 
@@ -101,11 +114,14 @@ def test_pes_first_truncation_equals_truncated_es():
     system = dict_system(horizon=12, dtype=jnp.float64)
     theta = dict_theta(jnp.float64)
     k0, k1 = jax.random.key(0), jax.random.key(1)
-    p = estimators.make("pes", system, trunc_len=3, sigma=0.1, num_particles=6)
-    e = estimators.make("es", system, trunc_len=3, sigma=0.1, num_particles=6)
+    hp = dict(trunc_len=3, sigma=0.1, num_particles=6)
+    p = estimators.make("pes", system, **hp)
+    e = estimators.make("es", system, **hp)
     gp, sp, _ = p.estimate(k1, theta, p.init(k0, theta))
     ge, _, _ = e.estimate(k1, theta, e.init(k0, theta))
     assert_trees_close(gp, ge)
+    _, want = _reference_grad("pes", system, theta, k0, k1, **hp)
+    assert_trees_close(gp, want, rtol=1e-9, atol=1e-12)
     # The + and - members of each pair were unrolled with theta + eps and theta - eps:
     # their states must differ (they are separate states, not one shared state).
     assert not np.allclose(np.asarray(sp.inner[:, 0]), np.asarray(sp.inner[:, 1]))

@@ -9,6 +9,8 @@ from pes import estimators, systems
 from pes.estimators import _common as C
 from tests.helpers import assert_trees_close, random_init_linear
 
+pytestmark = pytest.mark.numerics  # exact equivalences: rerun by `make test-portable`
+
 HORIZON, K, SIGMA, N = 10, 3, 0.3, 8
 
 

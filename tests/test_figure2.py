@@ -9,7 +9,7 @@ import pytest
 from experiments import reproduce
 from pes import results
 from scripts import _style
-from tests import notebook_runner
+from tests import notebook_runner, plotcheck
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = ["tbptt-k1", "tbptt-k10", "tbptt-k100", "es-k1", "pes-k1", "uoro-k1", "rtrl-k1"]
@@ -39,17 +39,29 @@ def test_paper_ordering_holds_in_the_quick_profile(figure2_csv):
     assert loss["pes-k1"] < loss["es-k1"] * 1e-10
 
 
-def test_plot_and_notebook(figure2_csv, tmp_path):
-    out = tmp_path / "figure2.png"
-    subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "plot_figure2.py"), str(figure2_csv), str(out)],
-        check=True,
-        cwd=ROOT,
-        timeout=120,
-    )
+def test_plot_and_notebook(figure2_csv):
+    out = figure2_csv.parent.parent / "figures" / "figure2.png"  # drawn by reproduce
     assert out.stat().st_size > 10_000 and out.with_suffix(".pdf").exists()
     nb = notebook_runner.execute(2, figure2_csv)
     assert notebook_runner.has_image(nb)
+    assert "Last logged loss and theta per run" in notebook_runner.text(nb)
+
+
+def test_plot_draws_every_runs_loss_curve(figure2_csv):
+    """What the figure shows, read back from its axes: one curve per run, exactly the
+    run's logged loss against the outer step (non-finite values left out), log y."""
+    import matplotlib.pyplot as plt
+
+    mod = plotcheck.plot_module(2)
+    df = _style.read(figure2_csv, expected_runs=RUNS)
+    fig, ax = plt.subplots()
+    mod.plot(df, ax)
+    assert sorted(plotcheck.labels(ax)) == sorted(mod.LABELS[r] for r in RUNS)
+    for run in RUNS:
+        got = plotcheck.line(ax, mod.LABELS[run])
+        plotcheck.assert_same_curve(got, plotcheck.series(df, run, "loss"))
+    assert ax.get_yscale() == "log" and ax.get_xlim()[1] == df["outer_step"].max()
+    plt.close(fig)
 
 
 def test_make_target_reproduces_the_figure(tmp_path):

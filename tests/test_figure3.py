@@ -1,9 +1,6 @@
 """End to end: quick Figure 3 (runs + grid), the plot script and the notebook."""
 
 import importlib.util
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import jax
@@ -12,10 +9,9 @@ import pandas as pd
 import pytest
 
 from experiments import config as C
-from experiments import grid as EG
 from experiments import reproduce
 from pes import results
-from tests import notebook_runner
+from tests import notebook_runner, plotcheck
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,7 +26,8 @@ def quick_figure(tmp_path_factory):
 
 
 def test_quick_profile_ordering_and_grid(quick_figure):
-    df = results.validate(pd.read_csv(quick_figure), expected_runs=["tbptt", "rtrl", "uoro", "es", "pes"])
+    merged = results.validate(pd.read_csv(quick_figure), expected_runs=["tbptt", "rtrl", "uoro", "es", "pes"])
+    df = results.run_rows(merged)
     final = results.final_values(df, "meta_objective")
     # Every method makes K=10 inner steps per outer iteration: the x-axis is outer_step * 10.
     assert (df["inner_steps"] == df["outer_step"] * 10).all()
@@ -42,25 +39,54 @@ def test_quick_profile_ordering_and_grid(quick_figure):
     assert values.shape == (101, 101)
     assert values[10, 10] == pytest.approx(2488.0, rel=1e-3)  # theta = (-4, -4)
     assert np.nanmin(values) == pytest.approx(552.0, rel=0.02)
+    # the grid post-step's summary rows: the minimum and the value at the start
+    grid = results.source_rows(merged, "grid").set_index("metric")["value"]
+    assert grid["meta_objective/min"] == np.nanmin(values)
+    assert grid["meta_objective/at_init"] == values[10, 10]
 
 
 def test_rerun_skips_grid_and_runs(quick_figure, capsys):
     root = quick_figure.parent.parent.parent
     mtime = quick_figure.with_name("grid.csv").stat().st_mtime_ns
-    reproduce.reproduce("figure3", "quick", [f"results_root={root}", "progress=false", "grid.num=101"])
-    assert quick_figure.with_name("grid.csv").stat().st_mtime_ns == mtime
-
-
-def test_plot_script_writes_png_and_pdf(quick_figure, tmp_path):
-    out = tmp_path / "figure3.png"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts/plot_figure3.py"), str(quick_figure), str(out)],
-        capture_output=True,
-        text=True,
-        env=_env(),
+    reproduce.reproduce(
+        "figure3", "quick", [f"results_root={root}", "progress=false", "grid.num=101"], plot_figure=False
     )
-    assert proc.returncode == 0, proc.stderr
+    assert quick_figure.with_name("grid.csv").stat().st_mtime_ns == mtime
+    assert "[post] figure3 grid: reused" in capsys.readouterr().err
+
+
+def test_plot_script_writes_png_and_pdf(quick_figure):
+    out = quick_figure.parent.parent / "figures" / "figure3.png"  # drawn by reproduce
     assert out.stat().st_size > 10_000 and out.with_suffix(".pdf").exists()
+
+
+def test_plot_draws_the_grid_and_every_runs_trajectory(quick_figure):
+    """Read back from the axes: panel (a) colours the grid CSV's values and draws each run's
+    theta path from the start through its logged theta/0, theta/1; panel (b) each run's
+    meta-objective against inner iterations."""
+    import matplotlib.pyplot as plt
+
+    mod = plotcheck.plot_module(3)
+    df, axes, values = mod.load(quick_figure, None)
+    fig = mod.plot(df, axes, values)
+    titled = {ax.get_title()[:3]: ax for ax in fig.axes}  # (not the colour bar)
+    ax_a, ax_b = titled["(a)"], titled["(b)"]
+    grid = pd.read_csv(quick_figure.with_name("grid.csv"))
+    mesh = ax_a.collections[0].get_array()
+    np.testing.assert_allclose(np.sort(np.ravel(mesh)), np.sort(grid["value"].to_numpy()), rtol=1e-12)
+    for run, est in mod.runs_in_order(df):
+        label = mod.LABELS[est]
+        x, y = plotcheck.line(ax_a, label)
+        steps, t0 = plotcheck.series(df, run, "theta/0")
+        _, t1 = plotcheck.series(df, run, "theta/1")
+        np.testing.assert_allclose(x, np.concatenate([[-4.0], t0]), rtol=1e-12)
+        np.testing.assert_allclose(y, np.concatenate([[-4.0], t1]), rtol=1e-12)
+        plotcheck.assert_same_curve(
+            plotcheck.line(ax_b, label), plotcheck.series(df, run, mod.METRIC, "inner_steps")
+        )
+    assert sorted(plotcheck.labels(ax_b)) == sorted(mod.LABELS[e] for _, e in mod.runs_in_order(df))
+    assert ax_b.get_xscale() == "log"
+    plt.close(fig)
 
 
 def _plot_main():
@@ -106,37 +132,21 @@ def test_plot_errors_are_one_line(quick_figure, tmp_path, capsys):
 
 def test_notebook_executes(quick_figure):
     nb = notebook_runner.execute(3, quick_figure)
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
-    assert not [o for o in outputs if o.output_type == "error"]
+    assert not [o for o in notebook_runner.outputs(nb) if o.output_type == "error"]
     assert notebook_runner.has_image(nb)
-    text = "".join(o.get("text", "") for o in outputs)
-    assert "grid 101x101 over [-5.0, 5.0] x [-5.0, 5.0]" in text
+    text = notebook_runner.text(nb)
+    assert "Meta-loss surface (grid)" in text and "L at the grid point nearest the start" in text
 
 
 def test_bad_grid_settings_fail_before_compute(tmp_path):
-    fig = C.load_figure("figure3")
+    root = f"results_root={tmp_path}"
     with pytest.raises(C.ConfigError, match=r"num\[0\]=0 gives a grid with zero points"):
-        reproduce.reproduce("figure3", "quick", [f"results_root={tmp_path}", "grid.num=0"])
-    with pytest.raises(C.ConfigError, match=r"grid.size is not a grid key; allowed: grid.metric"):
-        EG.grid_settings(fig, "quick", ["grid.size=3"])
+        reproduce.reproduce("figure3", "quick", [root, "grid.num=0"])
+    with pytest.raises(C.ConfigError, match=r"grid.size is not a setting; allowed: overrides, metrics, low"):
+        reproduce.reproduce("figure3", "quick", [root, "grid.size=3"])
+    with pytest.raises(C.ConfigError, match=r"grid.metrics has 'accuracy', which task toy_regression's"):
+        reproduce.reproduce("figure3", "quick", [root, "grid.metrics=[accuracy]"])
     assert not list(tmp_path.iterdir())  # nothing was computed
-    cfg_task = EG.task_config(fig, "quick", [])
-    task = C.build(cfg_task).task
-    jax.config.update("jax_enable_x64", True)
-    with pytest.raises(C.ConfigError, match=r"grid.metric='accuracy' is not logged by task toy_regression"):
-        EG.run_grid(
-            task,
-            dict(EG.grid_settings(fig, "quick", []), metric="accuracy", num=3),
-            tmp_path,
-            progress=False,
-        )
-
-
-def _env() -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    env.setdefault("MPLBACKEND", "Agg")
-    return env
 
 
 @pytest.mark.slow
@@ -144,7 +154,7 @@ def test_paper_profile_claims(tmp_path):
     """Paper profile (20000 outer steps, float64, 2000^2 grid): about 2 min on 2 CPU cores."""
     path = reproduce.reproduce("figure3", "paper", [f"results_root={tmp_path}", "progress=false"])
     jax.config.update("jax_enable_x64", True)
-    df = results.validate(pd.read_csv(path))
+    df = results.run_rows(results.validate(pd.read_csv(path)))
     final = results.final_values(df, "meta_objective")
     late = results.metric_table(df, "meta_objective").iloc[-200:].mean()  # last 2000 outer steps
     assert final["pes"] <= 600 and late["pes"] <= 600  # reaches the valley and stays
@@ -154,18 +164,3 @@ def test_paper_profile_claims(tmp_path):
     axes, values = results.grid_array(pd.read_csv(path.with_name("grid.csv")))
     assert values.shape == (2000, 2000)
     assert np.nanmin(values) == pytest.approx(552.0, rel=0.01)
-
-
-def test_grid_is_reused_only_for_the_same_task_and_settings(tmp_path):
-    fig = C.load_figure("figure3")
-    args = [f"results_root={tmp_path}", "progress=false", "grid.num=5"]
-    path = EG.figure_grid(fig, "quick", args)
-    jax.config.update("jax_enable_x64", True)
-    first = path.stat().st_mtime_ns
-    assert EG.figure_grid(fig, "quick", args).stat().st_mtime_ns == first
-    before = results.grid_array(pd.read_csv(path))[1]
-    EG.figure_grid(fig, "quick", [*args, "task.horizon=50"])
-    jax.config.update("jax_enable_x64", True)
-    after = results.grid_array(pd.read_csv(path))[1]
-    assert after.shape == (5, 5) and not np.allclose(before, after)
-    assert (path.parent / EG.META).read_text().count('"horizon": 50') == 1

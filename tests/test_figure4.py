@@ -8,12 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import pytest
 
 from experiments import config as C
-from experiments import reproduce
-from experiments import variance as V
+from experiments import figures, reproduce
+from experiments.steps import variance as V
 from pes import results
 from tests import notebook_runner
 
@@ -41,10 +43,10 @@ def tiny(tmp_path, *more):
 
 
 def test_figure4_config_lists_the_scenarios():
-    fig = C.load_figure("figure4")
-    assert fig.kind == "variance"
-    assert [r.id for r in fig.runs] == ["real", "random", "repeat"]
-    paper = fig.variance.paper
+    fig = figures.load("figure4")
+    assert list(fig.runs) == [] and [p.step for p in fig.post] == ["variance"]
+    assert list(fig.post[0].scenarios) == ["real", "random", "repeat"]
+    paper = fig.post[0].paper
     assert paper.trunc_lens == [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000]
     assert (paper.num_particles, paper.num_repeats, paper.ground_truth_particles, paper.sigma) == (
         1000,
@@ -61,9 +63,13 @@ def test_bad_variance_settings_fail_before_computing(tmp_path):
         match="variance.trunc_lens has 3, which does not divide task.sequence_length=8",
     ):
         reproduce.reproduce("figure4", "quick", tiny(tmp_path, "variance.trunc_lens=[1,3]"))
-    with pytest.raises(C.ConfigError, match="variance.bogus is not a setting; allowed: sigma"):
+    with pytest.raises(
+        C.ConfigError, match="variance.bogus is not a setting; allowed: overrides, scenarios, sigma"
+    ):
         reproduce.reproduce("figure4", "quick", tiny(tmp_path, "+variance.bogus=1"))
-    with pytest.raises(C.ConfigError, match="variance.particle_counts=.* allowed: a positive even integer"):
+    with pytest.raises(
+        C.ConfigError, match="variance.particle_counts=3 is invalid; allowed: a positive even integer"
+    ):
         reproduce.reproduce("figure4", "quick", tiny(tmp_path, "variance.particle_counts=[3]"))
     with pytest.raises(C.ConfigError, match="variance.num_particles=8 is invalid with particle_counts"):
         reproduce.reproduce("figure4", "quick", tiny(tmp_path, "variance.particle_counts=[4,16]"))
@@ -145,11 +151,26 @@ def test_plot_script_and_notebook_draw_figure4(tmp_path):
     assert table.loc["real", "n_slope_finest"] == pytest.approx(-1.0)
     assert table.loc["real", "one_unroll"] == pytest.approx(table.loc["real", "one_unroll_predicted"])
 
+    # What the main panel shows, read back from its axes: per scenario, at the largest N, the
+    # synthetic values (v + 0.771) / 1.771 with v = (P + 1) / (N / 2) * (T / K)^growth.
+    fig, ax = plt.subplots()
+    plot_figure4.draw_main(ax, results.validate(pd.read_csv(path)))
+    drawn = {c.get_label(): c.lines[0].get_data() for c in ax.containers}
+    assert set(drawn) == {"Real Seq.", "Random Seq.", "Repeated Seq."}
+    for label, growth in (("Real Seq.", 0.5), ("Random Seq.", 1.0), ("Repeated Seq.", -0.1)):
+        x, y = (np.asarray(a, float) for a in drawn[label])
+        np.testing.assert_array_equal(x, [1, 10, 100])
+        v = 771 / 500 * x**growth
+        np.testing.assert_allclose(y, (v + 0.771) / 1.771, rtol=1e-12)
+    assert ax.get_xscale() == ax.get_yscale() == "log"
+    plt.close(fig)
+
     nb = notebook_runner.execute(4, path)
-    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
+    outputs = notebook_runner.outputs(nb)
     assert not [o for o in outputs if o.output_type == "error"]
     assert notebook_runner.has_image(nb)
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 2  # both figures drawn
+    assert "slope_upper_half" in notebook_runner.text(nb)
 
 
 @pytest.mark.slow
@@ -157,6 +178,8 @@ def test_tiny_figure4_run_plot_and_notebook(tmp_path):
     path = reproduce.reproduce("figure4", "quick", tiny(tmp_path))
     assert path == tmp_path / "results" / "quick" / "figure4" / "metrics.csv"
     df = results.validate(pd.read_csv(path))
+    assert set(df["source"]) == {"variance"}
+    df = df.drop(columns="source")
     expected = {f"{s}-ground-truth" for s in ("real", "random", "repeat")}
     expected |= {f"{s}-n{n}-k{k}" for s in ("real", "random", "repeat") for n in (4, 8) for k in (1, 8)}
     assert set(df.run_id) == expected
@@ -175,34 +198,30 @@ def test_tiny_figure4_run_plot_and_notebook(tmp_path):
     reps = df[df.metric == "num_repeats/real"].set_index("run_id")["value"]
     assert reps["real-n4-k1"] == 6 and reps["real-n8-k1"] == 3
 
-    # Rerunning resumes: a scenario whose last K is missing recomputes it identically.
-    run_dir = path.parent / "runs" / "repeat"
-    meta = json.loads((run_dir / "run.json").read_text())
+    # Rerunning resumes: a scenario whose last K is missing recomputes it identically (the
+    # step's record says it did not finish, as after an interruption).
+    (path.parent / "steps" / "variance.json").unlink()
+    run_dir = path.parent / "steps" / "variance" / "repeat"
+    meta = json.loads((run_dir / "scenario.json").read_text())
     meta["status"] = "running"
-    (run_dir / "run.json").write_text(json.dumps(meta))
+    (run_dir / "scenario.json").write_text(json.dumps(meta))
     part = pd.read_csv(run_dir / "metrics.csv")
     part[~part.run_id.str.endswith("-k1")].to_csv(run_dir / "metrics.csv", index=False)
     again = results.validate(pd.read_csv(reproduce.reproduce("figure4", "quick", tiny(tmp_path))))
+    again = again.drop(columns="source")
     key = ["run_id", "metric"]
     pd.testing.assert_frame_equal(
         df.sort_values(key).reset_index(drop=True), again.sort_values(key).reset_index(drop=True)
     )
 
-    out = tmp_path / "figures" / "figure4.png"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "plot_figure4.py"), str(path), str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-    )
-    assert proc.returncode == 0, proc.stderr
+    out = path.parent.parent / "figures"  # drawn by reproduce
     for name in ("figure4.png", "figure4.pdf", "figure4_per_n.png", "figure4_per_n.pdf"):
-        assert (out.parent / name).stat().st_size > 1000
-    assert "slope_upper_half" in proc.stdout
+        assert (out / name).stat().st_size > 1000
+    record = json.loads((path.parent / "figure.json").read_text())
+    assert record["runs"] == {} and record["steps"]["variance"]["cached"] is False
 
     nb = notebook_runner.execute(4, path)
-    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
+    outputs = notebook_runner.outputs(nb)
     assert not [o for o in outputs if o.output_type == "error"]
     assert notebook_runner.has_image(nb)
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 2  # both figures drawn

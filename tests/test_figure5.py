@@ -1,9 +1,6 @@
 """End to end: a tiny quick Figure 5 on test-written data (runs, grid, final-theta
 evaluations), the plot script and the notebook."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import jax
@@ -11,13 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from omegaconf import OmegaConf
 
-from experiments import config as C
-from experiments import figure5 as F5
 from experiments import reproduce
+from experiments.steps import evaluation as EV
 from pes import results, tasks
-from tests import notebook_runner
+from tests import notebook_runner, plotcheck
 from tests.test_mnist_lr_schedule import write_npz
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,11 +26,12 @@ def tiny_figure(tmp_path_factory):
     data = write_npz(tmp / "data")
     spec = yaml.safe_load((ROOT / "configs/figure/figure5.yaml").read_text())
     spec["runs"] = [r for r in spec["runs"] if r["id"] in RUNS]
-    spec["background"]["quick"] = {"num": 3, "num_runs": 1, "chunk_size": 4}
-    spec["evaluation"]["quick"] = {"num_runs": 2}
-    figdir = tmp / "figures"
-    figdir.mkdir()
-    (figdir / "figure5.yaml").write_text(yaml.safe_dump(spec))
+    spec.pop("claims")  # they name the runs left out here
+    grid, evaluation = spec["post"]
+    grid["quick"] = {"num": 3, "num_runs": 1, "chunk_size": 4}
+    evaluation["quick"] = {"num_runs": 2}
+    figure = tmp / "figure5.yaml"
+    figure.write_text(yaml.safe_dump(spec))
     extra = [
         f"results_root={tmp / 'results'}",
         "progress=false",
@@ -52,20 +48,18 @@ def tiny_figure(tmp_path_factory):
         "train.num_outer_steps=6",
         "train.chunk_size=6",
     ]
-    mp = pytest.MonkeyPatch()
-    mp.setattr(C, "FIGURE_DIR", figdir)
     try:
-        path = reproduce.reproduce("figure5", "quick", extra)
+        path = reproduce.reproduce(str(figure), "quick", extra)
     finally:
-        mp.undo()
         jax.config.update("jax_enable_x64", True)
-    return path, extra, figdir, data
+    return path, extra, figure, data
 
 
 def test_merged_table(tiny_figure):
     path, *_ = tiny_figure
-    df = results.validate(pd.read_csv(path), expected_runs=RUNS + ["init"])
-    metrics = set(df["metric"])
+    df = results.validate(pd.read_csv(path), expected_runs=RUNS)
+    assert set(df["source"]) == {"run", "grid", "evaluation"}
+    metrics = set(results.run_rows(df)["metric"])
     assert {
         "theta/0",
         "theta/1",
@@ -73,13 +67,14 @@ def test_merged_table(tiny_figure):
         "objective/train_sum_loss",
         "objective/val_sum_acc",
     } <= metrics
+    evaluation = results.source_rows(df, "evaluation")
+    assert set(evaluation["run_id"]) == set(RUNS) | {"init"}
     for rid in RUNS + ["init"]:
-        sub = df[df["run_id"] == rid]
+        sub = evaluation[evaluation["run_id"] == rid]
         for m in ("train_sum_loss", "final_val_acc", "final_test_acc"):
-            assert (
-                len(sub[sub["metric"] == f"final/{m}"]) == 1
-                and len(sub[sub["metric"] == f"final/{m}_se"]) == 1
-            )
+            assert len(sub[sub["metric"] == m]) == 1 and len(sub[sub["metric"] == f"{m}_se"]) == 1
+    assert set(evaluation[evaluation["run_id"] == "init"]["estimator"]) == {"init"}
+    assert set(evaluation[evaluation["run_id"] == "pes-k10"]["estimator"]) == {"pes"}
     assert df[df["run_id"] == "val-pes-k10"]["metric"].eq("objective/val_sum_acc").any()
     assert np.isfinite(df["value"]).all()
 
@@ -96,11 +91,15 @@ def test_grid_csv_layout(tiny_figure):
     assert acc.between(0, 1).all()
 
 
+@pytest.mark.numerics
 def test_final_evaluation_is_the_mean_at_each_runs_final_theta(tiny_figure):
     """Recompute one run's evaluation independently (bookkeeping: right theta, right keys)."""
     path, extra, *_ = tiny_figure
     df = results.validate(pd.read_csv(path))
-    sub = df[(df["run_id"] == "pes-k10") & (df["outer_step"] == 6)].set_index("metric")["value"]
+    runs, evaluation = results.run_rows(df), results.source_rows(df, "evaluation")
+    sub = runs[(runs["run_id"] == "pes-k10") & (runs["outer_step"] == 6)].set_index("metric")["value"]
+    evaluated = evaluation[evaluation["run_id"] == "pes-k10"].set_index("metric")["value"]
+    assert (evaluation[evaluation["run_id"] == "pes-k10"]["outer_step"] == 6).all()
     theta = np.array([sub["theta/0"], sub["theta/1"]], np.float32)
     kw = dict(
         dataset="mnist",
@@ -115,54 +114,61 @@ def test_final_evaluation_is_the_mean_at_each_runs_final_theta(tiny_figure):
     )
     jax.config.update("jax_enable_x64", False)  # as in the run (x64=false); conftest restores it
     task = tasks.make("mnist_lr_schedule", **kw)
-    keys = jax.random.split(jax.random.key(F5.EVAL_KEY_SEED), 2)
+    keys = jax.random.split(jax.random.key(12345), 2)  # the evaluation step's default key_seed
     vals = [float(jax.jit(task.full_run)(theta, k)["train_sum_loss"]) for k in keys]
-    np.testing.assert_allclose(sub["final/train_sum_loss"], np.mean(vals), rtol=1e-4)
+    np.testing.assert_allclose(evaluated["train_sum_loss"], np.mean(vals), rtol=1e-4)
     np.testing.assert_allclose(
-        sub["final/train_sum_loss_se"], np.std(vals) / np.sqrt(2), rtol=1e-3, atol=1e-6
+        evaluated["train_sum_loss_se"], np.std(vals) / np.sqrt(2), rtol=1e-3, atol=1e-6
     )
 
 
 def test_rerun_reuses_everything(tiny_figure, monkeypatch):
-    path, extra, figdir, _ = tiny_figure
-    before = {p: p.stat().st_mtime_ns for p in (path.parent / "grid.csv", path.parent / "evaluation.csv")}
-    monkeypatch.setattr(C, "FIGURE_DIR", figdir)
-    monkeypatch.setattr(F5, "evaluate_thetas", lambda *a, **k: pytest.fail("recomputed"))
-    reproduce.reproduce("figure5", "quick", extra)
+    path, extra, figure, _ = tiny_figure
+    files = ("grid.csv", "steps/evaluation.csv", "runs/pes-k10/metrics.csv")
+    before = {p: p.stat().st_mtime_ns for p in (path.parent / f for f in files)}
+    monkeypatch.setattr(EV, "evaluate_thetas", lambda *a, **k: pytest.fail("recomputed"))
+    reproduce.reproduce(str(figure), "quick", extra, plot_figure=False)
     jax.config.update("jax_enable_x64", True)
     assert all(p.stat().st_mtime_ns == t for p, t in before.items())
-    results.validate(pd.read_csv(path), expected_runs=RUNS + ["init"])
+    results.validate(pd.read_csv(path), expected_runs=RUNS)
 
 
-def _env():
-    env = dict(os.environ, MPLBACKEND="Agg", JAX_PLATFORMS="cpu")
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    return env
-
-
-def test_plot_script_writes_png_and_pdf(tiny_figure, tmp_path):
+def test_plot_script_writes_png_and_pdf(tiny_figure):
     path, *_ = tiny_figure
-    out = tmp_path / "figure5.png"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts/plot_figure5.py"), str(path), str(out)],
-        capture_output=True,
-        text=True,
-        env=_env(),
-    )
-    assert proc.returncode == 0, proc.stderr
+    out = path.parent.parent / "figures" / "figure5.png"  # drawn by reproduce
     assert out.stat().st_size > 10_000 and out.with_suffix(".pdf").exists()
 
 
-def test_notebook_executes(tiny_figure):
+def test_plot_draws_each_runs_theta_path_over_the_grid(tiny_figure):
+    """Read back from the axes: each panel draws its objective's runs as the path of
+    (theta/1, theta/0) / ln 10 from the init, over the grid's surface."""
+    import matplotlib.pyplot as plt
+
     path, *_ = tiny_figure
-    nb = notebook_runner.execute(5, path)
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
-    assert not [o for o in outputs if o.output_type == "error"]
+    mod = plotcheck.plot_module(5)
+    df = results.validate(pd.read_csv(path))
+    grid = pd.read_csv(path.parent / "grid.csv")
+    fig = mod.draw(df, grid)
+    init = df[df["run_id"] == "init"].set_index("metric")["value"]
+    panels = [ax for ax in fig.axes if ax.get_title()]  # (not the colour bars)
+    assert len(panels) == 2
+    for ax, (objective, _, _) in zip(panels, mod.PANELS):
+        runs = sorted(r for r, o in mod.run_objectives(df).items() if o == objective)
+        assert runs, objective
+        for run in runs:
+            sub = df[df["run_id"] == run]
+            label = f"{sub['estimator'].iloc[0].upper()} K={int(sub['trunc_len'].iloc[0])}"
+            x, y = plotcheck.line(ax, label)
+            _, t0 = plotcheck.series(df, run, "theta/0")
+            _, t1 = plotcheck.series(df, run, "theta/1")
+            np.testing.assert_allclose(x, np.concatenate([[init["theta/1"]], t1]) / np.log(10), rtol=1e-12)
+            np.testing.assert_allclose(y, np.concatenate([[init["theta/0"]], t0]) / np.log(10), rtol=1e-12)
+    plt.close(fig)
+
+
+def test_notebook_executes(tiny_figure):
+    path, _, figure, _ = tiny_figure
+    nb = notebook_runner.execute(str(figure), path)
+    assert not [o for o in notebook_runner.outputs(nb) if o.output_type == "error"]
     assert notebook_runner.has_image(nb)
-
-
-def test_missing_post_section_is_a_config_error():
-    bad = yaml.safe_load((ROOT / "configs/figure/figure5.yaml").read_text())
-    del bad["background"]
-    with pytest.raises(C.ConfigError, match="figure figure5 has no background section"):
-        C.figure_section(OmegaConf.create(bad), "background", "quick")
+    assert "Final theta of every run" in notebook_runner.text(nb)

@@ -9,6 +9,8 @@ import pytest
 
 from pes import lopt as L
 
+pytestmark = pytest.mark.numerics  # exact equivalences: rerun by `make test-portable`
+
 
 def selector_theta(lopt, channel: int, magnitude_bias: float):
     """Meta-parameters whose network outputs d = input[channel] and m = magnitude_bias.

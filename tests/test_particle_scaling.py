@@ -132,13 +132,22 @@ def test_bad_particle_options_raise_one_line_errors(name, kw, match):
     assert "\n" not in str(err.value) and "allowed" in str(err.value)
 
 
-def test_devices_one_and_auto_on_one_device_are_unsharded():
+def test_devices_one_and_auto_place_the_state_and_agree():
+    """devices=None or 1: one device; "auto": every device (one here, two in the two-device
+    test below).  All three give the same estimate."""
     task = tasks.make("linear_quadratic", dim=2, horizon=4)
+    grads = []
     for devices in (None, 1, "auto"):
         est = pes.make("pes", task.system, trunc_len=2, sigma=0.1, num_particles=4, devices=devices)
         state = est.init(jax.random.key(0), task.theta_init)
-        if len(jax.devices()) == 1:
-            assert len(state.accum.sharding.device_set) == 1
+        expected = len(jax.devices()) if devices == "auto" else 1
+        assert len(state.accum.sharding.device_set) == expected, (devices, state.accum.sharding)
+        grad, state, _ = est.estimate(jax.random.key(1), task.theta_init, state)
+        assert len(state.accum.sharding.device_set) == expected, devices
+        grads.append(np.asarray(grad))
+    np.testing.assert_array_equal(grads[0], grads[1])
+    np.testing.assert_allclose(grads[0], grads[2], rtol=1e-12)
+    assert np.any(grads[0] != 0)
 
 
 @pytest.mark.parametrize("trunc_len", [1, 10, 100])
@@ -290,6 +299,8 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp, numpy as np, optax
 import pes
 from pes import outer, tasks
+
+pytestmark = pytest.mark.numerics  # exact equivalences: rerun by `make test-portable`
 task = tasks.make("linear_quadratic", dim=3, horizon=7)
 est = pes.make("pes", task.system, trunc_len=3, sigma=0.1, num_particles=8, stagger=True,
                devices="auto" if nproc > 1 else None)

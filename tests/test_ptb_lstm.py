@@ -56,6 +56,7 @@ def numpy_objective(theta, tokens):
     return total
 
 
+@pytest.mark.numerics
 def test_full_objective_matches_an_independent_loop(word_file):
     task = make(word_file)
     tokens = task.system_data.data

@@ -1,6 +1,5 @@
 """The MuJoCo Swimmer environment wrapper (pes.tasks.swimmer, pes.tasks.control)."""
 
-import gymnasium
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,6 +7,9 @@ import pytest
 
 from pes import systems, tasks
 from pes.tasks import control, swimmer
+
+gymnasium = pytest.importorskip("gymnasium")  # the `control` extra
+pytest.importorskip("mujoco")
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,8 @@ import pytest
 from pes import systems, tasks
 from tests.helpers import random_init_linear
 
+pytestmark = pytest.mark.numerics  # exact equivalences: rerun by `make test-portable`
+
 
 def test_reset_at_horizon_restores_fresh_init_with_the_reset_key():
     system = random_init_linear(horizon=5)

@@ -13,6 +13,8 @@ from pes import results, tasks
 from pes.systems import full_objective
 from pes.tasks import toy_regression
 
+pytestmark = pytest.mark.numerics  # exact equivalences: rerun by `make test-portable`
+
 
 def numpy_meta_objective(theta, horizon=100, x0=(1.0, 1.0)):
     """The E2 meta-objective by a plain NumPy loop (hand-derived gradient of f)."""

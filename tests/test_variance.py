@@ -197,6 +197,7 @@ def test_bad_arguments():
         )
 
 
+@pytest.mark.numerics
 def test_pes_a_has_zero_variance_when_unrolls_do_not_interact():
     """PES-A (E9) on a linear loss whose unrolls do not interact through the state: the
     analytic term is the unroll's exact gradient and the control variate cancels the

@@ -1,6 +1,6 @@
 """Image classification datasets (MNIST, Fashion-MNIST, CIFAR-10) as NumPy arrays.
 
-The paper's splits (paper_spec §4): validation = the last 10,000 images of the official
+The paper's splits (docs/data.md): validation = the last 10,000 images of the official
 train split, train = the images before them (MNIST / Fashion-MNIST 50,000, CIFAR-10
 40,000), test = the official test split.  Normalisation: pixels / 255, then
 (x - mean) / std per channel with the dataset's constants (`SPECS`; MNIST uses the

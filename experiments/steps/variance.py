@@ -1,30 +1,34 @@
-"""Driver of the variance study (paper_spec E3/E10; figure 4): not an optimisation run.
+"""Post-step ``variance``: the PES variance study at fixed theta (figure 4).
 
-A figure config with ``kind: variance`` lists one run per scenario (its Hydra overrides
-select the task and its scenario, e.g. ``task.scenario=random``) and a ``variance:``
-block with the protocol's settings per profile::
+Not an optimisation: with theta fixed at the task's theta_init, the PES estimate of the
+whole-sequence gradient is the sum of T/K per-unroll estimates; its normalised variance
+is measured against a full-sequence antithetic-ES ground truth and against the autodiff
+gradient.  Settings (per-profile blocks ``quick:``/``paper:``; ``variance.<key>=<value>``
+on the command line):
 
-    sigma                   perturbation standard deviation (paper 1e-3)
+    scenarios               name -> Hydra overrides of one scenario (e.g. task.scenario=random);
+                            each is composed from the figure's base + profile + these (required)
+    sigma                   perturbation standard deviation (the paper: 1e-3)
     trunc_lens              truncation lengths K (each must divide T = task.sequence_length)
-    num_particles           N of the main curves (paper 1000): the largest particle count
-    particle_counts         N values of the per-N curves (appendix; paper 10, 30, 100, 1000)
-    num_repeats             independent estimates at the largest N (paper 50)
-    ground_truth_particles  N of the full-sequence antithetic-ES ground truth (paper 5000)
+    num_particles           N of the main curves (the paper: 1000): the largest particle count
+    particle_counts         N values of the per-N curves (the paper's appendix: 10, 30, 100, 1000)
+    num_repeats             independent estimates at the largest N (the paper: 50)
+    ground_truth_particles  N of the full-sequence antithetic-ES ground truth (the paper: 5000)
     ground_truth_chunks     equal chunks the ground truth is computed in (noise-floor estimate)
-    batch_pairs             pair estimates per vmapped batch (a memory knob only)
-    estimator               optional: pes (default) or pes_a (PES-A, paper_spec E9); use
-                            another results_root for pes_a, since its rows share run ids
+    batch_pairs             pair estimates per vmapped batch (memory only, not fingerprinted)
+    estimator               pes (default) or pes_a (PES-A: analytic current-unroll gradient)
+    overrides               Hydra overrides of every scenario (default none)
 
-For every scenario and K, ``num_repeats * max(particle_counts) / 2`` independent
-one-pair PES estimates of the whole-sequence gradient are computed in one compiled call
-(`pes.variance.pair_estimates`) and averaged in disjoint groups into N-particle
-estimates for every N (valid because the system is deterministic).  Each scenario's rows
-go to ``<results_root>/<profile>/<figure>/runs/<scenario>/metrics.csv`` (appended per K,
-so an interrupted run resumes); the merged table to ``<figure>/metrics.csv``.
+For every scenario and K, ``num_repeats * max(particle_counts) / 2`` independent one-pair
+PES estimates are computed in one compiled call (`pes.variance.pair_estimates`) and
+averaged in disjoint groups into N-particle estimates for every N (valid because the
+system is deterministic).  Each scenario keeps its progress in
+``<fig_dir>/steps/variance/<scenario>/`` (rows appended per K, the ground truth cached), so
+an interrupted study resumes where it stopped.
 
-Rows (pes.results schema).  Per (scenario, N, K): run_id ``<scenario>-n<N>-k<K>``,
-estimator ``pes``, trunc_len K, num_particles N, outer_step = number of unrolls T/K,
-inner_steps = T, and metrics (``<s>`` = scenario):
+Rows (results schema; ``<s>`` = scenario).  Per (scenario, N, K): run_id
+``<s>-n<N>-k<K>``, estimator ``pes`` (or ``pes_a``), trunc_len K, num_particles N,
+outer_step = number of unrolls T/K, inner_steps = T, metrics
 
     normalized_variance/<s>          mean_r ||g_r - g_ES||^2 / ||g_ES||^2 (the paper's y-axis)
     normalized_variance_se/<s>       its standard error over the repeats
@@ -35,25 +39,20 @@ inner_steps = T, and metrics (``<s>`` = scenario):
                                      truth's (P + 1) / (N_gt / 2): normalized_variance at one unroll
     num_repeats/<s>                  independent N-particle estimates averaged
 
-Per scenario, run_id ``<scenario>-ground-truth``, estimator ``es``, trunc_len T,
-num_particles = ground-truth N, outer_step 1: ``ground_truth_noise_floor/<s>`` (its relative
-error estimated from its chunks), ``ground_truth_noise_floor_analytic/<s>`` ((P + 1) /
+Per scenario, run_id ``<s>-ground-truth``, estimator ``es``, trunc_len T, num_particles =
+ground-truth N, outer_step 1: ``ground_truth_noise_floor/<s>`` (its relative error
+estimated from its chunks), ``ground_truth_noise_floor_analytic/<s>`` ((P + 1) /
 (N_gt / 2)), ``ground_truth_error_exact/<s>`` (its relative error against autodiff),
-``grad_norm_sq/<s>``, ``loss/<s>``, ``num_params/<s>``, ``sequence_length/<s>``.
-
-Hydra overrides are passed through (``results_root=...``, ``task.data_path=...``); keys
-``variance.<name>=<value>`` override the protocol settings.
+``grad_norm_sq/<s>``, ``grad_norm_sq_exact/<s>``, ``loss/<s>``, ``num_params/<s>``,
+``sequence_length/<s>``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -61,89 +60,75 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from experiments import artefacts, figures, io, steps
 from experiments import config as C
-from experiments import io
-from pes import results, systems
+from pes import results, systems, tasks
 from pes import variance as V
 
-CSV, GT, META = "metrics.csv", "ground_truth.npz", "run.json"
-SETTINGS = (
-    "sigma",
-    "trunc_lens",
-    "num_particles",
-    "particle_counts",
-    "num_repeats",
-    "ground_truth_particles",
-    "ground_truth_chunks",
-    "batch_pairs",
-    "estimator",
-)
-OPTIONAL = {"estimator": "pes"}  # settings a figure's block may leave out, with their defaults
+CSV, GT, META = "metrics.csv", "ground_truth.npz", "scenario.json"
 ESTIMATORS = ("pes", "pes_a")  # the per-unroll estimators the protocol can sum
+
+
+class Scenario(NamedTuple):
+    name: str
+    cfg: DictConfig
+    task: Any
+    fingerprint: str
+
+
+class Plan(NamedTuple):
+    settings: dict
+    scenarios: list[Scenario]
 
 
 # ----------------------------------------------------------------------------- settings
 
 
-def _is_int(x) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def settings(fig: DictConfig, profile: str, overrides: Sequence[str] = ()) -> dict:
-    """The protocol settings of ``profile`` with ``variance.*`` overrides; validated."""
-    block = (fig.get("variance") or {}).get(profile)
-    if block is None:
-        raise C.ConfigError(f"figure {fig.id}: variance.{profile} is missing; allowed profiles: quick, paper")
-    cfg = OmegaConf.merge(block, OmegaConf.from_dotlist([o.removeprefix("variance.") for o in overrides]))
-    s = OmegaConf.to_container(cfg, resolve=True)
-    for name, default in OPTIONAL.items():
-        s.setdefault(name, default)
-    unknown = sorted(set(s) - set(SETTINGS))
-    if unknown:
-        raise C.ConfigError(f"variance.{unknown[0]} is not a setting; allowed: {', '.join(SETTINGS)}")
-    missing = [k for k in SETTINGS if k not in s]
-    if missing:
-        raise C.ConfigError(f"figure {fig.id}: variance.{profile} lacks {', '.join(missing)}")
+def check(s: dict, where: str) -> dict:
+    """Validate and normalise the protocol settings."""
+    scen = s["scenarios"]
+    if not isinstance(scen, dict) or not scen:
+        raise C.ConfigError(f"{where}.scenarios={scen!r} is invalid; allowed: a mapping name -> overrides")
+    for name, over in scen.items():
+        figures.check_id(name, f"{where}.scenarios key")
+        figures.check_overrides(over, f"{where}.scenarios.{name}")
 
     def positive_int(name, value, even=False):
-        if not _is_int(value) or value < 1 or (even and value % 2):
+        if not steps.is_int(value, 1) or (even and value % 2):
             kind = "a positive even integer" if even else "an integer >= 1"
-            raise C.ConfigError(f"variance.{name}={value!r} is invalid; allowed: {kind}")
+            raise C.ConfigError(f"{where}.{name}={value!r} is invalid; allowed: {kind}")
 
     sigma = s["sigma"]
     if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma > 0:
-        raise C.ConfigError(f"variance.sigma={sigma!r} is invalid; allowed: a number > 0")
+        raise C.ConfigError(f"{where}.sigma={sigma!r} is invalid; allowed: a number > 0")
     s["sigma"] = float(sigma)
     for name in ("trunc_lens", "particle_counts"):
         if not isinstance(s[name], list) or not s[name]:
-            raise C.ConfigError(f"variance.{name}={s[name]!r} is invalid; allowed: a non-empty list")
+            raise C.ConfigError(f"{where}.{name}={s[name]!r} is invalid; allowed: a non-empty list")
         for v in s[name]:
             positive_int(name, v, even=name == "particle_counts")
         s[name] = sorted(set(s[name]))
     positive_int("num_particles", s["num_particles"], even=True)
     if s["num_particles"] < max(s["particle_counts"]):
         raise C.ConfigError(
-            f"variance.num_particles={s['num_particles']} is invalid with particle_counts="
+            f"{where}.num_particles={s['num_particles']} is invalid with particle_counts="
             f"{s['particle_counts']}; allowed: the largest particle count (the main curves use it)"
         )
     if s["num_particles"] not in s["particle_counts"]:
         s["particle_counts"] = sorted(set(s["particle_counts"]) | {s["num_particles"]})
     positive_int("num_repeats", s["num_repeats"])
     if s["num_repeats"] < 2:
-        raise C.ConfigError(f"variance.num_repeats={s['num_repeats']} is invalid; allowed: an integer >= 2")
+        raise C.ConfigError(f"{where}.num_repeats={s['num_repeats']} is invalid; allowed: an integer >= 2")
     positive_int("ground_truth_chunks", s["ground_truth_chunks"])
     positive_int("ground_truth_particles", s["ground_truth_particles"])
     if s["ground_truth_chunks"] < 2 or s["ground_truth_particles"] % (2 * s["ground_truth_chunks"]):
         raise C.ConfigError(
-            f"variance.ground_truth_particles={s['ground_truth_particles']} is invalid with "
+            f"{where}.ground_truth_particles={s['ground_truth_particles']} is invalid with "
             f"ground_truth_chunks={s['ground_truth_chunks']}; "
             "allowed: chunks >= 2 and particles a multiple of 2 * chunks"
         )
     positive_int("batch_pairs", s["batch_pairs"])
-    if s["estimator"] not in ESTIMATORS:
-        raise C.ConfigError(
-            f"variance.estimator={s['estimator']!r} is invalid; allowed: {', '.join(ESTIMATORS)}"
-        )
+    steps.check_choice(s, "estimator", ESTIMATORS, where)
     s["num_pairs"] = s["num_repeats"] * max(s["particle_counts"]) // 2
     return s
 
@@ -155,6 +140,39 @@ def check_horizon(s: dict, horizon: int, where: str) -> None:
             f"variance.trunc_lens has {bad[0]}, which does not divide "
             f"task.sequence_length={horizon} ({where}); allowed: divisors of the sequence length"
         )
+
+
+def scenario_fingerprint(cfg: DictConfig, s: dict) -> str:
+    """What one scenario's rows depend on: its config (no optimiser, estimator or training
+    settings: theta is fixed) and the protocol settings (not the memory knob batch_pairs)."""
+    data = OmegaConf.to_container(cfg, resolve=True)
+    for key in (*C.NON_RESULT_KEYS, "hydra", "train", "outer_optimizer", "estimator"):
+        data.pop(key, None)
+    protocol = {k: v for k, v in s.items() if k not in ("batch_pairs", "scenarios", "overrides")}
+    return artefacts.fingerprint({"cfg": data, "variance": protocol})
+
+
+def prepare(ctx: steps.Context, s: dict) -> Plan:
+    """Compose, build and check every scenario (no compute)."""
+    scenarios = []
+    for name, over in s["scenarios"].items():
+        cfg = ctx.task_config([*s["overrides"], *over, f"run_id={name}"])
+        jax.config.update("jax_enable_x64", bool(cfg.x64))
+        params = OmegaConf.to_container(cfg.task, resolve=True)
+        params.pop("name", None)
+        try:
+            task = tasks.make(str(cfg.task.name), **params)
+        except (ValueError, TypeError) as err:
+            raise C.ConfigError(str(err)) from err
+        if task.system.horizon is None:
+            raise C.ConfigError(f"task {cfg.task.name} has no finite horizon; the variance study needs one")
+        check_horizon(s, int(task.system.horizon), f"scenario {name}")
+        scenarios.append(Scenario(name, cfg, task, scenario_fingerprint(cfg, s)))
+    return Plan(s, scenarios)
+
+
+def inputs(ctx: steps.Context, plan: Plan) -> dict:
+    return {"scenarios": {sc.name: sc.fingerprint for sc in plan.scenarios}}
 
 
 # ----------------------------------------------------------------------------- compute
@@ -214,20 +232,6 @@ class Compiled:
 # ----------------------------------------------------------------------------- one scenario
 
 
-def _fingerprint(cfg: DictConfig, s: dict) -> str:
-    data = OmegaConf.to_container(cfg, resolve=True)
-    for key in C.NON_RESULT_KEYS:
-        data.pop(key, None)
-    data.pop("hydra", None)
-    data.pop("train", None)
-    data.pop("outer_optimizer", None)
-    data.pop("estimator", None)
-    # batch_pairs is a memory knob; the default estimator keeps fingerprints of older runs
-    s = {k: v for k, v in s.items() if k != "batch_pairs" and (k, v) != ("estimator", "pes")}
-    text = json.dumps({"cfg": data, "variance": s}, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
 def _info(run_id, cfg, estimator, trunc_len, sigma, num_particles) -> dict:
     return {
         "run_id": run_id,
@@ -254,12 +258,11 @@ def _rows(info: dict, outer_step: int, inner_steps: int, metrics: dict) -> list[
     ]
 
 
-def run_scenario(cfg: DictConfig, task, s: dict, compiled: Compiled, out_dir: Path, log=print) -> Path:
+def run_scenario(sc: Scenario, s: dict, compiled: Compiled, out_dir: Path, log=print) -> Path:
     """Compute (or resume) one scenario's rows into ``out_dir/metrics.csv``."""
+    cfg, task, scenario, fp = sc.cfg, sc.task, sc.name, sc.fingerprint
     out_dir.mkdir(parents=True, exist_ok=True)
-    scenario = str(task.metadata.get("scenario", cfg.run_id))
     horizon = int(task.system.horizon)
-    fp = _fingerprint(cfg, s)
     meta = io.read_json(out_dir / META)
     same = meta is not None and meta.get("fingerprint") == fp and bool(cfg.resume)
     if same and meta.get("status") == "complete":
@@ -272,15 +275,13 @@ def run_scenario(cfg: DictConfig, task, s: dict, compiled: Compiled, out_dir: Pa
         done = set(pd.read_csv(out_dir / CSV)["run_id"])
     wall_before = float(meta.get("wall_time_s", 0.0)) if same else 0.0
     meta = {
-        "run_id": str(cfg.run_id),
+        **artefacts.provenance(),
+        "scenario": scenario,
         "fingerprint": fp,
         "config": OmegaConf.to_container(cfg, resolve=True),
         "variance": s,
         "profile": str(cfg.profile.name),
         "data_source": task.dataset.origin if task.dataset else None,
-        "git_commit": io.git_commit(C.ROOT),
-        "packages": io.package_versions(),
-        "machine": io.machine(),
         "status": "running",
         "wall_time_s": wall_before,
     }
@@ -372,63 +373,62 @@ def run_scenario(cfg: DictConfig, task, s: dict, compiled: Compiled, out_dir: Pa
     return out_dir
 
 
-# ----------------------------------------------------------------------------- figure
+# ----------------------------------------------------------------------------- the step
 
 
-def reproduce(fig: DictConfig, profile: str = "quick", extra: Sequence[str] = ()) -> Path:
-    """Run every scenario of a ``kind: variance`` figure and write the merged CSV."""
-
-    def is_var(o):
-        return o.lstrip("+~").startswith("variance.")
-
-    var_over = [o.lstrip("+") for o in extra if is_var(o)]
-    hydra_over = [o for o in extra if not is_var(o)]
-    s = settings(fig, profile, var_over)
-    prepared: list[tuple[DictConfig, Any]] = []
-    for run in fig.runs:  # compose, build and check every scenario before computing
-        cfg = C.compose(C.figure_run_overrides(fig, run, profile, hydra_over))
-        jax.config.update("jax_enable_x64", bool(cfg.x64))
-        params = OmegaConf.to_container(cfg.task, resolve=True)
-        params.pop("name", None)
-        try:
-            from pes import tasks
-
-            task = tasks.make(str(cfg.task.name), **params)
-        except (ValueError, TypeError) as err:
-            raise C.ConfigError(str(err)) from err
-        if task.system.horizon is None:
-            raise C.ConfigError(f"task {cfg.task.name} has no finite horizon; the variance study needs one")
-        check_horizon(s, int(task.system.horizon), f"run {run.id}")
-        prepared.append((cfg, task))
-
+def compute(ctx: steps.Context, plan: Plan) -> steps.StepOutput:
+    """Every scenario (resumed where it stopped), then their rows in one table."""
+    s = plan.settings
     compiled: dict[str, Compiled] = {}
-    frames = []
-    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    for i, (cfg, task) in enumerate(prepared, 1):
+    frames, walls = [], {}
+    for i, sc in enumerate(plan.scenarios, 1):
+        jax.config.update("jax_enable_x64", bool(sc.cfg.x64))
         t0 = time.perf_counter()
         shape_key = json.dumps(
-            {k: v for k, v in OmegaConf.to_container(cfg.task, resolve=True).items() if k != "scenario"},
+            {k: v for k, v in OmegaConf.to_container(sc.cfg.task, resolve=True).items() if k != "scenario"},
             sort_keys=True,
             default=str,
-        ) + str(cfg.x64)
+        ) + str(sc.cfg.x64)
         if shape_key not in compiled or not compiled[shape_key].shared:
-            compiled[shape_key] = Compiled(task, s)
-        out = C.run_dir(cfg)
-        log(f"[{i}/{len(prepared)}] {fig.id} {cfg.run_id} -> {out}")
-        run_scenario(cfg, task, s, compiled[shape_key], out, log)
+            compiled[shape_key] = Compiled(sc.task, s)
+        out = ctx.fig_dir / "steps" / "variance" / sc.name
+        ctx.log(f"[variance {i}/{len(plan.scenarios)}] {ctx.fig.id} {sc.name} -> {out}")
+        run_scenario(sc, s, compiled[shape_key], out, ctx.log)
         meta = io.read_json(out / META) or {}
-        log(
-            f"[{i}/{len(prepared)}] {fig.id} {cfg.run_id}: {meta.get('status')} "
+        walls[sc.name] = meta.get("wall_time_s")
+        ctx.log(
+            f"[variance {i}/{len(plan.scenarios)}] {ctx.fig.id} {sc.name}: {meta.get('status')} "
             f"({time.perf_counter() - t0:.1f} s now, {meta.get('wall_time_s', 0):.1f} s total)"
         )
         frames.append(pd.read_csv(out / CSV))
     expected = []
-    for cfg, task in prepared:
-        scenario = str(task.metadata.get("scenario", cfg.run_id))
-        expected.append(f"{scenario}-ground-truth")
-        expected += [f"{scenario}-n{n}-k{k}" for n in s["particle_counts"] for k in s["trunc_lens"]]
-    merged = results.validate(pd.concat(frames, ignore_index=True), expected_runs=expected)
-    path = Path(prepared[0][0].results_root) / profile / str(fig.id) / "metrics.csv"
-    io.atomic_write_text(path, merged.to_csv(index=False))
-    print(path)
-    return path
+    for sc in plan.scenarios:
+        expected.append(f"{sc.name}-ground-truth")
+        expected += [f"{sc.name}-n{n}-k{k}" for n in s["particle_counts"] for k in s["trunc_lens"]]
+    rows = results.validate(pd.concat(frames, ignore_index=True), expected_runs=expected)
+    return steps.StepOutput(rows, {}, {"scenario_wall_time_s": walls})
+
+
+STEP = steps.register(
+    steps.PostStep(
+        name="variance",
+        summary="the PES variance study at fixed theta",
+        defaults={
+            "scenarios": steps.REQUIRED,
+            "sigma": steps.REQUIRED,
+            "trunc_lens": steps.REQUIRED,
+            "num_particles": steps.REQUIRED,
+            "particle_counts": steps.REQUIRED,
+            "num_repeats": steps.REQUIRED,
+            "ground_truth_particles": steps.REQUIRED,
+            "ground_truth_chunks": steps.REQUIRED,
+            "batch_pairs": steps.REQUIRED,
+            "estimator": "pes",
+        },
+        check=check,
+        prepare=prepare,
+        inputs=inputs,
+        compute=compute,
+        non_result=("batch_pairs",),
+    )
+)

@@ -1,0 +1,90 @@
+"""One fingerprint function, one provenance record and one artefact cache for the suite.
+
+* `fingerprint(data)`: 12 hex digits identifying plain data (a resolved config, a step's
+  settings and inputs); runs, post-steps and the variance study's scenarios all use it.
+* `provenance()`: where and with what something was computed (git commit, packages,
+  machine); every ``run.json``, step record and ``figure.json`` starts from it.
+* `lookup` / `store`: a computed artefact is a set of files plus a JSON record
+  ``{fingerprint, status, files, wall_time_s, ...}`` (files relative to a base folder, the
+  figure's); `lookup` returns the record when the
+  fingerprint matches, the computation finished and every file is still there, so the
+  caller reuses the files instead of computing again.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from experiments import io
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def plain(data: Any) -> Any:
+    """``data`` as JSON-like Python values (numpy scalars and arrays, tuples and paths converted)."""
+    if isinstance(data, Mapping):
+        return {str(k): plain(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [plain(v) for v in data]
+    if isinstance(data, np.ndarray):
+        return plain(data.tolist())
+    if isinstance(data, np.generic):
+        return data.item()
+    if isinstance(data, Path):
+        return str(data)
+    return data
+
+
+def fingerprint(data: Any) -> str:
+    """12 hex digits of the SHA-256 of ``data``'s YAML form (sorted keys)."""
+    text = OmegaConf.to_yaml(OmegaConf.create(plain(data)), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def file_digest(path: Path) -> str:
+    """12 hex digits of the SHA-256 of a file's bytes (e.g. a run's checkpoint)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:12]
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def provenance() -> dict:
+    """Git commit, package versions and machine: the common head of every record."""
+    return {"git_commit": io.git_commit(ROOT), "packages": io.package_versions(), "machine": io.machine()}
+
+
+def lookup(record: Path, fp: str, base: Path) -> dict | None:
+    """The record at ``record`` if it is complete with fingerprint ``fp`` and its files (paths
+    relative to ``base``) exist."""
+    meta = io.read_json(record)
+    if not meta or meta.get("fingerprint") != fp or meta.get("status") != "complete":
+        return None
+    return meta if all((Path(base) / name).exists() for name in meta.get("files", [])) else None
+
+
+def store(record: Path, fp: str, files: Iterable[Path], base: Path, wall_time_s: float, **info) -> dict:
+    """Write the record of a finished computation whose outputs are ``files`` (under ``base``)."""
+    meta = {
+        **provenance(),
+        "fingerprint": fp,
+        "status": "complete",
+        "files": sorted(Path(f).relative_to(base).as_posix() for f in files),
+        "wall_time_s": wall_time_s,
+        "finished": now(),
+        **plain(info),
+    }
+    io.write_json(record, meta)
+    return meta
