@@ -39,7 +39,7 @@ class Dataset:
 DATASETS = (
     Dataset(
         "fashion_mnist",
-        "figure 5 quick (stand-in for MNIST), figure 7 quick",
+        "figure 5 quick (stand-in for MNIST), figure 6, figure 7 quick",
         ("task=lopt_image_mlp", "task.dataset=fashion_mnist", "task.data_source=idx"),
     ),
     Dataset(

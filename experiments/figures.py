@@ -67,7 +67,9 @@ def profile_names() -> list[str]:
 
 
 def figure_names() -> list[str]:
-    return sorted(p.stem for p in FIGURE_DIR.glob("figure*.yaml"))
+    """The suite's figures in numeric order (figure2, ..., figure9, figure10)."""
+    stems = [p.stem for p in FIGURE_DIR.glob("figure*.yaml")]
+    return sorted(stems, key=lambda s: (int(s[6:]) if s[6:].isdigit() else float("inf"), s))
 
 
 def figure_path(name: str) -> Path:

@@ -6,7 +6,9 @@ Reads only the merged CSV: metrics ``best_meta_objective`` and ``total_compute``
 method (estimator column ``pes``, ``es``, ``random_search``), one series per seed.  Each
 method's curve is the mean over seeds with a min-max band; seeds share the compute grid of
 their method.  Compute counts inner steps: N K per outer iteration for ES/PES, T x runs per
-configuration for random search.
+configuration for random search (solid), and, dashed, T per configuration (the official plot's
+axis).  The x range is the ES/PES runs' compute; the table printed with the figure gives every
+method's value at its own end.
 """
 
 from __future__ import annotations
@@ -18,14 +20,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _style  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import EngFormatter  # noqa: E402
 
-METHODS = {"pes": "PES", "es": "Truncated ES", "random_search": "Random search"}
-STYLE = {"random_search": dict(color=_style.COLORS["random"], linestyle="-", linewidth=1.5)}
+PAPER_AXIS = "random_search_paper_axis"
+METHODS = {
+    "pes": "PES",
+    "es": "Truncated ES",
+    "random_search": "Random search",
+    PAPER_AXIS: "Random search, T per configuration (official plot's axis)",
+}
+STYLE = {
+    "random_search": dict(color=_style.COLORS["random"], linestyle="-", linewidth=1.5),
+    PAPER_AXIS: dict(color=_style.COLORS["random"], linestyle="--", linewidth=1.0),
+}
 
 
 def curves(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """estimator -> DataFrame(compute, mean, min, max, n_seeds) of the best meta-objective."""
+    """estimator -> DataFrame(compute, mean, min, max, n_seeds) of the best meta-objective.
+
+    Random search appears twice: against ``total_compute`` (every inner step it spends) and
+    against T per configuration (its ``inner_steps``), the axis of the official plot."""
     sub = df[df["metric"].isin(["best_meta_objective", "total_compute"])]
     if sub.empty:
         raise SystemExit("figure 6 needs metrics best_meta_objective and total_compute in the CSV")
@@ -33,10 +49,22 @@ def curves(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
         index=["estimator", "run_id", "seed", "outer_step"], columns="metric", values="value"
     ).reset_index()
     out = {}
-    for est, g in wide.groupby("estimator", sort=False):
-        table = g.pivot_table(index="total_compute", columns="seed", values="best_meta_objective")
+    groups = [(str(est), g, "total_compute") for est, g in wide.groupby("estimator", sort=False)]
+    rs = wide[wide["estimator"] == "random_search"]
+    if not rs.empty:  # the official plot counts T per configuration: inner_steps of the rows
+        steps = sub[sub["estimator"] == "random_search"].groupby(["run_id", "seed", "outer_step"])[
+            "inner_steps"
+        ]
+        rs = rs.assign(
+            paper_compute=steps.first()
+            .reindex(pd.MultiIndex.from_frame(rs[["run_id", "seed", "outer_step"]]))
+            .to_numpy()
+        )
+        groups.append((PAPER_AXIS, rs, "paper_compute"))
+    for est, g, x in groups:
+        table = g.pivot_table(index=x, columns="seed", values="best_meta_objective")
         table = table.dropna()  # compute points every seed reached
-        out[str(est)] = pd.DataFrame(
+        out[est] = pd.DataFrame(
             {
                 "compute": table.index.to_numpy(),
                 "mean": table.mean(axis=1).to_numpy(),
@@ -51,34 +79,56 @@ def curves(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
 def plot(df: pd.DataFrame, ax=None):
     ax = ax or plt.gca()
     data = curves(df)
-    finite = []
+    lows, starts = [], []
     for est in [m for m in METHODS if m in data] + [m for m in data if m not in METHODS]:
         c = data[est]
         style = STYLE.get(est, _style.style(est))
         label = f"{METHODS.get(est, est)} ({int(c['n_seeds'].iloc[0])} seeds)"
         ax.plot(c["compute"], c["mean"], label=label, **style)
         ax.fill_between(c["compute"], c["min"], c["max"], color=style.get("color"), alpha=0.15)
-        finite += [v for v in c["max"] if v < float("inf")] + [v for v in c["min"] if v < float("inf")]
-    if finite:  # a diverged first configuration (+inf) must not flatten the axis
-        lo, hi = min(finite), sorted(finite)[int(0.9 * (len(finite) - 1))]
-        ax.set_ylim(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))
+        lows.append(float(c["min"].min()))
+        if est in ("pes", "es"):  # their starting point: the initial theta's meta-objective
+            starts.append(float(c["max"].iloc[0]))
+    runs_end = [float(data[e]["compute"].iloc[-1]) for e in ("pes", "es") if e in data]
+    if runs_end:  # the runs' compute range (random search may go on; see tables())
+        ax.set_xlim(0, 1.03 * max(runs_end))
+    finite = [v for v in starts if np.isfinite(v)]
+    if finite and lows:  # from the best value to the runs' start (a diverged configuration is +inf)
+        lo, hi = min(lows), max(finite)
+        ax.set_ylim(lo - 0.03 * (hi - lo), hi + 0.03 * (hi - lo))
     ax.set_xlabel("Total compute (inner steps)")
     ax.set_ylabel("Best meta-objective so far (sum of T validation losses)")
     ax.set_title("Fashion-MNIST MLP, 29 hyperparameters")
-    ax.set_xlim(left=0)
+    ax.xaxis.set_major_formatter(EngFormatter())
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return ax
 
 
-def main(argv: list[str]) -> None:
-    if len(argv) != 2:
-        raise SystemExit("usage: plot_figure6.py <merged metrics.csv> <out.png>")
-    df = _style.read(argv[0])
+def figures(df: pd.DataFrame, fig_dir=None) -> dict:
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     plot(df, ax)
-    _style.save(fig, argv[1])
+    return {"": fig}
+
+
+def tables(df: pd.DataFrame, fig_dir=None) -> dict:
+    """Best meta-objective per method at its last compute point (mean, min, max over seeds)."""
+    summary = {
+        METHODS.get(est, est): {
+            "total_compute": float(c["compute"].iloc[-1]),
+            "best mean": float(c["mean"].iloc[-1]),
+            "best min": float(c["min"].iloc[-1]),
+            "best max": float(c["max"].iloc[-1]),
+            "seeds": int(c["n_seeds"].iloc[0]),
+        }
+        for est, c in curves(df).items()
+    }
+    return {"Best meta-objective at the end of each method": pd.DataFrame(summary).T}
+
+
+def main() -> None:
+    _style.cli(figures, tables)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

@@ -29,6 +29,14 @@ adam_baseline   Adam on the inner task, learning rate tuned on the evaluation ru
                 with its inner training curve (`experiments.steps.lopt`; figure 7)
 inner_curves    inner training curves of the runs' final and initial learned
                 optimizers (`experiments.steps.lopt`; figure 7)
+compute_axis    total compute (N K inner steps per outer iteration) and a best-so-far
+                curve of every run (`experiments.steps.compute_axis`; figures 6, 9)
+random_search   random search in the task's search space, scored on the task's
+                evaluation runs (`experiments.steps.random_search`; figure 6)
+truncation_variance  per-truncation gradient variance of PES, NRES, GPES-K and truncated
+                ES (`experiments.steps.estimator_study`; figure 10)
+timing          every run's seconds per outer step, timed side by side in one process
+                (`experiments.steps.estimator_study`; figure 10)
 =============== ====================================================================
 """
 
@@ -47,7 +55,8 @@ from omegaconf import DictConfig, OmegaConf
 from experiments import config as C
 from pes import results
 
-MODULES = ("grid", "evaluation", "variance", "lopt")
+MODULES = ("grid", "evaluation", "variance", "lopt", "compute_axis", "random_search",
+           "estimator_study")
 REQUIRED = object()  # marks a setting without a default
 COMMON = {"overrides": []}  # every step: Hydra overrides of the step's own task config
 

@@ -19,7 +19,8 @@ Rows (estimator ``random_search``, run_id ``random_search-seed<s>``, ``trunc_len
 * ``total_compute``: inner steps spent so far, configurations x runs x T (every step random
   search spends; the paper's plot counts T per configuration, i.e. 1/runs of this).
 
-Table ``random_search_configs``: seed, configuration index, score and every theta entry.
+Table ``random_search_configs`` (``<fig_dir>/random_search_configs.csv``): seed, configuration
+index, score and every theta entry.
 
 Settings: ``num_configs`` (required, >= 1: the budget per seed), ``chunk_size`` (default 8;
 does not change results), ``seeds`` (default null: the figure's), ``overrides``.
@@ -36,6 +37,7 @@ from typing import NamedTuple
 import jax
 import numpy as np
 import pandas as pd
+from omegaconf import OmegaConf
 
 from experiments import config as C
 from experiments import io, steps
@@ -65,10 +67,12 @@ def check(s: dict, where: str) -> dict:
 
 
 def _figure_seeds(ctx: steps.Context) -> list[int]:
+    """The figure's seeds under the profile (its ``seed`` when it lists none)."""
     seeds = ctx.fig.get("seeds")
     if seeds is None:
         return [int(ctx.task_config().seed)]
-    if not isinstance(seeds, list) and ctx.profile in seeds:
+    seeds = OmegaConf.to_container(seeds, resolve=True) if not isinstance(seeds, list) else seeds
+    if isinstance(seeds, dict):
         seeds = seeds[ctx.profile]
     return [int(x) for x in seeds]
 
@@ -96,14 +100,18 @@ def _stamp(plan: Plan, seed: int) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def search_seed(ctx: steps.Context, plan: Plan, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def scorer(task):
+    """One compiled scoring call for a chunk of configurations (shared by every seed)."""
+    score = search.mean_objective(task.system, task.eval_keys)
+    return jax.jit(lambda configs: search.score_configs(score, configs, jax.tree.leaves(configs)[0].shape[0]))
+
+
+def search_seed(ctx: steps.Context, plan: Plan, seed: int, run) -> tuple[np.ndarray, np.ndarray]:
     """(configurations as flat vectors (n, P), scores (n,)) of one seed, resuming finished chunks."""
     s, task = plan.settings, plan.built.task
     n, chunk = s["num_configs"], s["chunk_size"]
     low, high = task.search_space
     configs = search.uniform_configs(jax.random.key(seed), low, high, n, like=task.theta_init)
-    score = search.mean_objective(task.system, task.eval_keys)
-    run = jax.jit(search.score_configs, static_argnums=(0, 2))
     partial = ctx.fig_dir / "random_search_partial" / f"seed{seed}.npz"
     stamp = _stamp(plan, seed)
     scores = np.full(n, np.nan)
@@ -121,7 +129,7 @@ def search_seed(ctx: steps.Context, plan: Plan, seed: int) -> tuple[np.ndarray, 
             part = jax.tree.map(
                 lambda x, m=chunk - (hi - lo): np.concatenate([x, np.repeat(x[:1], m, 0)]), part
             )
-        scores[lo:hi] = np.asarray(run(score, part, chunk))[: hi - lo]
+        scores[lo:hi] = np.asarray(run(part))[: hi - lo]
         partial.parent.mkdir(parents=True, exist_ok=True)
         np.savez(partial.with_suffix(".tmp.npz"), stamp=stamp, done=hi, scores=scores)
         partial.with_suffix(".tmp.npz").replace(partial)
@@ -143,9 +151,10 @@ def compute(ctx: steps.Context, plan: Plan) -> steps.StepOutput:
     per_config = search.score_cost(horizon, num_runs)
     records, tables = [], []
     timing = {}
+    run = scorer(task)
     for seed in plan.seeds:
         t0 = time.perf_counter()
-        flat, scores = search_seed(ctx, plan, seed)
+        flat, scores = search_seed(ctx, plan, seed, run)
         timing[f"seed{seed}_wall_time_s"] = time.perf_counter() - t0
         best = search.best_so_far(scores)
         info = steps.info_row(
@@ -171,7 +180,9 @@ def compute(ctx: steps.Context, plan: Plan) -> steps.StepOutput:
         data_origin=task.dataset.origin if task.dataset is not None else None,
         git_commit=io.git_commit(C.ROOT),
     )
-    return steps.StepOutput(results.frame(records), {"configs": pd.concat(tables, ignore_index=True)}, facts)
+    return steps.StepOutput(
+        results.frame(records), {"random_search_configs": pd.concat(tables, ignore_index=True)}, facts
+    )
 
 
 STEP = steps.register(

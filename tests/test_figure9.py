@@ -1,0 +1,101 @@
+"""Figure 9 (UCI yacht): the config follows the paper's settings; end to end at test size with
+the compute axis, the claims table, the plot and the notebook."""
+
+import io
+
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf
+
+from experiments import check as CH
+from experiments import claims as CL
+from experiments import config as C
+from experiments import figures, reproduce
+from pes import results
+from tests import notebook_runner
+
+INITS = (5.0, 3.0, 1.0, -1.0, -3.0, -5.0)
+
+
+@pytest.mark.parametrize("profile", ["quick", "paper"])
+def test_figure9_runs_have_the_papers_settings(profile):
+    fig = figures.load("figure9")
+    runs = figures.runs(fig, profile)
+    assert len(runs) == 12
+    inits = {"pes": [], "es": []}
+    for run in runs:
+        cfg = C.compose(figures.run_overrides(fig, run, profile))
+        built = C.build(cfg)
+        est = cfg.estimator
+        assert (est.trunc_len, est.sigma, est.num_particles) == (1, 0.01, 4)
+        assert cfg.outer_optimizer.name == "adam" and cfg.outer_optimizer.learning_rate == 3e-3
+        assert cfg.outer_optimizer.get("b1", 0.9) == 0.9 and cfg.outer_optimizer.get("b2", 0.999) == 0.999
+        assert cfg.train.num_outer_steps == 50_000 and cfg.seed == 3 and not cfg.x64
+        assert built.task.system.horizon is None and built.task.optimum == pytest.approx(1.333, abs=1e-3)
+        inits[est.name].append(float(built.task.theta_init))
+    assert sorted(inits["pes"]) == sorted(INITS) and sorted(inits["es"]) == sorted(INITS)
+
+
+@pytest.fixture(scope="module")
+def tiny9(tmp_path_factory):
+    """Figure 9 with two of its runs (PES and ES from theta = 3), 300 outer iterations."""
+    tmp = tmp_path_factory.mktemp("fig9")
+    fig = OmegaConf.load(figures.figure_path("figure9"))
+    fig.runs = [r for r in fig.runs if r.id in ("pes-init3", "es-init3")]
+    OmegaConf.save(fig, tmp / "figure9.yaml")
+    extra = [
+        f"results_root={tmp}",
+        "progress=false",
+        "train.num_outer_steps=300",
+        "train.log_every=50",
+        "train.chunk_size=300",
+    ]
+    csv = reproduce.reproduce(str(tmp / "figure9.yaml"), "quick", extra)
+    return tmp, csv
+
+
+def test_figure9_end_to_end(tiny9):
+    tmp, csv = tiny9
+    df = results.validate(pd.read_csv(csv), expected_runs=["pes-init3", "es-init3"])
+    runs = results.run_rows(df)
+    assert set(runs["metric"]) >= {"theta", "theta_error", "theta_optimum", "loss", "val_loss_converged"}
+    opt = runs[runs.metric == "theta_optimum"]["value"].unique()
+    assert len(opt) == 1 and opt[0] == pytest.approx(1.333, abs=1e-3)
+    theta = runs[runs.metric == "theta"].set_index(["run_id", "outer_step"])["value"]
+    err = runs[runs.metric == "theta_error"].set_index(["run_id", "outer_step"])["value"]
+    np.testing.assert_allclose(err, np.abs(theta - opt[0]), rtol=1e-5, atol=1e-6)
+    assert theta[("pes-init3", 0)] == 3.0 and sorted(runs["outer_step"].unique()) == list(range(0, 301, 50))
+    # the compute axis: N K = 4 inner steps per outer iteration, for both methods
+    comp = results.source_rows(df, "compute_axis")
+    comp = comp[comp.metric == "total_compute"]
+    assert set(comp["run_id"]) == {"pes-init3", "es-init3"}
+    np.testing.assert_array_equal(comp["value"], 4.0 * comp["outer_step"])
+    png = tmp / "quick" / "figures" / "figure9.png"
+    assert png.stat().st_size > 10_000
+    nb = notebook_runner.execute(str(tmp / "figure9.yaml"), csv)
+    assert notebook_runner.has_image(nb)
+
+
+def test_figure9_claims_are_evaluated(tiny9):
+    tmp, _ = tiny9
+    out = io.StringIO()
+    code = CH.run([f"figure={tmp / 'figure9.yaml'}", "profile=quick", f"results_root={tmp}"], out=out)
+    rows, _ = CH.check_figure(figures.load(str(tmp / "figure9.yaml")), "quick", tmp)
+    verdicts = {r.id: r.verdict for r in rows}
+    assert set(verdicts) == {"pes-ends-at-optimum", "es-short-horizon-bias"}
+    # 300 iterations cannot move theta from 3 to within 0.05 of 1.33 (Adam steps of 3e-3)
+    assert verdicts["pes-ends-at-optimum"] == CL.FAIL and verdicts["es-short-horizon-bias"] == CL.PASS
+    assert code == CL.EXIT_FAIL and "`pes-ends-at-optimum`" in out.getvalue()
+
+
+def test_yacht_float32_task_in_the_figure_matches_the_closed_form():
+    """The figure computes in float32 (x64=false): the logged converged loss is still the ridge value."""
+    fig = figures.load("figure9")
+    cfg = C.compose(figures.run_overrides(fig, fig.runs[0], "quick"))
+    built = C.build(cfg)
+    out = built.task.evaluate(jnp.asarray(built.task.optimum, jnp.float32), None)
+    assert float(out["val_loss_converged"]) == pytest.approx(
+        built.task.metadata["optimum_val_loss"], rel=1e-5
+    )
