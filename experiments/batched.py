@@ -13,13 +13,17 @@ a separate run -- so ``experiments.reproduce`` afterwards finds the runs complet
 them and runs the figure's post steps.  Numbers match separate runs up to the rounding of
 batched kernels (``tests/test_batched_runs.py`` measures it).
 
-A batch resumes from its members' checkpoints when all of them stopped at the same outer
-step with the same config; otherwise its unfinished members start clean.  A member whose
-theta becomes non-finite is marked ``diverged`` and gets no more rows; the others go on.
+Each member's folder is locked, verified and resumed as `experiments.runner` does (the same
+checkpoint record, the same CSV bytes): a batch resumes from its members' checkpoints when all
+unfinished members stopped at the same outer step; otherwise those that had started begin
+again (runs are deterministic, so the result is the same).  A member that diverges (the
+runner's rule) gets the runner's marker row and no more rows; the others go on.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 import sys
 import time
 from collections import OrderedDict
@@ -30,8 +34,8 @@ import jax.numpy as jnp
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from experiments import artefacts, figures, io, runner
 from experiments import config as C
-from experiments import figures, io, runner
 from experiments.reproduce import parse
 from pes import outer, results
 
@@ -59,20 +63,32 @@ def group_runs(cfgs: list[DictConfig], max_batch: int) -> list[list[DictConfig]]
     return out
 
 
-def _meta(cfg: DictConfig, built: C.Built, batch_ids: list[str]) -> dict:
+def _meta(cfg: DictConfig, built: C.Built, batch_ids: list[str], previous: dict | None, step: int) -> dict:
     """run.json content, as `experiments.runner.run` writes it, plus the batch."""
+    previous = previous or {}
+    attempts = list(previous.get("attempts", []))
+    attempts.append(
+        {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "from_outer_step": step,
+            "batched_with": batch_ids,
+        }
+    )
     return {
+        **artefacts.provenance(),
         "run_id": C.run_id(cfg),
         "fingerprint": C.fingerprint(cfg),
         "config": OmegaConf.to_container(cfg, resolve=True),
         "profile": str(cfg.profile.name),
-        "git_commit": io.git_commit(C.ROOT),
-        "packages": io.package_versions(),
-        "machine": io.machine(),
         "estimator_cost_per_outer_step": built.estimator.cost_per_estimate,
         "task_info": built.task.info(),
         "status": "running",
-        "wall_time_s": 0.0,
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "attempts": attempts,
+        "wall_time_s": float(previous.get("wall_time_s", 0.0)),
         "batched_with": batch_ids,
     }
 
@@ -86,110 +102,140 @@ def _stack(trees):
 
 
 def run_batch(cfgs: list[DictConfig]) -> list[Path]:
-    """Run one batch of runs that differ only in their seed; returns their directories."""
+    """Run one batch of runs that differ only in their seed; returns their directories.
+
+    Every member's folder is locked, judged and resumed exactly as `experiments.runner.run`
+    does (same checks, same verified CSV, same checkpoint record), so either runner can
+    continue what the other started."""
     builts = [C.build(cfg) for cfg in cfgs]
     dirs = [C.run_dir(cfg) for cfg in cfgs]
     ids = [C.run_id(cfg) for cfg in cfgs]
-    fps = [C.fingerprint(cfg) for cfg in cfgs]
-    metas_old = [io.read_json(d / runner.META) for d in dirs]
-    finished = ("complete", "diverged")
-    done = [
-        m is not None and m.get("fingerprint") == fp and m.get("status") in finished and cfg.resume
-        for m, fp, cfg in zip(metas_old, fps, cfgs)
-    ]
-    todo = [i for i, d in enumerate(done) if not d]
-    if not todo:
-        return dirs
-    cfgs = [cfgs[i] for i in todo]
-    builts = [builts[i] for i in todo]
-    dirs_todo = [dirs[i] for i in todo]
-    ids_todo = [ids[i] for i in todo]
     first = builts[0]
     est, opt, task = first.estimator, first.optimizer, first.task
-    for d in dirs_todo:
-        d.mkdir(parents=True, exist_ok=True)
+    locks = []
+    try:
+        recorded = []
+        for cfg, d in zip(cfgs, dirs):
+            lock, rec = runner.lock_folder(cfg, d, C.fingerprint(cfg))
+            locks.append(lock)
+            recorded.append(rec)
+        keys = jnp.stack([jax.random.key(int(cfg.seed)) for cfg in cfgs])
+        fresh = outer.init_states(keys, _stack([b.task.theta_init for b in builts]), est, opt)
+        starts = [
+            runner.begin(cfg, d, rid, rec, _take(fresh, r))
+            for r, (cfg, d, rid, rec) in enumerate(zip(cfgs, dirs, ids, recorded))
+        ]
+        todo = [r for r, st in enumerate(starts) if not st.finished]
+        if len({int(starts[r].state.step) for r in todo}) > 1:  # members stopped at different steps
+            for r in todo:
+                if int(starts[r].state.step) > 0:
+                    print(
+                        f"{ids[r]}: batch members stopped at different outer steps; restarting it",
+                        file=sys.stderr,
+                    )
+                    starts[r] = runner._from_scratch(dirs[r], _take(fresh, r))
+        if todo:
+            _train_batch(
+                [cfgs[r] for r in todo],
+                [builts[r] for r in todo],
+                [dirs[r] for r in todo],
+                [starts[r] for r in todo],
+                est,
+                opt,
+                task,
+                first,
+            )
+    finally:
+        for lock in locks:
+            lock.release()
+    return dirs
 
-    keys = jnp.stack([jax.random.key(int(cfg.seed)) for cfg in cfgs])
-    states = outer.init_states(keys, _stack([b.task.theta_init for b in builts]), est, opt)
-    step0 = 0
-    resumable = all(
-        m is not None and m.get("fingerprint") == fp and cfg.resume and (d / runner.CKPT).exists()
-        for m, fp, cfg, d in zip(
-            [metas_old[i] for i in todo], [fps[i] for i in todo], cfgs, dirs_todo
-        )
-    )
-    walls_before = [0.0] * len(cfgs)
-    if resumable:
-        loaded = [io.load_checkpoint(d / runner.CKPT, _take(states, 0)) for d in dirs_todo]
-        steps = {int(ck["outer_step"]) for _, ck in loaded}
-        if len(steps) == 1:
-            states = _stack([s for s, _ in loaded])
-            step0 = steps.pop()
-            for d in dirs_todo:
-                io.truncate_rows(d / runner.CSV, step0)
-            walls_before = [float((metas_old[i] or {}).get("wall_time_s", 0.0)) for i in todo]
-        else:
-            resumable = False
-    if not resumable:
-        for d in dirs_todo:
-            runner._clean(d)
 
-    metas = [_meta(cfg, b, ids_todo) for cfg, b in zip(cfgs, builts)]
-    for d, m, w in zip(dirs_todo, metas, walls_before):
-        m["wall_time_s"] = w
+def _train_batch(cfgs, builts, dirs, starts, est, opt, task, first) -> None:
+    ids = [C.run_id(cfg) for cfg in cfgs]
+    step = int(starts[0].state.step)
+    metas = [_meta(cfg, b, ids, st.meta, step) for cfg, b, st in zip(cfgs, builts, starts)]
+    for d, m in zip(dirs, metas):
         io.write_json(d / runner.META, m)
+    walls_before = [m["wall_time_s"] for m in metas]
+    logs = [st.log for st in starts]
+    states = _stack([st.state for st in starts])
     infos = [C.run_info(cfg) for cfg in cfgs]
-    cost_metric = task.cost_metric
+    k = est.steps_per_estimate
     live = [True] * len(cfgs)
+    t0 = time.perf_counter()
 
-    def write(metrics, r):
-        m = {k: np.asarray(v[r]) for k, v in metrics.items()}
-        if cost_metric:
-            m[cost_metric] = np.asarray(m["outer_step"], np.float64) * float(est.cost_per_estimate)
-        io.append_rows(dirs_todo[r] / runner.CSV, results.rows(infos[r], m, est.steps_per_estimate))
+    def finish(r: int, status: str, **extra) -> None:
+        metas[r].update(status=status, wall_time_s=walls_before[r] + time.perf_counter() - t0, **extra)
+        metas[r]["batch_wall_time_s"] = time.perf_counter() - t0
+        metas[r]["attempts"][-1].update(ended=time.strftime("%Y-%m-%d %H:%M:%S"), status=status)
+        io.write_json(dirs[r] / runner.META, metas[r])
+
+    def member(metrics, r: int, until: int | None = None) -> dict:
+        """Member r's log points (up to outer step ``until``) with the cost metric added."""
+        m = {name: np.asarray(v[r]) for name, v in metrics.items()}
+        m = runner._until(m, until) if until is not None else m
+        if task.cost_metric:
+            m[task.cost_metric] = np.asarray(m["outer_step"], np.float64) * float(est.cost_per_estimate)
         return m
 
-    start = time.perf_counter()
-    if step0 == 0:
-        initial = jax.jit(jax.vmap(outer.make_initial_metrics(task.evaluate)))
-        first_metrics = jax.device_get(initial(states))
-        for r in range(len(cfgs)):
-            write(first_metrics, r)
-    chunks = {}
-    step = step0
-    num_steps, log_every, chunk_size = first.num_steps, first.log_every, first.chunk_size
-    while step < num_steps:
-        n = min(chunk_size, num_steps - step)
-        if n not in chunks:
-            chunks[n] = outer.make_batched_chunk(
-                est, opt, log_every=log_every, num_logs=n // log_every, evaluate=task.evaluate
+    def log_member(metrics, r: int, now: int, total: int) -> None:
+        """The member's rows (cut at a divergence, step by step), checkpoint, run.json."""
+        bad = runner.divergence(member(metrics, r))
+        rows = results.rows(infos[r], member(metrics, r, bad[0] if bad else None), k)
+        rows.sort(key=lambda row: row["outer_step"])  # the same bytes as `experiments.runner`
+        if bad is not None:
+            marker = {"outer_step": np.array([bad[0]]), runner.DIVERGED: np.array([1.0])}
+            rows += results.rows(infos[r], marker, k)
+        logs[r].append(rows)
+        status = "diverged" if bad else "complete" if now >= total else "running"
+        io.save_checkpoint(
+            dirs[r] / runner.CKPT, _take(states, r), {"outer_step": now, "status": status, **logs[r].record()}
+        )
+        if bad is not None:
+            live[r] = False
+            finish(r, "diverged", diverged_at_outer_step=bad[0], diverged_metric=bad[1])
+            print(
+                f"{ids[r]}: diverged at outer step {bad[0]} ({bad[1]} = {bad[2]:.3g}); rows kept",
+                file=sys.stderr,
             )
-        states, metrics = chunks[n](states)
-        metrics = jax.device_get(metrics)
-        step = int(np.asarray(states.step)[0])
-        wall = time.perf_counter() - start
+        elif status == "complete":
+            finish(r, "complete")
+        else:
+            metas[r]["wall_time_s"] = walls_before[r] + time.perf_counter() - t0
+            metas[r]["batch_wall_time_s"] = time.perf_counter() - t0
+            io.write_json(dirs[r] / runner.META, metas[r])
+
+    num_steps, log_every, chunk_size = first.num_steps, first.log_every, first.chunk_size
+    try:
+        if step == 0:
+            initial = jax.jit(jax.vmap(outer.make_initial_metrics(task.evaluate)))
+            first_metrics = jax.device_get(initial(states))
+            for r in range(len(cfgs)):
+                if runner.divergence(member(first_metrics, r)) is not None:
+                    log_member(first_metrics, r, 0, num_steps)
+                else:
+                    logs[r].append(results.rows(infos[r], member(first_metrics, r), k))
+        chunks = {}
+        while step < num_steps and any(live):
+            n = min(chunk_size, num_steps - step)
+            if n not in chunks:
+                chunks[n] = outer.make_batched_chunk(
+                    est, opt, log_every=log_every, num_logs=n // log_every, evaluate=task.evaluate
+                )
+            states, metrics = chunks[n](states)
+            metrics = jax.device_get(metrics)
+            step = int(np.asarray(states.step)[0])
+            for r in range(len(cfgs)):
+                if live[r]:
+                    log_member(metrics, r, step, num_steps)
+            wall = time.perf_counter() - t0
+            print(f"  batch {','.join(ids)}: {step}/{num_steps} outer steps, {wall:.0f} s", file=sys.stderr)
+    except KeyboardInterrupt:
         for r in range(len(cfgs)):
-            if not live[r]:
-                continue
-            m = write(metrics, r)
-            io.save_checkpoint(dirs_todo[r] / runner.CKPT, _take(states, r), {"outer_step": step})
-            metas[r]["wall_time_s"] = walls_before[r] + wall
-            metas[r]["batch_wall_time_s"] = wall
-            bad = runner._first_nonfinite_step(m)
-            if bad is not None:
-                live[r] = False
-                metas[r].update(status="diverged", diverged_at_outer_step=bad)
-                msg = f"{ids_todo[r]}: theta became non-finite at outer step {bad}; rows kept"
-                print(msg, file=sys.stderr)
-            io.write_json(dirs_todo[r] / runner.META, metas[r])
-        print(f"  batch {','.join(ids_todo)}: {step}/{num_steps} outer steps, {wall:.0f} s", file=sys.stderr)
-        if not any(live):
-            break
-    for r in range(len(cfgs)):
-        if live[r]:
-            metas[r]["status"] = "complete"
-            io.write_json(dirs_todo[r] / runner.META, metas[r])
-    return dirs
+            if live[r] and metas[r]["status"] == "running":
+                finish(r, "interrupted", interrupted_at_outer_step=step)
+        raise
 
 
 def run_figure(figure: str, profile: str, extra: list[str], max_batch: int = DEFAULT_MAX_BATCH) -> list[Path]:

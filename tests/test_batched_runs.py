@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiments import batched, figures, runner
+from experiments import batched, figures, io, runner
 from experiments import config as C
 from pes import tasks
 from pes.data import images
@@ -98,6 +98,22 @@ def test_runner_skips_runs_finished_by_the_batched_runner(batched_root, data_dir
         out = runner.run(cfg)  # what experiments.reproduce calls: finished, so it returns at once
         assert csv.read_bytes() == before
         assert json.loads((out / runner.META).read_text())["batched_with"] == ["pes-s0", "pes-s1"]
+
+
+def test_batched_runner_respects_a_held_run_lock(tmp_path, data_dir):
+    """A member folder locked by another process (here: another open lock) stops the batch
+    before any compute, naming the folder; nothing is written to the other member."""
+    cfgs = _cfgs(tmp_path, data_dir, ["pes-s0", "pes-s1"])
+    held = C.run_dir(cfgs[1])
+    runner.make_folder(held)
+    lock = io.FolderLock(held).acquire()
+    try:
+        with pytest.raises(io.Busy, match=str(held)):
+            batched.run_batch(cfgs)
+    finally:
+        lock.release()
+    assert not (C.run_dir(cfgs[0]) / runner.CSV).exists()
+    assert io.lock_holder(C.run_dir(cfgs[0])) is None  # the first member's lock was released
 
 
 def test_batch_signature_separates_methods_and_settings(tmp_path, data_dir):
