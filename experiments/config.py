@@ -7,8 +7,10 @@ allowed, before any compute starts.
 
 from __future__ import annotations
 
+import inspect
 import math
 import re
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -22,6 +24,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 import pes
 from experiments import artefacts
+from experiments.cli import EXIT_CONFIG, Problem, one_line
 from pes import tasks
 from pes.estimators import GradientEstimator
 from pes.tasks import Task
@@ -29,7 +32,8 @@ from pes.tasks import Task
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = ROOT / "configs"
 # Keys that do not change a run's results (excluded from its fingerprint).
-NON_RESULT_KEYS = ("progress", "resume", "results_root", "run_id")
+NON_RESULT_KEYS = ("progress", "resume", "overwrite", "results_root", "run_id")
+BOOL_KEYS = ("x64", "resume", "overwrite", "progress")
 NON_RESULT_TRAIN_KEYS = ("chunk_size",)
 # Estimators that differentiate the step; refused for tasks with differentiable=False
 # (e.g. a validation-accuracy objective).
@@ -42,12 +46,10 @@ GRADIENT_ESTIMATORS = ("tbptt", "rtrl", "uoro")
 PARTICLE_SETTINGS = {"lockstep": False, "step_unlocked": True}
 
 
-class ConfigError(ValueError):
+class ConfigError(Problem, ValueError):
     """A configuration problem, described in one line."""
 
-
-def _one_line(text: str) -> str:
-    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+    exit_code = EXIT_CONFIG
 
 
 def _compose_error(err: Exception, overrides: Sequence[str]) -> ConfigError:
@@ -66,8 +68,8 @@ def _compose_error(err: Exception, overrides: Sequence[str]) -> ConfigError:
         allowed = _allowed_keys(parent, overrides, key)
         where = f"under '{parent}'" if parent else "at the top level"
         return ConfigError(f"{key} is not a config key; allowed {where}: {allowed}")
-    cause = f" ({_one_line(err.__cause__)})" if err.__cause__ else ""
-    return ConfigError(_one_line(text) + cause)
+    cause = f" ({one_line(err.__cause__)})" if err.__cause__ else ""
+    return ConfigError(one_line(text) + cause)
 
 
 def _allowed_keys(parent: str, overrides: Sequence[str], bad_key: str) -> str:
@@ -156,7 +158,26 @@ def _positive_int(value, key: str) -> int:
     return value
 
 
+def _optimizer_arg_error(name: str, factory, key: str, value) -> str | None:
+    """Why ``value`` cannot be optax.<name>'s argument ``key`` (None if it can), judged by its type hints."""
+    params = inspect.signature(factory).parameters
+    if key not in params:
+        return f"is not an argument of optax.{name}; allowed: {', '.join(params)}, clip_norm"
+    hint = params[key].annotation
+    kinds = typing.get_args(hint) or (hint,)
+    if hint is bool:
+        ok, allowed = isinstance(value, bool), "true or false"
+    elif float in kinds:
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        ok = number or (value is None and type(None) in kinds)
+        allowed = "null or a finite number" if type(None) in kinds else "a finite number"
+    else:
+        return None  # e.g. a dtype or mask: left to the trial update in `build`
+    return None if ok else f"is invalid; allowed: {allowed}"
+
+
 def build_optimizer(node: DictConfig) -> optax.GradientTransformation:
+    """The optax optimizer named by ``node``; every argument is type-checked first."""
     params = _params(node)
     name = node.get("name")
     clip_norm = params.pop("clip_norm", None)
@@ -168,17 +189,48 @@ def build_optimizer(node: DictConfig) -> optax.GradientTransformation:
     lr = params.get("learning_rate")
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
         raise ConfigError(f"outer_optimizer.learning_rate={lr!r} is invalid; allowed: a finite number > 0")
-    if clip_norm is not None and (not isinstance(clip_norm, (int, float)) or clip_norm <= 0):
+    if clip_norm is not None and (
+        isinstance(clip_norm, bool) or not isinstance(clip_norm, (int, float)) or not clip_norm > 0
+    ):
         raise ConfigError(
             f"outer_optimizer.clip_norm={clip_norm!r} is invalid; allowed: null or a number > 0"
         )
+    for key, value in params.items():
+        problem = _optimizer_arg_error(str(name), factory, key, value)
+        if problem:
+            raise ConfigError(f"outer_optimizer.{key}={value!r} {problem}")
     try:
         opt = factory(**params)
-    except TypeError as err:
-        raise ConfigError(f"outer_optimizer: optax.{name} rejected {sorted(params)}: {err}") from err
+    except (TypeError, ValueError) as err:
+        raise ConfigError(
+            f"outer_optimizer: optax.{name} rejected {sorted(params)}: {one_line(err)}"
+        ) from err
     if clip_norm is not None:
         opt = optax.chain(optax.clip_by_global_norm(float(clip_norm)), opt)
     return opt
+
+
+def _check_optimizer_on(opt: optax.GradientTransformation, node: DictConfig, theta) -> None:
+    """Trace one update on the task's theta (shapes only, no compile): any argument problem shows now."""
+    try:
+        jax.eval_shape(lambda t: opt.update(t, opt.init(t), t), theta)
+    except Exception as err:  # noqa: BLE001 - any failure is a config problem, reported in one line
+        raise ConfigError(
+            f"outer_optimizer: optax.{node.get('name')}({_params(node)}) fails on this task's theta: "
+            f"{type(err).__name__}: {one_line(err)[:300]}"
+        ) from err
+
+
+def _check_top_level(cfg: DictConfig) -> None:
+    for key in BOOL_KEYS:
+        value = cfg.get(key)
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r} is invalid; allowed: true or false")
+    root = cfg.get("results_root")
+    if isinstance(root, bool) or not isinstance(root, (str, int)) or str(root) == "":
+        raise ConfigError(f"results_root={root!r} is invalid; allowed: a folder path")
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", str(cfg.figure_id)) or str(cfg.figure_id) in (".", ".."):
+        raise ConfigError(f"figure_id={cfg.figure_id!r} is invalid; allowed: letters, digits, '.', '_', '-'")
 
 
 def _devices_param(cfg: DictConfig) -> dict[str, Any]:
@@ -200,13 +252,22 @@ def _devices_param(cfg: DictConfig) -> dict[str, Any]:
     return {"devices": devices}
 
 
+def _as_task_keys(text: str, node: DictConfig) -> str:
+    """A task's message with its parameters named as config keys (``data_dir=`` -> ``task.data_dir=``)."""
+    names = sorted((str(k) for k in node.keys() if k != "name"), key=len, reverse=True)
+    if not names:
+        return text
+    return re.sub(rf"(?<![\w.])({'|'.join(map(re.escape, names))})=", r"task.\1=", text)
+
+
 def build(cfg: DictConfig) -> Built:
     """Validate ``cfg`` and build the task, estimator and optimizer (no compute)."""
-    jax.config.update("jax_enable_x64", bool(cfg.x64))
+    _check_top_level(cfg)
+    jax.config.update("jax_enable_x64", cfg.x64)
     try:
         task = tasks.make(str(cfg.task.name), **_params(cfg.task))
     except (ValueError, TypeError, FileNotFoundError) as err:  # FileNotFoundError: missing data
-        raise ConfigError(str(err)) from err
+        raise ConfigError(_as_task_keys(one_line(err), cfg.task)) from err
     name = str(cfg.estimator.name)
     if not task.differentiable and name in GRADIENT_ESTIMATORS:
         raise ConfigError(
@@ -220,6 +281,7 @@ def build(cfg: DictConfig) -> Built:
     except (ValueError, TypeError) as err:
         raise ConfigError(str(err)) from err
     optimizer = build_optimizer(cfg.outer_optimizer)
+    _check_optimizer_on(optimizer, cfg.outer_optimizer, task.theta_init)
     num_steps = _positive_int(cfg.train.num_outer_steps, "train.num_outer_steps")
     log_every = _positive_int(cfg.train.log_every, "train.log_every")
     chunk_size = _positive_int(cfg.train.chunk_size, "train.chunk_size")
@@ -238,22 +300,45 @@ def build(cfg: DictConfig) -> Built:
 # ----------------------------------------------------------------------------- identity
 
 
-def fingerprint(cfg: DictConfig) -> str:
-    """A hash of everything in ``cfg`` that affects the run's results."""
-    data = OmegaConf.to_container(cfg, resolve=True)
+def result_config(config: DictConfig | dict) -> dict:
+    """The part of a (resolved) config that affects a run's results, as a plain dict."""
+    data = OmegaConf.to_container(config, resolve=True) if isinstance(config, DictConfig) else config
     assert isinstance(data, dict)
-    for key in NON_RESULT_KEYS:
-        data.pop(key, None)
-    data.pop("hydra", None)
-    for key in NON_RESULT_TRAIN_KEYS:
-        data.get("train", {}).pop(key, None)
+    data = {k: v for k, v in data.items() if k not in (*NON_RESULT_KEYS, "hydra")}
+    if isinstance(data.get("train"), dict):
+        data["train"] = {k: v for k, v in data["train"].items() if k not in NON_RESULT_TRAIN_KEYS}
     est = data.get("estimator")
     if isinstance(est, dict) and ("particles" in est or "stagger" in est):
         # one spelling of the particle setting: runs from before `particles` keep their identity
-        setting = particle_setting(est)
-        est.pop("particles", None)
-        est["stagger"] = PARTICLE_SETTINGS[setting]
-    return artefacts.fingerprint(data)
+        est = {k: v for k, v in est.items() if k != "particles"}
+        est["stagger"] = PARTICLE_SETTINGS[particle_setting(data["estimator"])]
+        data["estimator"] = est
+    return data
+
+
+def fingerprint(cfg: DictConfig | dict) -> str:
+    """A hash of everything in ``cfg`` that affects the run's results."""
+    return artefacts.fingerprint(result_config(cfg))
+
+
+def _flat(data: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def config_diff(old: DictConfig | dict, new: DictConfig | dict, limit: int = 4) -> str:
+    """The result-affecting keys whose values differ, as ``key old->new`` (at most ``limit`` named)."""
+    a, b = _flat(result_config(old)), _flat(result_config(new))
+    keys = sorted(k for k in a.keys() | b.keys() if a.get(k, "<unset>") != b.get(k, "<unset>"))
+    parts = [f"{k} {a.get(k, '<unset>')}->{b.get(k, '<unset>')}" for k in keys[:limit]]
+    if len(keys) > limit:
+        parts.append(f"and {len(keys) - limit} more")
+    return ", ".join(parts) or "no key (the recorded config has no fingerprint or another format)"
 
 
 def run_id(cfg: DictConfig) -> str:
@@ -267,7 +352,7 @@ def run_id(cfg: DictConfig) -> str:
 
 
 def run_dir(cfg: DictConfig) -> Path:
-    return Path(cfg.results_root) / str(cfg.profile.name) / str(cfg.figure_id) / "runs" / run_id(cfg)
+    return Path(str(cfg.results_root)) / str(cfg.profile.name) / str(cfg.figure_id) / "runs" / run_id(cfg)
 
 
 def run_info(cfg: DictConfig) -> dict:

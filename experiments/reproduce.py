@@ -9,8 +9,9 @@ anywhere (a path).  Every figure goes through the same pipeline:
 1. check: the YAML against the figure schema (`experiments.figures`), then compose and
    build every run and prepare every post-step (`experiments.steps`): any config problem
    is a one-line error before anything is computed;
-2. runs, in order, through `experiments.runner` (a finished run is skipped, an
-   interrupted one resumes from its checkpoint);
+2. runs, in order, through `experiments.runner` (a finished run is verified, then skipped;
+   an interrupted one resumes from its checkpoint; a diverged one is merged with its rows
+   and its ``diverged`` marker row);
 3. post-steps, in order: each writes its rows ``<fig_dir>/steps/<step>.csv``, its record
    ``<fig_dir>/steps/<step>.json`` and extra tables ``<fig_dir>/<table>.csv`` (``grid.csv``),
    and is reused while the fingerprint of its settings and inputs is unchanged (the
@@ -34,19 +35,22 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import pandas as pd
-import yaml
-from omegaconf import DictConfig
+from experiments import cli
 
-from experiments import artefacts, figures, io, runner, steps
-from experiments import config as C
-from pes import results
+with cli.clean_imports(__name__ == "__main__"):  # Ctrl-C during these imports: one line, exit 130
+    import pandas as pd
+    import yaml
+    from omegaconf import DictConfig
+
+    from experiments import artefacts, figures, io, runner, steps
+    from experiments import config as C
+    from pes import results
 
 RECORD = "figure.json"
 STEPS = "steps"  # <fig_dir>/steps/<step>.csv (rows) and <step>.json (record), beside runs/
 
 
-class PlotFailed(RuntimeError):
+class PlotFailed(cli.Problem):
     """The plot script failed; the merged table is kept."""
 
 
@@ -143,6 +147,8 @@ def prepare(figure: str, profile: str, extra: Sequence[str]) -> Plan:
         step = steps.get(entry.step, f"{where}: post[{i}]")
         settings = steps.settings(entry, profile, f"{where}: post[{i}]", changes.get(step.name, {}))
         prepared.append(PreparedStep(step, settings, step.prepare(ctx, settings)))
+    for spec in specs:  # last (it creates the run folders): usable, and holding this config or none
+        runner.check(spec.cfg)
     return Plan(fig, where, ctx, cfg, prepared)
 
 
@@ -150,23 +156,32 @@ def prepare(figure: str, profile: str, extra: Sequence[str]) -> Plan:
 
 
 def run_all(plan: Plan) -> tuple[pd.DataFrame, dict]:
-    """Run (or resume, or skip) every run; their rows and per-run records."""
+    """Run (or resume, or skip) every run; their rows and per-run records.
+
+    A diverged run's rows may hold NaN/inf (its last log point); they are kept and its
+    record says ``diverged`` with ``diverged_at_outer_step``.
+    """
     frames, records = [], {}
     specs = plan.ctx.runs
     for i, spec in enumerate(specs, 1):
         t0 = time.perf_counter()
         out = runner.run(spec.cfg)
         meta = io.read_json(out / runner.META) or {}
+        diverged = meta.get("status") == "diverged"
+        status = meta.get("status")
+        if diverged:
+            status = f"diverged at outer step {meta.get('diverged_at_outer_step')} (rows kept, marked)"
         plan.ctx.log(
-            f"[{i}/{len(specs)}] {plan.fig.id} {spec.id}: {meta.get('status')} "
+            f"[{i}/{len(specs)}] {plan.fig.id} {spec.id}: {status} "
             f"({time.perf_counter() - t0:.1f} s now, {meta.get('wall_time_s', 0):.1f} s total) -> {out}"
         )
-        frames.append(pd.read_csv(out / runner.CSV))
+        frames.append(io.read_csv(out / runner.CSV, fix=f"delete {out} and rerun", any_nonfinite=diverged))
         records[spec.id] = {
             "status": meta.get("status"),
             "wall_time_s": meta.get("wall_time_s"),
             "fingerprint": meta.get("fingerprint"),
             "dir": str(out.relative_to(plan.ctx.fig_dir)),
+            **({"diverged_at_outer_step": meta.get("diverged_at_outer_step")} if diverged else {}),
         }
     rows = pd.concat(frames, ignore_index=True) if frames else results.frame([])
     return rows, records
@@ -311,6 +326,9 @@ def reproduce(
     allow_nonfinite = list(plan.fig.get("allow_nonfinite") or [])
     try:
         run_rows, parts["runs"] = run_all(plan)
+        diverged = [rid for rid, r in parts["runs"].items() if r["status"] == "diverged"]
+        # NaN is allowed in diverged runs' metrics (their last rows), so the merge keeps them
+        allow_nonfinite += sorted(set(run_rows.loc[run_rows["run_id"].isin(diverged), "metric"]))
         tables = [(results.RUN_SOURCE, run_rows)]
         ctx.rows = results.merge(tables)
         for item in plan.steps:
@@ -336,19 +354,14 @@ def reproduce(
     return csv
 
 
+def _command() -> None:
+    figure, profile, extra, plot_figure = parse(sys.argv[1:])
+    reproduce(figure, profile, extra, plot_figure=plot_figure)
+
+
 def main() -> None:
-    try:
-        figure, profile, extra, plot_figure = parse(sys.argv[1:])
-        reproduce(figure, profile, extra, plot_figure=plot_figure)
-    except C.ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except (runner.RunFailed, PlotFailed) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print("interrupted: logged rows are kept; rerun the same command to resume", file=sys.stderr)
-        sys.exit(130)
+    """The command line: one-line errors, Ctrl-C exits 130 in one line (`experiments.cli`)."""
+    cli.main(_command)
 
 
 if __name__ == "__main__":

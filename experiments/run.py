@@ -4,18 +4,23 @@
     python -m experiments.run -m estimator=pes,es seed=1,2      # Hydra multirun sweep
 
 Bad values fail before any compute with a one-line error naming the value and what is
-allowed.  Results go to <results_root>/<profile>/<figure_id>/runs/<run_id>/.
+allowed; so do unusable run folders (see `experiments.runner`).  Ctrl-C exits 130 with one
+line saying what was kept; rerunning the same command resumes.  Results go to
+<results_root>/<profile>/<figure_id>/runs/<run_id>/.
 """
 
 from __future__ import annotations
 
 import sys
 
-import hydra
-from omegaconf import DictConfig
+from experiments import cli
 
-from experiments import config as C
-from experiments import runner
+with cli.clean_imports(__name__ == "__main__"):  # Ctrl-C during these imports: one line, exit 130
+    import hydra
+    from omegaconf import DictConfig
+
+    from experiments import config as C
+    from experiments import runner
 
 _PASSTHROUGH_FLAGS = (
     "-m",
@@ -34,30 +39,25 @@ _PASSTHROUGH_FLAGS = (
 @hydra.main(version_base="1.3", config_path="../configs", config_name="config")
 def _main(cfg: DictConfig) -> None:
     try:
-        out = runner.run(cfg)
-    except C.ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except runner.RunFailed as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
-    print(out)
+        print(runner.run(cfg))
+    except cli.Problem as err:  # Hydra would print a traceback for it
+        cli.fail(err)
 
 
 def precheck(argv: list[str]) -> None:
-    """Compose and validate the overrides; exit 2 with one line on a bad config."""
+    """Compose and validate the overrides (a `config.ConfigError` on a bad config)."""
     if any(a in _PASSTHROUGH_FLAGS or a.startswith("--") for a in argv):
         return
-    try:
-        C.build(C.compose([a for a in argv if not a.startswith("hydra.")]))
-    except C.ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    C.build(C.compose([a for a in argv if not a.startswith("hydra.")]))
+
+
+def _command() -> None:
+    precheck(sys.argv[1:])
+    _main()
 
 
 def main() -> None:
-    precheck(sys.argv[1:])
-    _main()
+    cli.main(_command)
 
 
 if __name__ == "__main__":

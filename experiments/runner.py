@@ -3,27 +3,54 @@
 Layout of a run directory::
 
     metrics.csv      tidy long-format rows (pes.results.COLUMNS), appended per chunk
-    checkpoint.npz   the TrainState after the last logged chunk (atomic)
-    run.json         resolved config, fingerprint, git commit, versions, machine, status, wall time
+    checkpoint.npz   the TrainState after the last logged chunk (atomic), with the row
+                     count, size and SHA-256 of metrics.csv at that point
+    run.json         resolved config, fingerprint, git commit, versions, machine, status,
+                     wall time, and one entry per start (``attempts``)
+    .lock            an OS lock (flock) held while a process works on the folder
 
-Rerunning the same config resumes from the checkpoint (rows past it are dropped first),
-or does nothing if the run is complete.  A run directory holding a different config is
-started clean.  An interrupted run keeps every row it logged.
+What happens on (re)start, in this order:
+
+* The folder is locked; a second process on the same run exits at once naming the holder
+  (`experiments.io.Busy`).  The kernel releases the lock of a killed process, so a run
+  left ``running`` by a dead process is recognised as such and resumed.
+* A folder holding another config's results (other fingerprint) is refused, naming the
+  differing keys, unless ``overwrite=true``: then it is moved to ``<run_id>.old-<time>``.
+  An unreadable run.json is refused likewise unless ``resume=false``, which moves it aside.
+* ``resume=false`` starts the same config over.  Otherwise the CSV is verified against
+  the checkpoint: rows logged after it are cut, and a CSV that lacks or changed rows the
+  checkpoint recorded is kept as ``metrics.csv.unverified-<time>`` while the run is
+  recomputed from scratch (runs are deterministic, so the result is the same).  A
+  finished run (complete or diverged) whose CSV verifies is skipped.
+
+A run **diverges** when a logged value (theta, the loss, any metric) is NaN, infinite or
+larger in magnitude than the square root of its dtype's largest value (1.8e19 in
+float32, 1.3e154 in float64): beyond that its square, which every loss and gradient norm
+involves, overflows, so later values are meaningless.  The run then stops with status
+``diverged``; its rows end at the first such log point (whatever the chunk size), followed
+by a marker row: metric ``diverged``, value 1, at that outer step.
+
+Rows are written log point by log point (metrics by name within one), so a run's CSV has
+the same bytes whatever ``train.chunk_size`` it ran (or resumed) with.
 
 A task whose ``cost_metric`` field names a metric (``env_steps`` for control tasks)
 also gets that metric logged: outer steps times the estimator's ``cost_per_estimate``,
 i.e. every inner step the estimator took (all particles, truncated ES's mean trajectory
 included; evaluation excluded).  A chunk that fails with an error (a simulator error,
 say) marks the run ``failed`` in run.json, keeps every row logged before it, and raises
-`RunFailed` with a one-line message naming the run, seed and outer steps.
+`RunFailed` with a one-line message naming the run, seed and outer steps.  Ctrl-C marks
+it ``interrupted`` and raises `experiments.cli.Interrupted` saying what was kept.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import socket
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -32,13 +59,22 @@ from tqdm.auto import tqdm
 
 from experiments import artefacts, io
 from experiments import config as C
+from experiments.cli import EXIT_CONFIG, INTERRUPT_HINT, Interrupted, Problem
 from pes import outer, results
 
 CSV, CKPT, META = "metrics.csv", "checkpoint.npz", "run.json"
+FINISHED = ("complete", "diverged")
+DIVERGED = "diverged"  # the metric of the marker row a diverged run ends with
 
 
-class RunFailed(RuntimeError):
+class RunFailed(Problem):
     """A run stopped on an error; its rows up to the last finished chunk are kept."""
+
+
+class ConfigChanged(Problem):
+    """The run folder holds results of another config (and ``overwrite`` is false)."""
+
+    exit_code = EXIT_CONFIG
 
 
 def _last_line(err: BaseException) -> str:
@@ -50,19 +86,164 @@ def _last_line(err: BaseException) -> str:
     return lines[-1] if lines else type(err).__name__
 
 
-def _clean(out_dir: Path) -> None:
-    for name in (CSV, CKPT, META):
-        (out_dir / name).unlink(missing_ok=True)
+def _note(text: str) -> None:
+    print(f"note: {text}", file=sys.stderr)
 
 
-def _first_nonfinite_step(metrics: dict) -> int | None:
-    """The first logged outer step at which theta is NaN or infinite, if any."""
+# ----------------------------------------------------------------------------- divergence
+
+
+def divergence(metrics: dict) -> tuple[int, str, float] | None:
+    """(outer step, metric, value) of the first logged value that shows divergence, if any.
+
+    Divergence: NaN, infinite, or ``|value| > sqrt(largest finite value of its dtype)``.
+    """
     steps = np.asarray(metrics["outer_step"])
-    bad = np.zeros(steps.shape, bool)
-    for key, values in metrics.items():
-        if key.startswith("theta"):
-            bad |= ~np.isfinite(np.asarray(values, dtype=np.float64))
-    return int(steps[bad][0]) if bad.any() else None
+    first = None
+    for name in sorted(metrics):
+        values = np.asarray(metrics[name])
+        if name == "outer_step" or not np.issubdtype(values.dtype, np.floating):
+            continue
+        bad = ~(np.abs(values) <= np.sqrt(np.finfo(values.dtype).max))  # NaN compares False
+        if bad.any():
+            i = int(np.argmax(bad))
+            if first is None or steps[i] < first[0]:
+                first = (int(steps[i]), name, float(values[i]))
+    return first
+
+
+def _until(metrics: dict, step: int) -> dict:
+    """The log points of ``metrics`` up to outer step ``step``."""
+    keep = np.asarray(metrics["outer_step"]) <= step
+    return {k: np.asarray(v)[keep] for k, v in metrics.items()}
+
+
+# ----------------------------------------------------------------------------- the run folder
+
+
+def make_folder(out_dir: Path) -> None:
+    """Create the run folder; `io.FileProblem` naming the path if the results root is unusable."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        where = err.filename or out_dir
+        raise io.FileProblem(
+            f"cannot create the run folder {out_dir}: {where}: {err.strerror or err}; "
+            "fix: make it writable or pass results_root=<a writable folder>"
+        ) from err
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise io.FileProblem(
+            f"the run folder {out_dir} is not writable; fix: make it writable or pass "
+            "results_root=<a writable folder>"
+        )
+
+
+def _resume_false_fix(out_dir: Path) -> str:
+    return f"rerun with resume=false to start over (the folder is first moved to {out_dir.name}.old-<time>)"
+
+
+class Recorded(NamedTuple):
+    """What a run folder holds, judged from run.json before any compute."""
+
+    action: str  # "fresh" (nothing there), "same" (this config's files), "aside" (to move away)
+    meta: dict | None
+    why: str = ""
+
+
+def inspect_folder(cfg: DictConfig, out_dir: Path, fp: str) -> Recorded:
+    """Classify ``out_dir`` for ``cfg``; raises `ConfigChanged` / `io.FileProblem` when refused."""
+    has_results = (out_dir / CSV).exists() or (out_dir / CKPT).exists()
+    try:
+        meta = io.read_json(out_dir / META, fix=_resume_false_fix(out_dir))
+    except io.FileProblem:
+        if cfg.resume:
+            raise
+        return Recorded("aside", None, "its run.json is unreadable")
+    if meta is None:
+        if not has_results:
+            return Recorded("fresh", None)
+        if cfg.resume:
+            raise io.FileProblem(
+                f"{out_dir} holds results but no {META}, so their config is unknown; "
+                f"fix: {_resume_false_fix(out_dir)}"
+            )
+        return Recorded("aside", None, f"it holds results without {META}")
+    if meta.get("fingerprint") != fp:
+        diff = C.config_diff(meta.get("config") or {}, cfg)
+        if not cfg.overwrite:
+            raise ConfigChanged(
+                f"{out_dir} holds results of another config (fingerprint {meta.get('fingerprint')} "
+                f"-> {fp}: {diff}); fix: add overwrite=true to move them to "
+                f"{out_dir.name}.old-<time> and start over, or use another results_root"
+            )
+        return Recorded("aside", meta, f"it held another config ({diff})")
+    return Recorded("same", meta)
+
+
+def check(cfg: DictConfig) -> Path:
+    """Checks that need no compute (folder creatable, run.json readable, same config or
+    ``overwrite``); `experiments.reproduce` calls it for every run before computing any."""
+    out_dir = C.run_dir(cfg)
+    make_folder(out_dir)
+    inspect_folder(cfg, out_dir, C.fingerprint(cfg))
+    return out_dir
+
+
+def status(out_dir: Path) -> str | None:
+    """The run's status as recorded, except that ``running`` without a live lock holder is
+    ``killed`` (the process died without saying so: SIGKILL, power loss, ...)."""
+    meta = io.read_json(Path(out_dir) / META)
+    if meta is None:
+        return None
+    recorded = meta.get("status")
+    if recorded == "running" and io.lock_holder(out_dir) is None:
+        return "killed"
+    return recorded
+
+
+class Start(NamedTuple):
+    state: outer.TrainState
+    log: io.CsvLog
+    meta: dict | None  # the previous run.json when resuming
+    finished: str | None  # "complete"/"diverged": nothing to do
+
+
+def _from_scratch(out_dir: Path, fresh_state) -> Start:
+    (out_dir / CKPT).unlink(missing_ok=True)
+    return Start(fresh_state, io.CsvLog.create(out_dir / CSV), None, None)
+
+
+def _resume(out_dir: Path, rid: str, meta: dict, fresh_state) -> Start:
+    """Continue from the checkpoint after verifying the CSV against it."""
+    if not (out_dir / CKPT).exists():  # killed before the first checkpoint: nothing to keep
+        return _from_scratch(out_dir, fresh_state)
+    state, ck = io.load_checkpoint(
+        out_dir / CKPT, fresh_state, fix=f"rerun with resume=false to recompute {rid} from scratch"
+    )
+    if "csv_sha256" not in ck:
+        problem = "its checkpoint predates verified results"
+    else:
+        try:
+            log = io.CsvLog.resume(out_dir / CSV, ck)
+        except ValueError as err:
+            problem = str(err)
+        else:
+            if meta.get("status") == "running":
+                _note(
+                    f"{rid} was left 'running' by PID {meta.get('pid', '?')} on {meta.get('host', '?')}, "
+                    f"which no longer holds its lock (killed?); resuming from outer step {ck['outer_step']}"
+                )
+            finished = ck.get("status") if ck.get("status") in FINISHED else None
+            return Start(state, log, meta, finished)
+    kept = out_dir / f"{CSV}.unverified-{time.strftime('%Y%m%d-%H%M%S')}"
+    if (out_dir / CSV).exists():
+        os.replace(out_dir / CSV, kept)
+        problem += f" (that CSV is kept as {kept.name})"
+    _note(f"{rid}: {problem}; recomputing it from scratch")
+    return _from_scratch(out_dir, fresh_state)
+
+
+# ----------------------------------------------------------------------------- running
 
 
 def run(cfg: DictConfig, *, out_dir: Path | None = None) -> Path:
@@ -70,25 +251,43 @@ def run(cfg: DictConfig, *, out_dir: Path | None = None) -> Path:
     built = C.build(cfg)
     rid = C.run_id(cfg)
     out_dir = Path(out_dir) if out_dir is not None else C.run_dir(cfg)
-    out_dir.mkdir(parents=True, exist_ok=True)
     fp = C.fingerprint(cfg)
-    meta = io.read_json(out_dir / META)
-    same = meta is not None and meta.get("fingerprint") == fp
-    if same and meta.get("status") in ("complete", "diverged") and cfg.resume:
-        return out_dir
-    if not (same and cfg.resume and (out_dir / CKPT).exists()):
-        _clean(out_dir)
-        meta = None
+    make_folder(out_dir)
+    lock = io.FolderLock(out_dir).acquire()
+    try:
+        io.remove_stale_temporaries(out_dir)
+        recorded = inspect_folder(cfg, out_dir, fp)
+        if recorded.action == "aside":
+            aside = io.move_aside(out_dir)  # our lock file moves along, still held
+            make_folder(out_dir)
+            new_lock = io.FolderLock(out_dir).acquire()
+            lock.release()
+            lock = new_lock
+            _note(f"{out_dir} was moved to {aside.name}: {recorded.why}")
+        key = jax.random.key(int(cfg.seed))
+        fresh = outer.init_state(key, built.task.theta_init, built.estimator, built.optimizer)
+        if recorded.action == "same" and cfg.resume:
+            start = _resume(out_dir, rid, recorded.meta, fresh)
+        else:
+            start = _from_scratch(out_dir, fresh)
+        if start.finished:
+            if start.meta.get("status") != start.finished:  # killed between checkpoint and run.json
+                io.write_json(out_dir / META, dict(start.meta, status=start.finished))
+            return out_dir
+        _train(cfg, built, rid, out_dir, fp, start)
+    finally:
+        lock.release()
+    return out_dir
 
-    key = jax.random.key(int(cfg.seed))
-    state = outer.init_state(key, built.task.theta_init, built.estimator, built.optimizer)
-    wall_before = 0.0
-    if meta is not None:
-        state, ck = io.load_checkpoint(out_dir / CKPT, state)
-        io.truncate_rows(out_dir / CSV, int(ck["outer_step"]))
-        wall_before = float(meta.get("wall_time_s", 0.0))
 
+def _train(cfg, built: C.Built, rid: str, out_dir: Path, fp: str, start: Start) -> None:
+    state, log = start.state, start.log
     info = C.run_info(cfg)
+    previous = start.meta or {}
+    wall_before = float(previous.get("wall_time_s", 0.0))
+    attempts = list(previous.get("attempts", []))
+    attempts.append({"pid": os.getpid(), "host": socket.gethostname(),
+                     "started": time.strftime("%Y-%m-%d %H:%M:%S"), "from_outer_step": int(state.step)})
     meta = {
         **artefacts.provenance(),  # git commit, packages, machine: the suite's one run-info head
         "run_id": rid,
@@ -99,6 +298,9 @@ def run(cfg: DictConfig, *, out_dir: Path | None = None) -> Path:
         # the task's static facts (e.g. which dataset was loaded and from where)
         "task_info": built.task.info(),
         "status": "running",
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "attempts": attempts,
         "wall_time_s": wall_before,
     }
     io.write_json(out_dir / META, meta)
@@ -106,6 +308,7 @@ def run(cfg: DictConfig, *, out_dir: Path | None = None) -> Path:
     chunks: dict[int, object] = {}
     done = int(state.step)
     cost_metric = built.task.cost_metric
+    t0 = time.perf_counter()
 
     def add_cost(metrics):
         """Inner steps taken so far, e.g. training environment steps (evaluation excluded)."""
@@ -114,23 +317,43 @@ def run(cfg: DictConfig, *, out_dir: Path | None = None) -> Path:
             metrics[cost_metric] = steps * float(built.estimator.cost_per_estimate)
         return metrics
 
+    def finish(status: str, **extra) -> None:
+        meta.update(status=status, wall_time_s=wall_before + time.perf_counter() - t0, **extra)
+        attempts[-1].update(ended=time.strftime("%Y-%m-%d %H:%M:%S"), status=status)
+        io.write_json(out_dir / META, meta)
+
     def failed(err, steps):
         msg = (
             f"{rid} (seed {cfg.seed}): failed during {steps}: {_last_line(err)}; "
             f"rows up to outer step {done} are kept in {out_dir / CSV}"
         )
-        meta.update(status="failed", error=msg, failed_after_outer_step=done)
-        meta["wall_time_s"] = wall_before + time.perf_counter() - start
-        io.write_json(out_dir / META, meta)
+        finish("failed", error=msg, failed_after_outer_step=done)
         return RunFailed(msg)
 
-    start = time.perf_counter()
-    if done == 0:  # the starting point: theta and the task's evaluation before any update
-        try:
-            first = jax.device_get(outer.make_initial_metrics(built.task.evaluate)(state))
-        except Exception as err:  # noqa: BLE001 - reported with the run's identity, then re-raised
-            raise failed(err, "the initial evaluation") from err
-        io.append_rows(out_dir / CSV, results.rows(info, add_cost(first), built.estimator.steps_per_estimate))
+    def log_rows(metrics) -> bool:
+        """Append the rows (cut at a divergence), checkpoint; True when the run is finished."""
+        nonlocal done
+        bad = divergence(metrics)
+        k = built.estimator.steps_per_estimate
+        rows = results.rows(info, add_cost(metrics if bad is None else _until(metrics, bad[0])), k)
+        rows.sort(key=lambda row: row["outer_step"])  # step by step: the same bytes for any chunk size
+        if bad is not None:  # a marker row that plots and merges read: metric "diverged" = 1
+            rows += results.rows(info, {"outer_step": np.array([bad[0]]), DIVERGED: np.array([1.0])}, k)
+        log.append(rows)
+        done = int(state.step)
+        status = "diverged" if bad else "complete" if done >= built.num_steps else "running"
+        io.save_checkpoint(out_dir / CKPT, state, {"outer_step": done, "status": status, **log.record()})
+        if bad is not None:
+            step, name, value = bad
+            finish("diverged", diverged_at_outer_step=step, diverged_metric=name)
+            _note(f"{rid}: diverged at outer step {step} ({name} = {value:.3g}); run stopped, rows kept")
+        elif status == "complete":
+            finish("complete")
+        else:
+            meta["wall_time_s"] = wall_before + time.perf_counter() - t0
+            io.write_json(out_dir / META, meta)
+        return status != "running"
+
     bar = tqdm(
         total=built.num_steps,
         initial=done,
@@ -141,6 +364,15 @@ def run(cfg: DictConfig, *, out_dir: Path | None = None) -> Path:
         leave=False,
     )
     try:
+        if done == 0:  # the starting point: theta and the task's evaluation before any update
+            try:
+                first = jax.device_get(outer.make_initial_metrics(built.task.evaluate)(state))
+            except Exception as err:  # noqa: BLE001 - reported with the run's identity, then re-raised
+                raise failed(err, "the initial evaluation") from err
+            if divergence(first) is not None:
+                log_rows(first)
+                return
+            log.append(results.rows(info, add_cost(first), built.estimator.steps_per_estimate))
         while done < built.num_steps:
             n = min(built.chunk_size, built.num_steps - done)
             if n not in chunks:
@@ -156,34 +388,23 @@ def run(cfg: DictConfig, *, out_dir: Path | None = None) -> Path:
                 metrics = jax.device_get(metrics)
             except Exception as err:  # noqa: BLE001 - reported with the run's identity, then re-raised
                 raise failed(err, f"outer steps {done + 1}..{done + n}") from err
-            add_cost(metrics)
-            io.append_rows(out_dir / CSV, results.rows(info, metrics, built.estimator.steps_per_estimate))
-            done = int(state.step)
-            io.save_checkpoint(out_dir / CKPT, state, {"outer_step": done})
-            meta["wall_time_s"] = wall_before + time.perf_counter() - start
-            io.write_json(out_dir / META, meta)
+            if log_rows(metrics):
+                return
             bar.update(n)
-            bad_step = _first_nonfinite_step(metrics)
-            if bad_step is not None:
-                # A diverged method: keep its rows, stop spending compute on NaNs.
-                meta["status"] = "diverged"
-                meta["diverged_at_outer_step"] = bad_step
-                io.write_json(out_dir / META, meta)
-                print(
-                    f"{rid}: theta became non-finite at outer step {bad_step}; run stopped, rows kept",
-                    file=sys.stderr,
-                )
-                return out_dir
     except KeyboardInterrupt:
-        meta["status"] = "interrupted"
-        io.write_json(out_dir / META, meta)
-        raise
+        finish("interrupted", interrupted_at_outer_step=done)
+        raise Interrupted(
+            f"{rid} stopped at outer step {done} of {built.num_steps}; its rows up to there are kept in "
+            f"{out_dir / CSV}; {INTERRUPT_HINT}"
+        ) from None
+    except OSError as err:
+        where = err.filename or out_dir
+        raise io.FileProblem(
+            f"cannot write {where}: {err.strerror or err}; rows up to outer step {done} are kept; "
+            "fix: free space or make it writable, then rerun to resume"
+        ) from err
     finally:
         bar.close()
-    meta["status"] = "complete"
-    meta["wall_time_s"] = wall_before + time.perf_counter() - start
-    io.write_json(out_dir / META, meta)
-    return out_dir
 
 
 def remove(out_dir: Path) -> None:

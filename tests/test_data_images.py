@@ -105,7 +105,7 @@ def test_cifar10_mock_tfds_and_npz_agree(tmp_path):
     a = I.split(raw, "cifar10", num_val=8)
     b = I.load("cifar10", source="npz", data_dir=tmp_path, num_val=8)
     _assert_same(a, b)
-    with pytest.raises(ValueError, match="data.source=idx is invalid for 'cifar10'"):
+    with pytest.raises(ValueError, match="source=idx is invalid for 'cifar10'"):
         I.load("cifar10", source="idx", data_dir=tmp_path)
 
 
@@ -144,7 +144,7 @@ def test_missing_data_fails_fast_with_the_ways_to_provide_it(tmp_path, monkeypat
         I.load("mnist", source="auto", data_dir=tmp_path / "none", tfds_data_dir=tmp_path / "tfds")
     assert time.perf_counter() - start < 30
     msg = str(info.value)
-    for part in ("'mnist'", "data.source=tfds", "IDX files", "mnist.npz", "unreachable"):
+    for part in ("'mnist'", "source=tfds", "IDX files", "mnist.npz", "unreachable"):
         assert part in msg, part
     with pytest.raises(I.DataUnavailableError, match="fashion_mnist.*apt-get install dataset-fashion-mnist"):
         I.load("fashion_mnist", source="idx", data_dir=tmp_path / "none")
@@ -155,7 +155,7 @@ def test_missing_data_fails_fast_with_the_ways_to_provide_it(tmp_path, monkeypat
 def test_bad_names_are_rejected():
     with pytest.raises(ValueError, match="dataset='svhn' is unknown; allowed: mnist, fashion_mnist, cifar10"):
         I.load("svhn")
-    with pytest.raises(ValueError, match="data.source='web' is unknown"):
+    with pytest.raises(ValueError, match="source='web' is unknown"):
         I.load("mnist", source="web")
 
 

@@ -67,13 +67,14 @@ def test_step_loss_is_the_clipped_ce_over_t_and_nan_params_give_the_ceiling(data
     task = make_task(data_dir)
     system, theta = task.system, task.theta_init
     state = system.init(jax.random.key(0))
-    _, loss = system.step(theta, state, jax.random.key(1))
+    step = jax.jit(system.step)  # one compilation for the three calls (eager: op by op)
+    _, loss = step(theta, state, jax.random.key(1))
     assert 0.0 < float(loss) * TINY["horizon"] < CEIL  # a real CE of a fresh model, scaled by 1/T
     bad = (jax.tree.map(lambda p: jnp.full_like(p, jnp.nan), state[0]), state[1])
-    new_state, loss = system.step(theta, bad, jax.random.key(1))
+    new_state, loss = step(theta, bad, jax.random.key(1))
     np.testing.assert_allclose(float(loss), CEIL / TINY["horizon"], rtol=1e-6)
     huge = (jax.tree.map(lambda p: p * 1e6, state[0]), state[1])
-    _, loss = system.step(theta, huge, jax.random.key(1))
+    _, loss = step(theta, huge, jax.random.key(1))
     np.testing.assert_allclose(float(loss), CEIL / TINY["horizon"], rtol=1e-6)  # CE > ceiling: clipped
 
 

@@ -97,14 +97,14 @@ def test_rerun_reuses_runs_and_step_and_a_changed_setting_recomputes(tiny, tmp_p
     rec = record(csv)
     assert rec["steps"]["grid"]["cached"] is False and len(pd.read_csv(surface)) == 16
     assert {p: p.stat().st_mtime_ns for p in runs_before} == runs_before
-    # a changed task changes both: the runs and the grid are recomputed
-    reproduce.reproduce(TINY, "quick", [*args, "task.target=2.0"], plot_figure=False)
+    # a changed task changes both: the runs (moved aside with overwrite=true) and the grid are recomputed
+    reproduce.reproduce(TINY, "quick", [*args, "task.target=2.0", "overwrite=true"], plot_figure=False)
     rec = record(csv)
     assert rec["steps"]["grid"]["cached"] is False
     assert all(p.stat().st_mtime_ns != t for p, t in runs_before.items())
     # a deleted output file is noticed: recomputed, not trusted
     surface.unlink()
-    reproduce.reproduce(TINY, "quick", [*args, "task.target=2.0"], plot_figure=False)
+    reproduce.reproduce(TINY, "quick", [*args, "task.target=2.0", "overwrite=true"], plot_figure=False)
     assert record(csv)["steps"]["grid"]["cached"] is False and surface.exists()
 
 

@@ -81,7 +81,7 @@ def test_interrupted_run_resumes_to_identical_rows(tmp_path, monkeypatch):
     pd.testing.assert_frame_equal(a, b)
 
 
-def test_finished_run_is_skipped_and_a_changed_config_starts_clean(tmp_path):
+def test_finished_run_is_skipped_and_a_changed_config_is_refused(tmp_path):
     cfg = compose(tmp_path)
     out = runner.run(cfg)
     stamp = (out / runner.CSV).stat().st_mtime_ns
@@ -89,25 +89,35 @@ def test_finished_run_is_skipped_and_a_changed_config_starts_clean(tmp_path):
     assert (out / runner.CSV).stat().st_mtime_ns == stamp
 
     changed = compose(tmp_path, "estimator.sigma=0.2")
-    runner.run(changed)
+    with pytest.raises(runner.ConfigChanged, match=r"estimator.sigma 0.1->0.2.*overwrite=true"):
+        runner.run(changed)
+    assert (out / runner.CSV).stat().st_mtime_ns == stamp
+    runner.run(compose(tmp_path, "estimator.sigma=0.2", "overwrite=true"))
     df = read(out)
     assert (df["sigma"] == 0.2).all()
     assert len(df) == len(df.drop_duplicates(["metric", "outer_step"]))
+    (aside,) = out.parent.glob("lq-pes.old-*")
+    assert (read(aside)["sigma"] == 0.1).all()
 
 
-def test_partial_last_line_is_dropped_on_resume(tmp_path):
+def test_rows_after_the_checkpoint_and_a_partial_last_line_are_cut_on_resume(tmp_path):
     path = tmp_path / "m.csv"
-    rows = results.rows(
-        {c: 0 for c in results.RUN_COLUMNS} | {"run_id": "r", "figure": "f", "task": "t", "estimator": "e"},
-        {"outer_step": np.array([1, 2, 3]), "loss": np.array([1.0, 2.0, 3.0])},
-        trunc_len=1,
-    )
-    io.append_rows(path, rows)
+    info = {c: 0 for c in results.RUN_COLUMNS} | {"run_id": "r", "figure": "f", "task": "t", "estimator": "e"}
+
+    def rows(steps):
+        return results.rows(info, {"outer_step": np.array(steps), "loss": np.array(steps) / 3}, trunc_len=1)
+
+    log = io.CsvLog.create(path)
+    log.append(rows([1, 2]))
+    record = log.record()
+    log.append(rows([3]))
     with open(path, "a") as f:
         f.write("r,f,t,e,0,0,0,0,4,4,loss")  # a write cut short
-    io.truncate_rows(path, 2)
-    df = results.validate(pd.read_csv(path))
-    assert df["outer_step"].tolist() == [1, 2]
+    resumed = io.CsvLog.resume(path, record)
+    assert resumed.record() == record
+    assert results.validate(pd.read_csv(path))["outer_step"].tolist() == [1, 2]
+    resumed.append(rows([3]))
+    assert resumed.record() == log.record()  # the same bytes as without the interruption
 
 
 def test_diverging_run_stops_and_keeps_its_rows(tmp_path):

@@ -1,6 +1,6 @@
 """Image classification datasets (MNIST, Fashion-MNIST, CIFAR-10) as NumPy arrays.
 
-The paper's splits (paper_spec §4): validation = the last 10,000 images of the official
+The paper's splits (its experimental setup): validation = the last 10,000 images of the official
 train split, train = the images before them (MNIST / Fashion-MNIST 50,000, CIFAR-10
 40,000), test = the official test split.  Normalisation: pixels / 255, then
 (x - mean) / std per channel with the dataset's constants (`SPECS`; MNIST uses the
@@ -17,6 +17,10 @@ Sources (``source=``):
   download if the host is reachable, else `DataUnavailableError` naming the dataset and
   every way to provide it.
 
+Errors are one line naming the dataset, where it was looked for and every way to provide
+it.  Hints name the arguments ``source`` and ``data_dir``; a caller that exposes them under
+other names (a task's ``data_source``) passes ``keys={"source": "data_source"}``.
+
 Local files are looked up in ``<data_dir>/<name>/`` (also ``<data_dir>/<name>.npz``);
 ``data_dir`` defaults to ``$PES_DATA_DIR``, else ``$XDG_DATA_HOME/pes``, else
 ``~/.local/share/pes``.  With the default ``data_dir``, system-wide copies are searched
@@ -30,6 +34,7 @@ import gzip
 import os
 import socket
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
 
@@ -93,6 +98,11 @@ class ImageData(NamedTuple):
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def _key(keys: Mapping[str, str] | None, arg: str) -> str:
+    """The name under which the caller exposes argument ``arg`` (for hints)."""
+    return (keys or {}).get(arg, arg)
 
 
 def _check_name(name: str) -> Spec:
@@ -325,8 +335,15 @@ def load_tfds(
                 f"dataset {name!r}: no prepared TFDS data and the TFDS host {TFDS_HOST[0]} is "
                 f"unreachable (no network?)"
             ) from err
-        train = _tfds_split(tfds, name, "train", download=True, **kwargs)
-        test = _tfds_split(tfds, name, "test", download=True, **kwargs)
+        try:
+            train = _tfds_split(tfds, name, "train", download=True, **kwargs)
+            test = _tfds_split(tfds, name, "test", download=True, **kwargs)
+        except Exception as failed:  # noqa: BLE001 - any download failure: one line, the cause chained
+            reason = " ".join(str(failed).split())[:300] or type(failed).__name__
+            raise DataUnavailableError(
+                f"dataset {name!r}: the TFDS download failed ({reason}); a partial download may be left "
+                f"in {tfds_data_dir or '~/tensorflow_datasets'} (delete its {name} folder before retrying)"
+            ) from failed
         where = "downloaded"
     location = tfds_data_dir if tfds_data_dir is not None else "default TFDS data_dir"
     return RawData(*train, *test, f"tfds:{name} ({where}, {location})")
@@ -335,14 +352,17 @@ def load_tfds(
 # ----------------------------------------------------------------------------- entry point
 
 
-def _how_to_provide(name: str, dirs: list[Path]) -> str:
+def _how_to_provide(name: str, dirs: list[Path], keys: Mapping[str, str] | None) -> str:
     spec = SPECS[name]
     ways = [
-        f"data.source=tfds on a machine that reaches {TFDS_HOST[0]} (downloads once; "
+        f"{_key(keys, 'source')}=tfds on a machine that reaches {TFDS_HOST[0]} (downloads once; "
         "then copy ~/tensorflow_datasets to offline machines)",
     ]
     if spec.idx:
-        ways.append(f"IDX files {'/'.join(IDX_FILES.values())}[.gz] in {dirs[0]}")
+        ways.append(
+            f"IDX files {'/'.join(IDX_FILES.values())}[.gz] in {dirs[0]} "
+            f"(or in <folder>/{name} with {_key(keys, 'data_dir')}=<folder>)"
+        )
     ways.append(f"{dirs[0].parent / (name + '.npz')} with uint8 arrays x_train, y_train, x_test, y_test")
     if name == "fashion_mnist":
         ways.append(
@@ -357,11 +377,15 @@ def load_raw(
     source: str = "auto",
     data_dir: str | Path | None = None,
     tfds_data_dir: str | Path | None = None,
+    keys: Mapping[str, str] | None = None,
 ) -> RawData:
-    """The official train/test splits as uint8 arrays from the chosen source."""
+    """The official train/test splits as uint8 arrays from the chosen source.
+
+    ``keys`` renames the arguments in error hints (see the module docstring).
+    """
     _check_name(name)
     if source not in SOURCES:
-        raise ValueError(f"data.source={source!r} is unknown; allowed: {', '.join(SOURCES)}")
+        raise ValueError(f"{_key(keys, 'source')}={source!r} is unknown; allowed: {', '.join(SOURCES)}")
     dirs = _local_dirs(name, data_dir)
     if source == "tfds":
         return load_tfds(name, tfds_data_dir=tfds_data_dir)
@@ -377,16 +401,17 @@ def load_raw(
     if source == "idx":
         if not SPECS[name].idx:
             raise ValueError(
-                f"data.source=idx is invalid for {name!r} (not distributed as IDX); allowed: auto, tfds, npz"
+                f"{_key(keys, 'source')}=idx is invalid for {name!r} (not distributed as IDX); "
+                "allowed: auto, tfds, npz"
             )
         raise DataUnavailableError(
             f"dataset {name!r}: no IDX files in {', '.join(map(str, dirs))}; ways to provide it: "
-            + _how_to_provide(name, dirs)
+            + _how_to_provide(name, dirs, keys)
         )
     if source == "npz":
         raise DataUnavailableError(
             f"dataset {name!r}: no {name}.npz in {', '.join(map(str, dirs))}; ways to provide it: "
-            + _how_to_provide(name, dirs)
+            + _how_to_provide(name, dirs, keys)
         )
     # auto: TFDS (prepared, else a download if the host answers)
     try:
@@ -394,7 +419,7 @@ def load_raw(
     except (DataUnavailableError, ImportError) as err:
         raise DataUnavailableError(
             f"dataset {name!r} is not available: no local files in {', '.join(map(str, dirs))}; "
-            f"TFDS: {err}. Ways to provide it: {_how_to_provide(name, dirs)}"
+            f"TFDS: {err}. Ways to provide it: {_how_to_provide(name, dirs, keys)}"
         ) from err
 
 
@@ -406,9 +431,10 @@ def load(
     tfds_data_dir: str | Path | None = None,
     normalize_images: bool = True,
     num_val: int = NUM_VAL,
+    keys: Mapping[str, str] | None = None,
 ) -> ImageData:
     """``name`` with the paper's train/val/test splits (see the module docstring)."""
-    raw = load_raw(name, source=source, data_dir=data_dir, tfds_data_dir=tfds_data_dir)
+    raw = load_raw(name, source=source, data_dir=data_dir, tfds_data_dir=tfds_data_dir, keys=keys)
     return split(raw, name, normalize_images=normalize_images, num_val=num_val)
 
 

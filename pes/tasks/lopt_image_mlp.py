@@ -125,7 +125,7 @@ def _load(
     errors = []
     for name in names:
         try:
-            raw = images.load_raw(name, source=source, data_dir=data_dir)
+            raw = images.load_raw(name, source=source, data_dir=data_dir, keys={"source": "data_source"})
         except images.DataUnavailableError as err:
             errors.append(str(err))
             continue

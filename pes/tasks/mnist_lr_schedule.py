@@ -84,7 +84,7 @@ def _load(dataset: str, source: str, data_dir: str | None, num_val: int, downsam
     errors = []
     for name in names:
         try:
-            raw = images.load_raw(name, source=source, data_dir=data_dir)
+            raw = images.load_raw(name, source=source, data_dir=data_dir, keys={"source": "data_source"})
         except images.DataUnavailableError as err:
             errors.append(str(err))
             continue

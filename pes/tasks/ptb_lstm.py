@@ -53,7 +53,7 @@ class CharLSTM(nn.Module):
 
 @functools.lru_cache(maxsize=4)
 def _corpus(source: str, data_path: str | None) -> ptb.Corpus:
-    return ptb.load_corpus(source=source, path=data_path, split="train")
+    return ptb.load_corpus(source=source, path=data_path, split="train", keys={"path": "data_path"})
 
 
 @functools.lru_cache(maxsize=8)
