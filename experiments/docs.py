@@ -230,7 +230,7 @@ def figure_block(name: str, evaluated: dict, root: Path) -> str:
         "",
     ]
     number = name.removeprefix("figure")
-    defined = C.load_figure(name).get("profiles") or {}
+    defined = CH.load_figure(name).get("profiles") or {}
     for profile in CL.PROFILES:
         if profile not in ("quick", "paper") and profile not in defined:
             continue  # a stand-in profile (e.g. paper_fashion) only where the figure defines it
