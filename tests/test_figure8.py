@@ -13,7 +13,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from experiments import config as C
-from experiments import reproduce, runner
+from experiments import figures, reproduce, runner
 from pes import results, tasks
 from pes.tasks import linear_control
 from tests import notebook_runner
@@ -31,8 +31,8 @@ TINY = [
 
 
 def test_figure8_config_matches_the_paper_settings():
-    fig = C.load_figure("figure8")
-    paper = {r.id: r for r in C.figure_runs(fig, "paper")}
+    fig = figures.load("figure8")
+    paper = {r.id: r for r in figures.runs(fig, "paper")}
     assert len(paper) == 5 * 6 and "pes-k100-seed23" in paper
     expected = {  # the paper's Swimmer runs (docs/paper-settings.md): (K, sigma, lr), 10 pairs
         "es-k1000": (1000, 0.3, 0.3),
@@ -40,7 +40,7 @@ def test_figure8_config_matches_the_paper_settings():
         "pes-k100": (100, 0.3, 0.1),
     }
     for rid, (k, sigma, lr) in expected.items():
-        cfg = C.compose(C.figure_run_overrides(fig, paper[f"{rid}-seed3"], "paper"))
+        cfg = C.compose(figures.run_overrides(fig, paper[f"{rid}-seed3"], "paper"))
         built = C.build(cfg)
         assert (cfg.estimator.trunc_len, cfg.estimator.sigma, cfg.outer_optimizer.learning_rate) == (
             k,
@@ -51,7 +51,7 @@ def test_figure8_config_matches_the_paper_settings():
         assert cfg.outer_optimizer.name == "sgd" and cfg.task.horizon == 1000
         env_steps = built.num_steps * built.estimator.cost_per_estimate
         assert 4.9e5 <= env_steps <= 5.0e5, (rid, env_steps)
-    assert C.figure_runs(fig, "quick")[0].id == "es-k1000-seed3"
+    assert figures.runs(fig, "quick")[0].id == "es-k1000-seed3"
 
 
 def test_env_steps_count_every_training_step():
@@ -136,7 +136,7 @@ def test_simulator_error_is_reported_with_seed_and_step_and_rows_kept(tmp_path, 
 @pytest.mark.slow
 def test_figure8_tiny_end_to_end_with_plot_and_notebook(tmp_path, monkeypatch):
     """All five methods through reproduce (tiny sizes), the plot script and the notebook."""
-    fig = OmegaConf.load(C.FIGURE_DIR / "figure8.yaml")
+    fig = OmegaConf.load(figures.FIGURE_DIR / "figure8.yaml")
     fig.seeds = {"quick": [3], "paper": [3]}
     fig_dir = tmp_path / "figs"
     fig_dir.mkdir()
