@@ -35,6 +35,9 @@ CONFIG_DIR = ROOT / "configs"
 NON_RESULT_KEYS = ("progress", "resume", "overwrite", "results_root", "run_id")
 BOOL_KEYS = ("x64", "resume", "overwrite", "progress")
 NON_RESULT_TRAIN_KEYS = ("chunk_size",)
+# Keys added after runs were recorded, left out of the fingerprint while they hold their
+# null default, so that existing runs keep their identity (group, key).
+LATE_NULL_KEYS = (("outer_optimizer", "clip_value"), ("task", "channels"))
 # Estimators that differentiate the step; refused for tasks with differentiable=False
 # (e.g. a validation-accuracy objective).
 GRADIENT_ESTIMATORS = ("tbptt", "rtrl", "uoro")
@@ -181,6 +184,7 @@ def build_optimizer(node: DictConfig) -> optax.GradientTransformation:
     params = _params(node)
     name = node.get("name")
     clip_norm = params.pop("clip_norm", None)
+    clip_value = params.pop("clip_value", None)
     factory = getattr(optax, str(name), None) if name else None
     if factory is None or not callable(factory):
         raise ConfigError(
@@ -195,6 +199,12 @@ def build_optimizer(node: DictConfig) -> optax.GradientTransformation:
         raise ConfigError(
             f"outer_optimizer.clip_norm={clip_norm!r} is invalid; allowed: null or a number > 0"
         )
+    if clip_value is not None and (
+        isinstance(clip_value, bool) or not isinstance(clip_value, (int, float)) or not clip_value > 0
+    ):
+        raise ConfigError(
+            f"outer_optimizer.clip_value={clip_value!r} is invalid; allowed: null or a number > 0"
+        )
     for key, value in params.items():
         problem = _optimizer_arg_error(str(name), factory, key, value)
         if problem:
@@ -207,6 +217,8 @@ def build_optimizer(node: DictConfig) -> optax.GradientTransformation:
         ) from err
     if clip_norm is not None:
         opt = optax.chain(optax.clip_by_global_norm(float(clip_norm)), opt)
+    if clip_value is not None:  # element-wise, before any norm clipping and the optimizer
+        opt = optax.chain(optax.clip(float(clip_value)), opt)
     return opt
 
 
@@ -307,6 +319,9 @@ def result_config(config: DictConfig | dict) -> dict:
     data = {k: v for k, v in data.items() if k not in (*NON_RESULT_KEYS, "hydra")}
     if isinstance(data.get("train"), dict):
         data["train"] = {k: v for k, v in data["train"].items() if k not in NON_RESULT_TRAIN_KEYS}
+    for group, key in LATE_NULL_KEYS:
+        if isinstance(data.get(group), dict) and key in data[group] and data[group][key] is None:
+            data[group] = {k: v for k, v in data[group].items() if k != key}
     est = data.get("estimator")
     if isinstance(est, dict) and ("particles" in est or "stagger" in est):
         # one spelling of the particle setting: runs from before `particles` keep their identity

@@ -230,7 +230,10 @@ def figure_block(name: str, evaluated: dict, root: Path) -> str:
         "",
     ]
     number = name.removeprefix("figure")
+    defined = CH.load_figure(name).get("profiles") or {}
     for profile in CL.PROFILES:
+        if profile not in ("quick", "paper") and profile not in defined:
+            continue  # a stand-in profile (e.g. paper_fashion) only where the figure defines it
         lines.append(f"#### `{profile}` profile")
         lines.append("")
         if (name, profile) not in evaluated:

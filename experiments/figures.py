@@ -303,6 +303,10 @@ def check_profile(fig: DictConfig, profile: str) -> None:
     """``profile`` is a known profile the figure can be reproduced under."""
     if profile not in profile_names():
         raise ConfigError(f"profile={profile} is unknown; allowed: {', '.join(profile_names())}")
+    profiles = fig.get("profiles") or {}
+    if profile not in ("quick", "paper") and profile not in profiles:  # stand-ins: only where defined
+        defined = ["quick", "paper", *[p for p in profiles if p not in ("quick", "paper")]]
+        raise ConfigError(f"figure {fig.id} has no profile {profile}; allowed: {', '.join(defined)}")
     seeds = fig.get("seeds")
     if isinstance(seeds, DictConfig) and profile not in seeds:
         raise ConfigError(

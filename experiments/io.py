@@ -359,11 +359,35 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
+# CPU features that change XLA:CPU's code (vector width, FMA) and so the last bits of results
+ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "amx_tile")
+
+
+def cpu_info() -> dict:
+    """CPU model and the ISA flags in `ISA_FLAGS` (Linux /proc/cpuinfo; empty elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {}
+    fields = dict(
+        line.split(":", 1) for line in text.splitlines()[:60] if ":" in line
+    )
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    return {
+        "cpu_model": fields.get("model name", ""),
+        "cpu_family": fields.get("cpu family", ""),
+        "cpu_isa": [f for f in ISA_FLAGS if f in flags],
+    }
+
+
 def machine() -> dict:
     return {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
+        **cpu_info(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "jax_backend": jax.default_backend(),
         "devices": [str(d) for d in jax.devices()],
     }

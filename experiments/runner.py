@@ -243,15 +243,22 @@ def _resume(out_dir: Path, rid: str, meta: dict, fresh_state) -> Start:
     return _from_scratch(out_dir, fresh_state)
 
 
-# ----------------------------------------------------------------------------- running
+def begin(cfg: DictConfig, out_dir: Path, rid: str, recorded: Recorded, fresh_state) -> Start:
+    """Where a locked run folder starts: its verified checkpoint when it holds this config
+    and ``resume`` is on, else from scratch.  A finished run's run.json is brought in line
+    with its checkpoint (a process killed between the two writes)."""
+    if recorded.action == "same" and cfg.resume:
+        start = _resume(out_dir, rid, recorded.meta, fresh_state)
+    else:
+        start = _from_scratch(out_dir, fresh_state)
+    if start.finished and start.meta.get("status") != start.finished:
+        io.write_json(out_dir / META, dict(start.meta, status=start.finished))
+    return start
 
 
-def run(cfg: DictConfig, *, out_dir: Path | None = None) -> Path:
-    """Run ``cfg`` (validated first); returns the run directory."""
-    built = C.build(cfg)
-    rid = C.run_id(cfg)
-    out_dir = Path(out_dir) if out_dir is not None else C.run_dir(cfg)
-    fp = C.fingerprint(cfg)
+def lock_folder(cfg: DictConfig, out_dir: Path, fp: str) -> tuple[io.FolderLock, Recorded]:
+    """Lock ``out_dir`` and judge what it holds; a folder of another config is moved aside
+    (when allowed) and the fresh folder locked instead."""
     make_folder(out_dir)
     lock = io.FolderLock(out_dir).acquire()
     try:
@@ -264,15 +271,27 @@ def run(cfg: DictConfig, *, out_dir: Path | None = None) -> Path:
             lock.release()
             lock = new_lock
             _note(f"{out_dir} was moved to {aside.name}: {recorded.why}")
+    except BaseException:
+        lock.release()
+        raise
+    return lock, recorded
+
+
+# ----------------------------------------------------------------------------- running
+
+
+def run(cfg: DictConfig, *, out_dir: Path | None = None) -> Path:
+    """Run ``cfg`` (validated first); returns the run directory."""
+    built = C.build(cfg)
+    rid = C.run_id(cfg)
+    out_dir = Path(out_dir) if out_dir is not None else C.run_dir(cfg)
+    fp = C.fingerprint(cfg)
+    lock, recorded = lock_folder(cfg, out_dir, fp)
+    try:
         key = jax.random.key(int(cfg.seed))
         fresh = outer.init_state(key, built.task.theta_init, built.estimator, built.optimizer)
-        if recorded.action == "same" and cfg.resume:
-            start = _resume(out_dir, rid, recorded.meta, fresh)
-        else:
-            start = _from_scratch(out_dir, fresh)
+        start = begin(cfg, out_dir, rid, recorded, fresh)
         if start.finished:
-            if start.meta.get("status") != start.finished:  # killed between checkpoint and run.json
-                io.write_json(out_dir / META, dict(start.meta, status=start.finished))
             return out_dir
         _train(cfg, built, rid, out_dir, fp, start)
     finally:
@@ -286,8 +305,14 @@ def _train(cfg, built: C.Built, rid: str, out_dir: Path, fp: str, start: Start) 
     previous = start.meta or {}
     wall_before = float(previous.get("wall_time_s", 0.0))
     attempts = list(previous.get("attempts", []))
-    attempts.append({"pid": os.getpid(), "host": socket.gethostname(),
-                     "started": time.strftime("%Y-%m-%d %H:%M:%S"), "from_outer_step": int(state.step)})
+    attempts.append(
+        {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "from_outer_step": int(state.step),
+        }
+    )
     meta = {
         **artefacts.provenance(),  # git commit, packages, machine: the suite's one run-info head
         "run_id": rid,

@@ -2,7 +2,7 @@
 
 The model follows the "MLPLOpt" of Metz et al. 2019 ("Understanding and correcting
 pathologies in the training of learned optimizers", arXiv 1810.10180) as described in
-``shared/docs/lopt_spec.md`` §3.1:
+docs/figures/figure7.md:
 
 * inputs for every scalar parameter p with gradient g at inner step t (19 in all):
   g, p and six EMA momenta m_k <- beta_k m_k + (1 - beta_k) g (updated *before* use,

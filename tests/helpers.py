@@ -90,3 +90,9 @@ def keyed_system(
         return {"s": s, "h": 0.5 * state["h"] + loss}, loss
 
     return UnrolledSystem(init=init, step=step, horizon=horizon, unroll_loss=unroll_loss)
+
+
+def jitted(est):
+    """The estimator with jitted ``init`` and ``estimate``: one compilation each instead of
+    op-by-op dispatch (tests call them a few times with the same shapes)."""
+    return est._replace(init=jax.jit(est.init), estimate=jax.jit(est.estimate))

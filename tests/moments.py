@@ -75,6 +75,9 @@ def schedule(name: str, horizon: int, trunc_len: int, num_truncations: int, offs
     k, t_len = trunc_len, horizon
     steps = num_truncations * k
     num_slots = num_truncations + 1
+    if name.startswith("gpes/"):
+        blocks = None if name == "gpes/None" else int(name.split("/")[1])
+        return _gpes_schedule(blocks, t_len, k, num_truncations, offset, stagger)
     slot = np.zeros(steps, np.int32)
     weights = np.zeros((steps, num_slots))
     stop = np.zeros(steps, bool)
@@ -105,6 +108,46 @@ def schedule(name: str, horizon: int, trunc_len: int, num_truncations: int, offs
         else:
             raise ValueError(name)
     return slot, weights, stop, num_slots
+
+
+def _gpes_schedule(blocks, horizon, k, num_truncations, offset, stagger):
+    """GPES with noise blocks of ``blocks`` truncations (None: one block per episode).
+
+    A block in force for ``blocks`` truncations is replaced at a truncation start by that
+    truncation's draw, which joins the accumulator; an episode that ends inside a truncation
+    continues with that truncation's draw as its first block (accumulator = that draw); one
+    that ends on the last step starts its first block at the next truncation.  With one block
+    per episode the accumulator is the block (NRES).  Staggered pairs' burn-in runs under
+    slot 0, a block of age ceil(offset / K) (capped at ``blocks``).
+    """
+    steps = num_truncations * k
+    slot = np.zeros(steps, np.int32)
+    weights = np.zeros((steps, num_truncations + 1))
+    if blocks is None:
+        block, accum, age = 0, {0}, 0
+    elif stagger and offset > 0:
+        block, accum, age = 0, {0}, min(blocks, -(-offset // k))
+    else:
+        block, accum, age = None, set(), blocks
+    t = offset
+    for u in range(num_truncations):
+        refreshed = blocks is not None and age >= blocks
+        if refreshed:
+            block, accum = 1 + u, accum | {1 + u}
+        ended = last = False
+        for j in range(u * k, (u + 1) * k):
+            slot[j] = block
+            weights[j, sorted(accum)] = 1.0
+            t += 1
+            last = False
+            if t >= horizon:
+                t, block, accum, ended, last = 0, 1 + u, {1 + u}, True, True
+        if blocks is not None:
+            if last:
+                block, accum, age = None, set(), blocks
+            else:
+                age = 1 if (ended or refreshed) else age + 1
+    return slot, weights, np.zeros(steps, bool), num_truncations + 1
 
 
 def all_schedules(name, horizon, trunc_len, num_truncations, stagger):

@@ -285,7 +285,11 @@ CATALOGUE: tuple[Mutation, ...] = (
         "GPES: a noise block is replaced after m + 1 truncations instead of m",
         EVO,
         (("refresh = state.age >= blocks", "refresh = state.age > blocks"),),
-        (*ref("gpes"), "tests/test_gpes.py::test_blocks_are_noise_every_steps_in_lockstep"),
+        (
+            *ref("gpes"),
+            *keyed("gpes-T8-K2-blocks2"),
+            "tests/test_gpes.py::test_blocks_are_noise_every_steps_in_lockstep",
+        ),
     ),
     M(
         "stagger-offsets-skip-the-last-phase",

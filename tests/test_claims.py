@@ -18,6 +18,7 @@ from pes import results
 
 FIG = {
     "id": "figuretest",
+    "profiles": {"quick": [], "paper": []},
     "runs": [
         {"id": "pes", "label": "PES"},
         {"id": "es", "label": "ES"},
@@ -140,6 +141,7 @@ SEEDED = frame(
 )
 SEEDED_FIG = {
     "id": "figuretest",
+    "profiles": {"quick": [], "paper": []},
     "runs": [
         {"id": f"{m}-s{s}", "label": lab} for m, lab in (("pes", "PES"), ("tes", "TES")) for s in range(3)
     ],

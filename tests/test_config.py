@@ -44,7 +44,7 @@ def build_or_skip_missing_data(cfg):
 
 def test_groups_have_options():
     assert {"pes", "es", "tbptt", "rtrl", "uoro"} <= set(GROUP_OPTIONS["estimator"])
-    assert {"quick", "paper"} == set(GROUP_OPTIONS["profile"])
+    assert {"quick", "paper", "paper_fashion"} == set(GROUP_OPTIONS["profile"])
 
 
 @pytest.mark.parametrize("task", GROUP_OPTIONS["task"])

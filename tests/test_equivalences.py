@@ -8,15 +8,20 @@ import pytest
 from pes import estimators, systems, tasks
 from pes.estimators._common import sample_noise
 from tests import reference as R
-from tests.helpers import assert_trees_close, dict_system, dict_theta, random_init_linear
+from tests.helpers import assert_trees_close, dict_system, dict_theta, jitted, random_init_linear
 
 pytestmark = pytest.mark.numerics  # exact equivalences: rerun by `make test-portable`
+
+
+def make(name, system, **hp):
+    """A jitted estimator (one compilation instead of op-by-op dispatch)."""
+    return jitted(estimators.make(name, system, **hp))
 
 
 def _exact_grad(system, theta, init_key, key):
     """jax.grad of the whole-episode objective with the estimators' key discipline."""
     _, data_key = jax.random.split(key)
-    return jax.grad(lambda th: systems.full_objective(system, th, init_key, data_key))(theta)
+    return jax.jit(jax.grad(lambda th: systems.full_objective(system, th, init_key, data_key)))(theta)
 
 
 @pytest.mark.parametrize("system_fn", [dict_system, random_init_linear])
@@ -26,7 +31,7 @@ def test_tbptt_full_horizon_equals_backprop(system_fn):
     )
     theta = dict_theta(jnp.float64) if system_fn is dict_system else jnp.array([0.1, -0.3, 0.2])
     k0, k1 = jax.random.key(0), jax.random.key(1)
-    est = estimators.make("tbptt", system, trunc_len=7)
+    est = make("tbptt", system, trunc_len=7)
     grad, state, _ = est.estimate(k1, theta, est.init(k0, theta))
     assert_trees_close(grad, _exact_grad(system, theta, k0, k1))
     assert int(state.t) == 0  # the episode ended and was reset
@@ -38,9 +43,9 @@ def test_rtrl_summed_over_the_horizon_equals_backprop(trunc_len):
     system = dict_system(horizon=7, dtype=jnp.float64)
     theta = dict_theta(jnp.float64)
     k0, k1 = jax.random.key(0), jax.random.key(1)
-    est = estimators.make("rtrl", system, trunc_len=7)
+    est = make("rtrl", system, trunc_len=7)
     exact, _, _ = est.estimate(k1, theta, est.init(k0, theta))
-    est = estimators.make("rtrl", system, trunc_len=trunc_len)
+    est = make("rtrl", system, trunc_len=trunc_len)
     state = est.init(k0, theta)
     # Drive the per-truncation keys so that the concatenated steps see the same step keys
     # as one 7-step unroll would: compare instead with backprop through the same steps.
@@ -67,7 +72,7 @@ def test_rtrl_summed_over_the_horizon_equals_backprop(trunc_len):
         return tot
 
     if 7 % trunc_len == 0:
-        assert_trees_close(total, jax.grad(objective)(theta))
+        assert_trees_close(total, jax.jit(jax.grad(objective))(theta))
         if trunc_len == 7:
             assert_trees_close(total, exact)
     else:
@@ -81,7 +86,7 @@ def test_rtrl_summed_over_the_horizon_equals_backprop(trunc_len):
                 tot = tot + jnp.sum(losses)
             return tot
 
-        assert_trees_close(total, jax.grad(objective_all)(theta))
+        assert_trees_close(total, jax.jit(jax.grad(objective_all))(theta))
 
 
 def _reference_grad(name, system, theta, init_key, key, **hp):
@@ -96,8 +101,8 @@ def test_pes_with_full_truncations_equals_full_es():
     theta = dict_theta(jnp.float64)
     k0 = jax.random.key(0)
     hp = dict(trunc_len=5, sigma=0.1, num_particles=6)
-    p = estimators.make("pes", system, **hp)
-    e = estimators.make("es", system, **hp)
+    p = make("pes", system, **hp)
+    e = make("es", system, **hp)
     sp, se = p.init(k0, theta), e.init(k0, theta)
     ref = R.RefES(system, theta, **hp).init(k0, theta)
     for i in range(3):
@@ -115,8 +120,8 @@ def test_pes_first_truncation_equals_truncated_es():
     theta = dict_theta(jnp.float64)
     k0, k1 = jax.random.key(0), jax.random.key(1)
     hp = dict(trunc_len=3, sigma=0.1, num_particles=6)
-    p = estimators.make("pes", system, **hp)
-    e = estimators.make("es", system, **hp)
+    p = make("pes", system, **hp)
+    e = make("es", system, **hp)
     gp, sp, _ = p.estimate(k1, theta, p.init(k0, theta))
     ge, _, _ = e.estimate(k1, theta, e.init(k0, theta))
     assert_trees_close(gp, ge)
@@ -135,8 +140,8 @@ def test_antithetic_estimates_ignore_constant_loss_offsets_and_common_noise(name
     k0, k1 = jax.random.key(0), jax.random.key(1)
     clean = dict_system(horizon=6, dtype=jnp.float64)
     noisy = dict_system(horizon=6, dtype=jnp.float64, noise=100.0)
-    est_c = estimators.make(name, clean, trunc_len=4, sigma=0.1, num_particles=8)
-    est_n = estimators.make(name, noisy, trunc_len=4, sigma=0.1, num_particles=8)
+    est_c = make(name, clean, trunc_len=4, sigma=0.1, num_particles=8)
+    est_n = make(name, noisy, trunc_len=4, sigma=0.1, num_particles=8)
     sc, sn = est_c.init(k0, theta), est_n.init(k0, theta)
     for i in range(3):
         key = jax.random.fold_in(k1, i)
@@ -152,8 +157,8 @@ def test_loss_scaling_scales_the_pes_estimate():
     )
     theta = dict_theta(jnp.float64)
     k0, k1 = jax.random.key(0), jax.random.key(1)
-    a = estimators.make("pes", system, trunc_len=4, sigma=0.1, num_particles=4)
-    b = estimators.make("pes", scaled, trunc_len=4, sigma=0.1, num_particles=4)
+    a = make("pes", system, trunc_len=4, sigma=0.1, num_particles=4)
+    b = make("pes", scaled, trunc_len=4, sigma=0.1, num_particles=4)
     ga, _, _ = a.estimate(k1, theta, a.init(k0, theta))
     gb, _, _ = b.estimate(k1, theta, b.init(k0, theta))
     assert_trees_close(jax.tree.map(lambda x: 3.0 * x, ga), gb)
@@ -163,7 +168,7 @@ def test_pes_accumulator_bookkeeping_across_mid_truncation_resets():
     """T=5, K=3. Truncations cover t = (0,1,2) (3,4|0) (1,2,3) (4|0,1) (2,3,4|)."""
     task = tasks.make("linear_quadratic", dim=2, horizon=5)
     theta = jnp.array([0.2, -0.1])
-    est = estimators.make("pes", task.system, trunc_len=3, sigma=0.1, num_particles=2)
+    est = make("pes", task.system, trunc_len=3, sigma=0.1, num_particles=2)
     k0 = jax.random.key(0)
     state = est.init(k0, theta)
     e, accums = [], []

@@ -7,7 +7,7 @@ import pytest
 
 from pes import estimators, systems
 from pes.estimators import _common as C
-from tests.helpers import assert_trees_close, random_init_linear
+from tests.helpers import assert_trees_close, jitted, random_init_linear
 
 pytestmark = pytest.mark.numerics  # exact equivalences: rerun by `make test-portable`
 
@@ -45,7 +45,7 @@ def test_init_starts_each_pair_at_its_own_offset():
 def test_estimate_equals_per_pair_truncated_es():
     system = random_init_linear(horizon=HORIZON)
     theta = jnp.array([0.2, -0.1, 0.3])
-    est = estimators.make("es", system, trunc_len=K, sigma=SIGMA, num_particles=N, stagger=True)
+    est = jitted(estimators.make("es", system, trunc_len=K, sigma=SIGMA, num_particles=N, stagger=True))
     state = est.init(jax.random.key(5), theta)
     key = jax.random.key(7)
     unroll = jax.jit(lambda th, s, t, k: systems.unroll(system, th, s, t, k, K))  # the hand loop's unroll

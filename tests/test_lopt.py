@@ -34,7 +34,7 @@ def test_meta_parameter_count_is_1762():
 
 
 def hand_update(g, p, m0, step, channel, magnitude_bias, exp_mult=1e-3, step_mult=1e-3):
-    """numpy: the new momenta and the update of one tensor, written out from lopt_spec §3.1."""
+    """numpy: the new momenta and the update of one tensor, written from pes/lopt.py's docstring."""
     beta = np.array(L.DECAYS).reshape((-1,) + (1,) * g.ndim)
     m = beta * m0 + (1 - beta) * g
     channels = [g, p] + [m[k] for k in range(len(L.DECAYS))]

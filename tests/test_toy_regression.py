@@ -1,4 +1,4 @@
-"""Toy 2D regression task (paper_spec E2) and the grid-search tool (pes.grid)."""
+"""Toy 2D regression task (figure 3; docs/paper-settings.md) and the grid-search tool (pes.grid)."""
 
 import math
 
@@ -190,7 +190,7 @@ def test_coarse_grid_finds_the_valley(task):
 
 @pytest.mark.slow
 def test_grid_801_matches_spec_analysis(task):
-    """paper_spec E2 [A]: 801^2 grid min ~552 at (2.76, -4.79); the valley's 5% region."""
+    """The paper's analysis of this task: 801^2 grid min ~552 at (2.76, -4.79); the valley's 5% region."""
     fn = lambda th: task.evaluate(th, jax.random.key(0))["meta_objective"]  # noqa: E731
     res = G.grid_search(fn, [-5, -5], [5, 5], 801, chunk_size=8192)
     assert res.min == pytest.approx(552.0, rel=0.01)

@@ -91,6 +91,7 @@ SYSTEMS = {
     # resets at every position of a truncation; fast decay and spread initial states, so
     # that the steps after a reset carry much of the gradient (bookkeeping errors show)
     "T5-reset": dict(horizon=5, decay=0.5, init_scale=3.0, noise=0.2),
+    "T7-reset": dict(horizon=7, decay=0.5, init_scale=3.0, noise=0.2),
 }
 # name: (estimator, system, K, options, truncations per window)
 KEYED = {
@@ -102,6 +103,10 @@ KEYED = {
     "nres-T5-K4": ("nres", "T5-reset", 4, {}, 5),
     "nres-T7-K3-stagger": ("nres", "T7", 3, {"stagger": True}, 7),
     "es-T5-K5-full": ("es", "T5", 5, {}, 2),  # full-episode ES
+    "gpes-T8-K2-blocks2": ("gpes", "T8", 2, {"noise_every": 4}, 8),
+    # blocks of 2 truncations cut by resets inside a truncation (and by one on a last step)
+    "gpes-T7-K2-blocks2": ("gpes", "T7-reset", 2, {"noise_every": 4}, 7),
+    "gpes-T7-K3-blocks2-stagger": ("gpes", "T7", 3, {"noise_every": 6, "stagger": True}, 7),
 }
 
 
@@ -113,8 +118,21 @@ def keyed_check(case, reps=REPS, seed=0):
     est = estimators.make(name, system, trunc_len=trunc_len, sigma=0.3, num_particles=num, **extra)
     init_keys, est_keys = M.window_keys(jax.random.key(seed), reps, num_truncations)
     samples = M.sample_window_sums(est, THETA, init_keys, est_keys)
+    kw = {k: v for k, v in extra.items() if k != "noise_every"}
+    weights_of = None
+    if name == "gpes":
+        blocks = extra["noise_every"] // trunc_len if extra["noise_every"] < system.horizon else None
+        weights_of = f"gpes/{blocks}"
     means, variances = M.reference_moments(
-        name, system, THETA, init_keys, est_keys, trunc_len=trunc_len, num_particles=num, **extra
+        name,
+        system,
+        THETA,
+        init_keys,
+        est_keys,
+        trunc_len=trunc_len,
+        num_particles=num,
+        weights_of=weights_of,
+        **kw,
     )
     return M.Check(samples, means, variances), system, init_keys, est_keys
 

@@ -338,7 +338,7 @@ def es(
     burn-in unroll with theta (keys ``split(key, 3)`` of ``init``: state, offset, burn-in;
     burn-in step j uses ``step_keys(burn_key, T - 1)[j, 0]``).  Each truncation perturbs
     group g from its own state and then advances it with theta: truncated ES with
-    per-particle states (lopt_spec §3.3 ``tes``), so that particles do not reset in
+    per-particle states (the learned-optimizer literature's ``tes``), so that particles do not reset in
     lockstep.  With one group it is the shared-state estimator.
 
     Args:

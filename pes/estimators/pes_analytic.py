@@ -12,7 +12,7 @@ variate for the history term: it has mean zero because eps_i is independent of x
 When the step loss and the state are linear-quadratic in the perturbations (as in
 `pes.tasks.linear_quadratic`) the estimate is unbiased like PES; otherwise g_a, taken at
 the mean state rather than at the perturbed particles' states, is a first-order
-approximation.  The paper uses it only for variance studies (paper_spec §1.5, E9).
+approximation.  The paper uses it only in its appendix variance study.
 """
 
 from __future__ import annotations

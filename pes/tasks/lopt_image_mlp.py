@@ -89,8 +89,14 @@ def _check(name, value, ok, allowed):
     check_param("lopt_image_mlp", name, value, ok, allowed)
 
 
-def resize_images(x: np.ndarray, size: int, greyscale: bool, chunk: int = 5000) -> np.ndarray:
-    """uint8 NHWC -> float32 (N, size*size*C') in [0, 1] (bilinear, antialiased)."""
+def resize_images(
+    x: np.ndarray, size: int, greyscale: bool, chunk: int = 5000, channels: int | None = None
+) -> np.ndarray:
+    """uint8 NHWC -> float32 (N, size*size*C') in [0, 1] (bilinear, antialiased).
+
+    ``channels=3`` repeats a one-channel image (after resizing) into three identical
+    channels, so a greyscale dataset feeds a colour pipeline's input shapes.
+    """
     n, h, w, c = x.shape
     out_c = 1 if greyscale else c
 
@@ -101,6 +107,8 @@ def resize_images(x: np.ndarray, size: int, greyscale: bool, chunk: int = 5000) 
             batch = jnp.mean(batch, axis=-1, keepdims=True)
         if (h, w) != (size, size):
             batch = jax.image.resize(batch, (batch.shape[0], size, size, out_c), method="linear")
+        if channels is not None and channels != batch.shape[-1]:
+            batch = jnp.repeat(batch, channels, axis=-1)
         return batch.reshape(batch.shape[0], -1)
 
     parts = [np.asarray(prep(x[lo : lo + chunk])) for lo in range(0, n, chunk)]
@@ -115,11 +123,13 @@ def _load(
     image_size: int,
     greyscale: bool,
     val_fraction: float | None = None,
+    channels: int | None = None,
 ):
     """(name, origin, train x, train y, test x, test y, val x, val y); x float32 (N, features).
 
     The validation part is the last ``val_fraction`` of the training split (None: the last
-    min(10000, N / 5) images, which are then not used at all).
+    min(10000, N / 5) images, which are then not used at all).  ``channels=3`` repeats a
+    greyscale dataset's channel (see `resize_images`).
     """
     names = ("cifar10", "fashion_mnist") if dataset == "cifar10_or_fashion" else (dataset,)
     errors = []
@@ -135,11 +145,12 @@ def _load(
         return (
             name,
             data.origin,
-            resize_images(data.train_images, image_size, greyscale),
+            resize_images(data.train_images, image_size, greyscale, channels=channels),
             data.train_labels,
-            resize_images(data.test_images, image_size, greyscale),
+            resize_images(data.test_images, image_size, greyscale, channels=channels),
             data.test_labels,
-            resize_images(data.val_images, image_size, greyscale) if val_fraction else None,
+            (resize_images(data.val_images, image_size, greyscale, channels=channels)
+             if val_fraction else None),
             data.val_labels if val_fraction else None,
         )
     raise images.DataUnavailableError(" | ".join(errors))
@@ -151,6 +162,7 @@ def make(
     data_dir: str | None = None,
     image_size: int = 8,
     greyscale: bool = False,
+    channels: int | None = None,
     hidden: Sequence[int] = (32,),
     batch_size: int = 128,
     horizon: int = 1000,
@@ -173,6 +185,9 @@ def make(
       data_dir: directory of local IDX/npz files (null: the default data folder).
       image_size: images are resized to image_size x image_size (8 in the spec).
       greyscale: average the colour channels (CIFAR-10 "BW" variants).
+      channels: null (the dataset's own) or 3: a one-channel dataset's images are repeated
+        into three identical channels (Fashion-MNIST fed through CIFAR-10 8x8 colour's
+        input shapes, 192 features: the paper_fashion stand-in profile).
       hidden: hidden widths of the inner MLP ([32]).
       batch_size: inner minibatch size (128).
       horizon: T, inner steps of one training run.
@@ -203,6 +218,8 @@ def make(
     check_ints("lopt_image_mlp", 0, init_seed=init_seed, eval_seed=eval_seed)
     hidden = check_widths("lopt_image_mlp", "hidden", hidden)
     _check("greyscale", greyscale, isinstance(greyscale, bool), "true, false")
+    _check("channels", channels, channels is None or (channels == 3 and not greyscale),
+           "null, or 3 without greyscale")
     _check("activation", activation, activation in ACTIVATIONS, ", ".join(ACTIVATIONS))
     _check("meta_loss", meta_loss, meta_loss in META_LOSSES, ", ".join(META_LOSSES))
     single = single_sequence_seed is not None
@@ -215,7 +232,7 @@ def make(
 
     val_fraction = 0.2 if meta_loss == "val_post" else None
     name, origin, train_x, train_y, test_x, test_y, val_x, val_y = _load(
-        dataset, data_source, data_dir, image_size, greyscale, val_fraction
+        dataset, data_source, data_dir, image_size, greyscale, val_fraction, channels
     )
     train_x, train_y = jnp.asarray(train_x), jnp.asarray(train_y)
     test_x, test_y = jnp.asarray(test_x), jnp.asarray(test_y)
@@ -321,6 +338,7 @@ def make(
         "stand_in": name != "cifar10",
         "num_features": num_features,
         "image_size": image_size,
+        "channels": num_features // (image_size * image_size),
         "hidden": list(hidden),
         "horizon": horizon,
         "batch_size": batch_size,

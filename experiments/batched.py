@@ -1,0 +1,289 @@
+"""Run a figure's seeds batched: runs that differ only in their seed share compiled calls.
+
+    python -m experiments.batched figure=figure7 profile=paper_fashion [max_batch=6] [override ...]
+
+For an accelerator, where one run's particles do not fill the device.  The figure's runs
+(composed and validated exactly as ``experiments.reproduce`` does) are grouped by their
+resolved config without ``seed``, ``run_id`` and ``task.init_seed`` (the seed may set the
+task's initial theta, nothing else of the task: a task setting that interpolates the seed
+makes its own group).  Each group, up to ``max_batch`` runs at a time, is meta-trained by
+`pes.outer.make_batched_chunk` (vmapped over the runs), and every run still gets its own run
+directory -- ``metrics.csv``, ``checkpoint.npz``, ``run.json`` with the same fingerprint as
+a separate run -- so ``experiments.reproduce`` afterwards finds the runs complete, merges
+them and runs the figure's post steps.  Numbers match separate runs up to the rounding of
+batched kernels (``tests/test_batched_runs.py`` measures it).
+
+Each member's folder is locked, verified and resumed as `experiments.runner` does (the same
+checkpoint record, the same CSV bytes): a batch resumes from its members' checkpoints when all
+unfinished members stopped at the same outer step; otherwise those that had started begin
+again (runs are deterministic, so the result is the same).  A member that diverges (the
+runner's rule) gets the runner's marker row and no more rows; the others go on.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from experiments import artefacts, figures, io, runner
+from experiments import config as C
+from experiments.reproduce import parse
+from pes import outer, results
+
+DEFAULT_MAX_BATCH = 16
+
+
+def batch_signature(cfg: DictConfig) -> str:
+    """The resolved config without the per-seed keys: runs with equal signatures batch."""
+    data = OmegaConf.to_container(cfg, resolve=True)
+    for key in ("seed", "run_id", *C.NON_RESULT_KEYS):
+        data.pop(key, None)
+    data.get("task", {}).pop("init_seed", None)
+    data.pop("hydra", None)
+    return OmegaConf.to_yaml(OmegaConf.create(data), sort_keys=True)
+
+
+def group_runs(cfgs: list[DictConfig], max_batch: int) -> list[list[DictConfig]]:
+    """Runs grouped by `batch_signature` (first-seen order), split into batches."""
+    groups: OrderedDict[str, list[DictConfig]] = OrderedDict()
+    for cfg in cfgs:
+        groups.setdefault(batch_signature(cfg), []).append(cfg)
+    out = []
+    for members in groups.values():
+        out += [members[i : i + max_batch] for i in range(0, len(members), max_batch)]
+    return out
+
+
+def _meta(cfg: DictConfig, built: C.Built, batch_ids: list[str], previous: dict | None, step: int) -> dict:
+    """run.json content, as `experiments.runner.run` writes it, plus the batch."""
+    previous = previous or {}
+    attempts = list(previous.get("attempts", []))
+    attempts.append(
+        {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "from_outer_step": step,
+            "batched_with": batch_ids,
+        }
+    )
+    return {
+        **artefacts.provenance(),
+        "run_id": C.run_id(cfg),
+        "fingerprint": C.fingerprint(cfg),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "profile": str(cfg.profile.name),
+        "estimator_cost_per_outer_step": built.estimator.cost_per_estimate,
+        "task_info": built.task.info(),
+        "status": "running",
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "attempts": attempts,
+        "wall_time_s": float(previous.get("wall_time_s", 0.0)),
+        "batched_with": batch_ids,
+    }
+
+
+def _take(tree, r: int):
+    return jax.tree.map(lambda x: x[r], tree)
+
+
+def _stack(trees):
+    return jax.tree.map(lambda *x: jnp.stack(x), *trees)
+
+
+def run_batch(cfgs: list[DictConfig]) -> list[Path]:
+    """Run one batch of runs that differ only in their seed; returns their directories.
+
+    Every member's folder is locked, judged and resumed exactly as `experiments.runner.run`
+    does (same checks, same verified CSV, same checkpoint record), so either runner can
+    continue what the other started."""
+    builts = [C.build(cfg) for cfg in cfgs]
+    dirs = [C.run_dir(cfg) for cfg in cfgs]
+    ids = [C.run_id(cfg) for cfg in cfgs]
+    first = builts[0]
+    est, opt, task = first.estimator, first.optimizer, first.task
+    locks = []
+    try:
+        recorded = []
+        for cfg, d in zip(cfgs, dirs):
+            lock, rec = runner.lock_folder(cfg, d, C.fingerprint(cfg))
+            locks.append(lock)
+            recorded.append(rec)
+        keys = jnp.stack([jax.random.key(int(cfg.seed)) for cfg in cfgs])
+        fresh = outer.init_states(keys, _stack([b.task.theta_init for b in builts]), est, opt)
+        starts = [
+            runner.begin(cfg, d, rid, rec, _take(fresh, r))
+            for r, (cfg, d, rid, rec) in enumerate(zip(cfgs, dirs, ids, recorded))
+        ]
+        todo = [r for r, st in enumerate(starts) if not st.finished]
+        if len({int(starts[r].state.step) for r in todo}) > 1:  # members stopped at different steps
+            for r in todo:
+                if int(starts[r].state.step) > 0:
+                    print(
+                        f"{ids[r]}: batch members stopped at different outer steps; restarting it",
+                        file=sys.stderr,
+                    )
+                    starts[r] = runner._from_scratch(dirs[r], _take(fresh, r))
+        if todo:
+            _train_batch(
+                [cfgs[r] for r in todo],
+                [builts[r] for r in todo],
+                [dirs[r] for r in todo],
+                [starts[r] for r in todo],
+                est,
+                opt,
+                task,
+                first,
+            )
+    finally:
+        for lock in locks:
+            lock.release()
+    return dirs
+
+
+def _train_batch(cfgs, builts, dirs, starts, est, opt, task, first) -> None:
+    ids = [C.run_id(cfg) for cfg in cfgs]
+    step = int(starts[0].state.step)
+    metas = [_meta(cfg, b, ids, st.meta, step) for cfg, b, st in zip(cfgs, builts, starts)]
+    for d, m in zip(dirs, metas):
+        io.write_json(d / runner.META, m)
+    walls_before = [m["wall_time_s"] for m in metas]
+    logs = [st.log for st in starts]
+    states = _stack([st.state for st in starts])
+    infos = [C.run_info(cfg) for cfg in cfgs]
+    k = est.steps_per_estimate
+    live = [True] * len(cfgs)
+    t0 = time.perf_counter()
+
+    def finish(r: int, status: str, **extra) -> None:
+        metas[r].update(status=status, wall_time_s=walls_before[r] + time.perf_counter() - t0, **extra)
+        metas[r]["batch_wall_time_s"] = time.perf_counter() - t0
+        metas[r]["attempts"][-1].update(ended=time.strftime("%Y-%m-%d %H:%M:%S"), status=status)
+        io.write_json(dirs[r] / runner.META, metas[r])
+
+    def member(metrics, r: int, until: int | None = None) -> dict:
+        """Member r's log points (up to outer step ``until``) with the cost metric added."""
+        m = {name: np.asarray(v[r]) for name, v in metrics.items()}
+        m = runner._until(m, until) if until is not None else m
+        if task.cost_metric:
+            m[task.cost_metric] = np.asarray(m["outer_step"], np.float64) * float(est.cost_per_estimate)
+        return m
+
+    def log_member(metrics, r: int, now: int, total: int) -> None:
+        """The member's rows (cut at a divergence, step by step), checkpoint, run.json."""
+        bad = runner.divergence(member(metrics, r))
+        rows = results.rows(infos[r], member(metrics, r, bad[0] if bad else None), k)
+        rows.sort(key=lambda row: row["outer_step"])  # the same bytes as `experiments.runner`
+        if bad is not None:
+            marker = {"outer_step": np.array([bad[0]]), runner.DIVERGED: np.array([1.0])}
+            rows += results.rows(infos[r], marker, k)
+        logs[r].append(rows)
+        status = "diverged" if bad else "complete" if now >= total else "running"
+        io.save_checkpoint(
+            dirs[r] / runner.CKPT, _take(states, r), {"outer_step": now, "status": status, **logs[r].record()}
+        )
+        if bad is not None:
+            live[r] = False
+            finish(r, "diverged", diverged_at_outer_step=bad[0], diverged_metric=bad[1])
+            print(
+                f"{ids[r]}: diverged at outer step {bad[0]} ({bad[1]} = {bad[2]:.3g}); rows kept",
+                file=sys.stderr,
+            )
+        elif status == "complete":
+            finish(r, "complete")
+        else:
+            metas[r]["wall_time_s"] = walls_before[r] + time.perf_counter() - t0
+            metas[r]["batch_wall_time_s"] = time.perf_counter() - t0
+            io.write_json(dirs[r] / runner.META, metas[r])
+
+    num_steps, log_every, chunk_size = first.num_steps, first.log_every, first.chunk_size
+    try:
+        if step == 0:
+            initial = jax.jit(jax.vmap(outer.make_initial_metrics(task.evaluate)))
+            first_metrics = jax.device_get(initial(states))
+            for r in range(len(cfgs)):
+                if runner.divergence(member(first_metrics, r)) is not None:
+                    log_member(first_metrics, r, 0, num_steps)
+                else:
+                    logs[r].append(results.rows(infos[r], member(first_metrics, r), k))
+        chunks = {}
+        while step < num_steps and any(live):
+            n = min(chunk_size, num_steps - step)
+            if n not in chunks:
+                chunks[n] = outer.make_batched_chunk(
+                    est, opt, log_every=log_every, num_logs=n // log_every, evaluate=task.evaluate
+                )
+            states, metrics = chunks[n](states)
+            metrics = jax.device_get(metrics)
+            step = int(np.asarray(states.step)[0])
+            for r in range(len(cfgs)):
+                if live[r]:
+                    log_member(metrics, r, step, num_steps)
+            wall = time.perf_counter() - t0
+            print(f"  batch {','.join(ids)}: {step}/{num_steps} outer steps, {wall:.0f} s", file=sys.stderr)
+    except KeyboardInterrupt:
+        for r in range(len(cfgs)):
+            if live[r] and metas[r]["status"] == "running":
+                finish(r, "interrupted", interrupted_at_outer_step=step)
+        raise
+
+
+def run_figure(figure: str, profile: str, extra: list[str], max_batch: int = DEFAULT_MAX_BATCH) -> list[Path]:
+    """Every run of ``figure`` under ``profile``, batched; returns the run directories."""
+    fig = figures.load(figure)
+    figures.check_profile(fig, profile)
+    if not figures.runs(fig, profile):
+        raise C.ConfigError(f"figure {fig.id} has no runs under profile={profile}; nothing to batch")
+    cfgs = []
+    for run in figures.runs(fig, profile):
+        cfg = C.compose(figures.run_overrides(fig, run, profile, extra))
+        C.build(cfg)  # validate everything before any compute
+        cfgs.append(cfg)
+    out = []
+    for batch in group_runs(cfgs, max_batch):
+        t0 = time.perf_counter()
+        out += run_batch(batch)
+        print(
+            f"{fig.id}: batch of {len(batch)} ({', '.join(C.run_id(c) for c in batch)}) "
+            f"in {time.perf_counter() - t0:.1f} s",
+            file=sys.stderr,
+        )
+    return out
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    max_batch = DEFAULT_MAX_BATCH
+    rest = []
+    for arg in argv:
+        if arg.startswith("max_batch="):
+            value = arg.split("=", 1)[1]
+            if not value.isdigit() or int(value) < 1:
+                print(f"error: max_batch={value} is invalid; allowed: an integer >= 1", file=sys.stderr)
+                sys.exit(2)
+            max_batch = int(value)
+        else:
+            rest.append(arg)
+    try:
+        figure, profile, extra, _ = parse(rest)
+        run_figure(figure, profile, extra, max_batch)
+    except C.ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted: logged rows are kept; rerun the same command to resume", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
