@@ -1,4 +1,4 @@
-"""The MNIST LR-schedule task (figure 5; docs/paper-settings.md) on small test-written data."""
+"""The MNIST LR-schedule task on small test-written data."""
 
 import math
 
