@@ -1,15 +1,17 @@
 """Seeded random SIGKILLs during a figure-2 run; every resumed result must equal the uninterrupted one.
 
-    python -m tests.kill_resume [--kills 50] [--seed 0] [--root DIR] [--timeout 3600]
+    python -m tests.kill_resume [--kills 50] [--per-figure 5] [--seed 0] [--root DIR] [--timeout 3600]
 
-A reference figure is computed once, uninterrupted.  Then the figure is started again and
-again, each process killed with SIGKILL once the figure's logged rows (summed over its
-runs) pass a random point between what was logged and the reference's total, plus a random
-0-50 ms, so kills land anywhere in the computation, between and during file writes.
-After every kill, each run's CSV must start with exactly the bytes of the reference CSV
-up to what its checkpoint records; when a figure completes, every run CSV and the merged
-CSV must be byte-identical to the reference, and the cycle starts over in a new root
-until ``kills`` kills happened (or ``timeout`` seconds passed).
+A reference figure is computed once, uninterrupted.  Then, figure after figure in fresh
+results roots, ``per_figure`` kill points are drawn uniformly over the figure's logged rows
+(as fractions of the reference's CSV bytes, summed over its runs) and sorted; the figure is
+started again and again, each process killed with SIGKILL once the rows pass the next
+point, plus a random 0-50 ms, so kills land anywhere in the computation, between and
+during file writes.  After every kill, each run's CSV must start
+with exactly the bytes of the reference CSV up to what its checkpoint records; after the
+last kill point the figure is left to finish, and every run CSV and the merged CSV must
+be byte-identical to the reference.  This repeats until ``kills`` kills happened (or
+``timeout`` seconds passed).
 """
 
 from __future__ import annotations
@@ -76,7 +78,7 @@ def _identical(fig_dir: Path, ref_dir: Path) -> list[str]:
     return [n for n in names if (fig_dir / n).read_bytes() != (ref_dir / n).read_bytes()]
 
 
-def run(root: Path, kills: int = 50, seed: int = 0, timeout: float = 3600.0) -> dict:
+def run(root: Path, kills: int = 50, seed: int = 0, timeout: float = 3600.0, per_figure: int = 5) -> dict:
     """Do the experiment under ``root``; returns a report (``identical`` is the verdict)."""
     root = Path(root)
     rng = random.Random(seed)
@@ -92,39 +94,41 @@ def run(root: Path, kills: int = 50, seed: int = 0, timeout: float = 3600.0) -> 
               "reference_wall_s": round(ref_wall, 1), "kill_points": []}
     deadline = time.perf_counter() + timeout
     cycle = 0
-    fig_root = root / f"killed-{cycle}"
-    while time.perf_counter() < deadline:
+    while report["kills"] < kills and time.perf_counter() < deadline:
+        fig_root = root / f"killed-{cycle}"
         fig_dir = fig_root / "quick" / "figure2"
-        done = _csv_sizes(fig_dir)
-        target = done + rng.uniform(0.0, 1.0) * (total - done)
-        extra = rng.uniform(0.0, 0.05)
-        proc = _start(fig_root)
-        report["restarts"] += 1
-        while proc.poll() is None and _csv_sizes(fig_dir) < target:
-            time.sleep(0.002)
-        time.sleep(extra)
-        if proc.poll() is None and report["kills"] < kills:
-            proc.kill()
-            proc.wait()
-            report["kills"] += 1
-            report["kill_points"].append(round(_csv_sizes(fig_dir) / total, 3))
-            bad = _verified_prefixes_match(fig_dir, ref_dir)
-            if bad:
-                report["mismatches"].append({"after_kill": report["kills"], "runs": bad})
-            continue
-        _, err = proc.communicate()
-        if proc.returncode != 0:
-            report["errors"].append(err.strip()[-500:])
+        points = sorted(rng.uniform(0.0, 1.0) for _ in range(min(per_figure, kills - report["kills"])))
+        while time.perf_counter() < deadline:
+            targets = [p for p in points if p * total > _csv_sizes(fig_dir)]
+            proc = _start(fig_root)
+            report["restarts"] += 1
+            if targets:
+                points = targets[1:]
+                while proc.poll() is None and _csv_sizes(fig_dir) < targets[0] * total:
+                    time.sleep(0.002)
+                time.sleep(rng.uniform(0.0, 0.05))
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+                    report["kills"] += 1
+                    report["kill_points"].append(round(_csv_sizes(fig_dir) / total, 3))
+                    bad = _verified_prefixes_match(fig_dir, ref_dir)
+                    if bad:
+                        report["mismatches"].append({"after_kill": report["kills"], "runs": bad})
+                    continue
+            _, err = proc.communicate()
+            if proc.returncode != 0:
+                report["errors"].append(err.strip()[-500:])
+                break
+            report["figures_completed"] += 1
+            differ = _identical(fig_dir, ref_dir)
+            if differ:
+                report["mismatches"].append({"completed_figure": cycle, "files": differ})
             break
-        report["figures_completed"] += 1
-        differ = _identical(fig_dir, ref_dir)
-        if differ:
-            report["mismatches"].append({"completed_figure": cycle, "files": differ})
-        if report["kills"] >= kills:
+        if report["errors"]:
             break
         shutil.rmtree(fig_root)
         cycle += 1
-        fig_root = root / f"killed-{cycle}"
     report["wall_s"] = round(time.perf_counter() - t0, 1)
     report["identical"] = not report["mismatches"] and not report["errors"] and report["kills"] == kills
     return report
@@ -133,12 +137,13 @@ def run(root: Path, kills: int = 50, seed: int = 0, timeout: float = 3600.0) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=50)
+    parser.add_argument("--per-figure", type=int, default=5, help="kill points per figure computed")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--root", type=Path, default=None, help="work folder (default: a temporary one)")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds before giving up")
     args = parser.parse_args()
     root = args.root or Path(tempfile.mkdtemp(prefix="kill_resume-"))
-    report = run(root, args.kills, args.seed, args.timeout)
+    report = run(root, args.kills, args.seed, args.timeout, args.per_figure)
     print(json.dumps({k: v for k, v in report.items() if k != "kill_points"}, indent=2))
     points = np.array(report["kill_points"])
     if len(points):
