@@ -27,17 +27,24 @@ line apply to every run and post-step (e.g. ``task.data_dir=...``).
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
-import time
-from collections.abc import Sequence
-from pathlib import Path
-from typing import Any, NamedTuple
 
-from experiments import cli
+try:  # first: cli installs the Ctrl-C handler; an interrupt during its own import ends the same way
+    from experiments import cli
+except KeyboardInterrupt:
+    if __name__ != "__main__":
+        raise
+    print("interrupted: nothing was lost; rerun the same command", file=sys.stderr)
+    raise SystemExit(130) from None
 
 with cli.clean_imports(__name__ == "__main__"):  # Ctrl-C during these imports: one line, exit 130
+    import os
+    import subprocess
+    import time
+    from collections.abc import Sequence
+    from pathlib import Path
+    from typing import Any, NamedTuple
+
     import pandas as pd
     import yaml
     from omegaconf import DictConfig

@@ -13,7 +13,13 @@ from __future__ import annotations
 
 import sys
 
-from experiments import cli
+try:  # first: cli installs the Ctrl-C handler; an interrupt during its own import ends the same way
+    from experiments import cli
+except KeyboardInterrupt:
+    if __name__ != "__main__":
+        raise
+    print("interrupted: nothing was lost; rerun the same command", file=sys.stderr)
+    raise SystemExit(130) from None
 
 with cli.clean_imports(__name__ == "__main__"):  # Ctrl-C during these imports: one line, exit 130
     import hydra
