@@ -20,6 +20,8 @@ import contextlib
 import os
 import signal
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import NoReturn
 
@@ -81,9 +83,30 @@ def fail(err: Problem) -> NoReturn:
     raise SystemExit(err.exit_code)
 
 
+def _redeliver(signum: int) -> None:
+    time.sleep(0.001)  # let the finaliser that swallowed the interrupt return first
+    os.kill(os.getpid(), signum)
+
+
+def _on_unraisable(unraisable) -> None:
+    """An interrupt raised while a finaliser ran (``__del__``, a weakref callback) is
+    swallowed by Python ("Exception ignored in ...", with a traceback) and the program goes
+    on as if no signal had come.  Take such an interrupt back, silently, and deliver the
+    same signal again from a helper thread, so that it lands in ordinary code."""
+    if issubclass(unraisable.exc_type, KeyboardInterrupt) and _signals:
+        signum = _signals.pop()
+        threading.Thread(target=_redeliver, args=(signum,), daemon=True).start()
+        return
+    _previous_unraisablehook(unraisable)
+
+
+_previous_unraisablehook = sys.unraisablehook
+
+
 def _install() -> None:
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
+    sys.unraisablehook = _on_unraisable
 
 
 def _interrupted_line(err: BaseException | None) -> NoReturn:
