@@ -22,8 +22,6 @@ runner's rule) gets the runner's marker row and no more rows; the others go on.
 
 from __future__ import annotations
 
-import os
-import socket
 import sys
 import time
 from collections import OrderedDict
@@ -34,8 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from experiments import artefacts, figures, io, runner
 from experiments import config as C
+from experiments import figures, io, runner
 from experiments.reproduce import parse
 from pes import outer, results
 
@@ -61,36 +59,6 @@ def group_runs(cfgs: list[DictConfig], max_batch: int) -> list[list[DictConfig]]
     for members in groups.values():
         out += [members[i : i + max_batch] for i in range(0, len(members), max_batch)]
     return out
-
-
-def _meta(cfg: DictConfig, built: C.Built, batch_ids: list[str], previous: dict | None, step: int) -> dict:
-    """run.json content, as `experiments.runner.run` writes it, plus the batch."""
-    previous = previous or {}
-    attempts = list(previous.get("attempts", []))
-    attempts.append(
-        {
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "from_outer_step": step,
-            "batched_with": batch_ids,
-        }
-    )
-    return {
-        **artefacts.provenance(),
-        "run_id": C.run_id(cfg),
-        "fingerprint": C.fingerprint(cfg),
-        "config": OmegaConf.to_container(cfg, resolve=True),
-        "profile": str(cfg.profile.name),
-        "estimator_cost_per_outer_step": built.estimator.cost_per_estimate,
-        "task_info": built.task.info(),
-        "status": "running",
-        "pid": os.getpid(),
-        "host": socket.gethostname(),
-        "attempts": attempts,
-        "wall_time_s": float(previous.get("wall_time_s", 0.0)),
-        "batched_with": batch_ids,
-    }
 
 
 def _take(tree, r: int):
@@ -154,7 +122,9 @@ def run_batch(cfgs: list[DictConfig]) -> list[Path]:
 def _train_batch(cfgs, builts, dirs, starts, est, opt, task, first) -> None:
     ids = [C.run_id(cfg) for cfg in cfgs]
     step = int(starts[0].state.step)
-    metas = [_meta(cfg, b, ids, st.meta, step) for cfg, b, st in zip(cfgs, builts, starts)]
+    metas = [
+        runner.run_meta(cfg, b, st.meta, step, batched_with=ids) for cfg, b, st in zip(cfgs, builts, starts)
+    ]
     for d, m in zip(dirs, metas):
         io.write_json(d / runner.META, m)
     walls_before = [m["wall_time_s"] for m in metas]

@@ -299,24 +299,26 @@ def run(cfg: DictConfig, *, out_dir: Path | None = None) -> Path:
     return out_dir
 
 
-def _train(cfg, built: C.Built, rid: str, out_dir: Path, fp: str, start: Start) -> None:
-    state, log = start.state, start.log
-    info = C.run_info(cfg)
-    previous = start.meta or {}
-    wall_before = float(previous.get("wall_time_s", 0.0))
+def run_meta(cfg: DictConfig, built: C.Built, previous: dict | None, step: int, **extra) -> dict:
+    """run.json of a run starting (or resuming) at outer step ``step``: provenance, config,
+    the attempts so far plus this one, status ``running``; ``extra`` (e.g. ``batched_with``)
+    goes into this attempt's record and the top level.  ``previous`` is the run.json of the
+    earlier attempts, if any."""
+    previous = previous or {}
     attempts = list(previous.get("attempts", []))
     attempts.append(
         {
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "from_outer_step": int(state.step),
+            "from_outer_step": int(step),
+            **extra,
         }
     )
-    meta = {
+    return {
         **artefacts.provenance(),  # git commit, packages, machine: the suite's one run-info head
-        "run_id": rid,
-        "fingerprint": fp,
+        "run_id": C.run_id(cfg),
+        "fingerprint": C.fingerprint(cfg),
         "config": OmegaConf.to_container(cfg, resolve=True),
         "profile": str(cfg.profile.name),
         "estimator_cost_per_outer_step": built.estimator.cost_per_estimate,
@@ -326,8 +328,16 @@ def _train(cfg, built: C.Built, rid: str, out_dir: Path, fp: str, start: Start) 
         "pid": os.getpid(),
         "host": socket.gethostname(),
         "attempts": attempts,
-        "wall_time_s": wall_before,
+        "wall_time_s": float(previous.get("wall_time_s", 0.0)),
+        **extra,
     }
+
+
+def _train(cfg, built: C.Built, rid: str, out_dir: Path, fp: str, start: Start) -> None:
+    state, log = start.state, start.log
+    info = C.run_info(cfg)
+    meta = run_meta(cfg, built, start.meta, int(state.step))
+    wall_before = meta["wall_time_s"]
     io.write_json(out_dir / META, meta)
 
     chunks: dict[int, object] = {}
@@ -344,7 +354,7 @@ def _train(cfg, built: C.Built, rid: str, out_dir: Path, fp: str, start: Start) 
 
     def finish(status: str, **extra) -> None:
         meta.update(status=status, wall_time_s=wall_before + time.perf_counter() - t0, **extra)
-        attempts[-1].update(ended=time.strftime("%Y-%m-%d %H:%M:%S"), status=status)
+        meta["attempts"][-1].update(ended=time.strftime("%Y-%m-%d %H:%M:%S"), status=status)
         io.write_json(out_dir / META, meta)
 
     def failed(err, steps):
