@@ -128,6 +128,7 @@ def _train_batch(cfgs, builts, dirs, starts, est, opt, task, first) -> None:
     for d, m in zip(dirs, metas):
         io.write_json(d / runner.META, m)
     walls_before = [m["wall_time_s"] for m in metas]
+    keeps = [C.keep_checkpoints(cfg) for cfg in cfgs]
     logs = [st.log for st in starts]
     states = _stack([st.state for st in starts])
     infos = [C.run_info(cfg) for cfg in cfgs]
@@ -159,9 +160,8 @@ def _train_batch(cfgs, builts, dirs, starts, est, opt, task, first) -> None:
             rows += results.rows(infos[r], marker, k)
         logs[r].append(rows)
         status = "diverged" if bad else "complete" if now >= total else "running"
-        io.save_checkpoint(
-            dirs[r] / runner.CKPT, _take(states, r), {"outer_step": now, "status": status, **logs[r].record()}
-        )
+        record = {"outer_step": now, "status": status, **logs[r].record()}
+        runner.save_checkpoint(dirs[r], _take(states, r), record, total, keeps[r])
         if bad is not None:
             live[r] = False
             finish(r, "diverged", diverged_at_outer_step=bad[0], diverged_metric=bad[1])

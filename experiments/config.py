@@ -34,7 +34,7 @@ CONFIG_DIR = ROOT / "configs"
 # Keys that do not change a run's results (excluded from its fingerprint).
 NON_RESULT_KEYS = ("progress", "resume", "overwrite", "results_root", "run_id")
 BOOL_KEYS = ("x64", "resume", "overwrite", "progress")
-NON_RESULT_TRAIN_KEYS = ("chunk_size",)
+NON_RESULT_TRAIN_KEYS = ("chunk_size", "keep_checkpoints")
 # Keys added after runs were recorded, left out of the fingerprint while they hold their
 # null default, so that existing runs keep their identity (group, key).
 LATE_NULL_KEYS = (("outer_optimizer", "clip_value"), ("task", "channels"))
@@ -158,6 +158,14 @@ def _estimator_params(node: DictConfig) -> dict[str, Any]:
 def _positive_int(value, key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{key}={value!r} is invalid; allowed: an integer >= 1")
+    return value
+
+
+def keep_checkpoints(cfg: DictConfig) -> int:
+    """``train.keep_checkpoints``: how many earlier checkpoints a run keeps (validated)."""
+    value = cfg.train.get("keep_checkpoints", 10)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"train.keep_checkpoints={value!r} is invalid; allowed: an integer >= 0")
     return value
 
 
@@ -297,6 +305,7 @@ def build(cfg: DictConfig) -> Built:
     num_steps = _positive_int(cfg.train.num_outer_steps, "train.num_outer_steps")
     log_every = _positive_int(cfg.train.log_every, "train.log_every")
     chunk_size = _positive_int(cfg.train.chunk_size, "train.chunk_size")
+    keep_checkpoints(cfg)
     if num_steps % log_every:
         raise ConfigError(
             f"train.num_outer_steps={num_steps} is invalid with train.log_every={log_every}; "

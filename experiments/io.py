@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import secrets
+import shutil
 import socket
 import subprocess
 import time
@@ -73,6 +74,24 @@ def remove_stale_temporaries(folder: Path) -> None:
     """Delete temporaries of atomic writes that a killed process left (call while holding the lock)."""
     for tmp in Path(folder).glob(".*.tmp"):
         tmp.unlink(missing_ok=True)
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    """Make ``dst`` the same file as ``src``: a hard link (no copy; an atomic replace of
+    ``src`` later leaves ``dst`` as it was), or a copy where links are not supported.
+    ``dst`` appears complete or not at all."""
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.parent / f".{dst.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    try:
+        try:
+            os.link(src, tmp)
+        except OSError:  # a file system without hard links
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def move_aside(folder: Path) -> Path:
@@ -215,6 +234,22 @@ class CsvLog:
     @classmethod
     def resume(cls, path: Path, record: dict) -> CsvLog:
         """The log continued after ``record``; raises `ValueError` saying how the file differs."""
+        path, rows, size, digest = cls._verified(path, record)
+        if path.stat().st_size > size:
+            os.truncate(path, size)  # rows logged after the checkpoint (or a write cut short)
+        return cls(path, rows, size, digest)
+
+    @classmethod
+    def matches(cls, path: Path, record: dict) -> bool:
+        """Whether the file starts with the rows ``record`` describes (the file is not changed)."""
+        try:
+            cls._verified(path, record)
+        except ValueError:
+            return False
+        return True
+
+    @staticmethod
+    def _verified(path: Path, record: dict):
         path = Path(path)
         rows, size, want = int(record["csv_rows"]), int(record["csv_bytes"]), str(record["csv_sha256"])
         if not path.exists():
@@ -227,9 +262,7 @@ class CsvLog:
         digest = hashlib.sha256(data)
         if digest.hexdigest() != want:
             raise ValueError(f"the first {rows} rows of {path} differ from those the checkpoint recorded")
-        if path.stat().st_size > size:
-            os.truncate(path, size)  # rows logged after the checkpoint (or a write cut short)
-        return cls(path, rows, size, digest)
+        return path, rows, size, digest
 
     def append(self, records: list[dict]) -> None:
         if not records:

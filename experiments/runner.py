@@ -5,6 +5,8 @@ Layout of a run directory::
     metrics.csv      tidy long-format rows (pes.results.COLUMNS), appended per chunk
     checkpoint.npz   the TrainState after the last logged chunk (atomic), with the row
                      count, size and SHA-256 of metrics.csv at that point
+    checkpoints/     earlier checkpoints, step-<outer step>.npz: at most train.keep_checkpoints,
+                     one per 1/(keep + 1) of the run (hard links to what was the last one)
     run.json         resolved config, fingerprint, git commit, versions, machine, status,
                      wall time, and one entry per start (``attempts``)
     .lock            an OS lock (flock) held while a process works on the folder
@@ -20,8 +22,9 @@ What happens on (re)start, in this order:
 * ``resume=false`` starts the same config over.  Otherwise the CSV is verified against
   the checkpoint: rows logged after it are cut, and a CSV that lacks or changed rows the
   checkpoint recorded is kept as ``metrics.csv.unverified-<time>`` while the run is
-  recomputed from scratch (runs are deterministic, so the result is the same).  A
-  finished run (complete or diverged) whose CSV verifies is skipped.
+  recomputed from the latest earlier checkpoint whose rows the CSV still holds, or from
+  scratch (runs are deterministic, so the result is the same).  A finished run (complete
+  or diverged) whose CSV verifies is skipped.
 
 A run **diverges** when a logged value (theta, the loss, any metric) is NaN, infinite or
 larger in magnitude than the square root of its dtype's largest value (1.8e19 in
@@ -63,6 +66,7 @@ from experiments.cli import EXIT_CONFIG, INTERRUPT_HINT, Interrupted, Problem
 from pes import outer, results
 
 CSV, CKPT, META = "metrics.csv", "checkpoint.npz", "run.json"
+KEPT = "checkpoints"  # earlier checkpoints: checkpoints/step-<outer step>.npz
 FINISHED = ("complete", "diverged")
 DIVERGED = "diverged"  # the metric of the marker row a diverged run ends with
 
@@ -210,16 +214,75 @@ class Start(NamedTuple):
 
 def _from_scratch(out_dir: Path, fresh_state) -> Start:
     (out_dir / CKPT).unlink(missing_ok=True)
+    shutil.rmtree(out_dir / KEPT, ignore_errors=True)
     return Start(fresh_state, io.CsvLog.create(out_dir / CSV), None, None)
+
+
+def kept_checkpoints(out_dir: Path) -> dict[int, Path]:
+    """The earlier checkpoints a run folder keeps, by outer step."""
+    found = {}
+    for path in Path(out_dir, KEPT).glob("step-*.npz"):
+        step = path.stem.removeprefix("step-")
+        if step.isdigit():
+            found[int(step)] = path
+    return found
+
+
+def save_checkpoint(out_dir: Path, state, record: dict, num_steps: int, keep: int) -> None:
+    """Write the run's checkpoint (``record``: outer step, status, the CSV's record) and keep
+    it as an earlier checkpoint when it is the first one in a new 1/(keep + 1) of the run,
+    so that at most ``keep`` are kept, spread over the run.  Kept checkpoints are hard links:
+    one costs disk only once a later checkpoint replaces the last."""
+    io.save_checkpoint(out_dir / CKPT, state, record)
+    step = int(record["outer_step"])
+    part = step * (keep + 1) // num_steps
+    if record["status"] != "running" or not 1 <= part <= keep:
+        return
+    if any(s * (keep + 1) // num_steps == part for s in kept_checkpoints(out_dir)):
+        return
+    io.link_or_copy(out_dir / CKPT, out_dir / KEPT / f"step-{step}.npz")
+
+
+def _resume_earlier(
+    out_dir: Path, rid: str, meta: dict, fresh_state, last: int, problem: str
+) -> Start | None:
+    """After the CSV failed verification against the last checkpoint: continue from the
+    latest earlier checkpoint whose rows the CSV still holds (the damaged CSV kept aside,
+    later kept checkpoints dropped), or None."""
+    for step, path in sorted(kept_checkpoints(out_dir).items(), reverse=True):
+        if step >= last:
+            continue
+        try:
+            state, ck = io.load_checkpoint(path, fresh_state)
+        except io.FileProblem:
+            continue
+        if "csv_sha256" not in ck or not io.CsvLog.matches(out_dir / CSV, ck):
+            continue
+        kept = out_dir / f"{CSV}.unverified-{time.strftime('%Y%m%d-%H%M%S')}"
+        shutil.copyfile(out_dir / CSV, kept)
+        log = io.CsvLog.resume(out_dir / CSV, ck)
+        io.link_or_copy(path, out_dir / CKPT)
+        for later, other in kept_checkpoints(out_dir).items():
+            if later > step:
+                other.unlink()
+        _note(
+            f"{rid}: {problem} (that CSV is kept as {kept.name}); resuming from the earlier "
+            f"checkpoint at outer step {step}"
+        )
+        return Start(state, log, meta, None)
+    return None
 
 
 def _resume(out_dir: Path, rid: str, meta: dict, fresh_state) -> Start:
     """Continue from the checkpoint after verifying the CSV against it."""
     if not (out_dir / CKPT).exists():  # killed before the first checkpoint: nothing to keep
         return _from_scratch(out_dir, fresh_state)
-    state, ck = io.load_checkpoint(
-        out_dir / CKPT, fresh_state, fix=f"rerun with resume=false to recompute {rid} from scratch"
-    )
+    fix = f"rerun with resume=false to recompute {rid} from scratch"
+    kept = kept_checkpoints(out_dir)
+    if kept:
+        step = max(kept)
+        fix += f", or copy {kept[step]} over it to resume from outer step {step}"
+    state, ck = io.load_checkpoint(out_dir / CKPT, fresh_state, fix=fix)
     if "csv_sha256" not in ck:
         problem = "its checkpoint predates verified results"
     else:
@@ -227,6 +290,9 @@ def _resume(out_dir: Path, rid: str, meta: dict, fresh_state) -> Start:
             log = io.CsvLog.resume(out_dir / CSV, ck)
         except ValueError as err:
             problem = str(err)
+            earlier = _resume_earlier(out_dir, rid, meta, fresh_state, int(ck["outer_step"]), problem)
+            if earlier is not None:
+                return earlier
         else:
             if meta.get("status") == "running":
                 _note(
@@ -263,6 +329,7 @@ def lock_folder(cfg: DictConfig, out_dir: Path, fp: str) -> tuple[io.FolderLock,
     lock = io.FolderLock(out_dir).acquire()
     try:
         io.remove_stale_temporaries(out_dir)
+        io.remove_stale_temporaries(out_dir / KEPT)
         recorded = inspect_folder(cfg, out_dir, fp)
         if recorded.action == "aside":
             aside = io.move_aside(out_dir)  # our lock file moves along, still held
@@ -337,6 +404,7 @@ def _train(cfg, built: C.Built, rid: str, out_dir: Path, fp: str, start: Start) 
     state, log = start.state, start.log
     info = C.run_info(cfg)
     meta = run_meta(cfg, built, start.meta, int(state.step))
+    keep = C.keep_checkpoints(cfg)
     wall_before = meta["wall_time_s"]
     io.write_json(out_dir / META, meta)
 
@@ -377,7 +445,8 @@ def _train(cfg, built: C.Built, rid: str, out_dir: Path, fp: str, start: Start) 
         log.append(rows)
         done = int(state.step)
         status = "diverged" if bad else "complete" if done >= built.num_steps else "running"
-        io.save_checkpoint(out_dir / CKPT, state, {"outer_step": done, "status": status, **log.record()})
+        record = {"outer_step": done, "status": status, **log.record()}
+        save_checkpoint(out_dir, state, record, built.num_steps, keep)
         if bad is not None:
             step, name, value = bad
             finish("diverged", diverged_at_outer_step=step, diverged_metric=name)

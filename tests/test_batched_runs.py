@@ -80,6 +80,7 @@ def test_batched_seeds_match_separate_runs(batched_root, tmp_path, data_dir):
         s_meta = json.loads((s_dir / runner.META).read_text())
         assert b_meta["status"] == s_meta["status"] == "complete"
         assert b_meta["fingerprint"] == s_meta["fingerprint"]
+        assert sorted(runner.kept_checkpoints(b_dir)) == sorted(runner.kept_checkpoints(s_dir))
         b, s = pd.read_csv(b_dir / runner.CSV), pd.read_csv(s_dir / runner.CSV)
         keys = ["metric", "outer_step"]
         b, s = b.sort_values(keys).reset_index(drop=True), s.sort_values(keys).reset_index(drop=True)

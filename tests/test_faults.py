@@ -10,6 +10,7 @@ The 50-SIGKILL figure-2 run is `tests/kill_resume.py` (slow test at the end).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -192,15 +193,77 @@ def test_sigkill_leaves_running_which_is_recognised_as_stale_and_resumed(longer_
     ],
 )
 def test_a_damaged_finished_csv_is_recomputed_and_kept_aside(reference, finished, tmp_path, damage, capfd):
+    """Recomputed from the latest kept earlier checkpoint whose rows the damaged CSV still
+    starts with (the rule, restated from the checkpoints' records), else from scratch."""
     damaged = damage(csv_bytes(finished))
     (finished / runner.CSV).write_bytes(damaged)
+    expected = max((s for s, rec in kept_records(finished).items() if holds(damaged, rec)), default=0)
     capfd.readouterr()
     runner.run(compose(tmp_path))
     note = one_line(capfd.readouterr().err)
-    assert note.startswith("note: cheap: ") and "recomputing it from scratch" in note
+    assert note.startswith("note: cheap: "), note
+    if expected:
+        assert note.endswith(f"resuming from the earlier checkpoint at outer step {expected}"), note
+    else:
+        assert "recomputing it from scratch" in note, note
+    assert json.loads((finished / runner.META).read_text())["attempts"][-1]["from_outer_step"] == expected
     assert csv_bytes(finished) == csv_bytes(reference)
     (kept,) = finished.glob(f"{runner.CSV}.unverified-*")
     assert kept.read_bytes() == damaged  # nothing lost
+
+
+def kept_records(out: Path) -> dict[int, dict]:
+    """The CSV records of a run folder's kept earlier checkpoints, by outer step."""
+    records = {}
+    for step, path in runner.kept_checkpoints(out).items():
+        with np.load(path) as data:
+            records[step] = json.loads(bytes(data["__meta__"]).decode())
+    return records
+
+
+def holds(data: bytes, record: dict) -> bool:
+    """Whether ``data`` starts with the rows ``record`` (a checkpoint's CSV record) describes."""
+    head = data[: record["csv_bytes"]]
+    return len(head) == record["csv_bytes"] and hashlib.sha256(head).hexdigest() == record["csv_sha256"]
+
+
+def test_earlier_checkpoints_are_kept_spread_over_the_run_and_a_damaged_csv_resumes_from_one(
+    longer_reference, tmp_path, capfd
+):
+    """A week-long run whose CSV lost its last 70 % must not be recomputed from scratch: the
+    run keeps up to `train.keep_checkpoints` earlier checkpoints, one per 1/(keep + 1) of the
+    run, and resumes from the latest one whose rows the CSV still holds."""
+    out = runner.run(compose(tmp_path, *LONGER))  # 400 steps, a checkpoint every 5
+    steps = sorted(runner.kept_checkpoints(out))
+    assert [s * 11 // 400 for s in steps] == list(range(1, 11))  # one per eleventh of the run
+    assert all(s % 5 == 0 and (s - 5) * 11 // 400 < s * 11 // 400 for s in steps)  # its first checkpoint
+    text = csv_bytes(out)
+    damaged = text[: int(len(text) * 0.3)]
+    (out / runner.CSV).write_bytes(damaged)
+    records = kept_records(out)
+    expected = max((s for s, rec in records.items() if holds(damaged, rec)), default=0)
+    assert 0 < expected <= 0.3 * 400  # rows are about the same size at every step
+    capfd.readouterr()
+    runner.run(compose(tmp_path, *LONGER))
+    note = one_line(capfd.readouterr().err)
+    assert note.endswith(f"resuming from the earlier checkpoint at outer step {expected}"), note
+    assert json.loads((out / runner.META).read_text())["attempts"][-1]["from_outer_step"] == expected
+    assert csv_bytes(out) == longer_reference
+    (kept,) = out.glob(f"{runner.CSV}.unverified-*")
+    assert kept.read_bytes() == damaged
+    assert sorted(runner.kept_checkpoints(out)) == steps  # the later ones were made again
+    # keep_checkpoints=0: only the last checkpoint, so the same damage means from scratch
+    none = tmp_path / "none"
+    out0 = runner.run(compose(none, *LONGER, "train.keep_checkpoints=0"))
+    assert not (out0 / runner.KEPT).exists()
+    (out0 / runner.CSV).write_bytes(damaged)
+    runner.run(compose(none, *LONGER, "train.keep_checkpoints=0"))
+    assert json.loads((out0 / runner.META).read_text())["attempts"][-1]["from_outer_step"] == 0
+    assert csv_bytes(out0) == longer_reference
+    # resume=false starts over: no earlier checkpoint of the old attempt survives
+    (out / runner.KEPT / "step-999999.npz").write_bytes(b"from an old attempt")
+    runner.run(compose(tmp_path, *LONGER, "resume=false"))
+    assert sorted(runner.kept_checkpoints(out)) == steps
 
 
 def test_rows_missing_before_the_checkpoint_of_a_partial_run(reference, tmp_path, monkeypatch):
@@ -253,6 +316,19 @@ def refused_then_resume_false(finished: Path, tmp_path: Path, bad: str, check) -
 def test_a_corrupt_checkpoint_is_one_line_and_resume_false_recomputes(reference, finished, tmp_path):
     (finished / runner.CKPT).write_bytes(b"PK\x03\x04 not really a zip")
     refused_then_resume_false(finished, tmp_path, runner.CKPT, runner.run)
+    assert csv_bytes(finished) == csv_bytes(reference)
+
+
+def test_a_corrupt_checkpoint_names_the_latest_kept_one_and_copying_it_resumes(reference, finished, tmp_path):
+    (finished / runner.CKPT).write_bytes(b"PK\x03\x04 not really a zip")
+    latest = max(runner.kept_checkpoints(finished))
+    kept = finished / runner.KEPT / f"step-{latest}.npz"
+    with pytest.raises(io.FileProblem) as info:
+        runner.run(compose(tmp_path))
+    assert str(info.value).endswith(f", or copy {kept} over it to resume from outer step {latest}")
+    shutil.copyfile(kept, finished / runner.CKPT)  # what the message says
+    runner.run(compose(tmp_path))
+    assert json.loads((finished / runner.META).read_text())["attempts"][-1]["from_outer_step"] == latest
     assert csv_bytes(finished) == csv_bytes(reference)
 
 
