@@ -186,6 +186,7 @@ def file_problem(err: OSError, *, need: float | None = None, what: str = "") -> 
     folder = os.path.dirname(os.path.abspath(str(path))) if err.filename else "the results folder"
     reason = err.strerror or type(err).__name__
     more = f"; {what}" if what else ""
+    need = need if need is not None else getattr(err, "needed_bytes", None)
     if err.errno in DISK_FULL:
         amount = f"at least {size_text(need)}" if need else "space"
         fix = f"free {amount} on the disk holding {folder} (free now: {free_space(folder)}), then rerun"

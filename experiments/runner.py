@@ -527,7 +527,7 @@ def _train(cfg, built: C.Built, rid: str, out_dir: Path, fp: str, start: Start) 
             f"{out_dir / CSV}; {INTERRUPT_HINT}"
         ) from None
     except OSError as err:  # a full disk, a folder where a file belongs, ...: one line, status failed
-        kept_text = f"rows up to outer step {kept} (the last checkpoint) are kept and a rerun resumes there"
+        kept_text = f"rows up to outer step {kept} are kept and a rerun resumes there"
         problem = cli.file_problem(err, need=_still_needed(out_dir, meta, err), what=kept_text)
         finish("failed", after_error=True, error=str(problem), failed_after_outer_step=kept)
         raise io.FileProblem(str(problem)) from err

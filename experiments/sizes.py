@@ -37,6 +37,7 @@ from pes import outer
 KEY = "max_result_mb"
 VALUE_CHARS = 19  # e.g. 4.991753578186035 (17), 2.176031282653068e-10 (21)
 HEADER_BYTES = 100  # the CSV header line
+NPZ_ENTRY_BYTES = 240  # an array's npy header and zip entries in checkpoint.npz
 _CACHE: dict[tuple, Any] = {}  # traced shapes are the slow part: once per task and per run config
 
 
@@ -76,13 +77,14 @@ def _state_bytes(built: C.Built) -> int:
         lambda key: outer.init_state(key, built.task.theta_init, built.estimator, built.optimizer),
         jax.random.key(0),
     )
-    total = 0
+    total = 512  # the metadata record
     for leaf in jax.tree.leaves(shapes):
+        total += NPZ_ENTRY_BYTES
         if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
             total += 8 * int(np.prod(leaf.shape, dtype=np.int64))  # saved as its key data (2 x uint32)
         else:
             total += int(np.prod(leaf.shape, dtype=np.int64)) * leaf.dtype.itemsize
-    return total + 1024  # the npz container and the metadata record
+    return total
 
 
 def run_estimate(cfg: DictConfig, built: C.Built) -> dict:
