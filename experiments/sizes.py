@@ -130,7 +130,7 @@ def figure_estimate(runs: Mapping[str, Mapping]) -> dict:
 
 def _confirm(total: int) -> str:
     mb = total / 1e6
-    step = 10 ** max(math.floor(math.log10(max(mb, 1.0))), 0)
+    step = 10 ** max(math.floor(math.log10(max(mb, 1.0))) - 1, 0)  # two significant digits
     return f"{KEY}={int(math.ceil(mb * 1.1 / step) * step)}"
 
 
