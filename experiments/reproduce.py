@@ -330,12 +330,16 @@ def previous_record(fig_dir: Path) -> dict | None:
         return None
 
 
-def keep_changed(csv: Path, digests: dict | None, log) -> None:
-    """Before the merged table is rebuilt: a table that no longer matches the digest recorded
-    when it was written (edited by hand, cut short) is kept as ``metrics.csv.unverified-<time>``
-    with a note, rather than replaced silently."""
+def keep_changed(csv: Path, digests: dict | None, new: bytes, log) -> None:
+    """Before the merged table is rebuilt as ``new``: a table that no longer matches the digest
+    recorded when it was written (edited by hand, cut short) is kept as
+    ``metrics.csv.unverified-<time>`` with a note, rather than replaced silently.  (One that
+    already holds ``new`` -- a process killed between writing it and its record -- is not.)"""
     want = (digests or {}).get(csv.name)
-    if want is None or not csv.is_file() or artefacts.digest(io.read_bytes(csv)) == want:
+    if want is None or not csv.is_file():
+        return
+    have = artefacts.digest(io.read_bytes(csv))
+    if have in (want, artefacts.digest(new)):
         return
     kept = csv.with_name(f"{csv.name}.unverified-{time.strftime('%Y%m%d-%H%M%S')}")
     os.replace(csv, kept)
@@ -384,7 +388,7 @@ def reproduce(
             ctx.rows, expected_runs=[spec.id for spec in ctx.runs], allow_nonfinite=allow_nonfinite
         )
         text = merged.to_csv(index=False).encode()
-        keep_changed(csv, (previous or {}).get(integrity.DIGESTS), ctx.log)
+        keep_changed(csv, (previous or {}).get(integrity.DIGESTS), text, ctx.log)
         io.atomic_write_bytes(csv, text)
         parts[integrity.DIGESTS] = {
             csv.name: artefacts.digest(text),

@@ -336,6 +336,12 @@ def test_reproduce_keeps_a_hand_edited_merge_aside_and_rebuilds_it(tiny, capfd):
     (kept,) = fig_dir.glob("metrics.csv.unverified-*")
     assert kept.read_bytes() == edited
     assert f"note: {csv} differed from the table written last time" in capfd.readouterr().err
+    # killed after writing the table but before its record: the table is the one being written, no note
+    record = json.loads((fig_dir / "figure.json").read_text())
+    record["digests"]["metrics.csv"] = integrity.digest(edited)
+    (fig_dir / "figure.json").write_text(json.dumps(record))
+    reproduce.reproduce(TINY, "quick", args, plot_figure=False)
+    assert len(list(fig_dir.glob("metrics.csv.unverified-*"))) == 1 and "note:" not in capfd.readouterr().err
 
 
 def test_a_changed_step_table_is_computed_again_not_reused(tiny, capfd):
