@@ -6,7 +6,10 @@
 
 Prints one table (claim | measured | verdict) per figure and exits 0 (no applicable claim
 failed), 1 (a claim failed), 2 (a configuration problem: unknown figure, malformed claim,
-unreadable table) or 3 (no results for this figure and profile).  ``report_only=true``
+unreadable table), 3 (no results for this figure and profile) or 4 (results present but
+damaged or not verifiable: a table that differs from the digest recorded when it was written,
+an unparsable cell, a cut-short file; nothing is measured, the line names the file and how to
+rebuild it; `experiments.integrity`).  ``report_only=true``
 turns a failed claim into exit 0 (``make reproduce-figure-N`` uses it; ``make check-figure-N``
 does not).  The claim language is in ``docs/claims.md``.
 """
@@ -22,13 +25,14 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from experiments import claims as CL
+from experiments import cli, figures, integrity
 from experiments import config as C
-from experiments import figures
 from pes import results
 
 METRICS_NAMES = ("metrics.csv", "metrics.csv.gz")
 GRID_NAMES = ("grid.csv", "grid.csv.gz")
 FIGURE_JSON = "figure.json"
+GRID_NUMBERS = {"value": integrity.NUMBER_OR_EMPTY}
 
 
 @dataclass
@@ -48,20 +52,6 @@ def _first(fig_dir: Path, names) -> Path | None:
         if (fig_dir / n).exists():
             return fig_dir / n
     return None
-
-
-def _read_table(path: Path, required) -> pd.DataFrame:
-    try:
-        df = pd.read_csv(path)
-    except (OSError, ValueError, pd.errors.ParserError) as err:
-        raise C.ConfigError(f"{path}: cannot be read ({err}); fix: rerun the figure to rewrite it") from err
-    missing = [c for c in required if c not in df.columns]
-    if missing:
-        raise C.ConfigError(
-            f"{path}: columns {missing} are missing (have {list(df.columns)}); "
-            "fix: rerun the figure, or see pes/results.py for the schema"
-        )
-    return df
 
 
 def read_json(path: Path) -> dict | None:
@@ -130,12 +120,26 @@ def provenance(fig_dir: Path, figure_json: dict | None, runs: dict[str, dict]) -
 
 
 def load(fig_dir: Path) -> FigureResults:
+    """A figure folder's tables, verified against the digests in its figure.json and parsed
+    strictly before anything is measured (`experiments.integrity`: `integrity.Damaged`)."""
     fig_dir = Path(fig_dir)
-    mpath = _first(fig_dir, METRICS_NAMES)
-    metrics = _read_table(mpath, results.COLUMNS) if mpath else None
-    gpath = _first(fig_dir, GRID_NAMES)
-    grid = _read_table(gpath, ("metric", "value")) if gpath else None
-    fj = read_json(fig_dir / FIGURE_JSON)
+    mpath, gpath = _first(fig_dir, METRICS_NAMES), _first(fig_dir, GRID_NAMES)
+    fix = integrity.rebuild_hint(fig_dir)
+    fj, texts = integrity.verify(fig_dir, [mpath, gpath], (*METRICS_NAMES, *GRID_NAMES), fix)
+    numbers = integrity.METRICS_NUMBERS
+    metrics = integrity.read_table(mpath, texts[mpath], results.COLUMNS, numbers, fix=fix) if mpath else None
+    grid = (
+        integrity.read_table(
+            gpath,
+            texts[gpath],
+            ("metric", "value"),
+            GRID_NUMBERS,
+            fix=fix,
+            prefixed=("theta/", integrity.NUMBER_OR_EMPTY),
+        )
+        if gpath
+        else None
+    )
     runs = _runs_info(fig_dir, fj)
     statuses = {
         k: {"status": v.get("status"), "diverged_at_outer_step": v.get("diverged_at_outer_step")}
@@ -252,7 +256,12 @@ def run(argv: list[str], out=None) -> int:
     code = CL.EXIT_OK
     for name in names:
         fig = load_figure(name)
-        rows, res = check_figure(fig, profile, root)
+        try:
+            rows, res = check_figure(fig, profile, root)
+        except integrity.Damaged as err:  # nothing measured: the file, the damage, the fix
+            print(f"\n{fig.id} ({profile}): not checked: {err}", file=out)
+            code = integrity.EXIT_DAMAGED
+            continue
         where = res.metrics_path or (res.fig_dir / "metrics.csv")
         print(f"\n{fig.id} ({profile}): {where}" + (f" — {describe(res)}" if describe(res) else ""), file=out)
         print(CL.table(rows), file=out)
@@ -263,8 +272,8 @@ def run(argv: list[str], out=None) -> int:
                 f"PROFILE={profile}` first",
                 file=out,
             )
-            code = max(code, CL.EXIT_NO_RESULTS)
-        elif CL.exit_code(rows) == CL.EXIT_FAIL and code != CL.EXIT_NO_RESULTS:
+            code = max(code, CL.EXIT_NO_RESULTS)  # below EXIT_DAMAGED
+        elif CL.exit_code(rows) == CL.EXIT_FAIL and code not in (CL.EXIT_NO_RESULTS, integrity.EXIT_DAMAGED):
             code = CL.EXIT_FAIL
     if args["report_only"] == "true" and code == CL.EXIT_FAIL:
         return CL.EXIT_OK
@@ -272,11 +281,12 @@ def run(argv: list[str], out=None) -> int:
 
 
 def main() -> None:
+    cli.printable_output()  # an output encoding without "—" or "θ" (PYTHONIOENCODING=ascii) never crashes
     try:
         sys.exit(run(sys.argv[1:]))
-    except C.ConfigError as err:
+    except (C.ConfigError, integrity.Damaged) as err:
         print(f"error: {err}", file=sys.stderr)
-        sys.exit(CL.EXIT_CONFIG)
+        sys.exit(err.exit_code)
 
 
 if __name__ == "__main__":

@@ -525,7 +525,7 @@ def _rows(df: pd.DataFrame, m: Mapping, fig_labels, expected_runs, legacy_source
 
 def _with_x(df: pd.DataFrame, sel: pd.DataFrame, x: str) -> pd.DataFrame:
     if x in df.columns:
-        out = sel.assign(_x=pd.to_numeric(sel[x], errors="coerce"))
+        out = sel.assign(_x=pd.to_numeric(sel[x], errors="raise"))  # the loader parsed numbers strictly
         return out
     xs = df[df["metric"] == x][["run_id", "seed", "outer_step", "value"]].rename(columns={"value": "_x"})
     if xs.empty:
@@ -791,7 +791,7 @@ def evaluate(
         df = df.copy()
         if legacy_source:
             df["source"] = "run"
-        df["value"] = pd.to_numeric(df["value"], errors="coerce")
+        df["value"] = pd.to_numeric(df["value"], errors="raise")  # never a silent NaN
         df["run_id"] = df["run_id"].astype(str)
     markers = {}
     if df is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
 import re
 import typing
 from collections.abc import Sequence
@@ -32,7 +33,7 @@ from pes.tasks import Task
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = ROOT / "configs"
 # Keys that do not change a run's results (excluded from its fingerprint).
-NON_RESULT_KEYS = ("progress", "resume", "overwrite", "results_root", "run_id")
+NON_RESULT_KEYS = ("progress", "resume", "overwrite", "results_root", "run_id", "max_result_mb")
 BOOL_KEYS = ("x64", "resume", "overwrite", "progress")
 NON_RESULT_TRAIN_KEYS = ("chunk_size", "keep_checkpoints")
 # Keys added after runs were recorded, left out of the fingerprint while they hold their
@@ -93,11 +94,16 @@ def _compose_raw(overrides: Sequence[str]) -> DictConfig:
 
 
 def compose(overrides: Sequence[str] = ()) -> DictConfig:
-    """Compose the root config with command-line style overrides."""
+    """Compose the root config with command-line style overrides; a relative
+    ``results_root`` becomes absolute (`absolute_root`)."""
     try:
-        return _compose_raw(overrides)
+        cfg = _compose_raw(overrides)
     except (HydraException, OmegaConfBaseException) as err:
         raise _compose_error(err, overrides) from err
+    root = cfg.get("results_root")
+    if isinstance(root, str) and root and not any(ord(c) < 32 or ord(c) == 127 for c in root):
+        cfg.results_root = absolute_root(root)
+    return cfg
 
 
 # ----------------------------------------------------------------------------- building
@@ -247,10 +253,16 @@ def _check_top_level(cfg: DictConfig) -> None:
         if not isinstance(value, bool):
             raise ConfigError(f"{key}={value!r} is invalid; allowed: true or false")
     root = cfg.get("results_root")
-    if isinstance(root, bool) or not isinstance(root, (str, int)) or str(root) == "":
-        raise ConfigError(f"results_root={root!r} is invalid; allowed: a folder path")
-    if not re.fullmatch(r"[A-Za-z0-9._-]+", str(cfg.figure_id)) or str(cfg.figure_id) in (".", ".."):
-        raise ConfigError(f"figure_id={cfg.figure_id!r} is invalid; allowed: letters, digits, '.', '_', '-'")
+    if (
+        isinstance(root, bool)
+        or not isinstance(root, (str, int))
+        or str(root) == ""
+        or any(ord(c) < 32 or ord(c) == 127 for c in str(root))
+    ):
+        raise ConfigError(f"results_root={root!r} is invalid; allowed: a folder path (no control characters)")
+    check_name(cfg.figure_id, "figure_id")
+    profile = cfg.get("profile")
+    check_name(profile.get("name") if isinstance(profile, DictConfig) else None, "profile.name")
 
 
 def _devices_param(cfg: DictConfig) -> dict[str, Any]:
@@ -365,18 +377,40 @@ def config_diff(old: DictConfig | dict, new: DictConfig | dict, limit: int = 4) 
     return ", ".join(parts) or "no key (the recorded config has no fingerprint or another format)"
 
 
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
+NAME_MAX = 128
+NAME_ALLOWED = f"letters, digits, '.', '_', '-', not starting with '.' or '-', at most {NAME_MAX} characters"
+
+
+def check_name(value, key: str) -> str:
+    """``value`` as a name that becomes one folder or file name under a results root (a run
+    id, a figure id, a profile): letters, digits, '.', '_' and '-', not starting with '.' or
+    '-' (so never '.', '..' or a hidden file), no separator, no control character.  The one
+    check of every such name; a `ConfigError` naming ``key`` otherwise."""
+    text = str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else None
+    if text is None or len(text) > NAME_MAX or not NAME_PATTERN.fullmatch(text):
+        shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+        raise ConfigError(f"{key}={shown} is invalid; allowed: {NAME_ALLOWED}")
+    return text
+
+
+def absolute_root(root) -> str:
+    """A results root as an absolute path: a relative one is taken from the current folder
+    (where the command runs), once, so that every file and every subprocess sees one place."""
+    return os.path.abspath(os.path.expanduser(str(root)))
+
+
 def run_id(cfg: DictConfig) -> str:
     if cfg.run_id:
-        rid = str(cfg.run_id)
-        if not re.fullmatch(r"[A-Za-z0-9._-]+", rid):
-            raise ConfigError(f"run_id={rid!r} is invalid; allowed: letters, digits, '.', '_', '-'")
-        return rid
+        return check_name(cfg.run_id, "run_id")
     k = cfg.estimator.get("trunc_len", "na")
     return f"{cfg.task.name}-{cfg.estimator.name}-k{k}-seed{cfg.seed}-{fingerprint(cfg)[:6]}"
 
 
 def run_dir(cfg: DictConfig) -> Path:
-    return Path(str(cfg.results_root)) / str(cfg.profile.name) / str(cfg.figure_id) / "runs" / run_id(cfg)
+    """``<results_root>/<profile>/<figure_id>/runs/<run_id>`` (absolute; every part checked)."""
+    parts = (check_name(cfg.profile.name, "profile.name"), check_name(cfg.figure_id, "figure_id"))
+    return Path(absolute_root(cfg.results_root)).joinpath(*parts, "runs", run_id(cfg))
 
 
 def run_info(cfg: DictConfig) -> dict:

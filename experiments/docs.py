@@ -29,8 +29,8 @@ import pandas as pd
 
 from experiments import check as CH
 from experiments import claims as CL
+from experiments import cli, figures, integrity
 from experiments import config as C
-from experiments import figures
 
 ROOT = C.ROOT
 STORE = ROOT / "results" / "reference"
@@ -90,8 +90,10 @@ def store(
 ) -> Path:
     """Copy a figure's results (merged CSV, trimmed grid, run info) into the reference store."""
     fig = CH.load_figure(figure)
+    if profile not in CL.known_profiles():
+        raise C.ConfigError(f"profile={profile} is unknown; allowed: {', '.join(CL.known_profiles())}")
     src = Path(results_root) / profile / str(fig.id)
-    res = CH.load(src)
+    res = CH.load(src)  # verified against its digests, or refused (integrity.Damaged)
     if res.metrics is None:
         raise C.ConfigError(f"{src}: no metrics.csv; run make reproduce-figure-N PROFILE={profile} first")
     out = Path(dest) / profile / str(fig.id)
@@ -129,13 +131,20 @@ def store(
         stamp = dt.datetime.fromtimestamp(last, dt.timezone.utc)
         info["end_time"] = stamp.strftime("%Y-%m-%dT%H:%M:%SZ")
     info["stored_from"] = str(src)
-    _write_table(res.metrics, out, "metrics")
+    for step in (info.get("steps") or {}).values():  # digests of files the store does not hold
+        if isinstance(step, dict):
+            step.pop(integrity.DIGESTS, None)
+    written = [_write_table(res.metrics, out, "metrics")]
     if res.grid is not None:
         grid = res.grid
         if len(grid) > GRID_KEEP_LOWEST:
             grid = grid.nsmallest(GRID_KEEP_LOWEST, "value").sort_index()
             info["grid_trimmed"] = f"the {GRID_KEEP_LOWEST} lowest of {len(res.grid)} grid points"
-        _write_table(grid, out, "grid")
+        written.append(_write_table(grid, out, "grid"))
+    else:
+        for name in CH.GRID_NAMES:  # a grid from an earlier store would not match these results
+            (out / name).unlink(missing_ok=True)
+    info[integrity.DIGESTS] = {path.name: integrity.file_digest(path) for path in written}
     (out / CH.FIGURE_JSON).write_text(
         json.dumps(info, indent=2, sort_keys=True, default=str, ensure_ascii=False) + "\n"
     )
@@ -352,6 +361,7 @@ def _parse(argv: list[str], allowed: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    cli.printable_output()
     try:
         if argv and argv[0] == "store":
             a = _parse(
@@ -393,9 +403,9 @@ def main(argv: list[str] | None = None) -> int:
         for p in generate(Path(a["results_root"])):
             print(f"wrote {_rel(p)}")
         return 0
-    except C.ConfigError as err:
+    except (C.ConfigError, integrity.Damaged) as err:
         print(f"error: {err}", file=sys.stderr)
-        return CL.EXIT_CONFIG
+        return err.exit_code
 
 
 if __name__ == "__main__":

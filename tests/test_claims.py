@@ -13,7 +13,7 @@ import yaml
 from experiments import check as CH
 from experiments import claims as CL
 from experiments import config as C
-from experiments import figures
+from experiments import figures, integrity
 from pes import results
 
 FIG = {
@@ -547,6 +547,7 @@ def write_results(root, fig_id="figuretest", profile="quick", df=BASIC):
     d = root / profile / fig_id
     d.mkdir(parents=True)
     df.to_csv(d / "metrics.csv", index=False)
+    integrity.record_digests(d)  # what experiments.reproduce records when it writes the table
     return d
 
 
@@ -623,6 +624,7 @@ def test_unreadable_table_names_the_file_and_the_fix(tmp_path):
     d = tmp_path / "quick" / "figuretest"
     d.mkdir(parents=True)
     (d / "metrics.csv").write_text("a,b\n1,2\n")
+    integrity.record_digests(d)
     with pytest.raises(C.ConfigError, match=r"metrics.csv: columns .* are missing .* fix: rerun"):
         CH.load(d)
 

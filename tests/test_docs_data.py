@@ -15,7 +15,7 @@ from experiments import claims as CL
 from experiments import config as C
 from experiments import data as D
 from experiments import docs as DOCS
-from experiments import figures
+from experiments import figures, integrity
 from pes import results
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -138,6 +138,7 @@ def test_store_copies_results_and_checks_read_them(tmp_path):
         "t", "meta_objective", [[float(i), 0.0] for i in range(5000)], [float(5000 - i) for i in range(5000)]
     )
     grid.to_csv(fig_dir / "grid.csv", index=False)
+    integrity.record_digests(fig_dir)  # what experiments.reproduce records when it writes the tables
     out = DOCS.store(
         "figure2",
         "quick",
@@ -149,6 +150,8 @@ def test_store_copies_results_and_checks_read_them(tmp_path):
         images=None,
     )
     info = CH.read_json(out / "figure.json")
+    assert set(info["digests"]) == {"metrics.csv", "grid.csv"}  # of the stored tables, as written
+    assert info["digests"]["grid.csv"] == integrity.file_digest(out / "grid.csv")
     assert info["wall_time_s"] == 9 and info["load"] == "1.0" and info["note"] == "a test"
     assert info["runs"]["pes-k1"]["status"] == "complete" and info["git_commit"] == "0123456789"
     assert "2000 lowest of 5000" in info["grid_trimmed"]
