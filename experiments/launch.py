@@ -47,6 +47,7 @@ import dataclasses
 import fcntl
 import math
 import os
+import re
 import shlex
 import socket
 import sys
@@ -128,6 +129,14 @@ def launch_config(overrides: Sequence[str], sweep_dir: Path) -> DictConfig:
         with hydra.initialize_config_dir(str(C.CONFIG_DIR), version_base="1.3"):
             cfg = hydra.compose(LAUNCH_CONFIG, overrides=full, return_hydra_config=True)
     except (HydraException, OmegaConfBaseException) as err:
+        text = str(err)
+        m = re.search(r"Could not find 'hydra/launcher/([^']+)'", text)
+        if m:
+            options = re.findall(r"^\t(\S+)$", text, flags=re.M)
+            extra = "" if "joblib" in options else " (joblib, submitit: pip install -e '.[sweep]')"
+            raise C.ConfigError(
+                f"hydra/launcher={m.group(1)} is unknown; allowed: {', '.join(options)}{extra}"
+            ) from err
         raise C._compose_error(err, full) from err
     spec = cfg.launch
     ids = spec.device_ids
@@ -600,6 +609,7 @@ def reproduce(
     (``overrides``: from `launcher_overrides`); returns the merged CSV."""
     from experiments import reproduce as R
 
+    since = (artefacts.now(), time.perf_counter())
     plan = R.prepare(figure, profile, extra)  # every check, before anything is computed
     folder = plan.ctx.fig_dir / JOBS_DIR
     sweep_dir = next(
@@ -612,6 +622,7 @@ def reproduce(
     )
     with figure_lock(plan.ctx.fig_dir, plan.ctx.log, f"figure {plan.fig.id} ({profile})"):
         jobs = plan_jobs(plan, spec)
+        t0 = time.perf_counter()
         if jobs:
             run_jobs(plan, jobs, list(overrides), launch_cfg, command)
         else:
@@ -619,5 +630,14 @@ def reproduce(
         for item in plan.steps:
             if item.step.name == "random_search":
                 join_search_parts(plan.ctx, item.plan, spec.search_shard)
-        return R.reproduce(figure, profile, extra, plot_figure=plot_figure, plan=plan)
+        record = {
+            "launcher": launcher_name(launch_cfg),
+            "overrides": list(overrides),
+            "submitted": [j["name"] for j in jobs],
+            "wall_time_s": time.perf_counter() - t0,
+            "records": f"{JOBS_DIR}/",
+        }
+        return R.reproduce(
+            figure, profile, extra, plot_figure=plot_figure, plan=plan, since=since, jobs=record
+        )
 

@@ -357,19 +357,25 @@ def reproduce(
     *,
     plot_figure: bool = True,
     plan: Plan | None = None,
+    since: tuple[str, float] | None = None,
+    jobs: dict | None = None,
 ) -> Path:
     """Reproduce ``figure`` under ``profile`` (see the module docstring); returns the merged CSV.
-    One command at a time per figure and results folder: another waits (`launch.figure_lock`)."""
-    started, t0 = artefacts.now(), time.perf_counter()
+    One command at a time per figure and results folder: another waits (`launch.figure_lock`).
+    `experiments.launch` passes its ``plan``, start (``since``: time, perf counter) and ``jobs``
+    (recorded in figure.json) after the figure's jobs ran."""
+    started, t0 = since or (artefacts.now(), time.perf_counter())
     plan = plan or prepare(figure, profile, extra)
     with launch.figure_lock(plan.ctx.fig_dir, plan.ctx.log, f"figure {plan.fig.id} ({profile})"):
-        return _reproduce(plan, extra, plot_figure, started, t0)
+        return _reproduce(plan, extra, plot_figure, started, t0, jobs)
 
 
-def _reproduce(plan: Plan, extra: Sequence[str], plot_figure: bool, started: str, t0: float) -> Path:
+def _reproduce(plan: Plan, extra, plot_figure: bool, started: str, t0: float, jobs: dict | None) -> Path:
     ctx, fig_dir = plan.ctx, plan.ctx.fig_dir
     csv = fig_dir / "metrics.csv"
     parts: dict[str, Any] = {"runs": {}, "steps": {}, "plot": None, "size_estimate": plan.size_estimate}
+    if jobs is not None:
+        parts["jobs"] = jobs
     previous = previous_record(fig_dir)
     if previous and csv.is_file():  # the merged table on disk and what it was built from, until rebuilt
         parts.update({k: previous[k] for k in (integrity.DIGESTS, "runs") if k in previous})
