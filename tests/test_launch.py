@@ -20,7 +20,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from experiments import config as C
-from experiments import launch, reproduce, runner
+from experiments import launch, reproduce
 from experiments.config import ROOT
 
 TINY = str(ROOT / "tests" / "figures" / "tiny.yaml")
@@ -155,16 +155,6 @@ def test_joblib_jobs_pinned_to_device_slots_give_the_serial_table(tmp_path, seri
     launched(tmp_path, args)  # everything finished: no job, the same merge
     assert {p: p.stat().st_mtime_ns for p in before} == before
     same_values(csv, serial_csv)
-
-
-def test_submitit_local_gives_the_serial_table_and_resubmits_only_what_is_missing(tmp_path, serial_csv):
-    csv = launched(tmp_path, ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10"])
-    same_values(csv, serial_csv)
-    assert list((csv.parent / launch.JOBS_DIR / ".submitit").glob("*/*_log.err"))
-    runner.remove(csv.parent / "runs" / "es")
-    plan = reproduce.prepare(TINY, "quick", [f"results_root={tmp_path}", "progress=false"])
-    jobs = launch.plan_jobs(plan, OmegaConf.create({"batch_seeds": 1, "search_shard": None}))
-    assert [j["name"] for j in jobs] == ["run-es"]
 
 
 # ----------------------------------------------------------------------------- failures
@@ -341,6 +331,7 @@ def test_the_cluster_recipe_runs_on_submitit_local(tmp_path, serial_csv):
             -3000:
         ]
     same_values(tmp_path / "quick" / "tiny" / "metrics.csv", serial_csv)
+    assert list((tmp_path / "quick" / "tiny" / launch.JOBS_DIR / ".submitit").glob("*/*_log.err"))
 
 
 @pytest.mark.slow
