@@ -2,6 +2,8 @@
 
     python -m experiments.reproduce figure=figure2 profile=quick [results_root=...] [plot=false]
                                     [<step>.<setting>=<value> ...] [any Hydra override ...]
+                                    [jobs=<k> | hydra/launcher=<name> hydra.launcher.<key>=<value>]
+                                    [launch.<key>=<value> ...]
 
 ``figure=`` names ``configs/figure/<figure>.yaml`` (``figure2`` or ``2``) or a figure YAML
 anywhere (a path).  Every figure goes through the same pipeline:
@@ -23,6 +25,9 @@ anywhere (a path).  Every figure goes through the same pipeline:
 
 ``<fig_dir>`` is ``<results_root>/<profile>/<figure id>``.  Hydra overrides on the command
 line apply to every run and post-step (e.g. ``task.data_dir=...``).
+With ``jobs=<k>`` (k > 1) or ``hydra/launcher=<name>``, steps 2 and 3 first run as jobs of
+that Hydra launcher, then the pipeline verifies and merges them (`experiments.launch`,
+docs/cluster.md).  One command per figure and results folder at a time: another waits.
 """
 
 from __future__ import annotations
