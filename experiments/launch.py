@@ -14,8 +14,9 @@ makes one job of
 * every run that is not finished (or, with ``launch.batch_seeds=<n>``, every group of up
   to n runs that differ only in their seed: `experiments.batched`);
 * every part of a post-step whose result does not read the runs (`EARLY`): a random-search
-  seed (or ``launch.search_shard`` configurations of it), a task of the truncation-variance
-  study, and the whole grid, Adam baseline or variance study,
+  seed (or ``launch.search_shard`` configurations of it), a tile of ``launch.grid_tile``
+  points of a grid of full trainings (or the whole grid), a task of the truncation-variance
+  study, and the whole Adam baseline or variance study,
 
 and hands them to the launcher as one Hydra sweep over ``job=range(0,<jobs>)`` of
 ``configs/launch.yaml``.  When every job has finished, the ordinary pipeline runs once in
@@ -164,9 +165,10 @@ def launch_config(overrides: Sequence[str], sweep_dir: Path) -> DictConfig:
         value = spec[key]
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise C.ConfigError(f"launch.{key}={value} is invalid; allowed: an integer >= 1")
-    shard = spec.search_shard
-    if shard is not None and (not isinstance(shard, int) or isinstance(shard, bool) or shard < 1):
-        raise C.ConfigError(f"launch.search_shard={shard} is invalid; allowed: null or an integer >= 1")
+    for key in ("search_shard", "grid_tile"):
+        value = spec[key]
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise C.ConfigError(f"launch.{key}={value} is invalid; allowed: null or an integer >= 1")
     return cfg
 
 
@@ -345,6 +347,113 @@ def join_search_parts(ctx, plan, shard: int | None) -> None:
         path.with_suffix(".tmp.npz").replace(path)
 
 
+def grid_tiles(plan, tile: int | None) -> list[tuple[int, int]] | None:
+    """Point ranges of a grid of fresh full trainings, ``tile`` points each rounded up to the
+    step's chunk size (so every compiled call evaluates the points it evaluates in one
+    process), or None: an ``evaluate`` grid, no ``tile``, or one tile would hold it all."""
+    from pes import grid as G
+
+    s = plan.settings
+    if tile is None or s["of"] != "full_run":
+        return None
+    n = len(G.grid_points(plan.axes))
+    chunk = min(int(s["chunk_size"]), n)
+    size = math.ceil(tile / chunk) * chunk
+    if size >= n:
+        return None
+    return [(lo, min(lo + size, n)) for lo in range(0, n, size)]
+
+
+def _tile_file(ctx, lo: int, hi: int) -> Path:
+    return ctx.fig_dir / "grid_partial" / f"points-{lo}-{hi}.npz"
+
+
+def _tile_done(ctx, lo: int, hi: int, stamp: str) -> bool:
+    import numpy as np
+
+    path = _tile_file(ctx, lo, hi)
+    try:
+        with np.load(path) as saved:
+            return str(saved["stamp"]) == stamp
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def _grid_tile(ctx, plan, lo: int, hi: int, stamp: str) -> None:
+    """The grid's values at points lo..hi-1, computed as `grid.compute` computes them in one
+    process (same chunks and padding, same keys), into a tile file."""
+    import jax
+    import numpy as np
+
+    from experiments.steps.evaluation import evaluate_thetas
+    from pes import grid as G
+
+    if _tile_done(ctx, lo, hi, stamp):
+        return
+    s, task = plan.settings, plan.built.task
+    jax.config.update("jax_enable_x64", bool(plan.cfg.x64))
+    points = G.grid_points(plan.axes)[lo:hi]
+    chunk = int(s["chunk_size"])
+    if len(points) < chunk:  # the grid's last chunk, padded with its first point as in one process
+        points = np.concatenate([points, np.broadcast_to(points[:1], (chunk - len(points), points.shape[1]))])
+    key = jax.random.key(int(plan.cfg.seed))
+    means = evaluate_thetas(task.full_run, points, s["num_runs"], chunk, key, ctx.progress)
+    path = _tile_file(ctx, lo, hi)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    values = {f"metric/{m}": np.asarray(means[m][: hi - lo, 0]) for m in s["metrics"]}
+    np.savez(path.with_suffix(".tmp.npz"), stamp=stamp, **values)
+    path.with_suffix(".tmp.npz").replace(path)
+
+
+def _grid_from_tiles(tiles: list[tuple[int, int]]):
+    """A `grid` compute that reads the tiles instead of computing (same rows and table)."""
+
+    def compute(ctx, plan):
+        import numpy as np
+        import pandas as pd
+
+        from experiments import steps
+        from experiments.steps import grid as GS
+        from pes import grid as G
+        from pes import results
+
+        s, task = plan.settings, plan.built.task
+        points = G.grid_points(plan.axes)
+        values = {m: [] for m in s["metrics"]}
+        for lo, hi in tiles:
+            with np.load(_tile_file(ctx, lo, hi)) as saved:
+                for m in values:
+                    values[m].append(np.asarray(saved[f"metric/{m}"]))
+        values = {m: np.concatenate(v) for m, v in values.items()}
+        surface = pd.concat(
+            [results.grid_frame(task.name, m, points, values[m]) for m in s["metrics"]], ignore_index=True
+        )
+        rows = GS.summary_rows(str(ctx.fig.id), task, int(plan.cfg.seed), points, values)
+        mins = {m: float(np.nanmin(v)) for m, v in values.items()}
+        info = {"num_points": len(points), "min": mins, "tiles": len(tiles)}
+        return steps.StepOutput(results.frame(rows), {"grid": surface}, info)
+
+    return compute
+
+
+def join_grid_tiles(plan, item, tile: int | None) -> None:
+    """A grid whose tiles are all computed is stored as the step's result (what the merge
+    then reuses), through the pipeline's own `run_step`."""
+    from experiments import reproduce as R
+
+    tiles = grid_tiles(item.plan, tile)
+    if tiles is None:
+        return
+    stamp = R.step_fingerprint(item, plan.ctx)
+    if artefacts.lookup(plan.ctx.fig_dir / R.STEPS / "grid.json", stamp, plan.ctx.fig_dir):
+        return
+    if not all(_tile_done(plan.ctx, lo, hi, stamp) for lo, hi in tiles):
+        return
+    step = dataclasses.replace(item.step, compute=_grid_from_tiles(tiles))
+    allow = list(plan.fig.get("allow_nonfinite") or [])
+    R.run_step(R.PreparedStep(step, item.settings, item.plan), plan.ctx, True, allow)
+
+
 def plan_jobs(plan, spec: DictConfig) -> list[dict]:
     """The unfinished jobs of a prepared figure (`experiments.reproduce.Plan`), longest first:
     post-step parts that do not read the runs, then the runs (or seed groups)."""
@@ -366,6 +475,11 @@ def plan_jobs(plan, spec: DictConfig) -> list[dict]:
             for part in _search_parts(ctx, item.plan, spec.search_shard):
                 tail = f"seed{part['seed']}" + (f"-{part['lo']}-{part['hi']}" if "lo" in part else "")
                 jobs.append(dict(base, name=f"step-{name}-{tail}", part=part))
+        elif name == "grid" and grid_tiles(item.plan, spec.grid_tile):
+            for lo, hi in grid_tiles(item.plan, spec.grid_tile):
+                if not _tile_done(ctx, lo, hi, fp):
+                    part = {"lo": lo, "hi": hi, "stamp": fp}
+                    jobs.append(dict(base, name=f"step-{name}-{lo}-{hi}", part=part))
         elif name == "truncation_variance":
             for label in item.plan.tasks:
                 jobs.append(dict(base, name=f"step-{name}-{label}", part={"task": label}))
@@ -453,6 +567,8 @@ def _execute(job: dict) -> None:
             R.run_step(R.PreparedStep(step, settings, plan), ctx, True, job["allow_nonfinite"])
         elif job["step"] == "truncation_variance":
             step.compute(ctx, plan._replace(tasks={part["task"]: plan.tasks[part["task"]]}))
+        elif job["step"] == "grid":
+            _grid_tile(ctx, plan, part["lo"], part["hi"], part["stamp"])
         elif "lo" in part:
             _score_search_part(ctx, plan, part["seed"], part["lo"], part["hi"])
         else:
@@ -630,6 +746,8 @@ def reproduce(
         for item in plan.steps:
             if item.step.name == "random_search":
                 join_search_parts(plan.ctx, item.plan, spec.search_shard)
+            if item.step.name == "grid":
+                join_grid_tiles(plan, item, spec.grid_tile)
         record = {
             "launcher": launcher_name(launch_cfg),
             "overrides": list(overrides),

@@ -105,6 +105,7 @@ def test_bad_job_arguments_fail_in_one_line(args, words):
         (["hydra/launcher=basic", "launch.device_ids=[0]"], "needs one process per job"),
         (["hydra/launcher=joblib", "launch.batch_seeds=0"], "launch.batch_seeds=0 is invalid"),
         (["hydra/launcher=joblib", "launch.search_shard=-5"], "launch.search_shard=-5 is invalid"),
+        (["hydra/launcher=joblib", "launch.grid_tile=0"], "launch.grid_tile=0 is invalid"),
         (["hydra/launcher=joblib", "launch.bogus=1"], "launch.bogus is not a config key"),
     ],
 )
@@ -380,3 +381,54 @@ def test_two_commands_at_once_neither_duplicate_nor_lose_rows(tmp_path, serial_c
     waited = [line for e in errs for line in e.splitlines() if "waiting for it to finish" in line]
     assert len(waited) == 1, errs
     same_values(root / "quick" / "tiny" / "metrics.csv", serial_csv)
+
+
+def test_grid_tiles_give_the_grid_of_one_process(tmp_path):
+    """A grid of fresh full trainings computed in tiles (the last one shorter than a chunk)
+    and stored through the pipeline is the grid one process computes: the same rows, table
+    and fingerprint; the merge then reuses it."""
+    import yaml
+
+    from tests.test_mnist_lr_schedule import write_npz
+
+    data = write_npz(tmp_path / "data")
+    spec = yaml.safe_load((ROOT / "configs/figure/figure5.yaml").read_text())
+    spec["runs"] = spec["runs"][:1]
+    spec.pop("claims")
+    grid = spec["post"][0]
+    grid["quick"] = {"num": 3, "num_runs": 2, "chunk_size": 4}
+    spec["post"] = [grid]
+    (tmp_path / "figure5.yaml").write_text(yaml.safe_dump(spec))
+    extra = [
+        "progress=false",
+        f"task.data_dir={data}",
+        "task.data_source=npz",
+        "task.dataset=mnist",
+        "task.num_val=40",
+        "task.horizon=6",
+        "task.hidden=[4]",
+        "task.downsample=4",
+        "task.batch_size=8",
+        "task.objective_batch_size=8",
+    ]
+    tables = {}
+    for name in ("one", "tiles"):
+        plan = reproduce.prepare(
+            str(tmp_path / "figure5.yaml"), "quick", [*extra, f"results_root={tmp_path / name}"]
+        )
+        item = plan.steps[0]
+        if name == "tiles":
+            tiles = launch.grid_tiles(item.plan, 3)
+            assert tiles == [(0, 4), (4, 8), (8, 9)]  # 9 points, rounded up to chunks of 4
+            stamp = reproduce.step_fingerprint(item, plan.ctx)
+            for lo, hi in tiles:
+                launch._grid_tile(plan.ctx, item.plan, lo, hi, stamp)
+            launch.join_grid_tiles(plan, item, 3)
+        rows, summary = reproduce.run_step(item, plan.ctx, True, [])
+        tables[name] = (rows, (plan.ctx.fig_dir / "grid.csv").read_bytes(), summary)
+    one, tiled = tables["one"], tables["tiles"]
+    assert tiled[2]["cached"] and not one[2]["cached"]  # the merge reused the stored tiles
+    assert tiled[2]["fingerprint"] == one[2]["fingerprint"]
+    pd.testing.assert_frame_equal(tiled[0], one[0], check_exact=True)
+    assert tiled[1] == one[1]
+    assert launch.grid_tiles(item.plan, None) is None and launch.grid_tiles(item.plan, 9) is None
