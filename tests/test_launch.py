@@ -432,3 +432,33 @@ def test_grid_tiles_give_the_grid_of_one_process(tmp_path):
     pd.testing.assert_frame_equal(tiled[0], one[0], check_exact=True)
     assert tiled[1] == one[1]
     assert launch.grid_tiles(item.plan, None) is None and launch.grid_tiles(item.plan, 9) is None
+
+
+def test_seed_groups_run_as_batched_jobs(tmp_path):
+    """launch.batch_seeds=2: runs that differ only in their seed become one batched job per
+    group (experiments.batched); the merged table matches the serial one up to the rounding of
+    batched kernels."""
+    fig = OmegaConf.load(TINY)
+    fig.seeds = [0, 1]
+    path = tmp_path / "tiny_seeds.yaml"
+    OmegaConf.save(fig, path)
+    extra = ["progress=false"]
+    want = reproduce.reproduce(
+        str(path), "quick", [*extra, f"results_root={tmp_path / 'one'}"], plot_figure=False
+    )
+    over = launch.launcher_overrides(["hydra/launcher=basic", "launch.batch_seeds=2"])
+    plan = reproduce.prepare(str(path), "quick", [*extra, f"results_root={tmp_path / 'b'}"])
+    spec = launch.launch_config(over, tmp_path).launch
+    assert [j["name"] for j in launch.plan_jobs(plan, spec)] == [
+        "step-grid",
+        "batch-pes-seed0+pes-seed1",
+        "batch-es-seed0+es-seed1",
+    ]
+    got = launch.reproduce(
+        str(path), "quick", [*extra, f"results_root={tmp_path / 'b'}"], over, plot_figure=False
+    )
+    a, b = pd.read_csv(want), pd.read_csv(got)
+    pd.testing.assert_frame_equal(a.drop(columns="value"), b.drop(columns="value"))
+    np.testing.assert_allclose(b["value"], a["value"], rtol=1e-6, atol=1e-12)
+    meta = json.loads((got.parent / "runs" / "pes-seed1" / "run.json").read_text())
+    assert meta["batched_with"] == ["pes-seed0", "pes-seed1"]
