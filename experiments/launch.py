@@ -22,7 +22,7 @@ and hands them to the launcher as one Hydra sweep over ``job=range(0,<jobs>)`` o
 ``configs/launch.yaml``.  When every job has finished, the ordinary pipeline runs once in
 this process: it verifies and skips the finished runs, reuses the finished steps and parts,
 computes the steps that read the runs, merges, plots and records (so the merged table is
-the serial one, value for value).  A job that failed or was killed leaves its run or part
+the serial one, value for value, unless seeds are batched).  A job that failed or was killed leaves its run or part
 resumable; the command then names each such job in one line, merges nothing and exits 1;
 the same command again submits only what is unfinished.
 
