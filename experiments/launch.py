@@ -19,12 +19,14 @@ makes one job of
   study, and the whole Adam baseline or variance study,
 
 and hands them to the launcher as one Hydra sweep over ``job=range(0,<jobs>)`` of
-``configs/launch.yaml``.  When every job has finished, the ordinary pipeline runs once in
-this process: it verifies and skips the finished runs, reuses the finished steps and parts,
-computes the steps that read the runs, merges, plots and records (so the merged table is
-the serial one, value for value, unless seeds are batched).  A job that failed or was killed leaves its run or part
-resumable; the command then names each such job in one line, merges nothing and exits 1;
-the same command again submits only what is unfinished.
+``configs/launch.yaml``.  With ``launch.late_jobs`` (by default on submitit_slurm only, so
+that a login node computes nothing heavy) a second sweep follows once the runs are done: one
+job per post-step that reads them.  When every job has finished, the ordinary pipeline runs
+once in this process: it verifies and skips the finished runs, reuses the finished steps and
+parts, computes the steps still to do, merges, plots and records (so the merged table is the
+serial one, value for value, unless seeds are batched).  A job that failed or was killed
+leaves its run or part resumable; the command then names each such job in one line, merges
+nothing and exits 1; the same command again submits only what is unfinished.
 
 Each job records what happened in ``<fig_dir>/jobs/<job>.json`` (status, process, host,
 devices it saw, wall time, the error in one line); ``<fig_dir>/jobs/jobs.json`` lists the
@@ -165,6 +167,8 @@ def launch_config(overrides: Sequence[str], sweep_dir: Path) -> DictConfig:
         value = spec[key]
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise C.ConfigError(f"launch.{key}={value} is invalid; allowed: an integer >= 1")
+    if spec.late_jobs not in (None, True, False):
+        raise C.ConfigError(f"launch.late_jobs={spec.late_jobs} is invalid; allowed: null, true, false")
     for key in ("search_shard", "grid_tile"):
         value = spec[key]
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
@@ -498,6 +502,44 @@ def plan_jobs(plan, spec: DictConfig) -> list[dict]:
     return jobs
 
 
+CHEAP = ("compute_axis",)  # steps that only rearrange the runs' rows: never worth a job
+
+
+def late_jobs(plan, spec: DictConfig, launcher: str) -> list[dict]:
+    """After the runs: a job for every unfinished post-step that reads them (not `EARLY`,
+    not `CHEAP`), with the runs' rows as the pipeline gives them (verified first).  Only
+    with ``launch.late_jobs`` true, or null on submitit_slurm."""
+    from experiments import reproduce as R
+    from pes import results
+
+    wanted = spec.late_jobs if spec.late_jobs is not None else launcher == "submitit_slurm"
+    todo = [i for i in plan.steps if i.step.name not in EARLY + CHEAP]
+    if not wanted or not todo:
+        return []
+    run_rows, records = R.run_all(plan)  # every run finished by now: verified and read
+    diverged = [rid for rid, r in records.items() if r["status"] == "diverged"]
+    allow = list(plan.fig.get("allow_nonfinite") or [])
+    allow += sorted(set(run_rows.loc[run_rows["run_id"].isin(diverged), "metric"]))
+    ctx = dataclasses.replace(plan.ctx, log=_log, rows=results.merge([(results.RUN_SOURCE, run_rows)]))
+    jobs = []
+    for item in todo:
+        fp = R.step_fingerprint(item, ctx)
+        if artefacts.lookup(ctx.fig_dir / R.STEPS / f"{item.step.name}.json", fp, ctx.fig_dir):
+            continue
+        jobs.append(
+            {
+                "kind": "step",
+                "name": f"step-{item.step.name}",
+                "step": item.step.name,
+                "settings": item.settings,
+                "ctx": ctx,
+                "allow_nonfinite": allow,
+                "part": None,
+            }
+        )
+    return jobs
+
+
 def _pin(spec: DictConfig, folder: Path) -> str | None:
     """Take a free device slot for this process (kept until it ends); its ids go to
     CUDA_VISIBLE_DEVICES before JAX starts.  None without ``device_ids``."""
@@ -748,6 +790,10 @@ def reproduce(
                 join_search_parts(plan.ctx, item.plan, spec.search_shard)
             if item.step.name == "grid":
                 join_grid_tiles(plan, item, spec.grid_tile)
+        late = late_jobs(plan, spec, launcher_name(launch_cfg))
+        if late:
+            run_jobs(plan, late, list(overrides), launch_cfg, command)
+        jobs = jobs + late
         record = {
             "launcher": launcher_name(launch_cfg),
             "overrides": list(overrides),

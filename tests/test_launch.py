@@ -383,10 +383,11 @@ def test_two_commands_at_once_neither_duplicate_nor_lose_rows(tmp_path, serial_c
     same_values(root / "quick" / "tiny" / "metrics.csv", serial_csv)
 
 
-def test_grid_tiles_give_the_grid_of_one_process(tmp_path):
-    """A grid of fresh full trainings computed in tiles (the last one shorter than a chunk)
-    and stored through the pipeline is the grid one process computes: the same rows, table
-    and fingerprint; the merge then reuses it."""
+def test_grid_tiles_and_late_steps_as_jobs_give_the_serial_table(tmp_path):
+    """Figure 5 at test size: its grid of fresh full trainings in tiles (9 points: 4 + 4 + 1,
+    the last shorter than a chunk) beside the run, then the evaluation (which reads the run) as
+    a job of its own (launch.late_jobs=true): the merged table and grid.csv are the serial
+    ones, byte for byte, and the merge reused what the jobs stored."""
     import yaml
 
     from tests.test_mnist_lr_schedule import write_npz
@@ -395,9 +396,9 @@ def test_grid_tiles_give_the_grid_of_one_process(tmp_path):
     spec = yaml.safe_load((ROOT / "configs/figure/figure5.yaml").read_text())
     spec["runs"] = spec["runs"][:1]
     spec.pop("claims")
-    grid = spec["post"][0]
-    grid["quick"] = {"num": 3, "num_runs": 2, "chunk_size": 4}
-    spec["post"] = [grid]
+    spec["post"][0]["quick"] = {"num": 3, "num_runs": 2, "chunk_size": 4}
+    spec["post"][1]["quick"] = {"num_runs": 2}
+    figure = str(tmp_path / "figure5.yaml")
     (tmp_path / "figure5.yaml").write_text(yaml.safe_dump(spec))
     extra = [
         "progress=false",
@@ -410,28 +411,38 @@ def test_grid_tiles_give_the_grid_of_one_process(tmp_path):
         "task.downsample=4",
         "task.batch_size=8",
         "task.objective_batch_size=8",
+        "estimator.num_particles=4",
+        "train.num_outer_steps=6",
+        "train.chunk_size=6",
     ]
-    tables = {}
-    for name in ("one", "tiles"):
-        plan = reproduce.prepare(
-            str(tmp_path / "figure5.yaml"), "quick", [*extra, f"results_root={tmp_path / name}"]
-        )
-        item = plan.steps[0]
-        if name == "tiles":
-            tiles = launch.grid_tiles(item.plan, 3)
-            assert tiles == [(0, 4), (4, 8), (8, 9)]  # 9 points, rounded up to chunks of 4
-            stamp = reproduce.step_fingerprint(item, plan.ctx)
-            for lo, hi in tiles:
-                launch._grid_tile(plan.ctx, item.plan, lo, hi, stamp)
-            launch.join_grid_tiles(plan, item, 3)
-        rows, summary = reproduce.run_step(item, plan.ctx, True, [])
-        tables[name] = (rows, (plan.ctx.fig_dir / "grid.csv").read_bytes(), summary)
-    one, tiled = tables["one"], tables["tiles"]
-    assert tiled[2]["cached"] and not one[2]["cached"]  # the merge reused the stored tiles
-    assert tiled[2]["fingerprint"] == one[2]["fingerprint"]
-    pd.testing.assert_frame_equal(tiled[0], one[0], check_exact=True)
-    assert tiled[1] == one[1]
-    assert launch.grid_tiles(item.plan, None) is None and launch.grid_tiles(item.plan, 9) is None
+    want = reproduce.reproduce(
+        figure, "quick", [*extra, f"results_root={tmp_path / 'one'}"], plot_figure=False
+    )
+    plan = reproduce.prepare(figure, "quick", [*extra, f"results_root={tmp_path / 'jobs'}"])
+    assert launch.grid_tiles(plan.steps[0].plan, 3) == [(0, 4), (4, 8), (8, 9)]  # rounded up to chunks of 4
+    assert (
+        launch.grid_tiles(plan.steps[0].plan, None) is None
+        and launch.grid_tiles(plan.steps[0].plan, 9) is None
+    )
+    over = launch.launcher_overrides(["hydra/launcher=basic", "launch.grid_tile=3", "launch.late_jobs=true"])
+    got = launch.reproduce(
+        figure, "quick", [*extra, f"results_root={tmp_path / 'jobs'}"], over, plot_figure=False
+    )
+    same_values(got, want)
+    assert (got.parent / "grid.csv").read_bytes() == (want.parent / "grid.csv").read_bytes()
+    record = json.loads((got.parent / "figure.json").read_text())
+    assert record["jobs"]["submitted"] == [
+        "step-grid-0-4",
+        "step-grid-4-8",
+        "step-grid-8-9",
+        "run-es-k10",
+        "step-evaluation",
+    ]
+    assert record["steps"]["grid"]["cached"] and record["steps"]["evaluation"]["cached"]
+    assert (
+        record["steps"]["grid"]["fingerprint"]
+        == json.loads((want.parent / "figure.json").read_text())["steps"]["grid"]["fingerprint"]
+    )
 
 
 def test_seed_groups_run_as_batched_jobs(tmp_path):
