@@ -79,6 +79,7 @@ def figure9(log_dir: Path, walltimes: Path, commit: str, iterations: int = 50_00
         theta = df["theta"].map(_scalar).to_numpy()
         val = df["val_loss"].to_numpy(float)
         last = _last(it, iterations)
+        half = it >= iterations / 2
         err = np.abs(theta - THETA_STAR_FIG9)
         run = f"{est}-init{init:g}"
         if it[-1] < iterations - 10:  # stopped early: only where it was, under its own run id
@@ -100,8 +101,14 @@ def figure9(log_dir: Path, walltimes: Path, commit: str, iterations: int = 50_00
             "theta_last10_min": theta[last].min(),
             "theta_last10_max": theta[last].max(),
             "val_loss_last10_mean": val[last].mean(),
+            # the second half: theta wanders slowly, so a longer window is a steadier summary
+            "theta_half2_mean": theta[half].mean(),
+            "theta_half2_std": theta[half].std(ddof=1),
+            "theta_half2_min": theta[half].min(),
+            "theta_half2_max": theta[half].max(),
             "abs_err_final": err[-1],
             "abs_err_last10_mean": abs(theta[last].mean() - THETA_STAR_FIG9),
+            "abs_err_half2_mean": abs(theta[half].mean() - THETA_STAR_FIG9),
             "frac_within_0p05_last10": float(np.mean(err[last] <= 0.05)),
             "first_iter_within_0p05": _first_at_or_below(it, err, 0.05),
         }
@@ -127,6 +134,10 @@ def figure9(log_dir: Path, walltimes: Path, commit: str, iterations: int = 50_00
             "abs_err_final_max": per_run.abs_err_final.max(),
             "abs_err_last10_mean_max": per_run.abs_err_last10_mean.max(),
             "abs_err_last10_mean_min": per_run.abs_err_last10_mean.min(),
+            "theta_half2_mean_min": per_run.theta_half2_mean.min(),
+            "theta_half2_mean_max": per_run.theta_half2_mean.max(),
+            "abs_err_half2_mean_max": per_run.abs_err_half2_mean.max(),
+            "abs_err_half2_mean_min": per_run.abs_err_half2_mean.min(),
             "theta_star": THETA_STAR_FIG9,
         })
     return pd.concat([out, pd.DataFrame(pooled)]), pd.DataFrame(traj)

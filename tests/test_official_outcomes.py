@@ -91,15 +91,21 @@ def _check_first_reach(series: pd.Series, it: float, level: float, name: str):
     assert (series[series.index < it] > level).all(), f"{name}: reached before iteration {it}"
 
 
+def _check_window(series: pd.Series, m: dict, key: str, start: float, name: str):
+    """`<key>_min/max/mean/std` summarise the logged values from iteration `start` on."""
+    late = series[series.index >= start]
+    lo, hi = m[f"{key}_min"], m[f"{key}_max"]
+    assert ((late >= lo - abs(lo) * RTOL) & (late <= hi + abs(hi) * RTOL)).all(), name
+    # the kept points are a subsample of the window the mean and std were taken over
+    mean = m[f"{key}_mean"]
+    assert abs(late.mean() - mean) <= 3 * m[f"{key}_std"] + RTOL * abs(mean) + 1e-12, name
+
+
 def _check_final_and_window(series: pd.Series, m: dict, prefix: str, total: int, name: str):
     final = m["final_iteration"]
     assert series.index.max() == final, name
     assert series[final] == pytest.approx(m[f"{prefix}_final"], rel=RTOL, abs=1e-12), name
-    late = series[series.index >= 0.9 * total]
-    lo, hi = m[f"{prefix}_last10_min"], m[f"{prefix}_last10_max"]
-    assert ((late >= lo - abs(lo) * RTOL) & (late <= hi + abs(hi) * RTOL)).all(), name
-    # the kept points are a subsample of the window the mean and std were taken over
-    assert abs(late.mean() - m[f"{prefix}_last10_mean"]) <= 3 * m[f"{prefix}_last10_std"] + 1e-9, name
+    _check_window(series, m, f"{prefix}_last10", 0.9 * total, name)
 
 
 def _check_partial_runs(traj: pd.DataFrame, runs: dict, at_stop: dict[str, str]):
@@ -126,9 +132,11 @@ def test_figure9_summaries_match_trajectories():
         name = f"{run} seed {seed}"
         theta = _series(traj, run, est, seed, "theta")
         _check_final_and_window(theta, m, "theta", 50_000, name)
+        _check_window(theta, m, "theta_half2", 25_000, name)
         star = runs[("pooled", est, "all")]["theta_star"]
         assert m["abs_err_final"] == pytest.approx(abs(m["theta_final"] - star), rel=RTOL), name
         assert m["abs_err_last10_mean"] == pytest.approx(abs(m["theta_last10_mean"] - star), rel=RTOL), name
+        assert m["abs_err_half2_mean"] == pytest.approx(abs(m["theta_half2_mean"] - star), rel=RTOL), name
         assert 0.0 <= m["frac_within_0p05_last10"] <= 1.0
         _check_first_reach((theta - star).abs(), m["first_iter_within_0p05"], 0.05 + 1e-6, name)
         assert _series(traj, run, est, seed, "val_loss")[m["final_iteration"]] == pytest.approx(
@@ -143,6 +151,7 @@ def test_figure9_summaries_match_trajectories():
         assert p["theta_final_max"] == max(m["theta_final"] for m in mine)
         assert p["abs_err_last10_mean_max"] == max(m["abs_err_last10_mean"] for m in mine)
         assert p["theta_last10_mean_max"] == max(m["theta_last10_mean"] for m in mine)
+        assert p["abs_err_half2_mean_max"] == max(m["abs_err_half2_mean"] for m in mine)
 
 
 @pytest.mark.skipif("figure2" not in FIGURES, reason="no figure 2 outcomes")
