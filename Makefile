@@ -128,8 +128,9 @@ reproduce-all: $(call env,suite$(comma)data$(comma)control) ## Every figure at P
 # (not tests, results or experiments/), and carry one version (pes/_version.py, CHANGELOG.md).
 DIST ?= dist
 release-check: $(call env,dev) ## Build wheel + sdist into dist/, twine check them, check their contents and version
-	rm -rf $(DIST)
-	$(PY) -m build --outdir $(DIST) .
+	rm -rf $(DIST) pes_repro.egg-info
+	$(PY) -m build --outdir $(DIST) . > $(DIST).log 2>&1 || { cat $(DIST).log; exit 1; }
+	@grep -i 'warning' $(DIST).log | grep -v 'byte-compiling is disabled' || true
 	$(PY) -m twine check --strict $(DIST)/*
 	$(PY) tests/release_check.py $(DIST)
 
