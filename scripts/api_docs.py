@@ -40,18 +40,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", type=Path, help="output folder")
     args = parser.parse_args(argv)
     import pdoc
+    import pdoc.extract
     import pdoc.render
 
-    attach_namedtuple_constructors(public_modules())
+    modules = public_modules()
+    attach_namedtuple_constructors(modules)
     pdoc.render.configure(docformat="google", search=False, show_source=False)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        pdoc.pdoc("pes", output_directory=args.out)
+        # every public module: from "pes" pdoc alone follows only the submodules in `pes.__all__`
+        specs, covered = [], set()
+        for module in modules:
+            if module.__name__ not in covered:
+                specs.append(module.__name__)
+                covered.update(pdoc.extract.walk_specs([module.__name__]))
+        pdoc.pdoc(*specs, output_directory=args.out)
     problems = [w for w in caught if w.filename.startswith(str(Path(pdoc.__file__).parent))]
     for w in problems:
         print(f"pdoc: {w.message}", file=sys.stderr)
     if problems:
-        print(f"api-docs: {len(problems)} pdoc warning(s); fix the docstrings or annotations above", file=sys.stderr)
+        print(f"api-docs: {len(problems)} pdoc warning(s); fix the docstrings or annotations above",
+              file=sys.stderr)
         return 1
     print(f"API reference: {args.out / 'pes.html'}")
     return 0

@@ -26,7 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
 CORE = {"jax", "optax", "numpy"}
 EXTRAS = {"suite", "data", "control", "bench", "sweep", "notebook", "dev"}
 DATA_FILES = ("pes/data/uci/yacht_hydrodynamics.data", "pes/data/uci/README.md")
-NOT_IN_WHEEL = ("tests/", "results/", "experiments/", "configs/", "scripts/", "notebooks/", "docs/", "benchmarks/")
+NOT_IN_WHEEL = (
+    "tests/", "results/", "experiments/", "configs/", "scripts/", "notebooks/", "docs/", "benchmarks/"
+)
 NOT_IN_SDIST = ("results/", ".venv/", "dist/", "build/", "tests/", "experiments/", "configs/")
 
 
@@ -53,7 +55,9 @@ def main(dist: Path) -> int:
     if sdist.name != f"pes_repro-{v}.tar.gz":
         problems.append(f"sdist {sdist.name} does not carry version {v} (pes/_version.py)")
     if changelog_version() != v:
-        problems.append(f"CHANGELOG.md's first release heading is {changelog_version()!r}, not {v!r}: add '## {v}'")
+        problems.append(
+            f"CHANGELOG.md's first release heading is {changelog_version()!r}, not {v!r}: add '## {v}'"
+        )
 
     with zipfile.ZipFile(wheel) as zf:
         names = sorted(zf.namelist())

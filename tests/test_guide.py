@@ -41,9 +41,8 @@ def test_the_guide_notebook_executes_and_reaches_its_verdicts():
     nbclient.NotebookClient(
         nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOK.parent)}}
     ).execute()
-    printed = "\n".join(
-        out.get("text", "") for cell in nb.cells if cell.cell_type == "code" for out in cell.get("outputs", [])
-    )
+    outputs = [out for cell in nb.cells if cell.cell_type == "code" for out in cell.get("outputs", [])]
+    printed = "\n".join(out.get("text", "") for out in outputs)
     verdicts = [line for line in printed.splitlines() if re.match(r"^\w+: (consistent|biased)", line)]
     assert [v.split(":")[0] for v in verdicts] == ["pes", "es", "tbptt"], printed
     assert verdicts[0].startswith("pes: consistent with the exact gradient"), printed

@@ -72,7 +72,8 @@ def main(dist: Path) -> int:
         py = venv / "bin" / "python"
         base = getattr(sys, "_base_executable", sys.executable)
         run([base, "-m", "venv", str(venv)], tmp, "fresh virtual environment")
-        run([str(py), "-m", "pip", "install", "--quiet", str(wheels[0].resolve())], tmp, "pip install <wheel>")
+        wheel = str(wheels[0].resolve())
+        run([str(py), "-m", "pip", "install", "--quiet", wheel], tmp, "pip install <wheel>")
         listing = run([str(py), "-m", "pip", "list", "--format=freeze"], tmp, "pip list")
         print("pip list of the clean environment:")
         print("".join(f"  {line}\n" for line in listing.splitlines()))
@@ -88,7 +89,8 @@ def main(dist: Path) -> int:
             out = run([str(py), "-c", "import time; t = time.perf_counter(); import pes; "
                        "print(time.perf_counter() - t)"], tmp, "time of import pes")
             times.append(float(out))
-        print(f"wheel-smoke: import pes takes {min(times):.2f} s (best of 3: {', '.join(f'{t:.2f}' for t in times)})")
+        each = ", ".join(f"{t:.2f}" for t in times)
+        print(f"wheel-smoke: import pes takes {min(times):.2f} s (best of 3: {each})")
         (tmp / "readme_snippet.py").write_text(
             readme_snippet() + "\nprint('README snippet: final loss', float(metrics['loss'][-1]))\n"
         )
