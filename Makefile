@@ -39,7 +39,7 @@ env = $(VENV)/.extras-$(subst $(comma),-,$(1))
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_%-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | awk -F'\t' '{printf "  %-22s %s\n", $$1, $$2}'
-	@echo "  reproduce-figure-N     regenerate figure N (N in: $(FIGURES)) and print its claims table"
+	@echo "  reproduce-figure-N     regenerate figure N (N in: $(FIGURES)) and print its claims table (installs only the extras it needs)"
 	@echo "  check-figure-N         check figure N's claims against its results (exit 1 if a claim fails)"
 	@echo "  store-figure-N         copy figure N's results into results/reference (STORE_ARGS='wall_time_s=.. load=..')"
 	@echo "Variables: PROFILE=quick|paper (default quick), RESULTS=<dir> (default results)"
