@@ -112,6 +112,7 @@ def _check_name(name: str) -> Spec:
 
 
 def default_data_dir() -> Path:
+    """``$PES_DATA_DIR``, else ``$XDG_DATA_HOME/pes`` (default ``~/.local/share/pes``)."""
     if os.environ.get("PES_DATA_DIR"):
         return Path(os.environ["PES_DATA_DIR"]).expanduser()
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
@@ -216,6 +217,7 @@ def _find_idx(directory: Path) -> dict[str, Path] | None:
 
 
 def load_idx(name: str, directory: str | Path) -> RawData:
+    """Dataset ``name`` from the IDX files (plain or ``.gz``) in ``directory``."""
     _check_name(name)
     directory = Path(directory)
     files = _find_idx(directory)
@@ -442,3 +444,23 @@ def available(name: str, *, data_dir: str | Path | None = None) -> bool:
     """Whether local IDX/npz files for ``name`` exist (no TFDS, no network)."""
     dirs = _local_dirs(name, data_dir)
     return any((SPECS[name].idx and _find_idx(d) is not None) or _find_npz(name, d) is not None for d in dirs)
+
+
+__all__ = [
+    "DataUnavailableError",
+    "ImageData",
+    "RawData",
+    "available",
+    "default_data_dir",
+    "host_reachable",
+    "load",
+    "load_idx",
+    "load_npz",
+    "load_raw",
+    "load_tfds",
+    "normalize",
+    "read_idx",
+    "save_npz",
+    "split",
+    "write_idx",
+]
