@@ -1062,7 +1062,12 @@ def summary(results: Sequence[Result]) -> str:
     for role in (INDICATIVE, REPORTED):
         shown = [r for r in results if r.role == role]
         if shown:
-            word = "paper-scale claims shown as indicative" if role == INDICATIVE else "findings not counted"
+            plural = "s" if len(shown) > 1 else ""
+            word = (
+                f"paper-scale claim{plural} shown as indicative"
+                if role == INDICATIVE
+                else f"finding{plural} not counted"
+            )
             each = ", ".join(f"{r.id} {r.verdict}" for r in shown)
             text += f"; {len(shown)} {word} ({each})"
     return text
