@@ -8,6 +8,7 @@ file is not committed.  The rule of each derivation is the one the claim's sourc
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -43,6 +44,20 @@ def claim(figure: str, cid: str) -> dict:
     fig = figures.load(figure)
     (c,) = [c for c in CL.validate(fig.get("claims"), fig) if c["id"] == cid]
     return c
+
+
+def test_figure2_crossing_iteration_is_the_official_codes_latest():
+    """pes-by-2000: the latest first iteration at which the official code's PES runs reach a loss
+    <= 1e-10, rounded up to the quick profile's logging interval (10)."""
+    runs = per_run(official("figure2"), "pes")
+    first = runs["first_iter_loss_le_1e-10"]
+    assert first.notna().all(), first
+    want = int(math.ceil(float(first.max()) / 10.0) * 10)
+    c = claim("figure2", "pes-by-2000")
+    assert c["check"]["max"] == want, (
+        f"configs/figure/figure2.yaml pes-by-2000 max {c['check']['max']}, the official outcomes give {want} "
+        f"(first crossings {sorted(first.astype(int))}): update the claim and docs/claims.md's change log"
+    )
 
 
 def test_figure9_pes_tolerance_is_the_official_distance_plus_its_spread():
