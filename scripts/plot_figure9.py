@@ -157,7 +157,11 @@ def plot_side_by_side(df: pd.DataFrame, official: pd.DataFrame, axes) -> None:
             **dict(_style.style(est), linewidth=1.2 if main else 0.7),
         )
         seen |= {est} if main else set()
+        if str(g["run"].iloc[0]).endswith("-partial"):  # a run stopped before the end: mark where
+            ax_off.plot(g["iteration"].iloc[-1], g["value"].iloc[-1], marker="x", color="grey", markersize=5)
     theta_opt = optimum(df, "theta_optimum")
+    if official["run"].astype(str).str.endswith("-partial").any():
+        ax_off.plot([], [], marker="x", color="grey", linestyle="", label="run stopped early")
     for ax, title in ((ax_suite, "(a) this suite"), (ax_off, "(b) the paper's own code (uci.py), run here")):
         if theta_opt is not None:
             ax.axhline(

@@ -34,9 +34,12 @@ def official(figure: str) -> pd.DataFrame:
 
 
 def per_run(df: pd.DataFrame, estimator: str) -> pd.DataFrame:
-    """One row per official run (the pooled summary rows left out), one column per metric."""
-    rows = df[(df["estimator"] == estimator) & (df["run"] != "pooled")]
-    assert len(rows), f"no {estimator} runs in the official outcomes"
+    """One row per finished official run (pooled summaries and runs stopped early, ``*-partial``,
+    left out), one column per metric."""
+    run = df["run"].astype(str)
+    rows = df[(df["estimator"] == estimator) & (run != "pooled") & ~run.str.endswith("-partial")]
+    if rows.empty:
+        pytest.skip(f"the official outcomes hold no finished {estimator} run yet")
     return rows.pivot_table(index=["run", "seed"], columns="metric", values="value")
 
 
