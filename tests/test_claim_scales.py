@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -283,6 +284,9 @@ def test_status_row_counts_pass_fail_not_run_separately_and_names_findings():
     assert text.startswith("partly: 1 PASS · 1 FAIL · 1 NOT RUN")
     assert "2 paper-scale, indicative: `d` FAIL, `e` PASS" in text
     assert "finding `b`: too few estimates at W = 1000" in text
+    grouped = [*rows_, result("b2", CL.FAIL, finding="as b: the same cause")]
+    assert "finding `b` (also `b2`): too few estimates" in DOCS.verdict_word(grouped, compact=True)
+    assert "finding `b2`: as b: the same cause" in DOCS.verdict_word(grouped)  # FIGURES.md: one line each
     compact = DOCS.verdict_word(rows_, compact=True)
     assert "paper-scale, indicative: 1 PASS, 1 FAIL" in compact and "finding `b`" in compact
     # 1 PASS of 1 counted, 3 NOT RUN: the NOT RUNs are counted, not hidden (the old "yes (1/1)")
@@ -319,7 +323,12 @@ def test_every_fail_on_the_stored_results_has_a_finding():
         for r in rows_:
             if r.verdict == CL.FAIL and r.counted:
                 assert r.finding, f"{name} {profile} {r.id} fails and has no finding: text in its config"
-                assert f"finding `{r.id}`" in readme, (name, r.id)
+                assert (
+                    re.search(rf"finding `[^<]*`{re.escape(r.id)}`", readme) or f"finding `{r.id}`" in readme
+                ), (
+                    name,
+                    r.id,
+                )
 
 
 # ----------------------------------------------------------------------------- which results are read
