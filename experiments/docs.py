@@ -334,7 +334,10 @@ def figure_block(name: str, evaluated: dict, root: Path) -> str:
                 lines += ["Findings (written after the results were known):", ""]
                 lines += [f"- {f}" for f in found]
                 lines.append("")
+        longer = [q for q in CL.PROFILES if q != profile and q.startswith(f"{profile}_")]  # quick_holdout
         for image in [FIG_DOCS / f"{name}_{profile}.png", *sorted(FIG_DOCS.glob(f"{name}_{profile}_*.png"))]:
+            if any(image.stem == f"{name}_{q}" or image.stem.startswith(f"{name}_{q}_") for q in longer):
+                continue  # another profile's image (figure7_quick_holdout.png is not quick's)
             if image.exists():
                 lines += [f"![{name}, {profile} profile]({image.name})", ""]
     return "\n".join(lines)

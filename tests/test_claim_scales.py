@@ -362,3 +362,14 @@ def test_check_reads_the_stored_results_when_there_is_no_local_run(tmp_path, mon
     )
     with pytest.raises(C.ConfigError, match="reference=maybe is invalid"):
         CH.run(["figure=figure2", "reference=maybe"])
+
+
+def test_a_profile_page_shows_its_own_images_only():
+    """figure7_quick_holdout.png belongs to quick_holdout, not to quick (figure7_quick*.png)."""
+    fig = figures.load("figure7")
+    store = ROOT / "results" / "reference"
+    evaluated = {("figure7", p): CH.check_figure(fig, p, store) for p in ("quick", "quick_holdout")}
+    block = DOCS.figure_block("figure7", evaluated, store)
+    assert block.count("(figure7_quick_holdout.png)") == 1 and block.count("(figure7_quick.png)") == 1
+    quick_part = block.split("#### `quick_holdout` profile")[0]
+    assert "figure7_quick_holdout.png" not in quick_part
