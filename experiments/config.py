@@ -36,6 +36,8 @@ CONFIG_DIR = ROOT / "configs"
 NON_RESULT_KEYS = ("progress", "resume", "overwrite", "results_root", "run_id", "max_result_mb")
 BOOL_KEYS = ("x64", "resume", "overwrite", "progress")
 NON_RESULT_TRAIN_KEYS = ("chunk_size", "keep_checkpoints")
+# Profile keys that say how a profile is judged, not how it runs (configs/profile/*.yaml `scale`).
+NON_RESULT_PROFILE_KEYS = ("scale",)
 # Keys added after runs were recorded, left out of the fingerprint while they hold their
 # null default, so that existing runs keep their identity (group, key).
 LATE_NULL_KEYS = (("outer_optimizer", "clip_value"), ("task", "channels"))
@@ -340,6 +342,8 @@ def result_config(config: DictConfig | dict) -> dict:
     data = {k: v for k, v in data.items() if k not in (*NON_RESULT_KEYS, "hydra")}
     if isinstance(data.get("train"), dict):
         data["train"] = {k: v for k, v in data["train"].items() if k not in NON_RESULT_TRAIN_KEYS}
+    if isinstance(data.get("profile"), dict):
+        data["profile"] = {k: v for k, v in data["profile"].items() if k not in NON_RESULT_PROFILE_KEYS}
     for group, key in LATE_NULL_KEYS:
         if isinstance(data.get(group), dict) and key in data[group] and data[group][key] is None:
             data[group] = {k: v for k, v in data[group].items() if k != key}

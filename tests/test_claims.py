@@ -48,8 +48,11 @@ def frame(*parts):
     return results.frame([r for p in parts for r in p])
 
 
+SOURCE = "project-derived: a test claim"
+
+
 def claim(check, **kw):
-    return dict({"id": "c", "claim": "a claim", "check": check}, **kw)
+    return dict({"id": "c", "claim": "a claim", "scale": "any", "source": SOURCE, "check": check}, **kw)
 
 
 def one(check, df, *, profile="quick", fig=FIG, **kw):
@@ -428,10 +431,15 @@ def test_grid_table_minimum():
             {
                 "id": "c",
                 "claim": "x",
+                "scale": "any",
+                "source": SOURCE,
                 "check": {"type": "range", "of": {"run": "pes", "metric": "loss"}, "below": 1},
                 "bogus": 1,
             },
-            ["'bogus' is unknown", "allowed: id, claim, profiles, check, note"],
+            [
+                "'bogus' is unknown",
+                "allowed: id, claim, scale, source, profiles, check, note, finding, counted",
+            ],
         ),
         (claim({"type": "ranges"}), ["check.type='ranges'", "allowed: range, close, order"]),
         (
@@ -564,11 +572,15 @@ GOOD = [
     {
         "id": "pes-converges",
         "claim": "PES converges",
+        "scale": "any",
+        "source": SOURCE,
         "check": {"type": "range", "of": {"run": "pes", "metric": "loss"}, "below": 1e-10},
     },
     {
         "id": "paper-only",
         "claim": "only on paper",
+        "scale": "any",
+        "source": SOURCE,
         "profiles": ["paper"],
         "check": {"type": "range", "of": {"run": "pes", "metric": "loss"}, "below": 1},
     },
@@ -576,6 +588,8 @@ GOOD = [
 WRONG = {
     "id": "es-converges",
     "claim": "deliberately wrong: ES converges",
+    "scale": "any",
+    "source": SOURCE,
     "check": {"type": "range", "of": {"run": "es", "metric": "loss"}, "below": 1e-10},
 }
 

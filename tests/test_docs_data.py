@@ -30,7 +30,9 @@ def test_generated_docs_are_up_to_date_with_the_reference_store():
 
 
 def test_readme_is_a_front_door():
-    assert (ROOT / "README.md").stat().st_size <= 12 * 1024
+    # 13 KB: the generated status table counts PASS / FAIL / NOT RUN per profile and gives every
+    # failing claim its one-line finding; the rest of the front door stays short
+    assert (ROOT / "README.md").stat().st_size <= 13 * 1024
     text = (ROOT / "README.md").read_text()
     for part in (
         "make reproduce-figure-2",
