@@ -277,6 +277,13 @@ def verdict_word(rows: list[CL.Result]) -> str:
     return text + ")"
 
 
+def status_profiles() -> list[str]:
+    """The status table's row order: paper, the other paper-scale profiles (paper_fashion,
+    paper_regime, ...), then quick."""
+    others = [p for p in CL.PROFILES if p not in ("paper", "quick")]
+    return ["paper", *others, "quick"]
+
+
 def status_table(evaluated: dict, link_prefix: str = "docs/figures/") -> str:
     lines = [
         "| figure | what the paper claims | reproduced? | profile · machine · wall time |",
@@ -291,7 +298,7 @@ def status_table(evaluated: dict, link_prefix: str = "docs/figures/") -> str:
             continue
         headline = _headline(FIG_DOCS / f"{name}.md")
         shown = False
-        for profile in ("paper", "quick"):
+        for profile in status_profiles():
             if (name, profile) not in evaluated:
                 continue
             rows, res = evaluated[(name, profile)]
