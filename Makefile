@@ -23,7 +23,7 @@ help: ## List the targets
 	@echo "  reproduce-figure-N     regenerate figure N (N in: $(FIGURES)) and print its claims table"
 	@echo "  check-figure-N         check figure N's claims against its results (exit 1 if a claim fails)"
 	@echo "  store-figure-N         copy figure N's results into results/reference (STORE_ARGS='wall_time_s=.. load=..')"
-	@echo "Variables: PROFILE=quick|paper (default quick), RESULTS=<dir> (default results)"
+	@echo "Variables: PROFILE=quick|paper|paper_fashion|paper_regime (default quick), RESULTS=<dir> (default results)"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
