@@ -42,7 +42,7 @@ help: ## List the targets
 	@echo "  reproduce-figure-N     regenerate figure N (N in: $(FIGURES)) and print its claims table (installs only the extras it needs)"
 	@echo "  check-figure-N         check figure N's claims against its results (exit 1 if a claim fails)"
 	@echo "  store-figure-N         copy figure N's results into results/reference (STORE_ARGS='wall_time_s=.. load=..')"
-	@echo "Variables: PROFILE=quick|paper (default quick), RESULTS=<dir> (default results)"
+	@echo "Variables: PROFILE=quick|paper|paper_fashion|paper_regime (default quick), RESULTS=<dir> (default results)"
 
 # One stamp per set of extras; each extra is installed once (its own stamp, .extra-NAME), all
 # missing ones in one pip call; everything again when pyproject.toml changes.  The checkout goes

@@ -44,12 +44,16 @@ def build_or_skip_missing_data(cfg):
 
 def test_groups_have_options():
     assert {"pes", "es", "tbptt", "rtrl", "uoro"} <= set(GROUP_OPTIONS["estimator"])
-    assert {"quick", "paper", "paper_fashion"} == set(GROUP_OPTIONS["profile"])
+    assert {"quick", "paper", "paper_fashion", "paper_regime"} == set(GROUP_OPTIONS["profile"])
+
+
+# paper_regime sets nothing outside figures 5 and 6 (test_every_figure_run_composes covers it there)
+TASK_PROFILES = [p for p in GROUP_OPTIONS["profile"] if p != "paper_regime"]
 
 
 @pytest.mark.parametrize("task", GROUP_OPTIONS["task"])
 @pytest.mark.parametrize("estimator", GROUP_OPTIONS["estimator"])
-@pytest.mark.parametrize("profile", GROUP_OPTIONS["profile"])
+@pytest.mark.parametrize("profile", TASK_PROFILES)
 def test_every_task_estimator_profile_composes_and_builds(task, estimator, profile):
     if _missing_data(task):
         pytest.skip(_missing_data(task))
@@ -67,9 +71,11 @@ def test_every_task_estimator_profile_composes_and_builds(task, estimator, profi
 
 
 @pytest.mark.parametrize("figure", figures.figure_names())
-@pytest.mark.parametrize("profile", ["quick", "paper"])
+@pytest.mark.parametrize("profile", ["quick", "paper", "paper_regime"])
 def test_every_figure_run_composes(figure, profile):
     fig = figures.load(figure)
+    if profile not in ("quick", "paper") and profile not in (fig.get("profiles") or {}):
+        pytest.skip(f"{figure} defines no {profile} profile")
     if _missing_data(str(fig.task)):
         pytest.skip(_missing_data(str(fig.task)))
     for run in figures.runs(fig, profile):

@@ -165,6 +165,11 @@ def test_store_copies_results_and_checks_read_them(tmp_path):
     assert "machine: test box" in DOCS.provenance_line(res.provenance, "x")
     block = DOCS.figure_block("figure2", {("figure2", "quick"): (rows_, res)}, tmp_path / "store")
     assert "#### `quick` profile" in block and "wall time: 9 s" in block and "No stored results" in block
+    # the status table shows every profile with results, paper-scale ones before quick
+    table = DOCS.status_table({("figure2", "quick"): (rows_, res), ("figure2", "paper_regime"): (rows_, res)})
+    lines = [line for line in table.splitlines() if "test box" in line]
+    assert [line.split("|")[4].split(" · ")[0].strip() for line in lines] == ["paper_regime", "quick"]
+    assert "[2 Influence balancing]" in lines[0] and lines[1].startswith("|  |")
 
 
 def test_large_tables_are_gzipped_deterministically(tmp_path, monkeypatch):
