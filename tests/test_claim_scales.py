@@ -17,7 +17,7 @@ from experiments import check as CH
 from experiments import claims as CL
 from experiments import config as C
 from experiments import docs as DOCS
-from experiments import figures
+from experiments import figures, integrity
 from tests.test_claims import BASIC, FIG, claim, frame, rows
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -311,6 +311,7 @@ def test_profiles_with_identical_stored_results_share_one_row(tmp_path):
     df.loc[df.index[-1], "value"] += 1.0
     path.unlink()
     df.to_csv(store / "quick" / "figure9" / "metrics.csv", index=False)
+    integrity.record_digests(store / "quick" / "figure9")  # a genuinely different, verified table
     evaluated = {k: v for k, v in DOCS.evaluate_store(store).items() if k[0] == "figure9"}
     assert DOCS.twins("figure9", evaluated) == {}
     assert "paper = quick" not in DOCS.status_table(evaluated)

@@ -3,8 +3,10 @@ repository), the reference store, and `make data` (never downloads here: every a
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import re
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -166,7 +168,12 @@ def test_store_copies_results_and_checks_read_them(tmp_path):
     block = DOCS.figure_block("figure2", {("figure2", "quick"): (rows_, res)}, tmp_path / "store")
     assert "#### `quick` profile" in block and "wall time: 9 s" in block and "No stored results" in block
     # the status table shows every profile with results, paper-scale ones before quick
-    table = DOCS.status_table({("figure2", "quick"): (rows_, res), ("figure2", "paper_regime"): (rows_, res)})
+    other = tmp_path / "other" / "paper_regime" / "figure2"  # a different table, so the rows are not shared
+    shutil.copytree(out, other)
+    (other / "metrics.csv").write_text((other / "metrics.csv").read_text() + "\n")
+    res_other = dataclasses.replace(res, metrics_path=other / "metrics.csv", fig_dir=other)
+    evaluated = {("figure2", "quick"): (rows_, res), ("figure2", "paper_regime"): (rows_, res_other)}
+    table = DOCS.status_table(evaluated)
     lines = [line for line in table.splitlines() if "test box" in line]
     assert [line.split("|")[4].split(" · ")[0].strip() for line in lines] == ["paper_regime", "quick"]
     assert "[2 Influence balancing]" in lines[0] and lines[1].startswith("|  |")
