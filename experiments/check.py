@@ -5,8 +5,9 @@
     python -m experiments.check figure=path/to/figure.yaml    # a figure config outside configs/
 
 Prints one table (claim | measured | verdict) per figure and exits 0 (no applicable claim
-failed), 1 (a claim failed), 2 (a configuration problem: unknown figure, malformed claim,
-unreadable table) or 3 (no results for this figure and profile).  ``report_only=true``
+failed), 1 (a claim failed: a finding), 2 (a configuration problem: unknown figure,
+malformed claim, unreadable table) or 3 (no results for this figure and profile); its last
+line says which, in words (`outcome`).  ``report_only=true``
 turns a failed claim into exit 0 (``make reproduce-figure-N`` uses it; ``make check-figure-N``
 does not).  The claim language is in ``docs/claims.md``.
 """
@@ -246,6 +247,7 @@ def run(argv: list[str], out=None) -> int:
                 f"no figure has results under {Path(root) / profile}; run make reproduce-figure-N first",
                 file=out,
             )
+            print(outcome(CL.EXIT_NO_RESULTS), file=out)
             return CL.EXIT_NO_RESULTS
     else:
         names = [args["figure"]]
@@ -266,16 +268,30 @@ def run(argv: list[str], out=None) -> int:
             code = max(code, CL.EXIT_NO_RESULTS)
         elif CL.exit_code(rows) == CL.EXIT_FAIL and code != CL.EXIT_NO_RESULTS:
             code = CL.EXIT_FAIL
-    if args["report_only"] == "true" and code == CL.EXIT_FAIL:
-        return CL.EXIT_OK
-    return code
+    report_only = args["report_only"] == "true" and code == CL.EXIT_FAIL
+    print(outcome(code, report_only), file=out)
+    return CL.EXIT_OK if report_only else code
+
+
+def outcome(code: int, report_only: bool = False) -> str:
+    """The check's last line: what its exit code means, in words."""
+    words = {
+        CL.EXIT_OK: "no applicable claim failed",
+        CL.EXIT_FAIL: "at least one claim failed: a finding about the reproduction, not a broken install",
+        CL.EXIT_CONFIG: "a configuration problem; nothing was checked",
+        CL.EXIT_NO_RESULTS: "no results for this figure and profile; nothing could be checked",
+        4: "results present but damaged or not verifiable; nothing was checked against them",
+    }
+    if report_only:
+        return f"check: {words[CL.EXIT_FAIL]} (exit 0 because report_only=true)"
+    return f"check: {words.get(code, 'unknown outcome')} (exit {code})"
 
 
 def main() -> None:
     try:
         sys.exit(run(sys.argv[1:]))
     except C.ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {err} -- {outcome(CL.EXIT_CONFIG)}", file=sys.stderr)
         sys.exit(CL.EXIT_CONFIG)
 
 
