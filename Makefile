@@ -101,7 +101,8 @@ data: $(STAMP) ## Fetch the datasets this machine can get; exit 0 with a table o
 FIGURE ?= 2
 notebook: ## Open notebooks/figure.ipynb in Jupyter (installs the notebook extra; FIGURE=N PROFILE=...)
 	@$(MAKE) --no-print-directory install EXTRAS="$(EXTRAS),notebook"
-	PES_FIGURE=figure$(FIGURE) PES_PROFILE=$(PROFILE) $(VENV)/bin/jupyter notebook notebooks/figure.ipynb $(NOTEBOOK_ARGS)
+	PES_FIGURE=figure$(FIGURE) PES_PROFILE=$(PROFILE) $(VENV)/bin/jupyter notebook notebooks/figure.ipynb \
+	  $(if $(filter 0,$(shell id -u)),--allow-root) $(NOTEBOOK_ARGS)
 
 reproduce-all: $(addprefix reproduce-figure-,$(FIGURES)) ## Every figure at PROFILE
 

@@ -81,7 +81,7 @@ def local_source(name: str) -> str | None:
     found = images.find_local(name)
     if found is not None:
         return f"local files in {found}"
-    if (tfds_data_dir() / name).is_dir():
+    if any((tfds_data_dir() / name).glob("*/dataset_info.json")):  # prepared, not a partial folder
         return f"prepared TFDS data in {tfds_data_dir()}"
     return None
 
@@ -161,9 +161,15 @@ def fetch(name: str, *, log=print) -> Outcome:
     if name == "fashion_mnist":
         if can_apt():
             log(f"  {name}: apt-get install {DEBIAN_FASHION} ...")
-            if apt_install(DEBIAN_FASHION) and local_source(name):
+            if not apt_install(DEBIAN_FASHION):
+                why.append(f"apt-get install {DEBIAN_FASHION} failed (no network or no Debian mirror?)")
+            elif local_source(name):
                 return Outcome(local_source(name))
-            why.append(f"apt-get install {DEBIAN_FASHION} failed (no network or no Debian mirror?)")
+            else:
+                from pes.data import images
+
+                hidden = " (PES_NO_SYSTEM_DATA=1 hides it)" if images.system_data_hidden() else ""
+                why.append(f"{DEBIAN_FASHION} is installed but its files are not visible here{hidden}")
         else:
             why.append(f"apt-get is not usable here (needs apt and root) for {DEBIAN_FASHION}")
     if not has_tfds():

@@ -4,7 +4,11 @@ repository), the reference store, and `make data` (never downloads here: every a
 from __future__ import annotations
 
 import io
+import os
 import re
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -415,6 +419,16 @@ def test_make_data_uses_apt_then_tfds_when_possible(offline, monkeypatch):
     assert "the TFDS download failed" in D.fetch("cifar10", log=lambda *_: None).why
 
 
+def test_make_data_says_why_apt_did_not_help(offline, monkeypatch):
+    monkeypatch.setattr(D, "can_apt", lambda: True)
+    monkeypatch.setattr(D, "apt_install", lambda pkg: True)  # installed, but nothing visible
+    monkeypatch.setenv("PES_NO_SYSTEM_DATA", "1")
+    why = D.fetch("fashion_mnist", log=lambda *_: None).why
+    assert "dataset-fashion-mnist is installed but its files are not visible here (PES_NO_SYSTEM" in why
+    monkeypatch.setattr(D, "apt_install", lambda pkg: False)
+    assert "apt-get install dataset-fashion-mnist failed" in D.fetch("fashion_mnist", log=lambda *_: None).why
+
+
 def test_make_data_exit_codes(offline, monkeypatch, capsys):
     monkeypatch.setattr(D, "figure_profiles", lambda: [("figure7", "paper")])
     assert D.main([]) == 0
@@ -453,3 +467,31 @@ def test_figures_that_need_missing_data_point_to_make_data(offline):
     assert D.need("figure7", "paper", out=err) == 1
     assert "figure7 (paper) needs cifar10" in err.getvalue() and "make data" in err.getvalue()
     assert D.need("figure2", "quick", out=err) == 0
+
+
+def test_make_reproduce_stops_in_seconds_without_the_data(tmp_path):
+    """On a machine without Fashion-MNIST (hidden here), `make reproduce-figure-6` stops before any
+    compute with one line that names the dataset and `make data`."""
+    from pes.data import images
+
+    if Path(sys.executable).resolve() != (ROOT / ".venv" / "bin" / "python").resolve():
+        pytest.skip("the Makefile drives .venv; this interpreter is not it")
+    if images.host_reachable():
+        pytest.skip("the TFDS host answers here: the figure would download its data")
+    env = {**os.environ, "PES_NO_SYSTEM_DATA": "1"}
+    env.update(PES_DATA_DIR=str(tmp_path / "data"), TFDS_DATA_DIR=str(tmp_path / "tfds"))
+    start = time.perf_counter()
+    out = subprocess.run(
+        ["make", "-s", "reproduce-figure-6", f"RESULTS={tmp_path / 'results'}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    seconds = time.perf_counter() - start
+    assert out.returncode != 0 and not (tmp_path / "results").exists(), out.stderr[-1000:]
+    error = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "needs fashion_mnist" in error[0] and "run `make data`" in error[0], out.stderr
+    assert seconds < 120, seconds  # imports and one config compose: seconds on an idle machine
+
