@@ -19,6 +19,7 @@ arguments.  ``need`` exits 0 when the figure's data is here (or TFDS can downloa
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import shutil
@@ -251,6 +252,11 @@ def _task_needs(task) -> list[str] | None:
 def datasets_of(figure: str, profile: str) -> list[list[str]]:
     """What a figure needs under a profile: a list of alternatives per need (the figure's own
     task and every run's, as they compose)."""
+    return [list(names) for names in _datasets_of(figure, profile)]
+
+
+@functools.cache
+def _datasets_of(figure: str, profile: str) -> tuple[tuple[str, ...], ...]:
     fig = figures.load(figure)
     lists = [figures.figure_overrides(fig, profile)]
     lists += [figures.run_overrides(fig, run, profile) for run in figures.runs(fig, profile)]
@@ -259,12 +265,12 @@ def datasets_of(figure: str, profile: str) -> list[list[str]]:
         kept = tuple(o for o in overrides if o.lstrip("+~").split("=")[0].split(".")[0] in TASK_KEYS)
         if kept not in tasks:
             tasks.append(kept)
-    needs: list[list[str]] = []
+    needs: list[tuple[str, ...]] = []
     for kept in tasks:
         need_ = _task_needs(C.compose(list(kept)).task)
-        if need_ and need_ not in needs:
-            needs.append(need_)
-    return needs
+        if need_ and tuple(need_) not in needs:
+            needs.append(tuple(need_))
+    return tuple(needs)
 
 
 def need(figure: str, profile: str, out=None) -> int:
