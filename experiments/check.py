@@ -9,11 +9,12 @@ stored reference results (``results/reference/<profile>/<figure>``) and the tabl
 so; ``reference=no`` turns that off.
 
 Prints one table (claim | measured | verdict) per figure and exits 0 (no applicable claim
-failed), 1 (a claim failed), 2 (a configuration problem: unknown figure, malformed claim,
-unreadable table), 3 (no results for this figure and profile) or 4 (results present but
-damaged or not verifiable: a table that differs from the digest recorded when it was written,
-an unparsable cell, a cut-short file; nothing is measured, the line names the file and how to
-rebuild it; `experiments.integrity`).  ``report_only=true``
+failed), 1 (a claim failed: a finding), 2 (a configuration problem: unknown figure,
+malformed claim, unreadable table), 3 (no results for this figure and profile) or 4 (results
+present but damaged or not verifiable: a table that differs from the digest recorded when it
+was written, an unparsable cell, a cut-short file; nothing is measured, the line names the file
+and how to rebuild it; `experiments.integrity`); its last line says which, in words
+(`outcome`).  ``report_only=true``
 turns a failed claim into exit 0 (``make reproduce-figure-N`` uses it; ``make check-figure-N``
 does not).  The claim language is in ``docs/claims.md``.
 """
@@ -288,6 +289,7 @@ def run(argv: list[str], out=None) -> int:
                 f"no figure has results under {Path(root) / profile}; run make reproduce-figure-N first",
                 file=out,
             )
+            print(outcome(CL.EXIT_NO_RESULTS), file=out)
             return CL.EXIT_NO_RESULTS
     else:
         names = [args["figure"]]
@@ -316,9 +318,23 @@ def run(argv: list[str], out=None) -> int:
             code = max(code, CL.EXIT_NO_RESULTS)  # below EXIT_DAMAGED
         elif CL.exit_code(rows) == CL.EXIT_FAIL and code not in (CL.EXIT_NO_RESULTS, integrity.EXIT_DAMAGED):
             code = CL.EXIT_FAIL
-    if args["report_only"] == "true" and code == CL.EXIT_FAIL:
-        return CL.EXIT_OK
-    return code
+    report_only = args["report_only"] == "true" and code == CL.EXIT_FAIL
+    print(outcome(code, report_only), file=out)
+    return CL.EXIT_OK if report_only else code
+
+
+def outcome(code: int, report_only: bool = False) -> str:
+    """The check's last line: what its exit code means, in words."""
+    words = {
+        CL.EXIT_OK: "no applicable claim failed",
+        CL.EXIT_FAIL: "at least one claim failed: a finding about the reproduction, not a broken install",
+        CL.EXIT_CONFIG: "a configuration problem; nothing was checked",
+        CL.EXIT_NO_RESULTS: "no results for this figure and profile; nothing could be checked",
+        integrity.EXIT_DAMAGED: "results present but damaged or not verifiable; nothing was checked against them",
+    }
+    if report_only:
+        return f"check: {words[CL.EXIT_FAIL]} (exit 0 because report_only=true)"
+    return f"check: {words.get(code, 'unknown outcome')} (exit {code})"
 
 
 def main() -> None:
@@ -326,8 +342,9 @@ def main() -> None:
     try:
         sys.exit(run(sys.argv[1:]))
     except (C.ConfigError, integrity.Damaged) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(err.exit_code)
+        code = getattr(err, "exit_code", CL.EXIT_CONFIG)
+        print(f"error: {err} -- {outcome(code)}", file=sys.stderr)
+        sys.exit(code)
 
 
 if __name__ == "__main__":

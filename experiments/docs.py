@@ -1,5 +1,6 @@
 """Docs generated from results: the claims tables of docs/figures/figureN.md, the README status
-table and the FIGURES.md index; and the committed reference-results store they are read from.
+table, the FIGURES.md index and the stored wall times of docs/wall-times.md; and the committed
+reference-results store they are read from.
 
     python -m experiments.docs                                   # make docs: regenerate every block
     python -m experiments.docs check=true                        # exit 1 if a generated block is stale
@@ -39,6 +40,7 @@ FIG_DOCS = ROOT / "docs" / "figures"
 README = ROOT / "README.md"
 CLAIMS_DOC = ROOT / "docs" / "claims.md"
 INDEX = ROOT / "FIGURES.md"
+WALL_TIMES = ROOT / "docs" / "wall-times.md"
 GZIP_ABOVE_BYTES = 1_000_000
 GRID_KEEP_LOWEST = 2000
 PAPER_FIGURES = {  # the paper's experiments, implemented or not: number -> title
@@ -184,6 +186,23 @@ def _when(p: dict) -> str:
         if p.get(key):
             return str(p[key])[:10]
     return ""
+
+
+def load_text(p: dict) -> str:
+    """A stored run's load in a few words: ``idle`` (the 1-min load average never above the
+    machine's core count), ``at load 8–10.5`` (the range recorded), or ``(load not recorded)``
+    (on a CPU; nothing is said for an accelerator run without a record)."""
+    machine = p.get("machine")
+    cores = machine.get("cpu_count") if isinstance(machine, dict) else None
+    load = str(p.get("load") or "")
+    values = [float(v) for v in re.findall(r"\d+(?:\.\d+)?", load.split("(")[0])]
+    if not values:
+        on_cpu = isinstance(machine, dict) and machine.get("jax_backend") == "cpu"
+        return "(load not recorded)" if load or on_cpu else ""
+    low, high = min(values), max(values)
+    if cores and high <= cores:
+        return f"idle (load ≤ {high:g})"
+    return f"at load {low:g}–{high:g}" if low != high else f"at load {low:g}"
 
 
 def provenance_line(p: dict, where: str) -> str:
@@ -441,7 +460,9 @@ def status_table(evaluated: dict, link_prefix: str = "docs/figures/", compact: b
                 for x in (
                     label,
                     CH.machine_text(p["machine"]) if p.get("machine") else "",
-                    CH.duration(p["wall_time_s"]) if p.get("wall_time_s") is not None else "",
+                    f"{CH.duration(p['wall_time_s'])} {load_text(p)}".strip()
+                    if p.get("wall_time_s") is not None
+                    else "",
                 )
                 if x
             )
@@ -507,6 +528,29 @@ def claims_table() -> str:
     return "\n".join(lines)
 
 
+def wall_time_table(evaluated: dict, root: Path = STORE) -> str:
+    """Every stored reference run's wall time, machine and load (docs/wall-times.md)."""
+    lines = [
+        "| figure | profile | machine | wall time | load | commit | date |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in figures.figure_names():
+        for profile in sorted({p for n, p in evaluated if n == name}, key=lambda p: (p != "quick", p)):
+            p = evaluated[(name, profile)][1].provenance
+            if p.get("wall_time_s") is None:
+                continue
+            wall = CH.duration(p["wall_time_s"])
+            wall += " (sum of the runs)" if p.get("wall_time_is_sum_of_runs") else ""
+            commit = p.get("git_commit") or ""
+            commit = ", ".join(c[:7] for c in commit) if isinstance(commit, list) else str(commit)[:7]
+            lines.append(
+                f"| [{name.removeprefix('figure')}](figures/{name}.md) | {profile} | "
+                f"{CH.machine_text(p['machine']) if p.get('machine') else ''} | {wall} | "
+                f"{load_text(p) or '—'} | {commit} | {_when(p)} |"
+            )
+    return "\n".join(lines)
+
+
 def generate(root: Path = STORE, *, write: bool = True) -> list[Path]:
     """Regenerate every block; returns the files whose content changed (written if ``write``)."""
     evaluated = evaluate_store(root)
@@ -521,6 +565,7 @@ def generate(root: Path = STORE, *, write: bool = True) -> list[Path]:
     targets.append((README, "status", status_table(evaluated, compact=True)))
     targets.append((INDEX, "status", status_table(evaluated)))
     targets.append((CLAIMS_DOC, "claims", claims_table()))
+    targets.append((WALL_TIMES, "walltimes", wall_time_table(evaluated, root)))
     texts: dict[Path, str] = {}
     for path, block, body in targets:
         text = texts.get(path, new_docs.get(path) or path.read_text())

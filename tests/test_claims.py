@@ -603,17 +603,24 @@ def test_check_exit_codes_and_table(tmp_path, capsys):
     assert "| claim | measured | verdict |" in out
     assert "`pes-converges`: PES converges | pes 1e-12 (want < 1e-10) | PASS" in out
     assert "not applicable to quick" in out and "1 PASS, 0 FAIL, 1 NOT RUN" in out
+    assert out.rstrip().splitlines()[-1] == "check: no applicable claim failed (exit 0)"
     # a deliberately wrong claim: exit 1, the measured value shown
     fig = write_figure(tmp_path, [*GOOD, WRONG])
     assert CH.run([f"figure={fig}", "profile=quick", f"results_root={root}"]) == CL.EXIT_FAIL
     out = capsys.readouterr().out
     assert "deliberately wrong" in out and "es 210 (want < 1e-10) | **FAIL**" in out
+    assert out.rstrip().splitlines()[-1].startswith("check: at least one claim failed: a finding")
     # report_only: same table, exit 0
     assert CH.run([f"figure={fig}", f"results_root={root}", "report_only=true"]) == CL.EXIT_OK
-    assert "**FAIL**" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "**FAIL**" in out and out.rstrip().endswith("(exit 0 because report_only=true)")
     # no results for this profile: exit 3, every claim NOT RUN
     assert CH.run([f"figure={fig}", "profile=paper", f"results_root={root}"]) == CL.EXIT_NO_RESULTS
-    assert "make reproduce-figure-test PROFILE=paper" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "make reproduce-figure-test PROFILE=paper" in out
+    assert out.rstrip().splitlines()[-1] == (
+        "check: no results for this figure and profile; nothing could be checked (exit 3)"
+    )
 
 
 def test_check_config_errors_exit_2(tmp_path, capsys, monkeypatch):
@@ -632,6 +639,7 @@ def test_check_config_errors_exit_2(tmp_path, capsys, monkeypatch):
         assert exc.value.code == CL.EXIT_CONFIG
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.count("\n") == 1, err
+        assert err.rstrip().endswith("check: a configuration problem; nothing was checked (exit 2)")
 
 
 def test_unreadable_table_names_the_file_and_the_fix(tmp_path):
