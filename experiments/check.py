@@ -330,7 +330,7 @@ def outcome(code: int, report_only: bool = False) -> str:
         CL.EXIT_FAIL: "at least one claim failed: a finding about the reproduction, not a broken install",
         CL.EXIT_CONFIG: "a configuration problem; nothing was checked",
         CL.EXIT_NO_RESULTS: "no results for this figure and profile; nothing could be checked",
-        integrity.EXIT_DAMAGED: "results present but damaged or not verifiable; nothing was checked against them",
+        integrity.EXIT_DAMAGED: "results present but damaged or not verifiable; nothing was checked",
     }
     if report_only:
         return f"check: {words[CL.EXIT_FAIL]} (exit 0 because report_only=true)"
