@@ -414,7 +414,7 @@ def test_make_data_says_what_runs_when_everything_is_here(monkeypatch):
     assert "stays unavailable" not in text and "stay unavailable" not in text
     n = len(D.figure_profiles())
     assert text.rstrip().endswith(f"{n} of {n} figure profiles can run on this machine")
-    assert "| fashion_mnist | 5 quick (or mnist), 5 paper_fashion, 6 quick" in text
+    assert "| fashion_mnist | 5 quick (or mnist), 5 paper_fashion, 5 paper_regime (or mnist), 6 quick" in text
 
 
 def test_make_data_uses_apt_then_tfds_when_possible(offline, monkeypatch):
