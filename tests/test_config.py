@@ -59,11 +59,12 @@ def build_or_skip_missing_data(cfg):
 
 def test_groups_have_options():
     assert {"pes", "es", "tbptt", "rtrl", "uoro"} <= set(GROUP_OPTIONS["estimator"])
-    assert {"quick", "paper", "paper_fashion", "paper_regime"} == set(GROUP_OPTIONS["profile"])
+    assert {"quick", "quick_holdout", "paper", "paper_fashion", "paper_regime"} == set(GROUP_OPTIONS["profile"])
 
 
-# paper_regime sets nothing outside figures 5 and 6 (test_every_figure_run_composes covers it there)
-TASK_PROFILES = [p for p in GROUP_OPTIONS["profile"] if p != "paper_regime"]
+# paper_regime and quick_holdout set nothing outside their figures (5 and 6; 7), where
+# test_every_figure_run_composes covers them
+TASK_PROFILES = [p for p in GROUP_OPTIONS["profile"] if p not in ("paper_regime", "quick_holdout")]
 
 
 @pytest.mark.parametrize("task", _with_data_mark(GROUP_OPTIONS["task"], DATA_TASKS.__contains__))
