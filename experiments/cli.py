@@ -85,8 +85,15 @@ def fail(err: Problem) -> NoReturn:
     raise SystemExit(err.exit_code)
 
 
+_in_unraisable_hook: list[bool] = []  # non-empty while `_on_unraisable` runs
+
+
 def _redeliver(signum: int) -> None:
-    time.sleep(0.001)  # let the finaliser that swallowed the interrupt return first
+    # The signal must land after the hook has returned: a handler that raises inside the
+    # hook is itself swallowed ("Exception ignored in sys.unraisablehook").
+    while _in_unraisable_hook:
+        time.sleep(0.001)
+    time.sleep(0.001)
     os.kill(os.getpid(), signum)
 
 
@@ -97,7 +104,11 @@ def _on_unraisable(unraisable) -> None:
     same signal again from a helper thread, so that it lands in ordinary code."""
     if issubclass(unraisable.exc_type, KeyboardInterrupt) and _signals:
         signum = _signals.pop()
-        threading.Thread(target=_redeliver, args=(signum,), daemon=True).start()
+        _in_unraisable_hook.append(True)
+        try:
+            threading.Thread(target=_redeliver, args=(signum,), daemon=True).start()
+        finally:
+            _in_unraisable_hook.clear()
         return
     _previous_unraisablehook(unraisable)
 

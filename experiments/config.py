@@ -36,6 +36,8 @@ CONFIG_DIR = ROOT / "configs"
 NON_RESULT_KEYS = ("progress", "resume", "overwrite", "results_root", "run_id", "max_result_mb")
 BOOL_KEYS = ("x64", "resume", "overwrite", "progress")
 NON_RESULT_TRAIN_KEYS = ("chunk_size", "keep_checkpoints")
+# Profile keys that say how a profile is judged, not how it runs (configs/profile/*.yaml `scale`).
+NON_RESULT_PROFILE_KEYS = ("scale",)
 # Keys added after runs were recorded, left out of the fingerprint while they hold their
 # null default, so that existing runs keep their identity (group, key).
 LATE_NULL_KEYS = (("outer_optimizer", "clip_value"), ("task", "channels"))
@@ -292,28 +294,18 @@ def _as_task_keys(text: str, node: DictConfig) -> str:
     return re.sub(rf"(?<![\w.])({'|'.join(map(re.escape, names))})=", r"task.\1=", text)
 
 
-def build(cfg: DictConfig) -> Built:
-    """Validate ``cfg`` and build the task, estimator and optimizer (no compute)."""
+class _Settings(NamedTuple):
+    optimizer: optax.GradientTransformation
+    num_steps: int
+    log_every: int
+    chunk_size: int
+    est_params: dict
+
+
+def _check_settings(cfg: DictConfig) -> _Settings:
+    """Every setting that needs neither the task nor its data (see `build`)."""
     _check_top_level(cfg)
-    jax.config.update("jax_enable_x64", cfg.x64)
-    try:
-        task = tasks.make(str(cfg.task.name), **_params(cfg.task))
-    except (ValueError, TypeError, FileNotFoundError) as err:  # FileNotFoundError: missing data
-        raise ConfigError(_as_task_keys(one_line(err), cfg.task)) from err
-    name = str(cfg.estimator.name)
-    if not task.differentiable and name in GRADIENT_ESTIMATORS:
-        raise ConfigError(
-            f"estimator={name} is invalid for task {task.name} with objective "
-            f"{task.objective!r}, which is not differentiable; allowed: es, pes"
-        )
-    est_params = _estimator_params(cfg.estimator)
-    est_params.update(_devices_param(cfg))
-    try:
-        estimator = pes.estimators.make(str(cfg.estimator.name), task.system, **est_params)
-    except (ValueError, TypeError) as err:
-        raise ConfigError(str(err)) from err
     optimizer = build_optimizer(cfg.outer_optimizer)
-    _check_optimizer_on(optimizer, cfg.outer_optimizer, task.theta_init)
     num_steps = _positive_int(cfg.train.num_outer_steps, "train.num_outer_steps")
     log_every = _positive_int(cfg.train.log_every, "train.log_every")
     chunk_size = _positive_int(cfg.train.chunk_size, "train.chunk_size")
@@ -327,6 +319,55 @@ def build(cfg: DictConfig) -> Built:
     if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or cfg.seed < 0:
         raise ConfigError(f"seed={cfg.seed!r} is invalid; allowed: an integer >= 0")
     run_id(cfg)  # validates an explicit run id
+    name = str(cfg.estimator.name)
+    est_params = _estimator_params(cfg.estimator)
+    if name not in pes.estimators.REGISTRY:  # the estimator's name and keys (its values need the task)
+        known = ", ".join(sorted(pes.estimators.REGISTRY))
+        raise ConfigError(f"estimator={name!r} is unknown; allowed: {known}")
+    unknown = sorted(set(est_params) - set(pes.estimators.hparam_names(name)))
+    if unknown:
+        raise ConfigError(
+            f"estimator '{name}' has no hyperparameter {', '.join(unknown)}; "
+            f"allowed: {', '.join(pes.estimators.hparam_names(name))}"
+        )
+    return _Settings(optimizer, num_steps, log_every, chunk_size, est_params)
+
+
+def check_settings(cfg: DictConfig) -> None:
+    """One-line `ConfigError` for any setting that can be checked without the task's data."""
+    _check_settings(cfg)
+
+
+def build(cfg: DictConfig) -> Built:
+    """Validate ``cfg`` and build the task, estimator and optimizer (no compute).
+
+    The order is the suite's validation order: first every setting that needs no data
+    (`check_settings`: top level, outer optimizer, train, seed, run id, the estimator's
+    name and keys), then the task (which checks its own settings before it loads its
+    data: a missing dataset fails here), then what depends on the task (the estimator's
+    values on the task's system, the optimizer on its theta)."""
+    optimizer, num_steps, log_every, chunk_size, est_params = _check_settings(cfg)
+    name = str(cfg.estimator.name)
+    jax.config.update("jax_enable_x64", cfg.x64)
+    try:
+        task = tasks.make(str(cfg.task.name), **_params(cfg.task))
+    except FileNotFoundError as err:  # missing data: after every setting above was checked
+        raise ConfigError(
+            _as_task_keys(one_line(err), cfg.task) + " (`make data` fetches what this machine can get)"
+        ) from err
+    except (ValueError, TypeError) as err:
+        raise ConfigError(_as_task_keys(one_line(err), cfg.task)) from err
+    if not task.differentiable and name in GRADIENT_ESTIMATORS:
+        raise ConfigError(
+            f"estimator={name} is invalid for task {task.name} with objective "
+            f"{task.objective!r}, which is not differentiable; allowed: es, pes"
+        )
+    est_params.update(_devices_param(cfg))
+    try:
+        estimator = pes.estimators.make(name, task.system, **est_params)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(str(err)) from err
+    _check_optimizer_on(optimizer, cfg.outer_optimizer, task.theta_init)
     return Built(task, estimator, optimizer, num_steps, log_every, chunk_size)
 
 
@@ -340,6 +381,8 @@ def result_config(config: DictConfig | dict) -> dict:
     data = {k: v for k, v in data.items() if k not in (*NON_RESULT_KEYS, "hydra")}
     if isinstance(data.get("train"), dict):
         data["train"] = {k: v for k, v in data["train"].items() if k not in NON_RESULT_TRAIN_KEYS}
+    if isinstance(data.get("profile"), dict):
+        data["profile"] = {k: v for k, v in data["profile"].items() if k not in NON_RESULT_PROFILE_KEYS}
     for group, key in LATE_NULL_KEYS:
         if isinstance(data.get(group), dict) and key in data[group] and data[group][key] is None:
             data[group] = {k: v for k, v in data[group].items() if k != key}

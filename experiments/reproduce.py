@@ -8,9 +8,11 @@
 ``figure=`` names ``configs/figure/<figure>.yaml`` (``figure2`` or ``2``) or a figure YAML
 anywhere (a path).  Every figure goes through the same pipeline:
 
-1. check: the YAML against the figure schema (`experiments.figures`), then compose and
-   build every run and prepare every post-step (`experiments.steps`): any config problem
-   is a one-line error before anything is computed;
+1. check, in the suite's validation order: the YAML against the figure schema
+   (`experiments.figures`), every run composed and every post-step's settings checked
+   (`experiments.steps`), then every run built (a missing dataset fails here, after every
+   setting) and every post-step prepared: any problem is a one-line error before anything
+   is computed;
 2. runs, in order, through `experiments.runner` (a finished run is verified, then skipped;
    an interrupted one resumes from its checkpoint; a diverged one is merged with its rows
    and its ``diverged`` marker row);
@@ -140,9 +142,20 @@ def prepare(figure: str, profile: str, extra: Sequence[str]) -> Plan:
     hydra, changes = split_changes(fig, extra)
     tail = [f"profile={profile}", f"figure_id={fig.id}", *hydra]
     cfg = C.compose([*figures.base_overrides(fig, profile), *tail])
+    # Validation order: settings first (every run's that need no task, every post-step's),
+    # then each run built (a task checks its settings, then loads its data), then the
+    # post-steps prepared on their tasks, then the run folders; compute comes after all.
+    fig_runs = figures.runs(fig, profile)
+    composed = [C.compose(figures.run_overrides(fig, run, profile, hydra)) for run in fig_runs]
+    for run_cfg in composed:
+        C.check_settings(run_cfg)
+    chosen = []
+    for i, entry in enumerate(fig.get("post") or []):
+        at = f"{where}: post[{i}]"
+        step = steps.get(entry.step, at)
+        chosen.append((step, steps.settings(entry, profile, at, changes.get(step.name, {}))))
     specs, estimates = [], {}
-    for run in figures.runs(fig, profile):  # compose and validate every run before computing
-        run_cfg = C.compose(figures.run_overrides(fig, run, profile, hydra))
+    for run, run_cfg in zip(fig_runs, composed):
         built = C.build(run_cfg)
         specs.append(steps.RunSpec(str(run.id), run_cfg, C.run_dir(run_cfg)))
         estimates[str(run.id)] = sizes.pending(run_cfg, built, specs[-1].out_dir)
@@ -159,11 +172,7 @@ def prepare(figure: str, profile: str, extra: Sequence[str]) -> Plan:
         progress=bool(cfg.progress),
         log=lambda msg: print(msg, file=sys.stderr, flush=True),
     )
-    prepared = []
-    for i, entry in enumerate(fig.get("post") or []):
-        step = steps.get(entry.step, f"{where}: post[{i}]")
-        settings = steps.settings(entry, profile, f"{where}: post[{i}]", changes.get(step.name, {}))
-        prepared.append(PreparedStep(step, settings, step.prepare(ctx, settings)))
+    prepared = [PreparedStep(step, settings, step.prepare(ctx, settings)) for step, settings in chosen]
     io.expect_files(fig_dir, ("metrics.csv", RECORD))
     for spec in specs:  # last (it creates the run folders): usable, and holding this config or none
         runner.check(spec.cfg)

@@ -920,3 +920,6 @@ def std_scale(objectives, sigma):
 
 def _scale_tree(tree, factor):
     return jax.tree.map(lambda g: (g * factor).astype(g.dtype), tree)
+
+
+__all__ = ["ESState", "GPESState", "NRESState", "PESState", "es", "gpes", "nres", "pes"]
