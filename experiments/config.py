@@ -25,7 +25,7 @@ from omegaconf.errors import OmegaConfBaseException
 import pes
 from experiments import artefacts
 from experiments.cli import EXIT_CONFIG, Problem, one_line
-from pes import tasks
+from pes import horizons, outer, tasks
 from pes.estimators import GradientEstimator
 from pes.tasks import Task
 
@@ -37,7 +37,12 @@ BOOL_KEYS = ("x64", "resume", "overwrite", "progress")
 NON_RESULT_TRAIN_KEYS = ("chunk_size", "keep_checkpoints")
 # Keys added after runs were recorded, left out of the fingerprint while they hold their
 # null default, so that existing runs keep their identity (group, key).
-LATE_NULL_KEYS = (("outer_optimizer", "clip_value"), ("task", "channels"))
+LATE_NULL_KEYS = (
+    ("outer_optimizer", "clip_value"),
+    ("task", "channels"),
+    ("estimator", "horizon_schedule"),
+    ("train", "nonfinite"),
+)
 # Estimators that differentiate the step; refused for tasks with differentiable=False
 # (e.g. a validation-accuracy objective).
 GRADIENT_ESTIMATORS = ("tbptt", "rtrl", "uoro")
@@ -110,6 +115,7 @@ class Built(NamedTuple):
     num_steps: int
     log_every: int
     chunk_size: int
+    nonfinite: str | None = None  # train.nonfinite: what the outer loop does with a non-finite estimate
 
 
 def _params(node: DictConfig) -> dict[str, Any]:
@@ -152,7 +158,22 @@ def _estimator_params(node: DictConfig) -> dict[str, Any]:
     params.pop("particles", None)
     if setting is not None:
         params["stagger"] = PARTICLE_SETTINGS[setting]
+    if params.get("horizon_schedule") is not None:
+        try:
+            params["horizon_schedule"] = horizons.from_config(params["horizon_schedule"])
+        except ValueError as err:
+            raise ConfigError(f"estimator.{err}") from err
     return params
+
+
+def nonfinite(cfg: DictConfig) -> str | None:
+    """``train.nonfinite``: None, "skip" or "zero" (validated)."""
+    value = cfg.train.get("nonfinite")
+    try:
+        outer.check_nonfinite(value)
+    except ValueError as err:
+        raise ConfigError(f"train.{err}") from err
+    return value
 
 
 def _positive_int(value, key: str) -> int:
@@ -306,6 +327,7 @@ def build(cfg: DictConfig) -> Built:
     log_every = _positive_int(cfg.train.log_every, "train.log_every")
     chunk_size = _positive_int(cfg.train.chunk_size, "train.chunk_size")
     keep_checkpoints(cfg)
+    guard = nonfinite(cfg)
     if num_steps % log_every:
         raise ConfigError(
             f"train.num_outer_steps={num_steps} is invalid with train.log_every={log_every}; "
@@ -315,7 +337,7 @@ def build(cfg: DictConfig) -> Built:
     if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or cfg.seed < 0:
         raise ConfigError(f"seed={cfg.seed!r} is invalid; allowed: an integer >= 0")
     run_id(cfg)  # validates an explicit run id
-    return Built(task, estimator, optimizer, num_steps, log_every, chunk_size)
+    return Built(task, estimator, optimizer, num_steps, log_every, chunk_size, guard)
 
 
 # ----------------------------------------------------------------------------- identity

@@ -3,7 +3,7 @@
 Pure JAX: no configuration system, no printing, no file I/O (only `pes.data` reads files).
 """
 
-from pes import estimators, outer, results, systems, tasks
+from pes import estimators, horizons, outer, results, systems, tasks
 from pes.estimators import REGISTRY, GradientEstimator, make
 from pes.systems import UnrolledSystem
 
@@ -14,6 +14,7 @@ __all__ = [
     "GradientEstimator",
     "UnrolledSystem",
     "estimators",
+    "horizons",
     "make",
     "outer",
     "results",

@@ -383,7 +383,7 @@ def test_unroll_particles_matches_systems_unroll(dim, horizon, t0, k, skip_idle_
     per particle, exactly what `systems.unroll` gives: states, counters, unroll objectives, the
     part before the first reset and the episode-end flags."""
     from pes.estimators import _common as C
-    from pes.estimators import evolution as E
+    from pes.estimators import particles as E
 
     system = tasks.make("linear_quadratic", dim=dim, horizon=horizon).system
     lay = C.layout(8, True)
@@ -391,11 +391,8 @@ def test_unroll_particles_matches_systems_unroll(dim, horizon, t0, k, skip_idle_
     thetas = C.perturb(jnp.zeros(dim), eps, lay)
     inner = jax.random.normal(jax.random.key(1), (lay.num_groups, 2, dim))
     t = jnp.array(t0, jnp.int32)
-    fn = jax.jit(
-        lambda th, s, tt: E._unroll_particles(
-            system, th, s, tt, jax.random.key(2), k, shared_inner=False, skip_idle_resets=skip_idle_resets
-        )
-    )
+    spec = E.Truncation(system, lay, k, E.FixedClock(horizon), skip_idle_resets=skip_idle_resets)
+    fn = jax.jit(lambda th, s, tt: E.unroll(spec, th, s, tt, jax.random.key(2)))
     out = fn(thetas, inner, t)
     ref = jax.jit(lambda th, s, tt: _reference_unroll(system, th, s, tt, jax.random.key(2), k))(
         thetas, inner, t
