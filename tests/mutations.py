@@ -420,7 +420,10 @@ CATALOGUE: tuple[Mutation, ...] = (
         PARTICLES,
         "DrawnClock._advance",
         Edit("jnp.where(end, self.draw(reset_key, t.group), t.length)", "t.length"),
-        (f"{HORIZONS}::test_unbiased_for_the_expected_objective",),
+        (
+            f"{HORIZONS}::test_groups_draw_their_own_horizons_and_stay_step_unlocked",
+            f"{HORIZONS}::test_unbiased_for_the_expected_objective",
+        ),
     ),
     M(
         "nonfinite-estimate-applied",

@@ -234,8 +234,8 @@ def resetter(system, large: bool) -> Callable:
 def step_or_reset(spec, step, thetas, state, t, key_pair):
     """Step every particle with the step key, then reset those whose episode ended.
 
-    Returns (state, clock, ended, loss); ``reset`` is `resetter`'s function and ``step`` the
-    particles' step, both carried in ``step`` as a pair.
+    ``step``: the pair (`particle_step`, `resetter`'s function).  Returns (state, clocks,
+    ended, loss), flat over the particles.
     """
     step_fn, reset = step
     state, loss = step_fn(thetas, state, key_pair[0])
