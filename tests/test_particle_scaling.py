@@ -199,6 +199,11 @@ cases = {
               dict(trunc_len=3, sigma=0.1, num_particles=8)),
     "pes_mlp": ("pes", _mlp_system(), jnp.array([-2.0]),
                 dict(trunc_len=2, sigma=0.1, num_particles=8, stagger=True)),
+    "pes_a_lq": ("pes_a", tasks.make("linear_quadratic", dim=3, horizon=6).system, jnp.zeros(3),
+                 dict(trunc_len=3, sigma=0.1, num_particles=8)),
+    "nres_drawn_lq": ("nres", tasks.make("linear_quadratic", dim=3, horizon=None).system, jnp.zeros(3),
+                      dict(trunc_len=3, sigma=0.1, num_particles=8, stagger=True,
+                           horizon_schedule=pes.horizons.LogUniform(2, 9))),
 }
 for case, (name, system, theta, kw) in cases.items():
     # theta stays fixed: the states then depend on the keys only, not on rounding of grads.
@@ -244,7 +249,7 @@ def test_two_devices_match_one_device_and_only_reduce_the_gradient(tmp_path):
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
