@@ -5,7 +5,7 @@
     PYTHONPATH=. python benchmarks/lopt_pes_gradient_stats.py train [--run pes-s0] [--steps 1500]
         [--compare FIGURE_CSV] [--out DIR] [override ...]
 
-Two diagnostics (issues 8 and 17), both on figure 7's quick profile (K = 10, sigma 0.01,
+Two diagnostics, both on figure 7's quick profile (K = 10, sigma 0.01,
 8 antithetic pairs, T = 1000, Fashion-MNIST 8x8):
 
 ``fixed`` holds theta fixed (the initial learned optimizer of ``--seed``, or the theta of a
@@ -333,7 +333,7 @@ def train(args) -> dict:
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in ("fixed", "train", "-h", "--help"):
-        argv = ["fixed", *argv]  # the issue-8 invocation
+        argv = ["fixed", *argv]  # no mode given: fixed
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="mode", required=True)
     f = sub.add_parser("fixed", help="estimates at a fixed theta, lockstep vs step-unlocked")

@@ -5,10 +5,10 @@
 * `provenance()`: where and with what something was computed (git commit, packages,
   machine); every ``run.json``, step record and ``figure.json`` starts from it.
 * `lookup` / `store`: a computed artefact is a set of files plus a JSON record
-  ``{fingerprint, status, files, wall_time_s, ...}`` (files relative to a base folder, the
-  figure's); `lookup` returns the record when the
-  fingerprint matches, the computation finished and every file is still there, so the
-  caller reuses the files instead of computing again.
+  ``{fingerprint, status, files, digests, wall_time_s, ...}`` (files relative to a base
+  folder, the figure's; `digest` of each); `lookup` returns the record when the
+  fingerprint matches, the computation finished and every file is still there with its
+  digest, so the caller reuses the files instead of computing again.
 """
 
 from __future__ import annotations
@@ -57,6 +57,16 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()[:12]
 
 
+def digest(data: bytes) -> dict:
+    """``{rows, bytes, sha256}`` of a CSV text (rows: the lines after the header): what a
+    record says of a table it wrote, so that a later reader can tell it is the same."""
+    return {
+        "rows": max(data.count(b"\n") - 1, 0),
+        "bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
+
+
 def now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
@@ -66,13 +76,23 @@ def provenance() -> dict:
     return {"git_commit": io.git_commit(ROOT), "packages": io.package_versions(), "machine": io.machine()}
 
 
-def lookup(record: Path, fp: str, base: Path) -> dict | None:
+def lookup(record: Path, fp: str, base: Path, log=None) -> dict | None:
     """The record at ``record`` if it is complete with fingerprint ``fp`` and its files (paths
-    relative to ``base``) exist."""
+    relative to ``base``) exist with the digests it recorded (a changed file is not reused:
+    ``log`` is told which, and the caller computes it again)."""
     meta = io.read_json(record)
     if not meta or meta.get("fingerprint") != fp or meta.get("status") != "complete":
         return None
-    return meta if all((Path(base) / name).exists() for name in meta.get("files", [])) else None
+    files = [Path(base) / name for name in meta.get("files", [])]
+    if not all(path.is_file() for path in files):
+        return None
+    digests = meta.get("digests") or {}
+    for name, path in zip(meta.get("files", []), files):
+        if name in digests and digest(path.read_bytes()) != digests[name]:
+            if log is not None:
+                log(f"note: {path} changed after it was written; computing it again")
+            return None
+    return meta
 
 
 def store(record: Path, fp: str, files: Iterable[Path], base: Path, wall_time_s: float, **info) -> dict:
@@ -82,6 +102,7 @@ def store(record: Path, fp: str, files: Iterable[Path], base: Path, wall_time_s:
         "fingerprint": fp,
         "status": "complete",
         "files": sorted(Path(f).relative_to(base).as_posix() for f in files),
+        "digests": {Path(f).relative_to(base).as_posix(): digest(Path(f).read_bytes()) for f in files},
         "wall_time_s": wall_time_s,
         "finished": now(),
         **plain(info),

@@ -32,8 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from experiments import cli, figures, io, runner, sizes
 from experiments import config as C
-from experiments import figures, io, runner
 from experiments.reproduce import parse
 from pes import outer, results
 
@@ -216,11 +216,13 @@ def run_figure(figure: str, profile: str, extra: list[str], max_batch: int = DEF
     figures.check_profile(fig, profile)
     if not figures.runs(fig, profile):
         raise C.ConfigError(f"figure {fig.id} has no runs under profile={profile}; nothing to batch")
-    cfgs = []
+    cfgs, estimates = [], {}
     for run in figures.runs(fig, profile):
         cfg = C.compose(figures.run_overrides(fig, run, profile, extra))
-        C.build(cfg)  # validate everything before any compute
+        built = C.build(cfg)  # validate everything before any compute
+        estimates[str(run.id)] = sizes.pending(cfg, built, C.run_dir(cfg))
         cfgs.append(cfg)
+    sizes.check_figure(estimates, cfgs[0], f"figure {fig.id} ({profile})")
     out = []
     for batch in group_runs(cfgs, max_batch):
         t0 = time.perf_counter()
@@ -249,9 +251,14 @@ def main() -> None:
     try:
         figure, profile, extra, _ = parse(rest)
         run_figure(figure, profile, extra, max_batch)
-    except C.ConfigError as err:
+    except cli.Problem as err:  # a config or file problem: one line
         print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(err.exit_code)
+    except OSError as err:
+        if not err.filename:
+            raise
+        print(f"error: {cli.file_problem(err)}", file=sys.stderr)
+        sys.exit(1)
     except KeyboardInterrupt:
         print("interrupted: logged rows are kept; rerun the same command to resume", file=sys.stderr)
         sys.exit(130)

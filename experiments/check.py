@@ -4,9 +4,17 @@
     python -m experiments.check figure=all profile=paper      # every figure with results
     python -m experiments.check figure=path/to/figure.yaml    # a figure config outside configs/
 
+With the default ``results_root=results``, a figure this machine has not run is checked on the
+stored reference results (``results/reference/<profile>/<figure>``) and the table's first line says
+so; ``reference=no`` turns that off.
+
 Prints one table (claim | measured | verdict) per figure and exits 0 (no applicable claim
-failed), 1 (a claim failed), 2 (a configuration problem: unknown figure, malformed claim,
-unreadable table) or 3 (no results for this figure and profile).  ``report_only=true``
+failed), 1 (a claim failed: a finding), 2 (a configuration problem: unknown figure,
+malformed claim, unreadable table), 3 (no results for this figure and profile) or 4 (results
+present but damaged or not verifiable: a table that differs from the digest recorded when it
+was written, an unparsable cell, a cut-short file; nothing is measured, the line names the file
+and how to rebuild it; `experiments.integrity`); its last line says which, in words
+(`outcome`).  ``report_only=true``
 turns a failed claim into exit 0 (``make reproduce-figure-N`` uses it; ``make check-figure-N``
 does not).  The claim language is in ``docs/claims.md``.
 """
@@ -22,13 +30,16 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from experiments import claims as CL
+from experiments import cli, figures, integrity
 from experiments import config as C
-from experiments import figures
 from pes import results
 
 METRICS_NAMES = ("metrics.csv", "metrics.csv.gz")
 GRID_NAMES = ("grid.csv", "grid.csv.gz")
 FIGURE_JSON = "figure.json"
+GRID_NUMBERS = {"value": integrity.NUMBER_OR_EMPTY}
+DEFAULT_RESULTS = "results"
+STORED_RESULTS = C.ROOT / "results" / "reference"  # committed results (experiments.docs store)
 
 
 @dataclass
@@ -48,20 +59,6 @@ def _first(fig_dir: Path, names) -> Path | None:
         if (fig_dir / n).exists():
             return fig_dir / n
     return None
-
-
-def _read_table(path: Path, required) -> pd.DataFrame:
-    try:
-        df = pd.read_csv(path)
-    except (OSError, ValueError, pd.errors.ParserError) as err:
-        raise C.ConfigError(f"{path}: cannot be read ({err}); fix: rerun the figure to rewrite it") from err
-    missing = [c for c in required if c not in df.columns]
-    if missing:
-        raise C.ConfigError(
-            f"{path}: columns {missing} are missing (have {list(df.columns)}); "
-            "fix: rerun the figure, or see pes/results.py for the schema"
-        )
-    return df
 
 
 def read_json(path: Path) -> dict | None:
@@ -130,12 +127,26 @@ def provenance(fig_dir: Path, figure_json: dict | None, runs: dict[str, dict]) -
 
 
 def load(fig_dir: Path) -> FigureResults:
+    """A figure folder's tables, verified against the digests in its figure.json and parsed
+    strictly before anything is measured (`experiments.integrity`: `integrity.Damaged`)."""
     fig_dir = Path(fig_dir)
-    mpath = _first(fig_dir, METRICS_NAMES)
-    metrics = _read_table(mpath, results.COLUMNS) if mpath else None
-    gpath = _first(fig_dir, GRID_NAMES)
-    grid = _read_table(gpath, ("metric", "value")) if gpath else None
-    fj = read_json(fig_dir / FIGURE_JSON)
+    mpath, gpath = _first(fig_dir, METRICS_NAMES), _first(fig_dir, GRID_NAMES)
+    fix = integrity.rebuild_hint(fig_dir)
+    fj, texts = integrity.verify(fig_dir, [mpath, gpath], (*METRICS_NAMES, *GRID_NAMES), fix)
+    numbers = integrity.METRICS_NUMBERS
+    metrics = integrity.read_table(mpath, texts[mpath], results.COLUMNS, numbers, fix=fix) if mpath else None
+    grid = (
+        integrity.read_table(
+            gpath,
+            texts[gpath],
+            ("metric", "value"),
+            GRID_NUMBERS,
+            fix=fix,
+            prefixed=("theta/", integrity.NUMBER_OR_EMPTY),
+        )
+        if gpath
+        else None
+    )
     runs = _runs_info(fig_dir, fj)
     statuses = {
         k: {"status": v.get("status"), "diverged_at_outer_step": v.get("diverged_at_outer_step")}
@@ -215,8 +226,31 @@ def duration(seconds) -> str:
     return f"{int(s // 3600)} h {int(round(s % 3600 / 60)):02d} min"
 
 
+def has_results(fig_dir: Path) -> bool:
+    return bool(_first(fig_dir, METRICS_NAMES) or _first(fig_dir, GRID_NAMES))
+
+
+def results_root_for(fig_id: str, profile: str, root, reference: str) -> tuple[Path, str]:
+    """The results root to read ``fig_id`` from, and a note saying which results were read.
+
+    The default root with no local results of the figure falls back to the stored reference
+    results when they exist (``reference=auto``); any other root is read as given.
+    """
+    local = Path(root) / profile / fig_id
+    if reference == "auto" and str(root) == DEFAULT_RESULTS and not has_results(local):
+        if has_results(STORED_RESULTS / profile / fig_id):
+            return STORED_RESULTS, f"stored reference results: this machine has no run under {local}"
+    return Path(root), ""
+
+
 def _parse(argv: list[str]) -> dict:
-    args = {"figure": None, "profile": "quick", "results_root": "results", "report_only": "false"}
+    args = {
+        "figure": None,
+        "profile": "quick",
+        "results_root": DEFAULT_RESULTS,
+        "report_only": "false",
+        "reference": "auto",
+    }
     for a in argv:
         key, sep, value = a.partition("=")
         if not sep or key not in args:
@@ -232,6 +266,11 @@ def _parse(argv: list[str]) -> dict:
         )
     if args["report_only"] not in ("true", "false"):
         raise C.ConfigError(f"report_only={args['report_only']} is invalid; allowed: true, false")
+    if args["reference"] not in ("auto", "no"):
+        raise C.ConfigError(
+            f"reference={args['reference']} is invalid; allowed: auto (read the stored reference results "
+            "when there is no local run), no"
+        )
     return args
 
 
@@ -240,20 +279,33 @@ def run(argv: list[str], out=None) -> int:
     args = _parse(argv)
     profile, root = args["profile"], args["results_root"]
     if args["figure"] == "all":
-        names = [n for n in figures.figure_names() if _first(Path(root) / profile / n, METRICS_NAMES)]
+        names = [
+            n
+            for n in figures.figure_names()
+            if _first(results_root_for(n, profile, root, args["reference"])[0] / profile / n, METRICS_NAMES)
+        ]
         if not names:
             print(
                 f"no figure has results under {Path(root) / profile}; run make reproduce-figure-N first",
                 file=out,
             )
+            print(outcome(CL.EXIT_NO_RESULTS), file=out)
             return CL.EXIT_NO_RESULTS
     else:
         names = [args["figure"]]
     code = CL.EXIT_OK
     for name in names:
         fig = load_figure(name)
-        rows, res = check_figure(fig, profile, root)
-        where = res.metrics_path or (res.fig_dir / "metrics.csv")
+        fig_root, read_note = results_root_for(str(fig.id), profile, root, args["reference"])
+        try:
+            rows, res = check_figure(fig, profile, fig_root)
+        except integrity.Damaged as err:  # nothing measured: the file, the damage, the fix
+            print(f"\n{fig.id} ({profile}): not checked: {err}", file=out)
+            code = integrity.EXIT_DAMAGED
+            continue
+        where = figures.display_path(Path(res.metrics_path or (res.fig_dir / "metrics.csv")))
+        if read_note:
+            where = f"{where} ({read_note})"
         print(f"\n{fig.id} ({profile}): {where}" + (f" — {describe(res)}" if describe(res) else ""), file=out)
         print(CL.table(rows), file=out)
         print(f"{fig.id} {profile}: {CL.summary(rows)}", file=out)
@@ -263,20 +315,36 @@ def run(argv: list[str], out=None) -> int:
                 f"PROFILE={profile}` first",
                 file=out,
             )
-            code = max(code, CL.EXIT_NO_RESULTS)
-        elif CL.exit_code(rows) == CL.EXIT_FAIL and code != CL.EXIT_NO_RESULTS:
+            code = max(code, CL.EXIT_NO_RESULTS)  # below EXIT_DAMAGED
+        elif CL.exit_code(rows) == CL.EXIT_FAIL and code not in (CL.EXIT_NO_RESULTS, integrity.EXIT_DAMAGED):
             code = CL.EXIT_FAIL
-    if args["report_only"] == "true" and code == CL.EXIT_FAIL:
-        return CL.EXIT_OK
-    return code
+    report_only = args["report_only"] == "true" and code == CL.EXIT_FAIL
+    print(outcome(code, report_only), file=out)
+    return CL.EXIT_OK if report_only else code
+
+
+def outcome(code: int, report_only: bool = False) -> str:
+    """The check's last line: what its exit code means, in words."""
+    words = {
+        CL.EXIT_OK: "no applicable claim failed",
+        CL.EXIT_FAIL: "at least one claim failed: a finding about the reproduction, not a broken install",
+        CL.EXIT_CONFIG: "a configuration problem; nothing was checked",
+        CL.EXIT_NO_RESULTS: "no results for this figure and profile; nothing could be checked",
+        integrity.EXIT_DAMAGED: "results present but damaged or not verifiable; nothing was checked",
+    }
+    if report_only:
+        return f"check: {words[CL.EXIT_FAIL]} (exit 0 because report_only=true)"
+    return f"check: {words.get(code, 'unknown outcome')} (exit {code})"
 
 
 def main() -> None:
+    cli.printable_output()  # an output encoding without "—" or "θ" (PYTHONIOENCODING=ascii) never crashes
     try:
         sys.exit(run(sys.argv[1:]))
-    except C.ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(CL.EXIT_CONFIG)
+    except (C.ConfigError, integrity.Damaged) as err:
+        code = getattr(err, "exit_code", CL.EXIT_CONFIG)
+        print(f"error: {err} -- {outcome(code)}", file=sys.stderr)
+        sys.exit(code)
 
 
 if __name__ == "__main__":

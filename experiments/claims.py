@@ -11,6 +11,7 @@ arguments: reading files is `experiments.check`'s job.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -19,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from experiments.config import CONFIG_DIR, ConfigError
 
@@ -31,16 +33,28 @@ def known_profiles() -> tuple[str, ...]:
 
 
 PROFILES = known_profiles()
+# A claim's scale: `any` = what the method's mechanism predicts at any size (decides every
+# profile's verdict); `paper` = a statement about the paper's horizons, budgets or numbers
+# (decides only on a profile of scale `paper`, and is shown as indicative on a smaller one).
+SCALES = ("any", "paper")
+# A profile's scale, declared by its file configs/profile/<name>.yaml (`scale: small | paper`).
+PROFILE_SCALES = ("small", "paper")
+INDICATIVE = "paper-scale, indicative"
+REPORTED = "finding, not counted"
 DIVERGED_METRIC = "diverged"  # the marker row a diverged run ends with (experiments.runner)
 PASS, FAIL, NOT_RUN = "PASS", "FAIL", "NOT RUN"
 # exit codes of `python -m experiments.check` (docs/claims.md)
 EXIT_OK, EXIT_FAIL, EXIT_CONFIG, EXIT_NO_RESULTS = 0, 1, 2, 3
 
-CLAIM_KEYS = ("id", "claim", "profiles", "check", "note")
+CLAIM_KEYS = ("id", "claim", "scale", "source", "profiles", "check", "note", "finding", "counted")
+SOURCE_HINT = (
+    "a quote or figure reading from the paper, 'the paper's own code run here: <file>, <how>', "
+    "or 'project-derived: <reason>'"
+)
 CHECK_KEYS = {
-    "range": ("type", "of", "above", "below", "min", "max"),
+    "range": ("type", "of", "above", "below", "min", "max", "z"),
     "close": ("type", "of", "to", "rtol", "atol"),
-    "order": ("type", "ascending", "descending", "margin", "per_seed"),
+    "order": ("type", "ascending", "descending", "margin", "per_seed", "z"),
 }
 MEASURE_KEYS = (
     "metric",
@@ -65,7 +79,14 @@ MEASURE_KEYS = (
     "table",
     "name",
     "transform",
+    "se",
+    "se_model",
+    "se_floor",
 )
+# How a measure's `se:` metric becomes its standard error: `plain` (it is one); `squared_norm` (it is
+# the noise part v of a debiased squared-norm estimate b, e.g. bias2_se of bias2; with se_floor the
+# noise of the reference it was measured against is added to v): sqrt(4 max(b, 0) v + 2 v^2).
+SE_MODELS = ("plain", "squared_norm")
 STATS = ("final", "first", "min", "max", "mean_last", "at", "change", "first_below", "first_above", "slope")
 SEEDS = ("mean", "median", "min", "max", "spread", "std", "each", "mean_curve")
 PER_SEED = ("no", "paired", "all")
@@ -75,6 +96,38 @@ WINDOWS = ("upper_half",)
 TRANSFORMS = {"exp": np.exp, "log10": np.log10}  # applied to the metric's values before the stat
 ID_RE = re.compile(r"[a-z0-9][a-z0-9.-]*")
 GLOB_CHARS = set("*?[")
+
+
+# ----------------------------------------------------------------------------- scales
+
+
+@functools.cache
+def profile_scale(profile: str) -> str:
+    """The scale a profile declares in configs/profile/<profile>.yaml: ``small`` or ``paper``.
+
+    The one definition of which claims decide a profile's verdict: a new profile joins by
+    declaring ``scale:`` in its file.  A missing file or key is a one-line `ConfigError`.
+    """
+    path = CONFIG_DIR / "profile" / f"{profile}.yaml"
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        fix = "fix: a profile file with name: and scale:"
+        raise ConfigError(f"{path}: cannot be read ({err}); {fix}") from err
+    scale = data.get("scale") if isinstance(data, Mapping) else None
+    if scale not in PROFILE_SCALES:
+        raise ConfigError(
+            f"{path}: scale={scale!r} is invalid; allowed: {', '.join(PROFILE_SCALES)} "
+            "(which claims decide this profile's verdict, docs/claims.md)"
+        )
+    return str(scale)
+
+
+def decides(claim: Mapping, profile: str) -> bool:
+    """Whether ``claim`` (validated) decides ``profile``'s verdict when it applies to it."""
+    if claim.get("counted", True) is False:
+        return False
+    return claim.get("scale") != "paper" or profile_scale(profile) == "paper"
 
 
 # ----------------------------------------------------------------------------- validation
@@ -221,9 +274,17 @@ def _validate_measure(m, where: str, profiles, fig) -> None:
         }[k]
         if k in m and stat not in needs:
             raise ConfigError(f"{where}.{k} is only used with stat {' or '.join(needs)}; here stat is {stat}")
-    for k in ("x", "source", "estimator", "name"):
+    for k in ("x", "source", "estimator", "name", "se"):
         if k in m and not isinstance(m[k], str):
             raise ConfigError(f"{where}.{k}={m[k]!r} is invalid; allowed: a string")
+    if "se_model" in m or "se_floor" in m:
+        if "se" not in m:
+            raise ConfigError(f"{where}: se_model and se_floor need se: <metric of the standard error>")
+        _one_of(SE_MODELS)(m.get("se_model", "plain"), f"{where}.se_model")
+    if "se_floor" in m:
+        if m.get("se_model") != "squared_norm":
+            raise ConfigError(f"{where}.se_floor is only used with se_model: squared_norm")
+        _validate_measure(m["se_floor"], f"{where}.se_floor", profiles, fig)
     if "where" in m and not isinstance(m["where"], Mapping):
         raise ConfigError(f"{where}.where={m['where']!r} is invalid; allowed: {{column: value or list}}")
     ids, labels = _run_ids(fig)
@@ -288,6 +349,28 @@ def validate(claims, fig=None, profiles: Sequence[str] | None = None) -> list[di
         _unknown(c, CLAIM_KEYS, where)
         if not isinstance(c.get("claim"), str) or not c["claim"].strip():
             raise ConfigError(f"{where}: claim is missing; allowed: the claim in words (a string)")
+        if "scale" not in c:
+            raise ConfigError(f"{where}: scale is missing; allowed: {', '.join(SCALES)} (docs/claims.md)")
+        _one_of(SCALES)(c["scale"], f"{where}.scale")
+        source = c.get("source")
+        if not isinstance(source, str) or not source.strip():
+            raise ConfigError(f"{where}: source is missing; allowed: {SOURCE_HINT}")
+        head, colon, reason = source.partition(":")
+        if head.strip().lower() == "project-derived" and not (colon and reason.strip()):
+            raise ConfigError(
+                f"{where}.source={source!r} gives no reason; allowed: 'project-derived: <why the project "
+                "sets this threshold>'"
+            )
+        if "finding" in c and not (isinstance(c["finding"], str) and c["finding"].strip()):
+            raise ConfigError(
+                f"{where}.finding={c['finding']!r} is invalid; allowed: a one-line reason (a string)"
+            )
+        if "counted" in c and not isinstance(c["counted"], bool):
+            raise ConfigError(f"{where}.counted={c['counted']!r} is invalid; allowed: true, false")
+        if c.get("counted") is False and "finding" not in c:
+            raise ConfigError(
+                f"{where}: counted: false needs finding: (why the claim is reported but not counted)"
+            )
         cprof = c.get("profiles", [p for p in figure_profiles(fig) if p in profiles] or list(profiles))
         if not isinstance(cprof, list) or not cprof or any(p not in profiles for p in cprof):
             raise ConfigError(
@@ -346,6 +429,25 @@ def validate(claims, fig=None, profiles: Sequence[str] | None = None) -> list[di
                     f"{w}: per_seed: {per_seed} compares seeds one by one; "
                     "allowed: no seeds: key on its measures"
                 )
+        if ctype in ("range", "order"):
+            measures = (
+                (check["of"] if isinstance(check["of"], list) else [check["of"]])
+                if ctype == "range"
+                else check[[k for k in ("ascending", "descending") if k in check][0]]
+            )
+            with_se = [isinstance(m, Mapping) and "se" in m for m in measures]
+            if "z" in check:
+                _per_profile(check["z"], f"{w}.z", cprof, _number("standard errors", positive=True))
+                if not all(with_se):
+                    raise ConfigError(
+                        f"{w}.z needs se: on every measure; allowed: se: <metric of its standard error>"
+                    )
+                if check.get("per_seed", "no") not in ("no", False):
+                    raise ConfigError(f"{w}.z is only used with per_seed: no")
+            elif any(with_se):
+                raise ConfigError(
+                    f"{w}: a measure has se: but the check has no z; allowed: z: <standard errors>"
+                )
         if "note" in c and not isinstance(c["note"], str):
             raise ConfigError(f"{where}.note={c['note']!r} is invalid; allowed: a string")
     return [dict(c) for c in claims]
@@ -365,6 +467,16 @@ class Result:
     measured: str
     note: str = ""
     values: dict[str, Any] = field(default_factory=dict)
+    scale: str = "any"
+    source: str = ""
+    finding: str = ""
+    counted: bool = True  # False: shown, never decides the verdict or the exit code
+    role: str = ""  # why not counted: INDICATIVE (paper-scale claim, small profile) or REPORTED
+
+    @property
+    def shown_verdict(self) -> str:
+        """The verdict as the tables show it: 'FAIL (paper-scale, indicative)' when not counted."""
+        return f"{self.verdict} ({self.role})" if self.role else self.verdict
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -386,6 +498,7 @@ class _Measured:
     diverged: dict[Any, str]  # member key -> "diverged at step N"
     fail_diverged: bool
     stat: str
+    se: float | None = None  # the standard error read from the measure's se: metric
 
 
 def _resolve(value, profile: str):
@@ -525,7 +638,7 @@ def _rows(df: pd.DataFrame, m: Mapping, fig_labels, expected_runs, legacy_source
 
 def _with_x(df: pd.DataFrame, sel: pd.DataFrame, x: str) -> pd.DataFrame:
     if x in df.columns:
-        out = sel.assign(_x=pd.to_numeric(sel[x], errors="coerce"))
+        out = sel.assign(_x=pd.to_numeric(sel[x], errors="raise"))  # the loader parsed numbers strictly
         return out
     xs = df[df["metric"] == x][["run_id", "seed", "outer_step", "value"]].rename(columns={"value": "_x"})
     if xs.empty:
@@ -643,11 +756,14 @@ def _value_text(ms: _Measured, mode: str = "") -> str:
         counted = "" if ms.value is None or math.isnan(ms.value) else f" (counted as {fmt(ms.value)})"
         return f"{ms.name} {why}{counted}"
     if ms.value is None:  # seeds: each
+        if len(ms.members) == 1 and not ms.diverged:
+            return f"{ms.name} {fmt(next(iter(ms.members.values())), ms.stat)}"
         return f"{ms.name}{_members_text(ms)}"
     if ms.diverged and ms.members.get("mean curve") is not None:
         return f"{ms.name} {fmt(ms.value, ms.stat)} [" + "; ".join(ms.diverged.values()) + "]"
     extra = _members_text(ms) if len(ms.members) > 1 or ms.diverged else ""
-    return f"{ms.name} {fmt(ms.value, ms.stat)}{extra}"
+    se = f" ± {fmt(ms.se)} (se)" if ms.se is not None else ""
+    return f"{ms.name} {fmt(ms.value, ms.stat)}{se}{extra}"
 
 
 def _vals(ms: _Measured) -> list[float]:
@@ -656,12 +772,25 @@ def _vals(ms: _Measured) -> list[float]:
 
 def _check_range(check, measures, profile) -> tuple[bool, str]:
     b = {k: float(_resolve(check[k], profile)) for k in ("above", "below", "min", "max") if k in check}
+    z = float(_resolve(check.get("z", 0.0), profile))
     ok = True
     for ms in measures:
         if ms.fail_diverged:
             ok = False
         for v in _vals(ms):
             ok &= not math.isnan(v)
+            if z:  # the bound must hold with z standard errors to spare
+                lo_side = v - z * ms.se
+                hi_side = v + z * ms.se
+                ok &= all(
+                    (
+                        "above" not in b or lo_side > b["above"],
+                        "below" not in b or hi_side < b["below"],
+                        "min" not in b or lo_side >= b["min"],
+                        "max" not in b or hi_side <= b["max"],
+                    )
+                )
+                continue
             ok &= all(
                 (
                     "above" not in b or v > b["above"],
@@ -672,7 +801,7 @@ def _check_range(check, measures, profile) -> tuple[bool, str]:
             )
     lo = f"> {fmt(b['above'])}" if "above" in b else f">= {fmt(b['min'])}" if "min" in b else ""
     hi = f"< {fmt(b['below'])}" if "below" in b else f"<= {fmt(b['max'])}" if "max" in b else ""
-    want = " and ".join(s for s in (lo, hi) if s)
+    want = " and ".join(s for s in (lo, hi) if s) + (f", by {fmt(z)} standard errors" if z else "")
     return ok, "; ".join(_value_text(ms) for ms in measures) + f" (want {want})"
 
 
@@ -703,6 +832,7 @@ def _check_close(check, measures, target, profile) -> tuple[bool, str]:
 def _check_order(check, measures, profile) -> tuple[bool, str]:
     asc = "ascending" in check
     margin = float(_resolve(check.get("margin", 0.0), profile))
+    z = float(_resolve(check.get("z", 0.0), profile))
     per_seed = check.get("per_seed", "no")
     per_seed = "no" if per_seed is False else per_seed
     sym = "<" if asc else ">"
@@ -721,6 +851,14 @@ def _check_order(check, measures, profile) -> tuple[bool, str]:
     if per_seed == "no":
         text = _value_text(measures[0])
         for a, b in zip(measures, measures[1:]):
+            if z:  # the gap must exceed margin + z combined standard errors
+                need = margin + z * math.hypot(a.se, b.se)
+                gap = (b.value - a.value) if asc else (a.value - b.value)
+                good = not (math.isnan(gap) or math.isinf(need)) and gap > need
+                ok &= good
+                text += f" {rel(good)} {_value_text(b)} (gap {fmt(gap)}, want > {fmt(need)} = "
+                text += f"{fmt(z)} combined se" + (f" + margin {fmt(margin)}" if margin else "") + ")"
+                continue
             good = before(a.value, b.value)
             ok &= good
             text += f" {rel(good)} {_value_text(b)}"
@@ -756,7 +894,7 @@ def _check_order(check, measures, profile) -> tuple[bool, str]:
             + " | "
             + "; ".join(f"{ms.name}{_members_text(ms) or ' ' + fmt(ms.value)}" for ms in measures)
         )
-    if margin:
+    if margin and not z:
         text += f" (margin {fmt(margin)})"
     return bool(ok), text
 
@@ -791,7 +929,7 @@ def evaluate(
         df = df.copy()
         if legacy_source:
             df["source"] = "run"
-        df["value"] = pd.to_numeric(df["value"], errors="coerce")
+        df["value"] = pd.to_numeric(df["value"], errors="raise")  # never a silent NaN
         df["run_id"] = df["run_id"].astype(str)
     markers = {}
     if df is not None:
@@ -810,18 +948,31 @@ def evaluate(
     out = []
     for c in claims:
         profiles = list(c.get("profiles") or figure_profiles(fig))
-        res = Result(str(c["id"]), str(c["claim"]).strip(), profiles, NOT_RUN, "", str(c.get("note", "")))
+        res = Result(
+            str(c["id"]),
+            str(c["claim"]).strip(),
+            profiles,
+            NOT_RUN,
+            "",
+            str(c.get("note", "")),
+            scale=str(c.get("scale", "any")),
+            source=" ".join(str(c.get("source", "")).split()),
+            finding=" ".join(str(c.get("finding", "")).split()),
+        )
         out.append(res)
         if profile not in profiles:
             res.measured = f"not applicable to {profile} (applies to {', '.join(profiles)})"
             continue
+        if not decides(c, profile):
+            res.counted = False
+            res.role = REPORTED if c.get("counted", True) is False else INDICATIVE
         check = c["check"]
         try:
             if df is None and not (check.get("of") and _only_grid(check)):
                 raise _NotRun(f"no results for {profile}")
             if check["type"] in ("range", "close"):
                 of = check["of"] if isinstance(check["of"], list) else [check["of"]]
-                measures = [_measure(m, ctx) for m in of]
+                measures = [_measure_se(m, ctx) for m in of]
                 if check["type"] == "range":
                     ok, text = _check_range(check, measures, profile)
                 else:
@@ -834,7 +985,7 @@ def evaluate(
                     ok, text = _check_close(check, measures, target, profile)
             else:
                 seq = check.get("ascending", check.get("descending"))
-                measures = [_measure(m, ctx) for m in seq]
+                measures = [_measure_se(m, ctx) for m in seq]
                 ok, text = _check_order(check, measures, profile)
             res.verdict, res.measured = (PASS if ok else FAIL), text
             res.values = {
@@ -847,6 +998,24 @@ def evaluate(
     return out
 
 
+def _measure_se(m: Mapping, ctx: dict) -> _Measured:
+    """A measure, with its standard error when it names one (``se: <metric>``)."""
+    ms = _measure(m, ctx)
+    if "se" in m:
+        sm = {k: v for k, v in m.items() if k not in ("se", "se_model", "se_floor", "name", "transform")}
+        sm["metric"] = m["se"]
+        se = _measure(sm, ctx).value
+        if "se_floor" in m:
+            floor = _measure(m["se_floor"], ctx).value
+            se = None if se is None or floor is None else se + floor
+        if ms.value is None or se is None or not math.isfinite(se) or se < 0:
+            raise _Broken(f"{ms.name}: se needs one combined value and a finite standard error")
+        if m.get("se_model", "plain") == "squared_norm":
+            se = math.sqrt(4.0 * max(ms.value, 0.0) * se + 2.0 * se * se)
+        ms.se = float(se)
+    return ms
+
+
 def _only_grid(check) -> bool:
     of = check["of"] if isinstance(check["of"], list) else [check["of"]]
     return all(isinstance(m, Mapping) and m.get("table") == "grid" for m in of)
@@ -856,12 +1025,20 @@ def _only_grid(check) -> bool:
 
 
 def exit_code(results: Sequence[Result]) -> int:
-    """0: no applicable claim failed; 1: one failed (codes 2, 3 come from the CLI)."""
-    return EXIT_FAIL if any(r.verdict == FAIL for r in results) else EXIT_OK
+    """0: no counted claim failed; 1: one failed (codes 2, 3 come from the CLI).
+
+    Paper-scale claims on a small profile (indicative) and claims kept as findings
+    (``counted: false``) never decide it.
+    """
+    return EXIT_FAIL if any(r.verdict == FAIL and r.counted for r in results) else EXIT_OK
 
 
 def counts(results: Sequence[Result]) -> dict[str, int]:
-    return {v: sum(r.verdict == v for r in results) for v in (PASS, FAIL, NOT_RUN)}
+    """PASS / FAIL / NOT RUN of the counted claims, and how many are indicative or reported findings."""
+    out = {v: sum(r.verdict == v and r.counted for r in results) for v in (PASS, FAIL, NOT_RUN)}
+    out[INDICATIVE] = sum(r.role == INDICATIVE for r in results)
+    out[REPORTED] = sum(r.role == REPORTED for r in results)
+    return out
 
 
 def _cell(text: str) -> str:
@@ -872,11 +1049,25 @@ def table(results: Sequence[Result]) -> str:
     """A pipe table: claim | measured | verdict (markdown, also readable in a terminal)."""
     lines = ["| claim | measured | verdict |", "|---|---|---|"]
     for r in results:
-        verdict = f"**{r.verdict}**" if r.verdict == FAIL else r.verdict
+        verdict = f"**{r.verdict}**" if r.verdict == FAIL and r.counted else r.verdict
+        if r.role:
+            verdict += f" ({r.role})"
         lines.append(f"| `{r.id}`: {_cell(r.claim)} | {_cell(r.measured)} | {verdict} |")
     return "\n".join(lines)
 
 
 def summary(results: Sequence[Result]) -> str:
     c = counts(results)
-    return f"{c[PASS]} PASS, {c[FAIL]} FAIL, {c[NOT_RUN]} NOT RUN"
+    text = f"{c[PASS]} PASS, {c[FAIL]} FAIL, {c[NOT_RUN]} NOT RUN"
+    for role in (INDICATIVE, REPORTED):
+        shown = [r for r in results if r.role == role]
+        if shown:
+            plural = "s" if len(shown) > 1 else ""
+            word = (
+                f"paper-scale claim{plural} shown as indicative"
+                if role == INDICATIVE
+                else f"finding{plural} not counted"
+            )
+            each = ", ".join(f"{r.id} {r.verdict}" for r in shown)
+            text += f"; {len(shown)} {word} ({each})"
+    return text

@@ -17,7 +17,9 @@ import of JAX is handled too: entry points import their heavy modules inside
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -83,8 +85,15 @@ def fail(err: Problem) -> NoReturn:
     raise SystemExit(err.exit_code)
 
 
+_in_unraisable_hook: list[bool] = []  # non-empty while `_on_unraisable` runs
+
+
 def _redeliver(signum: int) -> None:
-    time.sleep(0.001)  # let the finaliser that swallowed the interrupt return first
+    # The signal must land after the hook has returned: a handler that raises inside the
+    # hook is itself swallowed ("Exception ignored in sys.unraisablehook").
+    while _in_unraisable_hook:
+        time.sleep(0.001)
+    time.sleep(0.001)
     os.kill(os.getpid(), signum)
 
 
@@ -95,7 +104,11 @@ def _on_unraisable(unraisable) -> None:
     same signal again from a helper thread, so that it lands in ordinary code."""
     if issubclass(unraisable.exc_type, KeyboardInterrupt) and _signals:
         signum = _signals.pop()
-        threading.Thread(target=_redeliver, args=(signum,), daemon=True).start()
+        _in_unraisable_hook.append(True)
+        try:
+            threading.Thread(target=_redeliver, args=(signum,), daemon=True).start()
+        finally:
+            _in_unraisable_hook.clear()
         return
     _previous_unraisablehook(unraisable)
 
@@ -137,6 +150,7 @@ def clean_imports(is_main: bool) -> Iterator[None]:
 def main(body: Callable[[], object]) -> None:
     """Run ``body`` as a command: one-line errors, clean interrupts, exit codes."""
     _install()
+    printable_output()
     try:
         body()
     except BaseException as err:  # noqa: BLE001 - an interrupt, or whatever it broke on the way out
@@ -144,8 +158,75 @@ def main(body: Callable[[], object]) -> None:
         if not interrupted:
             if isinstance(err, Problem):
                 fail(err)
+            if isinstance(err, OSError) and err.filename:  # a file problem nobody described yet
+                fail(file_problem(err))
             raise
         _interrupted_line(err)
+
+
+def size_text(num_bytes: float) -> str:
+    """A byte count for people: 512 B, 3.4 kB, 12 MB, 240 GB (powers of 1000, as df -H)."""
+    value = float(num_bytes)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(value) < 1000 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" or value >= 100 else f"{value:.2g} {unit}"
+        value /= 1000
+    return f"{value:.0f} TB"
+
+
+def free_space(folder) -> str:
+    """The free space on the disk holding ``folder`` (or its nearest existing parent)."""
+    path = os.path.abspath(str(folder))
+    while path and not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    try:
+        return size_text(shutil.disk_usage(path).free)
+    except OSError:
+        return "unknown"
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def file_problem(err: OSError, *, need: float | None = None, what: str = "") -> Problem:
+    """One line for an OSError about a file: the file, what is wrong and the fix.
+
+    ``need``: bytes still to be written (named with a full disk: what to free); ``what``:
+    words to add after the problem (e.g. which rows are kept)."""
+    path = err.filename or "a file"
+    folder = os.path.dirname(os.path.abspath(str(path))) if err.filename else "the results folder"
+    reason = err.strerror or type(err).__name__
+    more = f"; {what}" if what else ""
+    need = need if need is not None else getattr(err, "needed_bytes", None)
+    if err.errno in DISK_FULL:
+        amount = f"at least {size_text(need)}" if need else "space"
+        fix = f"free {amount} on the disk holding {folder} (free now: {free_space(folder)}), then rerun"
+        return Problem(f"cannot write {path}: {reason}{more}; fix: {fix}")
+    if err.errno == errno.EISDIR:
+        return Problem(
+            f"{path} is a folder where a file belongs{more}; fix: move that folder away, then rerun"
+        )
+    if err.errno == errno.ENOTDIR:
+        return Problem(
+            f"a part of {path} is a file where a folder belongs{more}; fix: move that file away, then rerun"
+        )
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return Problem(
+            f"cannot write {path}: {reason}{more}; fix: make {folder} writable or pass "
+            "results_root=<a writable folder>"
+        )
+    return Problem(f"cannot use {path}: {reason}{more}; fix: check that disk and folder, then rerun")
+
+
+def printable_output() -> None:
+    """Let stdout and stderr print any character: one their encoding lacks (an ASCII
+    terminal, ``PYTHONIOENCODING=ascii``) is written as a ``\\u`` escape instead of ending
+    the program with a UnicodeEncodeError."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError, OSError):  # not a text stream that can be reconfigured
+            pass
 
 
 def one_line(text: object) -> str:

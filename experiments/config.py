@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
 import re
 import typing
 from collections.abc import Sequence
@@ -32,9 +33,11 @@ from pes.tasks import Task
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = ROOT / "configs"
 # Keys that do not change a run's results (excluded from its fingerprint).
-NON_RESULT_KEYS = ("progress", "resume", "overwrite", "results_root", "run_id")
+NON_RESULT_KEYS = ("progress", "resume", "overwrite", "results_root", "run_id", "max_result_mb")
 BOOL_KEYS = ("x64", "resume", "overwrite", "progress")
 NON_RESULT_TRAIN_KEYS = ("chunk_size", "keep_checkpoints")
+# Profile keys that say how a profile is judged, not how it runs (configs/profile/*.yaml `scale`).
+NON_RESULT_PROFILE_KEYS = ("scale",)
 # Keys added after runs were recorded, left out of the fingerprint while they hold their
 # null default, so that existing runs keep their identity (group, key).
 LATE_NULL_KEYS = (
@@ -98,11 +101,16 @@ def _compose_raw(overrides: Sequence[str]) -> DictConfig:
 
 
 def compose(overrides: Sequence[str] = ()) -> DictConfig:
-    """Compose the root config with command-line style overrides."""
+    """Compose the root config with command-line style overrides; a relative
+    ``results_root`` becomes absolute (`absolute_root`)."""
     try:
-        return _compose_raw(overrides)
+        cfg = _compose_raw(overrides)
     except (HydraException, OmegaConfBaseException) as err:
         raise _compose_error(err, overrides) from err
+    root = cfg.get("results_root")
+    if isinstance(root, str) and root and not any(ord(c) < 32 or ord(c) == 127 for c in root):
+        cfg.results_root = absolute_root(root)
+    return cfg
 
 
 # ----------------------------------------------------------------------------- building
@@ -268,10 +276,16 @@ def _check_top_level(cfg: DictConfig) -> None:
         if not isinstance(value, bool):
             raise ConfigError(f"{key}={value!r} is invalid; allowed: true or false")
     root = cfg.get("results_root")
-    if isinstance(root, bool) or not isinstance(root, (str, int)) or str(root) == "":
-        raise ConfigError(f"results_root={root!r} is invalid; allowed: a folder path")
-    if not re.fullmatch(r"[A-Za-z0-9._-]+", str(cfg.figure_id)) or str(cfg.figure_id) in (".", ".."):
-        raise ConfigError(f"figure_id={cfg.figure_id!r} is invalid; allowed: letters, digits, '.', '_', '-'")
+    if (
+        isinstance(root, bool)
+        or not isinstance(root, (str, int))
+        or str(root) == ""
+        or any(ord(c) < 32 or ord(c) == 127 for c in str(root))
+    ):
+        raise ConfigError(f"results_root={root!r} is invalid; allowed: a folder path (no control characters)")
+    check_name(cfg.figure_id, "figure_id")
+    profile = cfg.get("profile")
+    check_name(profile.get("name") if isinstance(profile, DictConfig) else None, "profile.name")
 
 
 def _devices_param(cfg: DictConfig) -> dict[str, Any]:
@@ -301,28 +315,19 @@ def _as_task_keys(text: str, node: DictConfig) -> str:
     return re.sub(rf"(?<![\w.])({'|'.join(map(re.escape, names))})=", r"task.\1=", text)
 
 
-def build(cfg: DictConfig) -> Built:
-    """Validate ``cfg`` and build the task, estimator and optimizer (no compute)."""
+class _Settings(NamedTuple):
+    optimizer: optax.GradientTransformation
+    num_steps: int
+    log_every: int
+    chunk_size: int
+    est_params: dict
+    nonfinite: str | None
+
+
+def _check_settings(cfg: DictConfig) -> _Settings:
+    """Every setting that needs neither the task nor its data (see `build`)."""
     _check_top_level(cfg)
-    jax.config.update("jax_enable_x64", cfg.x64)
-    try:
-        task = tasks.make(str(cfg.task.name), **_params(cfg.task))
-    except (ValueError, TypeError, FileNotFoundError) as err:  # FileNotFoundError: missing data
-        raise ConfigError(_as_task_keys(one_line(err), cfg.task)) from err
-    name = str(cfg.estimator.name)
-    if not task.differentiable and name in GRADIENT_ESTIMATORS:
-        raise ConfigError(
-            f"estimator={name} is invalid for task {task.name} with objective "
-            f"{task.objective!r}, which is not differentiable; allowed: es, pes"
-        )
-    est_params = _estimator_params(cfg.estimator)
-    est_params.update(_devices_param(cfg))
-    try:
-        estimator = pes.estimators.make(str(cfg.estimator.name), task.system, **est_params)
-    except (ValueError, TypeError) as err:
-        raise ConfigError(str(err)) from err
     optimizer = build_optimizer(cfg.outer_optimizer)
-    _check_optimizer_on(optimizer, cfg.outer_optimizer, task.theta_init)
     num_steps = _positive_int(cfg.train.num_outer_steps, "train.num_outer_steps")
     log_every = _positive_int(cfg.train.log_every, "train.log_every")
     chunk_size = _positive_int(cfg.train.chunk_size, "train.chunk_size")
@@ -337,6 +342,55 @@ def build(cfg: DictConfig) -> Built:
     if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or cfg.seed < 0:
         raise ConfigError(f"seed={cfg.seed!r} is invalid; allowed: an integer >= 0")
     run_id(cfg)  # validates an explicit run id
+    name = str(cfg.estimator.name)
+    est_params = _estimator_params(cfg.estimator)
+    if name not in pes.estimators.REGISTRY:  # the estimator's name and keys (its values need the task)
+        known = ", ".join(sorted(pes.estimators.REGISTRY))
+        raise ConfigError(f"estimator={name!r} is unknown; allowed: {known}")
+    unknown = sorted(set(est_params) - set(pes.estimators.hparam_names(name)))
+    if unknown:
+        raise ConfigError(
+            f"estimator '{name}' has no hyperparameter {', '.join(unknown)}; "
+            f"allowed: {', '.join(pes.estimators.hparam_names(name))}"
+        )
+    return _Settings(optimizer, num_steps, log_every, chunk_size, est_params, guard)
+
+
+def check_settings(cfg: DictConfig) -> None:
+    """One-line `ConfigError` for any setting that can be checked without the task's data."""
+    _check_settings(cfg)
+
+
+def build(cfg: DictConfig) -> Built:
+    """Validate ``cfg`` and build the task, estimator and optimizer (no compute).
+
+    The order is the suite's validation order: first every setting that needs no data
+    (`check_settings`: top level, outer optimizer, train, seed, run id, the estimator's
+    name and keys), then the task (which checks its own settings before it loads its
+    data: a missing dataset fails here), then what depends on the task (the estimator's
+    values on the task's system, the optimizer on its theta)."""
+    optimizer, num_steps, log_every, chunk_size, est_params, guard = _check_settings(cfg)
+    name = str(cfg.estimator.name)
+    jax.config.update("jax_enable_x64", cfg.x64)
+    try:
+        task = tasks.make(str(cfg.task.name), **_params(cfg.task))
+    except FileNotFoundError as err:  # missing data: after every setting above was checked
+        raise ConfigError(
+            _as_task_keys(one_line(err), cfg.task) + " (`make data` fetches what this machine can get)"
+        ) from err
+    except (ValueError, TypeError) as err:
+        raise ConfigError(_as_task_keys(one_line(err), cfg.task)) from err
+    if not task.differentiable and name in GRADIENT_ESTIMATORS:
+        raise ConfigError(
+            f"estimator={name} is invalid for task {task.name} with objective "
+            f"{task.objective!r}, which is not differentiable; allowed: es, pes"
+        )
+    est_params.update(_devices_param(cfg))
+    try:
+        estimator = pes.estimators.make(name, task.system, **est_params)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(str(err)) from err
+    _check_optimizer_on(optimizer, cfg.outer_optimizer, task.theta_init)
     return Built(task, estimator, optimizer, num_steps, log_every, chunk_size, guard)
 
 
@@ -350,6 +404,8 @@ def result_config(config: DictConfig | dict) -> dict:
     data = {k: v for k, v in data.items() if k not in (*NON_RESULT_KEYS, "hydra")}
     if isinstance(data.get("train"), dict):
         data["train"] = {k: v for k, v in data["train"].items() if k not in NON_RESULT_TRAIN_KEYS}
+    if isinstance(data.get("profile"), dict):
+        data["profile"] = {k: v for k, v in data["profile"].items() if k not in NON_RESULT_PROFILE_KEYS}
     for group, key in LATE_NULL_KEYS:
         if isinstance(data.get(group), dict) and key in data[group] and data[group][key] is None:
             data[group] = {k: v for k, v in data[group].items() if k != key}
@@ -387,18 +443,40 @@ def config_diff(old: DictConfig | dict, new: DictConfig | dict, limit: int = 4) 
     return ", ".join(parts) or "no key (the recorded config has no fingerprint or another format)"
 
 
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
+NAME_MAX = 128
+NAME_ALLOWED = f"letters, digits, '.', '_', '-', not starting with '.' or '-', at most {NAME_MAX} characters"
+
+
+def check_name(value, key: str) -> str:
+    """``value`` as a name that becomes one folder or file name under a results root (a run
+    id, a figure id, a profile): letters, digits, '.', '_' and '-', not starting with '.' or
+    '-' (so never '.', '..' or a hidden file), no separator, no control character.  The one
+    check of every such name; a `ConfigError` naming ``key`` otherwise."""
+    text = str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else None
+    if text is None or len(text) > NAME_MAX or not NAME_PATTERN.fullmatch(text):
+        shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+        raise ConfigError(f"{key}={shown} is invalid; allowed: {NAME_ALLOWED}")
+    return text
+
+
+def absolute_root(root) -> str:
+    """A results root as an absolute path: a relative one is taken from the current folder
+    (where the command runs), once, so that every file and every subprocess sees one place."""
+    return os.path.abspath(os.path.expanduser(str(root)))
+
+
 def run_id(cfg: DictConfig) -> str:
     if cfg.run_id:
-        rid = str(cfg.run_id)
-        if not re.fullmatch(r"[A-Za-z0-9._-]+", rid):
-            raise ConfigError(f"run_id={rid!r} is invalid; allowed: letters, digits, '.', '_', '-'")
-        return rid
+        return check_name(cfg.run_id, "run_id")
     k = cfg.estimator.get("trunc_len", "na")
     return f"{cfg.task.name}-{cfg.estimator.name}-k{k}-seed{cfg.seed}-{fingerprint(cfg)[:6]}"
 
 
 def run_dir(cfg: DictConfig) -> Path:
-    return Path(str(cfg.results_root)) / str(cfg.profile.name) / str(cfg.figure_id) / "runs" / run_id(cfg)
+    """``<results_root>/<profile>/<figure_id>/runs/<run_id>`` (absolute; every part checked)."""
+    parts = (check_name(cfg.profile.name, "profile.name"), check_name(cfg.figure_id, "figure_id"))
+    return Path(absolute_root(cfg.results_root)).joinpath(*parts, "runs", run_id(cfg))
 
 
 def run_info(cfg: DictConfig) -> dict:

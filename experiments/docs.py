@@ -1,5 +1,6 @@
 """Docs generated from results: the claims tables of docs/figures/figureN.md, the README status
-table and the FIGURES.md index; and the committed reference-results store they are read from.
+table, the FIGURES.md index and the stored wall times of docs/wall-times.md; and the committed
+reference-results store they are read from.
 
     python -m experiments.docs                                   # make docs: regenerate every block
     python -m experiments.docs check=true                        # exit 1 if a generated block is stale
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import hashlib
 import io as _io
 import json
 import re
@@ -29,14 +31,16 @@ import pandas as pd
 
 from experiments import check as CH
 from experiments import claims as CL
+from experiments import cli, figures, integrity
 from experiments import config as C
-from experiments import figures
 
 ROOT = C.ROOT
 STORE = ROOT / "results" / "reference"
 FIG_DOCS = ROOT / "docs" / "figures"
 README = ROOT / "README.md"
+CLAIMS_DOC = ROOT / "docs" / "claims.md"
 INDEX = ROOT / "FIGURES.md"
+WALL_TIMES = ROOT / "docs" / "wall-times.md"
 GZIP_ABOVE_BYTES = 1_000_000
 GRID_KEEP_LOWEST = 2000
 PAPER_FIGURES = {  # the paper's experiments, implemented or not: number -> title
@@ -90,8 +94,10 @@ def store(
 ) -> Path:
     """Copy a figure's results (merged CSV, trimmed grid, run info) into the reference store."""
     fig = CH.load_figure(figure)
+    if profile not in CL.known_profiles():
+        raise C.ConfigError(f"profile={profile} is unknown; allowed: {', '.join(CL.known_profiles())}")
     src = Path(results_root) / profile / str(fig.id)
-    res = CH.load(src)
+    res = CH.load(src)  # verified against its digests, or refused (integrity.Damaged)
     if res.metrics is None:
         raise C.ConfigError(f"{src}: no metrics.csv; run make reproduce-figure-N PROFILE={profile} first")
     out = Path(dest) / profile / str(fig.id)
@@ -129,13 +135,20 @@ def store(
         stamp = dt.datetime.fromtimestamp(last, dt.timezone.utc)
         info["end_time"] = stamp.strftime("%Y-%m-%dT%H:%M:%SZ")
     info["stored_from"] = str(src)
-    _write_table(res.metrics, out, "metrics")
+    for step in (info.get("steps") or {}).values():  # digests of files the store does not hold
+        if isinstance(step, dict):
+            step.pop(integrity.DIGESTS, None)
+    written = [_write_table(res.metrics, out, "metrics")]
     if res.grid is not None:
         grid = res.grid
         if len(grid) > GRID_KEEP_LOWEST:
             grid = grid.nsmallest(GRID_KEEP_LOWEST, "value").sort_index()
             info["grid_trimmed"] = f"the {GRID_KEEP_LOWEST} lowest of {len(res.grid)} grid points"
-        _write_table(grid, out, "grid")
+        written.append(_write_table(grid, out, "grid"))
+    else:
+        for name in CH.GRID_NAMES:  # a grid from an earlier store would not match these results
+            (out / name).unlink(missing_ok=True)
+    info[integrity.DIGESTS] = {path.name: integrity.file_digest(path) for path in written}
     (out / CH.FIGURE_JSON).write_text(
         json.dumps(info, indent=2, sort_keys=True, default=str, ensure_ascii=False) + "\n"
     )
@@ -173,6 +186,23 @@ def _when(p: dict) -> str:
         if p.get(key):
             return str(p[key])[:10]
     return ""
+
+
+def load_text(p: dict) -> str:
+    """A stored run's load in a few words: ``idle`` (the 1-min load average never above the
+    machine's core count), ``at load 8–10.5`` (the range recorded), or ``(load not recorded)``
+    (on a CPU; nothing is said for an accelerator run without a record)."""
+    machine = p.get("machine")
+    cores = machine.get("cpu_count") if isinstance(machine, dict) else None
+    load = str(p.get("load") or "")
+    values = [float(v) for v in re.findall(r"\d+(?:\.\d+)?", load.split("(")[0])]
+    if not values:
+        on_cpu = isinstance(machine, dict) and machine.get("jax_backend") == "cpu"
+        return "(load not recorded)" if load or on_cpu else ""
+    low, high = min(values), max(values)
+    if cores and high <= cores:
+        return f"idle (load ≤ {high:g})"
+    return f"at load {low:g}–{high:g}" if low != high else f"at load {low:g}"
 
 
 def provenance_line(p: dict, where: str) -> str:
@@ -223,17 +253,69 @@ def skeleton(fig) -> str:
     return re.sub(r"<what the paper says[^>]*>", first, text)
 
 
+def _digest(res: CH.FigureResults) -> str | None:
+    """A digest of a stored figure's tables (metrics and grid), to find profiles with identical results."""
+    parts = []
+    for path in (res.metrics_path, CH._first(res.fig_dir, CH.GRID_NAMES)):
+        if path is not None:
+            parts.append(hashlib.sha256(Path(path).read_bytes()).hexdigest())
+    return ":".join(parts) or None
+
+
+def _same_verdicts(a: list[CL.Result], b: list[CL.Result]) -> bool:
+    def key(rows):
+        return [(r.id, r.verdict, r.measured, r.counted) for r in rows]
+
+    return key(a) == key(b)
+
+
+def ordered_profiles(name: str, evaluated: dict) -> list[str]:
+    """The profiles with stored results of ``name``: paper-scale ones first, then the smaller ones."""
+    have = [p for p in CL.PROFILES if (name, p) in evaluated]
+    return sorted(have, key=lambda p: (CL.profile_scale(p) != "paper", CL.PROFILES.index(p)))
+
+
+def twins(name: str, evaluated: dict) -> dict[str, str]:
+    """profile -> an earlier profile (`ordered_profiles`) with identical stored results and verdicts."""
+    out: dict[str, str] = {}
+    seen: list[tuple[str, str | None]] = []
+    for p in ordered_profiles(name, evaluated):
+        rows, res = evaluated[(name, p)]
+        digest = _digest(res)
+        for q, dq in seen:
+            if digest is not None and digest == dq and _same_verdicts(rows, evaluated[(name, q)][0]):
+                out[p] = q
+                break
+        else:
+            seen.append((p, digest))
+    return out
+
+
+def findings(rows: list[CL.Result]) -> list[str]:
+    """One line per claim that failed (counted or not), with its finding text where the config gives one."""
+    out = []
+    for r in rows:
+        if r.verdict != CL.FAIL:
+            continue
+        label = "FAIL" if r.counted else f"FAIL, {r.role}"
+        why = r.finding or "no finding text yet (add finding: to the claim in the figure config)"
+        out.append(f"`{r.id}` ({label}): {why}")
+    return out
+
+
 def figure_block(name: str, evaluated: dict, root: Path) -> str:
     lines = [
         "_Generated by `make docs` from the reference results (`results/reference/`); "
-        "do not edit by hand. Claim language: [docs/claims.md](../claims.md)._",
+        "do not edit by hand. Claim language, sources and scales: [docs/claims.md](../claims.md)._",
         "",
     ]
     number = name.removeprefix("figure")
     defined = CH.load_figure(name).get("profiles") or {}
+    same = twins(name, evaluated)
     for profile in CL.PROFILES:
         if profile not in ("quick", "paper") and profile not in defined:
             continue  # a stand-in profile (e.g. paper_fashion) only where the figure defines it
+        scale = CL.profile_scale(profile)
         lines.append(f"#### `{profile}` profile")
         lines.append("")
         if (name, profile) not in evaluated:
@@ -252,66 +334,220 @@ def figure_block(name: str, evaluated: dict, root: Path) -> str:
         if p.get("grid_trimmed"):
             lines.append("")
             lines.append(f"Stored grid: {p['grid_trimmed']}.")
-        lines += ["", CL.table(rows), "", f"{CL.summary(rows)}.", ""]
+        if profile in same:
+            lines += [
+                "",
+                f"The stored tables are byte for byte those of the `{same[profile]}` profile (the same "
+                f"settings), and every claim has the same verdict: the table is under the `{same[profile]}` "
+                f"profile. {CL.summary(rows)}.",
+                "",
+            ]
+        else:
+            judged = (
+                "paper-scale: every claim decides"
+                if scale == "paper"
+                else ("smaller than the paper: claims of scale `paper` are indicative and do not decide")
+            )
+            lines += [
+                "",
+                f"Profile scale `{scale}` ({judged}).",
+                "",
+                CL.table(rows),
+                "",
+                f"{CL.summary(rows)}.",
+                "",
+            ]
+            found = findings(rows)
+            if found:
+                lines += ["Findings (written after the results were known):", ""]
+                lines += [f"- {f}" for f in found]
+                lines.append("")
+        longer = [q for q in CL.PROFILES if q != profile and q.startswith(f"{profile}_")]  # quick_holdout
         for image in [FIG_DOCS / f"{name}_{profile}.png", *sorted(FIG_DOCS.glob(f"{name}_{profile}_*.png"))]:
+            if any(image.stem == f"{name}_{q}" or image.stem.startswith(f"{name}_{q}_") for q in longer):
+                continue  # another profile's image (figure7_quick_holdout.png is not quick's)
             if image.exists():
                 lines += [f"![{name}, {profile} profile]({image.name})", ""]
     return "\n".join(lines)
 
 
-def verdict_word(rows: list[CL.Result]) -> str:
+def verdict_word(rows: list[CL.Result], compact: bool = False) -> str:
+    """yes / partly / no / not run, then PASS · FAIL · NOT RUN of the counted claims, then the rest."""
     c = CL.counts(rows)
     applicable = c[CL.PASS] + c[CL.FAIL]
     if applicable == 0:
-        return "not run"
-    if c[CL.FAIL] == 0:
+        word = "not run"
+    elif c[CL.FAIL] == 0:
         word = "**yes**"
     elif c[CL.PASS] == 0:
         word = "**no**"
     else:
         word = "partly"
-    text = f"{word} ({c[CL.PASS]}/{applicable} claims"
-    failed = [r.id for r in rows if r.verdict == CL.FAIL]
-    if failed:
-        text += "; fails " + ", ".join(f"`{f}`" for f in failed)
-    return text + ")"
+    text = f"{word}: {c[CL.PASS]} PASS · {c[CL.FAIL]} FAIL · {c[CL.NOT_RUN]} NOT RUN"
+    for role, what in ((CL.INDICATIVE, "paper-scale, indicative"), (CL.REPORTED, "finding, not counted")):
+        shown = [r for r in rows if r.role == role]
+        if shown and compact:  # counts only (the README); the ids are in FIGURES.md and the figure page
+            tally = ", ".join(
+                f"{n} {v}"
+                for v in (CL.PASS, CL.FAIL, CL.NOT_RUN)
+                if (n := sum(r.verdict == v for r in shown))
+            )
+            text += f"; {what}: {tally}"
+        elif shown:
+            each = ", ".join(f"`{r.id}` {r.verdict}" for r in shown)
+            text += f"; {len(shown)} {what}: {each}"
+    failed = [r for r in rows if r.verdict == CL.FAIL and r.counted]
+    ids = {r.id for r in failed}
+    groups: dict[str, list[str]] = {}  # a finding that reads "as <id> ..." joins that claim's line
+    for r in failed:
+        m = re.match(r"as ([a-z0-9][a-z0-9.-]*)\b", r.finding)
+        root = m.group(1) if compact and m and m.group(1) in ids and m.group(1) != r.id else r.id
+        groups.setdefault(root, []).append(r.id)
+    by_id = {r.id: r for r in failed}
+    for root, members in groups.items():
+        also = [x for x in members if x != root]
+        named = f"`{root}`" + (f" (also {', '.join(f'`{x}`' for x in also)})" if also else "")
+        text += f"<br>finding {named}: {by_id[root].finding or 'no finding text yet'}"
+    return text
 
 
-def status_table(evaluated: dict, link_prefix: str = "docs/figures/") -> str:
-    lines = [
-        "| figure | what the paper claims | reproduced? | profile · machine · wall time |",
-        "|---|---|---|---|",
-    ]
+def _figure_titles() -> dict[int, tuple[str, bool]]:
+    """number -> (title, is one of the paper's experiments): the paper's, then the suite's others."""
+    out = {n: (t, True) for n, t in PAPER_FIGURES.items()}
+    for name in figures.figure_names():
+        number = name.removeprefix("figure")
+        if number.isdigit() and int(number) not in out:
+            out[int(number)] = (f"{figures.load(name).title} (beyond the paper)", False)
+    return out
+
+
+def status_table(evaluated: dict, link_prefix: str = "docs/figures/", compact: bool = False) -> str:
+    """One row per figure and profile (profiles with identical stored results share one).
+
+    ``compact`` (the README): no headline column, and indicative or uncounted claims as counts
+    (FIGURES.md and the figure pages name them).
+    """
+    head = "| figure | what the paper claims | reproduced? | profile · machine · wall time |"
+    lines = [head.replace(" what the paper claims |", "") if compact else head]
+    lines.append("|---|---|---|" if compact else "|---|---|---|---|")
     implemented = set(figures.figure_names())
-    for number, title in PAPER_FIGURES.items():
+    for number, (title, in_paper) in _figure_titles().items():
         name = f"figure{number}"
-        link = f"[{number} {title.split(' (')[0]}]({link_prefix}{name}.md)"
+        short = title.split(" (")[0] + ("" if in_paper else " (beyond the paper)")
+        link = f"[{number} {short}]({link_prefix}{name}.md)"
+
+        def row(first_cells: tuple[str, str], verdict: str, where: str) -> str:
+            cells = [first_cells[0]] + ([] if compact else [first_cells[1]]) + [verdict, where]
+            return "| " + " | ".join(cells) + " |"
+
         if name not in implemented:
-            lines.append(f"| {number} {title.split(' (')[0]} | — | not implemented yet | — |")
+            lines.append(row((f"{number} {short}", "—"), "not implemented yet", "—"))
             continue
         headline = _headline(FIG_DOCS / f"{name}.md")
+        same = twins(name, evaluated)
         shown = False
-        for profile in ("paper", "quick"):
-            if (name, profile) not in evaluated:
+        for profile in ordered_profiles(name, evaluated):
+            if profile in same:
                 continue
             rows, res = evaluated[(name, profile)]
             p = res.provenance
+            also = [q for q, of in same.items() if of == profile]
+            label = profile + "".join(f" = {q}" for q in also)
+            if also:
+                label += " (identical stored results)"
             where = " · ".join(
                 x
                 for x in (
-                    profile,
+                    label,
                     CH.machine_text(p["machine"]) if p.get("machine") else "",
-                    CH.duration(p["wall_time_s"]) if p.get("wall_time_s") is not None else "",
+                    f"{CH.duration(p['wall_time_s'])} {load_text(p)}".strip()
+                    if p.get("wall_time_s") is not None
+                    else "",
                 )
                 if x
             )
-            first = not shown
-            lines.append(
-                f"| {link if first else ''} | {headline if first else ''} | {verdict_word(rows)} | {where} |"
-            )
+            lines.append(row((link, headline) if not shown else ("", ""), verdict_word(rows, compact), where))
             shown = True
         if not shown:
-            lines.append(f"| {link} | {headline} | not run yet | — |")
+            lines.append(row((link, headline), "not run yet", "—"))
+    return "\n".join(lines)
+
+
+def _origin_of(source: str) -> str:
+    """The kind of origin a (lower-cased) source text names for its number."""
+    if "own code run here" in source and "project-derived" not in source.split("own code run here")[0]:
+        return "the paper's own code, run here"
+    if "project-derived" in source:
+        return "project-derived (reason in the source)"
+    if "figure" in source:
+        return "a reading of the paper's figure (official plot script)"
+    return "the paper"
+
+
+def threshold_origin(claim: dict, siblings: dict | None = None) -> str:
+    """Where a claim's threshold comes from, read from its check and its ``source`` text.
+
+    A source that starts "as <claim id>" inherits that sibling claim's source (``siblings``: id -> claim).
+    """
+    check, source = claim["check"], " ".join(str(claim.get("source", "")).split()).lower()
+    m = re.match(r"as ([a-z0-9][a-z0-9.-]*)", source)
+    if m and siblings and m.group(1) in siblings and siblings[m.group(1)] is not claim:
+        source = " ".join(str(siblings[m.group(1)].get("source", "")).split()).lower() + " " + source
+    if check.get("z") is not None:
+        return f"a statistical test ({check['z']} standard errors)"
+    if "95 %" in source and "interval" in source:
+        return "a statistical test (95 % interval)"
+    if check["type"] == "order":
+        seq = check.get("ascending", check.get("descending")) or []
+        if check.get("margin"):
+            return f"a margin: {_origin_of(source)}"
+        if any(isinstance(m, dict) and "threshold" in m for m in seq):
+            return f"an ordering at a level: {_origin_of(source)}"
+        return "none (an ordering)"
+    return _origin_of(source)
+
+
+def claims_table() -> str:
+    """Every claim of every figure: figure, id, scale, where its threshold comes from, source."""
+    lines = [
+        "| figure | claim | scale | threshold from | source |",
+        "|---|---|---|---|---|",
+    ]
+    for name in figures.figure_names():
+        fig = figures.load(name)
+        claims = CL.validate(fig.get("claims"), fig)
+        by_id = {c["id"]: c for c in claims}
+        for c in claims:
+            counted = "" if c.get("counted", True) else " (a finding, not counted)"
+            profiles = f" Profiles: {', '.join(c['profiles'])}." if c.get("profiles") else ""
+            lines.append(
+                f"| {name.removeprefix('figure')} | `{c['id']}`: {CL._cell(' '.join(c['claim'].split()))}"
+                f"{counted}{profiles} | {c['scale']} | {threshold_origin(c, by_id)} "
+                f"| {CL._cell(' '.join(str(c['source']).split()))} |"
+            )
+    return "\n".join(lines)
+
+
+def wall_time_table(evaluated: dict, root: Path = STORE) -> str:
+    """Every stored reference run's wall time, machine and load (docs/wall-times.md)."""
+    lines = [
+        "| figure | profile | machine | wall time | load | commit | date |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in figures.figure_names():
+        for profile in sorted({p for n, p in evaluated if n == name}, key=lambda p: (p != "quick", p)):
+            p = evaluated[(name, profile)][1].provenance
+            if p.get("wall_time_s") is None:
+                continue
+            wall = CH.duration(p["wall_time_s"])
+            wall += " (sum of the runs)" if p.get("wall_time_is_sum_of_runs") else ""
+            commit = p.get("git_commit") or ""
+            commit = ", ".join(c[:7] for c in commit) if isinstance(commit, list) else str(commit)[:7]
+            lines.append(
+                f"| [{name.removeprefix('figure')}](figures/{name}.md) | {profile} | "
+                f"{CH.machine_text(p['machine']) if p.get('machine') else ''} | {wall} | "
+                f"{load_text(p) or '—'} | {commit} | {_when(p)} |"
+            )
     return "\n".join(lines)
 
 
@@ -326,8 +562,10 @@ def generate(root: Path = STORE, *, write: bool = True) -> list[Path]:
         if not doc.exists():  # a new figure: its page starts from the template
             new_docs[doc] = skeleton(figures.load(name))
         targets.append((doc, "results", figure_block(name, evaluated, root)))
-    targets.append((README, "status", status_table(evaluated)))
+    targets.append((README, "status", status_table(evaluated, compact=True)))
     targets.append((INDEX, "status", status_table(evaluated)))
+    targets.append((CLAIMS_DOC, "claims", claims_table()))
+    targets.append((WALL_TIMES, "walltimes", wall_time_table(evaluated, root)))
     texts: dict[Path, str] = {}
     for path, block, body in targets:
         text = texts.get(path, new_docs.get(path) or path.read_text())
@@ -352,6 +590,7 @@ def _parse(argv: list[str], allowed: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    cli.printable_output()
     try:
         if argv and argv[0] == "store":
             a = _parse(
@@ -393,9 +632,9 @@ def main(argv: list[str] | None = None) -> int:
         for p in generate(Path(a["results_root"])):
             print(f"wrote {_rel(p)}")
         return 0
-    except C.ConfigError as err:
+    except (C.ConfigError, integrity.Damaged) as err:
         print(f"error: {err}", file=sys.stderr)
-        return CL.EXIT_CONFIG
+        return err.exit_code
 
 
 if __name__ == "__main__":

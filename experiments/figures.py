@@ -49,7 +49,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from experiments import steps
-from experiments.config import CONFIG_DIR, ROOT, ConfigError, compose, particle_setting
+from experiments.config import CONFIG_DIR, ROOT, ConfigError, check_name, compose, particle_setting
 
 FIGURE_DIR = CONFIG_DIR / "figure"
 ID_PATTERN = r"[A-Za-z0-9._-]+"
@@ -73,20 +73,41 @@ def figure_names() -> list[str]:
 
 
 def figure_path(name: str) -> Path:
-    """The YAML file of ``name``: ``figure2``, ``2`` or a path to a ``.yaml`` file."""
+    """The YAML file of ``name``: ``figure2``, ``2`` or a path to a ``.yaml`` file.
+
+    A path must end in ``.yaml`` or ``.yml`` (so that no other file is read as a figure);
+    nothing of a refused file's content is ever shown."""
     name = str(name)
-    if name.endswith((".yaml", ".yml")) or "/" in name:
+    if name.endswith((".yaml", ".yml")) or "/" in name or "\\" in name:
+        if not name.endswith((".yaml", ".yml")):
+            raise ConfigError(
+                f"figure={shown(name)} is not a figure YAML; allowed: {_names()} or a path to a .yaml file"
+            )
         path = Path(name)
         if not path.is_absolute() and not path.exists():
             path = ROOT / path
         if not path.is_file():
-            raise ConfigError(f"figure={name}: no such file; allowed: a figure YAML file or {_names()}")
+            raise ConfigError(
+                f"figure={shown(name)}: no such file; allowed: a figure YAML file or {_names()}"
+            )
         return path
     stem = name if name.startswith("figure") else f"figure{name}"
     path = FIGURE_DIR / f"{stem}.yaml"
-    if not path.is_file():
-        raise ConfigError(f"figure={stem} is unknown; allowed: {_names()}")
+    if not re.fullmatch(ID_PATTERN, stem) or not path.is_file():
+        raise ConfigError(f"figure={shown(stem)} is unknown; allowed: {_names()}")
     return path
+
+
+def _r(value) -> str:
+    return shown(repr(value))
+
+
+def shown(value, limit: int = 80) -> str:
+    """``value`` for a message: its repr (a string: as it is) cut to ``limit`` characters, so
+    that a message never carries a long value read from a file."""
+    text = value if isinstance(value, str) else repr(value)
+    text = "".join(c if c.isprintable() else "?" for c in text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _names() -> str:
@@ -119,7 +140,11 @@ def load(name: str) -> DictConfig:
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{where}: not valid YAML{at}: {getattr(err, 'problem', err)}") from err
+        raise ConfigError(f"{where}: not valid YAML{at}: {shown(getattr(err, 'problem', err))}") from err
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise ConfigError(
+            f"{where}: cannot be read as YAML ({type(err).__name__}); allowed: a figure YAML"
+        ) from err
     check(data, where, stem=path.stem if path.parent.resolve() == FIGURE_DIR.resolve() else None)
     fig = OmegaConf.create(data)
     _check_claims(fig, where)
@@ -151,10 +176,10 @@ def check(data, where: str, stem: str | None = None) -> None:
     profiles = profile_names()
     for key in ("id", "title", "task", "plot", "expected", "description"):
         if key in data and not (isinstance(data[key], str) and data[key].strip()):
-            raise ConfigError(f"{where}: {key}={data[key]!r} is invalid; allowed: a non-empty string")
+            raise ConfigError(f"{where}: {key}={_r(data[key])} is invalid; allowed: a non-empty string")
     check_id(data["id"], f"{where}: id")
     if stem is not None and data["id"] != stem:
-        raise ConfigError(f"{where}: id={data['id']!r} is invalid; allowed: {stem!r} (the file name)")
+        raise ConfigError(f"{where}: id={_r(data['id'])} is invalid; allowed: {stem!r} (the file name)")
     plot = Path(data["plot"]) if Path(data["plot"]).is_absolute() else ROOT / data["plot"]
     if not plot.is_file():
         raise ConfigError(
@@ -165,7 +190,7 @@ def check(data, where: str, stem: str | None = None) -> None:
     if isinstance(data.get("seeds"), dict):  # the lists themselves are checked by runs()
         check_profile_sections(data["seeds"], profiles, f"{where}: seeds", lambda section, at: None)
     if not isinstance(data["runs"], list):
-        raise ConfigError(f"{where}: runs={data['runs']!r} is invalid; allowed: a list of runs (may be [])")
+        raise ConfigError(f"{where}: runs={_r(data['runs'])} is invalid; allowed: a list of runs (may be [])")
     for i, run in enumerate(data["runs"]):
         check_run(run, profiles, f"{where}: runs[{i}]")
     for profile in profiles:
@@ -174,10 +199,10 @@ def check(data, where: str, stem: str | None = None) -> None:
     nonfinite = data.get("allow_nonfinite") or []
     if not isinstance(nonfinite, list) or not all(isinstance(m, str) for m in nonfinite):
         raise ConfigError(
-            f"{where}: allow_nonfinite={nonfinite!r} is invalid; allowed: a list of metric names"
+            f"{where}: allow_nonfinite={_r(nonfinite)} is invalid; allowed: a list of metric names"
         )
     if "claims" in data and not isinstance(data["claims"], (list, type(None))):
-        raise ConfigError(f"{where}: claims={data['claims']!r} is invalid; allowed: a list of claims")
+        raise ConfigError(f"{where}: claims={_r(data['claims'])} is invalid; allowed: a list of claims")
 
 
 def check_keys(mapping: dict, required: Sequence[str], optional: Sequence[str], where: str) -> None:
@@ -187,26 +212,28 @@ def check_keys(mapping: dict, required: Sequence[str], optional: Sequence[str], 
         if key not in allowed:
             close = difflib.get_close_matches(str(key), allowed, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"{where}: {key!r} is not a key{hint}; allowed: {', '.join(allowed)}")
+            raise ConfigError(f"{where}: {_r(key)} is not a key{hint}; allowed: {', '.join(allowed)}")
     missing = [k for k in required if k not in mapping]
     if missing:
         raise ConfigError(f"{where}: {missing[0]!r} is missing; required: {', '.join(required)}")
 
 
 def check_id(value, where: str) -> None:
-    if not isinstance(value, str) or not re.fullmatch(ID_PATTERN, value):
-        raise ConfigError(f"{where}={value!r} is invalid; allowed: letters, digits, '.', '_', '-'")
+    """An id that becomes a folder name (`experiments.config.check_name`)."""
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}={_r(value)} is invalid; allowed: a string")
+    check_name(value, where)
 
 
 def check_overrides(value, where: str) -> None:
     if not isinstance(value, list) or not all(isinstance(v, str) and "=" in v for v in value):
-        raise ConfigError(f"{where}={value!r} is invalid; allowed: a list of Hydra overrides 'key=value'")
+        raise ConfigError(f"{where}={_r(value)} is invalid; allowed: a list of Hydra overrides 'key=value'")
 
 
 def check_profile_sections(sections, profiles: Sequence[str], where: str, check_one) -> None:
     """``{profile: section}`` with known profile names, each section checked by ``check_one``."""
     if not isinstance(sections, dict):
-        raise ConfigError(f"{where}={sections!r} is invalid; allowed: a mapping {{profile: ...}}")
+        raise ConfigError(f"{where}={_r(sections)} is invalid; allowed: a mapping {{profile: ...}}")
     for name, section in sections.items():
         if name not in profiles:
             raise ConfigError(f"{where}: profile {name!r} is unknown; allowed: {', '.join(profiles)}")
@@ -215,14 +242,14 @@ def check_profile_sections(sections, profiles: Sequence[str], where: str, check_
 
 def check_run(run, profiles: Sequence[str], where: str) -> None:
     if not isinstance(run, dict):
-        raise ConfigError(f"{where}={run!r} is invalid; allowed: a mapping with keys {', '.join(RUN_KEYS)}")
+        raise ConfigError(f"{where}={_r(run)} is invalid; allowed: a mapping with keys {', '.join(RUN_KEYS)}")
     check_keys(run, ("id", "overrides"), ("label", "only", *profiles), where)
     check_id(run["id"], f"{where}.id")
     check_overrides(run["overrides"], f"{where}.overrides")
     only = run.get("only")
     if only is not None and (not isinstance(only, list) or not set(only) <= set(profiles) or not only):
         raise ConfigError(
-            f"{where}.only={only!r} is invalid; allowed: a non-empty list of {', '.join(profiles)}"
+            f"{where}.only={_r(only)} is invalid; allowed: a non-empty list of {', '.join(profiles)}"
         )
     for profile in profiles:
         if run.get(profile) is not None:
@@ -242,12 +269,12 @@ def check_unique_run_ids(data: dict, profile: str, where: str) -> None:
 
 def check_post(post, profiles: Sequence[str], where: str) -> None:
     if not isinstance(post, list):
-        raise ConfigError(f"{where}: post={post!r} is invalid; allowed: a list of {{step: <name>, ...}}")
+        raise ConfigError(f"{where}: post={_r(post)} is invalid; allowed: a list of {{step: <name>, ...}}")
     names = []
     for i, entry in enumerate(post):
         at = f"{where}: post[{i}]"
         if not isinstance(entry, dict) or "step" not in entry:
-            raise ConfigError(f"{at}={entry!r} is invalid; allowed: a mapping {{step: <name>, <settings>}}")
+            raise ConfigError(f"{at}={_r(entry)} is invalid; allowed: a mapping {{step: <name>, <settings>}}")
         step = steps.get(entry["step"], at)
         if step.name in names:
             raise ConfigError(f"{at}: step {step.name!r} is listed twice; allowed: each step once")
@@ -261,7 +288,7 @@ def check_post(post, profiles: Sequence[str], where: str) -> None:
 
 def _is_mapping(section, where: str) -> None:
     if section is not None and not isinstance(section, dict):
-        raise ConfigError(f"{where}={section!r} is invalid; allowed: a mapping of settings")
+        raise ConfigError(f"{where}={_r(section)} is invalid; allowed: a mapping of settings")
 
 
 # ----------------------------------------------------------------------------- runs
@@ -289,7 +316,9 @@ def runs(fig: DictConfig, profile: str, where: str | None = None) -> list[DictCo
         or not seeds
         or any(isinstance(x, bool) or not isinstance(x, int) or x < 0 for x in seeds)
     ):
-        raise ConfigError(f"{where}: seeds={seeds!r} is invalid; allowed: a non-empty list of integers >= 0")
+        raise ConfigError(
+            f"{where}: seeds={_r(seeds)} is invalid; allowed: a non-empty list of integers >= 0"
+        )
     out = []
     for run in selected:
         for seed in seeds:

@@ -45,25 +45,79 @@ def _reason(err: OSError) -> str:
 # ----------------------------------------------------------------------------- atomic writes
 
 
+def naming(err: OSError, path: Path, need: int | None = None) -> OSError:
+    """``err`` with ``path`` as its file name (a failed ``write`` names none), and the bytes it
+    still had to write (``needed_bytes``), for a one-line message (`cli.file_problem`)."""
+    if err.filename is None or need is not None:
+        named = type(err)(err.errno, err.strerror or str(err), str(err.filename or path))
+        named.needed_bytes = need
+        return named
+    return err
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old or the new file, never a mix.
 
     The temporary file is created with mode 0666 minus the umask (`tempfile.mkstemp` would
     make it 0600), so the final file has the permissions of any file the user creates.
+    An OSError names ``path`` (not the temporary file) and the bytes it needed.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    except OSError as err:
+        raise naming(err, path, len(data) if err.errno in (errno.ENOSPC, errno.EDQUOT) else None) from err
+
+
+def overwrite_in_place(path: Path, data: bytes) -> None:
+    """Write ``data`` over ``path``'s own bytes (no new file): the last resort for a small
+    record when the disk is full, since it needs no new space when ``data`` is not longer."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o666)
+    try:
+        os.pwrite(fd, data, 0)
+        os.ftruncate(fd, len(data))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def expect_files(folder: Path, names) -> None:
+    """`FileProblem` when one of ``names`` in ``folder`` is there but is not a file (a folder
+    where a results file belongs): said before any compute, not after."""
+    for name in names:
+        path = Path(folder) / name
+        if path.exists() and not path.is_file():
+            raise FileProblem(
+                f"{path} is a folder where a file belongs; fix: move that folder away, then rerun"
+            )
+
+
+def read_bytes(path: Path, *, fix: str = "rebuild it") -> bytes:
+    """A file's bytes; `FileProblem` naming it when it is missing, a folder or unreadable."""
+    path = Path(path)
+    try:
+        return path.read_bytes()
+    except FileNotFoundError as err:
+        raise FileProblem(f"{path} is missing; fix: {fix}") from err
+    except IsADirectoryError as err:
+        raise FileProblem(
+            f"{path} is a folder where a file belongs; fix: move that folder away, then {fix}"
+        ) from err
+    except OSError as err:
+        raise FileProblem(f"{path} cannot be read ({_reason(err)}); fix: {fix}") from err
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -207,10 +261,13 @@ def append_rows(path: Path, records: list[dict]) -> None:
 
 
 def _append(path: Path, data: bytes) -> None:
-    with open(path, "ab") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(path, "ab") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as err:
+        raise naming(err, path) from err
 
 
 class CsvLog:
@@ -428,6 +485,22 @@ def machine() -> dict:
 
 def write_json(path: Path, data: dict) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def write_json_anyhow(path: Path, data: dict) -> bool:
+    """`write_json`, and when that fails (a full disk), the same record without indentation
+    over the file's own bytes (`overwrite_in_place`): a status must not stay ``running``
+    because the disk is full.  True when one of the two worked."""
+    try:
+        write_json(path, data)
+        return True
+    except OSError:
+        pass
+    try:
+        overwrite_in_place(Path(path), (json.dumps(data, sort_keys=True, default=str) + "\n").encode())
+        return True
+    except OSError:
+        return False
 
 
 def read_json(path: Path, *, fix: str = "delete it") -> dict | None:

@@ -6,9 +6,11 @@
 ``figure=`` names ``configs/figure/<figure>.yaml`` (``figure2`` or ``2``) or a figure YAML
 anywhere (a path).  Every figure goes through the same pipeline:
 
-1. check: the YAML against the figure schema (`experiments.figures`), then compose and
-   build every run and prepare every post-step (`experiments.steps`): any config problem
-   is a one-line error before anything is computed;
+1. check, in the suite's validation order: the YAML against the figure schema
+   (`experiments.figures`), every run composed and every post-step's settings checked
+   (`experiments.steps`), then every run built (a missing dataset fails here, after every
+   setting) and every post-step prepared: any problem is a one-line error before anything
+   is computed;
 2. runs, in order, through `experiments.runner` (a finished run is verified, then skipped;
    an interrupted one resumes from its checkpoint; a diverged one is merged with its rows
    and its ``diverged`` marker row);
@@ -49,7 +51,7 @@ with cli.clean_imports(__name__ == "__main__"):  # Ctrl-C during these imports: 
     import yaml
     from omegaconf import DictConfig
 
-    from experiments import artefacts, figures, io, runner, steps
+    from experiments import artefacts, figures, integrity, io, runner, sizes, steps
     from experiments import config as C
     from pes import results
 
@@ -73,6 +75,7 @@ class Plan(NamedTuple):
     ctx: steps.Context
     cfg: DictConfig  # the figure's own config (results_root, progress, resume)
     steps: list[PreparedStep]
+    size_estimate: dict | None = None  # rows and bytes the runs will write (`experiments.sizes`)
 
 
 # ----------------------------------------------------------------------------- command line
@@ -133,11 +136,25 @@ def prepare(figure: str, profile: str, extra: Sequence[str]) -> Plan:
     hydra, changes = split_changes(fig, extra)
     tail = [f"profile={profile}", f"figure_id={fig.id}", *hydra]
     cfg = C.compose([*figures.base_overrides(fig, profile), *tail])
-    specs = []
-    for run in figures.runs(fig, profile):  # compose and validate every run before computing
-        run_cfg = C.compose(figures.run_overrides(fig, run, profile, hydra))
-        C.build(run_cfg)
+    # Validation order: settings first (every run's that need no task, every post-step's),
+    # then each run built (a task checks its settings, then loads its data), then the
+    # post-steps prepared on their tasks, then the run folders; compute comes after all.
+    fig_runs = figures.runs(fig, profile)
+    composed = [C.compose(figures.run_overrides(fig, run, profile, hydra)) for run in fig_runs]
+    for run_cfg in composed:
+        C.check_settings(run_cfg)
+    chosen = []
+    for i, entry in enumerate(fig.get("post") or []):
+        at = f"{where}: post[{i}]"
+        step = steps.get(entry.step, at)
+        chosen.append((step, steps.settings(entry, profile, at, changes.get(step.name, {}))))
+    specs, estimates = [], {}
+    for run, run_cfg in zip(fig_runs, composed):
+        built = C.build(run_cfg)
         specs.append(steps.RunSpec(str(run.id), run_cfg, C.run_dir(run_cfg)))
+        estimates[str(run.id)] = sizes.pending(run_cfg, built, specs[-1].out_dir)
+    # refused above max_result_mb, before anything is computed
+    estimate = sizes.check_figure(estimates, cfg, f"figure {fig.id} ({profile})")
     fig_dir = Path(cfg.results_root) / profile / str(fig.id)
     ctx = steps.Context(
         fig=fig,
@@ -149,14 +166,11 @@ def prepare(figure: str, profile: str, extra: Sequence[str]) -> Plan:
         progress=bool(cfg.progress),
         log=lambda msg: print(msg, file=sys.stderr, flush=True),
     )
-    prepared = []
-    for i, entry in enumerate(fig.get("post") or []):
-        step = steps.get(entry.step, f"{where}: post[{i}]")
-        settings = steps.settings(entry, profile, f"{where}: post[{i}]", changes.get(step.name, {}))
-        prepared.append(PreparedStep(step, settings, step.prepare(ctx, settings)))
+    prepared = [PreparedStep(step, settings, step.prepare(ctx, settings)) for step, settings in chosen]
+    io.expect_files(fig_dir, ("metrics.csv", RECORD))
     for spec in specs:  # last (it creates the run folders): usable, and holding this config or none
         runner.check(spec.cfg)
-    return Plan(fig, where, ctx, cfg, prepared)
+    return Plan(fig, where, ctx, cfg, prepared, estimate)
 
 
 # ----------------------------------------------------------------------------- 2. runs
@@ -182,12 +196,14 @@ def run_all(plan: Plan) -> tuple[pd.DataFrame, dict]:
             f"[{i}/{len(specs)}] {plan.fig.id} {spec.id}: {status} "
             f"({time.perf_counter() - t0:.1f} s now, {meta.get('wall_time_s', 0):.1f} s total) -> {out}"
         )
+        csv_digest = artefacts.digest(io.read_bytes(out / runner.CSV))  # what the merged table is built from
         frames.append(io.read_csv(out / runner.CSV, fix=f"delete {out} and rerun", any_nonfinite=diverged))
         records[spec.id] = {
             "status": meta.get("status"),
             "wall_time_s": meta.get("wall_time_s"),
             "fingerprint": meta.get("fingerprint"),
-            "dir": str(out.relative_to(plan.ctx.fig_dir)),
+            "dir": out.relative_to(plan.ctx.fig_dir).as_posix(),
+            "csv": csv_digest,
             **({"diverged_at_outer_step": meta.get("diverged_at_outer_step")} if diverged else {}),
         }
     rows = pd.concat(frames, ignore_index=True) if frames else results.frame([])
@@ -213,7 +229,7 @@ def run_step(
     fp = step_fingerprint(item, ctx)
     record_path = ctx.fig_dir / STEPS / f"{name}.json"
     csv = ctx.fig_dir / STEPS / f"{name}.csv"
-    record = artefacts.lookup(record_path, fp, ctx.fig_dir) if resume else None
+    record = artefacts.lookup(record_path, fp, ctx.fig_dir, ctx.log) if resume else None
     cached = record is not None
     if cached:
         rows = pd.read_csv(csv)
@@ -245,6 +261,8 @@ def run_step(
         "cached": cached,
         "fingerprint": fp,
         "files": record["files"],
+        "digests": record.get("digests")
+        or {f: artefacts.digest(io.read_bytes(ctx.fig_dir / f)) for f in record["files"]},
     }
     return rows, summary
 
@@ -313,6 +331,33 @@ def figure_record(plan: Plan, extra: Sequence[str], started: str, status: str, *
 # ----------------------------------------------------------------------------- the pipeline
 
 
+def previous_record(fig_dir: Path) -> dict | None:
+    """The figure.json of an earlier invocation, if it can be read (it is rewritten anyway)."""
+    try:
+        return io.read_json(fig_dir / RECORD)
+    except io.FileProblem:
+        return None
+
+
+def keep_changed(csv: Path, digests: dict | None, new: bytes, log) -> None:
+    """Before the merged table is rebuilt as ``new``: a table that no longer matches the digest
+    recorded when it was written (edited by hand, cut short) is kept as
+    ``metrics.csv.unverified-<time>`` with a note, rather than replaced silently.  (One that
+    already holds ``new`` -- a process killed between writing it and its record -- is not.)"""
+    want = (digests or {}).get(csv.name)
+    if want is None or not csv.is_file():
+        return
+    have = artefacts.digest(io.read_bytes(csv))
+    if have in (want, artefacts.digest(new)):
+        return
+    kept = csv.with_name(f"{csv.name}.unverified-{time.strftime('%Y%m%d-%H%M%S')}")
+    os.replace(csv, kept)
+    log(
+        f"note: {csv} differed from the table written last time (changed by hand or cut short); "
+        f"kept as {kept.name}, rebuilt from the runs"
+    )
+
+
 def reproduce(
     figure: str, profile: str = "quick", extra: Sequence[str] = (), *, plot_figure: bool = True
 ) -> Path:
@@ -320,13 +365,19 @@ def reproduce(
     started, t0 = artefacts.now(), time.perf_counter()
     plan = prepare(figure, profile, extra)
     ctx, fig_dir = plan.ctx, plan.ctx.fig_dir
-    parts: dict[str, Any] = {"runs": {}, "steps": {}, "plot": None}
+    csv = fig_dir / "metrics.csv"
+    parts: dict[str, Any] = {"runs": {}, "steps": {}, "plot": None, "size_estimate": plan.size_estimate}
+    previous = previous_record(fig_dir)
+    if previous and csv.is_file():  # the merged table on disk and what it was built from, until rebuilt
+        parts.update({k: previous[k] for k in (integrity.DIGESTS, "runs") if k in previous})
 
-    def record(status: str) -> None:
+    def record(status: str, *, after_error: bool = False) -> None:
         wall = time.perf_counter() - t0
-        io.write_json(
-            fig_dir / RECORD, figure_record(plan, extra, started, status, wall_time_s=wall, **parts)
-        )
+        data = figure_record(plan, extra, started, status, wall_time_s=wall, **parts)
+        if after_error:  # the error on its way out is the one to report, even if this write fails
+            io.write_json_anyhow(fig_dir / RECORD, data)
+        else:
+            io.write_json(fig_dir / RECORD, data)
 
     fig_dir.mkdir(parents=True, exist_ok=True)
     record("running")
@@ -345,16 +396,21 @@ def reproduce(
         merged = results.validate(
             ctx.rows, expected_runs=[spec.id for spec in ctx.runs], allow_nonfinite=allow_nonfinite
         )
-        csv = fig_dir / "metrics.csv"
-        io.atomic_write_text(csv, merged.to_csv(index=False))
+        text = merged.to_csv(index=False).encode()
+        keep_changed(csv, (previous or {}).get(integrity.DIGESTS), text, ctx.log)
+        io.atomic_write_bytes(csv, text)
+        parts[integrity.DIGESTS] = {
+            csv.name: artefacts.digest(text),
+            **{name: digest for s in parts["steps"].values() for name, digest in s["digests"].items()},
+        }
         parts.update(metrics_csv=csv.name, rows=merged[results.SOURCE].value_counts().sort_index().to_dict())
         if plot_figure:
             parts["plot"] = plot(plan, csv)
     except KeyboardInterrupt:
-        record("interrupted")
+        record("interrupted", after_error=True)
         raise
     except BaseException:
-        record("failed")
+        record("failed", after_error=True)
         raise
     record("complete")
     print(csv)

@@ -60,7 +60,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from experiments import artefacts, io
+from experiments import artefacts, cli, io, sizes
 from experiments import config as C
 from experiments.cli import EXIT_CONFIG, INTERRUPT_HINT, Interrupted, Problem
 from pes import outer, results
@@ -161,6 +161,7 @@ class Recorded(NamedTuple):
 
 def inspect_folder(cfg: DictConfig, out_dir: Path, fp: str) -> Recorded:
     """Classify ``out_dir`` for ``cfg``; raises `ConfigChanged` / `io.FileProblem` when refused."""
+    io.expect_files(out_dir, (CSV, CKPT, META))
     has_results = (out_dir / CSV).exists() or (out_dir / CKPT).exists()
     try:
         meta = io.read_json(out_dir / META, fix=_resume_false_fix(out_dir))
@@ -327,6 +328,22 @@ def begin(cfg: DictConfig, out_dir: Path, rid: str, recorded: Recorded, fresh_st
     return start
 
 
+def own_folder(cfg: DictConfig, out_dir: Path) -> None:
+    """Refuse to move anything but the run's own folder aside: ``out_dir`` must be
+    ``<results_root>/<profile>/<figure>/runs/<run id>`` itself, a real folder (not a link)."""
+    out_dir = Path(out_dir)
+    if (
+        out_dir.is_symlink()
+        or not out_dir.is_dir()
+        or os.path.abspath(out_dir) != os.path.abspath(C.run_dir(cfg))
+        or out_dir.name != C.run_id(cfg)
+    ):
+        raise io.FileProblem(
+            f"{out_dir} is not the run folder of {C.run_id(cfg)} ({C.run_dir(cfg)}); "
+            "overwrite=true only moves a run's own folder aside; fix: move it by hand"
+        )
+
+
 def lock_folder(cfg: DictConfig, out_dir: Path, fp: str) -> tuple[io.FolderLock, Recorded]:
     """Lock ``out_dir`` and judge what it holds; a folder of another config is moved aside
     (when allowed) and the fresh folder locked instead."""
@@ -337,6 +354,7 @@ def lock_folder(cfg: DictConfig, out_dir: Path, fp: str) -> tuple[io.FolderLock,
         io.remove_stale_temporaries(out_dir / KEPT)
         recorded = inspect_folder(cfg, out_dir, fp)
         if recorded.action == "aside":
+            own_folder(cfg, out_dir)
             aside = io.move_aside(out_dir)  # our lock file moves along, still held
             make_folder(out_dir)
             new_lock = io.FolderLock(out_dir).acquire()
@@ -358,6 +376,7 @@ def run(cfg: DictConfig, *, out_dir: Path | None = None) -> Path:
     rid = C.run_id(cfg)
     out_dir = Path(out_dir) if out_dir is not None else C.run_dir(cfg)
     fp = C.fingerprint(cfg)
+    sizes.check_run(cfg, built, out_dir)  # before any compute: refused above max_result_mb
     lock, recorded = lock_folder(cfg, out_dir, fp)
     try:
         key = jax.random.key(int(cfg.seed))
@@ -394,6 +413,7 @@ def run_meta(cfg: DictConfig, built: C.Built, previous: dict | None, step: int, 
         "config": OmegaConf.to_container(cfg, resolve=True),
         "profile": str(cfg.profile.name),
         "estimator_cost_per_outer_step": built.estimator.cost_per_estimate,
+        "size_estimate": sizes.run_estimate(cfg, built),  # rows and bytes, estimated before compute
         # the task's static facts (e.g. which dataset was loaded and from where)
         "task_info": built.task.info(),
         "status": "running",
@@ -415,6 +435,7 @@ def _train(cfg, built: C.Built, rid: str, out_dir: Path, fp: str, start: Start) 
 
     chunks: dict[int, object] = {}
     done = int(state.step)
+    kept = done  # the outer step of the last checkpoint: what a rerun resumes from
     cost_metric = built.task.cost_metric
     t0 = time.perf_counter()
 
@@ -425,22 +446,25 @@ def _train(cfg, built: C.Built, rid: str, out_dir: Path, fp: str, start: Start) 
             metrics[cost_metric] = steps * float(built.estimator.cost_per_estimate)
         return metrics
 
-    def finish(status: str, **extra) -> None:
+    def finish(status: str, *, after_error: bool = False, **extra) -> None:
         meta.update(status=status, wall_time_s=wall_before + time.perf_counter() - t0, **extra)
         meta["attempts"][-1].update(ended=time.strftime("%Y-%m-%d %H:%M:%S"), status=status)
-        io.write_json(out_dir / META, meta)
+        if after_error:  # also on a full disk: the status must not stay "running"
+            io.write_json_anyhow(out_dir / META, meta)
+        else:
+            io.write_json(out_dir / META, meta)
 
     def failed(err, steps):
         msg = (
             f"{rid} (seed {cfg.seed}): failed during {steps}: {_last_line(err)}; "
-            f"rows up to outer step {done} are kept in {out_dir / CSV}"
+            f"rows up to outer step {kept} are kept in {out_dir / CSV}"
         )
-        finish("failed", error=msg, failed_after_outer_step=done)
+        finish("failed", after_error=True, error=msg, failed_after_outer_step=kept)
         return RunFailed(msg)
 
     def log_rows(metrics) -> bool:
         """Append the rows (cut at a divergence), checkpoint; True when the run is finished."""
-        nonlocal done
+        nonlocal done, kept
         bad = divergence(metrics)
         k = built.estimator.steps_per_estimate
         rows = results.rows(info, add_cost(metrics if bad is None else _until(metrics, bad[0])), k)
@@ -452,6 +476,7 @@ def _train(cfg, built: C.Built, rid: str, out_dir: Path, fp: str, start: Start) 
         status = "diverged" if bad else "complete" if done >= built.num_steps else "running"
         record = {"outer_step": done, "status": status, **log.record()}
         save_checkpoint(out_dir, state, record, built.num_steps, keep)
+        kept = done
         if bad is not None:
             step, name, value = bad
             finish("diverged", diverged_at_outer_step=step, diverged_metric=name)
@@ -502,19 +527,27 @@ def _train(cfg, built: C.Built, rid: str, out_dir: Path, fp: str, start: Start) 
                 return
             bar.update(n)
     except KeyboardInterrupt:
-        finish("interrupted", interrupted_at_outer_step=done)
+        finish("interrupted", after_error=True, interrupted_at_outer_step=kept)
         raise Interrupted(
-            f"{rid} stopped at outer step {done} of {built.num_steps}; its rows up to there are kept in "
+            f"{rid} stopped at outer step {kept} of {built.num_steps}; its rows up to there are kept in "
             f"{out_dir / CSV}; {INTERRUPT_HINT}"
         ) from None
-    except OSError as err:
-        where = err.filename or out_dir
-        raise io.FileProblem(
-            f"cannot write {where}: {err.strerror or err}; rows up to outer step {done} are kept; "
-            "fix: free space or make it writable, then rerun to resume"
-        ) from err
+    except OSError as err:  # a full disk, a folder where a file belongs, ...: one line, status failed
+        kept_text = f"rows up to outer step {kept} are kept and a rerun resumes there"
+        problem = cli.file_problem(err, need=_still_needed(out_dir, meta, err), what=kept_text)
+        finish("failed", after_error=True, error=str(problem), failed_after_outer_step=kept)
+        raise io.FileProblem(str(problem)) from err
     finally:
         bar.close()
+
+
+def _still_needed(out_dir: Path, meta: dict, err: OSError) -> int | None:
+    """Bytes the run still has to write, from its size estimate and what its folder holds."""
+    total = (meta.get("size_estimate") or {}).get("total_bytes")
+    used = sum(p.stat().st_size for p in (out_dir / CSV, out_dir / CKPT) if p.is_file())
+    used += sum(p.stat().st_size for p in kept_checkpoints(out_dir).values())
+    need = max(int(total) - used, 0) if total else 0
+    return max(need, int(getattr(err, "needed_bytes", None) or 0)) or None
 
 
 def remove(out_dir: Path) -> None:

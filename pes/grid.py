@@ -90,6 +90,8 @@ def evaluate_points(
 
 
 class GridResult(NamedTuple):
+    """A grid search: the axes, the values on the grid, and the minimum and where it lies."""
+
     axes: list[np.ndarray]  # coordinates per dimension
     values: np.ndarray  # shape (len(axes[0]), len(axes[1]), ...), indexing "ij"
     argmin: np.ndarray  # theta at the minimum (NaN values ignored)

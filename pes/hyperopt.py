@@ -53,6 +53,8 @@ def fixed_schedule(params: jax.Array, t: jax.Array, horizon: int) -> jax.Array:
 
 
 class Schedule(NamedTuple):
+    """A learning-rate schedule: its name, number of parameters and ``fn(params, step, horizon)``."""
+
     name: str
     num_params: int
     fn: Callable[[jax.Array, jax.Array, int], jax.Array]
@@ -63,6 +65,7 @@ SCHEDULES = {
     "inverse-time-decay": Schedule("inverse-time-decay", 2, inverse_time_decay_schedule),
     "fixed": Schedule("fixed", 1, fixed_schedule),
 }
+"""The learning-rate schedules by name (`get_schedule`)."""
 
 
 def get_schedule(name: str) -> Schedule:
@@ -108,6 +111,7 @@ def init_schedule_params(name: str, values: list[float], param_tree: PyTree | No
 
 
 INNER_OPTIMIZERS = ("sgd", "sgdm", "adam")
+"""The inner optimizers `inner_optimizer` builds."""
 
 
 class MomentumState(NamedTuple):

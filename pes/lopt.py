@@ -28,14 +28,20 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from pes._extras import require
+
+nn = require("flax.linen", extra="suite", by="pes.lopt")
+
 PyTree = Any
 DECAYS = (0.1, 0.5, 0.9, 0.99, 0.999, 0.9999)
+"""The decay rates of the six EMA momenta fed to the MLP."""
 TIMESCALES = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1e3, 3e3, 1e4, 3e4, 1e5)
+"""The timescales τ of the time features tanh(t / τ − 1)."""
 NORM_EPS = 1e-5
+"""ε of the second-moment normalisation x · rsqrt(ε + mean(x²))."""
 
 
 class MLPNet(nn.Module):
@@ -69,12 +75,14 @@ class LearnedOptimizer(NamedTuple):
     num_inputs: int
 
 
-def second_moment_normalize(x: jax.Array, axis) -> jax.Array:
+def second_moment_normalize(x: jax.Array, axis: int | tuple[int, ...] | None) -> jax.Array:
     """x * rsqrt(eps + mean(x^2)) over ``axis`` (the whole tensor, per feature channel)."""
     return x * jax.lax.rsqrt(NORM_EPS + jnp.mean(jnp.square(x), axis=axis, keepdims=True))
 
 
-def time_features(step: jax.Array, timescales: Sequence[float] = TIMESCALES, dtype=jnp.float32) -> jax.Array:
+def time_features(
+    step: jax.Array, timescales: Sequence[float] = TIMESCALES, dtype: jnp.dtype = jnp.float32
+) -> jax.Array:
     """tanh(t / tau - 1) for every timescale tau: shape (len(timescales),)."""
     taus = jnp.asarray(timescales, dtype)
     return jnp.tanh(step.astype(dtype) / taus - 1.0)
@@ -130,4 +138,5 @@ def mlp_lopt(
 
 
 def num_meta_params(theta: PyTree) -> int:
+    """The number of scalars in the meta-parameters θ."""
     return sum(int(jnp.size(x)) for x in jax.tree.leaves(theta))

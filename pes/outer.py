@@ -18,12 +18,16 @@ import optax
 from pes.estimators import GradientEstimator
 from pes.estimators._common import batched_runs
 
-RUN_AXIS = "runs"  # the vmapped axis of `make_batched_chunk`
-NONFINITE = ("skip", "zero")  # what the outer loop may do with a non-finite estimate
-NONFINITE_METRIC = "nonfinite_estimates"  # logged count of non-finite estimates per log interval
+RUN_AXIS = "runs"
+"""The name of the vmapped axis of `make_batched_chunk` (one entry per run)."""
+NONFINITE = ("skip", "zero")
+"""What the outer loop may do with a non-finite estimate (``nonfinite=``)."""
+NONFINITE_METRIC = "nonfinite_estimates"
+"""The logged count of non-finite estimates per log interval."""
 
 PyTree = Any
-MAX_LOGGED_THETA = 16  # theta with at most this many entries is logged entry by entry
+MAX_LOGGED_THETA = 16
+"""θ with at most this many entries is logged entry by entry (`theta_metrics`), else its norm."""
 
 
 class TrainState(NamedTuple):
@@ -42,6 +46,7 @@ def init_state(
     estimator: GradientEstimator,
     optimizer: optax.GradientTransformation,
 ) -> TrainState:
+    """The outer loop's first state: θ, the optimizer's and the estimator's states, step 0."""
     est_key, run_key = jax.random.split(key)
     return TrainState(
         theta=theta,

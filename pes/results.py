@@ -49,7 +49,10 @@ import math
 from collections.abc import Iterable, Mapping
 
 import numpy as np
-import pandas as pd
+
+from pes._extras import require
+
+pd = require("pandas", extra="suite", by="pes.results")
 
 COLUMNS = (
     "run_id",
@@ -65,10 +68,15 @@ COLUMNS = (
     "metric",
     "value",
 )
-RUN_COLUMNS = COLUMNS[:8]  # constant within a run
+"""The columns of every tidy CSV, in order (see the module docstring)."""
+RUN_COLUMNS = COLUMNS[:8]
+"""The columns that are constant within a run."""
 SOURCE = "source"
-RUN_SOURCE = "run"  # the source of rows logged by an optimisation run
-FIGURE_COLUMNS = (*COLUMNS, SOURCE)  # a figure's merged table
+"""The extra column of a figure's merged table: which run or post-step wrote the row."""
+RUN_SOURCE = "run"
+"""The `SOURCE` of rows logged by an optimisation run."""
+FIGURE_COLUMNS = (*COLUMNS, SOURCE)
+"""The columns of a figure's merged table."""
 
 
 class SchemaError(ValueError):
@@ -203,13 +211,15 @@ def final_values(df: pd.DataFrame, metric: str) -> pd.Series:
     return last.groupby("run_id")["value"].mean()
 
 
-def is_finite(x: float) -> bool:
+def is_finite(x: float | None) -> bool:
+    """True for a number that is neither None, NaN nor infinite."""
     return x is not None and math.isfinite(x)
 
 
 # ----------------------------------------------------------------------------- grid CSVs
 
 GRID_FIXED_COLUMNS = ("task", "metric")
+"""The columns of a grid table besides ``theta/i`` and ``value``."""
 
 
 def grid_columns(dim: int) -> tuple[str, ...]:

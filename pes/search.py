@@ -138,6 +138,8 @@ def score_cost(horizon: int, num_runs: int) -> int:
 
 
 class RandomSearchResult(NamedTuple):
+    """Random search: the configurations, their scores, the best score so far and the compute spent."""
+
     configs: PyTree  # leading axis num_configs
     scores: np.ndarray  # (num_configs,)
     best: np.ndarray  # best_so_far(scores)

@@ -29,9 +29,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 PyTree = Any
 AXIS = "particles"
+"""The mesh axis the particle groups are split over."""
 
 
-def resolve_devices(name: str, devices) -> list | None:
+def resolve_devices(name: str, devices: int | str | None) -> list | None:
     """The devices an estimator named ``name`` shards over, or None for no sharding.
 
     ``devices``: None or 1 (no sharding), ``"auto"`` (every device JAX sees, across all
@@ -72,6 +73,7 @@ class ParticleSharding:
         return 1 if self.mesh is None else self.mesh.size
 
     def spec(self, axis: int = 0) -> PartitionSpec:
+        """The partition spec that splits dimension ``axis`` over the particle mesh."""
         return PartitionSpec(*([None] * axis), AXIS)
 
     def groups(self, tree: PyTree, axis: int = 0) -> PyTree:

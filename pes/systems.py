@@ -31,6 +31,7 @@ import jax.numpy as jnp
 
 PyTree = Any
 UNROLL_LOSSES = ("sum", "last")
+"""The allowed ``UnrolledSystem.unroll_loss`` values."""
 
 
 class UnrolledSystem(NamedTuple):
@@ -106,7 +107,7 @@ def unroll(
     return state, t, losses, ends
 
 
-def step_weights(system: UnrolledSystem, num_steps: int, dtype=jnp.float32) -> jax.Array:
+def step_weights(system: UnrolledSystem, num_steps: int, dtype: jnp.dtype = jnp.float32) -> jax.Array:
     """Per-step weights that turn step losses into the unroll objective."""
     if system.unroll_loss == "sum":
         return jnp.ones((num_steps,), dtype)

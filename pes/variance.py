@@ -26,6 +26,7 @@ Estimates are batched in compiled code: `lax.scan` over unrolls, `vmap` over par
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -117,7 +118,9 @@ def full_sequence_es(
     return grad
 
 
-def repeat(fn, key: jax.Array, num_repeats: int, batch_size: int | None = None) -> PyTree:
+def repeat(
+    fn: Callable[[jax.Array], PyTree], key: jax.Array, num_repeats: int, batch_size: int | None = None
+) -> PyTree:
     """``fn(key_r)`` for ``num_repeats`` independent keys, stacked on a leading axis.
 
     Repeats run ``batch_size`` at a time under ``vmap`` (all at once if None), the
@@ -243,7 +246,7 @@ def truncation_estimates(
     warmup: int,
     num_estimates: int,
     batch_size: int | None = None,
-    **hparams,
+    **hparams: Any,
 ) -> PyTree:
     """Consecutive per-truncation estimates of ``estimator`` at a fixed theta.
 
@@ -334,10 +337,12 @@ def _flat(tree: PyTree, leading: int) -> np.ndarray:
 
 
 def num_params(theta: PyTree) -> int:
+    """The number of scalars in θ."""
     return int(sum(np.size(x) for x in jax.tree.leaves(theta)))
 
 
 def squared_norm(grad: PyTree) -> float:
+    """‖grad‖² over all leaves, in float64."""
     return float(np.sum(_flat(grad, 0) ** 2))
 
 

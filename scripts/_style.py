@@ -56,6 +56,13 @@ def style(estimator: str) -> dict:
     }
 
 
+def table_path(fig_dir: str | Path, name: str) -> Path:
+    """``fig_dir/name``, or its gzipped copy ``name.gz`` (stored results gzip large tables)."""
+    path = Path(fig_dir) / name
+    gz = path.with_name(path.name + ".gz")
+    return gz if not path.exists() and gz.exists() else path
+
+
 def read(path: str | Path, **validate_kwargs) -> pd.DataFrame:
     """Read and validate a results CSV (the only input a plot script has)."""
     return results.validate(pd.read_csv(path), **validate_kwargs)

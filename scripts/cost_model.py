@@ -74,7 +74,7 @@ def _timed(fn, *args, repeats=3):
 
 def run_cost(cfg, args) -> dict:
     built = C.build(cfg)
-    est_cfg = C._params(cfg.estimator)
+    est_cfg = C._estimator_params(cfg.estimator)  # the factory's keywords (particles -> stagger)
     n = int(est_cfg.get("num_particles", 1))
     group = 2 if est_cfg.get("antithetic", True) else 1
     timed_n = min(n, max(group, args.particles_cap - args.particles_cap % group))

@@ -1,4 +1,4 @@
-"""Figure 7's judging rule (docs/notes/issue-17.md), computed from a figure's metrics.csv.
+"""Figure 7's judging rule (docs/figures/figure7.md), computed from a figure's metrics.csv.
 
     python scripts/judge_figure7.py results/quick/figure7/metrics.csv [--last 4] [--margin 0.05]
         [--out judged.json]

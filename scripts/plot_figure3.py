@@ -7,11 +7,12 @@
     vmax 1e4, Purples_r) with the theta trajectories of every run and the start marked;
 (b) the full-horizon meta-objective L(theta) against inner iterations (log x).
 
-The grid CSV defaults to ``grid.csv`` beside the metrics CSV (the figure's ``grid``
-post-step writes it there).  ``--start`` is the runs' common initial theta (the task's ``theta_init``; the
-first logged point is after ``log_every`` outer steps); a start or trajectory point
-outside the grid's range is an error unless ``--clip`` is given (then the in-range part
-is drawn).
+The grid CSV defaults to ``grid.csv`` (or ``grid.csv.gz``) beside the metrics CSV (the
+figure's ``grid`` post-step writes it there).  A stored grid trimmed to its lowest points
+(``results/reference``) is drawn as those points.  ``--start`` is the runs' common initial
+theta (the task's ``theta_init``; the first logged point is after ``log_every`` outer
+steps); a start or trajectory point outside the grid's range is an error unless ``--clip``
+is given (then the in-range part is drawn).
 """
 
 from __future__ import annotations
@@ -70,19 +71,31 @@ def check_in_range(name: str, points: np.ndarray, axes: list[np.ndarray], clip: 
 def load(metrics_csv: str | Path, grid_csv: str | Path | None):
     """(merged table, grid axes, grid values) from the metrics CSV and the grid CSV."""
     df = _style.read(metrics_csv)
-    grid_csv = Path(grid_csv) if grid_csv else Path(metrics_csv).with_name(GRID_CSV)
+    grid_csv = Path(grid_csv) if grid_csv else _style.table_path(Path(metrics_csv).parent, GRID_CSV)
     return (df, *load_grid(grid_csv))
 
 
 def load_grid(grid_csv: Path):
+    """(axes, values) of a full grid; (None, (points, values)) of a grid trimmed to its lowest points."""
     if not grid_csv.exists():
         raise PlotError(
             f"grid CSV {grid_csv} does not exist; run `python -m experiments.reproduce figure=figure3`"
         )
-    axes, values = results.grid_array(pd.read_csv(grid_csv))
-    if len(axes) != 2:
-        raise PlotError(f"{grid_csv}: a {len(axes)}-dimensional grid; figure 3 needs 2 dimensions")
-    return axes, values
+    return load_grid_table(pd.read_csv(grid_csv), str(grid_csv))
+
+
+def load_grid_table(table: pd.DataFrame, name: str = "the grid table"):
+    """`load_grid` on a table already read."""
+    table = results.validate_grid(table)
+    dim = len(table.columns) - 3
+    if dim != 2:
+        raise PlotError(f"{name}: a {dim}-dimensional grid; figure 3 needs 2 dimensions")
+    try:
+        return results.grid_array(table)
+    except results.SchemaError as err:
+        if "not a full regular grid" not in str(err):
+            raise
+        return None, (table[["theta/0", "theta/1"]].to_numpy(float), table["value"].to_numpy(float))
 
 
 def plot(df: pd.DataFrame, axes: list[np.ndarray], values: np.ndarray, start=(-4.0, -4.0), clip=False):
@@ -91,10 +104,12 @@ def plot(df: pd.DataFrame, axes: list[np.ndarray], values: np.ndarray, start=(-4
     if METRIC not in set(df["metric"]):
         raise PlotError(f"no '{METRIC}' rows of runs; is this a figure-3 (toy_regression) table?")
     start = np.asarray(start, dtype=float)
-    check_in_range("start", start[None], axes, clip=False)
     paths = trajectories(df)
+    if axes is not None:
+        check_in_range("start", start[None], axes, clip=False)
     for run, path in paths.items():
-        check_in_range(f"run {run}", path, axes, clip)
+        if axes is not None:
+            check_in_range(f"run {run}", path, axes, clip)
         if np.linalg.norm(path[0] - start) > 1.0:
             raise PlotError(
                 f"run {run} starts at {tuple(np.round(path[0], 3))}, "
@@ -103,15 +118,16 @@ def plot(df: pd.DataFrame, axes: list[np.ndarray], values: np.ndarray, start=(-4
             )
     fig, (ax_a, ax_b) = plt.subplots(1, 2, figsize=(12, 5))
 
-    mesh = ax_a.pcolormesh(
-        axes[0],
-        axes[1],
-        values.T,
-        norm=LogNorm(vmin=5e2, vmax=1e4),
-        cmap="Purples_r",
-        shading="nearest",
-        rasterized=True,
-    )
+    norm = LogNorm(vmin=5e2, vmax=1e4)
+    if axes is not None:
+        mesh = ax_a.pcolormesh(
+            axes[0], axes[1], values.T, norm=norm, cmap="Purples_r", shading="nearest", rasterized=True
+        )
+    else:  # a stored grid trimmed to its lowest points: those points
+        points, kept = values
+        mesh = ax_a.scatter(
+            points[:, 0], points[:, 1], c=kept, s=4, norm=norm, cmap="Purples_r", rasterized=True
+        )
     fig.colorbar(mesh, ax=ax_a, label="Meta Objective L(θ)")
     for run, est in runs_in_order(df):
         path = np.concatenate([start[None], paths[run]])
@@ -135,11 +151,14 @@ def plot(df: pd.DataFrame, axes: list[np.ndarray], values: np.ndarray, start=(-4
         label="start",
         zorder=5,
     )
-    ax_a.set_xlim(axes[0][0], axes[0][-1])
-    ax_a.set_ylim(axes[1][0], axes[1][-1])
     ax_a.set_xlabel("Initial Log-LR")
     ax_a.set_ylabel("Final Log-LR")
-    ax_a.set_title("(a) Meta-objective surface and θ trajectories")
+    if axes is not None:
+        ax_a.set_xlim(axes[0][0], axes[0][-1])
+        ax_a.set_ylim(axes[1][0], axes[1][-1])
+        ax_a.set_title("(a) Meta-objective surface and θ trajectories")
+    else:
+        ax_a.set_title(f"(a) θ trajectories over the {len(values[1])} lowest grid points (stored)")
     ax_a.legend(loc="upper left", fontsize=9)
 
     sub = df[df["metric"] == METRIC]
@@ -158,12 +177,30 @@ def plot(df: pd.DataFrame, axes: list[np.ndarray], values: np.ndarray, start=(-4
 
 
 def figures(df: pd.DataFrame, fig_dir: Path) -> dict:
-    return {"": plot(df, *load_grid(Path(fig_dir) / GRID_CSV))}
+    return {"": plot(df, *load_grid(_style.table_path(Path(fig_dir), GRID_CSV)))}
+
+
+def grid_summary(table: pd.DataFrame, start=(-4.0, -4.0)) -> pd.Series:
+    """The grid step's summary rows from a grid table: minimum, its theta, and the value at
+    the grid point nearest ``start`` (NaN when a trimmed grid does not hold that point)."""
+    sub = table[table["metric"] == METRIC]
+    points = sub[["theta/0", "theta/1"]].to_numpy(float)
+    values = sub["value"].to_numpy(float)
+    best = int(np.nanargmin(values))
+    out = {f"{METRIC}/min": values[best], f"{METRIC}/argmin/0": points[best, 0]}
+    out[f"{METRIC}/argmin/1"] = points[best, 1]
+    axes, _ = load_grid_table(table)
+    nearest = int(np.argmin(np.sum((points - np.asarray(start)) ** 2, axis=1)))
+    out[f"{METRIC}/at_init"] = values[nearest] if axes is not None else float("nan")
+    return pd.Series(out)
 
 
 def tables(df: pd.DataFrame, fig_dir: Path) -> dict:
     """The grid's extremes (rows of the grid post-step) and the runs' final values."""
-    grid = results.source_rows(df, "grid").set_index("metric")["value"]
+    if results.SOURCE in df.columns and (df[results.SOURCE] == "grid").any():
+        grid = results.source_rows(df, "grid").set_index("metric")["value"]
+    else:  # a table stored without the grid's summary rows: from the grid table itself
+        grid = grid_summary(pd.read_csv(_style.table_path(Path(fig_dir), GRID_CSV)))
     surface = pd.Series(
         {
             "minimum L": grid[f"{METRIC}/min"],

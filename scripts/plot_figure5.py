@@ -132,12 +132,26 @@ def draw(df: pd.DataFrame, grid: pd.DataFrame, title_suffix: str = ""):
 
 
 def figures(df: pd.DataFrame, fig_dir: Path) -> dict:
-    return {"": draw(df, pd.read_csv(Path(fig_dir) / GRID_CSV))}
+    return {"": draw(df, pd.read_csv(_style.table_path(Path(fig_dir), GRID_CSV)))}
+
+
+def grid_extremes(grid: pd.DataFrame) -> pd.Series:
+    """``m/min``, ``m/argmin/i``, ``m/max``, ``m/argmax/i`` of every metric of the grid table."""
+    out = {}
+    for metric, sub in grid.groupby("metric"):
+        values = sub["value"].to_numpy(float)
+        for which, index in (("min", int(np.nanargmin(values))), ("max", int(np.nanargmax(values)))):
+            out[f"{metric}/{which}"] = values[index]
+            for i in range(2):
+                out[f"{metric}/arg{which}/{i}"] = float(sub[f"theta/{i}"].iloc[index])
+    return pd.Series(out)
 
 
 def tables(df: pd.DataFrame, fig_dir: Path) -> dict:
     """The grid's best points and every run's final theta with its fresh-training evaluation."""
     grid = results.source_rows(df, "grid").set_index("metric")["value"]
+    if grid.empty:  # a table stored before the grid's summary rows were merged: from grid.csv
+        grid = grid_extremes(pd.read_csv(_style.table_path(Path(fig_dir), GRID_CSV)))
     best = pd.DataFrame(
         {
             m: {

@@ -7,7 +7,10 @@ per outer iteration), PES solid, truncated ES dotted, with the suite's computed 
 (metric ``theta_optimum``) as a dashed black line; (b) the validation loss (``loss``: the
 particles' validation loss after each inner step, averaged over each log window) against
 total compute, in a window of 1 above the lowest converged validation loss logged (dotted),
-like the paper's 14 to 15.
+like the paper's 14 to 15.  When the paper's own code has been run into the store
+(``results/reference/official/figure9/trajectories.csv``), a second figure (suffix ``_official``)
+shows the suite's theta trajectories and the official code's side by side, against the outer
+iteration, with the same optimum line.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import EngFormatter  # noqa: E402
 
 LABELS = {"pes": "PES", "es": "Truncated ES"}
+OFFICIAL = _style.ROOT / "results" / "reference" / "official" / "figure9" / "trajectories.csv"
+PAPER_SEED = 3  # the seed of the paper's command; other seeds of the official code are drawn thin
 
 
 def compute_axis(sub: pd.DataFrame) -> pd.Series:
@@ -108,11 +113,84 @@ def plot(df: pd.DataFrame, axes=None):
     return axes
 
 
+def official_trajectories(path: Path | None = None) -> pd.DataFrame | None:
+    """The official code's theta per run and iteration (None when it has not been stored)."""
+    path = Path(OFFICIAL if path is None else path)
+    if not path.exists():
+        return None
+    t = pd.read_csv(path)
+    missing = {"run", "estimator", "seed", "iteration", "metric", "value"} - set(t.columns)
+    if missing:
+        raise SystemExit(
+            f"{path}: columns {sorted(missing)} are missing; fix: rewrite it in the documented layout"
+        )
+    return t[t["metric"] == "theta"]
+
+
+def plot_side_by_side(df: pd.DataFrame, official: pd.DataFrame, axes) -> None:
+    """theta against the outer iteration: the suite's runs (left) and the official code's (right)."""
+    ax_suite, ax_off = axes
+    theta = df[(df["metric"] == "theta") & (df.get("source", "run") == "run")]
+    seen = set()
+    for _, g in theta.groupby("run_id", sort=True):
+        est = g["estimator"].iloc[0]
+        g = g.sort_values("outer_step")
+        ax_suite.plot(
+            g["outer_step"],
+            g["value"],
+            label=None if est in seen else LABELS.get(est, est),
+            **dict(_style.style(est), linewidth=1.2),
+        )
+        seen.add(est)
+    seen = set()
+    for (_, est, seed), g in official.groupby(["run", "estimator", "seed"], sort=True):
+        g = g.sort_values("iteration")
+        main = int(seed) == PAPER_SEED
+        label = f"{LABELS.get(est, est)} (seed {PAPER_SEED})" if main and est not in seen else None
+        if not main and (est, "other") not in seen:
+            label, seen = f"{LABELS.get(est, est)} (other seeds)", seen | {(est, "other")}
+        ax_off.plot(
+            g["iteration"],
+            g["value"],
+            label=label,
+            alpha=1.0 if main else 0.35,
+            **dict(_style.style(est), linewidth=1.2 if main else 0.7),
+        )
+        seen |= {est} if main else set()
+        if str(g["run"].iloc[0]).endswith("-partial"):  # a run stopped before the end: mark where
+            ax_off.plot(g["iteration"].iloc[-1], g["value"].iloc[-1], marker="x", color="grey", markersize=5)
+    theta_opt = optimum(df, "theta_optimum")
+    if official["run"].astype(str).str.endswith("-partial").any():
+        ax_off.plot([], [], marker="x", color="grey", linestyle="", label="run stopped early")
+    for ax, title in ((ax_suite, "(a) this suite"), (ax_off, "(b) the paper's own code (uci.py), run here")):
+        if theta_opt is not None:
+            ax.axhline(
+                theta_opt, color="black", linestyle="--", linewidth=1.0, label=f"optimum {theta_opt:.3f}"
+            )
+        ax.set_xlabel("outer iteration")
+        ax.set_title(title)
+        ax.xaxis.set_major_formatter(EngFormatter())
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    ax_suite.set_ylabel("log L2 coefficient θ")
+    lo = min(ax_suite.get_ylim()[0], ax_off.get_ylim()[0])
+    hi = max(ax_suite.get_ylim()[1], ax_off.get_ylim()[1])
+    for ax in axes:
+        ax.set_ylim(lo, hi)
+
+
 def figures(df: pd.DataFrame, fig_dir=None) -> dict:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     plot(df, axes)
     fig.suptitle("UCI yacht: tuning the L2 coefficient (K = 1)")
-    return {"": fig}
+    out = {"": fig}
+    official = official_trajectories()
+    if official is not None and not official.empty:
+        both, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+        plot_side_by_side(df, official, axes)
+        both.suptitle("UCI yacht: θ trajectories, this suite and the paper's own code (same settings)")
+        out["_official"] = both
+    return out
 
 
 def tables(df: pd.DataFrame, fig_dir=None) -> dict:

@@ -49,3 +49,8 @@ def pytest_configure(config):
         "numerics: floating-point equivalences and tolerances; `make test-portable` reruns them "
         "with XLA restricted to other CPU instruction sets",
     )
+    config.addinivalue_line(
+        "markers",
+        "data: needs a real dataset and skips, naming it, where it is missing; `make test-data` runs "
+        "these alone (.ci/run: after `make test` with every dataset hidden)",
+    )

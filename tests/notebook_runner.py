@@ -6,6 +6,7 @@ nbclient and nbformat come with the ``dev`` extra: without them the notebook tes
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
@@ -36,6 +37,47 @@ def execute(figure: int | str, csv: Path, timeout: int = 300):
             else:
                 os.environ[key] = value
     return nb
+
+
+def execute_cases(cases: list[dict], timeout: int = 300) -> list[tuple[list, Exception | None]]:
+    """Run notebooks/figure.ipynb once per case in ONE kernel (started once, imports once).
+
+    A case sets the notebook's parameters (``FIGURE``, ``PROFILE``, ``RESULTS``, ``CSV``):
+    the cell tagged ``parameters`` runs with the case's values appended, the cell tagged
+    ``setup`` runs for the first case only, every other code cell runs for every case.
+    Returns, per case, its executed code cells and the error that stopped it (None if every
+    cell ran; a failing cell ends its case, and the next case goes on in the same kernel)."""
+    nbclient = pytest.importorskip("nbclient")
+    nbformat = pytest.importorskip("nbformat")
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    client = nbclient.NotebookClient(
+        nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOK.parent)}}
+    )
+    from nbclient.exceptions import CellExecutionError
+
+    done = []
+    with client.setup_kernel():
+        for n, case in enumerate(cases):
+            cells, error = [], None
+            for index, cell in enumerate(nb.cells):
+                tags = cell.metadata.get("tags", [])
+                if cell.cell_type != "code" or ("setup" in tags and n > 0):
+                    continue
+                cell = copy.deepcopy(cell)
+                if "parameters" in tags:
+                    cell.source += "".join(f"\n{k} = {v!r}" for k, v in case.items())
+                cells.append(cell)
+                try:
+                    client.execute_cell(cell, index)
+                except CellExecutionError as err:
+                    error = err
+                    break
+            done.append((cells, error))
+    return done
+
+
+def cell_outputs(cells) -> list:
+    return [out for cell in cells for out in cell.outputs]
 
 
 def outputs(nb) -> list:

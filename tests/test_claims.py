@@ -13,7 +13,7 @@ import yaml
 from experiments import check as CH
 from experiments import claims as CL
 from experiments import config as C
-from experiments import figures
+from experiments import figures, integrity
 from pes import results
 
 FIG = {
@@ -48,8 +48,11 @@ def frame(*parts):
     return results.frame([r for p in parts for r in p])
 
 
+SOURCE = "project-derived: a test claim"
+
+
 def claim(check, **kw):
-    return dict({"id": "c", "claim": "a claim", "check": check}, **kw)
+    return dict({"id": "c", "claim": "a claim", "scale": "any", "source": SOURCE, "check": check}, **kw)
 
 
 def one(check, df, *, profile="quick", fig=FIG, **kw):
@@ -428,10 +431,15 @@ def test_grid_table_minimum():
             {
                 "id": "c",
                 "claim": "x",
+                "scale": "any",
+                "source": SOURCE,
                 "check": {"type": "range", "of": {"run": "pes", "metric": "loss"}, "below": 1},
                 "bogus": 1,
             },
-            ["'bogus' is unknown", "allowed: id, claim, profiles, check, note"],
+            [
+                "'bogus' is unknown",
+                "allowed: id, claim, scale, source, profiles, check, note, finding, counted",
+            ],
         ),
         (claim({"type": "ranges"}), ["check.type='ranges'", "allowed: range, close, order"]),
         (
@@ -547,6 +555,7 @@ def write_results(root, fig_id="figuretest", profile="quick", df=BASIC):
     d = root / profile / fig_id
     d.mkdir(parents=True)
     df.to_csv(d / "metrics.csv", index=False)
+    integrity.record_digests(d)  # what experiments.reproduce records when it writes the table
     return d
 
 
@@ -563,11 +572,15 @@ GOOD = [
     {
         "id": "pes-converges",
         "claim": "PES converges",
+        "scale": "any",
+        "source": SOURCE,
         "check": {"type": "range", "of": {"run": "pes", "metric": "loss"}, "below": 1e-10},
     },
     {
         "id": "paper-only",
         "claim": "only on paper",
+        "scale": "any",
+        "source": SOURCE,
         "profiles": ["paper"],
         "check": {"type": "range", "of": {"run": "pes", "metric": "loss"}, "below": 1},
     },
@@ -575,6 +588,8 @@ GOOD = [
 WRONG = {
     "id": "es-converges",
     "claim": "deliberately wrong: ES converges",
+    "scale": "any",
+    "source": SOURCE,
     "check": {"type": "range", "of": {"run": "es", "metric": "loss"}, "below": 1e-10},
 }
 
@@ -588,17 +603,24 @@ def test_check_exit_codes_and_table(tmp_path, capsys):
     assert "| claim | measured | verdict |" in out
     assert "`pes-converges`: PES converges | pes 1e-12 (want < 1e-10) | PASS" in out
     assert "not applicable to quick" in out and "1 PASS, 0 FAIL, 1 NOT RUN" in out
+    assert out.rstrip().splitlines()[-1] == "check: no applicable claim failed (exit 0)"
     # a deliberately wrong claim: exit 1, the measured value shown
     fig = write_figure(tmp_path, [*GOOD, WRONG])
     assert CH.run([f"figure={fig}", "profile=quick", f"results_root={root}"]) == CL.EXIT_FAIL
     out = capsys.readouterr().out
     assert "deliberately wrong" in out and "es 210 (want < 1e-10) | **FAIL**" in out
+    assert out.rstrip().splitlines()[-1].startswith("check: at least one claim failed: a finding")
     # report_only: same table, exit 0
     assert CH.run([f"figure={fig}", f"results_root={root}", "report_only=true"]) == CL.EXIT_OK
-    assert "**FAIL**" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "**FAIL**" in out and out.rstrip().endswith("(exit 0 because report_only=true)")
     # no results for this profile: exit 3, every claim NOT RUN
     assert CH.run([f"figure={fig}", "profile=paper", f"results_root={root}"]) == CL.EXIT_NO_RESULTS
-    assert "make reproduce-figure-test PROFILE=paper" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "make reproduce-figure-test PROFILE=paper" in out
+    assert out.rstrip().splitlines()[-1] == (
+        "check: no results for this figure and profile; nothing could be checked (exit 3)"
+    )
 
 
 def test_check_config_errors_exit_2(tmp_path, capsys, monkeypatch):
@@ -617,12 +639,14 @@ def test_check_config_errors_exit_2(tmp_path, capsys, monkeypatch):
         assert exc.value.code == CL.EXIT_CONFIG
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.count("\n") == 1, err
+        assert err.rstrip().endswith("check: a configuration problem; nothing was checked (exit 2)")
 
 
 def test_unreadable_table_names_the_file_and_the_fix(tmp_path):
     d = tmp_path / "quick" / "figuretest"
     d.mkdir(parents=True)
     (d / "metrics.csv").write_text("a,b\n1,2\n")
+    integrity.record_digests(d)
     with pytest.raises(C.ConfigError, match=r"metrics.csv: columns .* are missing .* fix: rerun"):
         CH.load(d)
 

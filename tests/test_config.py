@@ -31,6 +31,21 @@ def _missing_data(task: str) -> str | None:
     return None
 
 
+# Tasks that read a dataset, and figures with such a task: their cases are marked `data` (they
+# skip, naming the dataset, where it is missing; `make test-data` runs them with the real files).
+DATA_TASKS = {
+    p.stem for p in (C.CONFIG_DIR / "task").glob("*.yaml") if "\ndataset:" in "\n" + p.read_text()
+} | {"ptb_lstm"}
+
+
+def _with_data_mark(values, needs_data):
+    return [pytest.param(v, marks=pytest.mark.data) if needs_data(v) else v for v in values]
+
+
+def _figure_needs_data(name: str) -> bool:
+    return bool(DATA_TASKS & {t.strip() for t in str(figures.load(name).task).split(",")})
+
+
 def build_or_skip_missing_data(cfg):
     """C.build, skipping (with the loader's message) where a task's dataset is not installed
     (e.g. full MNIST offline); any other config problem still fails."""
@@ -44,12 +59,17 @@ def build_or_skip_missing_data(cfg):
 
 def test_groups_have_options():
     assert {"pes", "es", "tbptt", "rtrl", "uoro"} <= set(GROUP_OPTIONS["estimator"])
-    assert {"quick", "paper", "paper_fashion"} == set(GROUP_OPTIONS["profile"])
+    assert {"quick", "quick_holdout", "paper", "paper_fashion", "paper_regime"} == set(GROUP_OPTIONS["profile"])
 
 
-@pytest.mark.parametrize("task", GROUP_OPTIONS["task"])
+# paper_regime and quick_holdout set nothing outside their figures (5 and 6; 7), where
+# test_every_figure_run_composes covers them
+TASK_PROFILES = [p for p in GROUP_OPTIONS["profile"] if p not in ("paper_regime", "quick_holdout")]
+
+
+@pytest.mark.parametrize("task", _with_data_mark(GROUP_OPTIONS["task"], DATA_TASKS.__contains__))
 @pytest.mark.parametrize("estimator", GROUP_OPTIONS["estimator"])
-@pytest.mark.parametrize("profile", GROUP_OPTIONS["profile"])
+@pytest.mark.parametrize("profile", TASK_PROFILES)
 def test_every_task_estimator_profile_composes_and_builds(task, estimator, profile):
     if _missing_data(task):
         pytest.skip(_missing_data(task))
@@ -66,10 +86,12 @@ def test_every_task_estimator_profile_composes_and_builds(task, estimator, profi
     assert C.run_dir(cfg).parts[-4:-2] == (profile, "adhoc")
 
 
-@pytest.mark.parametrize("figure", figures.figure_names())
-@pytest.mark.parametrize("profile", ["quick", "paper"])
+@pytest.mark.parametrize("figure", _with_data_mark(figures.figure_names(), _figure_needs_data))
+@pytest.mark.parametrize("profile", ["quick", "paper", "paper_regime"])
 def test_every_figure_run_composes(figure, profile):
     fig = figures.load(figure)
+    if profile not in ("quick", "paper") and profile not in (fig.get("profiles") or {}):
+        pytest.skip(f"{figure} defines no {profile} profile")
     if _missing_data(str(fig.task)):
         pytest.skip(_missing_data(str(fig.task)))
     for run in figures.runs(fig, profile):
@@ -142,3 +164,33 @@ def test_cli_reports_bad_values_in_one_line_before_compute(tmp_path):
 def test_unknown_figure_is_reported():
     with pytest.raises(C.ConfigError, match="figure=figure99 is unknown; allowed: figure2"):
         figures.load("99")
+
+
+def test_settings_are_checked_before_the_data_is_looked_for(tmp_path):
+    """Validation order: a bad setting is reported as such even where the data is missing; a
+    config that is otherwise valid then reports the missing data with `make data`."""
+    empty = [f"task.data_dir={tmp_path}", "task.data_source=npz"]
+    for bad, message in (
+        ("train.log_every=0", "train.log_every=0 is invalid"),
+        ("+estimator.bogus=1", "estimator 'pes' has no hyperparameter bogus"),
+        ("outer_optimizer.learning_rate=-1", "outer_optimizer.learning_rate=-1 is invalid"),
+        ("seed=-2", "seed=-2 is invalid"),
+    ):
+        cfg = C.compose(["task=mlp_hparams", "estimator=pes", *empty, bad])
+        with pytest.raises(C.ConfigError, match=message):
+            C.build(cfg)
+    with pytest.raises(C.ConfigError, match=r"fashion_mnist.*`make data`"):
+        C.build(C.compose(["task=mlp_hparams", "estimator=pes", *empty]))
+
+
+def test_a_figure_checks_every_runs_settings_before_any_data(tmp_path):
+    """reproduce: a setting that only fails the figure's runs (here the log interval) is found
+    before the first run's missing dataset."""
+    from experiments import reproduce
+
+    extra = [f"results_root={tmp_path}", f"task.data_dir={tmp_path / 'none'}", "task.data_source=npz"]
+    with pytest.raises(C.ConfigError, match="allowed: a multiple of log_every"):
+        reproduce.prepare("figure6", "quick", [*extra, "train.log_every=7"])
+    with pytest.raises(C.ConfigError, match="`make data`"):
+        reproduce.prepare("figure6", "quick", extra)
+    assert not (tmp_path / "quick").exists()

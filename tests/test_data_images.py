@@ -173,9 +173,11 @@ def test_reachability_probe_on_local_sockets():
     assert time.perf_counter() - start < 2.5
 
 
+@pytest.mark.data
 @pytest.mark.skipif(
-    not (FASHION_DIR / "train-images-idx3-ubyte.gz").exists(),
-    reason="real Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)",
+    not (FASHION_DIR / "train-images-idx3-ubyte.gz").exists() or I.system_data_hidden(),
+    reason="real Fashion-MNIST not on this machine (apt-get install dataset-fashion-mnist; "
+    "PES_NO_SYSTEM_DATA=1 hides it)",
 )
 def test_real_fashion_mnist_idx_files():
     raw = I.load_idx("fashion_mnist", FASHION_DIR)

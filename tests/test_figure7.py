@@ -267,3 +267,43 @@ def test_lopt_seeds_batched_in_one_compiled_call_match_separate_runs(data_dir):
     # than the tolerances above.
     a, b = np.asarray(metrics["meta_loss_eval"][0]), np.asarray(metrics["meta_loss_eval"][1])
     assert np.all(np.abs(a - b) > 10 * rel_eval * np.abs(a))
+
+
+def test_the_holdout_uses_learned_optimizer_seeds_no_other_run_used():
+    """quick_holdout: the quick profile's settings on seeds 1000-1005, disjoint from every seed of the
+    stored results (other than the holdout's own) and of every figure's configs."""
+    import pandas as pd
+
+    from experiments import figures
+
+    root = Path(__file__).resolve().parent.parent
+    fig = figures.load("figure7")
+    hold = [figures.runs(fig, "quick_holdout"), figures.runs(fig, "quick")]
+    seeds = [
+        {int(C.compose(figures.run_overrides(fig, r, p)).seed) for r in runs}
+        for runs, p in zip(hold, ("quick_holdout", "quick"))
+    ]
+    assert seeds[0] == set(range(1000, 1006)) and seeds[1] == set(range(6))
+    used = set()
+    for path in (root / "results" / "reference").glob("*/*/metrics.csv*"):
+        if path.parent.parent.name != "quick_holdout":
+            used |= set(pd.read_csv(path, usecols=["seed"])["seed"].dropna().astype(int))
+    for name in figures.figure_names():
+        other = figures.load(name)
+        for profile in figures.profile_names():
+            if name == "figure7" and profile == "quick_holdout":
+                continue
+            for run in figures.runs(other, profile):
+                for o in run.overrides:
+                    key, _, value = o.partition("=")
+                    if key in ("seed", "task.init_seed") and value.isdigit():
+                        used.add(int(value))
+            s = other.get("seeds")
+            if s is not None:
+                used |= set(s[profile] if profile in s else []) if hasattr(s, "keys") else set(s)
+    assert used and not (seeds[0] & used), sorted(seeds[0] & used)
+    # the same settings as quick apart from the seed (and the profile's name)
+    a = C.result_config(C.compose(figures.run_overrides(fig, hold[1][0], "quick")))
+    b = C.result_config(C.compose(figures.run_overrides(fig, hold[0][0], "quick_holdout")))
+    diff = {k for k in C._flat(a).keys() | C._flat(b).keys() if C._flat(a).get(k) != C._flat(b).get(k)}
+    assert diff == {"profile.name", "seed", "task.init_seed"}, diff

@@ -46,12 +46,13 @@ CASES = [
     (in_run(0, "id", "pes/1"), "runs[0].id='pes/1' is invalid"),
     (
         in_run(0, "only", ["fast"]),
-        "runs[0].only=['fast'] is invalid; allowed: a non-empty list of paper, paper_fashion, quick",
+        "runs[0].only=['fast'] is invalid; allowed: a non-empty list of "
+        "paper, paper_fashion, paper_regime, quick",
     ),
     (in_run(0, "quick", "x=1"), "runs[0].quick='x=1' is invalid; allowed: a list of Hydra overrides"),
     (
         set_key("profiles", {"fast": []}),
-        "profiles: profile 'fast' is unknown; allowed: paper, paper_fashion, quick",
+        "profiles: profile 'fast' is unknown; allowed: paper, paper_fashion, paper_regime, quick",
     ),
     (set_key("profiles", {"quick": {"a": 1}}), "profiles.quick={'a': 1} is invalid"),
     (set_key("seeds", [-1]), "seeds=[-1] is invalid; allowed: a non-empty list of integers >= 0"),
@@ -144,7 +145,8 @@ def test_reproduce_refuses_bad_arguments_before_computing(tmp_path):
         with pytest.raises(C.ConfigError) as info:
             reproduce.reproduce(tiny, "quick", [root, *args])
         assert message in str(info.value) and "\n" not in str(info.value), (args, str(info.value))
-    with pytest.raises(C.ConfigError, match="profile=fast is unknown; allowed: paper, paper_fashion, quick"):
+    allowed = "paper, paper_fashion, paper_regime, quick"
+    with pytest.raises(C.ConfigError, match=f"profile=fast is unknown; allowed: {allowed}"):
         reproduce.reproduce(tiny, "fast", [root])
     with pytest.raises(C.ConfigError, match="plot=maybe is invalid; allowed: true, false"):
         reproduce.parse(["figure=2", "plot=maybe"])

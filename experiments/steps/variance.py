@@ -148,6 +148,8 @@ def scenario_fingerprint(cfg: DictConfig, s: dict) -> str:
     data = OmegaConf.to_container(cfg, resolve=True)
     for key in (*C.NON_RESULT_KEYS, "hydra", "train", "outer_optimizer", "estimator"):
         data.pop(key, None)
+    for key in C.NON_RESULT_PROFILE_KEYS:  # how the profile is judged, not what it computes
+        data.get("profile", {}).pop(key, None)
     protocol = {k: v for k, v in s.items() if k not in ("batch_pairs", "scenarios", "overrides")}
     return artefacts.fingerprint({"cfg": data, "variance": protocol})
 

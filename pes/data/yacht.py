@@ -234,3 +234,17 @@ def load(
 ) -> YachtData:
     """`read` then `split`: the standardised 246/62 train/validation split."""
     return split(read(source, path=path, url=url, timeout=timeout, verify_checksum=verify_checksum))
+
+
+__all__ = [
+    "Table",
+    "YachtData",
+    "YachtFileError",
+    "load",
+    "normalized_md5",
+    "packaged_path",
+    "parse",
+    "permutation",
+    "read",
+    "split",
+]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from typing import Any
 
 from pes import systems
 from pes.estimators._common import GradientEstimator
@@ -43,6 +44,7 @@ REGISTRY: dict[str, Callable[..., GradientEstimator]] = {
     "ars": ars,
     "openai_es": openai_es,
 }
+"""Every estimator by name: ``REGISTRY[name](system, **hparams)`` builds it (`make` checks first)."""
 
 
 def hparam_names(name: str) -> list[str]:
@@ -51,7 +53,7 @@ def hparam_names(name: str) -> list[str]:
     return [p for p, v in params.items() if v.kind is inspect.Parameter.KEYWORD_ONLY]
 
 
-def make(name: str, system: systems.UnrolledSystem, **hparams) -> GradientEstimator:
+def make(name: str, system: systems.UnrolledSystem, **hparams: Any) -> GradientEstimator:
     """Build the estimator ``name`` for ``system``; raise ``ValueError`` on bad input."""
     if name not in REGISTRY:
         raise ValueError(f"estimator={name!r} is unknown; allowed: {', '.join(sorted(REGISTRY))}")

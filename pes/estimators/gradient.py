@@ -19,6 +19,8 @@ PyTree = Any
 
 
 class TBPTTState(NamedTuple):
+    """TBPTT's state: the inner state and the step counter ``t`` within the episode."""
+
     inner: PyTree
     t: jax.Array
 

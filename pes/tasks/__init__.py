@@ -38,6 +38,7 @@ search_space   ``(low, high)``: two pytrees shaped like ``theta_init``, the box 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
@@ -240,56 +241,64 @@ def check_widths(task: str, name: str, widths) -> tuple[int, ...]:
     return widths
 
 
-def _registry() -> dict[str, Callable[..., Task]]:
-    from pes.tasks import (
-        influence_balancing,
-        linear_control,
-        linear_quadratic,
-        lopt_image_mlp,
-        lorenz,
-        mlp_hparams,
-        mnist_lr_schedule,
-        ptb_lstm,
-        swimmer,
-        toy_regression,
-        uci_yacht,
-    )
+# name -> module (each exposes ``make``); a module is imported only when its task is built, so
+# a task that needs an extra (flax, a dataset package, MuJoCo) costs nothing until it is used.
+TASK_MODULES: dict[str, str] = {
+    "influence_balancing": "pes.tasks.influence_balancing",
+    "linear_control": "pes.tasks.linear_control",
+    "linear_quadratic": "pes.tasks.linear_quadratic",
+    "lopt_image_mlp": "pes.tasks.lopt_image_mlp",
+    "lorenz": "pes.tasks.lorenz",
+    "mlp_hparams": "pes.tasks.mlp_hparams",
+    "mnist_lr_schedule": "pes.tasks.mnist_lr_schedule",
+    "ptb_lstm": "pes.tasks.ptb_lstm",
+    "swimmer": "pes.tasks.swimmer",
+    "toy_regression": "pes.tasks.toy_regression",
+    "uci_yacht": "pes.tasks.uci_yacht",
+}
 
-    return {
-        "influence_balancing": influence_balancing.make,
-        "linear_quadratic": linear_quadratic.make,
-        "lopt_image_mlp": lopt_image_mlp.make,
-        "lorenz": lorenz.make,
-        "mlp_hparams": mlp_hparams.make,
-        "mnist_lr_schedule": mnist_lr_schedule.make,
-        "ptb_lstm": ptb_lstm.make,
-        "toy_regression": toy_regression.make,
-        "swimmer": swimmer.make,
-        "linear_control": linear_control.make,
-        "uci_yacht": uci_yacht.make,
-    }
+
+def _check_name(name: str) -> None:
+    if name not in TASK_MODULES:
+        raise ValueError(f"task={name!r} is unknown; allowed: {', '.join(sorted(TASK_MODULES))}")
+
+
+def factory(name: str) -> Callable[..., Task]:
+    """The ``make(**params) -> Task`` function of task ``name`` (imports its module)."""
+    _check_name(name)
+    return importlib.import_module(TASK_MODULES[name]).make
 
 
 def names() -> list[str]:
-    return sorted(_registry())
+    """The registered task names, sorted (imports no task module)."""
+    return sorted(TASK_MODULES)
 
 
 def param_names(name: str) -> list[str]:
-    return list(inspect.signature(_registry()[name]).parameters)
+    """The parameters (config keys) of task ``name``."""
+    return list(inspect.signature(factory(name)).parameters)
 
 
-def make(name: str, **params) -> Task:
+def make(name: str, **params: Any) -> Task:
     """Build task ``name``; raise ``ValueError`` naming the bad value and what is allowed."""
-    registry = _registry()
-    if name not in registry:
-        raise ValueError(f"task={name!r} is unknown; allowed: {', '.join(sorted(registry))}")
+    _check_name(name)
     allowed = param_names(name)
     unknown = sorted(set(params) - set(allowed))
     if unknown:
         raise ValueError(
             f"task '{name}' has no parameter {', '.join(unknown)}; allowed: {', '.join(allowed)}"
         )
-    return registry[name](**params)
+    return factory(name)(**params)
 
 
-__all__ = ["DatasetInfo", "SystemData", "Task", "TaskContractError", "make", "names", "param_names"]
+__all__ = [
+    "DatasetInfo",
+    "SystemData",
+    "Task",
+    "TaskContractError",
+    "check_contract",
+    "factory",
+    "make",
+    "names",
+    "param_names",
+]

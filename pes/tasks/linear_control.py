@@ -11,6 +11,9 @@ through earlier truncations and is biased.  Used by the tests.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -21,6 +24,7 @@ OMEGA = 0.7
 
 
 def make_env(dim: int = 2, decay: float = 0.8, target: float = 1.0, horizon: int = 20) -> HostEnv:
+    """The host-side environment: a ``dim``-dimensional state decaying by ``decay``, driven to ``target``."""
     if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
         raise ValueError(f"task 'linear_control': dim={dim!r} is invalid; allowed: an integer >= 1")
     if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1:
@@ -52,7 +56,7 @@ def make_env(dim: int = 2, decay: float = 0.8, target: float = 1.0, horizon: int
     )
 
 
-def jax_transition(decay: float):
+def jax_transition(decay: float) -> Callable[[jax.Array, jax.Array], jax.Array]:
     """The pure-JAX twin of ``host_step`` (differentiable)."""
 
     def transition(state, action):
@@ -75,3 +79,6 @@ def make(
     theta0 = jnp.zeros((env.action_dim, env.obs_dim), jnp.result_type(float))
     evaluate = make_evaluate(system, eval_episodes)
     return Task("linear_control", system, theta0, evaluate, cost_metric="env_steps")
+
+
+__all__ = ["jax_transition", "make", "make_env"]

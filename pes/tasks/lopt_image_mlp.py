@@ -47,7 +47,6 @@ import functools
 import math
 from collections.abc import Sequence
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -55,8 +54,11 @@ import optax
 
 from pes import lopt as lopt_lib
 from pes import systems
+from pes._extras import require
 from pes.data import images
 from pes.tasks import DatasetInfo, Task, check_ints, check_param, check_widths
+
+nn = require("flax.linen", extra="suite", by="task 'lopt_image_mlp'")
 
 DATASETS = ("fashion_mnist", "mnist", "cifar10", "cifar10_or_fashion")
 NUM_CLASSES = 10
@@ -69,6 +71,8 @@ META_LOSSES = ("train_pre", "val_post")
 
 
 class ImageMLP(nn.Module):
+    """The inner model: an MLP with ``hidden`` widths and ``activation``, on flattened images."""
+
     hidden: Sequence[int]
     activation: str = "relu"
 
@@ -359,3 +363,6 @@ def _all_finite(params_batch) -> jax.Array:
     leaves = jax.tree.leaves(params_batch)
     per_leaf = [jnp.all(jnp.isfinite(x.reshape(x.shape[0], -1)), axis=1) for x in leaves]
     return jnp.all(jnp.stack(per_leaf), axis=0)
+
+
+__all__ = ["ImageMLP", "clip_loss", "make", "resize_images"]

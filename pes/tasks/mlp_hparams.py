@@ -40,16 +40,18 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
 from pes import hyperopt, search
+from pes._extras import require
 from pes.data import images
 from pes.tasks import DatasetInfo, Task, check_ints, check_param, check_widths
 from pes.tasks.mnist_lr_schedule import _load as load_flat_images
+
+nn = require("flax.linen", extra="suite", by="task 'mlp_hparams'")
 
 GROUPS = ("lr", "momentum", "width")
 INITS = ("random", "fixed")
@@ -67,6 +69,7 @@ TO_UNCONSTRAINED = {"lr": math.log, "momentum": _logit, "width": _logit}
 
 
 def unconstrained_range(group: str, ranges: dict) -> tuple[float, float]:
+    """The (low, high) range of hyperparameter ``group`` mapped to θ's unconstrained space."""
     lo, hi = ranges[group]
     return TO_UNCONSTRAINED[group](lo), TO_UNCONSTRAINED[group](hi)
 
@@ -318,3 +321,6 @@ def constrained(theta: dict) -> dict[str, np.ndarray]:
         v = np.asarray(v, np.float64)
         out[g] = np.exp(v) if g == "lr" else 1.0 / (1.0 + np.exp(-v))
     return out
+
+
+__all__ = ["MaskedMLP", "constrained", "init_space", "make", "unconstrained_range"]

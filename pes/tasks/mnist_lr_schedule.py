@@ -31,21 +31,25 @@ import functools
 import math
 from collections.abc import Sequence
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
 from pes import hyperopt, systems
+from pes._extras import require
 from pes.data import images
 from pes.tasks import DatasetInfo, Task, check_ints, check_param, check_widths
+
+nn = require("flax.linen", extra="suite", by="task 'mnist_lr_schedule'")
 
 OBJECTIVES = ("train_sum_loss", "val_sum_acc")
 DATASETS = ("mnist", "fashion_mnist", "mnist_or_fashion")
 
 
 class MLP(nn.Module):
+    """The inner model: a ReLU MLP with ``hidden`` widths and a ``num_classes`` output."""
+
     hidden: Sequence[int]
     num_classes: int = 10
 
@@ -290,3 +294,6 @@ def make(
         dataset=DatasetInfo(name, origin, int(train_x.shape[0])),
         full_run=full_run,
     )
+
+
+__all__ = ["MLP", "make"]

@@ -20,14 +20,16 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pes._extras import require
 from pes.data import ptb
 from pes.systems import UnrolledSystem
 from pes.tasks import DatasetInfo, SystemData, Task
+
+nn = require("flax.linen", extra="suite", by="task 'ptb_lstm'")
 
 SCENARIOS = ("real", "random", "repeat")
 RANDOM_STREAM_LENGTH = 20000
@@ -93,7 +95,9 @@ def scenario_tokens(
     return np.full((length,), corpus_ids[0], np.int32)
 
 
-def make_system(model: CharLSTM, tokens, sequence_length: int, hidden_size: int) -> UnrolledSystem:
+def make_system(
+    model: CharLSTM, tokens: jax.Array | np.ndarray, sequence_length: int, hidden_size: int
+) -> UnrolledSystem:
     """The unrolled system reading ``tokens`` (length T + 1; may be a traced array).
 
     State: the LSTM carry (c, h) and the position t.  Step t reads token t and returns the
@@ -117,7 +121,7 @@ def make_system(model: CharLSTM, tokens, sequence_length: int, hidden_size: int)
     return UnrolledSystem(init=init, step=step, horizon=sequence_length, unroll_loss="sum")
 
 
-def full_loss(system: UnrolledSystem, theta) -> jax.Array:
+def full_loss(system: UnrolledSystem, theta: Any) -> jax.Array:
     """The summed cross-entropy over the whole sequence (one scan of ``system.step``)."""
 
     def body(state, _):
@@ -203,3 +207,6 @@ def make(
         dataset=DatasetInfo("ptb", corpus.source),
         system_data=SystemData(tokens_np, rebuild),
     )
+
+
+__all__ = ["CharLSTM", "full_loss", "make", "make_system", "scenario_tokens"]

@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pes._extras import require
 from pes.tasks import Task
 from pes.tasks.control import HostEnv, SimulatorError, make_evaluate, policy_system
 
@@ -38,7 +39,7 @@ ENV_IDS = ("Swimmer-v5",)
 
 @functools.cache
 def _gym_env(env_id: str):
-    import gymnasium  # imported lazily: only the control tasks need it
+    gymnasium = require("gymnasium", extra="control", by="task 'swimmer'")  # only control tasks need it
 
     return gymnasium.make(env_id).unwrapped
 
@@ -63,7 +64,7 @@ def make_env(env_id: str = "Swimmer-v5", horizon: int = 1000, num_threads: int =
         isinstance(num_threads, int) and not isinstance(num_threads, bool) and num_threads >= 1,
         "an integer >= 1",
     )
-    import mujoco
+    mujoco = require("mujoco", extra="control", by="task 'swimmer'")
     from mujoco import rollout
 
     genv = _gym_env(env_id)
@@ -147,3 +148,6 @@ def make(
     metadata = {"env_id": env_id, "horizon": horizon}
     evaluate = make_evaluate(system, eval_episodes)
     return Task("swimmer", system, theta0, evaluate, metadata, cost_metric="env_steps")
+
+
+__all__ = ["make", "make_env"]

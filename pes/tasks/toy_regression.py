@@ -107,3 +107,6 @@ def make(
 
     metadata = {"theta_labels": ("Initial Log-LR", "Final Log-LR") if schedule == "linear" else None}
     return Task("toy_regression", system, theta0, evaluate, metadata, objective="meta_objective")
+
+
+__all__ = ["make", "toy_loss"]

@@ -50,7 +50,10 @@ class Ridge(NamedTuple):
     y_val: np.ndarray
 
     @classmethod
-    def from_data(cls, x_train, y_train, x_val, y_val) -> Ridge:
+    def from_data(
+        cls, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray
+    ) -> Ridge:
+        """Precompute the eigendecomposition of X_trᵀ X_tr for closed-form ridge solutions."""
         x_train = np.asarray(x_train, np.float64)
         s, v = np.linalg.eigh(x_train.T @ x_train)
         return cls(
@@ -61,13 +64,13 @@ class Ridge(NamedTuple):
             np.asarray(y_val, np.float64),
         )
 
-    def weights(self, thetas) -> np.ndarray:
+    def weights(self, thetas: np.ndarray) -> np.ndarray:
         """w*(theta) for every theta, shape (len(thetas), d)."""
         lam = np.exp(np.asarray(thetas, np.float64).reshape(-1, 1))
         coef = (self.eigvecs.T @ self.xty)[None, :] / (self.eigvals[None, :] + lam)
         return coef @ self.eigvecs.T
 
-    def val_loss(self, thetas) -> np.ndarray:
+    def val_loss(self, thetas: np.ndarray) -> np.ndarray:
         """1/2 ||X_val w*(theta) - y_val||^2 for every theta."""
         resid = self.weights(thetas) @ self.x_val.T - self.y_val[None, :]
         return 0.5 * np.sum(resid**2, axis=1)
@@ -200,3 +203,6 @@ def make(
         optimum=theta_opt,
         dataset=DatasetInfo("uci_yacht", data.origin, int(x_tr.shape[0])),
     )
+
+
+__all__ = ["Ridge", "make", "optimum"]

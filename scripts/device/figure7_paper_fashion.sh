@@ -8,7 +8,7 @@
 #   BUDGET  seconds for the whole job (default 540): the runs stop there and resume on a rerun
 #   TINY=1  CPU test sizes (seconds)
 # Brings back (under $OUT): figure7_metrics.csv (merged), figure7_runs.json (per-run status and
-# wall time), judged.json (docs/notes/issue-17.md rule), figure7.log, device.txt.
+# wall time), judged.json (the figure's judging rule, scripts/judge_figure7.py), figure7.log, device.txt.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/device/env.sh

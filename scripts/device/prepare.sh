@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Run HERE (the development machine), in the repository root, before a device job: fills the
-# git-ignored folder .device/ with what the accelerator image lacks, to be carried to it
-# (device tool: carry [".device"]).  About 37 MB:
+# Run on a machine that has the data and the .venv, in the repository root, before a GPU job:
+# fills the git-ignored folder .device/ with what a bare accelerator image (jax with CUDA)
+# lacks; copy it to the GPU machine with the repository.  About 37 MB:
 #   .device/data/fashion_mnist/*.gz   Fashion-MNIST IDX files (Debian dataset-fashion-mnist or
 #                                     $PES_DATA_DIR/fashion_mnist)
 #   .device/site/                     pure-Python packages missing there: hydra-core, omegaconf,
