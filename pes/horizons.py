@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -40,6 +40,7 @@ class Constant(NamedTuple):
 
     @property
     def fixed_horizon(self) -> int:
+        """The horizon of every episode: ``length``."""
         return self.length
 
 
@@ -48,6 +49,7 @@ class NeverEnding(NamedTuple):
 
     @property
     def fixed_horizon(self) -> None:
+        """None: episodes never end."""
         return None
 
 
@@ -77,14 +79,16 @@ class LogUniform(NamedTuple):
 
 
 Schedule = Constant | NeverEnding | LogUniform
+"""A horizon schedule: `Constant`, `NeverEnding` or `LogUniform`."""
 KINDS = {"constant": Constant, "log_uniform": LogUniform, "never_ending": NeverEnding}
+"""The schedule classes by the ``kind`` of their config form (see `from_config`)."""
 
 
 def _int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def check(name: str, schedule) -> None:
+def check(name: str, schedule: Schedule | None) -> None:
     """Raise a one-line ``ValueError`` if ``schedule`` is not a valid horizon schedule (or None)."""
     if schedule is None or isinstance(schedule, NeverEnding):
         return
@@ -103,7 +107,7 @@ def check(name: str, schedule) -> None:
     )
 
 
-def from_config(value) -> Schedule | None:
+def from_config(value: dict[str, Any] | None) -> Schedule | None:
     """A schedule from its config form: null, ``{kind: constant, length: T}``,
     ``{kind: log_uniform, min_length: a, max_length: b}`` or ``{kind: never_ending}``."""
     if value is None:

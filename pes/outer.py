@@ -69,7 +69,7 @@ def theta_metrics(theta: PyTree) -> dict[str, jax.Array]:
     return {f"theta/{i}": flat[i] for i in range(size)}
 
 
-def check_nonfinite(nonfinite) -> None:
+def check_nonfinite(nonfinite: str | None) -> None:
     """Raise a one-line ``ValueError`` unless ``nonfinite`` is None, "skip" or "zero"."""
     if nonfinite is not None and nonfinite not in NONFINITE:
         raise ValueError(f"nonfinite={nonfinite!r} is invalid; allowed: null, {', '.join(NONFINITE)}")
@@ -231,7 +231,7 @@ def init_states(
 
 
 def make_batched_chunk(
-    estimator: GradientEstimator, optimizer: optax.GradientTransformation, **logging
+    estimator: GradientEstimator, optimizer: optax.GradientTransformation, **logging: Any
 ) -> Callable[[TrainState], tuple[TrainState, dict]]:
     """`make_chunk` for R independent runs (seeds, initialisations) in one compiled call.
 

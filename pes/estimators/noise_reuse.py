@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from pes import systems
+from pes import horizons, systems
 from pes.estimators import _common as C
 from pes.estimators import particles as P
 
@@ -69,7 +69,9 @@ class Blocks(NamedTuple):
 # ----------------------------------------------------------------------------- pure updates
 
 
-def episode_update(out: P.Outcome, eps, fresh, scale, like):
+def episode_update(
+    out: P.Outcome, eps: PyTree, fresh: PyTree, scale: float, like: PyTree
+) -> tuple[PyTree, PyTree]:
     """NRES (one perturbation per episode): the gradient and the pairs' new perturbations.
 
     Losses up to a pair's first episode end in the truncation saw the episode's ``eps``,
@@ -80,7 +82,7 @@ def episode_update(out: P.Outcome, eps, fresh, scale, like):
     return grad, C.group_where(out.any_end, fresh, eps)
 
 
-def block_start(state: GPESState, fresh, blocks: int) -> Blocks:
+def block_start(state: GPESState, fresh: PyTree, blocks: int) -> Blocks:
     """A block used in ``blocks`` truncations is replaced by this truncation's draw."""
     refresh = state.age >= blocks
     eps = C.group_where(refresh, fresh, state.eps)
@@ -88,7 +90,9 @@ def block_start(state: GPESState, fresh, blocks: int) -> Blocks:
     return Blocks(eps, accum, refresh)
 
 
-def block_update(out: P.Outcome, fresh, prev_accum, run: Blocks, scale, like):
+def block_update(
+    out: P.Outcome, fresh: PyTree, prev_accum: PyTree, run: Blocks, scale: float, like: PyTree
+) -> tuple[PyTree, PyTree, PyTree]:
     """GPES with blocks: the gradient and the pairs' new (accum, eps).
 
     Losses up to a pair's first episode end are weighted by ``run.accum``, later ones by
@@ -103,7 +107,7 @@ def block_update(out: P.Outcome, fresh, prev_accum, run: Blocks, scale, like):
     return grad, accum, C.group_where(out.any_end, fresh, run.eps)
 
 
-def block_ages(out: P.Outcome, refresh, age, blocks: int):
+def block_ages(out: P.Outcome, refresh: jax.Array, age: jax.Array, blocks: int) -> jax.Array:
     """Truncations each pair's block has been used in, after this one."""
     new = jnp.where(refresh, 0, age) + 1
     return jnp.where(out.last_end, blocks, jnp.where(out.any_end, 1, new)).astype(age.dtype)
@@ -122,7 +126,7 @@ def nres(
     stagger: bool = False,
     particle_chunk_size: int | None = None,
     devices: int | str | None = None,
-    horizon_schedule=None,
+    horizon_schedule: horizons.Schedule | None = None,
 ) -> C.GradientEstimator:
     """Noise-reuse evolution strategies (NRES; Li et al., NeurIPS 2023).
 
@@ -174,7 +178,7 @@ def nres(
 # ----------------------------------------------------------------------------- GPES-K
 
 
-def noise_blocks(s: P.Setup, noise_every):
+def noise_blocks(s: P.Setup, noise_every: int | None) -> int | None:
     """Truncations per noise block for `gpes`, or None for one block per episode (NRES)."""
     trunc_len, horizon = s.opts.trunc_len, s.horizon
     ok = noise_every is None or (C._is_int(noise_every) and noise_every >= 1)
@@ -232,7 +236,7 @@ def gpes(
     stagger: bool = False,
     particle_chunk_size: int | None = None,
     devices: int | str | None = None,
-    horizon_schedule=None,
+    horizon_schedule: horizons.Schedule | None = None,
 ) -> C.GradientEstimator:
     """Generalised PES, GPES-K (Li et al., NeurIPS 2023): fresh noise every K steps.
 

@@ -32,7 +32,8 @@ from pes.estimators import _common as C
 from pes.sharding import ParticleSharding, resolve_devices
 
 PyTree = Any
-LARGE_STATE_BYTES = 2**20  # states this large are reset under a per-step branch
+LARGE_STATE_BYTES = 2**20
+"""Inner states of at least this many bytes (all particles) are reset under a per-step branch (`resetter`)."""
 
 
 # ----------------------------------------------------------------------------- clocks
@@ -53,38 +54,41 @@ class FixedClock(NamedTuple):
 
     @property
     def ends(self) -> bool:
+        """Whether episodes end at all (a finite horizon)."""
         return self.horizon is not None
 
-    def first_end(self, t, trunc_len):
+    def first_end(self, t: jax.Array, trunc_len: int) -> jax.Array:
         """The step index (within the truncation) of each group's first episode end."""
         if self.horizon is None:
             return jnp.full(jnp.shape(t), trunc_len, t.dtype)  # never
         return self.horizon - 1 - t
 
-    def after(self, t, trunc_len, reset_key):
+    def after(self, t: jax.Array, trunc_len: int, reset_key: jax.Array) -> jax.Array:
         """The counters after ``trunc_len`` steps."""
         del reset_key
         return t + trunc_len if self.horizon is None else (t + trunc_len) % self.horizon
 
-    def tick(self, t, reset_key):
+    def tick(self, t: jax.Array, reset_key: jax.Array) -> tuple[jax.Array, jax.Array]:
         """One step: (counters, ended)."""
         del reset_key
         t = t + 1
         end = t >= self.horizon
         return jnp.where(end, jnp.zeros_like(t), t), end
 
-    def last_end(self, t):
+    def last_end(self, t: jax.Array) -> jax.Array:
         """The episode ended at the truncation's last step, from the counters after it."""
         return jnp.zeros(jnp.shape(t), bool) if self.horizon is None else t == 0
 
-    def settle(self, after, scanned):
+    def settle(self, after: jax.Array, scanned: jax.Array) -> jax.Array:
+        """The counters after a stepped truncation: ``after`` (the same as the stepped ``scanned``)."""
         del scanned
         return after
 
-    def steps(self, t):
+    def steps(self, t: jax.Array) -> jax.Array:
+        """Steps taken in each group's current episode: the counters themselves."""
         return t
 
-    def random_phase(self, t, offset_key):
+    def random_phase(self, t: jax.Array, offset_key: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Each group at a uniformly random step of its episode: (counters, offsets)."""
         offsets = jax.random.randint(offset_key, jnp.shape(t), 0, self.horizon, jnp.int32)
         return offsets, offsets
@@ -97,26 +101,30 @@ class DrawnClock(NamedTuple):
 
     @property
     def ends(self) -> bool:
+        """Always: every drawn episode has a finite length."""
         return True
 
-    def draw(self, key, group):
+    def draw(self, key: jax.Array, group: jax.Array) -> jax.Array:
         """Each group's length from the shared ``key`` (see `pes.horizons`); any shape."""
         lengths = jax.vmap(lambda g: self.schedule.sample(jax.random.fold_in(key, g)))(jnp.ravel(group))
         return lengths.reshape(jnp.shape(group))
 
-    def start(self, key, groups):
+    def start(self, key: jax.Array, groups: int) -> Clock:
+        """The clocks of ``groups`` groups at step 0 of a first episode, lengths drawn from ``key``."""
         group = jnp.arange(groups, dtype=jnp.int32)
         return Clock(jnp.zeros((groups,), jnp.int32), self.draw(key, group), group)
 
-    def first_end(self, t, trunc_len):
+    def first_end(self, t: Clock, trunc_len: int) -> jax.Array:
+        """The step index (within the truncation) of each group's first episode end."""
         del trunc_len
         return t.length - 1 - t.t
 
-    def after(self, t, trunc_len, reset_key):
+    def after(self, t: Clock, trunc_len: int, reset_key: jax.Array) -> Clock:
         """The clocks after ``trunc_len`` steps with no episode end before the last one."""
         return self._advance(t, t.t + trunc_len, reset_key)[0]
 
-    def tick(self, t, reset_key):
+    def tick(self, t: Clock, reset_key: jax.Array) -> tuple[Clock, jax.Array]:
+        """One step: (clocks, ended); an ended episode's next length is drawn from ``reset_key``."""
         return self._advance(t, t.t + 1, reset_key)
 
     def _advance(self, t, steps, reset_key):
@@ -124,17 +132,21 @@ class DrawnClock(NamedTuple):
         length = jnp.where(end, self.draw(reset_key, t.group), t.length)
         return Clock(jnp.where(end, jnp.zeros_like(steps), steps), length, t.group), end
 
-    def last_end(self, t):
+    def last_end(self, t: Clock) -> jax.Array:
+        """The episode ended at the truncation's last step, from the clocks after it."""
         return t.t == 0
 
-    def settle(self, after, scanned):
+    def settle(self, after: Clock, scanned: Clock) -> Clock:
+        """The clocks after a stepped truncation: ``scanned`` (``after`` assumes no earlier episode end)."""
         del after
         return scanned
 
-    def steps(self, t):
+    def steps(self, t: Clock) -> jax.Array:
+        """Steps taken in each group's current episode."""
         return t.t
 
-    def random_phase(self, t, offset_key):
+    def random_phase(self, t: Clock, offset_key: jax.Array) -> tuple[Clock, jax.Array]:
+        """Each group at a uniformly random step of its current episode: (clocks, offsets)."""
         offsets = jax.random.randint(offset_key, jnp.shape(t.t), 0, t.length, jnp.int32)
         return t._replace(t=offsets), offsets
 
@@ -189,21 +201,24 @@ class Outcome(NamedTuple):
     last_end: jax.Array
 
 
-def differences(x, lay):
+def differences(x: jax.Array, lay: C.ParticleLayout) -> jax.Array:
     """sum_m sign_m * x[g, m]: the antithetic difference of each group, shape (G,)."""
     return x[:, 0] - x[:, 1] if lay.group_size == 2 else x[:, 0]
 
 
 def outcome(out: Unrolled, lay: C.ParticleLayout) -> Outcome:
+    """The groups' `Outcome` of a truncation: antithetic differences of ``total`` and ``before``."""
     return Outcome(differences(out.total, lay), differences(out.before, lay), out.any_end, out.last_end)
 
 
-def particle_step(system):
+def particle_step(system: systems.UnrolledSystem) -> Callable:
     """One step of every particle (flat particle axis), all with the same data key."""
     return jax.vmap(system.step, in_axes=(0, 0, None))
 
 
-def reset_where(system, state, end, reset_key):
+def reset_where(
+    system: systems.UnrolledSystem, state: PyTree, end: jax.Array, reset_key: jax.Array
+) -> PyTree:
     """A fresh ``system.init(reset_key)`` for the particles where ``end``, else ``state``."""
     fresh = system.init(reset_key)
 
@@ -214,7 +229,7 @@ def reset_where(system, state, end, reset_key):
     return jax.tree.map(pick, fresh, state)
 
 
-def resetter(system, large: bool) -> Callable:
+def resetter(system: systems.UnrolledSystem, large: bool) -> Callable:
     """`reset_where`, for a large state only at steps where some episode ends (``lax.cond``).
 
     Selecting fresh states is a full pass over the states; for a large state a branch on
@@ -231,7 +246,14 @@ def resetter(system, large: bool) -> Callable:
     return reset
 
 
-def step_or_reset(spec, step, thetas, state, t, key_pair):
+def step_or_reset(
+    spec: Truncation,
+    step: tuple[Callable, Callable],
+    thetas: PyTree,
+    state: PyTree,
+    t: jax.Array | Clock,
+    key_pair: jax.Array,
+) -> tuple[PyTree, jax.Array | Clock, jax.Array, jax.Array]:
     """Step every particle with the step key, then reset those whose episode ended.
 
     ``step``: the pair (`particle_step`, `resetter`'s function).  Returns (state, clocks,
@@ -296,7 +318,14 @@ def _resetting_steps(s: _Steps, state, t):
     return (state if keep else None), jnp.broadcast_to(total, (num,)), jnp.broadcast_to(before, (num,)), t
 
 
-def unroll(spec: Truncation, thetas, inner, t, data_key, thetas_after=None) -> Unrolled:
+def unroll(
+    spec: Truncation,
+    thetas: PyTree,
+    inner: PyTree,
+    t: jax.Array | Clock,
+    data_key: jax.Array,
+    thetas_after: PyTree | None = None,
+) -> Unrolled:
     """Unroll every particle K steps.  ``thetas`` and ``inner`` have leading axes (G, M).
 
     ``t``: the groups' clocks ((G,) counters or a `Clock`).  Per particle this is exactly
@@ -364,7 +393,9 @@ def _grouped(out, groups, members):
     return inner, t, unflat(total), unflat(before), any_end, last_end
 
 
-def clocked_unroll(spec: Truncation, theta, state, t, data_key):
+def clocked_unroll(
+    spec: Truncation, theta: PyTree, state: PyTree, t: jax.Array | Clock, data_key: jax.Array
+) -> tuple[PyTree, jax.Array | Clock]:
     """`systems.unroll` of one unperturbed trajectory whose episodes end by ``spec.clock``.
 
     ``t``: the trajectory's clock (scalar leaves).  Returns (state, clock) after K steps.
@@ -402,7 +433,9 @@ class Groups(NamedTuple):
     eps_after: PyTree = None
 
 
-def perturbed_unroll(spec: Truncation, theta, groups: Groups, shared, data_key) -> Unrolled:
+def perturbed_unroll(
+    spec: Truncation, theta: PyTree, groups: Groups, shared: PyTree | None, data_key: jax.Array
+) -> Unrolled:
     """theta + sign * eps for every member (G groups), then `unroll` from their states.
 
     ``shared``: one state every particle starts from (then ``groups.inner`` is None).
@@ -443,7 +476,13 @@ def chunked(run: Callable, num_chunks: int, shard: ParticleSharding) -> Callable
 # ----------------------------------------------------------------------------- staggered starts
 
 
-def burn_in(step, inner, offsets, burn_key, num_steps):
+def burn_in(
+    step: Callable[[PyTree, jax.Array], tuple[PyTree, jax.Array]],
+    inner: PyTree,
+    offsets: jax.Array,
+    burn_key: jax.Array,
+    num_steps: int,
+) -> PyTree:
     """Advance group g by ``offsets[g]`` steps of ``step(inner, key) -> (inner, loss)``.
 
     A scan of ``num_steps`` steps, each kept only by the groups still before their offset;
@@ -529,13 +568,14 @@ class Setup(NamedTuple):
         """Steps of a staggered start's burn-in (0: nothing to stagger)."""
         return (self.horizon - 1) if self.opts.stagger and self.horizon is not None else 0
 
-    def start_clock(self, key, groups):
+    def start_clock(self, key: jax.Array, groups: int) -> jax.Array | Clock:
         """The clocks of ``groups`` groups at the start of their first episode."""
         if isinstance(self.clock, DrawnClock):
             return self.clock.start(jax.random.fold_in(key, 1), groups)
         return jnp.zeros((groups,), jnp.int32)
 
     def truncation(self, keep_state: bool = True) -> Truncation:
+        """The static `Truncation` of this estimator (skipping idle resets only without sharding)."""
         skip = self.shard.mesh is None
         return Truncation(self.system, self.lay, self.opts.trunc_len, self.clock, skip, keep_state)
 

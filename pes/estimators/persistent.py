@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from pes import systems
+from pes import horizons, systems
 from pes.estimators import _common as C
 from pes.estimators import particles as P
 
@@ -43,7 +43,9 @@ class PESState(NamedTuple):
     accum: PyTree
 
 
-def pes_update(out: P.Outcome, eps, accum, scale, like):
+def pes_update(
+    out: P.Outcome, eps: PyTree, accum: PyTree, scale: float, like: PyTree
+) -> tuple[PyTree, PyTree]:
     """The PES gradient and the new accumulators from one truncation's `Outcome`.
 
     Shared by every driver of PES (also PES-A), so the estimator's arithmetic exists once.
@@ -66,7 +68,7 @@ def pes_update(out: P.Outcome, eps, accum, scale, like):
     return grad, C.group_where(out.last_end, jax.tree.map(jnp.zeros_like, eps), cont)
 
 
-def burn_in_accumulator(s: P.Setup, state: PESState, eps) -> PESState:
+def burn_in_accumulator(s: P.Setup, state: PESState, eps: PyTree) -> PESState:
     """A staggered start: the burn-in's perturbation is part of the episode's history."""
     started = s.clock.steps(state.t) > 0
     return state._replace(accum=C.group_where(started, eps, jax.tree.map(jnp.zeros_like, eps)))
@@ -83,7 +85,7 @@ def pes(
     divide_by_variance: bool = False,
     particle_chunk_size: int | None = None,
     devices: int | str | None = None,
-    horizon_schedule=None,
+    horizon_schedule: horizons.Schedule | None = None,
 ) -> C.GradientEstimator:
     """Persistent evolution strategies (Vicol, Metz, Sohl-Dickstein, ICML 2021, Alg. 1).
 

@@ -93,7 +93,9 @@ def pes_a(
     return C.GradientEstimator(init, estimate, "pes_a", P.hparams(s, hp), trunc_len, cost)
 
 
-def analytic_gradient(system, theta, state: PESAState, data_key, trunc_len):
+def analytic_gradient(
+    system: systems.UnrolledSystem, theta: PyTree, state: PESAState, data_key: jax.Array, trunc_len: int
+) -> tuple[PyTree, tuple[PyTree, jax.Array]]:
     """(grad_theta L_tau(s_bar; theta), (mean state, its counter) after the truncation)."""
 
     def mean_objective(th):
@@ -104,7 +106,9 @@ def analytic_gradient(system, theta, state: PESAState, data_key, trunc_len):
     return g_a, mean
 
 
-def pes_a_update(out: P.Outcome, eps, accum, g_a, s: P.Setup, like):
+def pes_a_update(
+    out: P.Outcome, eps: PyTree, accum: PyTree, g_a: PyTree, s: P.Setup, like: PyTree
+) -> tuple[PyTree, PyTree]:
     """The PES-A gradient and the new accumulators (see the module docstring)."""
     # sum_m sign_m * (sign_m eps_g . g_a) = M * eps_g . g_a: the control variate per group
     eps_dot = sum(

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from pes import systems
+from pes import horizons, systems
 from pes.estimators import _common as C
 from pes.estimators import particles as P
 
@@ -35,7 +35,7 @@ class ESState(NamedTuple):
     t: Any
 
 
-def es_update(out: P.Outcome, eps, scale, like):
+def es_update(out: P.Outcome, eps: PyTree, scale: float, like: PyTree) -> PyTree:
     """The truncated-ES gradient: sum_g out.total[g] * eps[g] * scale (dtypes of ``like``)."""
     return C.combine(out.total, eps, scale, like)
 
@@ -105,7 +105,7 @@ def es(
     particle_chunk_size: int | None = None,
     devices: int | str | None = None,
     stagger: bool = False,
-    horizon_schedule=None,
+    horizon_schedule: horizons.Schedule | None = None,
 ) -> C.GradientEstimator:
     """Truncated evolution strategies (paper Sec. 3; `es_grad` in the official code).
 
