@@ -157,7 +157,7 @@ def finished(cfg: DictConfig, out_dir: Path) -> bool:
         meta = io.read_json(Path(out_dir) / "run.json") or {}
     except io.FileProblem:
         return False
-    return meta.get("fingerprint") == C.fingerprint(cfg) and meta.get("status") in ("complete", "diverged")
+    return C.recorded_fingerprint(meta) == C.fingerprint(cfg) and meta.get("status") in ("complete", "diverged")
 
 
 def pending(cfg: DictConfig, built: C.Built, out_dir: Path) -> dict:
