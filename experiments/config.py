@@ -423,6 +423,14 @@ def fingerprint(cfg: DictConfig | dict) -> str:
     return artefacts.fingerprint(result_config(cfg))
 
 
+def recorded_fingerprint(meta: dict) -> str | None:
+    """The fingerprint of the config a run.json records, under today's rules: a key that was
+    declared not to affect results after the run was recorded (such as a profile's ``scale``)
+    leaves the run's identity as it is.  Without a recorded config, the recorded fingerprint."""
+    config = meta.get("config")
+    return fingerprint(config) if isinstance(config, dict) else meta.get("fingerprint")
+
+
 def _flat(data: dict, prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in data.items():

@@ -178,7 +178,7 @@ def inspect_folder(cfg: DictConfig, out_dir: Path, fp: str) -> Recorded:
                 f"fix: {_resume_false_fix(out_dir)}"
             )
         return Recorded("aside", None, f"it holds results without {META}")
-    if meta.get("fingerprint") != fp:
+    if C.recorded_fingerprint(meta) != fp:
         diff = C.config_diff(meta.get("config") or {}, cfg)
         if not cfg.overwrite:
             raise ConfigChanged(
