@@ -18,7 +18,7 @@ import optax
 
 from experiments import estimator_study as S
 from pes import estimators, outer, tasks
-from pes.estimators import evolution
+from pes.estimators import particles
 
 
 def main() -> None:
@@ -28,10 +28,10 @@ def main() -> None:
     args = parser.parse_args()
     task = tasks.make("lorenz", horizon=2000)
     opt = optax.sgd(2e-4)
-    unroll = evolution._unroll_groups
+    unroll = particles.perturbed_unroll
 
-    def without_select(*a, eps_after=None, **k):  # noqa: ARG001 - the probe drops it
-        return unroll(*a, **k)
+    def without_select(spec, theta, groups, shared, data_key):  # the probe drops eps_after
+        return unroll(spec, theta, groups._replace(eps_after=None), shared, data_key)
 
     entries = {}
     probes = (("pes", "pes", None), ("nres", "nres", None), ("nres-no-select", "nres", without_select))
@@ -39,11 +39,11 @@ def main() -> None:
         est = estimators.make(name, task.system, trunc_len=100, sigma=0.04, num_particles=400, stagger=True)
         init = jax.jit(lambda est=est: outer.init_state(jax.random.key(0), task.theta_init, est, opt))
         chunk = outer.make_chunk(est, opt, log_every=args.steps, num_logs=1)
-        evolution._unroll_groups = patch or unroll
+        particles.perturbed_unroll = patch or unroll
         try:  # compile while the probe's unroll is in place; later calls reuse the compiled code
             jax.block_until_ready(chunk(jax.block_until_ready(init())))
         finally:
-            evolution._unroll_groups = unroll
+            particles.perturbed_unroll = unroll
         entries[label] = (init, chunk)
     print(f"load before: {S.load_average()}")
     timed = S.interleaved_timing(entries, rounds=args.rounds, steps_per_call=args.steps, log=lambda m: None)

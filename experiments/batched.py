@@ -177,6 +177,7 @@ def _train_batch(cfgs, builts, dirs, starts, est, opt, task, first) -> None:
             io.write_json(dirs[r] / runner.META, metas[r])
 
     num_steps, log_every, chunk_size = first.num_steps, first.log_every, first.chunk_size
+    guard = first.nonfinite
     try:
         if step == 0:
             initial = jax.jit(jax.vmap(outer.make_initial_metrics(task.evaluate)))
@@ -190,8 +191,9 @@ def _train_batch(cfgs, builts, dirs, starts, est, opt, task, first) -> None:
         while step < num_steps and any(live):
             n = min(chunk_size, num_steps - step)
             if n not in chunks:
+                num_logs = n // log_every
                 chunks[n] = outer.make_batched_chunk(
-                    est, opt, log_every=log_every, num_logs=n // log_every, evaluate=task.evaluate
+                    est, opt, log_every=log_every, num_logs=num_logs, evaluate=task.evaluate, nonfinite=guard
                 )
             states, metrics = chunks[n](states)
             metrics = jax.device_get(metrics)

@@ -26,7 +26,7 @@ from omegaconf.errors import OmegaConfBaseException
 import pes
 from experiments import artefacts
 from experiments.cli import EXIT_CONFIG, Problem, one_line
-from pes import tasks
+from pes import horizons, outer, tasks
 from pes.estimators import GradientEstimator
 from pes.tasks import Task
 
@@ -40,7 +40,12 @@ NON_RESULT_TRAIN_KEYS = ("chunk_size", "keep_checkpoints")
 NON_RESULT_PROFILE_KEYS = ("scale",)
 # Keys added after runs were recorded, left out of the fingerprint while they hold their
 # null default, so that existing runs keep their identity (group, key).
-LATE_NULL_KEYS = (("outer_optimizer", "clip_value"), ("task", "channels"))
+LATE_NULL_KEYS = (
+    ("outer_optimizer", "clip_value"),
+    ("task", "channels"),
+    ("estimator", "horizon_schedule"),
+    ("train", "nonfinite"),
+)
 # Estimators that differentiate the step; refused for tasks with differentiable=False
 # (e.g. a validation-accuracy objective).
 GRADIENT_ESTIMATORS = ("tbptt", "rtrl", "uoro")
@@ -118,6 +123,7 @@ class Built(NamedTuple):
     num_steps: int
     log_every: int
     chunk_size: int
+    nonfinite: str | None = None  # train.nonfinite: what the outer loop does with a non-finite estimate
 
 
 def _params(node: DictConfig) -> dict[str, Any]:
@@ -160,7 +166,22 @@ def _estimator_params(node: DictConfig) -> dict[str, Any]:
     params.pop("particles", None)
     if setting is not None:
         params["stagger"] = PARTICLE_SETTINGS[setting]
+    if params.get("horizon_schedule") is not None:
+        try:
+            params["horizon_schedule"] = horizons.from_config(params["horizon_schedule"])
+        except ValueError as err:
+            raise ConfigError(f"estimator.{err}") from err
     return params
+
+
+def nonfinite(cfg: DictConfig) -> str | None:
+    """``train.nonfinite``: None, "skip" or "zero" (validated)."""
+    value = cfg.train.get("nonfinite")
+    try:
+        outer.check_nonfinite(value)
+    except ValueError as err:
+        raise ConfigError(f"train.{err}") from err
+    return value
 
 
 def _positive_int(value, key: str) -> int:
@@ -300,6 +321,7 @@ class _Settings(NamedTuple):
     log_every: int
     chunk_size: int
     est_params: dict
+    nonfinite: str | None
 
 
 def _check_settings(cfg: DictConfig) -> _Settings:
@@ -310,6 +332,7 @@ def _check_settings(cfg: DictConfig) -> _Settings:
     log_every = _positive_int(cfg.train.log_every, "train.log_every")
     chunk_size = _positive_int(cfg.train.chunk_size, "train.chunk_size")
     keep_checkpoints(cfg)
+    guard = nonfinite(cfg)
     if num_steps % log_every:
         raise ConfigError(
             f"train.num_outer_steps={num_steps} is invalid with train.log_every={log_every}; "
@@ -330,7 +353,7 @@ def _check_settings(cfg: DictConfig) -> _Settings:
             f"estimator '{name}' has no hyperparameter {', '.join(unknown)}; "
             f"allowed: {', '.join(pes.estimators.hparam_names(name))}"
         )
-    return _Settings(optimizer, num_steps, log_every, chunk_size, est_params)
+    return _Settings(optimizer, num_steps, log_every, chunk_size, est_params, guard)
 
 
 def check_settings(cfg: DictConfig) -> None:
@@ -346,7 +369,7 @@ def build(cfg: DictConfig) -> Built:
     name and keys), then the task (which checks its own settings before it loads its
     data: a missing dataset fails here), then what depends on the task (the estimator's
     values on the task's system, the optimizer on its theta)."""
-    optimizer, num_steps, log_every, chunk_size, est_params = _check_settings(cfg)
+    optimizer, num_steps, log_every, chunk_size, est_params, guard = _check_settings(cfg)
     name = str(cfg.estimator.name)
     jax.config.update("jax_enable_x64", cfg.x64)
     try:
@@ -368,7 +391,7 @@ def build(cfg: DictConfig) -> Built:
     except (ValueError, TypeError) as err:
         raise ConfigError(str(err)) from err
     _check_optimizer_on(optimizer, cfg.outer_optimizer, task.theta_init)
-    return Built(task, estimator, optimizer, num_steps, log_every, chunk_size)
+    return Built(task, estimator, optimizer, num_steps, log_every, chunk_size, guard)
 
 
 # ----------------------------------------------------------------------------- identity
@@ -398,6 +421,14 @@ def result_config(config: DictConfig | dict) -> dict:
 def fingerprint(cfg: DictConfig | dict) -> str:
     """A hash of everything in ``cfg`` that affects the run's results."""
     return artefacts.fingerprint(result_config(cfg))
+
+
+def recorded_fingerprint(meta: dict) -> str | None:
+    """The fingerprint of the config a run.json records, under today's rules: a key that was
+    declared not to affect results after the run was recorded (such as a profile's ``scale``)
+    leaves the run's identity as it is.  Without a recorded config, the recorded fingerprint."""
+    config = meta.get("config")
+    return fingerprint(config) if isinstance(config, dict) else meta.get("fingerprint")
 
 
 def _flat(data: dict, prefix: str = "") -> dict[str, Any]:

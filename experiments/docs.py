@@ -397,17 +397,10 @@ def verdict_word(rows: list[CL.Result], compact: bool = False) -> str:
             each = ", ".join(f"`{r.id}` {r.verdict}" for r in shown)
             text += f"; {len(shown)} {what}: {each}"
     failed = [r for r in rows if r.verdict == CL.FAIL and r.counted]
-    ids = {r.id for r in failed}
-    groups: dict[str, list[str]] = {}  # a finding that reads "as <id> ..." joins that claim's line
+    if compact and failed:  # the README names them; their findings are on the figure page and in FIGURES.md
+        return text + "<br>failed (findings on the figure page): " + ", ".join(f"`{r.id}`" for r in failed)
     for r in failed:
-        m = re.match(r"as ([a-z0-9][a-z0-9.-]*)\b", r.finding)
-        root = m.group(1) if compact and m and m.group(1) in ids and m.group(1) != r.id else r.id
-        groups.setdefault(root, []).append(r.id)
-    by_id = {r.id: r for r in failed}
-    for root, members in groups.items():
-        also = [x for x in members if x != root]
-        named = f"`{root}`" + (f" (also {', '.join(f'`{x}`' for x in also)})" if also else "")
-        text += f"<br>finding {named}: {by_id[root].finding or 'no finding text yet'}"
+        text += f"<br>finding `{r.id}`: {r.finding or 'no finding text yet'}"
     return text
 
 

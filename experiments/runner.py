@@ -101,14 +101,19 @@ def divergence(metrics: dict) -> tuple[int, str, float] | None:
     """(outer step, metric, value) of the first logged value that shows divergence, if any.
 
     Divergence: NaN, infinite, or ``|value| > sqrt(largest finite value of its dtype)``.
+    With ``train.nonfinite`` set, a log interval whose estimates were all skipped logs NaN
+    for the estimate's ``loss`` and ``grad_norm``: that is not a divergence (theta did not move).
     """
     steps = np.asarray(metrics["outer_step"])
+    skipped = np.asarray(metrics.get(outer.NONFINITE_METRIC, np.zeros(steps.shape))) > 0
     first = None
     for name in sorted(metrics):
         values = np.asarray(metrics[name])
         if name == "outer_step" or not np.issubdtype(values.dtype, np.floating):
             continue
         bad = ~(np.abs(values) <= np.sqrt(np.finfo(values.dtype).max))  # NaN compares False
+        if name in ("loss", "grad_norm"):
+            bad &= ~(skipped & np.isnan(values))
         if bad.any():
             i = int(np.argmax(bad))
             if first is None or steps[i] < first[0]:
@@ -173,7 +178,7 @@ def inspect_folder(cfg: DictConfig, out_dir: Path, fp: str) -> Recorded:
                 f"fix: {_resume_false_fix(out_dir)}"
             )
         return Recorded("aside", None, f"it holds results without {META}")
-    if meta.get("fingerprint") != fp:
+    if C.recorded_fingerprint(meta) != fp:
         diff = C.config_diff(meta.get("config") or {}, cfg)
         if not cfg.overwrite:
             raise ConfigChanged(
@@ -511,6 +516,7 @@ def _train(cfg, built: C.Built, rid: str, out_dir: Path, fp: str, start: Start) 
                     log_every=built.log_every,
                     num_logs=n // built.log_every,
                     evaluate=built.task.evaluate,
+                    nonfinite=built.nonfinite,
                 )
             try:
                 state, metrics = chunks[n](state)

@@ -157,7 +157,8 @@ def finished(cfg: DictConfig, out_dir: Path) -> bool:
         meta = io.read_json(Path(out_dir) / "run.json") or {}
     except io.FileProblem:
         return False
-    return meta.get("fingerprint") == C.fingerprint(cfg) and meta.get("status") in ("complete", "diverged")
+    same = C.recorded_fingerprint(meta) == C.fingerprint(cfg)
+    return same and meta.get("status") in ("complete", "diverged")
 
 
 def pending(cfg: DictConfig, built: C.Built, out_dir: Path) -> dict:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib
 
-from pes import diagnostics, estimators, outer, systems, tasks, variance
+from pes import diagnostics, estimators, horizons, outer, systems, tasks, variance
 from pes._version import __version__ as __version__
 from pes.diagnostics import UnbiasednessCheck, check_unbiased
 from pes.estimators import GradientEstimator, make
@@ -42,6 +42,7 @@ __all__ = [
     "check_unbiased",
     "diagnostics",
     "estimators",
+    "horizons",
     "make",
     "outer",
     "systems",

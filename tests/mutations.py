@@ -3,21 +3,30 @@
     python -m tests.mutations [--all] [--only NAME ...] [--list] [--out table.md]
     make mutate
 
-Each mutation is a small source edit (exact text replaced; the check stops with an error
-if the text is no longer in the library, so the catalogue follows the code).  The
-repository's files are copied to a temporary directory, the edit is applied to the copy
-(the working tree is never touched), and the mutation's relevant fast tests run against
-the copy (``PYTHONPATH`` puts the copy first).  First the same selection runs on the
-unmutated copy, which must pass.  A mutation is *caught* when at least one test fails;
-the table lists the failing tests.  By default a mutation's run stops after
-``--maxfail`` (3) failures, so a caught mutation costs a few tests and the table names
-the first catchers; ``--all`` runs every selected test and names all of them.  Exit code
-1 if any mutation survives (or the baseline fails).
+Each mutation changes behaviour, not text, so that the catalogue survives refactors:
+
+* `Wrap`: a named function (module-level, or a method ``Class.name``) is replaced by
+  ``wrapper(original)``; the wrapper's source is appended to the module, so every caller,
+  inside the module or importing it by name, gets the buggy version;
+* `Edit`: a small syntax-tree edit inside a named function: an expression, compared as a
+  syntax tree (formatting and comments do not matter), must occur exactly once in that
+  function (nested functions included) and is replaced by another.
+
+The check stops with an error when a target function or expression is no longer in the
+library, so the catalogue follows the code.  The repository's files are copied to a
+temporary directory, the mutation is applied to the copy (the working tree is never
+touched), and the mutation's relevant fast tests run against the copy (``PYTHONPATH`` puts
+the copy first).  First the same selection runs on the unmutated copy, which must pass.  A
+mutation is *caught* when at least one test fails; the table lists the failing tests.  By
+default a mutation's run stops after ``--maxfail`` (3) failures, so a caught mutation costs a
+few tests and the table names the first catchers; ``--all`` runs every selected test and
+names all of them.  Exit code 1 if any mutation survives (or the baseline fails).
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import os
 import re
@@ -25,18 +34,24 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-EVO = "pes/estimators/evolution.py"
+PARTICLES = "pes/estimators/particles.py"
+PERSISTENT = "pes/estimators/persistent.py"
+TRUNCATED = "pes/estimators/truncated.py"
+NOISE_REUSE = "pes/estimators/noise_reuse.py"
 COMMON = "pes/estimators/_common.py"
 SYSTEMS = "pes/systems.py"
+OUTER = "pes/outer.py"
 
 # Test selections (pytest arguments), cheapest and most sensitive first.
 REF = "tests/test_reference.py"
 KEYED = "tests/test_unbiasedness.py::test_unbiased_with_the_exact_variance_on_a_key_dependent_system"
 EQUIV = "tests/test_equivalences.py"
+HORIZONS = "tests/test_horizons.py"
 
 
 def ref(name: str) -> list[str]:
@@ -48,105 +63,155 @@ def keyed(*cases: str) -> list[str]:
 
 
 @dataclasses.dataclass(frozen=True)
+class Wrap:
+    """``function = wrapper(function)``: ``source`` defines ``wrapper(original)``."""
+
+    source: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Edit:
+    """Replace the expression ``old`` (exactly once in the target function) by ``new``."""
+
+    old: str
+    new: str
+
+
+@dataclasses.dataclass(frozen=True)
 class Mutation:
     name: str
     description: str
-    path: str
-    edits: tuple[tuple[str, str], ...]  # (old, new): ``old`` must occur exactly once
+    path: str  # the module
+    target: str  # the function: "name", "Class.method" or "outer.inner"
+    change: Wrap | Edit
     tests: tuple[str, ...]
+
+
+def factory_grad_times_sigma(name: str) -> Wrap:
+    """The estimator ``name``'s gradient multiplied by sigma (a 1/(N sigma) scale)."""
+    return Wrap(
+        f"""
+        def wrapper(original):
+            @functools.wraps(original)
+            def {name}(system, **hp):
+                est = original(system, **hp)
+
+                def estimate(key, theta, state):
+                    grad, state, aux = est.estimate(key, theta, state)
+                    return jax.tree.map(lambda g: g * hp["sigma"], grad), state, aux
+
+                return est._replace(estimate=estimate)
+
+            return {name}
+        """
+    )
 
 
 M = Mutation
 CATALOGUE: tuple[Mutation, ...] = (
-    # --- the seven rows of the issue-16 audit -----------------------------------------------
+    # --- seven bugs of an audit of an earlier version of the suite --------------------------
     M(
         "pes-pair-shares-state",
         "PES: the + and - members of a pair continue from one inner state (the + member's)",
-        EVO,
-        (
-            (
-                "return grad, shard.groups(PESState(out.inner, out.t, accum)), aux",
-                "return grad, shard.groups(PESState(jax.tree.map(lambda x: jnp.broadcast_to("
-                "x[:, :1], x.shape), out.inner), out.t, accum)), aux",
-            ),
+        PERSISTENT,
+        "pes",
+        Edit(
+            "PESState(out.inner, out.t, accum)",
+            "PESState(jax.tree.map(lambda x: jnp.broadcast_to(x[:, :1], x.shape), out.inner), out.t, accum)",
         ),
         (*ref("pes"), *keyed("pes-T8-K2"), EQUIV),
     ),
     M(
         "pes-accumulator-never-reset",
         "PES: the accumulator is never reset at an episode end (keeps adding every eps)",
-        EVO,
-        (
-            (
-                "return grad, C.group_where(last_end, jax.tree.map(jnp.zeros_like, eps), cont)",
-                "return grad, jax.tree.map(jnp.add, accum, eps)",
-            ),
+        PERSISTENT,
+        "pes_update",
+        Wrap(
+            """
+            def wrapper(original):
+                def pes_update(out, eps, accum, scale, like):
+                    grad, _ = original(out, eps, accum, scale, like)
+                    return grad, jax.tree.map(jnp.add, accum, eps)
+
+                return pes_update
+            """
         ),
         (*keyed("pes-T8-K2", "pes-T5-K4"), *ref("pes"), EQUIV),
     ),
     M(
         "pes-old-accumulator-only",
         "PES: the estimate weights losses by the old accumulator only (this truncation's eps left out)",
-        EVO,
-        (
-            (
-                "grad = C.combine2(total, eps, before, accum, scale, like)",
-                "grad = C.combine2(total, jax.tree.map(jnp.zeros_like, eps), before, accum, scale, like)",
-            ),
+        PERSISTENT,
+        "pes_update",
+        Wrap(
+            """
+            def wrapper(original):
+                def pes_update(out, eps, accum, scale, like):
+                    grad, _ = original(out, jax.tree.map(jnp.zeros_like, eps), accum, scale, like)
+                    return grad, original(out, eps, accum, scale, like)[1]
+
+                return pes_update
+            """
         ),
         (*ref("pes"), *keyed("pes-T8-K2"), EQUIV),
     ),
     M(
         "pes-scale-1/(N sigma)",
         "PES: the estimate is scaled by 1/(N sigma) instead of 1/(N sigma^2)",
-        EVO,
-        (
-            (
-                'num_chunks, shard = _particle_plan("pes", lay, particle_chunk_size, devices)\n'
-                "    scale = 1.0 / (num_particles * sigma**2)",
-                'num_chunks, shard = _particle_plan("pes", lay, particle_chunk_size, devices)\n'
-                "    scale = 1.0 / (num_particles * sigma)",
-            ),
-        ),
+        PERSISTENT,
+        "pes",
+        factory_grad_times_sigma("pes"),
         (*ref("pes"), *keyed("pes-T8-K2"), EQUIV),
     ),
     M(
         "no-common-random-numbers",
         "ES/PES/NRES unroll: every particle draws its own data keys (no common random numbers)",
-        EVO,
-        (
-            (
-                "state, loss = step(thetas, state, key_pair[0])",
-                "state, loss = jax.vmap(system.step)(thetas, state, jax.random.split(key_pair[0], num))",
-            ),
-            (
-                "state, loss = step(th, state, key_pair[0])",
-                "state, loss = jax.vmap(system.step)(th, state, jax.random.split(key_pair[0], num))",
-            ),
+        PARTICLES,
+        "particle_step",
+        Wrap(
+            """
+            def wrapper(original):
+                def particle_step(system):
+                    def step(thetas, state, key):
+                        num = jax.tree.leaves(state)[0].shape[0]
+                        return jax.vmap(system.step)(thetas, state, jax.random.split(key, num))
+
+                    return step
+
+                return particle_step
+            """
         ),
         (*keyed("pes-T8-K2", "nres-T8-K2"), *ref("pes"), *ref("es")),
     ),
     M(
         "pes-post-reset-old-accumulator",
         "PES: losses after a reset inside a truncation are weighted by the old accumulator + eps",
-        EVO,
-        (
-            (
-                "grad = C.combine2(total, eps, before, accum, scale, like)",
-                "grad = C.combine2(total, eps, total, accum, scale, like)",
-            ),
+        PERSISTENT,
+        "pes_update",
+        Wrap(
+            """
+            def wrapper(original):
+                def pes_update(out, eps, accum, scale, like):
+                    return original(out._replace(before=out.total), eps, accum, scale, like)
+
+                return pes_update
+            """
         ),
         (*keyed("pes-T5-K4"), *ref("pes"), EQUIV),
     ),
     M(
         "pes-stagger-burn-in-not-accumulated",
         "PES stagger: the burn-in's perturbation is not put into the accumulator",
-        EVO,
-        (
-            (
-                "accum = C.group_where(started, eps, jax.tree.map(jnp.zeros_like, eps))",
-                "accum = jax.tree.map(jnp.zeros_like, eps)",
-            ),
+        PERSISTENT,
+        "burn_in_accumulator",
+        Wrap(
+            """
+            def wrapper(original):
+                def burn_in_accumulator(s, state, eps):
+                    return state._replace(accum=jax.tree.map(jnp.zeros_like, eps))
+
+                return burn_in_accumulator
+            """
         ),
         (*keyed("pes-T7-K3-stagger"), *ref("pes")),
     ),
@@ -155,40 +220,48 @@ CATALOGUE: tuple[Mutation, ...] = (
         "noise-sigma-squared",
         "noise: eps = sigma^2 z instead of sigma z (wrong sigma scaling of the perturbations)",
         COMMON,
-        (("sigma * jax.random.normal(k,", "sigma**2 * jax.random.normal(k,"),),
+        "sample_noise",
+        Wrap(
+            """
+            def wrapper(original):
+                def sample_noise(key, theta, num_groups, sigma):
+                    return original(key, theta, num_groups, sigma**2)
+
+                return sample_noise
+            """
+        ),
         (*keyed("pes-T8-K2", "es-T5-K5-full"), *ref("pes"), *ref("es")),
     ),
     M(
         "es-scale-1/(N sigma)",
         "truncated ES: the estimate is scaled by 1/(N sigma) instead of 1/(N sigma^2)",
-        EVO,
-        (
-            (
-                'num_chunks, shard = _particle_plan("es", lay, particle_chunk_size, devices)\n'
-                "    scale = 1.0 / (num_particles * sigma**2)",
-                'num_chunks, shard = _particle_plan("es", lay, particle_chunk_size, devices)\n'
-                "    scale = 1.0 / (num_particles * sigma)",
-            ),
-        ),
+        TRUNCATED,
+        "es",
+        factory_grad_times_sigma("es"),
         (*keyed("es-T5-K5-full"), *ref("es"), EQUIV),
+    ),
+    M(
+        "particle-scale-1/(N sigma)",
+        "every ES-family estimator: the shared scale is 1/(N sigma) instead of 1/(N sigma^2)",
+        PARTICLES,
+        "setup",
+        Edit("1.0 / (opts.num_particles * opts.sigma**2)", "1.0 / (opts.num_particles * opts.sigma)"),
+        (*ref("pes"), *keyed("es-T5-K5-full"), EQUIV),
     ),
     M(
         "swapped-antithetic-signs",
         "antithetic pairs: members perturbed by (-eps, +eps) while differenced as (+, -)",
         COMMON,
-        (
-            (
-                "return jnp.array([1.0, -1.0][: self.group_size], dtype)",
-                "return jnp.array([-1.0, 1.0][: self.group_size], dtype)",
-            ),
-        ),
+        "ParticleLayout.signs",
+        Edit("[1.0, -1.0]", "[-1.0, 1.0]"),
         (*keyed("pes-T8-K2"), *ref("pes"), *ref("es")),
     ),
     M(
         "reset-one-step-late",
         "unroll: an episode that ends inside a truncation resets one step late",
-        EVO,
-        (("end = tt >= horizon\n", "end = tt >= horizon + 1\n"),),
+        PARTICLES,
+        "FixedClock.tick",
+        Edit("t >= self.horizon", "t >= self.horizon + 1"),
         (
             *ref("pes"),
             *keyed("pes-T5-K4"),
@@ -198,19 +271,19 @@ CATALOGUE: tuple[Mutation, ...] = (
     M(
         "reset-with-the-step-key",
         "unroll: a reset inside a truncation re-initialises with the step key, not the reset key",
-        EVO,
-        (("state = maybe_reset(state, end, key_pair[1])", "state = maybe_reset(state, end, key_pair[0])"),),
+        PARTICLES,
+        "step_or_reset",
+        Edit("reset(state, end, key_pair[1])", "reset(state, end, key_pair[0])"),
         (*keyed("pes-T5-K4", "nres-T5-K4"), *ref("pes")),
     ),
     M(
         "chunks-merged-in-the-wrong-order",
         "particle chunks: results of chunk c are put back as groups cG/C.. instead of c, c + C, ..",
-        EVO,
-        (
-            (
-                "return jnp.swapaxes(x, 0, 1).reshape((groups,) + x.shape[2:])",
-                "return x.reshape((groups,) + x.shape[2:])",
-            ),
+        PARTICLES,
+        "chunked",
+        Edit(
+            "jnp.swapaxes(x, 0, 1).reshape((x.shape[0] * x.shape[1],) + x.shape[2:])",
+            "x.reshape((x.shape[0] * x.shape[1],) + x.shape[2:])",
         ),
         (
             *ref("pes"),
@@ -221,32 +294,50 @@ CATALOGUE: tuple[Mutation, ...] = (
     M(
         "pes-mid-reset-accumulator-restarts-at-zero",
         "PES: after a reset inside a truncation the accumulator restarts at 0, not at this eps",
-        EVO,
-        (
-            (
-                "cont = C.group_where(any_end, eps, jax.tree.map(jnp.add, accum, eps))",
-                "cont = C.group_where(any_end, jax.tree.map(jnp.zeros_like, eps), "
-                "jax.tree.map(jnp.add, accum, eps))",
-            ),
+        PERSISTENT,
+        "pes_update",
+        Wrap(
+            """
+            def wrapper(original):
+                def pes_update(out, eps, accum, scale, like):
+                    grad, new = original(out, eps, accum, scale, like)
+                    return grad, C.group_where(out.any_end, jax.tree.map(jnp.zeros_like, new), new)
+
+                return pes_update
+            """
         ),
         (*keyed("pes-T5-K4"), *ref("pes")),
     ),
     M(
         "nres-never-redraws",
         "NRES: a new episode keeps the old perturbation (the fresh draw is never stored)",
-        EVO,
-        (("eps = C.group_where(out.any_end, fresh, state.eps)", "eps = state.eps"),),
+        NOISE_REUSE,
+        "episode_update",
+        Wrap(
+            """
+            def wrapper(original):
+                def episode_update(out, eps, fresh, scale, like):
+                    return original(out, eps, fresh, scale, like)[0], eps
+
+                return episode_update
+            """
+        ),
         (*keyed("nres-T8-K2", "nres-T5-K4"), *ref("nres")),
     ),
     M(
         "es-mean-state-not-advanced",
-        "truncated ES: the shared unperturbed state is not advanced between truncations",
-        EVO,
-        (
-            (
-                "state.t, data_key, trunc_len)\n            new_state = ESState(inner, t)",
-                "state.t, data_key, trunc_len)\n            new_state = ESState(state.inner, t)",
-            ),
+        "truncated ES: the unperturbed state is not advanced between truncations",
+        TRUNCATED,
+        "_mean_advance",
+        Wrap(
+            """
+            def wrapper(original):
+                def _mean_advance(s, skip_mean):
+                    advance = original(s, skip_mean)
+                    return lambda theta, state, key: advance(theta, state, key)._replace(inner=state.inner)
+
+                return _mean_advance
+            """
         ),
         (
             *ref("es"),
@@ -257,11 +348,10 @@ CATALOGUE: tuple[Mutation, ...] = (
         "last-loss-weights-the-first-step",
         "unroll_loss='last': the truncation's objective takes its first step's loss",
         SYSTEMS,
-        (
-            (
-                "return jnp.zeros((num_steps,), dtype).at[-1].set(1.0)",
-                "return jnp.zeros((num_steps,), dtype).at[0].set(1.0)",
-            ),
+        "step_weights",
+        Edit(
+            "jnp.zeros((num_steps,), dtype).at[-1].set(1.0)",
+            "jnp.zeros((num_steps,), dtype).at[0].set(1.0)",
         ),
         (
             f"{REF}::test_pes_matches_the_reference[T6-K3-last]",
@@ -271,20 +361,25 @@ CATALOGUE: tuple[Mutation, ...] = (
     M(
         "single-particles-negated",
         "antithetic=False: each particle's objective enters the estimate with the wrong sign",
-        EVO,
-        (
-            (
-                "return x[:, 0] - x[:, 1] if lay.group_size == 2 else x[:, 0]",
-                "return x[:, 0] - x[:, 1] if lay.group_size == 2 else -x[:, 0]",
-            ),
+        PARTICLES,
+        "differences",
+        Wrap(
+            """
+            def wrapper(original):
+                def differences(x, lay):
+                    return original(x, lay) if lay.group_size == 2 else -original(x, lay)
+
+                return differences
+            """
         ),
         (*keyed("pes-T6-K3-single"), f"{REF}::test_pes_matches_the_reference[T5-K2-single]"),
     ),
     M(
         "gpes-blocks-one-truncation-too-long",
         "GPES: a noise block is replaced after m + 1 truncations instead of m",
-        EVO,
-        (("refresh = state.age >= blocks", "refresh = state.age > blocks"),),
+        NOISE_REUSE,
+        "block_start",
+        Edit("state.age >= blocks", "state.age > blocks"),
         (
             *ref("gpes"),
             *keyed("gpes-T8-K2-blocks2"),
@@ -294,16 +389,128 @@ CATALOGUE: tuple[Mutation, ...] = (
     M(
         "stagger-offsets-skip-the-last-phase",
         "stagger: offsets drawn from 0..T-2 instead of 0..T-1",
-        EVO,
-        (
-            (
-                "offsets = jax.random.randint(offset_key, (lay.num_groups,), 0, horizon, jnp.int32)",
-                "offsets = jax.random.randint(offset_key, (lay.num_groups,), 0, horizon - 1, jnp.int32)",
-            ),
+        PARTICLES,
+        "FixedClock.random_phase",
+        Edit(
+            "jax.random.randint(offset_key, jnp.shape(t), 0, self.horizon, jnp.int32)",
+            "jax.random.randint(offset_key, jnp.shape(t), 0, self.horizon - 1, jnp.int32)",
         ),
         (*ref("pes"), *ref("nres")),
     ),
+    # --- random horizons and non-finite estimates --------------------------------------------
+    M(
+        "drawn-horizons-shared-by-groups",
+        "random horizons: every group draws group 0's lengths (step-unlocked groups lock together)",
+        PARTICLES,
+        "DrawnClock.draw",
+        Wrap(
+            """
+            def wrapper(original):
+                def draw(self, key, group):
+                    return original(self, key, jnp.zeros_like(group))
+
+                return draw
+            """
+        ),
+        (f"{HORIZONS}::test_groups_draw_their_own_horizons_and_stay_step_unlocked",),
+    ),
+    M(
+        "drawn-horizon-not-redrawn",
+        "random horizons: an episode that ends keeps the previous episode's length",
+        PARTICLES,
+        "DrawnClock._advance",
+        Edit("jnp.where(end, self.draw(reset_key, t.group), t.length)", "t.length"),
+        (
+            f"{HORIZONS}::test_groups_draw_their_own_horizons_and_stay_step_unlocked",
+            f"{HORIZONS}::test_unbiased_for_the_expected_objective",
+        ),
+    ),
+    M(
+        "nonfinite-estimate-applied",
+        "outer loop: a non-finite estimate is applied although train.nonfinite says skip",
+        OUTER,
+        "guard_nonfinite",
+        Wrap(
+            """
+            def wrapper(original):
+                def guard_nonfinite(mode, grad, apply, old):
+                    return apply(grad), jnp.zeros((), jnp.int32)
+
+                return guard_nonfinite
+            """
+        ),
+        ("tests/test_outer_nonfinite.py",),
+    ),
 )
+
+
+# ----------------------------------------------------------------------------- applying a mutation
+
+
+def _target(tree: ast.Module, mutation: Mutation) -> ast.FunctionDef:
+    """The function ``mutation.target`` in ``tree`` (a dotted path through classes and functions)."""
+    scope: ast.AST = tree
+    for part in mutation.target.split("."):
+        found = [
+            node
+            for node in ast.walk(scope)
+            if node is not scope and isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name == part
+        ]
+        direct = [n for n in found if n in getattr(scope, "body", [])] or found
+        if len(direct) != 1:
+            raise SystemExit(
+                f"mutation {mutation.name!r}: {len(direct)} definitions of {part!r} (target "
+                f"{mutation.target!r}) in {mutation.path}; expected one: the library changed, "
+                "update tests/mutations.py"
+            )
+        scope = direct[0]
+    if not isinstance(scope, ast.FunctionDef):
+        raise SystemExit(f"mutation {mutation.name!r}: {mutation.target!r} is not a function")
+    return scope
+
+
+def _shape(node: ast.AST) -> str:
+    return ast.dump(node, include_attributes=False)
+
+
+def mutate_text(text: str, mutation: Mutation) -> str:
+    """The module source ``text`` with ``mutation`` applied (SystemExit if it does not apply)."""
+    tree = ast.parse(text)
+    function = _target(tree, mutation)
+    change = mutation.change
+    if isinstance(change, Wrap):
+        *owner, name = mutation.target.split(".")
+        is_class = [isinstance(n, ast.ClassDef) and n.name == owner[0] for n in tree.body] if owner else []
+        if len(owner) > 1 or (owner and not any(is_class)):
+            raise SystemExit(f"mutation {mutation.name!r}: Wrap needs a module-level function or a method")
+        wrapper = textwrap.dedent(change.source).strip()
+        # a method is wrapped as the plain function in its class's namespace
+        slot = ".".join([*owner, name])
+        original = f"{owner[0]}.__dict__[{name!r}]" if owner else name
+        return f"{text}\n\nimport functools  # noqa: E402\n\n{wrapper}\n\n\n{slot} = wrapper({original})\n"
+    old = ast.parse(change.old, mode="eval").body
+    new = ast.parse(change.new, mode="eval").body
+    matches = [node for node in ast.walk(function) if _shape(node) == _shape(old)]
+    if len(matches) != 1:
+        raise SystemExit(
+            f"mutation {mutation.name!r}: the expression {change.old!r} occurs {len(matches)} times "
+            f"in {mutation.target} ({mutation.path}); expected once: the library changed, update "
+            "tests/mutations.py"
+        )
+
+    class Replace(ast.NodeTransformer):
+        def generic_visit(self, node):
+            return new if node is matches[0] else super().generic_visit(node)
+
+    return ast.unparse(ast.fix_missing_locations(Replace().visit(tree)))
+
+
+def apply(copy: Path, mutation: Mutation) -> str:
+    """Mutate the copy; return the original text of the edited file (to restore it)."""
+    path = copy / mutation.path
+    original = path.read_text()
+    path.write_text(mutate_text(original, mutation))
+    return original
 
 
 # ----------------------------------------------------------------------------- machinery
@@ -338,23 +545,6 @@ def check_imports_the_copy(copy: Path) -> None:
         raise SystemExit(
             f"the copy's tests would import pes from {where}, not from {copy}: {out.stderr[-500:]}"
         )
-
-
-def apply(copy: Path, mutation: Mutation) -> str:
-    """Edit the copy; return the original text of the edited file (to restore it)."""
-    path = copy / mutation.path
-    original = path.read_text()
-    text = original
-    for old, new in mutation.edits:
-        count = text.count(old)
-        if count != 1:
-            raise SystemExit(
-                f"mutation {mutation.name!r}: the text to replace occurs {count} times in {mutation.path} "
-                f"(expected once); the library changed: update tests/mutations.py\n  text: {old!r}"
-            )
-        text = text.replace(old, new)
-    path.write_text(text)
-    return original
 
 
 def run_tests(copy: Path, tests, maxfail: int | None) -> tuple[int, list[str], float]:

@@ -59,7 +59,8 @@ def build_or_skip_missing_data(cfg):
 
 def test_groups_have_options():
     assert {"pes", "es", "tbptt", "rtrl", "uoro"} <= set(GROUP_OPTIONS["estimator"])
-    assert {"quick", "quick_holdout", "paper", "paper_fashion", "paper_regime"} == set(GROUP_OPTIONS["profile"])
+    profiles = {"quick", "quick_holdout", "paper", "paper_fashion", "paper_regime"}
+    assert profiles == set(GROUP_OPTIONS["profile"])
 
 
 # paper_regime and quick_holdout set nothing outside their figures (5 and 6; 7), where

@@ -90,7 +90,7 @@ def test_rtrl_summed_over_the_horizon_equals_backprop(trunc_len):
 
 
 def _reference_grad(name, system, theta, init_key, key, **hp):
-    """The independent NumPy loop (tests/reference.py): PES and ES share `_unroll_groups`,
+    """The independent NumPy loop (tests/reference.py): PES and ES share the particle engine,
     `sample_noise` and `combine`, so a bug there would cancel in PES == ES alone."""
     ref = R.REFERENCES[name](system, theta, **hp).init(init_key, theta)
     return ref, ref.flat.unravel(ref.estimate(key, theta))

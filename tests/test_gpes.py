@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from pes import estimators, systems, tasks
-from pes.estimators import evolution
+from pes.estimators import noise_reuse
 from pes.estimators._common import sample_noise, split_key
 from tests.test_unbiasedness import LQ, THETA, Z, detectable_bias, episode_sums, ib_exact, z_scores
 
@@ -171,26 +171,21 @@ def test_gpes_is_unbiased_on_influence_balancing():
     assert detectable_bias(samples, ib_exact()) <= 0.05, detectable_bias(samples, ib_exact())
 
 
-def _block_only_update(
-    total, before, any_end, last_end, fresh, state, accum, eps, refresh, blocks, scale, like
-):
+def _block_only_update(out, fresh, prev_accum, run, scale, like):
     """A plausible bug: weight the losses by the current block's perturbation only (no
     accumulator), i.e. truncated ES over noise blocks."""
-    grad, accum, eps2, age = _REAL_UPDATE(
-        total, before, any_end, last_end, fresh, state, accum, eps, refresh, blocks, scale, like
-    )
-    after = total - before
     from pes.estimators import _common as C
 
-    grad = C.combine2(before, eps, after, fresh, scale, like)
-    return grad, accum, eps2, age
+    _, accum, eps = _REAL_UPDATE(out, fresh, prev_accum, run, scale, like)
+    grad = C.combine2(out.before, run.eps, out.total - out.before, fresh, scale, like)
+    return grad, accum, eps
 
 
-_REAL_UPDATE = evolution.gpes_update
+_REAL_UPDATE = noise_reuse.block_update
 
 
 def test_mutation_without_accumulator_fails_the_unbiasedness_check(monkeypatch):
-    monkeypatch.setattr(evolution, "gpes_update", _block_only_update)
+    monkeypatch.setattr(noise_reuse, "block_update", _block_only_update)
     ib = tasks.make("influence_balancing", horizon=40)
     est = estimators.make("gpes", ib.system, trunc_len=1, sigma=0.1, num_particles=10, noise_every=4)
     samples = episode_sums(est, jnp.float64(0.5), 40, 1, reps=2000)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -14,19 +15,43 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_catalogue_applies_to_the_library():
-    """Every mutation's text is in the library exactly once (the catalogue follows the code),
-    changes it, and names tests that exist."""
+    """Every mutation's target function is in the library, applies exactly once (an `Edit`'s
+    expression occurs once in its function), changes the module, still compiles, and names
+    tests that exist (the catalogue follows the code)."""
     names = set()
     for m in mutations.CATALOGUE:
         assert m.name not in names, m.name
         names.add(m.name)
         text = (ROOT / m.path).read_text()
-        for old, new in m.edits:
-            assert text.count(old) == 1, (m.name, old)
-            assert old != new
+        mutated = mutations.mutate_text(text, m)
+        assert mutated != text, m.name
+        compile(mutated, m.path, "exec")
+        if isinstance(m.change, mutations.Edit):
+            assert ast.dump(ast.parse(mutated)) != ast.dump(ast.parse(text)), m.name
         for test in m.tests:
             assert (ROOT / test.split("::")[0]).is_file(), (m.name, test)
     assert len(mutations.CATALOGUE) >= 11  # the 7 audited bugs and at least 4 more
+
+
+def test_a_stale_mutation_stops_the_check():
+    """A target that is gone, or an expression that is not there once, is an error naming the
+    mutation (the check never runs a mutation that does not apply)."""
+    m = mutations.CATALOGUE[0]
+    gone = mutations.Mutation(m.name, m.description, m.path, "no_such_function", m.change, m.tests)
+    with pytest.raises(SystemExit, match="no_such_function"):
+        mutations.mutate_text((ROOT / m.path).read_text(), gone)
+    edit = mutations.Mutation(m.name, m.description, m.path, m.target, mutations.Edit("1 + 2", "3"), m.tests)
+    with pytest.raises(SystemExit, match="occurs 0 times"):
+        mutations.mutate_text((ROOT / m.path).read_text(), edit)
+
+
+def test_an_edit_ignores_formatting():
+    """An `Edit` compares syntax trees: spacing, line breaks and comments do not matter."""
+    text = "def f(x):\n    return (x  >=\n  1)  # a comment\n"
+    m = mutations.Mutation("m", "d", "f.py", "f", mutations.Edit("x >= 1", "x > 1"), ())
+    namespace = {}
+    exec(mutations.mutate_text(text, m), namespace)
+    assert namespace["f"](1) is False
 
 
 @pytest.mark.slow

@@ -199,6 +199,11 @@ cases = {
               dict(trunc_len=3, sigma=0.1, num_particles=8)),
     "pes_mlp": ("pes", _mlp_system(), jnp.array([-2.0]),
                 dict(trunc_len=2, sigma=0.1, num_particles=8, stagger=True)),
+    "pes_a_lq": ("pes_a", tasks.make("linear_quadratic", dim=3, horizon=6).system, jnp.zeros(3),
+                 dict(trunc_len=3, sigma=0.1, num_particles=8)),
+    "nres_drawn_lq": ("nres", tasks.make("linear_quadratic", dim=3, horizon=None).system, jnp.zeros(3),
+                      dict(trunc_len=3, sigma=0.1, num_particles=8, stagger=True,
+                           horizon_schedule=pes.horizons.LogUniform(2, 9))),
 }
 for case, (name, system, theta, kw) in cases.items():
     # theta stays fixed: the states then depend on the keys only, not on rounding of grads.
@@ -244,7 +249,7 @@ def test_two_devices_match_one_device_and_only_reduce_the_gradient(tmp_path):
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -383,7 +388,7 @@ def test_unroll_particles_matches_systems_unroll(dim, horizon, t0, k, skip_idle_
     per particle, exactly what `systems.unroll` gives: states, counters, unroll objectives, the
     part before the first reset and the episode-end flags."""
     from pes.estimators import _common as C
-    from pes.estimators import evolution as E
+    from pes.estimators import particles as E
 
     system = tasks.make("linear_quadratic", dim=dim, horizon=horizon).system
     lay = C.layout(8, True)
@@ -391,11 +396,8 @@ def test_unroll_particles_matches_systems_unroll(dim, horizon, t0, k, skip_idle_
     thetas = C.perturb(jnp.zeros(dim), eps, lay)
     inner = jax.random.normal(jax.random.key(1), (lay.num_groups, 2, dim))
     t = jnp.array(t0, jnp.int32)
-    fn = jax.jit(
-        lambda th, s, tt: E._unroll_particles(
-            system, th, s, tt, jax.random.key(2), k, shared_inner=False, skip_idle_resets=skip_idle_resets
-        )
-    )
+    spec = E.Truncation(system, lay, k, E.FixedClock(horizon), skip_idle_resets=skip_idle_resets)
+    fn = jax.jit(lambda th, s, tt: E.unroll(spec, th, s, tt, jax.random.key(2)))
     out = fn(thetas, inner, t)
     ref = jax.jit(lambda th, s, tt: _reference_unroll(system, th, s, tt, jax.random.key(2), k))(
         thetas, inner, t

@@ -100,6 +100,22 @@ def test_finished_run_is_skipped_and_a_changed_config_is_refused(tmp_path):
     assert (read(aside)["sigma"] == 0.1).all()
 
 
+def test_a_run_recorded_with_a_key_since_declared_result_free_keeps_its_identity(tmp_path):
+    """A run recorded when a profile's ``scale`` still entered the fingerprint is the same run
+    today (its recorded config is fingerprinted under today's rules); a real change is refused."""
+    cfg = compose(tmp_path)
+    out = runner.run(cfg)
+    meta = json.loads((out / runner.META).read_text())
+    meta["fingerprint"] = "recorded-under-older-rules"
+    meta["config"].setdefault("profile", {})["scale"] = "small"
+    (out / runner.META).write_text(json.dumps(meta))
+    stamp = (out / runner.CSV).stat().st_mtime_ns
+    runner.run(cfg)
+    assert (out / runner.CSV).stat().st_mtime_ns == stamp
+    with pytest.raises(runner.ConfigChanged, match=r"estimator.sigma 0.1->0.2"):
+        runner.run(compose(tmp_path, "estimator.sigma=0.2"))
+
+
 def test_rows_after_the_checkpoint_and_a_partial_last_line_are_cut_on_resume(tmp_path):
     path = tmp_path / "m.csv"
     info = {c: 0 for c in results.RUN_COLUMNS} | {"run_id": "r", "figure": "f", "task": "t", "estimator": "e"}

@@ -433,6 +433,20 @@ def load_raw(
         ) from err
 
 
+def load_first(
+    names: tuple[str, ...], *, source: str, data_dir: str | Path | None, keys: Mapping[str, str] | None = None
+) -> tuple[str, RawData]:
+    """(name, data) of the first of ``names`` that `load_raw` finds; if none is found, one
+    `DataUnavailableError` with every name's reason."""
+    errors = []
+    for name in names:
+        try:
+            return name, load_raw(name, source=source, data_dir=data_dir, keys=keys)
+        except DataUnavailableError as err:
+            errors.append(str(err))
+    raise DataUnavailableError(" | ".join(errors))
+
+
 def load(
     name: str,
     *,

@@ -26,9 +26,11 @@ from typing import Any
 from pes import systems
 from pes.estimators._common import GradientEstimator
 from pes.estimators.baselines import ars, openai_es
-from pes.estimators.evolution import ESState, GPESState, NRESState, PESState, es, gpes, nres, pes
 from pes.estimators.gradient import RTRLState, TBPTTState, UOROState, rtrl, tbptt, uoro
+from pes.estimators.noise_reuse import GPESState, NRESState, gpes, nres
+from pes.estimators.persistent import PESState, pes
 from pes.estimators.pes_analytic import PESAState, pes_a
+from pes.estimators.truncated import ESState, es
 
 REGISTRY: dict[str, Callable[..., GradientEstimator]] = {
     "pes": pes,

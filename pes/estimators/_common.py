@@ -232,6 +232,31 @@ def scale_hparams(hparams: dict, particle_chunk_size, devices) -> dict:
     return hparams
 
 
+def std_scale(objectives: jax.Array, sigma: float) -> jax.Array:
+    """The factor that turns an ES/PES estimate into its ARS-style reward-std-scaled form.
+
+    With ``divide_by_variance`` (the flag of the paper's control code, which divides by the
+    standard deviation, not the variance) the estimate becomes
+
+        g = sum_k L_k u_k / (P/2 * std(L)),
+
+    where the sum runs over the P particles, L_k is particle k's unroll objective, u_k
+    its unit-noise direction (its accumulated unit noise for PES) and std(L) the
+    population standard deviation of the P unroll objectives of this estimate.  That is
+    ARS V1's update direction (Mania et al. 2018) without top-b selection.  Relative to
+    the plain estimate sum_k L_k sigma u_k / (P sigma^2) it is a factor 2 sigma / std(L).
+    If every particle scored the same the plain estimate is zero and so is this one.
+    """
+    std = jnp.std(objectives)
+    safe = jnp.where(std > 0, std, jnp.ones_like(std))
+    return 2.0 * sigma / safe
+
+
+def scale_tree(tree: PyTree, factor: jax.Array) -> PyTree:
+    """Every leaf times ``factor``, in the leaf's dtype."""
+    return jax.tree.map(lambda g: (g * factor).astype(g.dtype), tree)
+
+
 def broadcast_state(state: PyTree, shape: tuple[int, ...]) -> PyTree:
     """Copy one inner state into every particle slot (leading axes ``shape``)."""
     return jax.tree.map(lambda x: jnp.broadcast_to(x, shape + jnp.shape(x)), state)

@@ -25,12 +25,14 @@ import jax.numpy as jnp
 
 from pes import systems
 from pes.estimators import _common as C
-from pes.estimators.evolution import ESState, _unroll_particles
+from pes.estimators import particles as P
+from pes.estimators.truncated import ESState
 
 
 def _shared_start(system, trunc_len, lay, sigma):
     """init/rollout pieces shared by the baselines (same key use as truncated ES)."""
     skip_mean = system.horizon is not None and trunc_len % system.horizon == 0
+    spec = P.Truncation(system, lay, trunc_len, P.FixedClock(system.horizon), keep_state=False)
 
     def init(key, theta):
         del theta
@@ -40,10 +42,8 @@ def _shared_start(system, trunc_len, lay, sigma):
         """(eps, per-particle unroll objectives (G, M), mean unroll loss, new state)."""
         noise_key, data_key = C.split_key(key)
         eps = C.sample_noise(noise_key, theta, lay.num_groups, sigma)
-        thetas = C.perturb(theta, eps, lay)
-        objectives = _unroll_particles(
-            system, thetas, state.inner, state.t, data_key, trunc_len, shared_inner=True, keep_state=False
-        ).total
+        t = jnp.broadcast_to(state.t, (lay.num_groups,))
+        objectives = P.perturbed_unroll(spec, theta, P.Groups(eps, None, t), state.inner, data_key).total
         if skip_mean:
             reset_key = systems.step_keys(data_key, trunc_len)[-1, 1]
             new_state = ESState(system.init(reset_key), jnp.zeros((), jnp.int32))

@@ -162,24 +162,15 @@ def uoro(system: systems.UnrolledSystem, *, trunc_len: int = 1) -> C.GradientEst
         def body(carry, xs):
             inner, t, s_tl, th_tl, grad, total = carry
             key_pair, nu_key, w = xs
-            s_flat, other = fs.to_flat(inner)
-            fn = lambda th_, s_: fs.step(th_, s_, other, key_pair[0])
-            # Forward tangent along s_tilde: (df/ds) s_tilde and dl/ds s_tilde.
-            (new_s, loss), (fs_s, dl_s), new_other = jax.jvp(
-                fn, (th, s_flat), (jnp.zeros_like(th), s_tl), has_aux=True
+            new_inner, loss, (fs_s, dl_s, nu, nu_f_th, dl_th) = _uoro_products(
+                fs, inner, s_tl, key_pair[0], nu_key
             )
-            # Reverse products with theta: nu^T df/dtheta and dl/dtheta.
-            _, vjp, _ = jax.vjp(fn, th, s_flat, has_aux=True)
-            nu = jax.random.rademacher(nu_key, new_s.shape, new_s.dtype)
-            nu_f_th, _ = vjp((nu, jnp.zeros((), loss.dtype)))
-            dl_th, _ = vjp((jnp.zeros_like(new_s), jnp.ones((), loss.dtype)))
             grad = grad + w * (dl_s.astype(dtype) * th_tl + dl_th)
             total = total + w * loss.astype(dtype)
             rho0 = jnp.sqrt((jnp.linalg.norm(th_tl) + tiny) / (jnp.linalg.norm(fs_s) + tiny))
             rho1 = jnp.sqrt((jnp.linalg.norm(nu_f_th) + tiny) / (jnp.linalg.norm(nu) + tiny))
             s_tl = (rho0 * fs_s + rho1 * nu).astype(s_tl.dtype)
             th_tl = (th_tl / rho0 + nu_f_th / rho1).astype(th_tl.dtype)
-            new_inner = fs.from_flat(new_s, new_other)
             t = t + 1
             if system.horizon is not None:
                 end = t >= system.horizon
@@ -202,3 +193,23 @@ def uoro(system: systems.UnrolledSystem, *, trunc_len: int = 1) -> C.GradientEst
         return grad, UOROState(inner, t, s_tl, th_tl), {"loss": total}
 
     return C.GradientEstimator(init, estimate, "uoro", dict(trunc_len=trunc_len), trunc_len, trunc_len)
+
+
+def _uoro_products(fs: C.FlatStep, inner, s_tl, step_key, nu_key):
+    """One UORO step's state and loss, and its products with the tangents.
+
+    Returns (new inner state, loss, ((df/ds) s_tilde, (dl/ds) s_tilde, nu, nu^T df/dtheta,
+    dl/dtheta)), nu a random sign vector: the forward tangent along s_tilde from ``jax.jvp``,
+    the reverse products with theta from one ``jax.vjp``.
+    """
+    th = fs.theta_flat
+    s_flat, other = fs.to_flat(inner)
+    fn = lambda th_, s_: fs.step(th_, s_, other, step_key)
+    (new_s, loss), (fs_s, dl_s), new_other = jax.jvp(
+        fn, (th, s_flat), (jnp.zeros_like(th), s_tl), has_aux=True
+    )
+    _, vjp, _ = jax.vjp(fn, th, s_flat, has_aux=True)
+    nu = jax.random.rademacher(nu_key, new_s.shape, new_s.dtype)
+    nu_f_th, _ = vjp((nu, jnp.zeros((), loss.dtype)))
+    dl_th, _ = vjp((jnp.zeros_like(new_s), jnp.ones((), loss.dtype)))
+    return fs.from_flat(new_s, new_other), loss, (fs_s, dl_s, nu, nu_f_th, dl_th)

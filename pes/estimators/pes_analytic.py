@@ -24,7 +24,8 @@ import jax.numpy as jnp
 
 from pes import systems
 from pes.estimators import _common as C
-from pes.estimators.evolution import _antithetic_differences, _particle_plan, _unroll_groups, pes_update
+from pes.estimators import particles as P
+from pes.estimators.persistent import pes_update
 
 PyTree = Any
 
@@ -61,17 +62,13 @@ def pes_a(
     the mean trajectory, and ``trunc_len`` must divide the horizon (so no episode ends
     inside a truncation).  Other arguments as `pes`.
     """
-    C.check_trunc_len("pes_a", system, trunc_len)
-    C.check_sigma("pes_a", sigma)
-    C.check_particles("pes_a", num_particles, antithetic)
+    s = P.setup("pes_a", system, P.Options.of(locals()))
     if system.horizon is not None and system.horizon % trunc_len:
         raise ValueError(
             f"estimator 'pes_a': trunc_len={trunc_len} is invalid with horizon={system.horizon}; "
             "allowed: a divisor of the horizon (episodes must end at truncation boundaries)"
         )
-    lay = C.layout(num_particles, antithetic)
-    num_chunks, shard = _particle_plan("pes_a", lay, particle_chunk_size, devices)
-    scale = 1.0 / (num_particles * sigma**2)
+    lay, run = s.lay, s.engine()
 
     def init(key, theta):
         state_key = jax.random.split(key, 4)[0]  # the same particle states as `pes`
@@ -79,47 +76,48 @@ def pes_a(
         inner = C.broadcast_state(fresh, (lay.num_groups, lay.group_size))
         t = jnp.zeros((lay.num_groups,), jnp.int32)
         accum = C.zeros_per_group(theta, lay.num_groups)
-        return shard.groups(PESAState(inner, t, accum, fresh, jnp.zeros((), jnp.int32)))
+        # the per-group fields are split over the devices, the mean trajectory is replicated
+        return PESAState(*s.shard.groups((inner, t, accum)), fresh, jnp.zeros((), jnp.int32))
 
     def estimate(key, theta, state):
         noise_key, data_key = C.split_key(key)
-        eps = shard.groups(C.sample_noise(noise_key, theta, lay.num_groups, sigma))
-        out = _unroll_groups(
-            system,
-            theta,
-            eps,
-            lay,
-            state.inner,
-            state.t,
-            data_key,
-            trunc_len,
-            shared_inner=False,
-            num_chunks=num_chunks,
-            shard=shard,
-        )
-
-        def mean_objective(th):
-            inner, t, losses, _ = systems.unroll(
-                system, th, state.mean_inner, state.mean_t, data_key, trunc_len
-            )
-            return losses @ systems.step_weights(system, trunc_len, losses.dtype), (inner, t)
-
-        (_, (mean_inner, mean_t)), g_a = jax.value_and_grad(mean_objective, has_aux=True)(theta)
-        # sum_m sign_m * (sign_m eps_g . g_a) = M * eps_g . g_a: the control variate per group
-        eps_dot = sum(
-            jnp.sum(e * jnp.expand_dims(g.astype(e.dtype), 0), axis=tuple(range(1, e.ndim)))
-            for e, g in zip(jax.tree.leaves(eps), jax.tree.leaves(g_a))
-        )
-        diffs = _antithetic_differences(out.total, lay)
-        coeff = diffs - lay.group_size * eps_dot.astype(diffs.dtype)
-        history, accum = pes_update(
-            jnp.zeros_like(coeff), coeff, out.any_end, out.last_end, eps, state.accum, scale, theta
-        )
-        grad = jax.tree.map(lambda a, h: (a + h).astype(h.dtype), g_a, history)
+        eps = s.shard.groups(C.sample_noise(noise_key, theta, lay.num_groups, sigma))
+        out = run(theta, P.Groups(eps, state.inner, state.t), None, data_key)
+        g_a, (mean_inner, mean_t) = analytic_gradient(system, theta, state, data_key, trunc_len)
+        grad, accum = pes_a_update(P.outcome(out, lay), eps, state.accum, g_a, s, theta)
         aux = {"loss": jnp.mean(out.total)}
-        return grad, shard.groups(PESAState(out.inner, out.t, accum, mean_inner, mean_t)), aux
+        return grad, PESAState(*s.shard.groups((out.inner, out.t, accum)), mean_inner, mean_t), aux
 
-    hparams = dict(trunc_len=trunc_len, sigma=sigma, num_particles=num_particles, antithetic=antithetic)
-    C.scale_hparams(hparams, particle_chunk_size, devices)
+    hp = dict(trunc_len=trunc_len, sigma=sigma, num_particles=num_particles, antithetic=antithetic)
     cost = num_particles * trunc_len + trunc_len
-    return C.GradientEstimator(init, estimate, "pes_a", hparams, trunc_len, cost)
+    return C.GradientEstimator(init, estimate, "pes_a", P.hparams(s, hp), trunc_len, cost)
+
+
+def analytic_gradient(
+    system: systems.UnrolledSystem, theta: PyTree, state: PESAState, data_key: jax.Array, trunc_len: int
+) -> tuple[PyTree, tuple[PyTree, jax.Array]]:
+    """(grad_theta L_tau(s_bar; theta), (mean state, its counter) after the truncation)."""
+
+    def mean_objective(th):
+        inner, t, losses, _ = systems.unroll(system, th, state.mean_inner, state.mean_t, data_key, trunc_len)
+        return losses @ systems.step_weights(system, trunc_len, losses.dtype), (inner, t)
+
+    (_, mean), g_a = jax.value_and_grad(mean_objective, has_aux=True)(theta)
+    return g_a, mean
+
+
+def pes_a_update(
+    out: P.Outcome, eps: PyTree, accum: PyTree, g_a: PyTree, s: P.Setup, like: PyTree
+) -> tuple[PyTree, PyTree]:
+    """The PES-A gradient and the new accumulators (see the module docstring)."""
+    # sum_m sign_m * (sign_m eps_g . g_a) = M * eps_g . g_a: the control variate per group
+    eps_dot = sum(
+        jnp.sum(e * jnp.expand_dims(g.astype(e.dtype), 0), axis=tuple(range(1, e.ndim)))
+        for e, g in zip(jax.tree.leaves(eps), jax.tree.leaves(g_a))
+    )
+    coeff = out.total - s.lay.group_size * eps_dot.astype(out.total.dtype)
+    history, accum = pes_update(
+        out._replace(total=jnp.zeros_like(coeff), before=coeff), eps, accum, s.scale, like
+    )
+    grad = jax.tree.map(lambda a, h: (a + h).astype(h.dtype), g_a, history)
+    return grad, accum

@@ -136,28 +136,21 @@ def _load(
     greyscale dataset's channel (see `resize_images`).
     """
     names = ("cifar10", "fashion_mnist") if dataset == "cifar10_or_fashion" else (dataset,)
-    errors = []
-    for name in names:
-        try:
-            raw = images.load_raw(name, source=source, data_dir=data_dir, keys={"source": "data_source"})
-        except images.DataUnavailableError as err:
-            errors.append(str(err))
-            continue
-        num = len(raw.train_images)
-        num_val = min(images.NUM_VAL, num // 5) if val_fraction is None else round(val_fraction * num)
-        data = images.split(raw, name, normalize_images=False, num_val=num_val)
-        return (
-            name,
-            data.origin,
-            resize_images(data.train_images, image_size, greyscale, channels=channels),
-            data.train_labels,
-            resize_images(data.test_images, image_size, greyscale, channels=channels),
-            data.test_labels,
-            (resize_images(data.val_images, image_size, greyscale, channels=channels)
-             if val_fraction else None),
-            data.val_labels if val_fraction else None,
-        )
-    raise images.DataUnavailableError(" | ".join(errors))
+    name, raw = images.load_first(names, source=source, data_dir=data_dir, keys={"source": "data_source"})
+    num = len(raw.train_images)
+    num_val = min(images.NUM_VAL, num // 5) if val_fraction is None else round(val_fraction * num)
+    data = images.split(raw, name, normalize_images=False, num_val=num_val)
+    return (
+        name,
+        data.origin,
+        resize_images(data.train_images, image_size, greyscale, channels=channels),
+        data.train_labels,
+        resize_images(data.test_images, image_size, greyscale, channels=channels),
+        data.test_labels,
+        (resize_images(data.val_images, image_size, greyscale, channels=channels)
+         if val_fraction else None),
+        data.val_labels if val_fraction else None,
+    )
 
 
 def make(

@@ -85,34 +85,27 @@ def _load(dataset: str, source: str, data_dir: str | None, num_val: int, downsam
     `_features` normalises them inside the compiled step.
     """
     names = ("mnist", "fashion_mnist") if dataset == "mnist_or_fashion" else (dataset,)
-    errors = []
-    for name in names:
-        try:
-            raw = images.load_raw(name, source=source, data_dir=data_dir, keys={"source": "data_source"})
-        except images.DataUnavailableError as err:
-            errors.append(str(err))
-            continue
-        data = images.split(raw, name, normalize_images=False, num_val=num_val)
+    name, raw = images.load_first(names, source=source, data_dir=data_dir, keys={"source": "data_source"})
+    data = images.split(raw, name, normalize_images=False, num_val=num_val)
 
-        def prep(x):
-            n, h, w, c = x.shape
-            if downsample == 1:
-                return x.reshape(n, h * w * c)
-            f = downsample
-            pooled = x.reshape(n, h // f, f, w // f, f, c).astype(np.float32).mean(axis=(2, 4))
-            return pooled.reshape(n, -1)
+    def prep(x):
+        n, h, w, c = x.shape
+        if downsample == 1:
+            return x.reshape(n, h * w * c)
+        f = downsample
+        pooled = x.reshape(n, h // f, f, w // f, f, c).astype(np.float32).mean(axis=(2, 4))
+        return pooled.reshape(n, -1)
 
-        return (
-            name,
-            data.origin,
-            prep(data.train_images),
-            data.train_labels,
-            prep(data.val_images),
-            data.val_labels,
-            prep(data.test_images),
-            data.test_labels,
-        )
-    raise images.DataUnavailableError(" | ".join(errors))
+    return (
+        name,
+        data.origin,
+        prep(data.train_images),
+        data.train_labels,
+        prep(data.val_images),
+        data.val_labels,
+        prep(data.test_images),
+        data.test_labels,
+    )
 
 
 def make(
