@@ -21,9 +21,9 @@ XDIST := -n $(TEST_WORKERS) --dist loadfile
 # install (`pip install pes-repro`: jax, optax, numpy) is the library alone; `suite` adds what
 # experiments/ needs.  A figure installs only the extras it uses: figures 2, 3 and 9 need no
 # TensorFlow, TFDS or MuJoCo.  A figure missing from this map gets suite, data and control.
-ALL_EXTRAS := suite,data,control,bench,notebook,dev
+ALL_EXTRAS := suite,data,control,bench,sweep,notebook,dev
 EXTRAS ?= $(ALL_EXTRAS)
-TEST_EXTRAS := suite,data,control,bench,dev
+TEST_EXTRAS := suite,data,control,bench,sweep,dev
 FIGURE_EXTRAS_2 := suite
 FIGURE_EXTRAS_3 := suite
 FIGURE_EXTRAS_4 := suite,data
@@ -43,7 +43,8 @@ help: ## List the targets
 	@echo "  check-figure-N         check figure N's claims: exit 0 none failed, 1 a claim failed (a finding),"
 	@echo "                         2 configuration problem, 3 no results, 4 results damaged (README)"
 	@echo "  store-figure-N         copy figure N's results into results/reference (STORE_ARGS='wall_time_s=.. load=..')"
-	@echo "Variables: PROFILE=quick|paper|paper_fashion|paper_regime (default quick), RESULTS=<dir> (default results)"
+	@echo "Variables: PROFILE=quick|paper|paper_fashion|paper_regime (default quick), RESULTS=<dir> (default results),"
+	@echo "  JOBS=k (parallel jobs per figure; default 1, reproduce-all $(ALL_JOBS)), LAUNCH_ARGS='hydra/launcher=... launch....'"
 
 # One stamp per set of extras; each extra is installed once (its own stamp, .extra-NAME), all
 # missing ones in one pip call; everything again when pyproject.toml changes.  The checkout goes
@@ -107,9 +108,13 @@ list-figures: $(call env,suite) ## Figure number -> experiment -> expected outco
 # needs a dataset this machine lacks stops first and points to `make data`.  The claims table
 # is printed at the end; a failed claim is a finding, not a failed build (report_only=true:
 # exit 0 unless the claims are malformed).  check-figure-N exits 1 on a failure.
-$(addprefix reproduce-figure-,$(FIGURES)): reproduce-figure-%: $$(call env,$$(call figure_extras,$$*))
+# JOBS=k (k > 1): the figure's runs and post-step parts as k parallel jobs (Hydra's joblib
+# launcher; experiments/launch.py, docs/cluster.md); the merged table is the same.  The sweep
+# extra is installed when JOBS or LAUNCH_ARGS is set.
+$(addprefix reproduce-figure-,$(FIGURES)): reproduce-figure-%: $$(call env,$$(call figure_extras,$$*)$$(if $$(JOBS)$$(LAUNCH_ARGS),$$(comma)sweep))
 	@$(PY) -m experiments.data need figure=figure$* profile=$(PROFILE)
-	$(PY) -m experiments.reproduce figure=figure$* profile=$(PROFILE) results_root=$(RESULTS)
+	$(PY) -m experiments.reproduce figure=figure$* profile=$(PROFILE) results_root=$(RESULTS) \
+	  $(if $(JOBS),jobs=$(JOBS)) $(LAUNCH_ARGS)
 	@echo "figure $*: $(RESULTS)/$(PROFILE)/figures/figure$*.png"
 	@$(PY) -m experiments.check figure=figure$* profile=$(PROFILE) results_root=$(RESULTS) report_only=true
 
@@ -133,8 +138,9 @@ notebook: $(call env,suite$(comma)notebook) ## Open notebooks/figure.ipynb in Ju
 	PES_FIGURE=figure$(FIGURE) PES_PROFILE=$(PROFILE) $(VENV)/bin/jupyter notebook notebooks/figure.ipynb \
 	  $(if $(filter 0,$(shell id -u)),--allow-root) $(NOTEBOOK_ARGS)
 
-reproduce-all: $(call env,suite$(comma)data$(comma)control) ## Every figure at PROFILE
-	$(MAKE) $(addprefix reproduce-figure-,$(FIGURES))
+ALL_JOBS ?= 2
+reproduce-all: $(call env,suite$(comma)data$(comma)control$(comma)sweep) ## Every figure at PROFILE (JOBS=$(ALL_JOBS) parallel jobs per figure)
+	$(MAKE) $(addprefix reproduce-figure-,$(FIGURES)) JOBS=$(or $(JOBS),$(ALL_JOBS))
 
 # Release checks: the wheel and sdist build, pass `twine check`, hold the library and its data
 # (not tests, results or experiments/), and carry one version (pes/_version.py, CHANGELOG.md).

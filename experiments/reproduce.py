@@ -2,6 +2,8 @@
 
     python -m experiments.reproduce figure=figure2 profile=quick [results_root=...] [plot=false]
                                     [<step>.<setting>=<value> ...] [any Hydra override ...]
+                                    [jobs=<k> | hydra/launcher=<name> hydra.launcher.<key>=<value>]
+                                    [launch.<key>=<value> ...]
 
 ``figure=`` names ``configs/figure/<figure>.yaml`` (``figure2`` or ``2``) or a figure YAML
 anywhere (a path).  Every figure goes through the same pipeline:
@@ -25,6 +27,9 @@ anywhere (a path).  Every figure goes through the same pipeline:
 
 ``<fig_dir>`` is ``<results_root>/<profile>/<figure id>``.  Hydra overrides on the command
 line apply to every run and post-step (e.g. ``task.data_dir=...``).
+With ``jobs=<k>`` (k > 1) or ``hydra/launcher=<name>``, steps 2 and 3 first run as jobs of
+that Hydra launcher, then the pipeline verifies and merges them (`experiments.launch`,
+docs/cluster.md).  One command per figure and results folder at a time: another waits.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ except KeyboardInterrupt:
 
 with cli.clean_imports(__name__ == "__main__"):  # Ctrl-C during these imports: one line, exit 130
     import os
+    import shlex
     import subprocess
     import time
     from collections.abc import Sequence
@@ -51,7 +57,7 @@ with cli.clean_imports(__name__ == "__main__"):  # Ctrl-C during these imports: 
     import yaml
     from omegaconf import DictConfig
 
-    from experiments import artefacts, figures, integrity, io, runner, sizes, steps
+    from experiments import artefacts, figures, integrity, io, launch, runner, sizes, steps
     from experiments import config as C
     from pes import results
 
@@ -359,14 +365,31 @@ def keep_changed(csv: Path, digests: dict | None, new: bytes, log) -> None:
 
 
 def reproduce(
-    figure: str, profile: str = "quick", extra: Sequence[str] = (), *, plot_figure: bool = True
+    figure: str,
+    profile: str = "quick",
+    extra: Sequence[str] = (),
+    *,
+    plot_figure: bool = True,
+    plan: Plan | None = None,
+    since: tuple[str, float] | None = None,
+    jobs: dict | None = None,
 ) -> Path:
-    """Reproduce ``figure`` under ``profile`` (see the module docstring); returns the merged CSV."""
-    started, t0 = artefacts.now(), time.perf_counter()
-    plan = prepare(figure, profile, extra)
+    """Reproduce ``figure`` under ``profile`` (see the module docstring); returns the merged CSV.
+    One command at a time per figure and results folder: another waits (`launch.figure_lock`).
+    `experiments.launch` passes its ``plan``, start (``since``: time, perf counter) and ``jobs``
+    (recorded in figure.json) after the figure's jobs ran."""
+    started, t0 = since or (artefacts.now(), time.perf_counter())
+    plan = plan or prepare(figure, profile, extra)
+    with launch.figure_lock(plan.ctx.fig_dir, plan.ctx.log, f"figure {plan.fig.id} ({profile})"):
+        return _reproduce(plan, extra, plot_figure, started, t0, jobs)
+
+
+def _reproduce(plan: Plan, extra, plot_figure: bool, started: str, t0: float, jobs: dict | None) -> Path:
     ctx, fig_dir = plan.ctx, plan.ctx.fig_dir
     csv = fig_dir / "metrics.csv"
     parts: dict[str, Any] = {"runs": {}, "steps": {}, "plot": None, "size_estimate": plan.size_estimate}
+    if jobs is not None:
+        parts["jobs"] = jobs
     previous = previous_record(fig_dir)
     if previous and csv.is_file():  # the merged table on disk and what it was built from, until rebuilt
         parts.update({k: previous[k] for k in (integrity.DIGESTS, "runs") if k in previous})
@@ -419,7 +442,13 @@ def reproduce(
 
 def _command() -> None:
     figure, profile, extra, plot_figure = parse(sys.argv[1:])
-    reproduce(figure, profile, extra, plot_figure=plot_figure)
+    jobs, extra = launch.split(extra)  # jobs=, launch.*, hydra/launcher=, hydra.*: the job layer's
+    overrides = launch.launcher_overrides(jobs)
+    if overrides is None:
+        reproduce(figure, profile, extra, plot_figure=plot_figure)
+    else:
+        command = "python -m experiments.reproduce " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        launch.reproduce(figure, profile, extra, overrides, plot_figure=plot_figure, command=command)
 
 
 def main() -> None:
