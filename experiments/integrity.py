@@ -31,7 +31,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 
-from experiments import artefacts
+from experiments import artefacts, io
 from experiments import config as C
 from experiments.cli import Problem, one_line
 
@@ -139,18 +139,9 @@ def read_record(path: Path, fix: str) -> dict | None:
     if path.is_dir():
         raise Damaged(f"{path} is a folder where a file belongs; fix: move that folder away, then {fix}")
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError) as err:
-        raise Damaged(f"{path} cannot be read ({one_line(err)}); fix: {fix}") from err
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise Damaged(f"{path}, line {err.lineno}: invalid JSON ({err.msg}); fix: {fix}") from err
-    if not isinstance(data, dict):
-        raise Damaged(f"{path} holds a JSON {type(data).__name__}, not an object; fix: {fix}")
-    return data
+        return io.read_json(path, fix=fix)
+    except io.FileProblem as err:
+        raise Damaged(str(err)) from err
 
 
 def run_csv(fig_dir: Path, run_id: str, info: Mapping, record: Path, fix: str) -> Path:
