@@ -78,6 +78,24 @@ def _write_table(df: pd.DataFrame, out_dir: Path, stem: str) -> Path:
     return path
 
 
+def _record_packages(info: dict, runs: dict[str, dict]) -> None:
+    """The package versions the runs recorded: once if every run agrees, else per run.
+
+    Results computed with another jax/jaxlib/numpy can differ in their last digits (or, through chaotic
+    meta-optimisation, by more); a stored result names the versions that made it.
+    """
+    recorded = {k: v["packages"] for k, v in runs.items() if isinstance(v.get("packages"), dict)}
+    if not recorded:
+        return
+    distinct = {json.dumps(p, sort_keys=True) for p in recorded.values()}
+    if len(distinct) == 1:
+        info["packages"] = next(iter(recorded.values()))
+        return
+    info.pop("packages", None)
+    for k, packages in recorded.items():
+        info["runs"].setdefault(k, {})["packages"] = packages
+
+
 def store(
     figure: str,
     profile: str,
@@ -114,6 +132,7 @@ def store(
         k: {f: v[f] for f in ("status", "wall_time_s", "diverged_at_outer_step") if v.get(f) is not None}
         for k, v in sorted(runs.items())
     }
+    _record_packages(info, runs)
     if wall_time_s is not None:
         info["wall_time_s"] = float(wall_time_s)
         info.pop("wall_time_is_sum_of_runs", None)

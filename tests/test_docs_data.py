@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import os
 import re
 import shutil
@@ -512,3 +513,31 @@ def test_make_reproduce_stops_in_seconds_without_the_data(tmp_path):
     assert len(error) == 1 and "needs fashion_mnist" in error[0] and "run `make data`" in error[0], out.stderr
     assert seconds < 120, seconds  # imports and one config compose: seconds on an idle machine
 
+
+
+def _stored_packages(tmp_path, versions_by_run):
+    fig_dir = tmp_path / "results" / "quick" / "figure2"
+    metrics = []
+    for run_id, jax_version in versions_by_run.items():
+        (fig_dir / "runs" / run_id).mkdir(parents=True)
+        record = {"status": "complete", "wall_time_s": 1.0, "packages": {"jax": jax_version, "numpy": "2.0"}}
+        (fig_dir / "runs" / run_id / "run.json").write_text(json.dumps(record))
+        config = dict(
+            run_id=run_id, figure="figure2", task="influence_balancing", estimator="pes", trunc_len=1,
+            sigma=0.1, num_particles=10, seed=3,
+        )
+        metrics.append(results.frame(results.rows(config, {"outer_step": [0], "loss": [1.0]}, 1)))
+    pd.concat(metrics).to_csv(fig_dir / "metrics.csv", index=False)
+    integrity.record_digests(fig_dir)
+    out = DOCS.store("figure2", "quick", tmp_path / "results", dest=tmp_path / "store", images=None)
+    return CH.read_json(out / "figure.json")
+
+
+def test_store_records_the_package_versions_of_the_runs(tmp_path):
+    info = _stored_packages(tmp_path / "same", {"a": "0.10.2", "b": "0.10.2"})
+    assert info["packages"] == {"jax": "0.10.2", "numpy": "2.0"}
+    assert "packages" not in info["runs"]["a"]
+    info = _stored_packages(tmp_path / "mixed", {"a": "0.10.2", "b": "0.9.0"})  # named per run, not merged
+    assert "packages" not in info
+    assert info["runs"]["a"]["packages"]["jax"] == "0.10.2"
+    assert info["runs"]["b"]["packages"]["jax"] == "0.9.0"
