@@ -1,4 +1,4 @@
-"""scripts/cost_model.py: it builds a figure's ES/PES runs as the runner does and predicts their cost."""
+"""benchmarks/cost_model.py: it builds a figure's ES/PES runs as the runner does and predicts their cost."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import argparse
 import pandas as pd
 import pytest
 
+from benchmarks import cost_model
 from experiments import config as C
-from scripts import cost_model
 
 
 @pytest.mark.parametrize("estimator", ["es", "pes"])

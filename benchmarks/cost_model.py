@@ -1,6 +1,6 @@
 """Cost model: predicted wall time of a figure's runs under a profile, from timed outer iterations.
 
-    python scripts/cost_model.py --figure figure7 --profile paper_fashion [--particles-cap 32]
+    python benchmarks/cost_model.py --figure figure7 --profile paper_fashion [--particles-cap 32]
         [--iters 3] [--out cost.csv]
 
 For every run of the figure (composed as ``experiments.reproduce`` composes it), the task is
