@@ -98,7 +98,7 @@ lint: $(call env,dev) ## ruff check
 	$(PY) -m ruff check pes experiments scripts tests benchmarks
 
 bench: $(call env,suite$(comma)bench) ## Benchmarks vs evosax: results/bench/bench.csv + a printed table (BENCH_ARGS=--full ...)
-	$(PY) scripts/bench.py $(BENCH_ARGS)
+	$(PY) benchmarks/bench.py $(BENCH_ARGS)
 
 list-figures: $(call env,suite) ## Figure number -> experiment -> expected outcome
 	@$(PY) -m experiments.figures

@@ -17,7 +17,7 @@ import platform
 import jax
 import optax
 
-from experiments import estimator_study as S
+from experiments import estimator_study
 from pes import estimators, outer, tasks
 
 # (task params, W, N particles (ours), sigma, optimizer, paper iterations per estimator).  The
@@ -65,7 +65,7 @@ def main() -> None:
     args = parser.parse_args()
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"jax {jax.__version__}, load {S.load_average()}"
+        f"jax {jax.__version__}, load {estimator_study.load_average()}"
     )
     lines = []
     for label in args.tasks.split(","):
@@ -84,7 +84,7 @@ def main() -> None:
             )
             chunk = outer.make_chunk(est, opt, log_every=steps, num_logs=1)
             entries[name] = (init, chunk)
-        timed = S.interleaved_timing(
+        timed = estimator_study.interleaved_timing(
             entries,
             rounds=args.rounds,
             steps_per_call=steps,
@@ -96,7 +96,7 @@ def main() -> None:
                 f"| {label} | {name} | {t.s_per_step * 1e3:.2f} | {t.spread:.0%} | {t.init_s:.1f} | "
                 f"{iters[name]} | {hours:.2f} |"
             )
-    print(f"load after: {S.load_average()}")
+    print(f"load after: {estimator_study.load_average()}")
     print("| task | estimator | ms / iteration | spread | init s | paper iterations | hours per run |")
     print("|---|---|---|---|---|---|---|")
     print("\n".join(lines))

@@ -224,15 +224,14 @@ def _print_setting(name, s):
 
 
 def train(args) -> dict:
-    from experiments import config as C
-    from experiments import figures
+    from experiments import config, figures
 
     fig = figures.load("figure7")
     runs = {r.id: r for r in figures.runs(fig, args.profile)}
     if args.run not in runs:
         raise SystemExit(f"--run={args.run} is unknown; allowed: {', '.join(runs)}")
-    cfg = C.compose(figures.run_overrides(fig, runs[args.run], args.profile, args.overrides))
-    built = C.build(cfg)
+    cfg = config.compose(figures.run_overrides(fig, runs[args.run], args.profile, args.overrides))
+    built = config.build(cfg)
     steps = args.steps or built.num_steps
     every = built.log_every
     if steps % every:
@@ -347,7 +346,9 @@ def main(argv=None):
     t.add_argument("--profile", default="quick")
     t.add_argument("--steps", type=int, default=None, help="outer iterations (default: the profile's)")
     t.add_argument("--compare", default=None, help="a figure-7 metrics.csv to check the evaluations against")
-    t.add_argument("overrides", nargs="*", help="extra config overrides, e.g. estimator.stagger=true")
+    t.add_argument(
+        "overrides", nargs="*", help="extra config overrides, e.g. estimator.particles=step_unlocked"
+    )
     for p in (f, t):
         p.add_argument("--clip", type=float, default=3.0,
                        help="clip value in units of the mean per-step meta-loss "

@@ -16,7 +16,7 @@ import argparse
 import jax
 import optax
 
-from experiments import estimator_study as S
+from experiments import estimator_study
 from pes import estimators, outer, tasks
 from pes.estimators import particles
 
@@ -45,11 +45,13 @@ def main() -> None:
         finally:
             particles.perturbed_unroll = unroll
         entries[label] = (init, chunk)
-    print(f"load before: {S.load_average()}")
-    timed = S.interleaved_timing(entries, rounds=args.rounds, steps_per_call=args.steps, log=lambda m: None)
+    print(f"load before: {estimator_study.load_average()}")
+    timed = estimator_study.interleaved_timing(
+        entries, rounds=args.rounds, steps_per_call=args.steps, log=lambda m: None
+    )
     for label, t in timed.items():
         print(f"{label}: {t.s_per_step * 1e3:.3f} ms per outer step (spread {t.spread:.0%})")
-    print(f"load after: {S.load_average()}")
+    print(f"load after: {estimator_study.load_average()}")
 
 
 if __name__ == "__main__":

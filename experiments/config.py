@@ -46,14 +46,12 @@ LATE_NULL_KEYS = (
     ("estimator", "horizon_schedule"),
     ("train", "nonfinite"),
 )
-# Estimators that differentiate the step; refused for tasks with differentiable=False
-# (e.g. a validation-accuracy objective).
-GRADIENT_ESTIMATORS = ("tbptt", "rtrl", "uoro")
 # Particle settings of the ES-family estimators (pes, es, nres, gpes), `estimator.particles`:
 # lockstep (every pair at the same step of its episode) or step_unlocked (the NRES paper's
 # step-unlocked workers: each pair at its own random phase of the episode, entered by the
-# library's unbiased burn-in).  `estimator.stagger` is the older boolean spelling
-# (true = step_unlocked) and keeps working.
+# library's unbiased burn-in).  The library's flag is `stagger` (true = step_unlocked); a config
+# spells it `particles` only.  `stagger` is read only in recorded configs (run.json of runs
+# made before `particles` existed), so that their fingerprints stay as they were.
 PARTICLE_SETTINGS = {"lockstep": False, "step_unlocked": True}
 
 
@@ -162,6 +160,11 @@ def particle_setting(estimator: dict) -> str | None:
 def _estimator_params(node: DictConfig) -> dict[str, Any]:
     """The estimator factory's keyword arguments (``particles`` becomes ``stagger``)."""
     params = _params(node)
+    if "stagger" in params:  # e.g. +estimator.stagger=true: the library's name, not a config key
+        raise ConfigError(
+            f"estimator.stagger={params['stagger']!r} is not a config key; allowed: "
+            "estimator.particles=lockstep or step_unlocked"
+        )
     setting = particle_setting(params)
     params.pop("particles", None)
     if setting is not None:
@@ -380,10 +383,11 @@ def build(cfg: DictConfig) -> Built:
         ) from err
     except (ValueError, TypeError) as err:
         raise ConfigError(_as_task_keys(one_line(err), cfg.task)) from err
-    if not task.differentiable and name in GRADIENT_ESTIMATORS:
+    # estimators that differentiate the step (read off the registry) need a differentiable objective
+    if not task.differentiable and pes.estimators.differentiates_step(name):
         raise ConfigError(
-            f"estimator={name} is invalid for task {task.name} with objective "
-            f"{task.objective!r}, which is not differentiable; allowed: es, pes"
+            f"estimator={name} is invalid for task {task.name} with objective {task.objective!r}, "
+            f"which is not differentiable; allowed: {', '.join(pes.estimators.derivative_free())}"
         )
     est_params.update(_devices_param(cfg))
     try:

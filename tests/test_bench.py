@@ -1,4 +1,4 @@
-"""scripts/bench.py runs on tiny sizes and writes its table (not a timed test)."""
+"""benchmarks/bench.py runs on tiny sizes and writes its table (not a timed test)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def _run_bench(tmp_path, *args):
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
     env.pop("XLA_FLAGS", None)
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "bench.py"), "--tiny", "--out", str(tmp_path), *args],
+        [sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--tiny", "--out", str(tmp_path), *args],
         env=env,
         capture_output=True,
         text=True,

@@ -1,4 +1,4 @@
-"""scripts/cost_model.py: it builds a figure's ES/PES runs as the runner does and predicts their cost."""
+"""benchmarks/cost_model.py: it builds a figure's ES/PES runs as the runner does and predicts their cost."""
 
 from __future__ import annotations
 
@@ -7,14 +7,15 @@ import argparse
 import pandas as pd
 import pytest
 
-from experiments import config as C
-from scripts import cost_model
+from benchmarks import cost_model
+from experiments import config
 
 
 @pytest.mark.parametrize("estimator", ["es", "pes"])
 def test_run_cost_builds_the_estimator_as_the_runner_does(estimator):
-    """The estimator config's keys (``particles`` among them) reach the factory as C.build passes them."""
-    cfg = C.compose(
+    """The estimator config's keys (``particles`` among them) reach the factory as config.build
+    passes them."""
+    cfg = config.compose(
         ["task=influence_balancing", f"estimator={estimator}", "estimator.trunc_len=5"]
         + ["estimator.num_particles=8", "estimator.sigma=0.01", "train.num_outer_steps=6"]
     )

@@ -17,12 +17,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from experiments import check as CH
-from experiments import claims as CL
-from experiments import config as C
+from experiments import check, claims, config, figures, integrity, steps
 from experiments import data as D
 from experiments import docs as DOCS
-from experiments import figures, integrity, steps
 from pes import results
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -247,9 +244,9 @@ def test_the_estimator_guide_says_which_particles_each_figure_uses():
 
 def test_the_stored_wall_times_in_prose_match_the_store():
     """Wall times quoted in prose next to a stored result's folder are that result's, with its load."""
-    p = CH.load(ROOT / "results" / "reference" / "quick" / "figure10").provenance
+    p = check.load(ROOT / "results" / "reference" / "quick" / "figure10").provenance
     guide = " ".join((ROOT / "docs" / "estimator-guide.md").read_text().split())
-    assert f"took {CH.duration(p['wall_time_s'])}, {DOCS.load_text(p)}" in guide
+    assert f"took {check.duration(p['wall_time_s'])}, {DOCS.load_text(p)}" in guide
 
 
 def test_the_figure6_paper_estimate_follows_the_config():
@@ -270,9 +267,9 @@ def test_the_figure6_paper_estimate_follows_the_config():
 
 def test_contributing_lists_every_registered_post_step():
     text = " ".join((ROOT / "CONTRIBUTING.md").read_text().split())
-    listed = re.search(r"registered in `experiments/steps/`: ([a-z_, ]+);", text)
+    listed = re.search(r"The registered ones: ((?:`[a-z_]+`,? )+)\(", text)
     assert listed, "CONTRIBUTING.md no longer lists the post-steps"
-    assert [n.strip() for n in listed.group(1).split(",")] == steps.names()
+    assert re.findall(r"`([a-z_]+)`", listed.group(1)) == steps.names()
 
 
 def test_every_figure_doc_follows_the_template():
@@ -296,7 +293,7 @@ def test_stale_block_is_detected_and_markers_are_required(tmp_path, monkeypatch)
     doc.write_text("a\n<!-- results:begin -->\nold\n<!-- results:end -->\nb\n")
     out = DOCS._replace_block(doc.read_text(), "results", "new", doc)
     assert out == "a\n<!-- results:begin -->\nnew\n<!-- results:end -->\nb\n"
-    with pytest.raises(C.ConfigError, match="no <!-- status:begin -->"):
+    with pytest.raises(config.ConfigError, match="no <!-- status:begin -->"):
         DOCS._replace_block("no markers", "status", "x", doc)
 
 
@@ -337,7 +334,7 @@ def test_store_copies_results_and_checks_read_them(tmp_path):
         dest=tmp_path / "store",
         images=None,
     )
-    info = CH.read_json(out / "figure.json")
+    info = check.read_json(out / "figure.json")
     assert set(info["digests"]) == {"metrics.csv", "grid.csv"}  # of the stored tables, as written
     assert info["digests"]["grid.csv"] == integrity.file_digest(out / "grid.csv")
     assert info["wall_time_s"] == 9 and info["load"] == "1.0" and info["note"] == "a test"
@@ -345,9 +342,9 @@ def test_store_copies_results_and_checks_read_them(tmp_path):
     assert "2000 lowest of 5000" in info["grid_trimmed"]
     stored_grid = pd.read_csv(out / "grid.csv")
     assert len(stored_grid) == DOCS.GRID_KEEP_LOWEST and stored_grid["value"].min() == 1.0
-    rows_, res = CH.check_figure(figures.load("figure2"), "quick", tmp_path / "store")
+    rows_, res = check.check_figure(figures.load("figure2"), "quick", tmp_path / "store")
     by_id = {r.id: r for r in rows_}
-    assert by_id["pes-converges"].verdict == CL.PASS and by_id["rtrl-converges"].verdict == CL.NOT_RUN
+    assert by_id["pes-converges"].verdict == claims.PASS and by_id["rtrl-converges"].verdict == claims.NOT_RUN
     assert "machine: test box" in DOCS.provenance_line(res.provenance, "x")
     block = DOCS.figure_block("figure2", {("figure2", "quick"): (rows_, res)}, tmp_path / "store")
     assert "#### `quick` profile" in block and "wall time: 9 s" in block and "No stored results" in block
@@ -470,7 +467,7 @@ def test_hidden_system_data_folders(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize("dataset", D.DATASETS, ids=lambda d: d.name)
 def test_every_hint_names_config_keys_that_exist(dataset):
-    cfg = C.compose(list(dataset.hint_overrides))  # an unknown key is a one-line ConfigError
+    cfg = config.compose(list(dataset.hint_overrides))  # an unknown key is a one-line ConfigError
     assert cfg.task.name == dataset.hint_overrides[0].split("=")[1]
     assert " ".join(dataset.hint_overrides[1:]) in D.how_to_provide(dataset.name)
 

@@ -28,6 +28,31 @@ def test_registry_covers_the_paper_methods():
     assert set(HPARAMS) == set(estimators.REGISTRY)
 
 
+def test_which_estimators_differentiate_the_step_is_read_off_the_registry(monkeypatch):
+    """The autodiff methods (and PES-A's analytic term) differentiate the step; the ES family
+    never does, so only they may run on an objective that is not differentiable."""
+    differentiating = {n for n in estimators.REGISTRY if estimators.differentiates_step(n)}
+    assert differentiating == {"pes_a", "tbptt", "rtrl", "uoro"}
+    assert estimators.derivative_free() == ["ars", "es", "gpes", "nres", "openai_es", "pes"]
+    # negative control: a new estimator that differentiates is found without being listed
+    def grad_of_loss(system, *, trunc_len):
+        def estimate(key, theta, state):
+            def loss(th):
+                return system.step(th, system.init(key), key)[1]
+
+            return jax.grad(loss)(theta), state, {"loss": loss(theta)}
+
+        return estimators.GradientEstimator(lambda k, t: 0, estimate, "new", {}, trunc_len, trunc_len)
+
+    monkeypatch.setitem(estimators.REGISTRY, "new_grad", grad_of_loss)
+    estimators.differentiates_step.cache_clear()
+    try:
+        assert estimators.differentiates_step("new_grad")
+        assert "new_grad" not in estimators.derivative_free()
+    finally:
+        estimators.differentiates_step.cache_clear()
+
+
 @pytest.fixture(params=sorted(estimators.REGISTRY))
 def name(request):
     return request.param

@@ -11,8 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import config as C
-from experiments import reproduce, runner
+from experiments import config, reproduce, runner
 from pes import results, systems, tasks
 from pes.data import images
 from pes.tasks import lopt_image_mlp as LT
@@ -105,7 +104,7 @@ def test_diverging_lopt_is_logged_and_does_not_crash_the_run(data_dir, tmp_path)
     h = TINY["horizon"]
     assert CEIL * (h - 1) / h - 1e-5 <= float(out["final_loss_eval"]) <= CEIL + 1e-5
     assert np.isfinite(float(out["meta_loss_eval"]))
-    cfg = C.compose(
+    cfg = config.compose(
         [
             "task=lopt_image_mlp",
             "task.dataset=fashion_mnist",
@@ -120,7 +119,7 @@ def test_diverging_lopt_is_logged_and_does_not_crash_the_run(data_dir, tmp_path)
             "estimator.trunc_len=4",
             "estimator.sigma=0.01",
             "estimator.num_particles=4",
-            "estimator.stagger=true",
+            "estimator.particles=step_unlocked",
             "outer_optimizer=adam",
             "outer_optimizer.learning_rate=1e-3",
             "train.num_outer_steps=6",
@@ -280,7 +279,7 @@ def test_the_holdout_uses_learned_optimizer_seeds_no_other_run_used():
     fig = figures.load("figure7")
     hold = [figures.runs(fig, "quick_holdout"), figures.runs(fig, "quick")]
     seeds = [
-        {int(C.compose(figures.run_overrides(fig, r, p)).seed) for r in runs}
+        {int(config.compose(figures.run_overrides(fig, r, p)).seed) for r in runs}
         for runs, p in zip(hold, ("quick_holdout", "quick"))
     ]
     assert seeds[0] == set(range(1000, 1006)) and seeds[1] == set(range(6))
@@ -303,7 +302,8 @@ def test_the_holdout_uses_learned_optimizer_seeds_no_other_run_used():
                 used |= set(s[profile] if profile in s else []) if hasattr(s, "keys") else set(s)
     assert used and not (seeds[0] & used), sorted(seeds[0] & used)
     # the same settings as quick apart from the seed (and the profile's name)
-    a = C.result_config(C.compose(figures.run_overrides(fig, hold[1][0], "quick")))
-    b = C.result_config(C.compose(figures.run_overrides(fig, hold[0][0], "quick_holdout")))
-    diff = {k for k in C._flat(a).keys() | C._flat(b).keys() if C._flat(a).get(k) != C._flat(b).get(k)}
+    a = config.result_config(config.compose(figures.run_overrides(fig, hold[1][0], "quick")))
+    b = config.result_config(config.compose(figures.run_overrides(fig, hold[0][0], "quick_holdout")))
+    flat_a, flat_b = config._flat(a), config._flat(b)
+    diff = {k for k in flat_a.keys() | flat_b.keys() if flat_a.get(k) != flat_b.get(k)}
     assert diff == {"profile.name", "seed", "task.init_seed"}, diff

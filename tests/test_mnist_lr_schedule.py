@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from experiments import config as C
+from experiments import config
 from pes import estimators, outer, systems, tasks
 from pes.data import images as I
 
@@ -93,15 +93,17 @@ def test_val_objective_is_minus_minibatch_accuracy(data_dir):
     assert 0 <= value <= 8 and abs(value - round(value)) < 1e-5
 
 
-@pytest.mark.parametrize("name", ["tbptt", "rtrl", "uoro"])
+@pytest.mark.parametrize("name", ["tbptt", "rtrl", "uoro", "pes_a"])
 def test_gradient_estimators_refuse_the_accuracy_objective(data_dir, name):
     task = make(data_dir, objective="val_sum_acc")
-    est = estimators.make(name, task.system, trunc_len=2)
+    extra = {"sigma": 0.1, "num_particles": 2} if name == "pes_a" else {}
+    est = estimators.make(name, task.system, trunc_len=2, **extra)
     # float32 theta like the float32 model (core UORO cannot mix a float64 theta with a
     # float32 state: a jvp dtype error, unrelated to this task)
     theta = task.theta_init.astype(jnp.float32)
     state = est.init(jax.random.key(0), theta)
-    with pytest.raises(TypeError, match="'val_sum_acc'.*not differentiable; allowed estimators: es, pes"):
+    allowed = "allowed estimators: ars, es, gpes, nres, openai_es, pes\n"
+    with pytest.raises(TypeError, match=f"'val_sum_acc'.*not differentiable; {allowed}"):
         est.estimate(jax.random.key(1), theta, state)
 
 
@@ -117,10 +119,12 @@ def test_experiment_layer_refuses_gradient_estimators(data_dir):
         "task.objective=val_sum_acc",
     ]
     with pytest.raises(
-        C.ConfigError, match="estimator=tbptt is invalid .* not differentiable; allowed: es, pes"
+        config.ConfigError,
+        match="estimator=tbptt is invalid .* not differentiable; "
+        "allowed: ars, es, gpes, nres, openai_es, pes$",
     ):
-        C.build(C.compose([*base, "estimator=tbptt"]))
-    built = C.build(C.compose([*base, "estimator=pes", "estimator.num_particles=4"]))
+        config.build(config.compose([*base, "estimator=tbptt"]))
+    built = config.build(config.compose([*base, "estimator=pes", "estimator.num_particles=4"]))
     assert built.task.objective == "val_sum_acc"
 
 
@@ -172,6 +176,6 @@ def test_bad_values(data_dir, kw, msg):
 
 def test_missing_dataset_is_a_one_line_config_error(tmp_path):
     overrides = ["task=mnist_lr_schedule", f"task.data_dir={tmp_path}", "task.data_source=npz"]
-    with pytest.raises(C.ConfigError, match="dataset 'mnist': no mnist.npz") as info:
-        C.build(C.compose(overrides))
+    with pytest.raises(config.ConfigError, match="dataset 'mnist': no mnist.npz") as info:
+        config.build(config.compose(overrides))
     assert "\n" not in str(info.value)

@@ -1,11 +1,12 @@
-"""`estimator.particles`: lockstep | step_unlocked, with `estimator.stagger` as its older spelling."""
+"""`estimator.particles`: lockstep | step_unlocked, the one config name of the library's `stagger` flag;
+`stagger` is read only in recorded configs (runs made before `particles` existed)."""
 
 from __future__ import annotations
 
 import pytest
 from omegaconf import OmegaConf
 
-from experiments import config as C
+from experiments import config
 
 BASE = ["task=linear_quadratic", "estimator.num_particles=8", "estimator.trunc_len=2"]
 
@@ -17,31 +18,31 @@ BASE = ["task=linear_quadratic", "estimator.num_particles=8", "estimator.trunc_l
         ([], False),
         (["estimator.particles=lockstep"], False),
         (["estimator.particles=step_unlocked"], True),
-        (["estimator.stagger=true"], True),  # the older spelling keeps working
-        (["estimator.stagger=false"], False),
-        (["estimator.particles=step_unlocked", "estimator.stagger=true"], True),
     ],
 )
 def test_particles_map_to_the_library_flag(name, overrides, stagger):
-    cfg = C.compose([f"estimator={name}", *BASE, *overrides])
-    built = C.build(cfg)
+    cfg = config.compose([f"estimator={name}", *BASE, *overrides])
+    built = config.build(cfg)
     assert built.estimator.hparams.get("stagger", False) is stagger  # (es records it only when on)
-    assert C.particle_setting(OmegaConf.to_container(cfg.estimator)) == (
+    assert config.particle_setting(OmegaConf.to_container(cfg.estimator)) == (
         "step_unlocked" if stagger else "lockstep"
     )
 
 
-def test_both_spellings_give_one_fingerprint_and_old_runs_keep_theirs():
-    new = C.compose(["estimator=pes", *BASE, "estimator.particles=step_unlocked"])
-    old = C.compose(["estimator=pes", *BASE, "estimator.stagger=true"])
-    assert C.fingerprint(new) == C.fingerprint(old)
-    lock = C.compose(["estimator=pes", *BASE])
-    assert C.fingerprint(lock) != C.fingerprint(new)
-    # a config written before `particles` existed (stagger: false, no particles key)
-    legacy = OmegaConf.create(OmegaConf.to_container(lock))
-    del legacy.estimator["particles"]
-    legacy.estimator.stagger = False
-    assert C.fingerprint(legacy) == C.fingerprint(lock)
+def test_recorded_configs_with_the_old_spelling_keep_their_fingerprint():
+    new = config.compose(["estimator=pes", *BASE, "estimator.particles=step_unlocked"])
+    lock = config.compose(["estimator=pes", *BASE])
+    assert config.fingerprint(lock) != config.fingerprint(new)
+    for cfg, stagger in ((new, True), (lock, False)):
+        # a config recorded before `particles` existed: stagger, no particles key
+        legacy = OmegaConf.to_container(cfg)
+        del legacy["estimator"]["particles"]
+        legacy["estimator"]["stagger"] = stagger
+        assert config.fingerprint(legacy) == config.fingerprint(cfg)
+        # one recorded with both keys (stagger: null beside particles)
+        both = OmegaConf.to_container(cfg)
+        both["estimator"]["stagger"] = None
+        assert config.recorded_fingerprint({"config": both}) == config.fingerprint(cfg)
 
 
 @pytest.mark.parametrize(
@@ -52,11 +53,16 @@ def test_both_spellings_give_one_fingerprint_and_old_runs_keep_theirs():
             "estimator.particles='free' is invalid; allowed: lockstep, step_unlocked",
         ),
         (
-            ["estimator.particles=step_unlocked", "estimator.stagger=false"],
-            "estimator.particles=step_unlocked contradicts estimator.stagger=false",
+            ["estimator.stagger=true"],
+            "estimator.stagger is not a config key; allowed under 'estimator': .*particles",
+        ),
+        (
+            ["+estimator.stagger=true"],
+            "estimator.stagger=True is not a config key; "
+            "allowed: estimator.particles=lockstep or step_unlocked",
         ),
     ],
 )
 def test_bad_particle_settings_fail_in_one_line(overrides, match):
-    with pytest.raises(C.ConfigError, match=match):
-        C.build(C.compose(["estimator=pes", *BASE, *overrides]))
+    with pytest.raises(config.ConfigError, match=match):
+        config.build(config.compose(["estimator=pes", *BASE, *overrides]))

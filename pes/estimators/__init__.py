@@ -19,9 +19,13 @@ Every estimator is built by a factory ``factory(system, **hparams)`` and is a
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from typing import Any
+
+import jax
+import jax.numpy as jnp
 
 from pes import systems
 from pes.estimators._common import GradientEstimator
@@ -66,11 +70,61 @@ def make(name: str, system: systems.UnrolledSystem, **hparams: Any) -> GradientE
     return REGISTRY[name](system, **hparams)
 
 
+class _Differentiated(Exception):
+    """Raised by the probe system's step when an estimator differentiates it."""
+
+
+@jax.custom_jvp
+def _refuse_derivatives(x):
+    return x
+
+
+@_refuse_derivatives.defjvp
+def _raise_on_jvp(primals, tangents):
+    raise _Differentiated
+
+
+def _probe_step(theta, state, key):
+    state = _refuse_derivatives(0.5 * state + theta)
+    return state, jnp.sum(state**2)
+
+
+_PROBE_HPARAMS = {"trunc_len": 1, "sigma": 0.1, "num_particles": 2, "noise_every": 1}
+
+
+@functools.cache
+def differentiates_step(name: str) -> bool:
+    """Whether estimator ``name`` differentiates the inner step (autodiff through
+    ``system.step``), so that it needs a differentiable objective.
+
+    Read off the estimator itself, not kept in a list: its ``estimate`` is traced (nothing is
+    computed) on a one-dimensional system whose step refuses differentiation.
+    """
+    if name not in REGISTRY:
+        raise ValueError(f"estimator={name!r} is unknown; allowed: {', '.join(sorted(REGISTRY))}")
+    system = systems.UnrolledSystem(init=lambda key: jnp.zeros(1), step=_probe_step, horizon=2)
+    est = make(name, system, **{k: v for k, v in _PROBE_HPARAMS.items() if k in hparam_names(name)})
+    key, theta = jax.random.key(0), jnp.zeros(1)
+    try:
+        jax.eval_shape(lambda: est.estimate(key, theta, est.init(key, theta)))
+    except _Differentiated:
+        return True
+    return False
+
+
+def derivative_free() -> list[str]:
+    """The estimators that never differentiate the inner step (sorted): the ones allowed on an
+    objective that is not differentiable (`differentiates_step`)."""
+    return [name for name in sorted(REGISTRY) if not differentiates_step(name)]
+
+
 __all__ = [
     "REGISTRY",
     "GradientEstimator",
     "make",
     "hparam_names",
+    "differentiates_step",
+    "derivative_free",
     "pes",
     "es",
     "nres",

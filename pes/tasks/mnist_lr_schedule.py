@@ -67,9 +67,11 @@ def _non_differentiable(x):
 
 @_non_differentiable.defjvp
 def _refuse_jvp(primals, tangents):
+    from pes import estimators  # (pes.estimators imports pes.tasks)
+
     raise TypeError(
         "task 'mnist_lr_schedule': objective 'val_sum_acc' (validation accuracy) is not "
-        "differentiable; allowed estimators: es, pes (tbptt, rtrl and uoro need gradients)"
+        f"differentiable; allowed estimators: {', '.join(estimators.derivative_free())}"
     )
 
 

@@ -6,7 +6,7 @@
 # On the GPU machine, in a copy of the repository that includes .device/ (filled by
 # `bash scripts/device/prepare.sh` on a machine that has the data and the .venv):
 #   OUT=/path/to/outputs bash scripts/device/all.sh
-# Writes to $OUT: bench.csv, figure7_metrics.csv, figure7_runs.json, judged.json,
+# Writes to $OUT: bench.csv, figure7_metrics.csv, figure7_runs.json,
 # figure5_metrics.csv, figure5_runs.json, all.log (every job's log), device.txt.
 set -uo pipefail
 cd "$(dirname "$0")/../.."

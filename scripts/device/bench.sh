@@ -8,7 +8,7 @@ source scripts/device/env.sh
 BUDGET=${BUDGET:-400}
 extra=()
 [ "${TINY:-0}" = 1 ] && extra=(--tiny)
-timeout "$BUDGET" "$PYTHON" scripts/bench.py --devices 1 --out "$OUT/bench" "${extra[@]}" 2>&1 | tee "$OUT/bench.log"
+timeout "$BUDGET" "$PYTHON" benchmarks/bench.py --devices 1 --out "$OUT/bench" "${extra[@]}" 2>&1 | tee "$OUT/bench.log"
 rc=${PIPESTATUS[0]}
 [ "$rc" = 124 ] && echo "bench stopped by BUDGET=$BUDGET s (bench.csv is written at the end: none)" | tee -a "$OUT/bench.log"
 [ -f "$OUT/bench/bench.csv" ] && mv "$OUT/bench/bench.csv" "$OUT/bench.csv"

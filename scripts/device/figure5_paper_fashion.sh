@@ -7,7 +7,7 @@
 #   EVERY   theta logged every this many iterations (default 2)
 #   POST    1 (default): merge and run the post step (background grid 40x40 x 10 trainings,
 #           evaluations) after the runs; 0: runs only (a pilot; the grid's cost is then the
-#           cost model's, scripts/cost_model.py)
+#           cost model's, benchmarks/cost_model.py)
 #   BUDGET  seconds for the whole job (default 540)
 #   TINY=1  CPU test sizes (POST defaults to 0)
 # Brings back: figure5_metrics.csv, figure5_grid.csv, figure5_evaluation.csv,

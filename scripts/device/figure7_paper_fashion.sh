@@ -8,7 +8,7 @@
 #   BUDGET  seconds for the whole job (default 540): the runs stop there and resume on a rerun
 #   TINY=1  CPU test sizes (seconds)
 # Brings back (under $OUT): figure7_metrics.csv (merged), figure7_runs.json (per-run status and
-# wall time), judged.json (the figure's judging rule, scripts/judge_figure7.py), figure7.log, device.txt.
+# wall time), figure7.log (ending with the figure's claims table, experiments.check), device.txt.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/device/env.sh
@@ -34,7 +34,8 @@ if [ -f "$fig/metrics.csv" ]; then
 else  # stopped by the budget before the merge: the runs' rows as they are
   "$PYTHON" scripts/device/collect_runs.py "$fig" "$OUT/figure7_runs.json" --csv "$OUT/figure7_metrics.csv"
 fi
-if [ -f "$OUT/figure7_metrics.csv" ]; then
-  "$PYTHON" scripts/judge_figure7.py "$OUT/figure7_metrics.csv" --out "$OUT/judged.json" >> "$OUT/figure7.log" 2>&1
+if [ -f "$fig/metrics.csv" ]; then  # the figure's claims (configs/figure/figure7.yaml) on the merged results
+  "$PYTHON" -m experiments.check figure=figure7 profile=paper_fashion "results_root=$ROOT_RESULTS" report_only=true \
+    >> "$OUT/figure7.log" 2>&1
 fi
 echo "figure7 paper_fashion: $(( $(date +%s) - start )) s" | tee -a "$OUT/figure7.log"

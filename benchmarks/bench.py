@@ -1,8 +1,8 @@
 """Throughput, memory and gradient agreement: this library's PES / truncated ES next to evosax.
 
-    python scripts/bench.py                      # default grid (a few minutes on 2 CPU cores)
-    python scripts/bench.py --full               # the issue's whole grid (long; memory-capped)
-    python scripts/bench.py --tiny --out /tmp/b  # seconds; what the test suite runs
+    python benchmarks/bench.py                      # default grid (a few minutes on 2 CPU cores)
+    python benchmarks/bench.py --full               # the issue's whole grid (long; memory-capped)
+    python benchmarks/bench.py --tiny --out /tmp/b  # seconds; what the test suite runs
 
 Every configuration is measured in this one process, side by side and interleaved
 (repeat r of every driver runs before repeat r + 1 of any), with the same inner problem,

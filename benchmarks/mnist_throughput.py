@@ -1,7 +1,7 @@
 """Throughput of the MNIST LR-schedule inner problem under PES (a benchmark, not a test).
 
-    python scripts/bench_mnist_throughput.py --num-particles 100 --trunc-len 10
-    python scripts/bench_mnist_throughput.py --num-particles 1000 --trunc-len 10   # accelerator
+    python benchmarks/mnist_throughput.py --num-particles 100 --trunc-len 10
+    python benchmarks/mnist_throughput.py --num-particles 1000 --trunc-len 10   # accelerator
 
 One PES outer step (N particles x K inner steps + the Adam update) is one compiled call
 (`pes.outer.make_chunk` with one step).  Reports the time per outer step, particle-steps

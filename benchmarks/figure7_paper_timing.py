@@ -1,6 +1,6 @@
 """Time per outer iteration of Figure 7's paper profile (CIFAR-10 8x8 colour sizes).
 
-python scripts/bench_figure7_paper.py [--data-dir DIR] [--synthetic] [--iters 200] [--seeds 5]
+python benchmarks/figure7_paper_timing.py [--data-dir DIR] [--synthetic] [--iters 200] [--seeds 5]
                                       [--out result.json]
 
 Builds the `lopt_image_mlp` task with the paper profile's sizes (8x8 colour = 192 inputs,

@@ -1,6 +1,6 @@
 """Cost model: predicted wall time of a figure's runs under a profile, from timed outer iterations.
 
-    python scripts/cost_model.py --figure figure7 --profile paper_fashion [--particles-cap 32]
+    python benchmarks/cost_model.py --figure figure7 --profile paper_fashion [--particles-cap 32]
         [--iters 3] [--out cost.csv]
 
 For every run of the figure (composed as ``experiments.reproduce`` composes it), the task is
@@ -35,8 +35,7 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from experiments import config as C  # noqa: E402
-from experiments import figures, steps  # noqa: E402
+from experiments import config, figures, steps  # noqa: E402
 from pes import estimators, outer  # noqa: E402
 
 SHAPES = {  # train / test images of the real datasets
@@ -73,8 +72,8 @@ def _timed(fn, *args, repeats=3):
 
 
 def run_cost(cfg, args) -> dict:
-    built = C.build(cfg)
-    est_cfg = C._estimator_params(cfg.estimator)  # the factory's keywords (particles -> stagger)
+    built = config.build(cfg)
+    est_cfg = config._estimator_params(cfg.estimator)  # the factory's keywords (particles -> stagger)
     n = int(est_cfg.get("num_particles", 1))
     group = 2 if est_cfg.get("antithetic", True) else 1
     timed_n = min(n, max(group, args.particles_cap - args.particles_cap % group))
@@ -90,7 +89,7 @@ def run_cost(cfg, args) -> dict:
         s_eval, _ = _timed(ev, built.task.theta_init, jax.random.key(0), repeats=1)
     logs = built.num_steps // built.log_every
     return {
-        "run_id": C.run_id(cfg),
+        "run_id": config.run_id(cfg),
         "estimator": str(cfg.estimator.name),
         "trunc_len": int(est_cfg.get("trunc_len", 0)),
         "num_particles": n,
@@ -114,8 +113,8 @@ def post_cost(fig, profile, extra) -> dict | None:
     ev = steps.settings(entries["evaluation"], profile, where)
     if bg.get("of") != "full_run":
         return None
-    cfg = C.compose(figures.figure_overrides(fig, profile, extra, more=bg["overrides"]))
-    task = C.build(cfg).task
+    cfg = config.compose(figures.figure_overrides(fig, profile, extra, more=bg["overrides"]))
+    task = config.build(cfg).task
     full_run = jax.jit(task.full_run)
     s_train, _ = _timed(full_run, task.theta_init, jax.random.key(0), repeats=1)
     points = np.prod([int(n) for n in np.broadcast_to(bg["num"], (len(bg["low"]),))])
@@ -151,7 +150,7 @@ def main(argv=None) -> int:
         runs = [r for r in runs if r.id in keep]
     rows = []
     for run in runs:
-        cfg = C.compose(figures.run_overrides(fig, run, args.profile, extra))
+        cfg = config.compose(figures.run_overrides(fig, run, args.profile, extra))
         row = run_cost(cfg, args)
         rows.append(row)
         print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
