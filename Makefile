@@ -12,7 +12,7 @@ TEST_WORKERS ?= 2
 XDIST := -n $(TEST_WORKERS) --dist loadfile
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-data test-slow test-portable mutate lint bench list-figures reproduce-all clean-results \
+.PHONY: help install test test-integration test-data test-slow test-portable mutate lint bench list-figures reproduce-all clean-results \
 	check-all docs data notebook release-check wheel-smoke api-docs $(addprefix reproduce-figure-,$(FIGURES)) \
 	$(addprefix check-figure-,$(FIGURES)) $(addprefix store-figure-,$(FIGURES))
 .SECONDEXPANSION:
@@ -68,10 +68,17 @@ install: $(call env,$(EXTRAS)) ## Create .venv and install the package with extr
 # files, configs, figures, claims) with LLVM optimisation off, which halves compile time and
 # computes the same math. Exit 5 = "no test selected" (e.g. PYTEST_ARGS names one file).
 FAST_XLA_FLAGS ?= --xla_backend_optimization_level=0
-test: $(call env,$(TEST_EXTRAS)) ## Run the test suite (excludes @slow; TEST_WORKERS=2 pytest-xdist processes)
+test: $(call env,$(TEST_EXTRAS)) ## Run the fast test suite (excludes @slow and @integration; TEST_WORKERS=2 pytest-xdist processes)
 	XLA_FLAGS="$${XLA_FLAGS:+$$XLA_FLAGS }$(FAST_XLA_FLAGS)" \
-	  $(PY) -m pytest -q -m "not slow and not numerics" $(XDIST) $(PYTEST_ARGS) || [ $$? -eq 5 ]
-	$(PY) -m pytest -q -m "numerics and not slow" $(XDIST) $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	  $(PY) -m pytest -q -m "not slow and not integration and not numerics" $(XDIST) $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(PY) -m pytest -q -m "numerics and not slow and not integration" $(XDIST) $(PYTEST_ARGS) || [ $$? -eq 5 ]
+
+# Whole figures, launched jobs, emulated multi-device runs and task-scale models: minutes each, so
+# outside the fast suite; .ci/run runs them after `make test`, in the same two sessions.
+test-integration: $(call env,$(TEST_EXTRAS)) ## Run the integration tests (whole figures, jobs, multi-device)
+	XLA_FLAGS="$${XLA_FLAGS:+$$XLA_FLAGS }$(FAST_XLA_FLAGS)" \
+	  $(PY) -m pytest -q -m "integration and not slow and not numerics" $(XDIST) $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(PY) -m pytest -q -m "integration and numerics and not slow" $(XDIST) $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 # The tests that need a real dataset (marked `data`; each skips, naming the dataset, where it is
 # missing).  `make test` runs them too; .ci/run runs `make test` with every dataset hidden, as on

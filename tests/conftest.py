@@ -51,6 +51,11 @@ def pytest_configure(config):
     )
     config.addinivalue_line(
         "markers",
+        "integration: whole figures, launched jobs, emulated multi-device runs and task-scale models: "
+        "minutes each; `make test-integration` runs them (and .ci/run, after `make test`)",
+    )
+    config.addinivalue_line(
+        "markers",
         "data: needs a real dataset and skips, naming it, where it is missing; `make test-data` runs "
         "these alone (.ci/run: after `make test` with every dataset hidden)",
     )

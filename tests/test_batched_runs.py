@@ -69,6 +69,7 @@ def batched_root(tmp_path_factory, data_dir):
     return root
 
 
+@pytest.mark.integration
 def test_batched_seeds_match_separate_runs(batched_root, tmp_path, data_dir):
     ids = ["pes-s0", "pes-s1"]
     for cfg in _cfgs(tmp_path, data_dir, ids):
@@ -92,6 +93,7 @@ def test_batched_seeds_match_separate_runs(batched_root, tmp_path, data_dir):
     assert not np.allclose(p0[p0.metric == "meta_loss_eval"].value, p1[p1.metric == "meta_loss_eval"].value)
 
 
+@pytest.mark.integration
 def test_runner_skips_runs_finished_by_the_batched_runner(batched_root, data_dir):
     for cfg in _cfgs(batched_root, data_dir, ["pes-s0", "pes-s1"]):
         csv = C.run_dir(cfg) / runner.CSV

@@ -527,7 +527,7 @@ def _stored_packages(tmp_path, versions_by_run):
     pd.concat(metrics).to_csv(fig_dir / "metrics.csv", index=False)
     integrity.record_digests(fig_dir)
     out = DOCS.store("figure2", "quick", tmp_path / "results", dest=tmp_path / "store", images=None)
-    return CH.read_json(out / "figure.json")
+    return check.read_json(out / "figure.json")
 
 
 def test_store_records_the_package_versions_of_the_runs(tmp_path):

@@ -55,6 +55,7 @@ def test_bad_sweep_settings_fail_in_one_line(change, match):
         S.check_variance_spec({**SPEC, **change}, 8, "here")
 
 
+@pytest.mark.integration
 def test_measure_variance_rows_follow_the_schema_and_compare_with_pes():
     lq = tasks.make("linear_quadratic", dim=2, decay=0.5, horizon=8)
     spec = {

@@ -64,6 +64,7 @@ def test_plot_draws_every_runs_loss_curve(figure2_csv):
     plt.close(fig)
 
 
+@pytest.mark.integration
 def test_make_target_reproduces_the_figure(tmp_path):
     """What a user types: make reproduce-figure-2 (here into a temporary results root)."""
     venv = ROOT / ".venv" / "bin" / "python"

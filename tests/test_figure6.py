@@ -82,6 +82,7 @@ def tiny6(tmp_path_factory):
     return tmp, csv, extra
 
 
+@pytest.mark.integration
 def test_figure6_end_to_end(tiny6):
     tmp, csv, _ = tiny6
     df = results.validate(pd.read_csv(csv), expected_runs=["pes-seed3", "es-seed3"])
@@ -114,6 +115,7 @@ def test_figure6_end_to_end(tiny6):
     assert notebook_runner.has_image(nb)
 
 
+@pytest.mark.integration
 def test_random_search_configurations_rescore_to_their_logged_scores(tiny6):
     """The kept configurations, re-scored one by one with the task's evaluation, give the rows."""
     tmp, csv, extra = tiny6
@@ -147,6 +149,7 @@ def test_random_search_configurations_rescore_to_their_logged_scores(tiny6):
     )
 
 
+@pytest.mark.integration
 def test_figure6_claims_are_evaluated(tiny6):
     tmp, _, _ = tiny6
     out = io.StringIO()

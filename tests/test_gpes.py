@@ -272,6 +272,7 @@ print("RESULT" + json.dumps(out))
 """
 
 
+@pytest.mark.integration
 def test_gpes_two_devices_match_one_device(tmp_path):
     env = dict(os.environ)
     env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip()

@@ -134,6 +134,7 @@ def test_early_steps_read_neither_the_runs_rows_nor_their_folders():
 # ----------------------------------------------------------------------------- the same table
 
 
+@pytest.mark.integration
 def test_joblib_jobs_pinned_to_device_slots_give_the_serial_table(tmp_path, serial_csv):
     """jobs=2 through joblib, jobs pinned to slots of two of four device ids: every job saw
     one slot only, jobs running at the same time saw different slots, and the merged table is
@@ -173,6 +174,7 @@ def _hold(folder: Path, seconds: float) -> subprocess.Popen:
     return proc
 
 
+@pytest.mark.integration
 def test_a_failed_job_is_named_with_how_to_resume_and_nothing_is_merged(tmp_path, capsys, serial_csv):
     """A job that fails (its run folder held by another process) is named in one line with the
     command that resumes; the others finish; nothing is merged; the same command afterwards
@@ -220,6 +222,7 @@ def test_a_second_command_on_the_same_figure_waits_in_one_line(tmp_path, capsys)
 # ----------------------------------------------------------------------------- random search
 
 
+@pytest.mark.integration
 def test_random_search_parts_score_what_one_process_scores(tmp_path):
     """Configurations scored in range parts (joined afterwards) are the configurations and
     scores of one process, bit for bit."""
@@ -287,6 +290,7 @@ def recipe_commands() -> list[list[str]]:
     return [shlex.split(line) for line in joined.splitlines() if line.strip() and not line.startswith("#")]
 
 
+@pytest.mark.integration
 def test_the_cluster_recipe_runs_on_submitit_local(tmp_path, serial_csv):
     """Every line of docs/cluster.md's recipe, with submitit_slurm replaced by submitit_local,
     the figure by the tiny one and the SLURM-only settings (partition, account, GPUs) left
@@ -385,6 +389,7 @@ def test_two_commands_at_once_neither_duplicate_nor_lose_rows(tmp_path, serial_c
     same_values(root / "quick" / "tiny" / "metrics.csv", serial_csv)
 
 
+@pytest.mark.integration
 def test_grid_tiles_and_late_steps_as_jobs_give_the_serial_table(tmp_path):
     """Figure 5 at test size: its grid of fresh full trainings in tiles (9 points: 4 + 4 + 1,
     the last shorter than a chunk) beside the run, then the evaluation (which reads the run) as
@@ -447,6 +452,7 @@ def test_grid_tiles_and_late_steps_as_jobs_give_the_serial_table(tmp_path):
     )
 
 
+@pytest.mark.integration
 def test_seed_groups_run_as_batched_jobs(tmp_path):
     """launch.batch_seeds=2: runs that differ only in their seed become one batched job per
     group (experiments.batched); the merged table matches the serial one up to the rounding of

@@ -27,6 +27,7 @@ def _step_losses(task, theta, key, n=3):
     return state, out
 
 
+@pytest.mark.integration
 def test_val_post_is_the_validation_ce_after_the_update(data_dir):  # noqa: F811
     task = make_task(data_dir, **NRES)
     assert task.dataset.num_train == 400  # the last 20 % of 500 training images is validation

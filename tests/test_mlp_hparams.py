@@ -171,6 +171,7 @@ def test_task_theta_is_29_hyperparameters_at_paper_shape(data_dir):
     np.testing.assert_allclose(np.asarray(high["width"]), math.log(0.999 / 0.001), rtol=1e-12)
 
 
+@pytest.mark.integration
 def test_task_step_uses_each_tensors_lr_momentum_and_layer_mask(data_dir):
     """One inner step of the task against an independent computation of the same step."""
     task = make(data_dir, weight_decay=0.0, init="fixed", lr=0.05, momentum=0.5, width_fraction=0.5)
@@ -205,6 +206,7 @@ def test_task_step_uses_each_tensors_lr_momentum_and_layer_mask(data_dir):
     )
 
 
+@pytest.mark.integration
 def test_es_tunes_the_discrete_widths_gradient_free(data_dir):
     task = make(data_dir)
     est = estimators.make("es", task.system, trunc_len=4, sigma=0.3, num_particles=4)
@@ -235,6 +237,7 @@ def test_es_tunes_the_discrete_widths_gradient_free(data_dir):
         C.build(cfg)
 
 
+@pytest.mark.integration
 def test_evaluate_is_the_mean_full_objective_over_the_fixed_runs(data_dir):
     task = make(data_dir)
     keys = task.eval_keys
@@ -250,6 +253,7 @@ def test_evaluate_is_the_mean_full_objective_over_the_fixed_runs(data_dir):
     assert not math.isnan(bad) and bad > 100 * direct
 
 
+@pytest.mark.integration
 def test_untuned_groups_use_fixed_values(data_dir):
     task = make(data_dir, tune=["lr"], momentum=0.0, width_fraction=1.0, horizon=3)
     assert set(task.theta_init) == {"lr"} and task.metadata["num_hparams"] == 6

@@ -90,7 +90,9 @@ def test_without_the_option_a_nonfinite_estimate_is_applied():
 
 def test_an_interval_with_only_nonfinite_estimates_logs_nan_and_is_not_a_divergence():
     est = toy_estimator(bad=(2, 3))
-    _, metrics = outer.run(jax.random.key(0), THETA, est, optax.sgd(0.1), num_steps=6, log_every=2, nonfinite="skip")
+    _, metrics = outer.run(
+        jax.random.key(0), THETA, est, optax.sgd(0.1), num_steps=6, log_every=2, nonfinite="skip"
+    )
     metrics = jax.device_get(metrics)
     assert np.isnan(metrics["loss"][1]) and np.isnan(metrics["grad_norm"][1])
     np.testing.assert_array_equal(metrics["nonfinite_estimates"], [0, 2, 0])
@@ -103,7 +105,8 @@ def test_an_interval_with_only_nonfinite_estimates_logs_nan_and_is_not_a_diverge
 
 def test_config_validation_is_one_line():
     cfg = CFG.compose(["task=linear_quadratic", "estimator=pes", "train.nonfinite=drop"])
-    with pytest.raises(CFG.ConfigError, match=r"train.nonfinite='drop' is invalid; allowed: null, skip, zero"):
+    allowed = r"train.nonfinite='drop' is invalid; allowed: null, skip, zero"
+    with pytest.raises(CFG.ConfigError, match=allowed):
         CFG.build(cfg)
     cfg = CFG.compose(["task=linear_quadratic", "estimator=pes", "+estimator.horizon_schedule.kind=weird"])
     with pytest.raises(CFG.ConfigError, match=r"estimator.horizon_schedule=.* is invalid; allowed"):

@@ -88,6 +88,7 @@ def test_chunked_estimate_is_identical_linear_quadratic(name, chunk):
     _assert_tree_equal(base, chunked)
 
 
+@pytest.mark.integration
 def test_chunked_estimate_matches_mlp_to_rounding():
     """With matmuls XLA may pick another kernel for another batch size: equal to ~1 ulp."""
     system = _mlp_system()
@@ -237,6 +238,7 @@ print("RESULT" + json.dumps(out))
 """
 
 
+@pytest.mark.integration
 def test_two_devices_match_one_device_and_only_reduce_the_gradient(tmp_path):
     env = dict(os.environ)
     env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip()
