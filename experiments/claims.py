@@ -22,17 +22,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from experiments import config
 from experiments.config import CONFIG_DIR, ConfigError
 
-
-def known_profiles() -> tuple[str, ...]:
-    """The profiles of configs/profile/ (quick and paper first)."""
-    names = sorted(p.stem for p in (CONFIG_DIR / "profile").glob("*.yaml"))
-    first = [n for n in ("quick", "paper") if n in names]
-    return tuple(first + [n for n in names if n not in first]) or ("quick", "paper")
-
-
-PROFILES = known_profiles()
 # A claim's scale: `any` = what the method's mechanism predicts at any size (decides every
 # profile's verdict); `paper` = a statement about the paper's horizons, budgets or numbers
 # (decides only on a profile of scale `paper`, and is shown as indicative on a smaller one).
@@ -138,7 +130,7 @@ def _is_number(v) -> bool:
 
 
 def _is_per_profile(value) -> bool:
-    return isinstance(value, Mapping) and bool(value) and set(value) <= set(PROFILES)
+    return isinstance(value, Mapping) and bool(value) and set(value) <= set(config.profile_names())
 
 
 def figure_profiles(fig) -> list[str]:
@@ -146,7 +138,7 @@ def figure_profiles(fig) -> list[str]:
     profs = (fig or {}).get("profiles") if isinstance(fig, Mapping) else None
     if isinstance(profs, Mapping) and profs:
         return [str(p) for p in profs]
-    return list(PROFILES)
+    return list(config.profile_names())
 
 
 def _per_profile(value, where: str, profiles: Sequence[str], check) -> None:
@@ -326,7 +318,7 @@ def validate(claims, fig=None, profiles: Sequence[str] | None = None) -> list[di
         from omegaconf import OmegaConf
 
         fig = OmegaConf.to_container(fig, resolve=True)
-    profiles = list(profiles) if profiles is not None else list(PROFILES)
+    profiles = list(profiles) if profiles is not None else list(config.profile_names())
     fig_id = (fig or {}).get("id", "figure")
     if not isinstance(claims, list):
         raise ConfigError(

@@ -63,6 +63,29 @@ class ConfigError(Problem, ValueError):
     exit_code = EXIT_CONFIG
 
 
+# ----------------------------------------------------------------------------- profiles
+
+
+PROFILE_DIR = CONFIG_DIR / "profile"
+MAIN_PROFILES = ("quick", "paper")  # every figure offers them; the others only where it defines them
+
+
+def profile_names() -> tuple[str, ...]:
+    """The suite's profiles, one per ``configs/profile/<name>.yaml``: quick and paper first,
+    then the others in name order.  The one list of them: the figure schema, the post-steps,
+    the claims, the checks and the generated docs all read it."""
+    names = sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+    return tuple([n for n in MAIN_PROFILES if n in names] + [n for n in names if n not in MAIN_PROFILES])
+
+
+def check_profile_name(profile, key: str = "profile") -> str:
+    """``profile`` names a profile of `profile_names` (one-line `ConfigError` otherwise)."""
+    names = profile_names()
+    if profile not in names:
+        raise ConfigError(f"{key}={profile} is unknown; allowed: {', '.join(names)}")
+    return str(profile)
+
+
 def _compose_error(err: Exception, overrides: Sequence[str]) -> ConfigError:
     text = str(err)
     if isinstance(err, MissingConfigException) or "Could not find" in text:

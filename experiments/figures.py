@@ -48,6 +48,7 @@ from pathlib import Path
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
+from experiments import config as C
 from experiments import steps
 from experiments.config import CONFIG_DIR, ROOT, ConfigError, check_name, compose, particle_setting
 
@@ -59,11 +60,6 @@ RUN_KEYS = ("id", "label", "overrides", "only")
 
 
 # ----------------------------------------------------------------------------- names and paths
-
-
-def profile_names() -> list[str]:
-    """The profiles a figure may be reproduced under (configs/profile/*.yaml)."""
-    return sorted(p.stem for p in (CONFIG_DIR / "profile").glob("*.yaml"))
 
 
 def figure_names() -> list[str]:
@@ -157,7 +153,7 @@ def _check_claims(fig: DictConfig, where: str) -> None:
         return
     claims = importlib.import_module("experiments.claims")
     try:
-        claims.validate(fig.claims, fig, profiles=profile_names())
+        claims.validate(fig.claims, fig, profiles=C.profile_names())
     except ConfigError as err:
         raise ConfigError(f"{where}: {err}") from err
 
@@ -173,7 +169,7 @@ def check(data, where: str, stem: str | None = None) -> None:
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: a figure config is a mapping of keys; allowed: {', '.join(REQUIRED)}")
     check_keys(data, REQUIRED, OPTIONAL, where)
-    profiles = profile_names()
+    profiles = C.profile_names()
     for key in ("id", "title", "task", "plot", "expected", "description"):
         if key in data and not (isinstance(data[key], str) and data[key].strip()):
             raise ConfigError(f"{where}: {key}={_r(data[key])} is invalid; allowed: a non-empty string")
@@ -330,11 +326,10 @@ def runs(fig: DictConfig, profile: str, where: str | None = None) -> list[DictCo
 
 def check_profile(fig: DictConfig, profile: str) -> None:
     """``profile`` is a known profile the figure can be reproduced under."""
-    if profile not in profile_names():
-        raise ConfigError(f"profile={profile} is unknown; allowed: {', '.join(profile_names())}")
+    C.check_profile_name(profile)
     profiles = fig.get("profiles") or {}
-    if profile not in ("quick", "paper") and profile not in profiles:  # stand-ins: only where defined
-        defined = ["quick", "paper", *[p for p in profiles if p not in ("quick", "paper")]]
+    if profile not in C.MAIN_PROFILES and profile not in profiles:  # stand-ins: only where defined
+        defined = [*C.MAIN_PROFILES, *[p for p in profiles if p not in C.MAIN_PROFILES]]
         raise ConfigError(f"figure {fig.id} has no profile {profile}; allowed: {', '.join(defined)}")
     seeds = fig.get("seeds")
     if isinstance(seeds, DictConfig) and profile not in seeds:

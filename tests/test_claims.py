@@ -514,7 +514,7 @@ def test_bad_claims_are_one_line_config_errors(bad, words):
 
 
 def test_claims_default_to_the_figures_profiles_and_new_profiles_are_allowed(monkeypatch):
-    monkeypatch.setattr(CL, "PROFILES", ("quick", "paper", "paper_fashion"))
+    monkeypatch.setattr(C, "profile_names", lambda: ("quick", "paper", "paper_fashion"))
     fig = dict(FIG, profiles={"quick": [], "paper": [], "paper_fashion": []})
     chk = {
         "type": "range",
@@ -543,7 +543,7 @@ def test_every_figure_config_has_valid_claims(name):
     claims = CL.validate(fig.get("claims"), fig)
     assert claims, f"{name} has no claims"
     # nothing to evaluate yet: every applicable claim is NOT RUN, none crashes
-    for profile in CL.PROFILES:
+    for profile in C.profile_names():
         res = CL.evaluate(claims, None, profile=profile, fig=fig)
         assert {r.verdict for r in res} == {CL.NOT_RUN}
 

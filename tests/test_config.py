@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from experiments import claims as CL
 from experiments import config as C
-from experiments import figures
+from experiments import figures, steps
 
 ROOT = Path(__file__).resolve().parent.parent
 GROUP_OPTIONS = {
@@ -61,6 +62,23 @@ def test_groups_have_options():
     assert {"pes", "es", "tbptt", "rtrl", "uoro"} <= set(GROUP_OPTIONS["estimator"])
     profiles = {"quick", "quick_holdout", "paper", "paper_fashion", "paper_regime"}
     assert profiles == set(GROUP_OPTIONS["profile"])
+
+
+def test_profiles_are_listed_once_and_every_reader_uses_the_list(monkeypatch):
+    names = C.profile_names()
+    assert set(names) == set(GROUP_OPTIONS["profile"]) and names[:2] == C.MAIN_PROFILES == ("quick", "paper")
+    assert list(names[2:]) == sorted(names[2:])
+    with pytest.raises(C.ConfigError, match=f"^profile=fast is unknown; allowed: {', '.join(names)}$"):
+        C.check_profile_name("fast")
+    monkeypatch.setattr(C, "profile_names", lambda: (*names, "fast"))  # a new configs/profile/fast.yaml
+    assert C.check_profile_name("fast") == "fast"
+    assert CL.figure_profiles({}) == [*names, "fast"]  # claims read the list
+    fig = figures.load("figure2")  # the schema reads it (and refuses nothing of figure 2)
+    with pytest.raises(C.ConfigError, match="figure figure2 has no profile fast; allowed: quick, paper"):
+        figures.check_profile(fig, "fast")  # a known profile the figure does not define
+    entry = {"step": "grid", "fast": {"bogus": 1}}
+    with pytest.raises(C.ConfigError, match="grid.bogus is not a setting"):
+        steps.settings(entry, "fast", "post[0]")  # the post-steps read it: a block per known profile
 
 
 # paper_regime and quick_holdout set nothing outside their figures (5 and 6; 7), where
