@@ -1,13 +1,15 @@
 """The figure schema: every figure YAML is checked before any compute, one line per problem."""
 
 import copy
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from experiments import config as C
-from experiments import figures, reproduce
+from experiments import figure_schema, figures, reproduce
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = yaml.safe_load((ROOT / "tests/figures/tiny.yaml").read_text())
@@ -163,3 +165,14 @@ def test_a_setting_missing_under_one_profile_fails_only_when_reproduced_there(tm
     with pytest.raises(C.ConfigError, match=r"post\[0\]: grid.metrics is missing \(profile=paper\)"):
         reproduce.reproduce(str(path), "paper", [f"results_root={tmp_path / 'r'}"])
     assert not (tmp_path / "r").exists()
+
+
+def test_the_schema_and_the_post_steps_do_not_import_the_figure_loader():
+    """No import circle: experiments.figures imports the schema and the steps, never the reverse."""
+    code = (
+        "import sys; from experiments import figure_schema, steps; steps.names(); "
+        "print(sorted(m for m in sys.modules if m == 'experiments.figures'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+    assert figures.check_id is figure_schema.check_id  # the loader uses the schema's checks

@@ -60,7 +60,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from experiments import artefacts, figures, io, steps
+from experiments import artefacts, figure_schema, io, steps
 from experiments import config as C
 from pes import results, systems, tasks
 from pes import variance as V
@@ -90,8 +90,8 @@ def check(s: dict, where: str) -> dict:
     if not isinstance(scen, dict) or not scen:
         raise C.ConfigError(f"{where}.scenarios={scen!r} is invalid; allowed: a mapping name -> overrides")
     for name, over in scen.items():
-        figures.check_id(name, f"{where}.scenarios key")
-        figures.check_overrides(over, f"{where}.scenarios.{name}")
+        figure_schema.check_id(name, f"{where}.scenarios key")
+        figure_schema.check_overrides(over, f"{where}.scenarios.{name}")
 
     def positive_int(name, value, even=False):
         if not steps.is_int(value, 1) or (even and value % 2):
