@@ -384,6 +384,32 @@ def check_settings(cfg: DictConfig) -> None:
     _check_settings(cfg)
 
 
+def use_x64(cfg: DictConfig) -> None:
+    """Switch JAX's float64 on or off as ``cfg.x64`` says: the one place the suite sets it.
+
+    JAX's flag is process-wide, and one process may hold configs of both precisions (a
+    figure whose runs or post-steps set ``x64`` differently, several figures in turn), so it
+    is set from the config at hand when its objects are built (`make_task`, `build`) and
+    again before a computation that may follow another config's work (a post-step's
+    compute, a job's part of one).  `pes` itself never sets it."""
+    jax.config.update("jax_enable_x64", bool(cfg.x64))
+
+
+def make_task(cfg: DictConfig) -> Task:
+    """The task of ``cfg`` (its ``task`` group), built under ``cfg.x64``: the one place a config
+    becomes a `pes` task.  A bad setting or missing data is a one-line `ConfigError` naming
+    the config key (``task.<name>=``)."""
+    use_x64(cfg)
+    try:
+        return tasks.make(str(cfg.task.name), **_params(cfg.task))
+    except FileNotFoundError as err:  # missing data: after every setting above was checked
+        raise ConfigError(
+            _as_task_keys(one_line(err), cfg.task) + " (`make data` fetches what this machine can get)"
+        ) from err
+    except (ValueError, TypeError) as err:
+        raise ConfigError(_as_task_keys(one_line(err), cfg.task)) from err
+
+
 def build(cfg: DictConfig) -> Built:
     """Validate ``cfg`` and build the task, estimator and optimizer (no compute).
 
@@ -394,15 +420,7 @@ def build(cfg: DictConfig) -> Built:
     values on the task's system, the optimizer on its theta)."""
     optimizer, num_steps, log_every, chunk_size, est_params, guard = _check_settings(cfg)
     name = str(cfg.estimator.name)
-    jax.config.update("jax_enable_x64", cfg.x64)
-    try:
-        task = tasks.make(str(cfg.task.name), **_params(cfg.task))
-    except FileNotFoundError as err:  # missing data: after every setting above was checked
-        raise ConfigError(
-            _as_task_keys(one_line(err), cfg.task) + " (`make data` fetches what this machine can get)"
-        ) from err
-    except (ValueError, TypeError) as err:
-        raise ConfigError(_as_task_keys(one_line(err), cfg.task)) from err
+    task = make_task(cfg)
     if not task.differentiable and name in GRADIENT_ESTIMATORS:
         raise ConfigError(
             f"estimator={name} is invalid for task {task.name} with objective "

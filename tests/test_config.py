@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import pytest
 
 from experiments import claims as CL
@@ -213,3 +215,19 @@ def test_a_figure_checks_every_runs_settings_before_any_data(tmp_path):
     with pytest.raises(C.ConfigError, match="`make data`"):
         reproduce.prepare("figure6", "quick", extra)
     assert not (tmp_path / "quick").exists()
+
+
+def test_the_config_door_alone_sets_float64_and_builds_tasks():
+    files = [p for d in ("experiments", "pes") for p in (ROOT / d).rglob("*.py")]
+    code = {p.relative_to(ROOT).as_posix(): p.read_text() for p in files}
+    assert [p for p, text in code.items() if "jax_enable_x64" in text] == ["experiments/config.py"]
+    assert [p for p, text in code.items() if "tasks.make(" in text] == ["experiments/config.py"]
+
+
+def test_make_task_builds_under_the_configs_precision_and_names_task_keys():
+    task = C.make_task(C.compose(["task=linear_quadratic", "x64=false"]))
+    assert not jax.config.jax_enable_x64 and task.theta_init.dtype == jnp.float32
+    task = C.make_task(C.compose(["task=linear_quadratic", "x64=true"]))
+    assert jax.config.jax_enable_x64 and task.theta_init.dtype == jnp.float64
+    with pytest.raises(C.ConfigError, match=r"task\.dim=0"):
+        C.make_task(C.compose(["task=linear_quadratic", "task.dim=0"]))
