@@ -101,7 +101,7 @@ def run_batch(cfgs: list[DictConfig]) -> list[Path]:
                         f"{ids[r]}: batch members stopped at different outer steps; restarting it",
                         file=sys.stderr,
                     )
-                    starts[r] = runner._from_scratch(dirs[r], _take(fresh, r))
+                    starts[r] = runner.from_scratch(dirs[r], _take(fresh, r))
         if todo:
             _train_batch(
                 [cfgs[r] for r in todo],
@@ -142,22 +142,13 @@ def _train_batch(cfgs, builts, dirs, starts, est, opt, task, first) -> None:
         metas[r]["attempts"][-1].update(ended=time.strftime("%Y-%m-%d %H:%M:%S"), status=status)
         io.write_json(dirs[r] / runner.META, metas[r])
 
-    def member(metrics, r: int, until: int | None = None) -> dict:
-        """Member r's log points (up to outer step ``until``) with the cost metric added."""
-        m = {name: np.asarray(v[r]) for name, v in metrics.items()}
-        m = runner._until(m, until) if until is not None else m
-        if task.cost_metric:
-            m[task.cost_metric] = np.asarray(m["outer_step"], np.float64) * float(est.cost_per_estimate)
-        return m
+    def member(metrics, r: int) -> dict:
+        """Member r's log points."""
+        return {name: np.asarray(v[r]) for name, v in metrics.items()}
 
     def log_member(metrics, r: int, now: int, total: int) -> None:
-        """The member's rows (cut at a divergence, step by step), checkpoint, run.json."""
-        bad = runner.divergence(member(metrics, r))
-        rows = results.rows(infos[r], member(metrics, r, bad[0] if bad else None), k)
-        rows.sort(key=lambda row: row["outer_step"])  # the same bytes as `experiments.runner`
-        if bad is not None:
-            marker = {"outer_step": np.array([bad[0]]), runner.DIVERGED: np.array([1.0])}
-            rows += results.rows(infos[r], marker, k)
+        """The member's rows (`experiments.runner.chunk_rows`), checkpoint, run.json."""
+        rows, bad = runner.chunk_rows(infos[r], member(metrics, r), est, task.cost_metric)
         logs[r].append(rows)
         status = "diverged" if bad else "complete" if now >= total else "running"
         record = {"outer_step": now, "status": status, **logs[r].record()}
@@ -186,7 +177,8 @@ def _train_batch(cfgs, builts, dirs, starts, est, opt, task, first) -> None:
                 if runner.divergence(member(first_metrics, r)) is not None:
                     log_member(first_metrics, r, 0, num_steps)
                 else:
-                    logs[r].append(results.rows(infos[r], member(first_metrics, r), k))
+                    points = runner.with_cost(member(first_metrics, r), est, task.cost_metric)
+                    logs[r].append(results.rows(infos[r], points, k))
         chunks = {}
         while step < num_steps and any(live):
             n = min(chunk_size, num_steps - step)

@@ -260,10 +260,7 @@ def _parse(argv: list[str]) -> dict:
         raise C.ConfigError(
             f"figure=<name> is required; allowed: all, {', '.join(figures.figure_names())} or a YAML path"
         )
-    if args["profile"] not in CL.known_profiles():
-        raise C.ConfigError(
-            f"profile={args['profile']} is unknown; allowed: {', '.join(CL.known_profiles())}"
-        )
+    C.check_profile_name(args["profile"])
     if args["report_only"] not in ("true", "false"):
         raise C.ConfigError(f"report_only={args['report_only']} is invalid; allowed: true, false")
     if args["reference"] not in ("auto", "no"):

@@ -22,17 +22,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from experiments import config
 from experiments.config import CONFIG_DIR, ConfigError
 
-
-def known_profiles() -> tuple[str, ...]:
-    """The profiles of configs/profile/ (quick and paper first)."""
-    names = sorted(p.stem for p in (CONFIG_DIR / "profile").glob("*.yaml"))
-    first = [n for n in ("quick", "paper") if n in names]
-    return tuple(first + [n for n in names if n not in first]) or ("quick", "paper")
-
-
-PROFILES = known_profiles()
 # A claim's scale: `any` = what the method's mechanism predicts at any size (decides every
 # profile's verdict); `paper` = a statement about the paper's horizons, budgets or numbers
 # (decides only on a profile of scale `paper`, and is shown as indicative on a smaller one).
@@ -138,7 +130,7 @@ def _is_number(v) -> bool:
 
 
 def _is_per_profile(value) -> bool:
-    return isinstance(value, Mapping) and bool(value) and set(value) <= set(PROFILES)
+    return isinstance(value, Mapping) and bool(value) and set(value) <= set(config.profile_names())
 
 
 def figure_profiles(fig) -> list[str]:
@@ -146,7 +138,7 @@ def figure_profiles(fig) -> list[str]:
     profs = (fig or {}).get("profiles") if isinstance(fig, Mapping) else None
     if isinstance(profs, Mapping) and profs:
         return [str(p) for p in profs]
-    return list(PROFILES)
+    return list(config.profile_names())
 
 
 def _per_profile(value, where: str, profiles: Sequence[str], check) -> None:
@@ -326,7 +318,7 @@ def validate(claims, fig=None, profiles: Sequence[str] | None = None) -> list[di
         from omegaconf import OmegaConf
 
         fig = OmegaConf.to_container(fig, resolve=True)
-    profiles = list(profiles) if profiles is not None else list(PROFILES)
+    profiles = list(profiles) if profiles is not None else list(config.profile_names())
     fig_id = (fig or {}).get("id", "figure")
     if not isinstance(claims, list):
         raise ConfigError(
@@ -649,60 +641,122 @@ def _with_x(df: pd.DataFrame, sel: pd.DataFrame, x: str) -> pd.DataFrame:
     return out
 
 
-def _measure(m: Mapping, ctx: dict) -> _Measured:
-    profile = ctx["profile"]
-    name = _name(m)
-    stat = m.get("stat", "final")
+@dataclass(frozen=True)
+class Evidence:
+    """What a claim is measured on: one figure's results under one profile.
+
+    Built once per `evaluate` call by `Evidence.of`, which normalises the table; every
+    measure reads it and nothing else."""
+
+    profile: str
+    df: pd.DataFrame | None  # the merged table, values numeric, run ids strings; None: no results
+    labels: Mapping[str, Any]  # label -> run ids (the figure's runs)
+    statuses: Mapping | None = None  # run_id -> status or {status, diverged_at_outer_step}
+    grid: pd.DataFrame | None = None  # the grid table, for `table: grid` measures
+    expected_runs: Sequence[str] | None = None  # the run ids the profile should have
+    legacy_source: bool = False  # the table had no `source` column (every row is a run's)
+    markers: Mapping[tuple[str, int], int] = field(default_factory=dict)  # (run, seed) -> step
+
+    @classmethod
+    def of(cls, df: pd.DataFrame | None, profile: str, labels: Mapping, **more) -> Evidence:
+        """The evidence of a results table ``df`` (copied and normalised, never changed)."""
+        if df is None:
+            return cls(profile, None, labels, **more)
+        legacy_source = "source" not in df.columns
+        df = df.copy()
+        if legacy_source:
+            df["source"] = "run"
+        df["value"] = pd.to_numeric(df["value"], errors="raise")  # never a silent NaN
+        df["run_id"] = df["run_id"].astype(str)
+        mk = df[df["metric"] == DIVERGED_METRIC]
+        markers = {(str(r.run_id), int(r.seed)): int(r.outer_step) for r in mk.itertuples()}
+        return cls(profile, df, labels, legacy_source=legacy_source, markers=markers, **more)
+
+
+def _measure(m: Mapping, ev: Evidence) -> _Measured:
+    """One measure's value: from the grid table, or from the selected runs' curves, combined
+    over seeds as ``seeds:`` says."""
     if m.get("table", "metrics") == "grid":
-        grid = ctx.get("grid")
-        if grid is None:
-            raise _NotRun("no grid table")
-        vals = grid[grid["metric"] == m["metric"]]["value"].to_numpy(dtype=float)
-        vals = vals[np.isfinite(vals)]
-        if len(vals) == 0:
-            raise _NotRun(f"no finite grid values for metric {m['metric']}")
-        v = float(vals.min() if stat == "min" else vals.max())
-        return _Measured(name, v, {"grid": v}, {}, False, stat)
-    df = ctx["df"]
-    sel = _with_x(
-        df,
-        _rows(df, m, ctx["labels"], ctx.get("expected_runs"), ctx.get("legacy_source", False)),
-        m.get("x", "outer_step"),
-    )
-    mode = m.get("seeds", "mean")
-    how = str(m.get("diverged", "fail"))
-    members: dict[Any, tuple[np.ndarray, np.ndarray]] = {}
+        return _grid_measure(m, ev)
+    members, diverged = _member_curves(m, ev)
+    return _combine(m, members, diverged, ev.profile)
+
+
+def _grid_measure(m: Mapping, ev: Evidence) -> _Measured:
+    stat = m.get("stat", "final")
+    if ev.grid is None:
+        raise _NotRun("no grid table")
+    vals = ev.grid[ev.grid["metric"] == m["metric"]]["value"].to_numpy(dtype=float)
+    vals = vals[np.isfinite(vals)]
+    if len(vals) == 0:
+        raise _NotRun(f"no finite grid values for metric {m['metric']}")
+    v = float(vals.min() if stat == "min" else vals.max())
+    return _Measured(_name(m), v, {"grid": v}, {}, False, stat)
+
+
+Curves = dict[Any, tuple[np.ndarray, np.ndarray]]
+
+
+def _member_curves(m: Mapping, ev: Evidence) -> tuple[Curves, dict[Any, str]]:
+    """Each member's finite (x, y) curve (a member: a seed, a run/seed, or the pooled rows)
+    and the members that diverged (``"diverged at step N"``)."""
+    df, pool = ev.df, bool(m.get("pool"))
+    sel = _with_x(df, _rows(df, m, ev.labels, ev.expected_runs, ev.legacy_source), m.get("x", "outer_step"))
+    members: Curves = {}
     diverged: dict[Any, str] = {}
-    groups = [("all", sel)] if m.get("pool") else list(sel.groupby(["run_id", "seed"], sort=True))
-    seeds_of = [key[1] for key, _ in groups] if not m.get("pool") else []
-    keyed_by_seed = not m.get("pool") and len(set(seeds_of)) == len(seeds_of)
+    groups = [("all", sel)] if pool else list(sel.groupby(["run_id", "seed"], sort=True))
+    seeds_of = [key[1] for key, _ in groups] if not pool else []
+    keyed_by_seed = not pool and len(set(seeds_of)) == len(seeds_of)
     for key, g in groups:
         g = g.sort_values("_x")
         if g["_x"].duplicated().any():
-            where = "the pooled runs" if m.get("pool") else f"run {key[0]}, seed {key[1]}"
-            raise _Broken(f"{name}: several values at one x in {where} (narrow the selection)")
+            where = "the pooled runs" if pool else f"run {key[0]}, seed {key[1]}"
+            raise _Broken(f"{_name(m)}: several values at one x in {where} (narrow the selection)")
         x, y = g["_x"].to_numpy(float), g["value"].to_numpy(float)
         if "transform" in m:  # e.g. a log-space parameter read on its natural scale
             with np.errstate(all="ignore"):
                 y = TRANSFORMS[m["transform"]](y)
-        mkey = key if m.get("pool") else (int(key[1]) if keyed_by_seed else f"{key[0]}/{key[1]}")
-        status, at = (None, None) if m.get("pool") else _status(ctx.get("statuses"), str(key[0]))
-        marker = None if m.get("pool") else ctx.get("markers", {}).get((str(key[0]), int(key[1])))
-        if marker is not None:  # the runner's marker row: metric "diverged" at the first bad step
-            status, at = "diverged", marker if at is None else at
-        bad = ~np.isfinite(y)
-        if status == "diverged" or (len(y) and bad[-1]):
-            step = (
-                at
-                if at is not None
-                else (int(g["outer_step"].to_numpy()[bad][0]) if bad.any() else int(g["outer_step"].max()))
-            )
-            diverged[mkey] = f"diverged at step {step}"
+        mkey = key if pool else (int(key[1]) if keyed_by_seed else f"{key[0]}/{key[1]}")
+        at = _diverged_at(ev, None if pool else (str(key[0]), int(key[1])), g, y)
+        if at is not None:
+            diverged[mkey] = f"diverged at step {at}"
         keep = np.isfinite(y) & np.isfinite(x)
         members[mkey] = (x[keep], y[keep])
     if keyed_by_seed:  # seeds in numeric order in the table
         members = dict(sorted(members.items()))
-    values: dict[Any, float] = {}
+    return members, diverged
+
+
+def _diverged_at(ev: Evidence, run: tuple[str, int] | None, g: pd.DataFrame, y: np.ndarray) -> int | None:
+    """The outer step a member diverged at (its run's status or marker row, or a last
+    non-finite value), or None when it did not.  ``run``: (run id, seed); None when pooled."""
+    status, at = (None, None) if run is None else _status(ev.statuses, run[0])
+    marker = None if run is None else ev.markers.get(run)
+    if marker is not None:  # the runner's marker row: metric "diverged" at the first bad step
+        status, at = "diverged", marker if at is None else at
+    bad = ~np.isfinite(y)
+    if not (status == "diverged" or (len(y) and bad[-1])):
+        return None
+    if at is not None:
+        return at
+    return int(g["outer_step"].to_numpy()[bad][0]) if bad.any() else int(g["outer_step"].max())
+
+
+SEED_COMBINERS = {
+    "mean": np.mean,
+    "median": np.median,
+    "min": np.min,
+    "max": np.max,
+    "spread": lambda a: np.max(a) - np.min(a),
+    "std": lambda a: np.std(a, ddof=1),
+}
+
+
+def _combine(m: Mapping, members: Curves, diverged: dict[Any, str], profile: str) -> _Measured:
+    """The members' statistic (``stat:``), combined over them as ``seeds:`` says; a diverged
+    member's value is what ``diverged:`` says (fail: NaN and the check fails)."""
+    name, stat, mode = _name(m), m.get("stat", "final"), m.get("seeds", "mean")
+    how = str(m.get("diverged", "fail"))
     if mode == "mean_curve" and len(members) > 0:
         if diverged:
             v = {"inf": math.inf, "-inf": -math.inf}.get(how, math.nan)
@@ -714,6 +768,7 @@ def _measure(m: Mapping, ctx: dict) -> _Measured:
         xs, ys = joined.index.to_numpy(float), joined.mean(axis=1).to_numpy(float)
         v = _curve_stat(xs, ys, m, profile)
         return _Measured(name, v, {"mean curve": v}, {}, False, stat)
+    values: dict[Any, float] = {}
     for k, (x, y) in members.items():
         if k in diverged:
             values[k] = {"inf": math.inf, "-inf": -math.inf}.get(how, math.nan)
@@ -725,16 +780,7 @@ def _measure(m: Mapping, ctx: dict) -> _Measured:
         if mode in ("spread", "std") and len(arr) < 2:
             raise _NotRun(f"{name}: a spread needs at least 2 seeds, have {len(arr)}")
         with np.errstate(invalid="ignore"):
-            combined = float(
-                {
-                    "mean": np.mean,
-                    "median": np.median,
-                    "min": np.min,
-                    "max": np.max,
-                    "spread": lambda a: np.max(a) - np.min(a),
-                    "std": lambda a: np.std(a, ddof=1),
-                }[mode](arr)
-            )
+            combined = float(SEED_COMBINERS[mode](arr))
     return _Measured(name, combined, values, diverged, how == "fail" and bool(diverged), stat)
 
 
@@ -924,27 +970,7 @@ def evaluate(
 
         fig = OmegaConf.to_container(fig, resolve=True)
     _, labels = _run_ids(fig)
-    legacy_source = df is not None and "source" not in df.columns
-    if df is not None:
-        df = df.copy()
-        if legacy_source:
-            df["source"] = "run"
-        df["value"] = pd.to_numeric(df["value"], errors="raise")  # never a silent NaN
-        df["run_id"] = df["run_id"].astype(str)
-    markers = {}
-    if df is not None:
-        mk = df[df["metric"] == DIVERGED_METRIC]
-        markers = {(str(r.run_id), int(r.seed)): int(r.outer_step) for r in mk.itertuples()}
-    ctx = dict(
-        markers=markers,
-        df=df,
-        legacy_source=legacy_source,
-        profile=profile,
-        labels=labels,
-        statuses=statuses,
-        grid=grid,
-        expected_runs=expected_runs,
-    )
+    ev = Evidence.of(df, profile, labels, statuses=statuses, grid=grid, expected_runs=expected_runs)
     out = []
     for c in claims:
         profiles = list(c.get("profiles") or figure_profiles(fig))
@@ -972,20 +998,20 @@ def evaluate(
                 raise _NotRun(f"no results for {profile}")
             if check["type"] in ("range", "close"):
                 of = check["of"] if isinstance(check["of"], list) else [check["of"]]
-                measures = [_measure_se(m, ctx) for m in of]
+                measures = [_measure_se(m, ev) for m in of]
                 if check["type"] == "range":
                     ok, text = _check_range(check, measures, profile)
                 else:
                     to = check["to"]
                     target = (
-                        _measure(to, ctx)
+                        _measure(to, ev)
                         if isinstance(to, Mapping) and "metric" in to
                         else _resolve(to, profile)
                     )
                     ok, text = _check_close(check, measures, target, profile)
             else:
                 seq = check.get("ascending", check.get("descending"))
-                measures = [_measure_se(m, ctx) for m in seq]
+                measures = [_measure_se(m, ev) for m in seq]
                 ok, text = _check_order(check, measures, profile)
             res.verdict, res.measured = (PASS if ok else FAIL), text
             res.values = {
@@ -998,15 +1024,15 @@ def evaluate(
     return out
 
 
-def _measure_se(m: Mapping, ctx: dict) -> _Measured:
+def _measure_se(m: Mapping, ev: Evidence) -> _Measured:
     """A measure, with its standard error when it names one (``se: <metric>``)."""
-    ms = _measure(m, ctx)
+    ms = _measure(m, ev)
     if "se" in m:
         sm = {k: v for k, v in m.items() if k not in ("se", "se_model", "se_floor", "name", "transform")}
         sm["metric"] = m["se"]
-        se = _measure(sm, ctx).value
+        se = _measure(sm, ev).value
         if "se_floor" in m:
-            floor = _measure(m["se_floor"], ctx).value
+            floor = _measure(m["se_floor"], ev).value
             se = None if se is None or floor is None else se + floor
         if ms.value is None or se is None or not math.isfinite(se) or se < 0:
             raise _Broken(f"{ms.name}: se needs one combined value and a finite standard error")

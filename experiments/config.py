@@ -61,6 +61,29 @@ class ConfigError(Problem, ValueError):
     exit_code = EXIT_CONFIG
 
 
+# ----------------------------------------------------------------------------- profiles
+
+
+PROFILE_DIR = CONFIG_DIR / "profile"
+MAIN_PROFILES = ("quick", "paper")  # every figure offers them; the others only where it defines them
+
+
+def profile_names() -> tuple[str, ...]:
+    """The suite's profiles, one per ``configs/profile/<name>.yaml``: quick and paper first,
+    then the others in name order.  The one list of them: the figure schema, the post-steps,
+    the claims, the checks and the generated docs all read it."""
+    names = sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+    return tuple([n for n in MAIN_PROFILES if n in names] + [n for n in names if n not in MAIN_PROFILES])
+
+
+def check_profile_name(profile, key: str = "profile") -> str:
+    """``profile`` names a profile of `profile_names` (one-line `ConfigError` otherwise)."""
+    names = profile_names()
+    if profile not in names:
+        raise ConfigError(f"{key}={profile} is unknown; allowed: {', '.join(names)}")
+    return str(profile)
+
+
 def _compose_error(err: Exception, overrides: Sequence[str]) -> ConfigError:
     text = str(err)
     if isinstance(err, MissingConfigException) or "Could not find" in text:
@@ -364,6 +387,32 @@ def check_settings(cfg: DictConfig) -> None:
     _check_settings(cfg)
 
 
+def use_x64(cfg: DictConfig) -> None:
+    """Switch JAX's float64 on or off as ``cfg.x64`` says: the one place the suite sets it.
+
+    JAX's flag is process-wide, and one process may hold configs of both precisions (a
+    figure whose runs or post-steps set ``x64`` differently, several figures in turn), so it
+    is set from the config at hand when its objects are built (`make_task`, `build`) and
+    again before a computation that may follow another config's work (a post-step's
+    compute, a job's part of one).  `pes` itself never sets it."""
+    jax.config.update("jax_enable_x64", bool(cfg.x64))
+
+
+def make_task(cfg: DictConfig) -> Task:
+    """The task of ``cfg`` (its ``task`` group), built under ``cfg.x64``: the one place a config
+    becomes a `pes` task.  A bad setting or missing data is a one-line `ConfigError` naming
+    the config key (``task.<name>=``)."""
+    use_x64(cfg)
+    try:
+        return tasks.make(str(cfg.task.name), **_params(cfg.task))
+    except FileNotFoundError as err:  # missing data: after every setting above was checked
+        raise ConfigError(
+            _as_task_keys(one_line(err), cfg.task) + " (`make data` fetches what this machine can get)"
+        ) from err
+    except (ValueError, TypeError) as err:
+        raise ConfigError(_as_task_keys(one_line(err), cfg.task)) from err
+
+
 def build(cfg: DictConfig) -> Built:
     """Validate ``cfg`` and build the task, estimator and optimizer (no compute).
 
@@ -374,15 +423,7 @@ def build(cfg: DictConfig) -> Built:
     values on the task's system, the optimizer on its theta)."""
     optimizer, num_steps, log_every, chunk_size, est_params, guard = _check_settings(cfg)
     name = str(cfg.estimator.name)
-    jax.config.update("jax_enable_x64", cfg.x64)
-    try:
-        task = tasks.make(str(cfg.task.name), **_params(cfg.task))
-    except FileNotFoundError as err:  # missing data: after every setting above was checked
-        raise ConfigError(
-            _as_task_keys(one_line(err), cfg.task) + " (`make data` fetches what this machine can get)"
-        ) from err
-    except (ValueError, TypeError) as err:
-        raise ConfigError(_as_task_keys(one_line(err), cfg.task)) from err
+    task = make_task(cfg)
     # estimators that differentiate the step (read off the registry) need a differentiable objective
     if not task.differentiable and pes.estimators.differentiates_step(name):
         raise ConfigError(

@@ -191,8 +191,8 @@ def figure_profiles() -> list[tuple[str, str]]:
     pairs = []
     for name in figures.figure_names():
         fig = figures.load(name)
-        extra = [p for p in (fig.get("profiles") or {}) if p not in ("quick", "paper")]
-        pairs += [(name, p) for p in ("quick", "paper", *extra)]
+        extra = [p for p in (fig.get("profiles") or {}) if p not in C.MAIN_PROFILES]
+        pairs += [(name, p) for p in (*C.MAIN_PROFILES, *extra)]
     return pairs
 
 

@@ -112,8 +112,7 @@ def store(
 ) -> Path:
     """Copy a figure's results (merged CSV, trimmed grid, run info) into the reference store."""
     fig = CH.load_figure(figure)
-    if profile not in CL.known_profiles():
-        raise C.ConfigError(f"profile={profile} is unknown; allowed: {', '.join(CL.known_profiles())}")
+    C.check_profile_name(profile)
     src = Path(results_root) / profile / str(fig.id)
     res = CH.load(src)  # verified against its digests, or refused (integrity.Damaged)
     if res.metrics is None:
@@ -248,7 +247,7 @@ def evaluate_store(root: Path = STORE) -> dict[tuple[str, str], tuple[list[CL.Re
     out = {}
     for name in figures.figure_names():
         fig = figures.load(name)
-        for profile in CL.PROFILES:
+        for profile in C.profile_names():
             fig_dir = Path(root) / profile / name
             if CH._first(fig_dir, CH.METRICS_NAMES) or CH._first(fig_dir, CH.GRID_NAMES):
                 out[(name, profile)] = CH.check_figure(fig, profile, root)
@@ -290,8 +289,9 @@ def _same_verdicts(a: list[CL.Result], b: list[CL.Result]) -> bool:
 
 def ordered_profiles(name: str, evaluated: dict) -> list[str]:
     """The profiles with stored results of ``name``: paper-scale ones first, then the smaller ones."""
-    have = [p for p in CL.PROFILES if (name, p) in evaluated]
-    return sorted(have, key=lambda p: (CL.profile_scale(p) != "paper", CL.PROFILES.index(p)))
+    profiles = C.profile_names()
+    have = [p for p in profiles if (name, p) in evaluated]
+    return sorted(have, key=lambda p: (CL.profile_scale(p) != "paper", profiles.index(p)))
 
 
 def twins(name: str, evaluated: dict) -> dict[str, str]:
@@ -331,8 +331,8 @@ def figure_block(name: str, evaluated: dict, root: Path) -> str:
     number = name.removeprefix("figure")
     defined = CH.load_figure(name).get("profiles") or {}
     same = twins(name, evaluated)
-    for profile in CL.PROFILES:
-        if profile not in ("quick", "paper") and profile not in defined:
+    for profile in C.profile_names():
+        if profile not in C.MAIN_PROFILES and profile not in defined:
             continue  # a stand-in profile (e.g. paper_fashion) only where the figure defines it
         scale = CL.profile_scale(profile)
         lines.append(f"#### `{profile}` profile")
@@ -381,7 +381,8 @@ def figure_block(name: str, evaluated: dict, root: Path) -> str:
                 lines += ["Findings (written after the results were known):", ""]
                 lines += [f"- {f}" for f in found]
                 lines.append("")
-        longer = [q for q in CL.PROFILES if q != profile and q.startswith(f"{profile}_")]  # quick_holdout
+        # profiles that extend this one's name (quick_holdout)
+        longer = [q for q in C.profile_names() if q != profile and q.startswith(f"{profile}_")]
         for image in [FIG_DOCS / f"{name}_{profile}.png", *sorted(FIG_DOCS.glob(f"{name}_{profile}_*.png"))]:
             if any(image.stem == f"{name}_{q}" or image.stem.startswith(f"{name}_{q}_") for q in longer):
                 continue  # another profile's image (figure7_quick_holdout.png is not quick's)

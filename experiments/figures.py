@@ -1,43 +1,16 @@
-"""Figure configs: the schema every ``configs/figure/*.yaml`` follows, loading and run expansion.
+"""Figure configs: loading, the check of a whole file, and run expansion.
 
     python -m experiments.figures            # list the figures (`make list-figures`)
 
-A figure config is checked against the schema below when it is loaded, before anything
-is composed or computed; every problem is a one-line `ConfigError` naming the file, the
-key and what is allowed.
-
-    id: figure3                    # results go to <results_root>/<profile>/<id>/
-    title: Toy 2D regression       # one line
-    task: toy_regression           # the task the figure is about (a label)
-    plot: scripts/plot_figure3.py  # plot script, relative to the repository root
-    expected: ...                  # what the paper shows, in words
-    description: ...               # optional: more words for the notebook
-    base: [task=..., seed=3]       # Hydra overrides of every run and post-step
-    profiles:                      # optional: more overrides per profile (configs/profile/*)
-      quick: [train.num_outer_steps=2000]
-      paper: [x64=true]
-    seeds: [3, 5]                  # optional (or {quick: [...], paper: [...]}): each run once
-                                   # per seed, as run <id>-seed<s> with the override seed=<s>
-    runs:                          # optimisation runs (experiments.runner), may be []
-      - id: pes                    # letters, digits, '.', '_', '-'; unique after seed expansion
-        label: PES                 # optional legend label
-        overrides: [estimator=pes]
-        only: [paper]              # optional: the profiles the run belongs to
-        quick: [...]               # optional: more overrides under one profile
-    post:                          # optional: registered post-steps, run in order after the runs
-      - step: grid                 # a name from `experiments.steps` (see its docstring)
-        low: [-5, -5]              # the step's settings ...
-        quick: {num: 401}          # ... and per-profile changes to them
-    claims: [...]                  # optional: checked by experiments.claims
-    allow_nonfinite: [loss]        # optional: metrics that may be NaN in the merged table
-
-Each run is composed from ``base``, the profile's overrides, the run's ``overrides``, the
-run's per-profile overrides and the command line (later ones win).
+A figure config (``configs/figure/*.yaml``; its keys are described in
+`experiments.figure_schema`) is checked when it is loaded, before anything is composed or
+computed: its parts by `experiments.figure_schema`, its ``post:`` entries by the post-steps
+they name (`experiments.steps`), its ``claims:`` by `experiments.claims`.  Every problem is a
+one-line `ConfigError` naming the file, the key and what is allowed.
 """
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import importlib.util
 import re
@@ -48,22 +21,27 @@ from pathlib import Path
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
+from experiments import config as C
 from experiments import steps
-from experiments.config import CONFIG_DIR, ROOT, ConfigError, check_name, compose, particle_setting
+from experiments.config import CONFIG_DIR, ROOT, ConfigError, compose, particle_setting
+from experiments.figure_schema import (
+    ID_PATTERN,
+    OPTIONAL,
+    REQUIRED,
+    check_id,
+    check_keys,
+    check_mapping,
+    check_overrides,
+    check_profile_sections,
+    check_run,
+    shown,
+)
+from experiments.figure_schema import shown_repr as _r
 
 FIGURE_DIR = CONFIG_DIR / "figure"
-ID_PATTERN = r"[A-Za-z0-9._-]+"
-REQUIRED = ("id", "title", "task", "plot", "expected", "base", "runs")
-OPTIONAL = ("description", "profiles", "seeds", "post", "claims", "allow_nonfinite")
-RUN_KEYS = ("id", "label", "overrides", "only")
 
 
 # ----------------------------------------------------------------------------- names and paths
-
-
-def profile_names() -> list[str]:
-    """The profiles a figure may be reproduced under (configs/profile/*.yaml)."""
-    return sorted(p.stem for p in (CONFIG_DIR / "profile").glob("*.yaml"))
 
 
 def figure_names() -> list[str]:
@@ -96,18 +74,6 @@ def figure_path(name: str) -> Path:
     if not re.fullmatch(ID_PATTERN, stem) or not path.is_file():
         raise ConfigError(f"figure={shown(stem)} is unknown; allowed: {_names()}")
     return path
-
-
-def _r(value) -> str:
-    return shown(repr(value))
-
-
-def shown(value, limit: int = 80) -> str:
-    """``value`` for a message: its repr (a string: as it is) cut to ``limit`` characters, so
-    that a message never carries a long value read from a file."""
-    text = value if isinstance(value, str) else repr(value)
-    text = "".join(c if c.isprintable() else "?" for c in text)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _names() -> str:
@@ -157,7 +123,7 @@ def _check_claims(fig: DictConfig, where: str) -> None:
         return
     claims = importlib.import_module("experiments.claims")
     try:
-        claims.validate(fig.claims, fig, profiles=profile_names())
+        claims.validate(fig.claims, fig, profiles=C.profile_names())
     except ConfigError as err:
         raise ConfigError(f"{where}: {err}") from err
 
@@ -173,7 +139,7 @@ def check(data, where: str, stem: str | None = None) -> None:
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: a figure config is a mapping of keys; allowed: {', '.join(REQUIRED)}")
     check_keys(data, REQUIRED, OPTIONAL, where)
-    profiles = profile_names()
+    profiles = C.profile_names()
     for key in ("id", "title", "task", "plot", "expected", "description"):
         if key in data and not (isinstance(data[key], str) and data[key].strip()):
             raise ConfigError(f"{where}: {key}={_r(data[key])} is invalid; allowed: a non-empty string")
@@ -205,57 +171,6 @@ def check(data, where: str, stem: str | None = None) -> None:
         raise ConfigError(f"{where}: claims={_r(data['claims'])} is invalid; allowed: a list of claims")
 
 
-def check_keys(mapping: dict, required: Sequence[str], optional: Sequence[str], where: str) -> None:
-    """Unknown keys (with a close match, if any) and missing required keys."""
-    allowed = [*required, *optional]
-    for key in mapping:
-        if key not in allowed:
-            close = difflib.get_close_matches(str(key), allowed, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"{where}: {_r(key)} is not a key{hint}; allowed: {', '.join(allowed)}")
-    missing = [k for k in required if k not in mapping]
-    if missing:
-        raise ConfigError(f"{where}: {missing[0]!r} is missing; required: {', '.join(required)}")
-
-
-def check_id(value, where: str) -> None:
-    """An id that becomes a folder name (`experiments.config.check_name`)."""
-    if not isinstance(value, str):
-        raise ConfigError(f"{where}={_r(value)} is invalid; allowed: a string")
-    check_name(value, where)
-
-
-def check_overrides(value, where: str) -> None:
-    if not isinstance(value, list) or not all(isinstance(v, str) and "=" in v for v in value):
-        raise ConfigError(f"{where}={_r(value)} is invalid; allowed: a list of Hydra overrides 'key=value'")
-
-
-def check_profile_sections(sections, profiles: Sequence[str], where: str, check_one) -> None:
-    """``{profile: section}`` with known profile names, each section checked by ``check_one``."""
-    if not isinstance(sections, dict):
-        raise ConfigError(f"{where}={_r(sections)} is invalid; allowed: a mapping {{profile: ...}}")
-    for name, section in sections.items():
-        if name not in profiles:
-            raise ConfigError(f"{where}: profile {name!r} is unknown; allowed: {', '.join(profiles)}")
-        check_one(section, f"{where}.{name}")
-
-
-def check_run(run, profiles: Sequence[str], where: str) -> None:
-    if not isinstance(run, dict):
-        raise ConfigError(f"{where}={_r(run)} is invalid; allowed: a mapping with keys {', '.join(RUN_KEYS)}")
-    check_keys(run, ("id", "overrides"), ("label", "only", *profiles), where)
-    check_id(run["id"], f"{where}.id")
-    check_overrides(run["overrides"], f"{where}.overrides")
-    only = run.get("only")
-    if only is not None and (not isinstance(only, list) or not set(only) <= set(profiles) or not only):
-        raise ConfigError(
-            f"{where}.only={_r(only)} is invalid; allowed: a non-empty list of {', '.join(profiles)}"
-        )
-    for profile in profiles:
-        if run.get(profile) is not None:
-            check_overrides(run[profile], f"{where}.{profile}")
-
-
 def check_unique_run_ids(data: dict, profile: str, where: str) -> None:
     """Run ids are unique under ``profile``, also after seed expansion."""
     seen = set()
@@ -280,15 +195,10 @@ def check_post(post, profiles: Sequence[str], where: str) -> None:
             raise ConfigError(f"{at}: step {step.name!r} is listed twice; allowed: each step once")
         names.append(step.name)
         check_profile_sections(
-            {p: entry[p] for p in profiles if p in entry}, profiles, f"{at}", lambda s, w: _is_mapping(s, w)
+            {p: entry[p] for p in profiles if p in entry}, profiles, f"{at}", check_mapping
         )
         for profile in profiles:  # unknown keys and invalid values (missing ones: when reproduced)
             steps.settings(entry, profile, at, complete=False)
-
-
-def _is_mapping(section, where: str) -> None:
-    if section is not None and not isinstance(section, dict):
-        raise ConfigError(f"{where}={_r(section)} is invalid; allowed: a mapping of settings")
 
 
 # ----------------------------------------------------------------------------- runs
@@ -330,11 +240,10 @@ def runs(fig: DictConfig, profile: str, where: str | None = None) -> list[DictCo
 
 def check_profile(fig: DictConfig, profile: str) -> None:
     """``profile`` is a known profile the figure can be reproduced under."""
-    if profile not in profile_names():
-        raise ConfigError(f"profile={profile} is unknown; allowed: {', '.join(profile_names())}")
+    C.check_profile_name(profile)
     profiles = fig.get("profiles") or {}
-    if profile not in ("quick", "paper") and profile not in profiles:  # stand-ins: only where defined
-        defined = ["quick", "paper", *[p for p in profiles if p not in ("quick", "paper")]]
+    if profile not in C.MAIN_PROFILES and profile not in profiles:  # stand-ins: only where defined
+        defined = [*C.MAIN_PROFILES, *[p for p in profiles if p not in C.MAIN_PROFILES]]
         raise ConfigError(f"figure {fig.id} has no profile {profile}; allowed: {', '.join(defined)}")
     seeds = fig.get("seeds")
     if isinstance(seeds, DictConfig) and profile not in seeds:

@@ -303,7 +303,7 @@ def _score_search_part(ctx, plan, seed: int, lo: int, hi: int) -> None:
     if _search_done(ctx, plan, seed, lo, hi) == hi:
         return
     s, task = plan.settings, plan.built.task
-    jax.config.update("jax_enable_x64", bool(plan.cfg.x64))
+    C.use_x64(plan.cfg)
     n, chunk = s["num_configs"], s["chunk_size"]
     low, high = task.search_space
     configs = search.uniform_configs(jax.random.key(seed), low, high, n, like=task.theta_init)
@@ -395,7 +395,7 @@ def _grid_tile(ctx, plan, lo: int, hi: int, stamp: str) -> None:
     if _tile_done(ctx, lo, hi, stamp):
         return
     s, task = plan.settings, plan.built.task
-    jax.config.update("jax_enable_x64", bool(plan.cfg.x64))
+    C.use_x64(plan.cfg)
     points = G.grid_points(plan.axes)[lo:hi]
     chunk = int(s["chunk_size"])
     if len(points) < chunk:  # the grid's last chunk, padded with its first point as in one process

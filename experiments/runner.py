@@ -127,6 +127,32 @@ def _until(metrics: dict, step: int) -> dict:
     return {k: np.asarray(v)[keep] for k, v in metrics.items()}
 
 
+def with_cost(metrics: dict, estimator, cost_metric: str | None) -> dict:
+    """``metrics`` with the task's cost metric added: the inner steps taken so far (e.g.
+    training environment steps, evaluation excluded)."""
+    if not cost_metric:
+        return metrics
+    steps = np.asarray(metrics["outer_step"], np.float64)
+    return {**metrics, cost_metric: steps * float(estimator.cost_per_estimate)}
+
+
+def chunk_rows(info: dict, metrics: dict, estimator, cost_metric: str | None):
+    """One run's rows of a chunk's log points, as every runner writes them, and the first
+    divergence (outer step, metric, value) or None.
+
+    The rows stop at the divergence and end with the marker row that plots and merges read
+    (metric ``diverged`` = 1); they are sorted step by step, so the CSV has the same bytes for
+    any chunk size and for a run trained alone or in a batch (`experiments.batched`)."""
+    bad = divergence(metrics)
+    k = estimator.steps_per_estimate
+    points = metrics if bad is None else _until(metrics, bad[0])
+    rows = results.rows(info, with_cost(points, estimator, cost_metric), k)
+    rows.sort(key=lambda row: row["outer_step"])
+    if bad is not None:
+        rows += results.rows(info, {"outer_step": np.array([bad[0]]), DIVERGED: np.array([1.0])}, k)
+    return rows, bad
+
+
 # ----------------------------------------------------------------------------- the run folder
 
 
@@ -218,7 +244,7 @@ class Start(NamedTuple):
     finished: str | None  # "complete"/"diverged": nothing to do
 
 
-def _from_scratch(out_dir: Path, fresh_state) -> Start:
+def from_scratch(out_dir: Path, fresh_state) -> Start:
     (out_dir / CKPT).unlink(missing_ok=True)
     shutil.rmtree(out_dir / KEPT, ignore_errors=True)
     return Start(fresh_state, io.CsvLog.create(out_dir / CSV), None, None)
@@ -282,7 +308,7 @@ def _resume_earlier(
 def _resume(out_dir: Path, rid: str, meta: dict, fresh_state) -> Start:
     """Continue from the checkpoint after verifying the CSV against it."""
     if not (out_dir / CKPT).exists():  # killed before the first checkpoint: nothing to keep
-        return _from_scratch(out_dir, fresh_state)
+        return from_scratch(out_dir, fresh_state)
     fix = f"rerun with resume=false to recompute {rid} from scratch"
     kept = kept_checkpoints(out_dir)
     if kept:
@@ -312,7 +338,7 @@ def _resume(out_dir: Path, rid: str, meta: dict, fresh_state) -> Start:
         os.replace(out_dir / CSV, kept)
         problem += f" (that CSV is kept as {kept.name})"
     _note(f"{rid}: {problem}; recomputing it from scratch")
-    return _from_scratch(out_dir, fresh_state)
+    return from_scratch(out_dir, fresh_state)
 
 
 def begin(cfg: DictConfig, out_dir: Path, rid: str, recorded: Recorded, fresh_state) -> Start:
@@ -322,7 +348,7 @@ def begin(cfg: DictConfig, out_dir: Path, rid: str, recorded: Recorded, fresh_st
     if recorded.action == "same" and cfg.resume:
         start = _resume(out_dir, rid, recorded.meta, fresh_state)
     else:
-        start = _from_scratch(out_dir, fresh_state)
+        start = from_scratch(out_dir, fresh_state)
     if start.finished and start.meta.get("status") != start.finished:
         io.write_json(out_dir / META, dict(start.meta, status=start.finished))
     return start
@@ -439,13 +465,6 @@ def _train(cfg, built: C.Built, rid: str, out_dir: Path, fp: str, start: Start) 
     cost_metric = built.task.cost_metric
     t0 = time.perf_counter()
 
-    def add_cost(metrics):
-        """Inner steps taken so far, e.g. training environment steps (evaluation excluded)."""
-        if cost_metric:
-            steps = np.asarray(metrics["outer_step"], np.float64)
-            metrics[cost_metric] = steps * float(built.estimator.cost_per_estimate)
-        return metrics
-
     def finish(status: str, *, after_error: bool = False, **extra) -> None:
         meta.update(status=status, wall_time_s=wall_before + time.perf_counter() - t0, **extra)
         meta["attempts"][-1].update(ended=time.strftime("%Y-%m-%d %H:%M:%S"), status=status)
@@ -465,12 +484,7 @@ def _train(cfg, built: C.Built, rid: str, out_dir: Path, fp: str, start: Start) 
     def log_rows(metrics) -> bool:
         """Append the rows (cut at a divergence), checkpoint; True when the run is finished."""
         nonlocal done, kept
-        bad = divergence(metrics)
-        k = built.estimator.steps_per_estimate
-        rows = results.rows(info, add_cost(metrics if bad is None else _until(metrics, bad[0])), k)
-        rows.sort(key=lambda row: row["outer_step"])  # step by step: the same bytes for any chunk size
-        if bad is not None:  # a marker row that plots and merges read: metric "diverged" = 1
-            rows += results.rows(info, {"outer_step": np.array([bad[0]]), DIVERGED: np.array([1.0])}, k)
+        rows, bad = chunk_rows(info, metrics, built.estimator, cost_metric)
         log.append(rows)
         done = int(state.step)
         status = "diverged" if bad else "complete" if done >= built.num_steps else "running"
@@ -506,7 +520,8 @@ def _train(cfg, built: C.Built, rid: str, out_dir: Path, fp: str, start: Start) 
             if divergence(first) is not None:
                 log_rows(first)
                 return
-            log.append(results.rows(info, add_cost(first), built.estimator.steps_per_estimate))
+            points = with_cost(first, built.estimator, cost_metric)
+            log.append(results.rows(info, points, built.estimator.steps_per_estimate))
         while done < built.num_steps:
             n = min(built.chunk_size, built.num_steps - done)
             if n not in chunks:

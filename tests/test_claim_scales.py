@@ -27,7 +27,7 @@ RANGE = {"type": "range", "of": {"run": "es", "metric": "loss"}, "below": 1.0}  
 
 
 def test_every_profile_declares_its_scale():
-    scales = {p: CL.profile_scale(p) for p in CL.known_profiles()}
+    scales = {p: CL.profile_scale(p) for p in C.profile_names()}
     assert set(scales.values()) <= set(CL.PROFILE_SCALES)
     assert scales["quick"] == "small" and scales["paper"] == "paper"
     assert scales["paper_fashion"] == "paper" and scales["quick_holdout"] == "small"

@@ -514,7 +514,7 @@ def test_bad_claims_are_one_line_config_errors(bad, words):
 
 
 def test_claims_default_to_the_figures_profiles_and_new_profiles_are_allowed(monkeypatch):
-    monkeypatch.setattr(CL, "PROFILES", ("quick", "paper", "paper_fashion"))
+    monkeypatch.setattr(C, "profile_names", lambda: ("quick", "paper", "paper_fashion"))
     fig = dict(FIG, profiles={"quick": [], "paper": [], "paper_fashion": []})
     chk = {
         "type": "range",
@@ -543,7 +543,7 @@ def test_every_figure_config_has_valid_claims(name):
     claims = CL.validate(fig.get("claims"), fig)
     assert claims, f"{name} has no claims"
     # nothing to evaluate yet: every applicable claim is NOT RUN, none crashes
-    for profile in CL.PROFILES:
+    for profile in C.profile_names():
         res = CL.evaluate(claims, None, profile=profile, fig=fig)
         assert {r.verdict for r in res} == {CL.NOT_RUN}
 
@@ -677,3 +677,17 @@ def test_provenance_from_run_json(tmp_path):
     res = CH.load(d)
     assert res.statuses["pes"]["status"] == "complete"
     assert CH.describe(res) == "machine 2-core x86_64 CPU; wall time 8 s (sum of runs); commit abcdef1"
+
+
+def test_a_pooled_curve_ending_non_finite_is_diverged_and_the_callers_table_is_unchanged():
+    df = frame(rows("pes-a", "loss", STEPS, [8.0, 1.0, 0.5, float("nan")]), rows("pes-b", "loss", [5], [0.2]))
+    before = df.copy()
+    fig = {"id": "f", "runs": [{"id": "pes-a"}, {"id": "pes-b"}]}
+    pooled = {"run": "pes-*", "pool": True, "metric": "loss"}
+    res = one({"type": "range", "of": pooled, "below": 10}, df, fig=fig)
+    assert res.verdict == CL.FAIL and "diverged at step 30" in res.measured, res.measured
+    res = one({"type": "range", "of": dict(pooled, diverged="inf"), "above": 10}, df, fig=fig)
+    assert res.verdict == CL.PASS, res.measured
+    res = one({"type": "range", "of": {"run": "pes-b", "metric": "loss"}, "below": 10}, df, fig=fig)
+    assert res.verdict == CL.PASS  # the other run alone did not diverge
+    assert df.equals(before)  # measured on a normalised copy

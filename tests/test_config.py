@@ -5,10 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import pytest
 
 import pes
-from experiments import config, figures
+from experiments import claims, config, figures, steps
 
 ROOT = Path(__file__).resolve().parent.parent
 GROUP_OPTIONS = {
@@ -61,6 +63,24 @@ def test_groups_have_options():
     assert {"pes", "es", "tbptt", "rtrl", "uoro"} <= set(GROUP_OPTIONS["estimator"])
     profiles = {"quick", "quick_holdout", "paper", "paper_fashion", "paper_regime"}
     assert profiles == set(GROUP_OPTIONS["profile"])
+
+
+def test_profiles_are_listed_once_and_every_reader_uses_the_list(monkeypatch):
+    names = config.profile_names()
+    assert set(names) == set(GROUP_OPTIONS["profile"])
+    assert names[:2] == config.MAIN_PROFILES == ("quick", "paper")
+    assert list(names[2:]) == sorted(names[2:])
+    with pytest.raises(config.ConfigError, match=f"^profile=fast is unknown; allowed: {', '.join(names)}$"):
+        config.check_profile_name("fast")
+    monkeypatch.setattr(config, "profile_names", lambda: (*names, "fast"))  # a new configs/profile/fast.yaml
+    assert config.check_profile_name("fast") == "fast"
+    assert claims.figure_profiles({}) == [*names, "fast"]  # claims read the list
+    fig = figures.load("figure2")  # the schema reads it (and refuses nothing of figure 2)
+    with pytest.raises(config.ConfigError, match="figure figure2 has no profile fast; allowed: quick, paper"):
+        figures.check_profile(fig, "fast")  # a known profile the figure does not define
+    entry = {"step": "grid", "fast": {"bogus": 1}}
+    with pytest.raises(config.ConfigError, match="grid.bogus is not a setting"):
+        steps.settings(entry, "fast", "post[0]")  # the post-steps read it: a block per known profile
 
 
 # paper_regime and quick_holdout set nothing outside their figures (5 and 6; 7), where
@@ -198,3 +218,19 @@ def test_a_figure_checks_every_runs_settings_before_any_data(tmp_path):
     with pytest.raises(config.ConfigError, match="`make data`"):
         reproduce.prepare("figure6", "quick", extra)
     assert not (tmp_path / "quick").exists()
+
+
+def test_the_config_door_alone_sets_float64_and_builds_tasks():
+    files = [p for d in ("experiments", "pes") for p in (ROOT / d).rglob("*.py")]
+    code = {p.relative_to(ROOT).as_posix(): p.read_text() for p in files}
+    assert [p for p, text in code.items() if "jax_enable_x64" in text] == ["experiments/config.py"]
+    assert [p for p, text in code.items() if "tasks.make(" in text] == ["experiments/config.py"]
+
+
+def test_make_task_builds_under_the_configs_precision_and_names_task_keys():
+    task = config.make_task(config.compose(["task=linear_quadratic", "x64=false"]))
+    assert not jax.config.jax_enable_x64 and task.theta_init.dtype == jnp.float32
+    task = config.make_task(config.compose(["task=linear_quadratic", "x64=true"]))
+    assert jax.config.jax_enable_x64 and task.theta_init.dtype == jnp.float64
+    with pytest.raises(config.ConfigError, match=r"task\.dim=0"):
+        config.make_task(config.compose(["task=linear_quadratic", "task.dim=0"]))

@@ -289,7 +289,7 @@ def test_the_holdout_uses_learned_optimizer_seeds_no_other_run_used():
             used |= set(pd.read_csv(path, usecols=["seed"])["seed"].dropna().astype(int))
     for name in figures.figure_names():
         other = figures.load(name)
-        for profile in figures.profile_names():
+        for profile in config.profile_names():
             if name == "figure7" and profile == "quick_holdout":
                 continue
             for run in figures.runs(other, profile):

@@ -1,16 +1,19 @@
 """The figure schema: every figure YAML is checked before any compute, one line per problem."""
 
 import copy
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from experiments import config as C
-from experiments import figures, reproduce
+from experiments import figure_schema, figures, reproduce
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = yaml.safe_load((ROOT / "tests/figures/tiny.yaml").read_text())
+PROFILES = "quick, paper, paper_fashion, paper_regime, quick_holdout"  # every message lists the registry's
 
 
 def load_changed(tmp_path, change) -> None:
@@ -41,18 +44,18 @@ CASES = [
     (set_key("title", ""), "title='' is invalid; allowed: a non-empty string"),
     (set_key("base", "task=x"), "base='task=x' is invalid; allowed: a list of Hydra overrides"),
     (set_key("runs", {"id": "x"}), "runs={'id': 'x'} is invalid; allowed: a list of runs"),
-    (in_run(1, "id", "pes"), "run id 'pes' is used twice under profile=paper"),
+    (in_run(1, "id", "pes"), "run id 'pes' is used twice under profile=quick"),
     (in_run(0, "overides", []), "runs[0]: 'overides' is not a key (did you mean 'overrides'?)"),
     (in_run(0, "id", "pes/1"), "runs[0].id='pes/1' is invalid"),
     (
         in_run(0, "only", ["fast"]),
         "runs[0].only=['fast'] is invalid; allowed: a non-empty list of "
-        "paper, paper_fashion, paper_regime, quick",
+        f"{PROFILES}",
     ),
     (in_run(0, "quick", "x=1"), "runs[0].quick='x=1' is invalid; allowed: a list of Hydra overrides"),
     (
         set_key("profiles", {"fast": []}),
-        "profiles: profile 'fast' is unknown; allowed: paper, paper_fashion, paper_regime, quick",
+        f"profiles: profile 'fast' is unknown; allowed: {PROFILES}",
     ),
     (set_key("profiles", {"quick": {"a": 1}}), "profiles.quick={'a': 1} is invalid"),
     (set_key("seeds", [-1]), "seeds=[-1] is invalid; allowed: a non-empty list of integers >= 0"),
@@ -145,8 +148,7 @@ def test_reproduce_refuses_bad_arguments_before_computing(tmp_path):
         with pytest.raises(C.ConfigError) as info:
             reproduce.reproduce(tiny, "quick", [root, *args])
         assert message in str(info.value) and "\n" not in str(info.value), (args, str(info.value))
-    allowed = "paper, paper_fashion, paper_regime, quick"
-    with pytest.raises(C.ConfigError, match=f"profile=fast is unknown; allowed: {allowed}"):
+    with pytest.raises(C.ConfigError, match=f"profile=fast is unknown; allowed: {PROFILES}"):
         reproduce.reproduce(tiny, "fast", [root])
     with pytest.raises(C.ConfigError, match="plot=maybe is invalid; allowed: true, false"):
         reproduce.parse(["figure=2", "plot=maybe"])
@@ -163,3 +165,14 @@ def test_a_setting_missing_under_one_profile_fails_only_when_reproduced_there(tm
     with pytest.raises(C.ConfigError, match=r"post\[0\]: grid.metrics is missing \(profile=paper\)"):
         reproduce.reproduce(str(path), "paper", [f"results_root={tmp_path / 'r'}"])
     assert not (tmp_path / "r").exists()
+
+
+def test_the_schema_and_the_post_steps_do_not_import_the_figure_loader():
+    """No import circle: experiments.figures imports the schema and the steps, never the reverse."""
+    code = (
+        "import sys; from experiments import figure_schema, steps; steps.names(); "
+        "print(sorted(m for m in sys.modules if m == 'experiments.figures'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+    assert figures.check_id is figure_schema.check_id  # the loader uses the schema's checks

@@ -190,7 +190,7 @@ def test_every_stored_reference_result_verifies_and_restoring_is_the_fix():
     stored = sorted(
         p
         for p in (ROOT / "results" / "reference").glob("*/figure*")
-        if p.is_dir() and p.parent.name in CL.PROFILES  # official/ holds the official code's outcomes
+        if p.is_dir() and p.parent.name in C.profile_names()  # official/ holds the official code's outcomes
     )
     assert len(stored) >= 14
     for fig_dir in stored:

@@ -11,6 +11,7 @@ import pytest
 
 from experiments import check as CH
 from experiments import claims as CL
+from experiments import config as C
 from experiments import figures
 from tests import notebook_runner
 
@@ -23,7 +24,7 @@ def stored() -> list[tuple[str, str]]:
     return [
         (profile.name, fig_dir.name)
         for profile in sorted(REFERENCE.iterdir())
-        if profile.name in figures.profile_names()
+        if profile.name in C.profile_names()
         for fig_dir in sorted(profile.iterdir())
         if any((fig_dir / n).is_file() for n in CH.METRICS_NAMES)
     ]

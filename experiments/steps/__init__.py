@@ -153,9 +153,7 @@ def settings(
     required setting unset is not an error (None is returned): only reproducing the figure
     under that profile is."""
     step = get(entry["step"], where)
-    from experiments.figures import profile_names  # figures imports this module
-
-    profiles = profile_names()
+    profiles = C.profile_names()
     entry = OmegaConf.to_container(entry, resolve=True) if isinstance(entry, DictConfig) else dict(entry)
     merged = {k: v for k, v in entry.items() if k != "step" and k not in profiles}
     merged.update(entry.get(profile) or {})

@@ -36,12 +36,11 @@ from typing import Any, NamedTuple
 
 import jax
 import pandas as pd
-from omegaconf import OmegaConf
 
 from experiments import config as C
 from experiments import estimator_study as S
 from experiments import io, steps
-from pes import outer, results, tasks
+from pes import outer, results
 
 
 class Plan(NamedTuple):
@@ -73,14 +72,7 @@ def check_variance(s: dict, where: str) -> dict:
 
 def _task(ctx: steps.Context, overrides: list[str]):
     cfg = ctx.task_config(overrides)
-    jax.config.update("jax_enable_x64", bool(cfg.x64))
-    params = OmegaConf.to_container(cfg.task, resolve=True)
-    params.pop("name", None)
-    try:
-        task = tasks.make(str(cfg.task.name), **params)
-    except (ValueError, TypeError) as err:
-        raise C.ConfigError(str(err)) from err
-    return cfg, task
+    return cfg, C.make_task(cfg)
 
 
 def prepare_variance(ctx: steps.Context, s: dict) -> Plan:
@@ -106,7 +98,7 @@ def compute_variance(ctx: steps.Context, plan: Plan) -> steps.StepOutput:
     frames, details, walls = [], [], {}
     progress_dir = ctx.fig_dir / "steps" / "truncation_variance"
     for label, (cfg, task, spec) in plan.tasks.items():
-        jax.config.update("jax_enable_x64", bool(cfg.x64))
+        C.use_x64(cfg)
         path = progress_dir / f"{label}.json"
         stamp = {"spec": spec, "task": steps.task_inputs(cfg, task)}
         saved = io.read_json(path) or {}

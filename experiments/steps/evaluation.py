@@ -110,7 +110,7 @@ def inputs(ctx: steps.Context, plan: Plan) -> dict:
 
 def compute(ctx: steps.Context, plan: Plan) -> steps.StepOutput:
     s, task = plan.settings, plan.built.task
-    jax.config.update("jax_enable_x64", bool(plan.cfg.x64))
+    C.use_x64(plan.cfg)
     thetas = _thetas(ctx, plan)
     finals = final_thetas(ctx.run_rows(), len(thetas["init"]))
     names = list(thetas)

@@ -96,7 +96,7 @@ def inputs(ctx: steps.Context, plan: Plan) -> dict:
 
 def compute(ctx: steps.Context, plan: Plan) -> steps.StepOutput:
     s, task = plan.settings, plan.built.task
-    jax.config.update("jax_enable_x64", bool(plan.cfg.x64))
+    C.use_x64(plan.cfg)
     points = G.grid_points(plan.axes)
     key = jax.random.key(int(plan.cfg.seed))
     if s["of"] == "evaluate":

@@ -99,7 +99,7 @@ def inputs_adam(ctx: steps.Context, plan: Plan) -> dict:
 
 def compute_adam(ctx: steps.Context, plan: Plan) -> steps.StepOutput:
     s, task, fig_id = plan.settings, plan.built.task, str(ctx.fig.id)
-    jax.config.update("jax_enable_x64", bool(plan.cfg.x64))
+    C.use_x64(plan.cfg)
     lrs = s["learning_rates"]
     grid = adam_grid(task, lrs)  # (L, runs, T)
     meta_losses = grid.mean(axis=(1, 2))
@@ -151,7 +151,7 @@ def inputs_curves(ctx: steps.Context, plan: Plan) -> dict:
 
 def compute_curves(ctx: steps.Context, plan: Plan) -> steps.StepOutput:
     every, task, fig_id = plan.settings["curve_every"], plan.built.task, str(ctx.fig.id)
-    jax.config.update("jax_enable_x64", bool(plan.cfg.x64))
+    C.use_x64(plan.cfg)
     keys = task.eval_keys
     curve = jax.jit(jax.vmap(task.inner_curve, in_axes=(None, 0)))
     runs = ctx.run_rows()
@@ -159,7 +159,7 @@ def compute_curves(ctx: steps.Context, plan: Plan) -> steps.StepOutput:
     seen_seeds = set()
     for spec in ctx.runs:
         built = C.build(spec.cfg)
-        jax.config.update("jax_enable_x64", bool(plan.cfg.x64))
+        C.use_x64(plan.cfg)
         seed = int(spec.cfg.seed)
         if seed not in seen_seeds:  # the initial learned optimizer of this seed
             seen_seeds.add(seed)

@@ -145,7 +145,7 @@ def search_seed(ctx: steps.Context, plan: Plan, seed: int, run) -> tuple[np.ndar
 
 def compute(ctx: steps.Context, plan: Plan) -> steps.StepOutput:
     task, fig_id = plan.built.task, str(ctx.fig.id)
-    jax.config.update("jax_enable_x64", bool(plan.cfg.x64))
+    C.use_x64(plan.cfg)
     horizon = int(task.system.horizon)
     num_runs = int(task.eval_keys.shape[0])
     per_config = search.score_cost(horizon, num_runs)

@@ -60,9 +60,9 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from experiments import artefacts, figures, io, steps
+from experiments import artefacts, figure_schema, io, steps
 from experiments import config as C
-from pes import results, systems, tasks
+from pes import results, systems
 from pes import variance as V
 
 CSV, GT, META = "metrics.csv", "ground_truth.npz", "scenario.json"
@@ -90,8 +90,8 @@ def check(s: dict, where: str) -> dict:
     if not isinstance(scen, dict) or not scen:
         raise C.ConfigError(f"{where}.scenarios={scen!r} is invalid; allowed: a mapping name -> overrides")
     for name, over in scen.items():
-        figures.check_id(name, f"{where}.scenarios key")
-        figures.check_overrides(over, f"{where}.scenarios.{name}")
+        figure_schema.check_id(name, f"{where}.scenarios key")
+        figure_schema.check_overrides(over, f"{where}.scenarios.{name}")
 
     def positive_int(name, value, even=False):
         if not steps.is_int(value, 1) or (even and value % 2):
@@ -159,13 +159,7 @@ def prepare(ctx: steps.Context, s: dict) -> Plan:
     scenarios = []
     for name, over in s["scenarios"].items():
         cfg = ctx.task_config([*s["overrides"], *over, f"run_id={name}"])
-        jax.config.update("jax_enable_x64", bool(cfg.x64))
-        params = OmegaConf.to_container(cfg.task, resolve=True)
-        params.pop("name", None)
-        try:
-            task = tasks.make(str(cfg.task.name), **params)
-        except (ValueError, TypeError) as err:
-            raise C.ConfigError(str(err)) from err
+        task = C.make_task(cfg)
         if task.system.horizon is None:
             raise C.ConfigError(f"task {cfg.task.name} has no finite horizon; the variance study needs one")
         check_horizon(s, int(task.system.horizon), f"scenario {name}")
@@ -384,7 +378,7 @@ def compute(ctx: steps.Context, plan: Plan) -> steps.StepOutput:
     compiled: dict[str, Compiled] = {}
     frames, walls = [], {}
     for i, sc in enumerate(plan.scenarios, 1):
-        jax.config.update("jax_enable_x64", bool(sc.cfg.x64))
+        C.use_x64(sc.cfg)
         t0 = time.perf_counter()
         shape_key = json.dumps(
             {k: v for k, v in OmegaConf.to_container(sc.cfg.task, resolve=True).items() if k != "scenario"},
