@@ -1,6 +1,6 @@
 """experiments.batched: a figure's seeds in shared compiled calls give the same run directories
 (CSV rows, status, fingerprints) as separate runs, and experiments.reproduce then skips them.
-Also the paper_fashion profile's channel repetition and the outer clip_value (issue 17)."""
+Also the paper_fashion profile's channel repetition and the outer clip_value."""
 
 import json
 
