@@ -95,6 +95,21 @@ COLUMNS = (
     "metric",
     "value",
 )
+
+
+def csv_row(part, metric, value, **fields) -> dict:
+    """One row of bench.csv: `part`, `metric`, `value` and the fields that apply; the other
+    columns take their empty values ("" for names, 0 for sizes, NaN for sigma, 1 device)."""
+    unknown = set(fields) - set(COLUMNS)
+    if unknown:
+        raise ValueError(f"bench.csv has no column(s) {sorted(unknown)}; columns: {COLUMNS}")
+    row = dict(
+        problem="", estimator="", driver="", num_particles=0, trunc_len=0, horizon=0, theta_dim=0,
+        sigma=float("nan"), devices=1,
+    )
+    row.update(fields, part=part, metric=metric, value=value)
+    return {c: row[c] for c in COLUMNS}
+
 MLP_FLOPS_PER_EXAMPLE = 6 * (784 * 100 + 100 * 100 + 100 * 10)  # fwd + bwd matmuls (3x fwd)
 
 
@@ -510,19 +525,10 @@ def main(argv=None):
     def record(cfg, driver, metric, value):
         part, prob, est, n, k, d, horizon = cfg
         records.append(
-            dict(
-                part=part,
-                problem=prob,
-                estimator=est,
-                driver=driver,
-                num_particles=n,
-                trunc_len=k,
-                horizon=horizon,
-                theta_dim=d,
-                sigma=args.sigma,
+            csv_row(
+                part, metric, float(value), problem=prob, estimator=est, driver=driver, num_particles=n,
+                trunc_len=k, horizon=horizon, theta_dim=d, sigma=args.sigma,
                 devices=int(driver.split("-")[1][:-3]) if driver.startswith("ours-") else 1,
-                metric=metric,
-                value=float(value),
             )
         )
 
@@ -530,22 +536,7 @@ def main(argv=None):
     cfgs = grids(args)
     if any(c[0] == "b" for c in cfgs):
         gflops = matmul_gflops(512 if args.tiny else 2048)
-        records.append(
-            dict(
-                part="b",
-                problem="matmul_2048_f32",
-                estimator="",
-                driver="xla",
-                num_particles=0,
-                trunc_len=0,
-                horizon=0,
-                theta_dim=0,
-                sigma=float("nan"),
-                devices=1,
-                metric="gflops",
-                value=gflops,
-            )
-        )
+        records.append(csv_row("b", "gflops", gflops, problem="matmul_2048_f32", driver="xla"))
         print(
             f"# large matmul: {gflops:.1f} GFLOP/s (also re-measured interleaved with each part-b config)",
             flush=True,
@@ -608,58 +599,19 @@ def main(argv=None):
     check = None
     if use_evosax and not args.no_check:
         check = gradient_check(n=16, episodes=10) if args.tiny else gradient_check()
+        # the gradient check's problem (`gradient_check`): linear-quadratic, K=5, T=20, d=4, sigma=0.1
+        check_fields = dict(
+            problem="linear_quadratic", estimator="pes", num_particles=check["n"], trunc_len=5, horizon=20,
+            theta_dim=4, sigma=0.1,
+        )
         for name in ("ours", "evosax"):
             for metric, value in check[name].items():
-                records.append(
-                    dict(
-                        part="check",
-                        problem="linear_quadratic",
-                        estimator="pes",
-                        driver=name,
-                        num_particles=check["n"],
-                        trunc_len=5,
-                        horizon=20,
-                        theta_dim=4,
-                        sigma=0.1,
-                        devices=1,
-                        metric=metric,
-                        value=value,
-                    )
-                )
-        records.append(
-            dict(
-                part="check",
-                problem="linear_quadratic",
-                estimator="pes",
-                driver="ours-evosax",
-                num_particles=check["n"],
-                trunc_len=5,
-                horizon=20,
-                theta_dim=4,
-                sigma=0.1,
-                devices=1,
-                metric="max_abs_z",
-                value=check["ours_minus_evosax_max_abs_z"],
-            )
-        )
+                records.append(csv_row("check", metric, value, driver=name, **check_fields))
+        z = check["ours_minus_evosax_max_abs_z"]
+        records.append(csv_row("check", "max_abs_z", z, driver="ours-evosax", **check_fields))
     wall = time.perf_counter() - t_start
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    records.append(
-        dict(
-            part="run",
-            problem="",
-            estimator="",
-            driver="",
-            num_particles=0,
-            trunc_len=0,
-            horizon=0,
-            theta_dim=0,
-            sigma=float("nan"),
-            devices=ndev,
-            metric="peak_rss_bytes",
-            value=float(peak_rss),
-        )
-    )
+    records.append(csv_row("run", "peak_rss_bytes", float(peak_rss), devices=ndev))
     with open(out_dir / "bench.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()

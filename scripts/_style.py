@@ -26,6 +26,7 @@ if "ipykernel" not in sys.modules:  # scripts render headless; notebooks keep th
     matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import EngFormatter  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -54,6 +55,18 @@ def style(estimator: str) -> dict:
         "linestyle": LINESTYLES.get(estimator, "-"),
         "linewidth": LINEWIDTHS.get(estimator, 1.5),
     }
+
+
+def finish_axes(ax, xlabel: str, ylabel: str, title: str, *, eng_x: bool = False, legend_fontsize=8) -> None:
+    """The axes' labels and title, a light grid and the legend; `eng_x` writes the x ticks
+    with engineering prefixes (10k, 1M: compute counts)."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if eng_x:
+        ax.xaxis.set_major_formatter(EngFormatter())
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=legend_fontsize)
 
 
 def table_path(fig_dir: str | Path, name: str) -> Path:

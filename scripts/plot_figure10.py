@@ -102,6 +102,23 @@ def _name(base: str) -> str:
     return name + (" (lockstep)" if parts[-1] == "lockstep" else "")
 
 
+def _variance_curve(ax, g: pd.DataFrame, x: str, setting: str, color, name: str = "") -> None:
+    """One setting's relative variance (with its standard error where given) against `x`,
+    labelled "<name> <setting>" (the setting alone without a name)."""
+    g = g.sort_values(x)
+    label = f"{name} {setting.replace('_', '-')}" if name else setting.replace("_", "-")
+    ax.errorbar(
+        g[x],
+        g["variance"],
+        yerr=g.get("variance_se"),
+        color=color,
+        linestyle=SETTING_STYLE.get(setting, "-"),
+        marker="o",
+        markersize=3,
+        label=label,
+    )
+
+
 def figures(df: pd.DataFrame, fig_dir=None) -> dict:
     var = variance_table(df)
     present = [
@@ -122,32 +139,12 @@ def figures(df: pd.DataFrame, fig_dir=None) -> dict:
                 est = re.sub(r"\d+$", "", label)
                 if est == "gpes":
                     continue
-                g = g.sort_values("w")
-                ax.errorbar(
-                    g["w"],
-                    g["variance"],
-                    yerr=g.get("variance_se"),
-                    color=ESTIMATOR_COLORS[est],
-                    linestyle=SETTING_STYLE.get(setting, "-"),
-                    marker="o",
-                    markersize=3,
-                    label=f"{_est_name(est)} {setting.replace('_', '-')}",
-                )
+                _variance_curve(ax, g, "w", setting, ESTIMATOR_COLORS[est], _est_name(est))
             gp = tv[tv["estimator"] == "gpes"]
             factor = _factor(tv)
             gpw = gp[gp["noise_every"] == factor * gp["w"]]
             for setting, g in gpw.groupby("setting"):
-                g = g.sort_values("w")
-                ax.errorbar(
-                    g["w"],
-                    g["variance"],
-                    yerr=g.get("variance_se"),
-                    color=ESTIMATOR_COLORS["gpes"],
-                    linestyle=SETTING_STYLE.get(setting, "-"),
-                    marker="o",
-                    markersize=3,
-                    label=f"GPES-{factor}W {setting.replace('_', '-')}",
-                )
+                _variance_curve(ax, g, "w", setting, ESTIMATOR_COLORS["gpes"], f"GPES-{factor}W")
             ax.set_xscale("log")
             ax.set_yscale("log")
         ax.set_xlabel("truncation length W")
@@ -161,17 +158,7 @@ def figures(df: pd.DataFrame, fig_dir=None) -> dict:
             if sweep_w is not None:
                 sw = tv[(tv["w"] == sweep_w) & tv["estimator"].isin(["pes", "gpes", "nres"])]
                 for setting, g in sw.groupby("setting"):
-                    g = g.sort_values("noise_every")
-                    ax.errorbar(
-                        g["noise_every"],
-                        g["variance"],
-                        yerr=g.get("variance_se"),
-                        color="k",
-                        linestyle=SETTING_STYLE.get(setting, "-"),
-                        marker="o",
-                        markersize=3,
-                        label=setting.replace("_", "-"),
-                    )
+                    _variance_curve(ax, g, "noise_every", setting, "k")
                 ax.set_xscale("log")
                 ax.set_yscale("log")
                 ax.set_title(f"(a') GPES-K at W={sweep_w}: PES (left) to NRES (right)")

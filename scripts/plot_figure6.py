@@ -22,7 +22,6 @@ import _style  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from matplotlib.ticker import EngFormatter  # noqa: E402
 
 PAPER_AXIS = "random_search_paper_axis"
 METHODS = {
@@ -96,12 +95,13 @@ def plot(df: pd.DataFrame, ax=None):
     if finite and lows:  # from the best value to the runs' start (a diverged configuration is +inf)
         lo, hi = min(lows), max(finite)
         ax.set_ylim(lo - 0.03 * (hi - lo), hi + 0.03 * (hi - lo))
-    ax.set_xlabel("Total compute (inner steps)")
-    ax.set_ylabel("Best meta-objective so far (sum of T validation losses)")
-    ax.set_title("Fashion-MNIST MLP, 29 hyperparameters")
-    ax.xaxis.set_major_formatter(EngFormatter())
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _style.finish_axes(
+        ax,
+        "Total compute (inner steps)",
+        "Best meta-objective so far (sum of T validation losses)",
+        "Fashion-MNIST MLP, 29 hyperparameters",
+        eng_x=True,
+    )
     return ax
 
 

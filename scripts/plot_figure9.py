@@ -63,54 +63,33 @@ def plot(df: pd.DataFrame, axes=None):
     if axes is None:
         _, axes = plt.subplots(1, 2, figsize=(11, 4))
     ax_theta, ax_loss = axes
-    seen = set()
-    for t in trajectories(df, "theta").values():
-        est = t["estimator"].iloc[0]
-        label = LABELS.get(est, est) if est not in seen else None
-        seen.add(est)
-        ax_theta.plot(t["compute"], t["value"], label=label, **dict(_style.style(est), linewidth=1.2))
     theta_opt = optimum(df, "theta_optimum")
-    if theta_opt is not None:
-        ax_theta.axhline(
-            theta_opt,
-            color="black",
-            linestyle="--",
-            linewidth=1.2,
-            label=f"optimum (computed) {theta_opt:.3f}",
-        )
-    ax_theta.set_xlabel("Total compute (inner steps, N·K per outer iteration)")
-    ax_theta.set_ylabel("log L2 coefficient θ")
-    ax_theta.set_title("(a) θ trajectories")
-    ax_theta.xaxis.set_major_formatter(EngFormatter())
-    ax_theta.grid(alpha=0.3)
-    ax_theta.legend(fontsize=8)
-
-    seen = set()
-    for t in trajectories(df, "loss").values():
-        est = t["estimator"].iloc[0]
-        label = LABELS.get(est, est) if est not in seen else None
-        seen.add(est)
-        ax_loss.plot(t["compute"], t["value"], label=label, **dict(_style.style(est), linewidth=1.2))
+    theta_ref = None if theta_opt is None else (theta_opt, "--", 1.2, f"optimum (computed) {theta_opt:.3f}")
+    _trajectory_panel(ax_theta, df, "theta", theta_ref, "log L2 coefficient θ", "(a) θ trajectories")
     conv = df[df["metric"] == "val_loss_converged"]
     best = float(conv["value"].min()) if not conv.empty else None
+    loss_ref = None if best is None else (best, ":", 1, f"converged loss, best logged θ ({best:.3f})")
+    _trajectory_panel(ax_loss, df, "loss", loss_ref, "Validation loss ½Σ(Xw − y)²", "(b) validation loss")
     if best is not None:
-        ax_loss.axhline(
-            best,
-            color="black",
-            linestyle=":",
-            linewidth=1,
-            label=f"converged loss, best logged θ ({best:.3f})",
-        )
         # the paper's window (14 to 15 around its 14.07): early SGD iterates dip below the
         # converged loss (an early-stopping effect) and are cut off, as there
         ax_loss.set_ylim(best - 0.1, best + 0.9)
-    ax_loss.set_xlabel("Total compute (inner steps, N·K per outer iteration)")
-    ax_loss.set_ylabel("Validation loss ½Σ(Xw − y)²")
-    ax_loss.set_title("(b) validation loss")
-    ax_loss.xaxis.set_major_formatter(EngFormatter())
-    ax_loss.grid(alpha=0.3)
-    ax_loss.legend(fontsize=8)
     return axes
+
+
+def _trajectory_panel(ax, df: pd.DataFrame, metric: str, reference, ylabel: str, title: str) -> None:
+    """Every run's `metric` against its compute (one legend entry per estimator) and, where
+    `reference` = (value, linestyle, linewidth, label) is given, a black horizontal line there."""
+    seen = set()
+    for t in trajectories(df, metric).values():
+        est = t["estimator"].iloc[0]
+        label = LABELS.get(est, est) if est not in seen else None
+        seen.add(est)
+        ax.plot(t["compute"], t["value"], label=label, **dict(_style.style(est), linewidth=1.2))
+    if reference is not None:
+        value, linestyle, linewidth, label = reference
+        ax.axhline(value, color="black", linestyle=linestyle, linewidth=linewidth, label=label)
+    _style.finish_axes(ax, "Total compute (inner steps, N·K per outer iteration)", ylabel, title, eng_x=True)
 
 
 def official_trajectories(path: Path | None = None) -> pd.DataFrame | None:

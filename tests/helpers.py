@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import functools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
+from pes.data import images
 from pes.systems import UnrolledSystem
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def dict_system(horizon: int | None = 6, dtype=jnp.float32, noise: float = 0.0) -> UnrolledSystem:
@@ -96,3 +105,66 @@ def jitted(est):
     """The estimator with jitted ``init`` and ``estimate``: one compilation each instead of
     op-by-op dispatch (tests call them a few times with the same shapes)."""
     return est._replace(init=jax.jit(est.init), estimate=jax.jit(est.estimate))
+
+
+def run_python(args, *, env, timeout: float, cwd) -> str:
+    """`python *args` in a subprocess; asserts that it exits 0 (the tail of its stderr in the
+    message) and returns its stdout."""
+    proc = subprocess.run(
+        [sys.executable, *map(str, args)], env=env, capture_output=True, text=True, timeout=timeout, cwd=cwd
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def two_device_result(tmp_path, script: str, *args, timeout: float):
+    """Runs `script` (Python source) on two forced CPU host devices, with this repository
+    importable, and returns the JSON object of the last line it prints as ``RESULT<json>``."""
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip()
+    env["JAX_PLATFORMS"] = "cpu"
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    path = tmp_path / "two_devices.py"
+    path.write_text(script)
+    stdout = run_python([path, *args], env=env, timeout=timeout, cwd=tmp_path)
+    line = [ln for ln in stdout.splitlines() if ln.startswith("RESULT")][-1]
+    return json.loads(line[len("RESULT") :])
+
+
+def write_fashion_idx(root, n_train: int, n_test: int, seed: int = 0):
+    """Fashion-MNIST-format IDX files in ``root/fashion_mnist`` whose labels depend on the image
+    (class c brightens a horizontal band, so it is learnable); returns `root`."""
+    d = root / "fashion_mnist"
+    d.mkdir()
+    rng = np.random.default_rng(seed)
+
+    def make(n):
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        x = rng.integers(0, 60, (n, 28, 28)).astype(np.int32)
+        for c in range(10):  # class c brightens a horizontal band
+            x[labels == c, 2 * c + 4 : 2 * c + 8, :] += 150
+        return np.clip(x, 0, 255).astype(np.uint8), labels
+
+    tx, ty = make(n_train)
+    vx, vy = make(n_test)
+    images.write_idx(d / "train-images-idx3-ubyte.gz", tx)
+    images.write_idx(d / "train-labels-idx1-ubyte.gz", ty)
+    images.write_idx(d / "t10k-images-idx3-ubyte.gz", vx)
+    images.write_idx(d / "t10k-labels-idx1-ubyte.gz", vy)
+    return root
+
+
+def make_quick(target: str, results, timeout: float) -> subprocess.CompletedProcess:
+    """``make -s <target> RESULTS=<results> PROFILE=quick`` in the repository, as a user types it
+    (stdout and stderr captured); skips the test where this interpreter is not the .venv the
+    Makefile drives."""
+    venv = ROOT / ".venv" / "bin" / "python"
+    if Path(sys.executable).resolve() != venv.resolve():
+        pytest.skip("the Makefile drives .venv; this interpreter is not it")
+    return subprocess.run(
+        ["make", "-s", target, f"RESULTS={results}", "PROFILE=quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -95,3 +95,13 @@ def text(nb) -> str:
         parts.append(out.get("text", ""))
         parts += [str(v) for k, v in out.get("data", {}).items() if k in ("text/plain", "text/markdown")]
     return "\n".join(parts)
+
+
+def assert_figure_and_notebook(figure: int, csv: Path, heading: str) -> None:
+    """`reproduce` drew figure<N>.png (more than a blank canvas) and its PDF in the profile's
+    figures folder, and the figure's notebook, run on `csv`, shows an image and `heading`."""
+    out = csv.parent.parent / "figures" / f"figure{figure}.png"
+    assert out.stat().st_size > 10_000 and out.with_suffix(".pdf").exists()
+    nb = execute(figure, csv)
+    assert has_image(nb)
+    assert heading in text(nb)

@@ -1,6 +1,6 @@
 """experiments.batched: a figure's seeds in shared compiled calls give the same run directories
 (CSV rows, status, fingerprints) as separate runs, and experiments.reproduce then skips them.
-Also the paper_fashion profile's channel repetition and the outer clip_value (issue 17)."""
+Also the paper_fashion profile's channel repetition and the outer clip_value."""
 
 import json
 
@@ -12,7 +12,7 @@ import pytest
 from experiments import batched, figures, io, runner
 from experiments import config as C
 from pes import tasks
-from pes.data import images
+from tests.helpers import write_fashion_idx
 
 TINY = [
     "progress=false",
@@ -31,25 +31,7 @@ TINY = [
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    d = root / "fashion_mnist"
-    d.mkdir()
-    rng = np.random.default_rng(0)
-
-    def make(n):
-        labels = rng.integers(0, 10, n).astype(np.uint8)
-        x = rng.integers(0, 60, (n, 28, 28)).astype(np.int32)
-        for c in range(10):
-            x[labels == c, 2 * c + 4 : 2 * c + 8, :] += 150
-        return np.clip(x, 0, 255).astype(np.uint8), labels
-
-    tx, ty = make(300)
-    vx, vy = make(60)
-    images.write_idx(d / "train-images-idx3-ubyte.gz", tx)
-    images.write_idx(d / "train-labels-idx1-ubyte.gz", ty)
-    images.write_idx(d / "t10k-images-idx3-ubyte.gz", vx)
-    images.write_idx(d / "t10k-labels-idx1-ubyte.gz", vy)
-    return root
+    return write_fashion_idx(tmp_path_factory.mktemp("data"), 300, 60)
 
 
 def _cfgs(root, data_dir, run_ids, profile="quick"):

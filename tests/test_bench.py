@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+
+from benchmarks import bench
+from tests.helpers import run_python
 
 ROOT = Path(__file__).resolve().parent.parent
 pytest.importorskip("evosax")
@@ -18,17 +19,9 @@ pytest.importorskip("evosax")
 def _run_bench(tmp_path, *args):
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
     env.pop("XLA_FLAGS", None)
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--tiny", "--out", str(tmp_path), *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    table = pd.read_csv(tmp_path / "bench.csv")
-    return proc.stdout, table
+    command = [ROOT / "benchmarks" / "bench.py", "--tiny", "--out", tmp_path, *args]
+    stdout = run_python(command, env=env, timeout=600, cwd=tmp_path)
+    return stdout, pd.read_csv(tmp_path / "bench.csv")
 
 
 def _check_throughput_rows(table, part, drivers):
@@ -41,20 +34,8 @@ def _check_throughput_rows(table, part, drivers):
 
 def test_bench_tiny_linear_quadratic_side_by_side(tmp_path):
     stdout, table = _run_bench(tmp_path, "--part", "a", "--devices", "2")
-    assert list(table.columns) == [
-        "part",
-        "problem",
-        "estimator",
-        "driver",
-        "num_particles",
-        "trunc_len",
-        "horizon",
-        "theta_dim",
-        "sigma",
-        "devices",
-        "metric",
-        "value",
-    ]
+    assert list(table.columns) == list(bench.COLUMNS)  # the one column list, header and rows
+    assert bench.COLUMNS[0] == "part" and bench.COLUMNS[-2:] == ("metric", "value")  # tidy long format
     rows = _check_throughput_rows(table, "a", {"ours", "ours-2dev", "evosax-scan", "evosax-loop"})
     assert set(rows.estimator) == {"pes", "es"}
     ours = table[(table.part == "a") & (table.driver == "ours")]

@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 from experiments import check as CH
 from experiments import claims as CL
 from experiments import figures, reproduce
+from tests.test_figure8 import TINY as FIGURE8_TINY
 
 
 def _table_and_code(figure: str, root, profile: str = "quick"):
@@ -54,17 +55,8 @@ def two_run_figure8(tmp_path):
 
 
 def test_figure8_at_test_size_claims_evaluated(two_run_figure8):
-    tiny = [
-        "task.horizon=20",
-        "task.eval_episodes=2",
-        "train.num_outer_steps=2",
-        "train.log_every=1",
-        "train.chunk_size=2",
-        "estimator.trunc_len=10",
-        "progress=false",
-    ]
     figure, root = two_run_figure8
-    reproduce.reproduce(str(figure), "quick", [*tiny, f"results_root={root}"], plot_figure=False)
+    reproduce.reproduce(str(figure), "quick", [*FIGURE8_TINY, f"results_root={root}"], plot_figure=False)
     rows, text = _table_and_code(str(figure), root)
     assert rows["pes-above-tes"].verdict in (CL.PASS, CL.FAIL)  # evaluated on the two runs
     assert "pes-k100" in rows["pes-above-tes"].measured and "es-k100" in rows["pes-above-tes"].measured

@@ -105,22 +105,14 @@ def test_interleaved_timing_and_wall_clock_rows():
     assert timed["large"].s_per_step > timed["small"].s_per_step > 0
     run_rows = pd.DataFrame(
         [
-            dict(
-                run_id=f"r-{s}",
-                figure="f",
-                task="t",
-                estimator="pes",
-                trunc_len=1,
-                sigma=0.1,
-                num_particles=2,
-                seed=s,
-                outer_step=step,
-                inner_steps=step,
-                metric="loss",
-                value=1.0,
-            )
+            row
             for s in (1, 2)
-            for step in (0, 10)
+            for row in results.rows(
+                dict(run_id=f"r-{s}", figure="f", task="t", estimator="pes",
+                     trunc_len=1, sigma=0.1, num_particles=2, seed=s),
+                {"outer_step": [0, 10], "loss": [1.0, 1.0]},
+                trunc_len=1,
+            )
         ]
     )
     wc = S.wall_clock_rows(run_rows, timed, key_of=lambda rid: "large")

@@ -7,20 +7,8 @@ import optax
 import pytest
 
 from pes import estimators, outer
+from tests.estimator_smoke import HPARAMS  # the same small settings as the core-install smoke run
 from tests.helpers import assert_trees_close, dict_system, dict_theta, jitted, keyed_system, tree_vector
-
-HPARAMS = {
-    "pes": dict(trunc_len=4, sigma=0.1, num_particles=8),
-    "es": dict(trunc_len=4, sigma=0.1, num_particles=8),
-    "nres": dict(trunc_len=4, sigma=0.1, num_particles=8),
-    "gpes": dict(trunc_len=2, sigma=0.1, num_particles=8, noise_every=4),
-    "pes_a": dict(trunc_len=3, sigma=0.1, num_particles=8),
-    "tbptt": dict(trunc_len=4),
-    "rtrl": dict(trunc_len=4),
-    "uoro": dict(trunc_len=4),
-    "ars": dict(trunc_len=4, sigma=0.1, num_particles=8, top_directions=2),
-    "openai_es": dict(trunc_len=4, sigma=0.1, num_particles=8),
-}
 
 
 def test_registry_covers_the_paper_methods():

@@ -1,7 +1,5 @@
 """End to end: quick Figure 2 (influence balancing) from configs to CSV, plot and notebook."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +8,7 @@ from experiments import reproduce
 from pes import results
 from scripts import _style
 from tests import notebook_runner, plotcheck
+from tests.helpers import make_quick
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = ["tbptt-k1", "tbptt-k10", "tbptt-k100", "es-k1", "pes-k1", "uoro-k1", "rtrl-k1"]
@@ -40,11 +39,7 @@ def test_paper_ordering_holds_in_the_quick_profile(figure2_csv):
 
 
 def test_plot_and_notebook(figure2_csv):
-    out = figure2_csv.parent.parent / "figures" / "figure2.png"  # drawn by reproduce
-    assert out.stat().st_size > 10_000 and out.with_suffix(".pdf").exists()
-    nb = notebook_runner.execute(2, figure2_csv)
-    assert notebook_runner.has_image(nb)
-    assert "Last logged loss and theta per run" in notebook_runner.text(nb)
+    notebook_runner.assert_figure_and_notebook(2, figure2_csv, "Last logged loss and theta per run")
 
 
 def test_plot_draws_every_runs_loss_curve(figure2_csv):
@@ -67,27 +62,12 @@ def test_plot_draws_every_runs_loss_curve(figure2_csv):
 @pytest.mark.integration
 def test_make_target_reproduces_the_figure(tmp_path):
     """What a user types: make reproduce-figure-2 (here into a temporary results root)."""
-    venv = ROOT / ".venv" / "bin" / "python"
-    if Path(sys.executable).resolve() != venv.resolve():
-        pytest.skip("the Makefile drives .venv; this interpreter is not it")
-    out = subprocess.run(
-        ["make", "-s", "reproduce-figure-2", f"RESULTS={tmp_path}", "PROFILE=quick"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    out = make_quick("reproduce-figure-2", tmp_path, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert (tmp_path / "quick" / "figures" / "figure2.png").stat().st_size > 10_000
     # ... and `make check-figure-2` after it: the claims table, with the paper's central claims passing
     assert "| claim | measured | verdict |" in out.stdout  # reproduce prints the table at its end
-    check = subprocess.run(
-        ["make", "-s", "check-figure-2", f"RESULTS={tmp_path}", "PROFILE=quick"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    check = make_quick("check-figure-2", tmp_path, timeout=300)
     rows = {
         line.split("`")[1]: line.rsplit("|", 2)[1].strip()
         for line in check.stdout.splitlines()

@@ -13,10 +13,10 @@ import pytest
 
 from experiments import config, reproduce, runner
 from pes import results, systems, tasks
-from pes.data import images
 from pes.tasks import lopt_image_mlp as LT
 from scripts import _style
 from tests import notebook_runner
+from tests.helpers import write_fashion_idx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -29,25 +29,7 @@ TINY = dict(horizon=12, batch_size=16, num_eval_runs=2, hidden=[8])
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     """Fashion-MNIST-format IDX files whose labels depend on the image (so it is learnable)."""
-    root = tmp_path_factory.mktemp("data")
-    d = root / "fashion_mnist"
-    d.mkdir()
-    rng = np.random.default_rng(0)
-
-    def make(n):
-        labels = rng.integers(0, 10, n).astype(np.uint8)
-        x = rng.integers(0, 60, (n, 28, 28)).astype(np.int32)
-        for c in range(10):  # class c brightens a horizontal band
-            x[labels == c, 2 * c + 4 : 2 * c + 8, :] += 150
-        return np.clip(x, 0, 255).astype(np.uint8), labels
-
-    tx, ty = make(500)
-    vx, vy = make(100)
-    images.write_idx(d / "train-images-idx3-ubyte.gz", tx)
-    images.write_idx(d / "train-labels-idx1-ubyte.gz", ty)
-    images.write_idx(d / "t10k-images-idx3-ubyte.gz", vx)
-    images.write_idx(d / "t10k-labels-idx1-ubyte.gz", vy)
-    return root
+    return write_fashion_idx(tmp_path_factory.mktemp("data"), 500, 100)
 
 
 def make_task(data_dir, **kw):
@@ -202,11 +184,7 @@ def test_figure7_end_to_end_rows(figure7_csv):
 
 @pytest.mark.slow
 def test_figure7_plot_and_notebook(figure7_csv):
-    out = figure7_csv.parent.parent / "figures" / "figure7.png"  # drawn by reproduce
-    assert out.stat().st_size > 10_000 and out.with_suffix(".pdf").exists()
-    nb = notebook_runner.execute(7, figure7_csv)
-    assert notebook_runner.has_image(nb)
-    assert "Meta-loss at the last evaluation" in notebook_runner.text(nb)
+    notebook_runner.assert_figure_and_notebook(7, figure7_csv, "Meta-loss at the last evaluation")
 
 
 EPS32 = float(np.finfo(np.float32).eps)

@@ -112,31 +112,23 @@ def test_the_official_codes_trajectories_are_drawn_beside_the_suites(tmp_path, m
 
     mod = plot_module(9)
     steps = [0, 250, 500]
+    step = np.array(steps, dtype=float)
+    logged = {  # each run logs these metrics at each step
+        "outer_step": steps,
+        "theta": 5.0 - step / 500,
+        "theta_optimum": np.full_like(step, 1.333),
+        "loss": np.full_like(step, 14.5),
+        "total_compute": 4.0 * step,
+    }
     df = results.frame(
-        [
-            dict(
-                run_id=f"{e}-init5",
-                figure="figure9",
-                task="uci_yacht",
-                estimator=e,
-                trunc_len=1,
-                sigma=0.01,
-                num_particles=4,
-                seed=3,
-                outer_step=s,
-                inner_steps=s,
-                metric=m,
-                value=v,
-            )
-            for e in ("pes", "es")
-            for s in steps
-            for m, v in (
-                ("theta", 5.0 - s / 500),
-                ("theta_optimum", 1.333),
-                ("loss", 14.5),
-                ("total_compute", 4.0 * s),
-            )
-        ]
+        row
+        for e in ("pes", "es")
+        for row in results.rows(
+            dict(run_id=f"{e}-init5", figure="figure9", task="uci_yacht", estimator=e,
+                 trunc_len=1, sigma=0.01, num_particles=4, seed=3),
+            logged,
+            trunc_len=1,
+        )
     )
     monkeypatch.setattr(mod, "OFFICIAL", tmp_path / "absent.csv")
     assert set(mod.figures(df)) == {""}

@@ -4,10 +4,6 @@ a mutation that must fail."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import jax
@@ -18,6 +14,7 @@ import pytest
 from pes import estimators, systems, tasks
 from pes.estimators import noise_reuse
 from pes.estimators._common import sample_noise, split_key
+from tests.helpers import two_device_result
 from tests.test_unbiasedness import LQ, THETA, Z, detectable_bias, episode_sums, ib_exact, z_scores
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -274,18 +271,7 @@ print("RESULT" + json.dumps(out))
 
 @pytest.mark.integration
 def test_gpes_two_devices_match_one_device(tmp_path):
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip()
-    env["JAX_PLATFORMS"] = "cpu"
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    script = tmp_path / "two_devices.py"
-    script.write_text(_TWO_DEVICE_SCRIPT)
-    proc = subprocess.run(
-        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")][-1]
-    for case, r in json.loads(line[len("RESULT") :]).items():
+    for case, r in two_device_result(tmp_path, _TWO_DEVICE_SCRIPT, timeout=300).items():
         assert r["state_equal"], case  # states, counters, accumulators, blocks: bit for bit
         assert r["sharded"], case
         assert r["grad_rel"] < 1e-13, (case, r)  # only the order of the cross-device sum differs

@@ -28,6 +28,7 @@ from experiments import cli, figures, integrity, io, reproduce, runner, sizes
 from experiments import config as C
 from pes import results
 from tests import test_runner
+from tests.helpers import make_quick
 
 ROOT = Path(__file__).resolve().parent.parent
 STORED2 = ROOT / "results" / "reference" / "quick" / "figure2"  # figure 2, quick, with its digest
@@ -536,9 +537,6 @@ def test_the_figure2_estimate_is_close_to_the_stored_results():
 @pytest.mark.parametrize("damage", ["untouched", "hand-edited", "garbled", "truncated"])
 def test_make_check_figure_2_refuses_damaged_results_naming_the_file(tmp_path, damage):
     """What a user types, on a copy of the stored figure 2 (quick) results."""
-    venv = ROOT / ".venv" / "bin" / "python"
-    if Path(sys.executable).resolve() != venv.resolve():
-        pytest.skip("the Makefile drives .venv; this interpreter is not it")
     csv = stored_copy(tmp_path) / "metrics.csv"
     data = csv.read_bytes()
     if damage == "hand-edited":
@@ -548,13 +546,7 @@ def test_make_check_figure_2_refuses_damaged_results_naming_the_file(tmp_path, d
     elif damage == "truncated":
         data = data[:300_000]
     csv.write_bytes(data)
-    out = subprocess.run(
-        ["make", "-s", "check-figure-2", f"RESULTS={tmp_path}", "PROFILE=quick"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    out = make_quick("check-figure-2", tmp_path, timeout=300)
     if damage == "untouched":  # as before: the table, every claim passes: exit 0
         assert "10 PASS, 0 FAIL, 0 NOT RUN" in out.stdout and out.returncode == 0, out.stderr
         return

@@ -13,18 +13,11 @@ import pytest
 from experiments import config as C
 from pes import estimators, hyperopt, search, systems, tasks
 from pes.tasks import mlp_hparams
+from tests.test_mnist_lr_schedule import SMALL as LR_SCHEDULE_SMALL
 from tests.test_mnist_lr_schedule import write_npz
 
-SMALL = dict(
-    data_source="npz",
-    num_val=40,
-    horizon=8,
-    batch_size=8,
-    objective_batch_size=8,
-    hidden=[6, 5],
-    downsample=4,
-    num_eval_runs=2,
-)
+# the LR-schedule task's small sizes, with a shorter horizon, two hidden layers and 2 evaluation runs
+SMALL = dict(LR_SCHEDULE_SMALL, horizon=8, hidden=[6, 5], num_eval_runs=2)
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,7 @@ import pytest
 import pes
 from pes import sharding, tasks
 from pes.systems import UnrolledSystem
+from tests.helpers import two_device_result
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -240,23 +241,7 @@ print("RESULT" + json.dumps(out))
 
 @pytest.mark.integration
 def test_two_devices_match_one_device_and_only_reduce_the_gradient(tmp_path):
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip()
-    env["JAX_PLATFORMS"] = "cpu"
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    script = tmp_path / "two_devices.py"
-    script.write_text(_TWO_DEVICE_SCRIPT)
-    proc = subprocess.run(
-        [sys.executable, str(script), str(Path(__file__).parent)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")][-1]
-    out = json.loads(line[len("RESULT") :])
+    out = two_device_result(tmp_path, _TWO_DEVICE_SCRIPT, Path(__file__).parent, timeout=600)
     assert out.pop("config_devices") == "auto"
     for case, r in out.items():
         if case.endswith("_lq"):
