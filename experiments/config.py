@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 import pes
-from experiments import artefacts
+from experiments import artefacts, compilation_cache
 from experiments.cli import EXIT_CONFIG, Problem, one_line
 from pes import horizons, outer, tasks
 from pes.estimators import GradientEstimator
@@ -394,7 +394,10 @@ def use_x64(cfg: DictConfig) -> None:
     figure whose runs or post-steps set ``x64`` differently, several figures in turn), so it
     is set from the config at hand when its objects are built (`make_task`, `build`) and
     again before a computation that may follow another config's work (a post-step's
-    compute, a job's part of one).  `pes` itself never sets it."""
+    compute, a job's part of one).  `pes` itself never sets it.  The first call also switches
+    on the persistent compilation cache (`experiments.compilation_cache`), since every
+    computation of the suite comes after one."""
+    compilation_cache.enable()
     jax.config.update("jax_enable_x64", bool(cfg.x64))
 
 

@@ -27,6 +27,7 @@ import jax
 import numpy as np
 import pandas as pd
 
+from experiments import compilation_cache
 from experiments.cli import Problem, one_line
 from pes import results
 
@@ -478,6 +479,7 @@ def machine() -> dict:
         "cpu_count": os.cpu_count(),
         **cpu_info(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "compilation_cache": compilation_cache.folder(),
         "jax_backend": jax.default_backend(),
         "devices": [str(d) for d in jax.devices()],
     }
