@@ -57,7 +57,7 @@ from typing import NamedTuple
 
 import jax
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from experiments import artefacts, cli, io, sizes
@@ -185,28 +185,29 @@ class Recorded(NamedTuple):
     why: str = ""
 
 
-def inspect_folder(cfg: DictConfig, out_dir: Path, fp: str) -> Recorded:
-    """Classify ``out_dir`` for ``cfg``; raises `ConfigChanged` / `io.FileProblem` when refused."""
+def inspect_folder(spec: C.RunSpec, out_dir: Path) -> Recorded:
+    """Classify ``out_dir`` for the run ``spec``; raises `ConfigChanged` / `io.FileProblem` when refused."""
+    fp = spec.fingerprint
     io.expect_files(out_dir, (CSV, CKPT, META))
     has_results = (out_dir / CSV).exists() or (out_dir / CKPT).exists()
     try:
         meta = io.read_json(out_dir / META, fix=_resume_false_fix(out_dir))
     except io.FileProblem:
-        if cfg.resume:
+        if spec.resume:
             raise
         return Recorded("aside", None, "its run.json is unreadable")
     if meta is None:
         if not has_results:
             return Recorded("fresh", None)
-        if cfg.resume:
+        if spec.resume:
             raise io.FileProblem(
                 f"{out_dir} holds results but no {META}, so their config is unknown; "
                 f"fix: {_resume_false_fix(out_dir)}"
             )
         return Recorded("aside", None, f"it holds results without {META}")
     if C.recorded_fingerprint(meta) != fp:
-        diff = C.config_diff(meta.get("config") or {}, cfg)
-        if not cfg.overwrite:
+        diff = C.config_diff(meta.get("config") or {}, spec.config)
+        if not spec.overwrite:
             raise ConfigChanged(
                 f"{out_dir} holds results of another config (fingerprint {meta.get('fingerprint')} "
                 f"-> {fp}: {diff}); fix: add overwrite=true to move them to "
@@ -216,13 +217,12 @@ def inspect_folder(cfg: DictConfig, out_dir: Path, fp: str) -> Recorded:
     return Recorded("same", meta)
 
 
-def check(cfg: DictConfig) -> Path:
+def check(spec: C.RunSpec) -> Path:
     """Checks that need no compute (folder creatable, run.json readable, same config or
     ``overwrite``); `experiments.reproduce` calls it for every run before computing any."""
-    out_dir = C.run_dir(cfg)
-    make_folder(out_dir)
-    inspect_folder(cfg, out_dir, C.fingerprint(cfg))
-    return out_dir
+    make_folder(spec.run_dir)
+    inspect_folder(spec, spec.run_dir)
+    return spec.run_dir
 
 
 def status(out_dir: Path) -> str | None:
@@ -341,12 +341,12 @@ def _resume(out_dir: Path, rid: str, meta: dict, fresh_state) -> Start:
     return from_scratch(out_dir, fresh_state)
 
 
-def begin(cfg: DictConfig, out_dir: Path, rid: str, recorded: Recorded, fresh_state) -> Start:
+def begin(spec: C.RunSpec, out_dir: Path, recorded: Recorded, fresh_state) -> Start:
     """Where a locked run folder starts: its verified checkpoint when it holds this config
     and ``resume`` is on, else from scratch.  A finished run's run.json is brought in line
     with its checkpoint (a process killed between the two writes)."""
-    if recorded.action == "same" and cfg.resume:
-        start = _resume(out_dir, rid, recorded.meta, fresh_state)
+    if recorded.action == "same" and spec.resume:
+        start = _resume(out_dir, spec.run_id, recorded.meta, fresh_state)
     else:
         start = from_scratch(out_dir, fresh_state)
     if start.finished and start.meta.get("status") != start.finished:
@@ -354,23 +354,23 @@ def begin(cfg: DictConfig, out_dir: Path, rid: str, recorded: Recorded, fresh_st
     return start
 
 
-def own_folder(cfg: DictConfig, out_dir: Path) -> None:
+def own_folder(spec: C.RunSpec, out_dir: Path) -> None:
     """Refuse to move anything but the run's own folder aside: ``out_dir`` must be
     ``<results_root>/<profile>/<figure>/runs/<run id>`` itself, a real folder (not a link)."""
     out_dir = Path(out_dir)
     if (
         out_dir.is_symlink()
         or not out_dir.is_dir()
-        or os.path.abspath(out_dir) != os.path.abspath(C.run_dir(cfg))
-        or out_dir.name != C.run_id(cfg)
+        or os.path.abspath(out_dir) != os.path.abspath(spec.run_dir)
+        or out_dir.name != spec.run_id
     ):
         raise io.FileProblem(
-            f"{out_dir} is not the run folder of {C.run_id(cfg)} ({C.run_dir(cfg)}); "
+            f"{out_dir} is not the run folder of {spec.run_id} ({spec.run_dir}); "
             "overwrite=true only moves a run's own folder aside; fix: move it by hand"
         )
 
 
-def lock_folder(cfg: DictConfig, out_dir: Path, fp: str) -> tuple[io.FolderLock, Recorded]:
+def lock_folder(spec: C.RunSpec, out_dir: Path) -> tuple[io.FolderLock, Recorded]:
     """Lock ``out_dir`` and judge what it holds; a folder of another config is moved aside
     (when allowed) and the fresh folder locked instead."""
     make_folder(out_dir)
@@ -378,9 +378,9 @@ def lock_folder(cfg: DictConfig, out_dir: Path, fp: str) -> tuple[io.FolderLock,
     try:
         io.remove_stale_temporaries(out_dir)
         io.remove_stale_temporaries(out_dir / KEPT)
-        recorded = inspect_folder(cfg, out_dir, fp)
+        recorded = inspect_folder(spec, out_dir)
         if recorded.action == "aside":
-            own_folder(cfg, out_dir)
+            own_folder(spec, out_dir)
             aside = io.move_aside(out_dir)  # our lock file moves along, still held
             make_folder(out_dir)
             new_lock = io.FolderLock(out_dir).acquire()
@@ -396,27 +396,28 @@ def lock_folder(cfg: DictConfig, out_dir: Path, fp: str) -> tuple[io.FolderLock,
 # ----------------------------------------------------------------------------- running
 
 
-def run(cfg: DictConfig, *, out_dir: Path | None = None) -> Path:
-    """Run ``cfg`` (validated first); returns the run directory."""
-    built = C.build(cfg)
-    rid = C.run_id(cfg)
-    out_dir = Path(out_dir) if out_dir is not None else C.run_dir(cfg)
-    fp = C.fingerprint(cfg)
-    sizes.check_run(cfg, built, out_dir)  # before any compute: refused above max_result_mb
-    lock, recorded = lock_folder(cfg, out_dir, fp)
+def run(cfg: DictConfig | C.RunSpec, *, out_dir: Path | None = None) -> Path:
+    """Run ``cfg``: a composed config (validated and built first, `config.RunSpec.from_config`)
+    or a run's spec; returns the run directory."""
+    spec = C.as_spec(cfg)
+    built = spec.built
+    out_dir = Path(out_dir) if out_dir is not None else spec.run_dir
+    sizes.check_run(spec, out_dir)  # before any compute: refused above max_result_mb
+    lock, recorded = lock_folder(spec, out_dir)
     try:
-        key = jax.random.key(int(cfg.seed))
+        C.set_x64(spec.x64)  # the spec may have been built before another config's
+        key = jax.random.key(spec.seed)
         fresh = outer.init_state(key, built.task.theta_init, built.estimator, built.optimizer)
-        start = begin(cfg, out_dir, rid, recorded, fresh)
+        start = begin(spec, out_dir, recorded, fresh)
         if start.finished:
             return out_dir
-        _train(cfg, built, rid, out_dir, fp, start)
+        _train(spec, out_dir, start)
     finally:
         lock.release()
     return out_dir
 
 
-def run_meta(cfg: DictConfig, built: C.Built, previous: dict | None, step: int, **extra) -> dict:
+def run_meta(spec: C.RunSpec, previous: dict | None, step: int, **extra) -> dict:
     """run.json of a run starting (or resuming) at outer step ``step``: provenance, config,
     the attempts so far plus this one, status ``running``; ``extra`` (e.g. ``batched_with``)
     goes into this attempt's record and the top level.  ``previous`` is the run.json of the
@@ -434,14 +435,14 @@ def run_meta(cfg: DictConfig, built: C.Built, previous: dict | None, step: int, 
     )
     return {
         **artefacts.provenance(),  # git commit, packages, machine: the suite's one run-info head
-        "run_id": C.run_id(cfg),
-        "fingerprint": C.fingerprint(cfg),
-        "config": OmegaConf.to_container(cfg, resolve=True),
-        "profile": str(cfg.profile.name),
-        "estimator_cost_per_outer_step": built.estimator.cost_per_estimate,
-        "size_estimate": sizes.run_estimate(cfg, built),  # rows and bytes, estimated before compute
+        "run_id": spec.run_id,
+        "fingerprint": spec.fingerprint,
+        "config": spec.config,
+        "profile": spec.profile,
+        "estimator_cost_per_outer_step": spec.built.estimator.cost_per_estimate,
+        "size_estimate": sizes.run_estimate(spec),  # rows and bytes, estimated before compute
         # the task's static facts (e.g. which dataset was loaded and from where)
-        "task_info": built.task.info(),
+        "task_info": spec.built.task.info(),
         "status": "running",
         "pid": os.getpid(),
         "host": socket.gethostname(),
@@ -451,11 +452,12 @@ def run_meta(cfg: DictConfig, built: C.Built, previous: dict | None, step: int, 
     }
 
 
-def _train(cfg, built: C.Built, rid: str, out_dir: Path, fp: str, start: Start) -> None:
+def _train(spec: C.RunSpec, out_dir: Path, start: Start) -> None:
+    built, train, rid = spec.built, spec.train, spec.run_id
     state, log = start.state, start.log
-    info = C.run_info(cfg)
-    meta = run_meta(cfg, built, start.meta, int(state.step))
-    keep = C.keep_checkpoints(cfg)
+    info = spec.run_info
+    meta = run_meta(spec, start.meta, int(state.step))
+    keep = train.keep_checkpoints
     wall_before = meta["wall_time_s"]
     io.write_json(out_dir / META, meta)
 
@@ -475,7 +477,7 @@ def _train(cfg, built: C.Built, rid: str, out_dir: Path, fp: str, start: Start) 
 
     def failed(err, steps):
         msg = (
-            f"{rid} (seed {cfg.seed}): failed during {steps}: {_last_line(err)}; "
+            f"{rid} (seed {spec.seed}): failed during {steps}: {_last_line(err)}; "
             f"rows up to outer step {kept} are kept in {out_dir / CSV}"
         )
         finish("failed", after_error=True, error=msg, failed_after_outer_step=kept)
@@ -487,9 +489,9 @@ def _train(cfg, built: C.Built, rid: str, out_dir: Path, fp: str, start: Start) 
         rows, bad = chunk_rows(info, metrics, built.estimator, cost_metric)
         log.append(rows)
         done = int(state.step)
-        status = "diverged" if bad else "complete" if done >= built.num_steps else "running"
+        status = "diverged" if bad else "complete" if done >= train.num_outer_steps else "running"
         record = {"outer_step": done, "status": status, **log.record()}
-        save_checkpoint(out_dir, state, record, built.num_steps, keep)
+        save_checkpoint(out_dir, state, record, train.num_outer_steps, keep)
         kept = done
         if bad is not None:
             step, name, value = bad
@@ -503,11 +505,11 @@ def _train(cfg, built: C.Built, rid: str, out_dir: Path, fp: str, start: Start) 
         return status != "running"
 
     bar = tqdm(
-        total=built.num_steps,
+        total=train.num_outer_steps,
         initial=done,
         desc=rid,
         unit="step",
-        disable=None if cfg.progress else True,  # None: only on a terminal
+        disable=None if spec.progress else True,  # None: only on a terminal
         file=sys.stderr,
         leave=False,
     )
@@ -522,16 +524,16 @@ def _train(cfg, built: C.Built, rid: str, out_dir: Path, fp: str, start: Start) 
                 return
             points = with_cost(first, built.estimator, cost_metric)
             log.append(results.rows(info, points, built.estimator.steps_per_estimate))
-        while done < built.num_steps:
-            n = min(built.chunk_size, built.num_steps - done)
+        while done < train.num_outer_steps:
+            n = min(train.chunk_size, train.num_outer_steps - done)
             if n not in chunks:
                 chunks[n] = outer.make_chunk(
                     built.estimator,
                     built.optimizer,
-                    log_every=built.log_every,
-                    num_logs=n // built.log_every,
+                    log_every=train.log_every,
+                    num_logs=n // train.log_every,
                     evaluate=built.task.evaluate,
-                    nonfinite=built.nonfinite,
+                    nonfinite=train.nonfinite,
                 )
             try:
                 state, metrics = chunks[n](state)
@@ -544,8 +546,8 @@ def _train(cfg, built: C.Built, rid: str, out_dir: Path, fp: str, start: Start) 
     except KeyboardInterrupt:
         finish("interrupted", after_error=True, interrupted_at_outer_step=kept)
         raise Interrupted(
-            f"{rid} stopped at outer step {kept} of {built.num_steps}; its rows up to there are kept in "
-            f"{out_dir / CSV}; {INTERRUPT_HINT}"
+            f"{rid} stopped at outer step {kept} of {train.num_outer_steps}; its rows up to there are kept "
+            f"in {out_dir / CSV}; {INTERRUPT_HINT}"
         ) from None
     except OSError as err:  # a full disk, a folder where a file belongs, ...: one line, status failed
         kept_text = f"rows up to outer step {kept} are kept and a rerun resumes there"
