@@ -120,78 +120,91 @@ def _starts(specs: list[C.RunSpec], recorded: list[runner.Recorded]) -> list[run
     return starts
 
 
-def _train_batch(specs: list[C.RunSpec], starts: list[runner.Start]) -> None:
-    """Meta-train the unfinished members together from their (common) outer step."""
-    first = specs[0]
-    est, opt, task = first.built.estimator, first.built.optimizer, first.built.task
-    ids = [spec.run_id for spec in specs]
-    dirs = [spec.run_dir for spec in specs]
-    step = int(starts[0].state.step)
-    metas = [runner.run_meta(spec, st.meta, step, batched_with=ids) for spec, st in zip(specs, starts)]
-    for d, m in zip(dirs, metas):
-        io.write_json(d / runner.META, m)
-    walls_before = [m["wall_time_s"] for m in metas]
-    keeps = [spec.train.keep_checkpoints for spec in specs]
-    logs = [st.log for st in starts]
-    states = _stack([st.state for st in starts])
-    infos = [spec.run_info for spec in specs]
-    k = est.steps_per_estimate
-    live = [True] * len(specs)
-    t0 = time.perf_counter()
+class _Members:
+    """The bookkeeping of a batch's members while they train: rows, checkpoints, run.json."""
 
-    def finish(r: int, status: str, **extra) -> None:
-        metas[r].update(status=status, wall_time_s=walls_before[r] + time.perf_counter() - t0, **extra)
-        metas[r]["batch_wall_time_s"] = time.perf_counter() - t0
-        metas[r]["attempts"][-1].update(ended=time.strftime("%Y-%m-%d %H:%M:%S"), status=status)
-        io.write_json(dirs[r] / runner.META, metas[r])
+    def __init__(self, specs: list[C.RunSpec], starts: list[runner.Start]):
+        self.specs = specs
+        self.ids = [spec.run_id for spec in specs]
+        step = int(starts[0].state.step)
+        self.metas = [
+            runner.run_meta(spec, st.meta, step, batched_with=self.ids) for spec, st in zip(specs, starts)
+        ]
+        for spec, m in zip(specs, self.metas):
+            io.write_json(spec.run_dir / runner.META, m)
+        self.walls_before = [m["wall_time_s"] for m in self.metas]
+        self.logs = [st.log for st in starts]
+        self.live = [True] * len(specs)
+        self.t0 = time.perf_counter()
 
-    def member(metrics, r: int) -> dict:
-        """Member r's log points."""
-        return {name: np.asarray(v[r]) for name, v in metrics.items()}
+    def _write(self, r: int, **update) -> None:
+        meta = self.metas[r]
+        meta.update(wall_time_s=self.walls_before[r] + time.perf_counter() - self.t0, **update)
+        meta["batch_wall_time_s"] = time.perf_counter() - self.t0
+        io.write_json(self.specs[r].run_dir / runner.META, meta)
 
-    def log_member(metrics, r: int, now: int, total: int) -> None:
-        """The member's rows (`experiments.runner.chunk_rows`), checkpoint, run.json."""
-        rows, bad = runner.chunk_rows(infos[r], member(metrics, r), est, task.cost_metric)
-        logs[r].append(rows)
+    def finish(self, r: int, status: str, **extra) -> None:
+        self.metas[r]["attempts"][-1].update(ended=time.strftime("%Y-%m-%d %H:%M:%S"), status=status)
+        self._write(r, status=status, **extra)
+
+    def log_start(self, first_metrics, states) -> None:
+        """Each member's starting point (a member that already diverged is finished)."""
+        built = self.specs[0].built
+        for r, spec in enumerate(self.specs):
+            if runner.divergence(_member(first_metrics, r)) is not None:
+                self.log(first_metrics, r, states, 0)
+            else:
+                points = runner.with_cost(_member(first_metrics, r), built.estimator, built.task.cost_metric)
+                self.logs[r].append(results.rows(spec.run_info, points, built.estimator.steps_per_estimate))
+
+    def log(self, metrics, r: int, states, now: int) -> None:
+        """Member r's rows (`experiments.runner.chunk_rows`), checkpoint, run.json."""
+        spec, built = self.specs[r], self.specs[0].built
+        total = spec.train.num_outer_steps
+        points = _member(metrics, r)
+        rows, bad = runner.chunk_rows(spec.run_info, points, built.estimator, built.task.cost_metric)
+        self.logs[r].append(rows)
         status = "diverged" if bad else "complete" if now >= total else "running"
-        record = {"outer_step": now, "status": status, **logs[r].record()}
-        runner.save_checkpoint(dirs[r], _take(states, r), record, total, keeps[r])
+        record = {"outer_step": now, "status": status, **self.logs[r].record()}
+        runner.save_checkpoint(spec.run_dir, _take(states, r), record, total, spec.train.keep_checkpoints)
         if bad is not None:
-            live[r] = False
-            finish(r, "diverged", diverged_at_outer_step=bad[0], diverged_metric=bad[1])
+            self.live[r] = False
+            self.finish(r, "diverged", diverged_at_outer_step=bad[0], diverged_metric=bad[1])
             print(
-                f"{ids[r]}: diverged at outer step {bad[0]} ({bad[1]} = {bad[2]:.3g}); rows kept",
+                f"{self.ids[r]}: diverged at outer step {bad[0]} ({bad[1]} = {bad[2]:.3g}); rows kept",
                 file=sys.stderr,
             )
         elif status == "complete":
-            finish(r, "complete")
+            self.finish(r, "complete")
         else:
-            metas[r]["wall_time_s"] = walls_before[r] + time.perf_counter() - t0
-            metas[r]["batch_wall_time_s"] = time.perf_counter() - t0
-            io.write_json(dirs[r] / runner.META, metas[r])
+            self._write(r)
 
-    train = first.train
-    num_steps, log_every, chunk_size = train.num_outer_steps, train.log_every, train.chunk_size
+
+def _member(metrics, r: int) -> dict:
+    """Member r's log points."""
+    return {name: np.asarray(v[r]) for name, v in metrics.items()}
+
+
+def _train_batch(specs: list[C.RunSpec], starts: list[runner.Start]) -> None:
+    """Meta-train the unfinished members together from their (common) outer step."""
+    built, train = specs[0].built, specs[0].train
+    est, opt, task = built.estimator, built.optimizer, built.task
+    members = _Members(specs, starts)
+    states = _stack([st.state for st in starts])
+    step = int(starts[0].state.step)
     try:
         if step == 0:
             initial = jax.jit(jax.vmap(outer.make_initial_metrics(task.evaluate)))
-            first_metrics = jax.device_get(initial(states))
-            for r in range(len(specs)):
-                if runner.divergence(member(first_metrics, r)) is not None:
-                    log_member(first_metrics, r, 0, num_steps)
-                else:
-                    points = runner.with_cost(member(first_metrics, r), est, task.cost_metric)
-                    logs[r].append(results.rows(infos[r], points, k))
+            members.log_start(jax.device_get(initial(states)), states)
         chunks = {}
-        while step < num_steps and any(live):
-            n = min(chunk_size, num_steps - step)
+        while step < train.num_outer_steps and any(members.live):
+            n = min(train.chunk_size, train.num_outer_steps - step)
             if n not in chunks:
-                num_logs = n // log_every
                 chunks[n] = outer.make_batched_chunk(
                     est,
                     opt,
-                    log_every=log_every,
-                    num_logs=num_logs,
+                    log_every=train.log_every,
+                    num_logs=n // train.log_every,
                     evaluate=task.evaluate,
                     nonfinite=train.nonfinite,
                 )
@@ -199,14 +212,17 @@ def _train_batch(specs: list[C.RunSpec], starts: list[runner.Start]) -> None:
             metrics = jax.device_get(metrics)
             step = int(np.asarray(states.step)[0])
             for r in range(len(specs)):
-                if live[r]:
-                    log_member(metrics, r, step, num_steps)
-            wall = time.perf_counter() - t0
-            print(f"  batch {','.join(ids)}: {step}/{num_steps} outer steps, {wall:.0f} s", file=sys.stderr)
+                if members.live[r]:
+                    members.log(metrics, r, states, step)
+            wall = time.perf_counter() - members.t0
+            print(
+                f"  batch {','.join(members.ids)}: {step}/{train.num_outer_steps} outer steps, {wall:.0f} s",
+                file=sys.stderr,
+            )
     except KeyboardInterrupt:
         for r in range(len(specs)):
-            if live[r] and metas[r]["status"] == "running":
-                finish(r, "interrupted", interrupted_at_outer_step=step)
+            if members.live[r] and members.metas[r]["status"] == "running":
+                members.finish(r, "interrupted", interrupted_at_outer_step=step)
         raise
 
 

@@ -217,9 +217,11 @@ def inspect_folder(spec: C.RunSpec, out_dir: Path) -> Recorded:
     return Recorded("same", meta)
 
 
-def check(spec: C.RunSpec) -> Path:
+def check(run: DictConfig | C.RunSpec) -> Path:
     """Checks that need no compute (folder creatable, run.json readable, same config or
-    ``overwrite``); `experiments.reproduce` calls it for every run before computing any."""
+    ``overwrite``) of a run's spec (or of a composed config, built first); the figure pipeline
+    calls it for every run before computing any."""
+    spec = C.as_spec(run)
     make_folder(spec.run_dir)
     inspect_folder(spec, spec.run_dir)
     return spec.run_dir
@@ -452,80 +454,80 @@ def run_meta(spec: C.RunSpec, previous: dict | None, step: int, **extra) -> dict
     }
 
 
-def _train(spec: C.RunSpec, out_dir: Path, start: Start) -> None:
-    built, train, rid = spec.built, spec.train, spec.run_id
-    state, log = start.state, start.log
-    info = spec.run_info
-    meta = run_meta(spec, start.meta, int(state.step))
-    keep = train.keep_checkpoints
-    wall_before = meta["wall_time_s"]
-    io.write_json(out_dir / META, meta)
+class _Training:
+    """A run's bookkeeping while it trains: its state, rows, checkpoints and run.json."""
 
-    chunks: dict[int, object] = {}
-    done = int(state.step)
-    kept = done  # the outer step of the last checkpoint: what a rerun resumes from
-    cost_metric = built.task.cost_metric
-    t0 = time.perf_counter()
+    def __init__(self, spec: C.RunSpec, out_dir: Path, start: Start):
+        self.spec, self.out_dir = spec, out_dir
+        self.state, self.log = start.state, start.log
+        self.meta = run_meta(spec, start.meta, int(self.state.step))
+        self.wall_before = self.meta["wall_time_s"]
+        io.write_json(out_dir / META, self.meta)
+        self.done = int(self.state.step)
+        self.kept = self.done  # the outer step of the last checkpoint: what a rerun resumes from
+        self.t0 = time.perf_counter()
 
-    def finish(status: str, *, after_error: bool = False, **extra) -> None:
-        meta.update(status=status, wall_time_s=wall_before + time.perf_counter() - t0, **extra)
+    def finish(self, status: str, *, after_error: bool = False, **extra) -> None:
+        meta = self.meta
+        meta.update(status=status, wall_time_s=self.wall_before + time.perf_counter() - self.t0, **extra)
         meta["attempts"][-1].update(ended=time.strftime("%Y-%m-%d %H:%M:%S"), status=status)
         if after_error:  # also on a full disk: the status must not stay "running"
-            io.write_json_anyhow(out_dir / META, meta)
+            io.write_json_anyhow(self.out_dir / META, meta)
         else:
-            io.write_json(out_dir / META, meta)
+            io.write_json(self.out_dir / META, meta)
 
-    def failed(err, steps):
+    def failed(self, err: BaseException, steps: str) -> RunFailed:
         msg = (
-            f"{rid} (seed {spec.seed}): failed during {steps}: {_last_line(err)}; "
-            f"rows up to outer step {kept} are kept in {out_dir / CSV}"
+            f"{self.spec.run_id} (seed {self.spec.seed}): failed during {steps}: {_last_line(err)}; "
+            f"rows up to outer step {self.kept} are kept in {self.out_dir / CSV}"
         )
-        finish("failed", after_error=True, error=msg, failed_after_outer_step=kept)
+        self.finish("failed", after_error=True, error=msg, failed_after_outer_step=self.kept)
         return RunFailed(msg)
 
-    def log_rows(metrics) -> bool:
+    def log_rows(self, metrics) -> bool:
         """Append the rows (cut at a divergence), checkpoint; True when the run is finished."""
-        nonlocal done, kept
-        rows, bad = chunk_rows(info, metrics, built.estimator, cost_metric)
-        log.append(rows)
-        done = int(state.step)
-        status = "diverged" if bad else "complete" if done >= train.num_outer_steps else "running"
-        record = {"outer_step": done, "status": status, **log.record()}
-        save_checkpoint(out_dir, state, record, train.num_outer_steps, keep)
-        kept = done
+        spec, built, total = self.spec, self.spec.built, self.spec.train.num_outer_steps
+        rows, bad = chunk_rows(spec.run_info, metrics, built.estimator, built.task.cost_metric)
+        self.log.append(rows)
+        self.done = int(self.state.step)
+        status = "diverged" if bad else "complete" if self.done >= total else "running"
+        record = {"outer_step": self.done, "status": status, **self.log.record()}
+        save_checkpoint(self.out_dir, self.state, record, total, spec.train.keep_checkpoints)
+        self.kept = self.done
         if bad is not None:
             step, name, value = bad
-            finish("diverged", diverged_at_outer_step=step, diverged_metric=name)
-            _note(f"{rid}: diverged at outer step {step} ({name} = {value:.3g}); run stopped, rows kept")
+            self.finish("diverged", diverged_at_outer_step=step, diverged_metric=name)
+            _note(
+                f"{spec.run_id}: diverged at outer step {step} ({name} = {value:.3g}); run stopped, rows kept"
+            )
         elif status == "complete":
-            finish("complete")
+            self.finish("complete")
         else:
-            meta["wall_time_s"] = wall_before + time.perf_counter() - t0
-            io.write_json(out_dir / META, meta)
+            self.meta["wall_time_s"] = self.wall_before + time.perf_counter() - self.t0
+            io.write_json(self.out_dir / META, self.meta)
         return status != "running"
 
-    bar = tqdm(
-        total=train.num_outer_steps,
-        initial=done,
-        desc=rid,
-        unit="step",
-        disable=None if spec.progress else True,  # None: only on a terminal
-        file=sys.stderr,
-        leave=False,
-    )
-    try:
-        if done == 0:  # the starting point: theta and the task's evaluation before any update
-            try:
-                first = jax.device_get(outer.make_initial_metrics(built.task.evaluate)(state))
-            except Exception as err:  # noqa: BLE001 - reported with the run's identity, then re-raised
-                raise failed(err, "the initial evaluation") from err
-            if divergence(first) is not None:
-                log_rows(first)
-                return
-            points = with_cost(first, built.estimator, cost_metric)
-            log.append(results.rows(info, points, built.estimator.steps_per_estimate))
-        while done < train.num_outer_steps:
-            n = min(train.chunk_size, train.num_outer_steps - done)
+    def log_start(self) -> bool:
+        """The starting point: theta and the task's evaluation before any update; True when
+        it already diverged (the run is finished)."""
+        built = self.spec.built
+        try:
+            first = jax.device_get(outer.make_initial_metrics(built.task.evaluate)(self.state))
+        except Exception as err:  # noqa: BLE001 - reported with the run's identity, then re-raised
+            raise self.failed(err, "the initial evaluation") from err
+        if divergence(first) is not None:
+            self.log_rows(first)
+            return True
+        points = with_cost(first, built.estimator, built.task.cost_metric)
+        self.log.append(results.rows(self.spec.run_info, points, built.estimator.steps_per_estimate))
+        return False
+
+    def train(self, bar) -> None:
+        """Compiled chunks of outer steps until the run is finished."""
+        built, train = self.spec.built, self.spec.train
+        chunks: dict[int, object] = {}
+        while self.done < train.num_outer_steps:
+            n = min(train.chunk_size, train.num_outer_steps - self.done)
             if n not in chunks:
                 chunks[n] = outer.make_chunk(
                     built.estimator,
@@ -536,23 +538,41 @@ def _train(spec: C.RunSpec, out_dir: Path, start: Start) -> None:
                     nonfinite=train.nonfinite,
                 )
             try:
-                state, metrics = chunks[n](state)
+                self.state, metrics = chunks[n](self.state)
                 metrics = jax.device_get(metrics)
             except Exception as err:  # noqa: BLE001 - reported with the run's identity, then re-raised
-                raise failed(err, f"outer steps {done + 1}..{done + n}") from err
-            if log_rows(metrics):
+                raise self.failed(err, f"outer steps {self.done + 1}..{self.done + n}") from err
+            if self.log_rows(metrics):
                 return
             bar.update(n)
+
+
+def _train(spec: C.RunSpec, out_dir: Path, start: Start) -> None:
+    run = _Training(spec, out_dir, start)
+    total = spec.train.num_outer_steps
+    bar = tqdm(
+        total=total,
+        initial=run.done,
+        desc=spec.run_id,
+        unit="step",
+        disable=None if spec.progress else True,  # None: only on a terminal
+        file=sys.stderr,
+        leave=False,
+    )
+    try:
+        if run.done == 0 and run.log_start():
+            return
+        run.train(bar)
     except KeyboardInterrupt:
-        finish("interrupted", after_error=True, interrupted_at_outer_step=kept)
+        run.finish("interrupted", after_error=True, interrupted_at_outer_step=run.kept)
         raise Interrupted(
-            f"{rid} stopped at outer step {kept} of {train.num_outer_steps}; its rows up to there are kept "
+            f"{spec.run_id} stopped at outer step {run.kept} of {total}; its rows up to there are kept "
             f"in {out_dir / CSV}; {INTERRUPT_HINT}"
         ) from None
     except OSError as err:  # a full disk, a folder where a file belongs, ...: one line, status failed
-        kept_text = f"rows up to outer step {kept} are kept and a rerun resumes there"
-        problem = cli.file_problem(err, need=_still_needed(out_dir, meta, err), what=kept_text)
-        finish("failed", after_error=True, error=str(problem), failed_after_outer_step=kept)
+        kept_text = f"rows up to outer step {run.kept} are kept and a rerun resumes there"
+        problem = cli.file_problem(err, need=_still_needed(out_dir, run.meta, err), what=kept_text)
+        run.finish("failed", after_error=True, error=str(problem), failed_after_outer_step=run.kept)
         raise io.FileProblem(str(problem)) from err
     finally:
         bar.close()
