@@ -11,7 +11,6 @@ the door, it is all the run path reads.
 from __future__ import annotations
 
 import ast
-import dataclasses
 from pathlib import Path
 
 import pytest
@@ -31,65 +30,59 @@ class ConfigRead(AssertionError):
     """A DictConfig was read while the guard was on."""
 
 
-def _spec(root: Path, *extra: str) -> C.RunSpec:
-    return C.RunSpec.from_config(test_runner.compose(root, *extra))
-
-
-def test_the_spec_names_what_the_config_functions_give(tmp_path):
-    cfg = test_runner.compose(tmp_path, "seed=7", "train.keep_checkpoints=3")
-    spec = C.RunSpec.from_config(cfg)
-    identity = (C.run_id(cfg), C.run_dir(cfg), C.fingerprint(cfg))
-    assert (spec.run_id, spec.run_dir, spec.fingerprint) == identity
-    assert spec.run_info == C.run_info(cfg) and spec.seed == 7 and spec.profile == "quick"
-    assert spec.config == OmegaConf.to_container(cfg, resolve=True)
-    assert spec.train == C.TrainSettings(40, 5, 10, 3, None)
-    assert (spec.resume, spec.overwrite, spec.progress, spec.x64) == (True, False, False, False)
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        spec.seed = 8  # type: ignore[misc]
-
-
-def test_bad_values_fail_when_the_spec_is_built(tmp_path):
-    for override, message in (
-        ("train.keep_checkpoints=-1", "train.keep_checkpoints=-1 is invalid"),
-        ("max_result_mb=0", "max_result_mb=0 is invalid"),
-        ("seed=-1", "seed=-1 is invalid"),
-        ("train.nonfinite=drop", "train.nonfinite='drop' is invalid"),
-    ):
-        with pytest.raises(C.ConfigError, match=message):
-            _spec(tmp_path, override)
+def _composed(root: Path, *extra: str):
+    return test_runner.compose(root, *extra)
 
 
 @pytest.fixture
-def specs(tmp_path):
-    """Specs of one run and of a two-seed batch, built before any guard is on."""
+def runs(tmp_path):
+    """The composed configs of one run and of a two-seed batch, and their specs (built before
+    any guard is on)."""
+    single = _composed(tmp_path / "single")
+    batch = [_composed(tmp_path / "batch", f"seed={s}", f"run_id=lq-pes-{s}") for s in (0, 1)]
     return {
-        "single": _spec(tmp_path / "single"),
-        "reference": test_runner.compose(tmp_path / "reference"),
-        "batch": [_spec(tmp_path / "batch", f"seed={s}", f"run_id=lq-pes-{s}") for s in (0, 1)],
+        "configs": [single, *batch],
+        "single": C.RunSpec.from_config(single),
+        "batch": [C.RunSpec.from_config(cfg) for cfg in batch],
+        "reference": _composed(tmp_path / "reference"),
     }
 
 
-def test_the_run_path_reads_no_config(specs, monkeypatch):
-    reference = runner.run(specs["reference"])  # the config path, before the guard
-    guard(monkeypatch)
-    out = runner.run(specs["single"])
+def test_the_run_path_reads_no_config(runs, monkeypatch):
+    reference = runner.run(runs["reference"])  # the config path, before the guard
+    guard(monkeypatch, [*runs["configs"], runs["reference"]])
+    out = runner.run(runs["single"])
     assert (out / runner.CSV).read_bytes() == (reference / runner.CSV).read_bytes()
-    assert runner.check(specs["single"]) == out
-    assert sizes.run_estimate(specs["single"])["rows"] > 0
-    dirs = batched.run_batch(specs["batch"])
+    assert runner.check(runs["single"]) == out
+    assert sizes.run_estimate(runs["single"])["rows"] > 0
+    dirs = batched.run_batch(runs["batch"])
     assert all((d / runner.CSV).is_file() for d in dirs)
     with pytest.raises(ConfigRead):  # negative control: the same run from its config reads it
-        runner.run(specs["reference"])
+        runner.run(runs["reference"])
 
 
-def guard(monkeypatch) -> None:
-    def refuse(*args, **kwargs):
-        raise ConfigRead("a DictConfig was read on the run path")
+def guard(monkeypatch, configs) -> None:
+    """Every read of ``configs`` (or of a node in them) raises `ConfigRead`: attributes, items,
+    ``get``, iteration, ``OmegaConf.to_container`` and ``select``."""
+    watched = {id(cfg) for cfg in configs}
+
+    def is_watched(node) -> bool:
+        while node._get_parent() is not None:
+            node = node._get_parent()
+        return id(node) in watched
+
+    def refusing(original):
+        def method(self, *args, **kwargs):
+            if isinstance(self, DictConfig) and is_watched(self):
+                raise ConfigRead("a composed config was read on the run path")
+            return original(self, *args, **kwargs)
+
+        return method
 
     for name in ("__getattr__", "__getitem__", "get", "__contains__", "__iter__", "items", "keys"):
-        monkeypatch.setattr(DictConfig, name, refuse)
-    monkeypatch.setattr(OmegaConf, "to_container", staticmethod(refuse))
-    monkeypatch.setattr(OmegaConf, "select", staticmethod(refuse))
+        monkeypatch.setattr(DictConfig, name, refusing(getattr(DictConfig, name)))
+    for name in ("to_container", "select"):
+        monkeypatch.setattr(OmegaConf, name, staticmethod(refusing(getattr(OmegaConf, name))))
 
 
 def dictconfig_uses(source: str, doors: set[str]) -> list[str]:
