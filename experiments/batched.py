@@ -22,6 +22,7 @@ runner's rule) gets the runner's marker row and no more rows; the others go on.
 
 from __future__ import annotations
 
+import copy
 import sys
 import time
 from collections import OrderedDict
@@ -34,15 +35,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments import cli, figures, io, runner, sizes
 from experiments import config as C
-from experiments.reproduce import parse
+from experiments.pipeline import parse
 from pes import outer, results
 
 DEFAULT_MAX_BATCH = 16
 
 
-def batch_signature(cfg: DictConfig) -> str:
+def batch_signature(spec: C.RunSpec) -> str:
     """The resolved config without the per-seed keys: runs with equal signatures batch."""
-    data = OmegaConf.to_container(cfg, resolve=True)
+    data = copy.deepcopy(spec.config)
     for key in ("seed", "run_id", *C.NON_RESULT_KEYS):
         data.pop(key, None)
     data.get("task", {}).pop("init_seed", None)
@@ -50,11 +51,11 @@ def batch_signature(cfg: DictConfig) -> str:
     return OmegaConf.to_yaml(OmegaConf.create(data), sort_keys=True)
 
 
-def group_runs(cfgs: list[DictConfig], max_batch: int) -> list[list[DictConfig]]:
+def group_runs(specs: list[C.RunSpec], max_batch: int) -> list[list[C.RunSpec]]:
     """Runs grouped by `batch_signature` (first-seen order), split into batches."""
-    groups: OrderedDict[str, list[DictConfig]] = OrderedDict()
-    for cfg in cfgs:
-        groups.setdefault(batch_signature(cfg), []).append(cfg)
+    groups: OrderedDict[str, list[C.RunSpec]] = OrderedDict()
+    for spec in specs:
+        groups.setdefault(batch_signature(spec), []).append(spec)
     out = []
     for members in groups.values():
         out += [members[i : i + max_batch] for i in range(0, len(members), max_batch)]
@@ -69,136 +70,159 @@ def _stack(trees):
     return jax.tree.map(lambda *x: jnp.stack(x), *trees)
 
 
-def run_batch(cfgs: list[DictConfig]) -> list[Path]:
-    """Run one batch of runs that differ only in their seed; returns their directories.
+def run_batch(runs: list[DictConfig | C.RunSpec]) -> list[Path]:
+    """Run one batch of runs that differ only in their seed (composed configs, validated and
+    built first, or their specs); returns their directories.
 
     Every member's folder is locked, judged and resumed exactly as `experiments.runner.run`
     does (same checks, same verified CSV, same checkpoint record), so either runner can
     continue what the other started."""
-    builts = [C.build(cfg) for cfg in cfgs]
-    dirs = [C.run_dir(cfg) for cfg in cfgs]
-    ids = [C.run_id(cfg) for cfg in cfgs]
-    first = builts[0]
-    est, opt, task = first.estimator, first.optimizer, first.task
+    specs = [C.as_spec(run) for run in runs]
+    dirs = [spec.run_dir for spec in specs]
     locks = []
     try:
         recorded = []
-        for cfg, d in zip(cfgs, dirs):
-            lock, rec = runner.lock_folder(cfg, d, C.fingerprint(cfg))
+        for spec in specs:
+            lock, rec = runner.lock_folder(spec, spec.run_dir)
             locks.append(lock)
             recorded.append(rec)
-        keys = jnp.stack([jax.random.key(int(cfg.seed)) for cfg in cfgs])
-        fresh = outer.init_states(keys, _stack([b.task.theta_init for b in builts]), est, opt)
-        starts = [
-            runner.begin(cfg, d, rid, rec, _take(fresh, r))
-            for r, (cfg, d, rid, rec) in enumerate(zip(cfgs, dirs, ids, recorded))
-        ]
+        starts = _starts(specs, recorded)
         todo = [r for r, st in enumerate(starts) if not st.finished]
-        if len({int(starts[r].state.step) for r in todo}) > 1:  # members stopped at different steps
-            for r in todo:
-                if int(starts[r].state.step) > 0:
-                    print(
-                        f"{ids[r]}: batch members stopped at different outer steps; restarting it",
-                        file=sys.stderr,
-                    )
-                    starts[r] = runner.from_scratch(dirs[r], _take(fresh, r))
         if todo:
-            _train_batch(
-                [cfgs[r] for r in todo],
-                [builts[r] for r in todo],
-                [dirs[r] for r in todo],
-                [starts[r] for r in todo],
-                est,
-                opt,
-                task,
-                first,
-            )
+            _train_batch([specs[r] for r in todo], [starts[r] for r in todo])
     finally:
         for lock in locks:
             lock.release()
     return dirs
 
 
-def _train_batch(cfgs, builts, dirs, starts, est, opt, task, first) -> None:
-    ids = [C.run_id(cfg) for cfg in cfgs]
-    step = int(starts[0].state.step)
-    metas = [
-        runner.run_meta(cfg, b, st.meta, step, batched_with=ids) for cfg, b, st in zip(cfgs, builts, starts)
+def _starts(specs: list[C.RunSpec], recorded: list[runner.Recorded]) -> list[runner.Start]:
+    """Where each member starts (`experiments.runner.begin`); when the unfinished members
+    stopped at different outer steps, those that had started begin again."""
+    first = specs[0].built
+    C.set_x64(specs[0].x64)  # the specs may have been built before another config's
+    keys = jnp.stack([jax.random.key(spec.seed) for spec in specs])
+    thetas = _stack([spec.built.task.theta_init for spec in specs])
+    fresh = outer.init_states(keys, thetas, first.estimator, first.optimizer)
+    starts = [
+        runner.begin(spec, spec.run_dir, rec, _take(fresh, r))
+        for r, (spec, rec) in enumerate(zip(specs, recorded))
     ]
-    for d, m in zip(dirs, metas):
-        io.write_json(d / runner.META, m)
-    walls_before = [m["wall_time_s"] for m in metas]
-    keeps = [C.keep_checkpoints(cfg) for cfg in cfgs]
-    logs = [st.log for st in starts]
-    states = _stack([st.state for st in starts])
-    infos = [C.run_info(cfg) for cfg in cfgs]
-    k = est.steps_per_estimate
-    live = [True] * len(cfgs)
-    t0 = time.perf_counter()
+    todo = [r for r, st in enumerate(starts) if not st.finished]
+    if len({int(starts[r].state.step) for r in todo}) > 1:  # members stopped at different steps
+        for r in todo:
+            if int(starts[r].state.step) > 0:
+                print(
+                    f"{specs[r].run_id}: batch members stopped at different outer steps; restarting it",
+                    file=sys.stderr,
+                )
+                starts[r] = runner.from_scratch(specs[r].run_dir, _take(fresh, r))
+    return starts
 
-    def finish(r: int, status: str, **extra) -> None:
-        metas[r].update(status=status, wall_time_s=walls_before[r] + time.perf_counter() - t0, **extra)
-        metas[r]["batch_wall_time_s"] = time.perf_counter() - t0
-        metas[r]["attempts"][-1].update(ended=time.strftime("%Y-%m-%d %H:%M:%S"), status=status)
-        io.write_json(dirs[r] / runner.META, metas[r])
 
-    def member(metrics, r: int) -> dict:
-        """Member r's log points."""
-        return {name: np.asarray(v[r]) for name, v in metrics.items()}
+class _Members:
+    """The bookkeeping of a batch's members while they train: rows, checkpoints, run.json."""
 
-    def log_member(metrics, r: int, now: int, total: int) -> None:
-        """The member's rows (`experiments.runner.chunk_rows`), checkpoint, run.json."""
-        rows, bad = runner.chunk_rows(infos[r], member(metrics, r), est, task.cost_metric)
-        logs[r].append(rows)
+    def __init__(self, specs: list[C.RunSpec], starts: list[runner.Start]):
+        self.specs = specs
+        self.ids = [spec.run_id for spec in specs]
+        step = int(starts[0].state.step)
+        self.metas = [
+            runner.run_meta(spec, st.meta, step, batched_with=self.ids) for spec, st in zip(specs, starts)
+        ]
+        for spec, m in zip(specs, self.metas):
+            io.write_json(spec.run_dir / runner.META, m)
+        self.walls_before = [m["wall_time_s"] for m in self.metas]
+        self.logs = [st.log for st in starts]
+        self.live = [True] * len(specs)
+        self.t0 = time.perf_counter()
+
+    def _write(self, r: int, **update) -> None:
+        meta = self.metas[r]
+        meta.update(wall_time_s=self.walls_before[r] + time.perf_counter() - self.t0, **update)
+        meta["batch_wall_time_s"] = time.perf_counter() - self.t0
+        io.write_json(self.specs[r].run_dir / runner.META, meta)
+
+    def finish(self, r: int, status: str, **extra) -> None:
+        self.metas[r]["attempts"][-1].update(ended=time.strftime("%Y-%m-%d %H:%M:%S"), status=status)
+        self._write(r, status=status, **extra)
+
+    def log_start(self, first_metrics, states) -> None:
+        """Each member's starting point (a member that already diverged is finished)."""
+        built = self.specs[0].built
+        for r, spec in enumerate(self.specs):
+            if runner.divergence(_member(first_metrics, r)) is not None:
+                self.log(first_metrics, r, states, 0)
+            else:
+                points = runner.with_cost(_member(first_metrics, r), built.estimator, built.task.cost_metric)
+                self.logs[r].append(results.rows(spec.run_info, points, built.estimator.steps_per_estimate))
+
+    def log(self, metrics, r: int, states, now: int) -> None:
+        """Member r's rows (`experiments.runner.chunk_rows`), checkpoint, run.json."""
+        spec, built = self.specs[r], self.specs[0].built
+        total = spec.train.num_outer_steps
+        points = _member(metrics, r)
+        rows, bad = runner.chunk_rows(spec.run_info, points, built.estimator, built.task.cost_metric)
+        self.logs[r].append(rows)
         status = "diverged" if bad else "complete" if now >= total else "running"
-        record = {"outer_step": now, "status": status, **logs[r].record()}
-        runner.save_checkpoint(dirs[r], _take(states, r), record, total, keeps[r])
+        record = {"outer_step": now, "status": status, **self.logs[r].record()}
+        runner.save_checkpoint(spec.run_dir, _take(states, r), record, total, spec.train.keep_checkpoints)
         if bad is not None:
-            live[r] = False
-            finish(r, "diverged", diverged_at_outer_step=bad[0], diverged_metric=bad[1])
+            self.live[r] = False
+            self.finish(r, "diverged", diverged_at_outer_step=bad[0], diverged_metric=bad[1])
             print(
-                f"{ids[r]}: diverged at outer step {bad[0]} ({bad[1]} = {bad[2]:.3g}); rows kept",
+                f"{self.ids[r]}: diverged at outer step {bad[0]} ({bad[1]} = {bad[2]:.3g}); rows kept",
                 file=sys.stderr,
             )
         elif status == "complete":
-            finish(r, "complete")
+            self.finish(r, "complete")
         else:
-            metas[r]["wall_time_s"] = walls_before[r] + time.perf_counter() - t0
-            metas[r]["batch_wall_time_s"] = time.perf_counter() - t0
-            io.write_json(dirs[r] / runner.META, metas[r])
+            self._write(r)
 
-    num_steps, log_every, chunk_size = first.num_steps, first.log_every, first.chunk_size
-    guard = first.nonfinite
+
+def _member(metrics, r: int) -> dict:
+    """Member r's log points."""
+    return {name: np.asarray(v[r]) for name, v in metrics.items()}
+
+
+def _train_batch(specs: list[C.RunSpec], starts: list[runner.Start]) -> None:
+    """Meta-train the unfinished members together from their (common) outer step."""
+    built, train = specs[0].built, specs[0].train
+    est, opt, task = built.estimator, built.optimizer, built.task
+    members = _Members(specs, starts)
+    states = _stack([st.state for st in starts])
+    step = int(starts[0].state.step)
     try:
         if step == 0:
             initial = jax.jit(jax.vmap(outer.make_initial_metrics(task.evaluate)))
-            first_metrics = jax.device_get(initial(states))
-            for r in range(len(cfgs)):
-                if runner.divergence(member(first_metrics, r)) is not None:
-                    log_member(first_metrics, r, 0, num_steps)
-                else:
-                    points = runner.with_cost(member(first_metrics, r), est, task.cost_metric)
-                    logs[r].append(results.rows(infos[r], points, k))
+            members.log_start(jax.device_get(initial(states)), states)
         chunks = {}
-        while step < num_steps and any(live):
-            n = min(chunk_size, num_steps - step)
+        while step < train.num_outer_steps and any(members.live):
+            n = min(train.chunk_size, train.num_outer_steps - step)
             if n not in chunks:
-                num_logs = n // log_every
                 chunks[n] = outer.make_batched_chunk(
-                    est, opt, log_every=log_every, num_logs=num_logs, evaluate=task.evaluate, nonfinite=guard
+                    est,
+                    opt,
+                    log_every=train.log_every,
+                    num_logs=n // train.log_every,
+                    evaluate=task.evaluate,
+                    nonfinite=train.nonfinite,
                 )
             states, metrics = chunks[n](states)
             metrics = jax.device_get(metrics)
             step = int(np.asarray(states.step)[0])
-            for r in range(len(cfgs)):
-                if live[r]:
-                    log_member(metrics, r, step, num_steps)
-            wall = time.perf_counter() - t0
-            print(f"  batch {','.join(ids)}: {step}/{num_steps} outer steps, {wall:.0f} s", file=sys.stderr)
+            for r in range(len(specs)):
+                if members.live[r]:
+                    members.log(metrics, r, states, step)
+            wall = time.perf_counter() - members.t0
+            print(
+                f"  batch {','.join(members.ids)}: {step}/{train.num_outer_steps} outer steps, {wall:.0f} s",
+                file=sys.stderr,
+            )
     except KeyboardInterrupt:
-        for r in range(len(cfgs)):
-            if live[r] and metas[r]["status"] == "running":
-                finish(r, "interrupted", interrupted_at_outer_step=step)
+        for r in range(len(specs)):
+            if members.live[r] and members.metas[r]["status"] == "running":
+                members.finish(r, "interrupted", interrupted_at_outer_step=step)
         raise
 
 
@@ -208,19 +232,19 @@ def run_figure(figure: str, profile: str, extra: list[str], max_batch: int = DEF
     figures.check_profile(fig, profile)
     if not figures.runs(fig, profile):
         raise C.ConfigError(f"figure {fig.id} has no runs under profile={profile}; nothing to batch")
-    cfgs, estimates = [], {}
+    specs, estimates = [], {}
     for run in figures.runs(fig, profile):
-        cfg = C.compose(figures.run_overrides(fig, run, profile, extra))
-        built = C.build(cfg)  # validate everything before any compute
-        estimates[str(run.id)] = sizes.pending(cfg, built, C.run_dir(cfg))
-        cfgs.append(cfg)
-    sizes.check_figure(estimates, cfgs[0], f"figure {fig.id} ({profile})")
+        # every run validated and built before any compute
+        spec = C.RunSpec.from_config(C.compose(figures.run_overrides(fig, run, profile, extra)))
+        estimates[str(run.id)] = sizes.pending(spec, spec.run_dir)
+        specs.append(spec)
+    sizes.check_figure(estimates, specs[0].max_result_mb, f"figure {fig.id} ({profile})")
     out = []
-    for batch in group_runs(cfgs, max_batch):
+    for batch in group_runs(specs, max_batch):
         t0 = time.perf_counter()
         out += run_batch(batch)
         print(
-            f"{fig.id}: batch of {len(batch)} ({', '.join(C.run_id(c) for c in batch)}) "
+            f"{fig.id}: batch of {len(batch)} ({', '.join(spec.run_id for spec in batch)}) "
             f"in {time.perf_counter() - t0:.1f} s",
             file=sys.stderr,
         )

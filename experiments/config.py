@@ -7,6 +7,7 @@ allowed, before any compute starts.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 import os
@@ -224,6 +225,21 @@ def keep_checkpoints(cfg: DictConfig) -> int:
     return value
 
 
+MAX_RESULT_KEY = "max_result_mb"
+
+
+def max_result_mb(cfg: DictConfig) -> float | None:
+    """``max_result_mb`` of a config: a number of MB > 0, or None (no size guard; `experiments.sizes`)."""
+    value = cfg.get(MAX_RESULT_KEY)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or math.isinf(value):
+        raise ConfigError(
+            f"{MAX_RESULT_KEY}={value!r} is invalid; allowed: a number of MB > 0, or null (no limit)"
+        )
+    return float(value)
+
+
 def _optimizer_arg_error(name: str, factory, key: str, value) -> str | None:
     """Why ``value`` cannot be optax.<name>'s argument ``key`` (None if it can), judged by its type hints."""
     params = inspect.signature(factory).parameters
@@ -387,6 +403,11 @@ def check_settings(cfg: DictConfig) -> None:
     _check_settings(cfg)
 
 
+def set_x64(on: bool) -> None:
+    """Switch JAX's float64 on or off (`use_x64` for a config; a run's spec holds ``x64``)."""
+    jax.config.update("jax_enable_x64", bool(on))
+
+
 def use_x64(cfg: DictConfig) -> None:
     """Switch JAX's float64 on or off as ``cfg.x64`` says: the one place the suite sets it.
 
@@ -548,3 +569,76 @@ def run_info(cfg: DictConfig) -> dict:
         "num_particles": int(est.num_particles) if "num_particles" in est else -1,
         "seed": int(cfg.seed),
     }
+
+
+# ----------------------------------------------------------------------------- the run specification
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSettings:
+    """A run's ``train`` group, validated (`build`)."""
+
+    num_outer_steps: int
+    log_every: int
+    chunk_size: int  # outer steps per compiled call: a multiple of log_every, at least log_every
+    keep_checkpoints: int  # earlier checkpoints kept beside the last one
+    nonfinite: str | None  # what the outer loop does with a non-finite estimate: None, skip, zero
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """One run, validated and built once from its composed config (`RunSpec.from_config`).
+
+    Everything the run path (`experiments.runner`, `experiments.batched`, `experiments.sizes`)
+    needs; none of it reads the config again.  ``config`` is the resolved config as plain data,
+    exactly what run.json records (not to be changed)."""
+
+    config: dict  # the resolved config (OmegaConf.to_container(cfg, resolve=True))
+    run_id: str
+    run_dir: Path  # <results_root>/<profile>/<figure_id>/runs/<run_id>, absolute
+    fingerprint: str  # of the config's result-affecting keys (`fingerprint`)
+    figure_id: str
+    profile: str
+    seed: int
+    x64: bool
+    resume: bool
+    overwrite: bool
+    progress: bool
+    max_result_mb: float | None  # the size guard's limit (None: no guard)
+    train: TrainSettings
+    run_info: dict  # the per-run columns of the results schema (`run_info`)
+    built: Built  # the task, estimator and outer optimizer
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> RunSpec:
+        """Validate ``cfg`` (every check of `build`, then ``max_result_mb``) and build its objects;
+        a one-line `ConfigError` before any compute."""
+        built = build(cfg)
+        limit = max_result_mb(cfg)
+        config = OmegaConf.to_container(cfg, resolve=True)
+        assert isinstance(config, dict)
+        train = TrainSettings(
+            built.num_steps, built.log_every, built.chunk_size, keep_checkpoints(cfg), built.nonfinite
+        )
+        return cls(
+            config=config,
+            run_id=run_id(cfg),
+            run_dir=run_dir(cfg),
+            fingerprint=fingerprint(config),
+            figure_id=str(cfg.figure_id),
+            profile=str(cfg.profile.name),
+            seed=int(cfg.seed),
+            x64=bool(cfg.x64),
+            resume=bool(cfg.resume),
+            overwrite=bool(cfg.overwrite),
+            progress=bool(cfg.progress),
+            max_result_mb=limit,
+            train=train,
+            run_info=run_info(cfg),
+            built=built,
+        )
+
+
+def as_spec(run: DictConfig | RunSpec) -> RunSpec:
+    """A run's spec: ``run`` itself, or built from a composed config (the run path's door)."""
+    return run if isinstance(run, RunSpec) else RunSpec.from_config(run)

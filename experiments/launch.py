@@ -40,7 +40,7 @@ devices; a job finding every slot taken waits for one.  On SLURM the scheduler a
 (``hydra.launcher.gpus_per_node``) and pinning stays off.
 
 Two commands on the same figure: the second waits for the first (one line), then finds
-everything done (`figure_lock`; the serial pipeline takes the same lock).
+everything done (`pipeline.figure_lock`, which the serial pipeline takes too).
 """
 
 from __future__ import annotations
@@ -192,41 +192,6 @@ def launcher_name(cfg: DictConfig) -> str:
 
 # ----------------------------------------------------------------------------- one figure at a time
 
-_HELD: dict[str, int] = {}  # figure folders whose lock this process holds (re-entrant)
-
-
-@contextlib.contextmanager
-def figure_lock(fig_dir: Path, log, what: str) -> Iterator[None]:
-    """Hold ``<fig_dir>/.lock`` while one command reproduces the figure: a second command on
-    the same results waits for it (one line) and then finds its work done.  The kernel drops
-    the lock of a killed holder."""
-    key = os.path.abspath(fig_dir)
-    if key in _HELD:
-        _HELD[key] += 1
-        try:
-            yield
-        finally:
-            _HELD[key] -= 1
-        return
-    Path(fig_dir).mkdir(parents=True, exist_ok=True)
-    lock = io.FolderLock(Path(fig_dir))
-    try:
-        lock.acquire()
-    except io.Busy as err:
-        log(f"{what} is being reproduced by {err.holder}; waiting for it to finish (Ctrl-C stops waiting)")
-        while True:
-            time.sleep(1.0)
-            try:
-                lock.acquire()
-                break
-            except io.Busy:
-                continue
-    _HELD[key] = 1
-    try:
-        yield
-    finally:
-        del _HELD[key]
-        lock.release()
 
 
 # ----------------------------------------------------------------------------- jobs
@@ -236,18 +201,18 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _run_finished(spec) -> bool:
+def _run_finished(spec: C.RunSpec) -> bool:
     """The run's folder records a finished run of this very config (verified again by the
     merge, which recomputes whatever does not verify)."""
     try:
-        meta = io.read_json(spec.out_dir / "run.json")
+        meta = io.read_json(spec.run_dir / "run.json")
     except io.FileProblem:
         return False
     return bool(
         meta
         and meta.get("status") in FINISHED
-        and meta.get("fingerprint") == C.fingerprint(spec.cfg)
-        and (spec.out_dir / "checkpoint.npz").is_file()
+        and meta.get("fingerprint") == spec.fingerprint
+        and (spec.run_dir / "checkpoint.npz").is_file()
     )
 
 
@@ -443,26 +408,25 @@ def _grid_from_tiles(tiles: list[tuple[int, int]]):
 def join_grid_tiles(plan, item, tile: int | None) -> None:
     """A grid whose tiles are all computed is stored as the step's result (what the merge
     then reuses), through the pipeline's own `run_step`."""
-    from experiments import reproduce as R
+    from experiments import pipeline as P
 
     tiles = grid_tiles(item.plan, tile)
     if tiles is None:
         return
-    stamp = R.step_fingerprint(item, plan.ctx)
-    if artefacts.lookup(plan.ctx.fig_dir / R.STEPS / "grid.json", stamp, plan.ctx.fig_dir):
+    stamp = P.step_fingerprint(item, plan.ctx)
+    if artefacts.lookup(plan.ctx.fig_dir / P.STEPS / "grid.json", stamp, plan.ctx.fig_dir):
         return
     if not all(_tile_done(plan.ctx, lo, hi, stamp) for lo, hi in tiles):
         return
     step = dataclasses.replace(item.step, compute=_grid_from_tiles(tiles))
     allow = list(plan.fig.get("allow_nonfinite") or [])
-    R.run_step(R.PreparedStep(step, item.settings, item.plan), plan.ctx, True, allow)
+    P.run_step(P.PreparedStep(step, item.settings, item.plan), plan.ctx, True, allow)
 
 
 def plan_jobs(plan, spec: DictConfig) -> list[dict]:
-    """The unfinished jobs of a prepared figure (`experiments.reproduce.Plan`), longest first:
+    """The unfinished jobs of a prepared figure (`experiments.pipeline.Plan`), longest first:
     post-step parts that do not read the runs, then the runs (or seed groups)."""
-    from experiments import batched
-    from experiments import reproduce as R
+    from experiments import pipeline as P
 
     ctx = dataclasses.replace(plan.ctx, log=_log, rows=None)
     allow = list(plan.fig.get("allow_nonfinite") or [])
@@ -471,8 +435,8 @@ def plan_jobs(plan, spec: DictConfig) -> list[dict]:
         name = item.step.name
         if name not in EARLY:
             continue
-        fp = R.step_fingerprint(item, plan.ctx)
-        if artefacts.lookup(ctx.fig_dir / R.STEPS / f"{name}.json", fp, ctx.fig_dir):
+        fp = P.step_fingerprint(item, plan.ctx)
+        if artefacts.lookup(ctx.fig_dir / P.STEPS / f"{name}.json", fp, ctx.fig_dir):
             continue
         base = {"kind": "step", "step": name, "settings": item.settings, "ctx": ctx, "allow_nonfinite": allow}
         if name == "random_search":
@@ -489,16 +453,26 @@ def plan_jobs(plan, spec: DictConfig) -> list[dict]:
                 jobs.append(dict(base, name=f"step-{name}-{label}", part={"task": label}))
         else:
             jobs.append(dict(base, name=f"step-{name}", part=None))
-    todo = [s for s in plan.ctx.runs if not _run_finished(s)]
-    if spec.batch_seeds > 1:
-        for group in batched.group_runs([s.cfg for s in todo], int(spec.batch_seeds)):
-            ids = [C.run_id(c) for c in group]
-            if len(group) == 1:
-                jobs.append({"kind": "run", "name": f"run-{ids[0]}", "cfg": group[0]})
-            else:
-                jobs.append({"kind": "batch", "name": "batch-" + "+".join(ids), "cfgs": group})
-    else:
-        jobs += [{"kind": "run", "name": f"run-{s.id}", "cfg": s.cfg} for s in todo]
+    return jobs + _run_jobs(plan, int(spec.batch_seeds))
+
+
+def _run_jobs(plan, batch_seeds: int) -> list[dict]:
+    """A job per unfinished run, or per group of up to ``batch_seeds`` runs that differ only in
+    their seed.  A job carries its runs' composed configs (what a job process can receive)
+    and rebuilds their specs there."""
+    from experiments import batched
+
+    todo = [(run, rs) for run, rs in zip(plan.ctx.runs, plan.run_specs, strict=True) if not _run_finished(rs)]
+    if batch_seeds <= 1:
+        return [{"kind": "run", "name": f"run-{run.id}", "cfg": run.cfg} for run, _ in todo]
+    cfg_of = {rs.run_id: run.cfg for run, rs in todo}
+    jobs = []
+    for group in batched.group_runs([rs for _, rs in todo], batch_seeds):
+        ids = [rs.run_id for rs in group]
+        if len(group) == 1:
+            jobs.append({"kind": "run", "name": f"run-{ids[0]}", "cfg": cfg_of[ids[0]]})
+        else:
+            jobs.append({"kind": "batch", "name": "batch-" + "+".join(ids), "cfgs": [cfg_of[i] for i in ids]})
     return jobs
 
 
@@ -509,22 +483,22 @@ def late_jobs(plan, spec: DictConfig, launcher: str) -> list[dict]:
     """After the runs: a job for every unfinished post-step that reads them (not `EARLY`,
     not `CHEAP`), with the runs' rows as the pipeline gives them (verified first).  Only
     with ``launch.late_jobs`` true, or null on submitit_slurm."""
-    from experiments import reproduce as R
+    from experiments import pipeline as P
     from pes import results
 
     wanted = spec.late_jobs if spec.late_jobs is not None else launcher == "submitit_slurm"
     todo = [i for i in plan.steps if i.step.name not in EARLY + CHEAP]
     if not wanted or not todo:
         return []
-    run_rows, records = R.run_all(plan)  # every run finished by now: verified and read
+    run_rows, records = P.run_all(plan)  # every run finished by now: verified and read
     diverged = [rid for rid, r in records.items() if r["status"] == "diverged"]
     allow = list(plan.fig.get("allow_nonfinite") or [])
     allow += sorted(set(run_rows.loc[run_rows["run_id"].isin(diverged), "metric"]))
     ctx = dataclasses.replace(plan.ctx, log=_log, rows=results.merge([(results.RUN_SOURCE, run_rows)]))
     jobs = []
     for item in todo:
-        fp = R.step_fingerprint(item, ctx)
-        if artefacts.lookup(ctx.fig_dir / R.STEPS / f"{item.step.name}.json", fp, ctx.fig_dir):
+        fp = P.step_fingerprint(item, ctx)
+        if artefacts.lookup(ctx.fig_dir / P.STEPS / f"{item.step.name}.json", fp, ctx.fig_dir):
             continue
         jobs.append(
             {
@@ -594,7 +568,7 @@ def _own_hydra() -> Iterator[None]:
 
 def _execute(job: dict) -> None:
     from experiments import batched, runner, steps
-    from experiments import reproduce as R
+    from experiments import pipeline as P
 
     if job["kind"] == "run":
         runner.run(job["cfg"])
@@ -606,7 +580,7 @@ def _execute(job: dict) -> None:
         plan = step.prepare(ctx, settings)
         part = job["part"]
         if part is None:
-            R.run_step(R.PreparedStep(step, settings, plan), ctx, True, job["allow_nonfinite"])
+            P.run_step(P.PreparedStep(step, settings, plan), ctx, True, job["allow_nonfinite"])
         elif job["step"] == "truncation_variance":
             step.compute(ctx, plan._replace(tasks={part["task"]: plan.tasks[part["task"]]}))
         elif job["step"] == "grid":
@@ -765,10 +739,10 @@ def reproduce(
 ) -> Path:
     """`experiments.reproduce.reproduce` with the figure's jobs handed to a launcher first
     (``overrides``: from `launcher_overrides`); returns the merged CSV."""
-    from experiments import reproduce as R
+    from experiments import pipeline as P
 
     since = (artefacts.now(), time.perf_counter())
-    plan = R.prepare(figure, profile, extra)  # every check, before anything is computed
+    plan = P.prepare(figure, profile, extra)  # every check, before anything is computed
     folder = plan.ctx.fig_dir / JOBS_DIR
     sweep_dir = next(
         (a.partition("=")[2] for a in overrides if a.startswith("hydra.sweep.dir=")), str(folder)
@@ -778,7 +752,7 @@ def reproduce(
     command = command or "python -m experiments.reproduce " + shlex.join(
         [f"figure={figure}", f"profile={profile}", *extra, *overrides]
     )
-    with figure_lock(plan.ctx.fig_dir, plan.ctx.log, f"figure {plan.fig.id} ({profile})"):
+    with P.figure_lock(plan.ctx.fig_dir, plan.ctx.log, f"figure {plan.fig.id} ({profile})"):
         jobs = plan_jobs(plan, spec)
         t0 = time.perf_counter()
         if jobs:
@@ -801,7 +775,7 @@ def reproduce(
             "wall_time_s": time.perf_counter() - t0,
             "records": f"{JOBS_DIR}/",
         }
-        return R.reproduce(
+        return P.reproduce(
             figure, profile, extra, plot_figure=plot_figure, plan=plan, since=since, jobs=record
         )
 

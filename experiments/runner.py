@@ -57,7 +57,7 @@ from typing import NamedTuple
 
 import jax
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from experiments import artefacts, cli, io, sizes
@@ -185,28 +185,29 @@ class Recorded(NamedTuple):
     why: str = ""
 
 
-def inspect_folder(cfg: DictConfig, out_dir: Path, fp: str) -> Recorded:
-    """Classify ``out_dir`` for ``cfg``; raises `ConfigChanged` / `io.FileProblem` when refused."""
+def inspect_folder(spec: C.RunSpec, out_dir: Path) -> Recorded:
+    """Classify ``out_dir`` for the run ``spec``; raises `ConfigChanged` / `io.FileProblem` when refused."""
+    fp = spec.fingerprint
     io.expect_files(out_dir, (CSV, CKPT, META))
     has_results = (out_dir / CSV).exists() or (out_dir / CKPT).exists()
     try:
         meta = io.read_json(out_dir / META, fix=_resume_false_fix(out_dir))
     except io.FileProblem:
-        if cfg.resume:
+        if spec.resume:
             raise
         return Recorded("aside", None, "its run.json is unreadable")
     if meta is None:
         if not has_results:
             return Recorded("fresh", None)
-        if cfg.resume:
+        if spec.resume:
             raise io.FileProblem(
                 f"{out_dir} holds results but no {META}, so their config is unknown; "
                 f"fix: {_resume_false_fix(out_dir)}"
             )
         return Recorded("aside", None, f"it holds results without {META}")
     if C.recorded_fingerprint(meta) != fp:
-        diff = C.config_diff(meta.get("config") or {}, cfg)
-        if not cfg.overwrite:
+        diff = C.config_diff(meta.get("config") or {}, spec.config)
+        if not spec.overwrite:
             raise ConfigChanged(
                 f"{out_dir} holds results of another config (fingerprint {meta.get('fingerprint')} "
                 f"-> {fp}: {diff}); fix: add overwrite=true to move them to "
@@ -216,13 +217,14 @@ def inspect_folder(cfg: DictConfig, out_dir: Path, fp: str) -> Recorded:
     return Recorded("same", meta)
 
 
-def check(cfg: DictConfig) -> Path:
+def check(run: DictConfig | C.RunSpec) -> Path:
     """Checks that need no compute (folder creatable, run.json readable, same config or
-    ``overwrite``); `experiments.reproduce` calls it for every run before computing any."""
-    out_dir = C.run_dir(cfg)
-    make_folder(out_dir)
-    inspect_folder(cfg, out_dir, C.fingerprint(cfg))
-    return out_dir
+    ``overwrite``) of a run's spec (or of a composed config, built first); the figure pipeline
+    calls it for every run before computing any."""
+    spec = C.as_spec(run)
+    make_folder(spec.run_dir)
+    inspect_folder(spec, spec.run_dir)
+    return spec.run_dir
 
 
 def status(out_dir: Path) -> str | None:
@@ -341,12 +343,12 @@ def _resume(out_dir: Path, rid: str, meta: dict, fresh_state) -> Start:
     return from_scratch(out_dir, fresh_state)
 
 
-def begin(cfg: DictConfig, out_dir: Path, rid: str, recorded: Recorded, fresh_state) -> Start:
+def begin(spec: C.RunSpec, out_dir: Path, recorded: Recorded, fresh_state) -> Start:
     """Where a locked run folder starts: its verified checkpoint when it holds this config
     and ``resume`` is on, else from scratch.  A finished run's run.json is brought in line
     with its checkpoint (a process killed between the two writes)."""
-    if recorded.action == "same" and cfg.resume:
-        start = _resume(out_dir, rid, recorded.meta, fresh_state)
+    if recorded.action == "same" and spec.resume:
+        start = _resume(out_dir, spec.run_id, recorded.meta, fresh_state)
     else:
         start = from_scratch(out_dir, fresh_state)
     if start.finished and start.meta.get("status") != start.finished:
@@ -354,23 +356,23 @@ def begin(cfg: DictConfig, out_dir: Path, rid: str, recorded: Recorded, fresh_st
     return start
 
 
-def own_folder(cfg: DictConfig, out_dir: Path) -> None:
+def own_folder(spec: C.RunSpec, out_dir: Path) -> None:
     """Refuse to move anything but the run's own folder aside: ``out_dir`` must be
     ``<results_root>/<profile>/<figure>/runs/<run id>`` itself, a real folder (not a link)."""
     out_dir = Path(out_dir)
     if (
         out_dir.is_symlink()
         or not out_dir.is_dir()
-        or os.path.abspath(out_dir) != os.path.abspath(C.run_dir(cfg))
-        or out_dir.name != C.run_id(cfg)
+        or os.path.abspath(out_dir) != os.path.abspath(spec.run_dir)
+        or out_dir.name != spec.run_id
     ):
         raise io.FileProblem(
-            f"{out_dir} is not the run folder of {C.run_id(cfg)} ({C.run_dir(cfg)}); "
+            f"{out_dir} is not the run folder of {spec.run_id} ({spec.run_dir}); "
             "overwrite=true only moves a run's own folder aside; fix: move it by hand"
         )
 
 
-def lock_folder(cfg: DictConfig, out_dir: Path, fp: str) -> tuple[io.FolderLock, Recorded]:
+def lock_folder(spec: C.RunSpec, out_dir: Path) -> tuple[io.FolderLock, Recorded]:
     """Lock ``out_dir`` and judge what it holds; a folder of another config is moved aside
     (when allowed) and the fresh folder locked instead."""
     make_folder(out_dir)
@@ -378,9 +380,9 @@ def lock_folder(cfg: DictConfig, out_dir: Path, fp: str) -> tuple[io.FolderLock,
     try:
         io.remove_stale_temporaries(out_dir)
         io.remove_stale_temporaries(out_dir / KEPT)
-        recorded = inspect_folder(cfg, out_dir, fp)
+        recorded = inspect_folder(spec, out_dir)
         if recorded.action == "aside":
-            own_folder(cfg, out_dir)
+            own_folder(spec, out_dir)
             aside = io.move_aside(out_dir)  # our lock file moves along, still held
             make_folder(out_dir)
             new_lock = io.FolderLock(out_dir).acquire()
@@ -396,27 +398,28 @@ def lock_folder(cfg: DictConfig, out_dir: Path, fp: str) -> tuple[io.FolderLock,
 # ----------------------------------------------------------------------------- running
 
 
-def run(cfg: DictConfig, *, out_dir: Path | None = None) -> Path:
-    """Run ``cfg`` (validated first); returns the run directory."""
-    built = C.build(cfg)
-    rid = C.run_id(cfg)
-    out_dir = Path(out_dir) if out_dir is not None else C.run_dir(cfg)
-    fp = C.fingerprint(cfg)
-    sizes.check_run(cfg, built, out_dir)  # before any compute: refused above max_result_mb
-    lock, recorded = lock_folder(cfg, out_dir, fp)
+def run(cfg: DictConfig | C.RunSpec, *, out_dir: Path | None = None) -> Path:
+    """Run ``cfg``: a composed config (validated and built first, `config.RunSpec.from_config`)
+    or a run's spec; returns the run directory."""
+    spec = C.as_spec(cfg)
+    built = spec.built
+    out_dir = Path(out_dir) if out_dir is not None else spec.run_dir
+    sizes.check_run(spec, out_dir)  # before any compute: refused above max_result_mb
+    lock, recorded = lock_folder(spec, out_dir)
     try:
-        key = jax.random.key(int(cfg.seed))
+        C.set_x64(spec.x64)  # the spec may have been built before another config's
+        key = jax.random.key(spec.seed)
         fresh = outer.init_state(key, built.task.theta_init, built.estimator, built.optimizer)
-        start = begin(cfg, out_dir, rid, recorded, fresh)
+        start = begin(spec, out_dir, recorded, fresh)
         if start.finished:
             return out_dir
-        _train(cfg, built, rid, out_dir, fp, start)
+        _train(spec, out_dir, start)
     finally:
         lock.release()
     return out_dir
 
 
-def run_meta(cfg: DictConfig, built: C.Built, previous: dict | None, step: int, **extra) -> dict:
+def run_meta(spec: C.RunSpec, previous: dict | None, step: int, **extra) -> dict:
     """run.json of a run starting (or resuming) at outer step ``step``: provenance, config,
     the attempts so far plus this one, status ``running``; ``extra`` (e.g. ``batched_with``)
     goes into this attempt's record and the top level.  ``previous`` is the run.json of the
@@ -434,14 +437,14 @@ def run_meta(cfg: DictConfig, built: C.Built, previous: dict | None, step: int, 
     )
     return {
         **artefacts.provenance(),  # git commit, packages, machine: the suite's one run-info head
-        "run_id": C.run_id(cfg),
-        "fingerprint": C.fingerprint(cfg),
-        "config": OmegaConf.to_container(cfg, resolve=True),
-        "profile": str(cfg.profile.name),
-        "estimator_cost_per_outer_step": built.estimator.cost_per_estimate,
-        "size_estimate": sizes.run_estimate(cfg, built),  # rows and bytes, estimated before compute
+        "run_id": spec.run_id,
+        "fingerprint": spec.fingerprint,
+        "config": spec.config,
+        "profile": spec.profile,
+        "estimator_cost_per_outer_step": spec.built.estimator.cost_per_estimate,
+        "size_estimate": sizes.run_estimate(spec),  # rows and bytes, estimated before compute
         # the task's static facts (e.g. which dataset was loaded and from where)
-        "task_info": built.task.info(),
+        "task_info": spec.built.task.info(),
         "status": "running",
         "pid": os.getpid(),
         "host": socket.gethostname(),
@@ -451,106 +454,125 @@ def run_meta(cfg: DictConfig, built: C.Built, previous: dict | None, step: int, 
     }
 
 
-def _train(cfg, built: C.Built, rid: str, out_dir: Path, fp: str, start: Start) -> None:
-    state, log = start.state, start.log
-    info = C.run_info(cfg)
-    meta = run_meta(cfg, built, start.meta, int(state.step))
-    keep = C.keep_checkpoints(cfg)
-    wall_before = meta["wall_time_s"]
-    io.write_json(out_dir / META, meta)
+class _Training:
+    """A run's bookkeeping while it trains: its state, rows, checkpoints and run.json."""
 
-    chunks: dict[int, object] = {}
-    done = int(state.step)
-    kept = done  # the outer step of the last checkpoint: what a rerun resumes from
-    cost_metric = built.task.cost_metric
-    t0 = time.perf_counter()
+    def __init__(self, spec: C.RunSpec, out_dir: Path, start: Start):
+        self.spec, self.out_dir = spec, out_dir
+        self.state, self.log = start.state, start.log
+        self.meta = run_meta(spec, start.meta, int(self.state.step))
+        self.wall_before = self.meta["wall_time_s"]
+        io.write_json(out_dir / META, self.meta)
+        self.done = int(self.state.step)
+        self.kept = self.done  # the outer step of the last checkpoint: what a rerun resumes from
+        self.t0 = time.perf_counter()
 
-    def finish(status: str, *, after_error: bool = False, **extra) -> None:
-        meta.update(status=status, wall_time_s=wall_before + time.perf_counter() - t0, **extra)
+    def finish(self, status: str, *, after_error: bool = False, **extra) -> None:
+        meta = self.meta
+        meta.update(status=status, wall_time_s=self.wall_before + time.perf_counter() - self.t0, **extra)
         meta["attempts"][-1].update(ended=time.strftime("%Y-%m-%d %H:%M:%S"), status=status)
         if after_error:  # also on a full disk: the status must not stay "running"
-            io.write_json_anyhow(out_dir / META, meta)
+            io.write_json_anyhow(self.out_dir / META, meta)
         else:
-            io.write_json(out_dir / META, meta)
+            io.write_json(self.out_dir / META, meta)
 
-    def failed(err, steps):
+    def failed(self, err: BaseException, steps: str) -> RunFailed:
         msg = (
-            f"{rid} (seed {cfg.seed}): failed during {steps}: {_last_line(err)}; "
-            f"rows up to outer step {kept} are kept in {out_dir / CSV}"
+            f"{self.spec.run_id} (seed {self.spec.seed}): failed during {steps}: {_last_line(err)}; "
+            f"rows up to outer step {self.kept} are kept in {self.out_dir / CSV}"
         )
-        finish("failed", after_error=True, error=msg, failed_after_outer_step=kept)
+        self.finish("failed", after_error=True, error=msg, failed_after_outer_step=self.kept)
         return RunFailed(msg)
 
-    def log_rows(metrics) -> bool:
+    def log_rows(self, metrics) -> bool:
         """Append the rows (cut at a divergence), checkpoint; True when the run is finished."""
-        nonlocal done, kept
-        rows, bad = chunk_rows(info, metrics, built.estimator, cost_metric)
-        log.append(rows)
-        done = int(state.step)
-        status = "diverged" if bad else "complete" if done >= built.num_steps else "running"
-        record = {"outer_step": done, "status": status, **log.record()}
-        save_checkpoint(out_dir, state, record, built.num_steps, keep)
-        kept = done
+        spec, built, total = self.spec, self.spec.built, self.spec.train.num_outer_steps
+        rows, bad = chunk_rows(spec.run_info, metrics, built.estimator, built.task.cost_metric)
+        self.log.append(rows)
+        self.done = int(self.state.step)
+        status = "diverged" if bad else "complete" if self.done >= total else "running"
+        record = {"outer_step": self.done, "status": status, **self.log.record()}
+        save_checkpoint(self.out_dir, self.state, record, total, spec.train.keep_checkpoints)
+        self.kept = self.done
         if bad is not None:
             step, name, value = bad
-            finish("diverged", diverged_at_outer_step=step, diverged_metric=name)
-            _note(f"{rid}: diverged at outer step {step} ({name} = {value:.3g}); run stopped, rows kept")
+            self.finish("diverged", diverged_at_outer_step=step, diverged_metric=name)
+            _note(
+                f"{spec.run_id}: diverged at outer step {step} ({name} = {value:.3g}); run stopped, rows kept"
+            )
         elif status == "complete":
-            finish("complete")
+            self.finish("complete")
         else:
-            meta["wall_time_s"] = wall_before + time.perf_counter() - t0
-            io.write_json(out_dir / META, meta)
+            self.meta["wall_time_s"] = self.wall_before + time.perf_counter() - self.t0
+            io.write_json(self.out_dir / META, self.meta)
         return status != "running"
 
-    bar = tqdm(
-        total=built.num_steps,
-        initial=done,
-        desc=rid,
-        unit="step",
-        disable=None if cfg.progress else True,  # None: only on a terminal
-        file=sys.stderr,
-        leave=False,
-    )
-    try:
-        if done == 0:  # the starting point: theta and the task's evaluation before any update
-            try:
-                first = jax.device_get(outer.make_initial_metrics(built.task.evaluate)(state))
-            except Exception as err:  # noqa: BLE001 - reported with the run's identity, then re-raised
-                raise failed(err, "the initial evaluation") from err
-            if divergence(first) is not None:
-                log_rows(first)
-                return
-            points = with_cost(first, built.estimator, cost_metric)
-            log.append(results.rows(info, points, built.estimator.steps_per_estimate))
-        while done < built.num_steps:
-            n = min(built.chunk_size, built.num_steps - done)
+    def log_start(self) -> bool:
+        """The starting point: theta and the task's evaluation before any update; True when
+        it already diverged (the run is finished)."""
+        built = self.spec.built
+        try:
+            first = jax.device_get(outer.make_initial_metrics(built.task.evaluate)(self.state))
+        except Exception as err:  # noqa: BLE001 - reported with the run's identity, then re-raised
+            raise self.failed(err, "the initial evaluation") from err
+        if divergence(first) is not None:
+            self.log_rows(first)
+            return True
+        points = with_cost(first, built.estimator, built.task.cost_metric)
+        self.log.append(results.rows(self.spec.run_info, points, built.estimator.steps_per_estimate))
+        return False
+
+    def train(self, bar) -> None:
+        """Compiled chunks of outer steps until the run is finished."""
+        built, train = self.spec.built, self.spec.train
+        chunks: dict[int, object] = {}
+        while self.done < train.num_outer_steps:
+            n = min(train.chunk_size, train.num_outer_steps - self.done)
             if n not in chunks:
                 chunks[n] = outer.make_chunk(
                     built.estimator,
                     built.optimizer,
-                    log_every=built.log_every,
-                    num_logs=n // built.log_every,
+                    log_every=train.log_every,
+                    num_logs=n // train.log_every,
                     evaluate=built.task.evaluate,
-                    nonfinite=built.nonfinite,
+                    nonfinite=train.nonfinite,
                 )
             try:
-                state, metrics = chunks[n](state)
+                self.state, metrics = chunks[n](self.state)
                 metrics = jax.device_get(metrics)
             except Exception as err:  # noqa: BLE001 - reported with the run's identity, then re-raised
-                raise failed(err, f"outer steps {done + 1}..{done + n}") from err
-            if log_rows(metrics):
+                raise self.failed(err, f"outer steps {self.done + 1}..{self.done + n}") from err
+            if self.log_rows(metrics):
                 return
             bar.update(n)
+
+
+def _train(spec: C.RunSpec, out_dir: Path, start: Start) -> None:
+    run = _Training(spec, out_dir, start)
+    total = spec.train.num_outer_steps
+    bar = tqdm(
+        total=total,
+        initial=run.done,
+        desc=spec.run_id,
+        unit="step",
+        disable=None if spec.progress else True,  # None: only on a terminal
+        file=sys.stderr,
+        leave=False,
+    )
+    try:
+        if run.done == 0 and run.log_start():
+            return
+        run.train(bar)
     except KeyboardInterrupt:
-        finish("interrupted", after_error=True, interrupted_at_outer_step=kept)
+        run.finish("interrupted", after_error=True, interrupted_at_outer_step=run.kept)
         raise Interrupted(
-            f"{rid} stopped at outer step {kept} of {built.num_steps}; its rows up to there are kept in "
-            f"{out_dir / CSV}; {INTERRUPT_HINT}"
+            f"{spec.run_id} stopped at outer step {run.kept} of {total}; its rows up to there are kept "
+            f"in {out_dir / CSV}; {INTERRUPT_HINT}"
         ) from None
     except OSError as err:  # a full disk, a folder where a file belongs, ...: one line, status failed
-        kept_text = f"rows up to outer step {kept} are kept and a rerun resumes there"
-        problem = cli.file_problem(err, need=_still_needed(out_dir, meta, err), what=kept_text)
-        finish("failed", after_error=True, error=str(problem), failed_after_outer_step=kept)
+        kept_text = f"rows up to outer step {run.kept} are kept and a rerun resumes there"
+        problem = cli.file_problem(err, need=_still_needed(out_dir, run.meta, err), what=kept_text)
+        run.finish("failed", after_error=True, error=str(problem), failed_after_outer_step=run.kept)
         raise io.FileProblem(str(problem)) from err
     finally:
         bar.close()

@@ -27,35 +27,25 @@ from typing import Any
 
 import jax
 import numpy as np
-from omegaconf import DictConfig
 
 from experiments import artefacts, io
 from experiments import config as C
 from experiments.cli import size_text
 from pes import outer
 
-KEY = "max_result_mb"
+KEY = C.MAX_RESULT_KEY  # validated by `config.max_result_mb` (a run's spec holds it)
 VALUE_CHARS = 19  # e.g. 4.991753578186035 (17), 2.176031282653068e-10 (21)
 HEADER_BYTES = 100  # the CSV header line
 NPZ_ENTRY_BYTES = 240  # an array's npy header and zip entries in checkpoint.npz
 _CACHE: dict[tuple, Any] = {}  # traced shapes are the slow part: once per task and per run config
 
 
-def limit_mb(cfg: DictConfig) -> float | None:
-    """``max_result_mb`` of a config: a number > 0, or None (no guard)."""
-    value = cfg.get(KEY)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or math.isinf(value):
-        raise C.ConfigError(f"{KEY}={value!r} is invalid; allowed: a number of MB > 0, or null (no limit)")
-    return float(value)
-
-
-def _metric_names(cfg: DictConfig, built: C.Built) -> tuple[list[str], list[str]]:
+def _metric_names(spec: C.RunSpec) -> tuple[list[str], list[str]]:
     """(metrics of the starting point, metrics of every later log point)."""
-    key = ("names", artefacts.fingerprint({"task": cfg.get("task"), "x64": cfg.get("x64")}))
+    key = ("names", artefacts.fingerprint({"task": spec.config.get("task"), "x64": spec.x64}))
     if key in _CACHE:
         return _CACHE[key]
+    built = spec.built
     theta = built.task.theta_init
     size = sum(int(np.size(x)) for x in jax.tree.leaves(theta))
     if size > outer.MAX_LOGGED_THETA:
@@ -87,23 +77,23 @@ def _state_bytes(built: C.Built) -> int:
     return total
 
 
-def run_estimate(cfg: DictConfig, built: C.Built) -> dict:
+def run_estimate(spec: C.RunSpec) -> dict:
     """Rows and bytes a run writes (see the module docstring), without computing anything."""
-    key = (C.fingerprint(cfg), C.run_id(cfg), str(cfg.figure_id), C.keep_checkpoints(cfg))
+    key = (spec.fingerprint, spec.run_id, spec.figure_id, spec.train.keep_checkpoints)
     if key in _CACHE:
         return dict(_CACHE[key])
-    first, later = _metric_names(cfg, built)
-    logs = built.num_steps // built.log_every
+    first, later = _metric_names(spec)
+    steps = spec.train.num_outer_steps
+    logs = steps // spec.train.log_every
     rows = len(first) + logs * len(later)
-    info = C.run_info(cfg)
+    info = spec.run_info
     constant = sum(len("" if isinstance(v, float) and math.isnan(v) else str(v)) for v in info.values())
-    steps = built.num_steps
-    inner = steps * max(int(built.estimator.steps_per_estimate), 1)
+    inner = steps * max(int(spec.built.estimator.steps_per_estimate), 1)
     name_chars = sum(map(len, first)) + logs * sum(map(len, later))
     row_bytes = constant + len(str(steps)) + len(str(inner)) + VALUE_CHARS + len(info) + 4  # + separators
     csv_bytes = int(HEADER_BYTES + rows * row_bytes + name_chars)
-    checkpoints = 1 + C.keep_checkpoints(cfg)
-    state = _state_bytes(built)
+    checkpoints = 1 + spec.train.keep_checkpoints
+    state = _state_bytes(spec.built)
     estimate = {
         "rows": int(rows),
         "csv_bytes": csv_bytes,
@@ -151,41 +141,39 @@ def guard(estimate: Mapping, limit: float | None, what: str, fixes: Sequence[str
 RUN_FIXES = ("lower train.num_outer_steps", "raise train.log_every")
 
 
-def finished(cfg: DictConfig, out_dir: Path) -> bool:
-    """Whether ``out_dir`` holds this config's finished run (it writes nothing more)."""
+def finished(spec: C.RunSpec, out_dir: Path) -> bool:
+    """Whether ``out_dir`` holds this run's finished results (it writes nothing more)."""
     try:
         meta = io.read_json(Path(out_dir) / "run.json") or {}
     except io.FileProblem:
         return False
-    same = C.recorded_fingerprint(meta) == C.fingerprint(cfg)
+    same = C.recorded_fingerprint(meta) == spec.fingerprint
     return same and meta.get("status") in ("complete", "diverged")
 
 
-def pending(cfg: DictConfig, built: C.Built, out_dir: Path) -> dict:
+def pending(spec: C.RunSpec, out_dir: Path) -> dict:
     """What a run of a figure will write: its estimate, or for a finished run nothing more
     (``total_bytes`` 0) and its CSV's size (which the merged table holds again)."""
-    if finished(cfg, out_dir):
+    if finished(spec, out_dir):
         csv = Path(out_dir) / "metrics.csv"
         size = csv.stat().st_size if csv.is_file() else 0
         return {"rows": 0, "csv_bytes": int(size), "total_bytes": 0, "finished": True}
-    return run_estimate(cfg, built)
+    return run_estimate(spec)
 
 
-def check_run(cfg: DictConfig, built: C.Built, out_dir: Path) -> dict | None:
+def check_run(spec: C.RunSpec, out_dir: Path) -> dict | None:
     """The estimate of a run still to compute (None for a finished one); a one-line
     `config.ConfigError` when it is above ``max_result_mb``."""
-    limit = limit_mb(cfg)
-    if finished(cfg, out_dir):
+    if finished(spec, out_dir):
         return None
-    estimate = run_estimate(cfg, built)
-    guard(estimate, limit, f"run {C.run_id(cfg)}", RUN_FIXES)
+    estimate = run_estimate(spec)
+    guard(estimate, spec.max_result_mb, f"run {spec.run_id}", RUN_FIXES)
     return estimate
 
 
-def check_figure(runs: Mapping[str, Mapping], cfg: DictConfig, what: str) -> dict:
+def check_figure(runs: Mapping[str, Mapping], limit: float | None, what: str) -> dict:
     """A figure's estimate from `pending` of each run; a one-line `config.ConfigError` when
-    the figure, or one of its runs, is above ``max_result_mb``."""
-    limit = limit_mb(cfg)
+    the figure, or one of its runs, is above ``limit`` MB (``max_result_mb``; None: no guard)."""
     estimate = figure_estimate(runs)
     fixes = RUN_FIXES
     if runs:

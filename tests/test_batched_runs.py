@@ -45,8 +45,9 @@ def _cfgs(root, data_dir, run_ids, profile="quick"):
 def batched_root(tmp_path_factory, data_dir):
     """Two PES seeds of figure 7 (tiny sizes, step-unlocked pairs, clipped) run batched."""
     root = tmp_path_factory.mktemp("batched")
-    groups = batched.group_runs(_cfgs(root, data_dir, ["pes-s0", "pes-s1"]), max_batch=16)
-    assert [[C.run_id(c) for c in g] for g in groups] == [["pes-s0", "pes-s1"]]
+    specs = [C.RunSpec.from_config(c) for c in _cfgs(root, data_dir, ["pes-s0", "pes-s1"])]
+    groups = batched.group_runs(specs, max_batch=16)
+    assert [[s.run_id for s in g] for g in groups] == [["pes-s0", "pes-s1"]]
     batched.run_batch(groups[0])
     return root
 
@@ -102,7 +103,7 @@ def test_batched_runner_respects_a_held_run_lock(tmp_path, data_dir):
 
 
 def test_batch_signature_separates_methods_and_settings(tmp_path, data_dir):
-    a, b, c = _cfgs(tmp_path, data_dir, ["pes-s0", "pes-s3", "tes-s3"])
+    a, b, c = map(C.RunSpec.from_config, _cfgs(tmp_path, data_dir, ["pes-s0", "pes-s3", "tes-s3"]))
     assert batched.batch_signature(a) == batched.batch_signature(b)
     assert batched.batch_signature(a) != batched.batch_signature(c)
     assert len(batched.group_runs([a, b, c], max_batch=1)) == 3

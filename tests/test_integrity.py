@@ -254,7 +254,7 @@ def test_ids_that_become_paths_cannot_escape(tmp_path, override, key):
 
 
 def test_overwrite_only_moves_the_runs_own_folder(tmp_path):
-    cfg = cheap(tmp_path)
+    cfg = C.RunSpec.from_config(cheap(tmp_path))
     out = runner.check(cfg)
     for other in (out.parent, out.parent.parent, tmp_path):  # runs/, the figure, the results root
         with pytest.raises(io.FileProblem, match="overwrite=true only moves a run's own folder aside"):
@@ -495,11 +495,8 @@ def test_an_absurd_size_is_refused_with_the_estimate_and_the_override(tmp_path):
     assert "above max_result_mb=10000; fix: lower train.num_outer_steps or raise train.log_every" in text
     confirm = text.split("confirm with ")[1].split(" ")[0]
     assert not any(tmp_path.iterdir())
-    sizes.check_run(
-        cheap(tmp_path, "train.num_outer_steps=1000000000", confirm),
-        C.build(cheap(tmp_path, "train.num_outer_steps=1000000000")),
-        tmp_path / "x",
-    )
+    confirmed = C.RunSpec.from_config(cheap(tmp_path, "train.num_outer_steps=1000000000", confirm))
+    sizes.check_run(confirmed, tmp_path / "x")
     with pytest.raises(C.ConfigError, match="max_result_mb=0 is invalid"):
         runner.run(cheap(tmp_path, "max_result_mb=0"))
     # a figure: the sum of its runs, refused before any of them runs
@@ -524,7 +521,7 @@ def test_the_figure2_estimate_is_close_to_the_stored_results():
     runs = {}
     for run in figures.runs(fig, "quick"):
         cfg = C.compose(figures.run_overrides(fig, run, "quick"))
-        runs[str(run.id)] = sizes.run_estimate(cfg, C.build(cfg))
+        runs[str(run.id)] = sizes.run_estimate(C.RunSpec.from_config(cfg))
     estimate = sizes.figure_estimate(runs)
     stored = json.loads((STORED2 / "figure.json").read_text())["digests"]["metrics.csv"]
     assert estimate["rows"] == stored["rows"]

@@ -20,7 +20,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from experiments import config as C
-from experiments import launch, reproduce
+from experiments import launch, pipeline, reproduce
 from experiments.config import ROOT
 
 TINY = str(ROOT / "tests" / "figures" / "tiny.yaml")
@@ -206,9 +206,9 @@ def test_a_second_command_on_the_same_figure_waits_in_one_line(tmp_path, capsys)
     holder = _hold(fig_dir, 2)
     seen = []
     t0 = time.perf_counter()
-    with launch.figure_lock(fig_dir, seen.append, "figure tiny (quick)"):
+    with pipeline.figure_lock(fig_dir, seen.append, "figure tiny (quick)"):
         waited = time.perf_counter() - t0
-        with launch.figure_lock(fig_dir, seen.append, "figure tiny (quick)"):  # re-entrant in one process
+        with pipeline.figure_lock(fig_dir, seen.append, "figure tiny (quick)"):  # re-entrant in one process
             pass
     holder.wait()
     assert waited > 0.5
