@@ -404,7 +404,10 @@ def check_settings(cfg: DictConfig) -> None:
 
 
 def set_x64(on: bool) -> None:
-    """Switch JAX's float64 on or off (`use_x64` for a config; a run's spec holds ``x64``)."""
+    """Switch JAX's float64 on or off (`use_x64` for a config; a run's spec holds ``x64``).
+    The first call also switches on the persistent compilation cache
+    (`experiments.compilation_cache`), since every computation of the suite comes after one."""
+    compilation_cache.enable()
     jax.config.update("jax_enable_x64", bool(on))
 
 
@@ -415,11 +418,8 @@ def use_x64(cfg: DictConfig) -> None:
     figure whose runs or post-steps set ``x64`` differently, several figures in turn), so it
     is set from the config at hand when its objects are built (`make_task`, `build`) and
     again before a computation that may follow another config's work (a post-step's
-    compute, a job's part of one).  `pes` itself never sets it.  The first call also switches
-    on the persistent compilation cache (`experiments.compilation_cache`), since every
-    computation of the suite comes after one."""
-    compilation_cache.enable()
-    jax.config.update("jax_enable_x64", bool(cfg.x64))
+    compute, a job's part of one).  `pes` itself never sets it."""
+    set_x64(bool(cfg.x64))
 
 
 def make_task(cfg: DictConfig) -> Task:
