@@ -143,7 +143,10 @@ def migrate(fig_dir: Path, source: str | None = None, reason: str | None = None)
     text = _render(list(results.FIGURE_COLUMNS), new_rows)
     if _parse(path, text)[1] != new_rows:
         raise AssertionError(f"{path}: the rewritten text does not read back as the same cells")
-    results.validate(_frame(text), allow_nonfinite=_metrics(rows, header))  # unique rows, numbers
+    try:  # unique (source, run, seed, metric, step), numbers where numbers belong
+        results.validate(_frame(text), allow_nonfinite=_metrics(rows, header))
+    except results.SchemaError as err:
+        raise C.ConfigError(f"{path} cannot be migrated: {err}; fix: rerun and store the figure") from err
     if path.name.endswith(".gz"):
         from experiments.docs import gzip_bytes  # (docs imports check, which names this tool)
 

@@ -51,14 +51,18 @@ def check(root: Path, capsys, figure: str = "figure2") -> tuple[int, str]:
     return code, capsys.readouterr().out
 
 
-def test_a_table_without_source_is_refused_with_the_migration_command(tmp_path, capsys):
+def test_a_table_without_source_is_refused_with_the_migration_command(tmp_path, capsys, monkeypatch):
     fig_dir, _ = legacy_copy(tmp_path)
-    code, out = check(tmp_path, capsys)
-    assert code == CL.EXIT_CONFIG
-    lines = [x for x in out.splitlines() if "no 'source' column" in x]
-    assert len(lines) == 1 and "Traceback" not in out
-    assert f"{fig_dir / 'metrics.csv'}: no 'source' column" in lines[0]
-    assert f"fix: python -m experiments.migrate folder={fig_dir}" in lines[0]
+    argv = ["figure=figure2", "profile=quick", f"results_root={tmp_path}"]
+    monkeypatch.setattr("sys.argv", ["check", *argv])
+    with pytest.raises(SystemExit) as exit_:
+        CH.main()
+    assert exit_.value.code == CL.EXIT_CONFIG
+    captured = capsys.readouterr()
+    assert captured.out == "" and "Traceback" not in captured.err
+    (line,) = captured.err.strip().splitlines()
+    assert line.startswith(f"error: {fig_dir / 'metrics.csv'}: no 'source' column")
+    assert f"fix: python -m experiments.migrate folder={fig_dir} -- check: a configuration problem" in line
 
 
 @pytest.mark.parametrize("gz", [False, True])
@@ -91,12 +95,21 @@ def test_migration_keeps_every_cell_and_the_check_reads_as_before(tmp_path, caps
 def test_a_row_of_no_run_is_not_labelled_run(tmp_path):
     fig_dir, old = legacy_copy(tmp_path)
     first = old.decode().splitlines()[1]
-    extra = first.replace("pes-k1,", "baseline,", 1) + "\n"
+    extra = "baseline," + first.split(",", 1)[1] + "\n"
     (fig_dir / "metrics.csv").write_bytes(old + extra.encode())
     integrity.record_digests(fig_dir)
     with pytest.raises(C.ConfigError, match=r"run ids baseline are no runs of figure2 under profile quick"):
         migrate.migrate(fig_dir)
     assert (fig_dir / "metrics.csv").read_bytes() == old + extra.encode()  # untouched
+
+
+def test_duplicate_rows_are_refused_naming_the_file(tmp_path):
+    fig_dir, old = legacy_copy(tmp_path)
+    first = old.decode().splitlines()[1]
+    (fig_dir / "metrics.csv").write_bytes(old + (first + "\n").encode())
+    integrity.record_digests(fig_dir)
+    with pytest.raises(C.ConfigError, match=r"csv cannot be migrated: duplicate rows, e.g. run tbptt-k1"):
+        migrate.migrate(fig_dir)
 
 
 def test_runs_and_post_steps_need_stated_evidence(tmp_path):
