@@ -45,8 +45,9 @@ def rows(run_id, metric, steps, values, *, seed=0, estimator=None, **cols):
 
 
 def frame(*parts):
-    """A figure's merged table (`results.FIGURE_COLUMNS`) of run rows."""
-    return results.frame([r for p in parts for r in p]).assign(source=results.RUN_SOURCE)
+    """A figure's merged table (`results.FIGURE_COLUMNS`); rows without ``source`` are runs'."""
+    records = [{"source": results.RUN_SOURCE, **r} for p in parts for r in p]
+    return results.pd.DataFrame.from_records(records, columns=list(results.FIGURE_COLUMNS))
 
 
 SOURCE = "project-derived: a test claim"
