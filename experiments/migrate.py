@@ -107,8 +107,8 @@ def _rule(fig, profile: str, run_ids: set[str], source: str | None, reason: str 
     strangers = sorted(run_ids - ids)
     if strangers:
         raise C.ConfigError(
-            f"run ids {', '.join(strangers[:5])} are no runs of {fig.id} under profile {profile}; "
-            "so the rows are not all runs' (fix: migrate by hand, or rerun and store the figure)"
+            f"run ids {', '.join(strangers[:5])} are not runs of {fig.id} under profile {profile}, so not "
+            "every row is a run's; fix: rerun and store the figure (or state source= and reason=)"
         )
     return results.RUN_SOURCE, stated
 

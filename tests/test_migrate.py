@@ -98,7 +98,7 @@ def test_a_row_of_no_run_is_not_labelled_run(tmp_path):
     extra = "baseline," + first.split(",", 1)[1] + "\n"
     (fig_dir / "metrics.csv").write_bytes(old + extra.encode())
     integrity.record_digests(fig_dir)
-    with pytest.raises(C.ConfigError, match=r"run ids baseline are no runs of figure2 under profile quick"):
+    with pytest.raises(C.ConfigError, match=r"run ids baseline are not runs of figure2 under profile quick"):
         migrate.migrate(fig_dir)
     assert (fig_dir / "metrics.csv").read_bytes() == old + extra.encode()  # untouched
 
@@ -121,7 +121,7 @@ def test_runs_and_post_steps_need_stated_evidence(tmp_path):
     with pytest.raises(C.ConfigError, match="'evaluation' is not a post-step of figure3; allowed: run, grid"):
         migrate.migrate(fig_dir, source="evaluation", reason="x")
     # the stored quick table has grid rows (run id "grid"): stated `run` is still checked
-    with pytest.raises(C.ConfigError, match="run ids grid are no runs of figure3"):
+    with pytest.raises(C.ConfigError, match="run ids grid are not runs of figure3"):
         migrate.migrate(fig_dir, source="run", reason="all runs")
     assert (fig_dir / "metrics.csv").read_bytes() == old
 
