@@ -30,7 +30,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from experiments import claims as CL
-from experiments import cli, figures, integrity
+from experiments import cli, figures, integrity, migrate
 from experiments import config as C
 from pes import results
 
@@ -135,6 +135,11 @@ def load(fig_dir: Path) -> FigureResults:
     fj, texts = integrity.verify(fig_dir, [mpath, gpath], (*METRICS_NAMES, *GRID_NAMES), fix)
     numbers = integrity.METRICS_NUMBERS
     metrics = integrity.read_table(mpath, texts[mpath], results.COLUMNS, numbers, fix=fix) if mpath else None
+    if metrics is not None and results.SOURCE not in metrics.columns:
+        raise C.ConfigError(
+            f"{mpath}: no {results.SOURCE!r} column (a table written before a figure's merged table "
+            f"named the run or post-step of each row); fix: {migrate.command(fig_dir)}"
+        )
     grid = (
         integrity.read_table(
             gpath,

@@ -24,6 +24,7 @@ import yaml
 
 from experiments import config
 from experiments.config import CONFIG_DIR, ConfigError
+from pes import results
 
 # A claim's scale: `any` = what the method's mechanism predicts at any size (decides every
 # profile's verdict); `paper` = a statement about the paper's horizons, budgets or numbers
@@ -33,6 +34,7 @@ SCALES = ("any", "paper")
 PROFILE_SCALES = ("small", "paper")
 INDICATIVE = "paper-scale, indicative"
 REPORTED = "finding, not counted"
+SOURCE_COLUMN = results.SOURCE  # which run or post-step wrote a row of the merged table
 DIVERGED_METRIC = "diverged"  # the marker row a diverged run ends with (experiments.runner)
 PASS, FAIL, NOT_RUN = "PASS", "FAIL", "NOT RUN"
 # exit codes of `python -m experiments.check` (docs/claims.md)
@@ -212,10 +214,20 @@ def _run_known(pattern: str, ids: set[str]) -> bool:
     )
 
 
-def _validate_measure(m, where: str, profiles, fig) -> None:
-    if not isinstance(m, Mapping):
-        raise ConfigError(f"{where}={m!r} is invalid; allowed: a measure, e.g. {{run: pes-k1, metric: loss}}")
-    _unknown(m, MEASURE_KEYS, where)
+# the settings each stat needs (and only it uses)
+STAT_SETTINGS = {
+    "n": ("mean_last",),
+    "x_at": ("at", "change"),
+    "x_frac": ("at", "change"),
+    "threshold": ("first_below", "first_above"),
+    "x_min": ("slope",),
+    "x_max": ("slope",),
+    "window": ("slope",),
+}
+
+
+def _validate_choices(m: Mapping, where: str) -> str:
+    """A measure's metric and its one-of settings (stat, seeds, diverged, table, pool); returns the stat."""
     if not isinstance(m.get("metric"), str) or not m["metric"]:
         raise ConfigError(f"{where}.metric is missing; allowed: a metric name, e.g. loss")
     stat = m.get("stat", "final")
@@ -227,6 +239,12 @@ def _validate_measure(m, where: str, profiles, fig) -> None:
         raise ConfigError(f"{where}.stat={stat!r} is invalid with table: grid; allowed: min, max")
     if "pool" in m and not isinstance(m["pool"], bool):
         raise ConfigError(f"{where}.pool={m['pool']!r} is invalid; allowed: true, false")
+    return stat
+
+
+def _validate_stat_settings(m: Mapping, stat: str, where: str, profiles) -> None:
+    """The settings a stat needs (n, x_at or x_frac, threshold), the optional ones, and none it
+    does not use."""
     if stat == "mean_last":
         if "n" not in m:
             raise ConfigError(
@@ -254,18 +272,13 @@ def _validate_measure(m, where: str, profiles, fig) -> None:
         _one_of(WINDOWS)(m["window"], f"{where}.window")
     if "transform" in m:
         _one_of(tuple(TRANSFORMS))(m["transform"], f"{where}.transform")
-    for k in ("n", "x_at", "x_frac", "threshold", "x_min", "x_max", "window"):
-        needs = {
-            "n": ("mean_last",),
-            "x_at": ("at", "change"),
-            "x_frac": ("at", "change"),
-            "threshold": ("first_below", "first_above"),
-            "x_min": ("slope",),
-            "x_max": ("slope",),
-            "window": ("slope",),
-        }[k]
+    for k, needs in STAT_SETTINGS.items():
         if k in m and stat not in needs:
             raise ConfigError(f"{where}.{k} is only used with stat {' or '.join(needs)}; here stat is {stat}")
+
+
+def _validate_se(m: Mapping, where: str, profiles, fig) -> None:
+    """The string settings, and se / se_model / se_floor (a measure of its own)."""
     for k in ("x", "source", "estimator", "name", "se"):
         if k in m and not isinstance(m[k], str):
             raise ConfigError(f"{where}.{k}={m[k]!r} is invalid; allowed: a string")
@@ -277,6 +290,10 @@ def _validate_measure(m, where: str, profiles, fig) -> None:
         if m.get("se_model") != "squared_norm":
             raise ConfigError(f"{where}.se_floor is only used with se_model: squared_norm")
         _validate_measure(m["se_floor"], f"{where}.se_floor", profiles, fig)
+
+
+def _validate_selection(m: Mapping, where: str, fig) -> None:
+    """``where:``, ``run:`` and ``label:`` name columns, runs and labels of the figure."""
     if "where" in m and not isinstance(m["where"], Mapping):
         raise ConfigError(f"{where}.where={m['where']!r} is invalid; allowed: {{column: value or list}}")
     ids, labels = _run_ids(fig)
@@ -293,11 +310,177 @@ def _validate_measure(m, where: str, profiles, fig) -> None:
                     f"{where}.run={r!r} is not a run of the figure; allowed: {', '.join(sorted(ids))} "
                     "(or a glob; rows of a post-step need source: <step>)"
                 )
-    if "label" in m:
-        if labels and m["label"] not in labels:
+    if "label" in m and labels and m["label"] not in labels:
+        raise ConfigError(f"{where}.label={m['label']!r} is unknown; allowed: {', '.join(sorted(labels))}")
+
+
+def _validate_measure(m, where: str, profiles, fig) -> None:
+    """One measure of a check (keys: `MEASURE_KEYS`)."""
+    if not isinstance(m, Mapping):
+        raise ConfigError(f"{where}={m!r} is invalid; allowed: a measure, e.g. {{run: pes-k1, metric: loss}}")
+    _unknown(m, MEASURE_KEYS, where)
+    stat = _validate_choices(m, where)
+    _validate_stat_settings(m, stat, where, profiles)
+    _validate_se(m, where, profiles, fig)
+    _validate_selection(m, where, fig)
+
+
+def _containers(claims, fig):
+    """``claims`` and ``fig`` as plain Python containers (OmegaConf nodes resolved)."""
+    if hasattr(claims, "_metadata") or (fig is not None and hasattr(fig, "_metadata")):
+        from omegaconf import OmegaConf
+
+        if hasattr(claims, "_metadata"):
+            claims = OmegaConf.to_container(claims, resolve=True)
+        if fig is not None and hasattr(fig, "_metadata"):
+            fig = OmegaConf.to_container(fig, resolve=True)
+    return claims, fig
+
+
+def _claim_where(c, i: int, fig_id, seen: set) -> str:
+    """The claim's name in messages (``<figure> claim '<id>'``) once its id is valid and unique."""
+    where = f"{fig_id} claims[{i}]"
+    if not isinstance(c, Mapping):
+        raise ConfigError(f"{where}={c!r} is invalid; allowed: a mapping with keys {', '.join(CLAIM_KEYS)}")
+    cid = c.get("id")
+    if not isinstance(cid, str) or not ID_RE.fullmatch(cid):
+        raise ConfigError(f"{where}.id={cid!r} is invalid; allowed: lowercase letters, digits, '.', '-'")
+    where = f"{fig_id} claim {cid!r}"
+    if cid in seen:
+        raise ConfigError(f"{where}: the id is used twice; allowed: a unique id per figure")
+    seen.add(cid)
+    return where
+
+
+def _validate_words(c: Mapping, where: str) -> None:
+    """The claim's keys and words: claim, scale, source, finding, counted."""
+    _unknown(c, CLAIM_KEYS, where)
+    if not isinstance(c.get("claim"), str) or not c["claim"].strip():
+        raise ConfigError(f"{where}: claim is missing; allowed: the claim in words (a string)")
+    if "scale" not in c:
+        raise ConfigError(f"{where}: scale is missing; allowed: {', '.join(SCALES)} (docs/claims.md)")
+    _one_of(SCALES)(c["scale"], f"{where}.scale")
+    source = c.get("source")
+    if not isinstance(source, str) or not source.strip():
+        raise ConfigError(f"{where}: source is missing; allowed: {SOURCE_HINT}")
+    head, colon, reason = source.partition(":")
+    if head.strip().lower() == "project-derived" and not (colon and reason.strip()):
+        raise ConfigError(
+            f"{where}.source={source!r} gives no reason; allowed: 'project-derived: <why the project "
+            "sets this threshold>'"
+        )
+    if "finding" in c and not (isinstance(c["finding"], str) and c["finding"].strip()):
+        raise ConfigError(
+            f"{where}.finding={c['finding']!r} is invalid; allowed: a one-line reason (a string)"
+        )
+    if "counted" in c and not isinstance(c["counted"], bool):
+        raise ConfigError(f"{where}.counted={c['counted']!r} is invalid; allowed: true, false")
+    if c.get("counted") is False and "finding" not in c:
+        raise ConfigError(
+            f"{where}: counted: false needs finding: (why the claim is reported but not counted)"
+        )
+
+
+def _claim_profiles(c: Mapping, where: str, fig, profiles: Sequence[str]) -> list:
+    """The profiles the claim applies to: its ``profiles:``, else the figure's (among ``profiles``)."""
+    cprof = c.get("profiles", [p for p in figure_profiles(fig) if p in profiles] or list(profiles))
+    if not isinstance(cprof, list) or not cprof or any(p not in profiles for p in cprof):
+        raise ConfigError(
+            f"{where}.profiles={cprof!r} is invalid; allowed: a non-empty list of {', '.join(profiles)}"
+        )
+    return cprof
+
+
+def _validate_of(check: Mapping, w: str, cprof, fig) -> None:
+    """A range or close check's ``of:``: a measure or a list of measures."""
+    of = check.get("of")
+    if of is None:
+        raise ConfigError(f"{w}.of is missing; allowed: a measure or a list of measures")
+    for j, m in enumerate(of if isinstance(of, list) else [of]):
+        _validate_measure(m, f"{w}.of[{j}]" if isinstance(of, list) else f"{w}.of", cprof, fig)
+
+
+def _validate_range(check: Mapping, w: str, cprof) -> None:
+    bounds = [k for k in ("above", "below", "min", "max") if k in check]
+    if not bounds:
+        raise ConfigError(f"{w}: no bound; allowed: above, below (strict), min, max (inclusive)")
+    for k in bounds:
+        _per_profile(check[k], f"{w}.{k}", cprof, _number("a bound"))
+
+
+def _validate_close(check: Mapping, w: str, cprof, fig) -> None:
+    if "to" not in check:
+        raise ConfigError(f"{w}.to is missing; allowed: a number or a measure")
+    if isinstance(check["to"], Mapping) and "metric" in check["to"]:
+        _validate_measure(check["to"], f"{w}.to", cprof, fig)
+    else:
+        _per_profile(check["to"], f"{w}.to", cprof, _number("the target"))
+    if "rtol" not in check and "atol" not in check:
+        raise ConfigError(f"{w}: no tolerance; allowed: rtol and/or atol (numbers >= 0)")
+    for k in ("rtol", "atol"):
+        if k in check:
+            _per_profile(check[k], f"{w}.{k}", cprof, _number("a tolerance", nonneg=True))
+
+
+def _validate_order(check: Mapping, w: str, cprof, fig) -> None:
+    keys = [k for k in ("ascending", "descending") if k in check]
+    if len(keys) != 1:
+        raise ConfigError(f"{w}: give exactly one of ascending, descending (a list of >= 2 measures)")
+    seq = check[keys[0]]
+    if not isinstance(seq, list) or len(seq) < 2:
+        raise ConfigError(f"{w}.{keys[0]}={seq!r} is invalid; allowed: a list of >= 2 measures")
+    for j, m in enumerate(seq):
+        _validate_measure(m, f"{w}.{keys[0]}[{j}]", cprof, fig)
+    if "margin" in check:
+        _per_profile(check["margin"], f"{w}.margin", cprof, _number("a margin", nonneg=True))
+    per_seed = check.get("per_seed", "no")
+    per_seed = "no" if per_seed is False else per_seed
+    _one_of(PER_SEED)(per_seed, f"{w}.per_seed")
+    if per_seed != "no" and any(m.get("seeds") not in (None, "each") for m in seq):
+        raise ConfigError(
+            f"{w}: per_seed: {per_seed} compares seeds one by one; allowed: no seeds: key on its measures"
+        )
+
+
+def _validate_z(check: Mapping, ctype: str, w: str, cprof) -> None:
+    """A range or order check's ``z:`` and its measures' ``se:`` come together."""
+    measures = (
+        (check["of"] if isinstance(check["of"], list) else [check["of"]])
+        if ctype == "range"
+        else check[[k for k in ("ascending", "descending") if k in check][0]]
+    )
+    with_se = [isinstance(m, Mapping) and "se" in m for m in measures]
+    if "z" in check:
+        _per_profile(check["z"], f"{w}.z", cprof, _number("standard errors", positive=True))
+        if not all(with_se):
             raise ConfigError(
-                f"{where}.label={m['label']!r} is unknown; allowed: {', '.join(sorted(labels))}"
+                f"{w}.z needs se: on every measure; allowed: se: <metric of its standard error>"
             )
+        if check.get("per_seed", "no") not in ("no", False):
+            raise ConfigError(f"{w}.z is only used with per_seed: no")
+    elif any(with_se):
+        raise ConfigError(f"{w}: a measure has se: but the check has no z; allowed: z: <standard errors>")
+
+
+def _validate_check(check, where: str, cprof, fig) -> None:
+    """A claim's ``check:``: its type, its keys, and the measures and numbers of that type."""
+    if not isinstance(check, Mapping):
+        raise ConfigError(f"{where}.check is missing; allowed: a mapping with type: {', '.join(CHECK_KEYS)}")
+    ctype = check.get("type")
+    if ctype not in CHECK_KEYS:
+        raise ConfigError(f"{where}.check.type={ctype!r} is invalid; allowed: {', '.join(CHECK_KEYS)}")
+    w = f"{where}.check"
+    _unknown(check, CHECK_KEYS[ctype], w)
+    if ctype in ("range", "close"):
+        _validate_of(check, w, cprof, fig)
+    if ctype == "range":
+        _validate_range(check, w, cprof)
+    if ctype == "close":
+        _validate_close(check, w, cprof, fig)
+    if ctype == "order":
+        _validate_order(check, w, cprof, fig)
+    if ctype in ("range", "order"):
+        _validate_z(check, ctype, w, cprof)
 
 
 def validate(claims, fig=None, profiles: Sequence[str] | None = None) -> list[dict]:
@@ -310,136 +493,19 @@ def validate(claims, fig=None, profiles: Sequence[str] | None = None) -> list[di
     """
     if claims is None:
         return []
-    if hasattr(claims, "_metadata"):  # an OmegaConf node
-        from omegaconf import OmegaConf
-
-        claims = OmegaConf.to_container(claims, resolve=True)
-    if fig is not None and hasattr(fig, "_metadata"):
-        from omegaconf import OmegaConf
-
-        fig = OmegaConf.to_container(fig, resolve=True)
+    claims, fig = _containers(claims, fig)
     profiles = list(profiles) if profiles is not None else list(config.profile_names())
     fig_id = (fig or {}).get("id", "figure")
     if not isinstance(claims, list):
         raise ConfigError(
             f"{fig_id}: claims={claims!r} is invalid; allowed: a list of claims (docs/claims.md)"
         )
-    seen = set()
+    seen: set = set()
     for i, c in enumerate(claims):
-        where = f"{fig_id} claims[{i}]"
-        if not isinstance(c, Mapping):
-            raise ConfigError(
-                f"{where}={c!r} is invalid; allowed: a mapping with keys {', '.join(CLAIM_KEYS)}"
-            )
-        cid = c.get("id")
-        if not isinstance(cid, str) or not ID_RE.fullmatch(cid):
-            raise ConfigError(f"{where}.id={cid!r} is invalid; allowed: lowercase letters, digits, '.', '-'")
-        where = f"{fig_id} claim {cid!r}"
-        if cid in seen:
-            raise ConfigError(f"{where}: the id is used twice; allowed: a unique id per figure")
-        seen.add(cid)
-        _unknown(c, CLAIM_KEYS, where)
-        if not isinstance(c.get("claim"), str) or not c["claim"].strip():
-            raise ConfigError(f"{where}: claim is missing; allowed: the claim in words (a string)")
-        if "scale" not in c:
-            raise ConfigError(f"{where}: scale is missing; allowed: {', '.join(SCALES)} (docs/claims.md)")
-        _one_of(SCALES)(c["scale"], f"{where}.scale")
-        source = c.get("source")
-        if not isinstance(source, str) or not source.strip():
-            raise ConfigError(f"{where}: source is missing; allowed: {SOURCE_HINT}")
-        head, colon, reason = source.partition(":")
-        if head.strip().lower() == "project-derived" and not (colon and reason.strip()):
-            raise ConfigError(
-                f"{where}.source={source!r} gives no reason; allowed: 'project-derived: <why the project "
-                "sets this threshold>'"
-            )
-        if "finding" in c and not (isinstance(c["finding"], str) and c["finding"].strip()):
-            raise ConfigError(
-                f"{where}.finding={c['finding']!r} is invalid; allowed: a one-line reason (a string)"
-            )
-        if "counted" in c and not isinstance(c["counted"], bool):
-            raise ConfigError(f"{where}.counted={c['counted']!r} is invalid; allowed: true, false")
-        if c.get("counted") is False and "finding" not in c:
-            raise ConfigError(
-                f"{where}: counted: false needs finding: (why the claim is reported but not counted)"
-            )
-        cprof = c.get("profiles", [p for p in figure_profiles(fig) if p in profiles] or list(profiles))
-        if not isinstance(cprof, list) or not cprof or any(p not in profiles for p in cprof):
-            raise ConfigError(
-                f"{where}.profiles={cprof!r} is invalid; allowed: a non-empty list of {', '.join(profiles)}"
-            )
-        check = c.get("check")
-        if not isinstance(check, Mapping):
-            raise ConfigError(
-                f"{where}.check is missing; allowed: a mapping with type: {', '.join(CHECK_KEYS)}"
-            )
-        ctype = check.get("type")
-        if ctype not in CHECK_KEYS:
-            raise ConfigError(f"{where}.check.type={ctype!r} is invalid; allowed: {', '.join(CHECK_KEYS)}")
-        _unknown(check, CHECK_KEYS[ctype], f"{where}.check")
-        w = f"{where}.check"
-        if ctype in ("range", "close"):
-            of = check.get("of")
-            if of is None:
-                raise ConfigError(f"{w}.of is missing; allowed: a measure or a list of measures")
-            for j, m in enumerate(of if isinstance(of, list) else [of]):
-                _validate_measure(m, f"{w}.of[{j}]" if isinstance(of, list) else f"{w}.of", cprof, fig)
-        if ctype == "range":
-            bounds = [k for k in ("above", "below", "min", "max") if k in check]
-            if not bounds:
-                raise ConfigError(f"{w}: no bound; allowed: above, below (strict), min, max (inclusive)")
-            for k in bounds:
-                _per_profile(check[k], f"{w}.{k}", cprof, _number("a bound"))
-        if ctype == "close":
-            if "to" not in check:
-                raise ConfigError(f"{w}.to is missing; allowed: a number or a measure")
-            if isinstance(check["to"], Mapping) and "metric" in check["to"]:
-                _validate_measure(check["to"], f"{w}.to", cprof, fig)
-            else:
-                _per_profile(check["to"], f"{w}.to", cprof, _number("the target"))
-            if "rtol" not in check and "atol" not in check:
-                raise ConfigError(f"{w}: no tolerance; allowed: rtol and/or atol (numbers >= 0)")
-            for k in ("rtol", "atol"):
-                if k in check:
-                    _per_profile(check[k], f"{w}.{k}", cprof, _number("a tolerance", nonneg=True))
-        if ctype == "order":
-            keys = [k for k in ("ascending", "descending") if k in check]
-            if len(keys) != 1:
-                raise ConfigError(f"{w}: give exactly one of ascending, descending (a list of >= 2 measures)")
-            seq = check[keys[0]]
-            if not isinstance(seq, list) or len(seq) < 2:
-                raise ConfigError(f"{w}.{keys[0]}={seq!r} is invalid; allowed: a list of >= 2 measures")
-            for j, m in enumerate(seq):
-                _validate_measure(m, f"{w}.{keys[0]}[{j}]", cprof, fig)
-            if "margin" in check:
-                _per_profile(check["margin"], f"{w}.margin", cprof, _number("a margin", nonneg=True))
-            per_seed = check.get("per_seed", "no")
-            per_seed = "no" if per_seed is False else per_seed
-            _one_of(PER_SEED)(per_seed, f"{w}.per_seed")
-            if per_seed != "no" and any(m.get("seeds") not in (None, "each") for m in seq):
-                raise ConfigError(
-                    f"{w}: per_seed: {per_seed} compares seeds one by one; "
-                    "allowed: no seeds: key on its measures"
-                )
-        if ctype in ("range", "order"):
-            measures = (
-                (check["of"] if isinstance(check["of"], list) else [check["of"]])
-                if ctype == "range"
-                else check[[k for k in ("ascending", "descending") if k in check][0]]
-            )
-            with_se = [isinstance(m, Mapping) and "se" in m for m in measures]
-            if "z" in check:
-                _per_profile(check["z"], f"{w}.z", cprof, _number("standard errors", positive=True))
-                if not all(with_se):
-                    raise ConfigError(
-                        f"{w}.z needs se: on every measure; allowed: se: <metric of its standard error>"
-                    )
-                if check.get("per_seed", "no") not in ("no", False):
-                    raise ConfigError(f"{w}.z is only used with per_seed: no")
-            elif any(with_se):
-                raise ConfigError(
-                    f"{w}: a measure has se: but the check has no z; allowed: z: <standard errors>"
-                )
+        where = _claim_where(c, i, fig_id, seen)
+        _validate_words(c, where)
+        cprof = _claim_profiles(c, where, fig, profiles)
+        _validate_check(c.get("check"), where, cprof, fig)
         if "note" in c and not isinstance(c["note"], str):
             raise ConfigError(f"{where}.note={c['note']!r} is invalid; allowed: a string")
     return [dict(c) for c in claims]
@@ -603,7 +669,7 @@ def _curve_stat(x: np.ndarray, y: np.ndarray, m: Mapping, profile: str) -> float
     raise AssertionError(stat)
 
 
-def _rows(df: pd.DataFrame, m: Mapping, fig_labels, expected_runs, legacy_source=False) -> pd.DataFrame:
+def _rows(df: pd.DataFrame, m: Mapping, fig_labels, expected_runs) -> pd.DataFrame:
     sel = df[df["metric"] == m["metric"]]
     runs = _selection(m, fig_labels)
     if runs is not None:
@@ -617,7 +683,7 @@ def _rows(df: pd.DataFrame, m: Mapping, fig_labels, expected_runs, legacy_source
         if k in m:
             vals = m[k] if isinstance(m[k], (list, tuple)) else [m[k]]
             sel = sel[sel[k].isin(vals)]
-    if "source" in m and not legacy_source:  # a table without the column: every row is "run"
+    if "source" in m:
         sel = sel[sel["source"] == m["source"]]
     for col, v in (m.get("where") or {}).items():
         if col not in df.columns:
@@ -654,7 +720,6 @@ class Evidence:
     statuses: Mapping | None = None  # run_id -> status or {status, diverged_at_outer_step}
     grid: pd.DataFrame | None = None  # the grid table, for `table: grid` measures
     expected_runs: Sequence[str] | None = None  # the run ids the profile should have
-    legacy_source: bool = False  # the table had no `source` column (every row is a run's)
     markers: Mapping[tuple[str, int], int] = field(default_factory=dict)  # (run, seed) -> step
 
     @classmethod
@@ -662,15 +727,18 @@ class Evidence:
         """The evidence of a results table ``df`` (copied and normalised, never changed)."""
         if df is None:
             return cls(profile, None, labels, **more)
-        legacy_source = "source" not in df.columns
+        if SOURCE_COLUMN not in df.columns:
+            raise ConfigError(
+                f"the results table has no {SOURCE_COLUMN!r} column (columns {list(df.columns)}); "
+                f"fix: a figure's merged table has {', '.join(results.FIGURE_COLUMNS)} "
+                "(a stored table without it: python -m experiments.migrate folder=<its folder>)"
+            )
         df = df.copy()
-        if legacy_source:
-            df["source"] = "run"
         df["value"] = pd.to_numeric(df["value"], errors="raise")  # never a silent NaN
         df["run_id"] = df["run_id"].astype(str)
         mk = df[df["metric"] == DIVERGED_METRIC]
         markers = {(str(r.run_id), int(r.seed)): int(r.outer_step) for r in mk.itertuples()}
-        return cls(profile, df, labels, legacy_source=legacy_source, markers=markers, **more)
+        return cls(profile, df, labels, markers=markers, **more)
 
 
 def _measure(m: Mapping, ev: Evidence) -> _Measured:
@@ -701,7 +769,7 @@ def _member_curves(m: Mapping, ev: Evidence) -> tuple[Curves, dict[Any, str]]:
     """Each member's finite (x, y) curve (a member: a seed, a run/seed, or the pooled rows)
     and the members that diverged (``"diverged at step N"``)."""
     df, pool = ev.df, bool(m.get("pool"))
-    sel = _with_x(df, _rows(df, m, ev.labels, ev.expected_runs, ev.legacy_source), m.get("x", "outer_step"))
+    sel = _with_x(df, _rows(df, m, ev.labels, ev.expected_runs), m.get("x", "outer_step"))
     members: Curves = {}
     diverged: dict[Any, str] = {}
     groups = [("all", sel)] if pool else list(sel.groupby(["run_id", "seed"], sort=True))

@@ -58,7 +58,7 @@ PAPER_FIGURES = {  # the paper's experiments, implemented or not: number -> titl
 # ----------------------------------------------------------------------------- the store
 
 
-def _gzip_bytes(text: str) -> bytes:
+def gzip_bytes(text: str) -> bytes:
     buf = _io.BytesIO()
     with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as f:  # mtime 0: same bytes for the same table
         f.write(text.encode())
@@ -71,7 +71,7 @@ def _write_table(df: pd.DataFrame, out_dir: Path, stem: str) -> Path:
         (out_dir / name).unlink(missing_ok=True)
     if len(text.encode()) > GZIP_ABOVE_BYTES:
         path = out_dir / f"{stem}.csv.gz"
-        path.write_bytes(_gzip_bytes(text))
+        path.write_bytes(gzip_bytes(text))
     else:
         path = out_dir / f"{stem}.csv"
         path.write_text(text)

@@ -9,6 +9,8 @@ A figure folder's ``figure.json`` holds
   (`experiments.reproduce`; `experiments.docs` for the reference store);
 * ``runs.<run id>.csv``: the digest of each run's ``metrics.csv`` as the merged table was
   built from it (`experiments.reproduce`).
+* ``migrated`` (stored tables written before the current columns): what `experiments.migrate`
+  changed, with the old columns, the rule or evidence for the added ``source`` and the old digest.
 
 `verify` (called by `experiments.check` before any claim is measured) checks every table the
 check reads against its digest, and every run CSV that is still there against the digest it

@@ -45,7 +45,9 @@ def rows(run_id, metric, steps, values, *, seed=0, estimator=None, **cols):
 
 
 def frame(*parts):
-    return results.frame([r for p in parts for r in p])
+    """A figure's merged table (`results.FIGURE_COLUMNS`); rows without ``source`` are runs'."""
+    records = [{"source": results.RUN_SOURCE, **r} for p in parts for r in p]
+    return results.pd.DataFrame.from_records(records, columns=list(results.FIGURE_COLUMNS))
 
 
 SOURCE = "project-derived: a test claim"
@@ -380,7 +382,7 @@ def test_diverged_marker_row_of_the_runner_is_read():
     assert res.verdict == CL.PASS
 
 
-def test_source_column_filters_and_defaults_to_run():
+def test_source_column_filters():
     df = frame(rows("pes", "final/loss", [30], [5.0]), rows("es", "final/loss", [30], [7.0]))
     chk = {
         "type": "order",
@@ -389,10 +391,21 @@ def test_source_column_filters_and_defaults_to_run():
             {"run": "es", "metric": "final/loss", "source": "evaluation"},
         ],
     }
-    assert one(chk, df).verdict == CL.PASS  # no source column: the filter is ignored
-    df2 = df.assign(source="evaluation")
-    assert one(chk, df2).verdict == CL.PASS
-    assert one(chk, df.assign(source="run")).verdict == CL.NOT_RUN
+    assert one(chk, df.assign(source="evaluation")).verdict == CL.PASS
+    assert one(chk, df).verdict == CL.NOT_RUN  # negative control: run rows are not the step's
+
+
+def test_a_table_without_source_is_refused_not_read_as_runs():
+    """No table is read as "every row is a run's" any more: a legacy table is an error."""
+    df = frame(rows("pes", "final/loss", [30], [5.0]))
+    chk = {"type": "range", "of": {"run": "pes", "metric": "final/loss"}, "below": 6}
+    assert one(chk, df).verdict == CL.PASS  # the same rows with the column are measured
+    with pytest.raises(C.ConfigError) as err:
+        one(chk, df.drop(columns="source"))
+    msg = str(err.value)
+    assert "\n" not in msg and "no 'source' column" in msg
+    assert "fix: a figure's merged table has run_id, figure," in msg
+    assert "python -m experiments.migrate folder=" in msg
 
 
 def test_grid_table_minimum():

@@ -30,7 +30,8 @@ print(jax.config.jax_persistent_cache_min_compile_time_secs)
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_COMPILATION_CACHE", "JAX_PERSISTENT"))}
+    session = ("JAX_COMPILATION_CACHE", "JAX_PERSISTENT")  # the test session's own cache settings
+    env = {k: v for k, v in os.environ.items() if not k.startswith(session)}
     env.pop("PES_COMPILATION_CACHE", None)
     return {**env, "PYTHONPATH": str(ROOT), **extra}
 

@@ -315,7 +315,7 @@ def test_store_copies_results_and_checks_read_them(tmp_path):
         {"outer_step": [0, 1000, 3000], "loss": [8.0, 1e-11, 1e-14], "theta": [0.5, -0.16, -1 / 6]},
         1,
     )
-    results.frame(rows).to_csv(fig_dir / "metrics.csv", index=False)
+    results.merge([("run", results.frame(rows))]).to_csv(fig_dir / "metrics.csv", index=False)
     (fig_dir / "runs" / "pes-k1" / "run.json").write_text(
         '{"status": "complete", "wall_time_s": 2.5, "git_commit": "0123456789", "machine": "test box"}'
     )
@@ -524,7 +524,7 @@ def _stored_packages(tmp_path, versions_by_run):
             sigma=0.1, num_particles=10, seed=3,
         )
         metrics.append(results.frame(results.rows(config, {"outer_step": [0], "loss": [1.0]}, 1)))
-    pd.concat(metrics).to_csv(fig_dir / "metrics.csv", index=False)
+    results.merge([("run", pd.concat(metrics))]).to_csv(fig_dir / "metrics.csv", index=False)
     integrity.record_digests(fig_dir)
     out = DOCS.store("figure2", "quick", tmp_path / "results", dest=tmp_path / "store", images=None)
     return check.read_json(out / "figure.json")

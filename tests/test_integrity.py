@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 STORED2 = ROOT / "results" / "reference" / "quick" / "figure2"  # figure 2, quick, with its digest
 TINY = "tests/figures/tiny.yaml"
 CHEAP = [*test_runner.BASE, "run_id=cheap"]  # linear-quadratic PES, 40 steps in 4 chunks
-PES_3000 = "pes-k1,figure2,influence_balancing,pes,1,0.1,1000,3,3000,3000,loss,8.704148513061227e-14\n"
+PES_3000 = "pes-k1,figure2,influence_balancing,pes,1,0.1,1000,3,3000,3000,loss,8.704148513061227e-14,run\n"
 
 
 def one_line(text: str) -> str:
