@@ -114,3 +114,24 @@ def test_require_names_the_task_the_field_and_the_consumer():
     )
     with pytest.raises(TaskContractError, match="asks for task field 'ful_run'; allowed: differentiable"):
         toy.require("ful_run", by="a typo")
+
+
+@pytest.mark.parametrize("name", ["lopt_image_mlp", "mlp_hparams", "mnist_lr_schedule"])
+def test_make_only_fills_the_validated_settings(name):
+    """A task built from parts: ``make``'s parameters are exactly its `Settings` fields, and the
+    settings validate themselves (the same one-line error, whoever builds them; no data is read)."""
+    pytest.importorskip("flax")
+    import dataclasses
+    import importlib
+    import inspect
+
+    module = importlib.import_module(tasks.TASK_MODULES[name])
+    params = inspect.signature(module.make).parameters
+    assert [f.name for f in dataclasses.fields(module.Settings)] == list(params)
+    defaults = {k: p.default for k, p in params.items()}
+    settings = module.Settings(**defaults)
+    assert isinstance(settings.hidden, tuple) and list(settings.hidden) == list(defaults["hidden"])
+    with pytest.raises(ValueError, match=rf"^task '{name}': horizon=0 is invalid; allowed: an integer >= 1$"):
+        module.Settings(**dict(defaults, horizon=0))
+    with pytest.raises(ValueError, match=rf"^task '{name}': horizon=0 is invalid"):
+        tasks.make(name, horizon=0)

@@ -43,9 +43,11 @@ comparison with tuned Adam (``baseline_curve`` reports the training-batch loss w
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -119,6 +121,24 @@ def resize_images(
     return np.concatenate(parts).astype(np.float32)
 
 
+class Splits(NamedTuple):
+    """A dataset's images as float32 (N, features) in [0, 1], with labels; val_* None unless split."""
+
+    name: str
+    origin: str
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    val_x: np.ndarray | None
+    val_y: np.ndarray | None
+
+    def on_device(self) -> Splits:
+        """These splits as JAX arrays."""
+        arrays = {k: getattr(self, k) for k in self._fields[2:]}
+        return self._replace(**{k: None if v is None else jnp.asarray(v) for k, v in arrays.items()})
+
+
 @functools.lru_cache(maxsize=4)
 def _load(
     dataset: str,
@@ -128,8 +148,8 @@ def _load(
     greyscale: bool,
     val_fraction: float | None = None,
     channels: int | None = None,
-):
-    """(name, origin, train x, train y, test x, test y, val x, val y); x float32 (N, features).
+) -> Splits:
+    """The dataset's `Splits`, resized (see `resize_images`).
 
     The validation part is the last ``val_fraction`` of the training split (None: the last
     min(10000, N / 5) images, which are then not used at all).  ``channels=3`` repeats a
@@ -140,16 +160,242 @@ def _load(
     num = len(raw.train_images)
     num_val = min(images.NUM_VAL, num // 5) if val_fraction is None else round(val_fraction * num)
     data = images.split(raw, name, normalize_images=False, num_val=num_val)
-    return (
+    resize = functools.partial(resize_images, size=image_size, greyscale=greyscale, channels=channels)
+    return Splits(
         name,
         data.origin,
-        resize_images(data.train_images, image_size, greyscale, channels=channels),
+        resize(data.train_images),
         data.train_labels,
-        resize_images(data.test_images, image_size, greyscale, channels=channels),
+        resize(data.test_images),
         data.test_labels,
-        (resize_images(data.val_images, image_size, greyscale, channels=channels)
-         if val_fraction else None),
+        resize(data.val_images) if val_fraction else None,
         data.val_labels if val_fraction else None,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The arguments of `make` (documented there), validated when built; ``hidden`` is a tuple."""
+
+    dataset: str
+    data_source: str
+    data_dir: str | None
+    image_size: int
+    greyscale: bool
+    channels: int | None
+    hidden: tuple[int, ...]
+    batch_size: int
+    horizon: int
+    lopt_hidden: Sequence[int]
+    exp_mult: float
+    step_mult: float
+    init_seed: int
+    num_eval_runs: int
+    eval_seed: int
+    activation: str
+    meta_loss: str
+    single_sequence_seed: int | None
+
+    def __post_init__(self):
+        _check("dataset", self.dataset, self.dataset in DATASETS, ", ".join(DATASETS))
+        _check("data_source", self.data_source, self.data_source in images.SOURCES, ", ".join(images.SOURCES))
+        positive = ("image_size", "batch_size", "horizon", "num_eval_runs")
+        check_ints("lopt_image_mlp", 1, **{k: getattr(self, k) for k in positive})
+        check_ints("lopt_image_mlp", 0, init_seed=self.init_seed, eval_seed=self.eval_seed)
+        object.__setattr__(self, "hidden", check_widths("lopt_image_mlp", "hidden", self.hidden))
+        _check("greyscale", self.greyscale, isinstance(self.greyscale, bool), "true, false")
+        ok = self.channels is None or (self.channels == 3 and not self.greyscale)
+        _check("channels", self.channels, ok, "null, or 3 without greyscale")
+        _check("activation", self.activation, self.activation in ACTIVATIONS, ", ".join(ACTIVATIONS))
+        _check("meta_loss", self.meta_loss, self.meta_loss in META_LOSSES, ", ".join(META_LOSSES))
+        if self.single:
+            check_ints("lopt_image_mlp", 0, single_sequence_seed=self.single_sequence_seed)
+        self.learned_optimizer()  # its own checks, as this task's one-line errors
+
+    @property
+    def single(self) -> bool:
+        """Whether one fixed initialisation and batch sequence is used (the NRES "single sequence")."""
+        return self.single_sequence_seed is not None
+
+    def learned_optimizer(self) -> lopt_lib.LearnedOptimizer:
+        """The learned optimizer whose meta-parameters theta are."""
+        try:
+            return lopt_lib.mlp_lopt(tuple(self.lopt_hidden), self.exp_mult, self.step_mult)
+        except ValueError as err:
+            raise ValueError(f"task 'lopt_image_mlp': {err}") from err
+
+    def load(self) -> Splits:
+        """The task's images (cached), as JAX arrays."""
+        val_fraction = 0.2 if self.meta_loss == "val_post" else None
+        data = _load(
+            self.dataset, self.data_source, self.data_dir, self.image_size, self.greyscale, val_fraction,
+            self.channels,
+        )
+        return data.on_device()
+
+
+class Inner(NamedTuple):
+    """The inner problem: the MLP trained by the learned optimizer (pure, jit-compatible parts)."""
+
+    s: Settings
+    model: ImageMLP
+    lopt: lopt_lib.LearnedOptimizer
+    data: Splits
+    sequence_keys: tuple | None  # (init key, step key) of the single sequence, else None
+
+    @classmethod
+    def of(cls, s: Settings) -> Inner:
+        """The inner problem of ``s`` (loads its images)."""
+        keys = tuple(jax.random.split(jax.random.key(s.single_sequence_seed))) if s.single else None
+        return cls(s, ImageMLP(s.hidden, s.activation), s.learned_optimizer(), s.load(), keys)
+
+    @property
+    def num_features(self) -> int:
+        """Input features of one image."""
+        return int(self.data.train_x.shape[1])
+
+    def init_params(self, key):
+        """Fresh MLP parameters."""
+        return self.model.init(key, jnp.zeros((1, self.num_features), jnp.float32))
+
+    def ce(self, params, x, y):
+        """Mean softmax cross-entropy of a batch."""
+        return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(self.model.apply(params, x), y))
+
+    def batch(self, key, t):
+        """The training minibatch of inner step ``t``."""
+        d = self.data
+        idx = jax.random.randint(jax.random.fold_in(key, t), (self.s.batch_size,), 0, d.train_x.shape[0])
+        return d.train_x[idx], d.train_y[idx]
+
+    def init(self, key):
+        """The inner state (params, LOpt state); the LOpt state carries the step t."""
+        params = self.init_params(self.sequence_keys[0] if self.s.single else key)
+        return params, self.lopt.init(params)
+
+    def val_loss(self, params, key, t):
+        """The clipped cross-entropy of step ``t``'s validation batch at ``params``."""
+        vkey = jax.random.fold_in(jax.random.fold_in(key, t), 1)
+        idx = jax.random.randint(vkey, (self.s.batch_size,), 0, self.data.val_x.shape[0])
+        return clip_loss(self.ce(params, self.data.val_x[idx], self.data.val_y[idx]))
+
+    def raw_step(self, theta, state, key):
+        """One LOpt step; returns (new state, clipped meta-loss, raw training loss)."""
+        params, opt_state = state
+        if self.s.single:
+            key = self.sequence_keys[1]
+        x, y = self.batch(key, opt_state.step)
+        raw, grads = jax.value_and_grad(self.ce)(params, x, y)
+        updates, new_opt_state = self.lopt.update(theta, grads, opt_state, params)
+        new_params = optax.apply_updates(params, updates)
+        if self.s.meta_loss == "train_pre":
+            return (new_params, new_opt_state), clip_loss(raw), raw
+        return (new_params, new_opt_state), self.val_loss(new_params, key, opt_state.step), raw
+
+    def step(self, theta, state, key):
+        """The system's step: the meta-loss divided by T (a whole episode's sum is L(theta))."""
+        new_state, loss, _ = self.raw_step(theta, state, key)
+        return new_state, loss / self.s.horizon
+
+    def test_metrics(self, params):
+        """Clipped test-set loss and accuracy."""
+        logits = self.model.apply(params, self.data.test_x)
+        raw = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, self.data.test_y))
+        acc = jnp.mean((jnp.argmax(logits, -1) == self.data.test_y).astype(jnp.float32))
+        return clip_loss(raw), acc
+
+    def run(self, theta, key):
+        """One fresh training of T steps (key discipline of `systems.full_objective`).
+
+        Returns (final params, per-step clipped meta-losses, per-step non-finite flags).
+        """
+        init_key, data_key = jax.random.split(key)
+
+        def body(state, key_pair):
+            state, loss, raw = self.raw_step(theta, state, key_pair[0])
+            return state, (loss, ~jnp.isfinite(raw))
+
+        start = self.init(init_key)
+        state, (losses, bad) = jax.lax.scan(body, start, systems.step_keys(data_key, self.s.horizon))
+        return state[0], losses, bad
+
+    def curve(self, theta, key):
+        """The per-step clipped meta-losses of one fresh run."""
+        return self.run(theta, key)[1]
+
+    def baseline_curve(self, optimizer: optax.GradientTransformation, key):
+        """Per-step clipped losses of one fresh training with an optax optimizer."""
+        init_key, data_key = jax.random.split(key)
+        params = self.init_params(init_key)
+
+        def body(carry, key_pair):
+            params, opt_state, t = carry
+            x, y = self.batch(key_pair[0], t)
+            raw, grads = jax.value_and_grad(self.ce)(params, x, y)
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state, t + 1), clip_loss(raw)
+
+        carry = (params, optimizer.init(params), jnp.zeros((), jnp.int32))
+        _, losses = jax.lax.scan(body, carry, systems.step_keys(data_key, self.s.horizon))
+        return losses
+
+
+def evaluation(inner: Inner, eval_keys: jax.Array) -> Callable:
+    """``evaluate(theta, key)``: the metrics of fresh runs from the fixed ``eval_keys``."""
+    window = min(FINAL_WINDOW, inner.s.horizon)
+
+    def evaluate(theta, key):
+        del key  # fixed evaluation seeds: the same inner runs for every method and log point
+        params, losses, bad = jax.vmap(inner.run, in_axes=(None, 0))(theta, eval_keys)
+        test_loss, test_acc = jax.vmap(inner.test_metrics)(params)
+        finite = _all_finite(params)
+        return {
+            "meta_loss_eval": jnp.mean(losses),
+            "final_loss_eval": jnp.mean(losses[:, -window:]),
+            "test_loss_eval": jnp.mean(test_loss),
+            "test_acc_eval": jnp.mean(test_acc),
+            "eval_nonfinite_frac": jnp.mean(bad.astype(jnp.float32)),
+            "eval_diverged_runs": jnp.sum((~finite).astype(jnp.float32)),
+        }
+
+    return evaluate
+
+
+def metadata(inner: Inner, theta0) -> dict:
+    """The task's labels and sizes."""
+    s = inner.s
+    return {
+        "stand_in": inner.data.name != "cifar10",
+        "num_features": inner.num_features,
+        "image_size": s.image_size,
+        "channels": inner.num_features // (s.image_size * s.image_size),
+        "hidden": list(s.hidden),
+        "horizon": s.horizon,
+        "batch_size": s.batch_size,
+        "loss_ceiling": LOSS_CEILING,
+        "num_meta_params": lopt_lib.num_meta_params(theta0),
+        "meta_loss": s.meta_loss,
+        "activation": s.activation,
+        "single_sequence": s.single,
+    }
+
+
+def build(s: Settings) -> Task:
+    """The task of validated settings ``s``."""
+    inner = Inner.of(s)
+    system = systems.UnrolledSystem(init=inner.init, step=inner.step, horizon=s.horizon, unroll_loss="sum")
+    eval_keys = jax.random.split(jax.random.key(s.eval_seed), 1 if s.single else s.num_eval_runs)
+    theta0 = inner.lopt.init_theta(jax.random.key(s.init_seed))
+    return Task(
+        "lopt_image_mlp",
+        system,
+        theta0,
+        evaluation(inner, eval_keys),
+        metadata(inner, theta0),
+        dataset=DatasetInfo(inner.data.name, inner.data.origin, int(inner.data.train_x.shape[0])),
+        eval_keys=eval_keys,
+        inner_curve=inner.curve,
+        baseline_curve=inner.baseline_curve,
     )
 
 
@@ -173,7 +419,7 @@ def make(
     meta_loss: str = "train_pre",
     single_sequence_seed: int | None = None,
 ) -> Task:
-    """Build the task.
+    """Build the task (the keyword arguments are the task's config keys; they only fill `Settings`).
 
     Args:
       dataset: fashion_mnist | mnist | cifar10 | cifar10_or_fashion (CIFAR-10 if any
@@ -202,160 +448,7 @@ def make(
         step's batches (the NRES paper's "single sequence"): the step then ignores the
         estimator's keys and the meta-loss is a deterministic function of theta.
     """
-    _check("dataset", dataset, dataset in DATASETS, ", ".join(DATASETS))
-    _check("data_source", data_source, data_source in images.SOURCES, ", ".join(images.SOURCES))
-    check_ints(
-        "lopt_image_mlp",
-        1,
-        image_size=image_size,
-        batch_size=batch_size,
-        horizon=horizon,
-        num_eval_runs=num_eval_runs,
-    )
-    check_ints("lopt_image_mlp", 0, init_seed=init_seed, eval_seed=eval_seed)
-    hidden = check_widths("lopt_image_mlp", "hidden", hidden)
-    _check("greyscale", greyscale, isinstance(greyscale, bool), "true, false")
-    _check("channels", channels, channels is None or (channels == 3 and not greyscale),
-           "null, or 3 without greyscale")
-    _check("activation", activation, activation in ACTIVATIONS, ", ".join(ACTIVATIONS))
-    _check("meta_loss", meta_loss, meta_loss in META_LOSSES, ", ".join(META_LOSSES))
-    single = single_sequence_seed is not None
-    if single:
-        check_ints("lopt_image_mlp", 0, single_sequence_seed=single_sequence_seed)
-    try:
-        lopt = lopt_lib.mlp_lopt(tuple(lopt_hidden), exp_mult, step_mult)
-    except ValueError as err:
-        raise ValueError(f"task 'lopt_image_mlp': {err}") from err
-
-    val_fraction = 0.2 if meta_loss == "val_post" else None
-    name, origin, train_x, train_y, test_x, test_y, val_x, val_y = _load(
-        dataset, data_source, data_dir, image_size, greyscale, val_fraction, channels
-    )
-    train_x, train_y = jnp.asarray(train_x), jnp.asarray(train_y)
-    test_x, test_y = jnp.asarray(test_x), jnp.asarray(test_y)
-    if val_x is not None:
-        val_x, val_y = jnp.asarray(val_x), jnp.asarray(val_y)
-    num_features = int(train_x.shape[1])
-    model = ImageMLP(hidden, activation)
-    if single:  # one fixed initialisation and batch sequence, whatever the estimator's keys
-        seq_init_key, seq_step_key = jax.random.split(jax.random.key(single_sequence_seed))
-
-    def init_params(key):
-        return model.init(key, jnp.zeros((1, num_features), jnp.float32))
-
-    def ce(params, x, y):
-        return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(model.apply(params, x), y))
-
-    def batch(key, t):
-        idx = jax.random.randint(jax.random.fold_in(key, t), (batch_size,), 0, train_x.shape[0])
-        return train_x[idx], train_y[idx]
-
-    # --- the inner system: (params, lopt state); the LOpt state carries the step t
-
-    def init(key):
-        params = init_params(seq_init_key if single else key)
-        return params, lopt.init(params)
-
-    def raw_step(theta, state, key):
-        """One LOpt step; returns (new state, clipped meta-loss, raw training loss)."""
-        params, opt_state = state
-        if single:
-            key = seq_step_key
-        x, y = batch(key, opt_state.step)
-        raw, grads = jax.value_and_grad(ce)(params, x, y)
-        updates, new_opt_state = lopt.update(theta, grads, opt_state, params)
-        new_params = optax.apply_updates(params, updates)
-        if meta_loss == "train_pre":
-            return (new_params, new_opt_state), clip_loss(raw), raw
-        vkey = jax.random.fold_in(jax.random.fold_in(key, opt_state.step), 1)
-        idx = jax.random.randint(vkey, (batch_size,), 0, val_x.shape[0])
-        return (new_params, new_opt_state), clip_loss(ce(new_params, val_x[idx], val_y[idx])), raw
-
-    def step(theta, state, key):
-        new_state, loss, _ = raw_step(theta, state, key)
-        return new_state, loss / horizon
-
-    system = systems.UnrolledSystem(init=init, step=step, horizon=horizon, unroll_loss="sum")
-
-    def test_metrics(params):
-        logits = model.apply(params, test_x)
-        raw = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, test_y))
-        acc = jnp.mean((jnp.argmax(logits, -1) == test_y).astype(jnp.float32))
-        return clip_loss(raw), acc
-
-    def inner_run(theta, key):
-        """One fresh training of T steps (key discipline of `systems.full_objective`)."""
-        init_key, data_key = jax.random.split(key)
-
-        def body(state, key_pair):
-            state, loss, raw = raw_step(theta, state, key_pair[0])
-            return state, (loss, ~jnp.isfinite(raw))
-
-        state, (losses, bad) = jax.lax.scan(body, init(init_key), systems.step_keys(data_key, horizon))
-        return state[0], losses, bad
-
-    def inner_curve(theta, key):
-        return inner_run(theta, key)[1]
-
-    def baseline_curve(optimizer: optax.GradientTransformation, key):
-        """Per-step clipped losses of one fresh training with an optax optimizer."""
-        init_key, data_key = jax.random.split(key)
-        params = init_params(init_key)
-
-        def body(carry, key_pair):
-            params, opt_state, t = carry
-            x, y = batch(key_pair[0], t)
-            raw, grads = jax.value_and_grad(ce)(params, x, y)
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state, t + 1), clip_loss(raw)
-
-        carry = (params, optimizer.init(params), jnp.zeros((), jnp.int32))
-        _, losses = jax.lax.scan(body, carry, systems.step_keys(data_key, horizon))
-        return losses
-
-    eval_keys = jax.random.split(jax.random.key(eval_seed), 1 if single else num_eval_runs)
-    window = min(FINAL_WINDOW, horizon)
-
-    def evaluate(theta, key):
-        del key  # fixed evaluation seeds: the same inner runs for every method and log point
-        params, losses, bad = jax.vmap(inner_run, in_axes=(None, 0))(theta, eval_keys)
-        test_loss, test_acc = jax.vmap(test_metrics)(params)
-        finite = _all_finite(params)
-        return {
-            "meta_loss_eval": jnp.mean(losses),
-            "final_loss_eval": jnp.mean(losses[:, -window:]),
-            "test_loss_eval": jnp.mean(test_loss),
-            "test_acc_eval": jnp.mean(test_acc),
-            "eval_nonfinite_frac": jnp.mean(bad.astype(jnp.float32)),
-            "eval_diverged_runs": jnp.sum((~finite).astype(jnp.float32)),
-        }
-
-    theta0 = lopt.init_theta(jax.random.key(init_seed))
-    metadata = {
-        "stand_in": name != "cifar10",
-        "num_features": num_features,
-        "image_size": image_size,
-        "channels": num_features // (image_size * image_size),
-        "hidden": list(hidden),
-        "horizon": horizon,
-        "batch_size": batch_size,
-        "loss_ceiling": LOSS_CEILING,
-        "num_meta_params": lopt_lib.num_meta_params(theta0),
-        "meta_loss": meta_loss,
-        "activation": activation,
-        "single_sequence": single,
-    }
-    return Task(
-        "lopt_image_mlp",
-        system,
-        theta0,
-        evaluate,
-        metadata,
-        dataset=DatasetInfo(name, origin, int(train_x.shape[0])),
-        eval_keys=eval_keys,
-        inner_curve=inner_curve,
-        baseline_curve=baseline_curve,
-    )
+    return build(Settings(**locals()))
 
 
 def _all_finite(params_batch) -> jax.Array:
@@ -365,4 +458,4 @@ def _all_finite(params_batch) -> jax.Array:
     return jnp.all(jnp.stack(per_leaf), axis=0)
 
 
-__all__ = ["ImageMLP", "clip_loss", "make", "resize_images"]
+__all__ = ["ImageMLP", "Settings", "build", "clip_loss", "make", "resize_images"]

@@ -27,9 +27,11 @@ logged as the constant metrics ``dataset/<name>`` = 1 and ``objective/<objective
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -79,34 +81,259 @@ def _check(name, value, ok, allowed):
     check_param("mnist_lr_schedule", name, value, ok, allowed)
 
 
+class Images(NamedTuple):
+    """A dataset's splits with flat features (uint8 at downsample 1, else float32 pixel means)."""
+
+    name: str
+    origin: str
+    train_x: np.ndarray
+    train_y: np.ndarray
+    val_x: np.ndarray
+    val_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+
+    def on_device(self, fields: Sequence[str]) -> Images:
+        """These images with the arrays ``fields`` as JAX arrays."""
+        return self._replace(**{k: jnp.asarray(getattr(self, k)) for k in fields})
+
+
+def _pool(x: np.ndarray, downsample: int) -> np.ndarray:
+    """NHWC images -> (N, features): flattened, average-pooled by ``downsample`` first if > 1."""
+    n, h, w, c = x.shape
+    if downsample == 1:
+        return x.reshape(n, h * w * c)
+    f = downsample
+    pooled = x.reshape(n, h // f, f, w // f, f, c).astype(np.float32).mean(axis=(2, 4))
+    return pooled.reshape(n, -1)
+
+
 @functools.lru_cache(maxsize=4)
-def _load(dataset: str, source: str, data_dir: str | None, num_val: int, downsample: int):
-    """(dataset name, origin, train x, train y, val x, val y, test x, test y), features flat.
+def _load(dataset: str, source: str, data_dir: str | None, num_val: int, downsample: int) -> Images:
+    """The dataset's `Images`, features flat.
 
     Images stay uint8 (downsample 1) or become float32 pixel means (downsample > 1);
-    `_features` normalises them inside the compiled step.
+    `Net.features` normalises them inside the compiled step.
     """
     names = ("mnist", "fashion_mnist") if dataset == "mnist_or_fashion" else (dataset,)
     name, raw = images.load_first(names, source=source, data_dir=data_dir, keys={"source": "data_source"})
     data = images.split(raw, name, normalize_images=False, num_val=num_val)
-
-    def prep(x):
-        n, h, w, c = x.shape
-        if downsample == 1:
-            return x.reshape(n, h * w * c)
-        f = downsample
-        pooled = x.reshape(n, h // f, f, w // f, f, c).astype(np.float32).mean(axis=(2, 4))
-        return pooled.reshape(n, -1)
-
-    return (
+    return Images(
         name,
         data.origin,
-        prep(data.train_images),
+        _pool(data.train_images, downsample),
         data.train_labels,
-        prep(data.val_images),
+        _pool(data.val_images, downsample),
         data.val_labels,
-        prep(data.test_images),
+        _pool(data.test_images, downsample),
         data.test_labels,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The arguments of `make` (documented there), validated when built; ``hidden`` is a tuple."""
+
+    dataset: str
+    data_source: str
+    data_dir: str | None
+    num_val: int
+    objective: str
+    horizon: int
+    batch_size: int
+    objective_batch_size: int
+    hidden: tuple[int, ...]
+    downsample: int
+    momentum: float
+    weight_decay: float
+    init_lr: float
+    init_decay: float
+
+    def __post_init__(self):
+        _check("dataset", self.dataset, self.dataset in DATASETS, ", ".join(DATASETS))
+        _check("data_source", self.data_source, self.data_source in images.SOURCES, ", ".join(images.SOURCES))
+        _check("objective", self.objective, self.objective in OBJECTIVES, ", ".join(OBJECTIVES))
+        sizes = ("horizon", "batch_size", "objective_batch_size", "num_val")
+        check_ints("mnist_lr_schedule", 1, **{k: getattr(self, k) for k in sizes})
+        object.__setattr__(self, "hidden", check_widths("mnist_lr_schedule", "hidden", self.hidden))
+        ok = self.downsample in (1, 2, 4, 7)
+        _check("downsample", self.downsample, ok, "1, 2, 4 or 7 (divisors of 28)")
+        _check("momentum", self.momentum, 0.0 <= self.momentum < 1.0, "a number in [0, 1)")
+        _check("weight_decay", self.weight_decay, self.weight_decay >= 0.0, "a number >= 0")
+        for key in ("init_lr", "init_decay"):
+            value = getattr(self, key)
+            _check(key, value, value > 0 and math.isfinite(value), "a finite number > 0")
+
+    def load(self) -> Images:
+        """The task's images (cached), as device arrays."""
+        data = _load(self.dataset, self.data_source, self.data_dir, self.num_val, self.downsample)
+        return data.on_device(Images._fields[2:])
+
+
+class Net(NamedTuple):
+    """The inner MLP on the task's images: features, minibatches, losses (pure, jit-compatible)."""
+
+    model: nn.Module
+    data: Images
+    mean: float
+    std: float
+
+    @classmethod
+    def of(cls, model: nn.Module, data: Images) -> Net:
+        """``model`` on ``data``, normalised with the dataset's pixel statistics."""
+        spec = images.SPECS[data.name]
+        return cls(model, data, float(spec.mean[0]), float(spec.std[0]))
+
+    @property
+    def num_features(self) -> int:
+        """Input features of one image."""
+        return int(self.data.train_x.shape[1])
+
+    def features(self, x):
+        """Raw pixels -> normalised float32 features."""
+        return (x.astype(jnp.float32) / 255.0 - self.mean) / self.std
+
+    def sample(self, key, xs, ys, size):
+        """A minibatch of ``size`` examples drawn i.i.d. from (xs, ys)."""
+        idx = jax.random.randint(key, (size,), 0, xs.shape[0])
+        return self.features(xs[idx]), ys[idx]
+
+    def logits(self, params, x):
+        """The model's logits."""
+        return self.model.apply(params, x)
+
+    def loss(self, params, batch):
+        """Mean softmax cross-entropy of a (features, labels) batch."""
+        x, y = batch
+        return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(self.logits(params, x), y))
+
+    def accuracy(self, params, x, y):
+        """Mean accuracy of a batch."""
+        return jnp.mean((jnp.argmax(self.logits(params, x), axis=-1) == y).astype(jnp.float32))
+
+    def init_params(self, key):
+        """Fresh model parameters."""
+        return self.model.init(key, jnp.zeros((1, self.num_features), jnp.float32))
+
+    def full_set(self, params, xs, ys, chunk=2000):
+        """Mean loss and accuracy over a whole split, in chunks (bounded memory under vmap)."""
+        n = xs.shape[0] - xs.shape[0] % chunk if xs.shape[0] >= chunk else xs.shape[0]
+        size = min(chunk, n)
+        xs_c = xs[:n].reshape(n // size, size, -1)
+        ys_c = ys[:n].reshape(n // size, size)
+
+        def one(batch):
+            x, y = self.features(batch[0]), batch[1]
+            out = self.logits(params, x)
+            return (
+                jnp.mean(optax.softmax_cross_entropy_with_integer_labels(out, y)),
+                jnp.mean((jnp.argmax(out, -1) == y).astype(jnp.float32)),
+            )
+
+        losses, accs = jax.lax.map(one, (xs_c, ys_c))
+        return jnp.mean(losses), jnp.mean(accs)
+
+
+def meta_objectives(s: Settings, net: Net) -> dict:
+    """objective name -> (params after a step, key) -> that step's meta-loss."""
+    d = net.data
+
+    def train_objective(params, key):
+        return net.loss(params, net.sample(key, d.train_x, d.train_y, s.objective_batch_size))
+
+    def val_objective(params, key):
+        x, y = net.sample(key, d.val_x, d.val_y, s.objective_batch_size)
+        # the guard sits on the logits: the accuracy's own tangent is a symbolic zero,
+        # which JAX would never pass to a custom rule
+        out = _non_differentiable(net.logits(params, x))
+        return -jnp.mean((jnp.argmax(out, axis=-1) == y).astype(jnp.float32))
+
+    return {"train_sum_loss": train_objective, "val_sum_acc": val_objective}
+
+
+def schedule_system(s: Settings, net: Net, meta_objective: Callable) -> systems.UnrolledSystem:
+    """One training run with the inverse-time-decay schedule theta, reporting ``meta_objective``."""
+    return hyperopt.training_system(
+        init_params=net.init_params,
+        train_loss=net.loss,
+        sample_batch=lambda key: net.sample(key, net.data.train_x, net.data.train_y, s.batch_size),
+        optimizer=hyperopt.inner_optimizer("sgdm", momentum=s.momentum, weight_decay=s.weight_decay),
+        learning_rate=lambda theta, t: hyperopt.schedule_value("inverse-time-decay", theta, t, s.horizon),
+        meta_objective=meta_objective,
+        horizon=s.horizon,
+    )
+
+
+def full_run_fn(s: Settings, net: Net, train_system: systems.UnrolledSystem) -> Callable:
+    """``full_run(theta, key)``: one fresh training of ``horizon`` steps and its evaluation metrics.
+
+    Same key discipline as `pes.systems.full_objective` with (init_key, data_key) =
+    split(key), so ``train_sum_loss`` equals the train-loss system's full objective.
+    """
+    d = net.data
+
+    def body(theta, state, step_key):
+        state, train_loss = train_system.step(theta, state, step_key)
+        x, y = net.sample(jax.random.fold_in(step_key, 1), d.val_x, d.val_y, s.objective_batch_size)
+        return state, (train_loss, net.accuracy(state.params, x, y))
+
+    def full_run(theta, key):
+        init_key, data_key = jax.random.split(key)
+        state = train_system.init(init_key)
+        keys = systems.step_keys(data_key, s.horizon)[:, 0]
+        state, (train_losses, val_accs) = jax.lax.scan(functools.partial(body, theta), state, keys)
+        val_loss, val_acc = net.full_set(state.params, d.val_x, d.val_y)
+        _, test_acc = net.full_set(state.params, d.test_x, d.test_y)
+        return {
+            "train_sum_loss": jnp.sum(train_losses),
+            "val_mean_acc": jnp.mean(val_accs),
+            "final_val_acc": val_acc,
+            "final_val_loss": val_loss,
+            "final_test_acc": test_acc,
+        }
+
+    return full_run
+
+
+def markers(dataset: str, objective: str) -> Callable:
+    """``evaluate(theta, key)``: constant markers of which dataset and objective made the rows."""
+
+    def evaluate(theta, key):
+        del theta, key
+        return {
+            f"dataset/{dataset}": jnp.ones((), jnp.float32),
+            f"objective/{objective}": jnp.ones((), jnp.float32),
+        }
+
+    return evaluate
+
+
+def build(s: Settings) -> Task:
+    """The task of validated settings ``s``."""
+    net = Net.of(MLP(s.hidden), s.load())
+    objectives = meta_objectives(s, net)
+    train_system = schedule_system(s, net, objectives["train_sum_loss"])
+    if s.objective == "train_sum_loss":
+        system = train_system
+    else:
+        system = schedule_system(s, net, objectives[s.objective])
+    theta0 = jnp.asarray([math.log(s.init_lr), math.log(s.init_decay)], jnp.result_type(float))
+    metadata = {
+        "num_features": net.num_features,
+        "hidden": list(s.hidden),
+        "horizon": s.horizon,
+        "theta_names": ["ln initial LR", "ln decay exponent"],
+    }
+    return Task(
+        "mnist_lr_schedule",
+        system,
+        theta0,
+        markers(net.data.name, s.objective),
+        metadata,
+        differentiable=s.objective != "val_sum_acc",
+        objective=s.objective,
+        dataset=DatasetInfo(net.data.name, net.data.origin, int(net.data.train_x.shape[0])),
+        full_run=full_run_fn(s, net, train_system),
     )
 
 
@@ -126,7 +353,7 @@ def make(
     init_lr: float = 0.003,
     init_decay: float = 30.0,
 ) -> Task:
-    """Build the task.
+    """Build the task (the keyword arguments are the task's config keys; they only fill `Settings`).
 
     Args:
       dataset: mnist | fashion_mnist | mnist_or_fashion (MNIST if available, else
@@ -145,157 +372,7 @@ def make(
       weight_decay: L2 coefficient added to the gradient (paper 1e-10).
       init_lr, init_decay: the initial schedule, theta_init = (ln init_lr, ln init_decay).
     """
-    _check("dataset", dataset, dataset in DATASETS, ", ".join(DATASETS))
-    _check("data_source", data_source, data_source in images.SOURCES, ", ".join(images.SOURCES))
-    _check("objective", objective, objective in OBJECTIVES, ", ".join(OBJECTIVES))
-    check_ints(
-        "mnist_lr_schedule",
-        1,
-        horizon=horizon,
-        batch_size=batch_size,
-        objective_batch_size=objective_batch_size,
-        num_val=num_val,
-    )
-    hidden = check_widths("mnist_lr_schedule", "hidden", hidden)
-    _check("downsample", downsample, downsample in (1, 2, 4, 7), "1, 2, 4 or 7 (divisors of 28)")
-    _check("momentum", momentum, 0.0 <= momentum < 1.0, "a number in [0, 1)")
-    _check("weight_decay", weight_decay, weight_decay >= 0.0, "a number >= 0")
-    _check("init_lr", init_lr, init_lr > 0 and math.isfinite(init_lr), "a finite number > 0")
-    _check(
-        "init_decay",
-        init_decay,
-        init_decay > 0 and math.isfinite(init_decay),
-        "a finite number > 0",
-    )
-
-    name, origin, train_x, train_y, val_x, val_y, test_x, test_y = _load(
-        dataset, data_source, data_dir, num_val, downsample
-    )
-    spec = images.SPECS[name]
-    mean, std = float(spec.mean[0]), float(spec.std[0])
-    train_x, train_y = jnp.asarray(train_x), jnp.asarray(train_y)
-    val_x, val_y = jnp.asarray(val_x), jnp.asarray(val_y)
-    test_x, test_y = jnp.asarray(test_x), jnp.asarray(test_y)
-    num_features = int(train_x.shape[1])
-
-    model = MLP(hidden)
-
-    def features(x):
-        return (x.astype(jnp.float32) / 255.0 - mean) / std
-
-    def sample(key, xs, ys, size):
-        idx = jax.random.randint(key, (size,), 0, xs.shape[0])
-        return features(xs[idx]), ys[idx]
-
-    def logits(params, x):
-        return model.apply(params, x)
-
-    def loss_fn(params, batch):
-        x, y = batch
-        return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits(params, x), y))
-
-    def accuracy(params, x, y):
-        return jnp.mean((jnp.argmax(logits(params, x), axis=-1) == y).astype(jnp.float32))
-
-    def init_params(key):
-        return model.init(key, jnp.zeros((1, num_features), jnp.float32))
-
-    def train_objective(params, key):
-        return loss_fn(params, sample(key, train_x, train_y, objective_batch_size))
-
-    def val_objective(params, key):
-        x, y = sample(key, val_x, val_y, objective_batch_size)
-        # the guard sits on the logits: the accuracy's own tangent is a symbolic zero,
-        # which JAX would never pass to a custom rule
-        out = _non_differentiable(logits(params, x))
-        return -jnp.mean((jnp.argmax(out, axis=-1) == y).astype(jnp.float32))
-
-    optimizer = hyperopt.inner_optimizer("sgdm", momentum=momentum, weight_decay=weight_decay)
-
-    def build(meta_objective):
-        return hyperopt.training_system(
-            init_params=init_params,
-            train_loss=loss_fn,
-            sample_batch=lambda key: sample(key, train_x, train_y, batch_size),
-            optimizer=optimizer,
-            learning_rate=lambda theta, t: hyperopt.schedule_value("inverse-time-decay", theta, t, horizon),
-            meta_objective=meta_objective,
-            horizon=horizon,
-        )
-
-    train_system = build(train_objective)
-    system = train_system if objective == "train_sum_loss" else build(val_objective)
-
-    def full_set(params, xs, ys, chunk=2000):
-        """Mean loss and accuracy over a whole split, in chunks (bounded memory under vmap)."""
-        n = xs.shape[0] - xs.shape[0] % chunk if xs.shape[0] >= chunk else xs.shape[0]
-        size = min(chunk, n)
-        xs_c = xs[:n].reshape(n // size, size, -1)
-        ys_c = ys[:n].reshape(n // size, size)
-
-        def one(batch):
-            x, y = features(batch[0]), batch[1]
-            out = logits(params, x)
-            return (
-                jnp.mean(optax.softmax_cross_entropy_with_integer_labels(out, y)),
-                jnp.mean((jnp.argmax(out, -1) == y).astype(jnp.float32)),
-            )
-
-        losses, accs = jax.lax.map(one, (xs_c, ys_c))
-        return jnp.mean(losses), jnp.mean(accs)
-
-    def full_run(theta, key):
-        """One fresh training of ``horizon`` steps at fixed theta: the evaluation metrics.
-
-        Same key discipline as `pes.systems.full_objective` with (init_key, data_key) =
-        split(key), so ``train_sum_loss`` equals the train-loss system's full objective.
-        """
-        init_key, data_key = jax.random.split(key)
-        state = train_system.init(init_key)
-
-        def body(state, step_key):
-            state, train_loss = train_system.step(theta, state, step_key)
-            x, y = sample(jax.random.fold_in(step_key, 1), val_x, val_y, objective_batch_size)
-            return state, (train_loss, accuracy(state.params, x, y))
-
-        keys = systems.step_keys(data_key, horizon)[:, 0]
-        state, (train_losses, val_accs) = jax.lax.scan(body, state, keys)
-        val_loss, val_acc = full_set(state.params, val_x, val_y)
-        _, test_acc = full_set(state.params, test_x, test_y)
-        return {
-            "train_sum_loss": jnp.sum(train_losses),
-            "val_mean_acc": jnp.mean(val_accs),
-            "final_val_acc": val_acc,
-            "final_val_loss": val_loss,
-            "final_test_acc": test_acc,
-        }
-
-    def evaluate(theta, key):
-        del theta, key
-        # constant markers: which dataset and objective produced these rows
-        return {
-            f"dataset/{name}": jnp.ones((), jnp.float32),
-            f"objective/{objective}": jnp.ones((), jnp.float32),
-        }
-
-    theta0 = jnp.asarray([math.log(init_lr), math.log(init_decay)], jnp.result_type(float))
-    metadata = {
-        "num_features": num_features,
-        "hidden": list(hidden),
-        "horizon": horizon,
-        "theta_names": ["ln initial LR", "ln decay exponent"],
-    }
-    return Task(
-        "mnist_lr_schedule",
-        system,
-        theta0,
-        evaluate,
-        metadata,
-        differentiable=objective != "val_sum_acc",
-        objective=objective,
-        dataset=DatasetInfo(name, origin, int(train_x.shape[0])),
-        full_run=full_run,
-    )
+    return build(Settings(**locals()))
 
 
-__all__ = ["MLP", "make"]
+__all__ = ["MLP", "Settings", "build", "make"]

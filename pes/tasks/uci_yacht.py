@@ -20,7 +20,9 @@ w*(theta) at the current theta).
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -92,6 +94,133 @@ def optimum(ridge: Ridge, grid: tuple[float, float, int] = OPTIMUM_GRID) -> tupl
     return float(thetas[i]), float(losses[i])
 
 
+def _is_real(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The arguments of `make` (documented there), validated when built."""
+
+    data_source: str
+    data_path: str | None
+    data_url: str
+    download_timeout: float
+    verify_checksum: bool
+    inner_lr: float
+    theta_init: float
+
+    def __post_init__(self):
+        _check("data_source", self.data_source, self.data_source in yacht.SOURCES, ", ".join(yacht.SOURCES))
+        lr = self.inner_lr
+        _check("inner_lr", lr, isinstance(lr, (int, float)) and 0 < lr < math.inf, "a finite number > 0")
+        ok = _is_real(self.theta_init) and math.isfinite(self.theta_init)
+        _check("theta_init", self.theta_init, ok, "a finite number")
+        timeout = self.download_timeout
+        ok = isinstance(timeout, (int, float)) and 0 < timeout <= 60
+        _check("download_timeout", timeout, ok, "a number in (0, 60]")
+        _check("verify_checksum", self.verify_checksum, isinstance(self.verify_checksum, bool), "true, false")
+
+    def load(self) -> yacht.YachtData:
+        """The standardised data (`pes.data.yacht.load`)."""
+        return yacht.load(
+            self.data_source,
+            path=self.data_path,
+            url=self.data_url,
+            timeout=self.download_timeout,
+            verify_checksum=self.verify_checksum,
+        )
+
+
+def check_stable(inner_lr: float, ridge: Ridge) -> None:
+    """Refuse an ``inner_lr`` that makes the unregularised inner SGD diverge.
+
+    SGD on the sum loss is stable iff lr * (largest eigenvalue + exp(theta)) < 2; this checks
+    the unregularised part (exp(theta) adds to it and is the outer problem's business).
+    """
+    s_max = float(ridge.eigvals[-1])
+    allowed = f"a step below 2 / {s_max:.4g} (larger steps make the inner SGD diverge)"
+    _check("inner_lr", inner_lr, inner_lr * s_max < 2.0, allowed)
+
+
+class Regression(NamedTuple):
+    """The inner linear regression on device arrays of the task's dtype (pure, jit-compatible)."""
+
+    x_tr: jax.Array
+    y_tr: jax.Array
+    x_val: jax.Array
+    y_val: jax.Array
+    inner_lr: float
+
+    @classmethod
+    def of(cls, data: yacht.YachtData, inner_lr: float, dtype) -> Regression:
+        """The regression of ``data``'s training and validation rows."""
+        x_tr, y_tr = jnp.asarray(data.x_train, dtype), jnp.asarray(data.y_train, dtype)
+        x_val, y_val = jnp.asarray(data.x_val, dtype), jnp.asarray(data.y_val, dtype)
+        return cls(x_tr, y_tr, x_val, y_val, inner_lr)
+
+    def val_loss(self, w):
+        """1/2 ||X_val w - y_val||^2."""
+        return 0.5 * jnp.sum(jnp.square(self.x_val @ w - self.y_val))
+
+    def init(self, key):
+        """w_0 ~ N(0, I)."""
+        return jax.random.normal(key, (self.x_tr.shape[1],), self.x_tr.dtype)
+
+    def step(self, theta, w, key):
+        """One full-batch SGD step; its loss is the validation loss after it."""
+        del key  # full batch, deterministic
+        grad = self.x_tr.T @ (self.x_tr @ w - self.y_tr) + jnp.exp(theta) * w
+        w = w - self.inner_lr * grad
+        return w, self.val_loss(w)
+
+
+def converged_evaluation(ridge: Ridge, reg: Regression, theta_opt: float) -> Callable:
+    """``evaluate(theta, key)``: the converged validation loss at theta and the distance to the optimum."""
+    dtype = reg.x_tr.dtype
+    eig_s = jnp.asarray(ridge.eigvals, dtype)
+    eig_v = jnp.asarray(ridge.eigvecs, dtype)
+    proj = jnp.asarray(ridge.eigvecs.T @ ridge.xty, dtype)
+
+    def evaluate(theta, key):
+        del key
+        w = eig_v @ (proj / (eig_s + jnp.exp(theta)))
+        return {
+            "val_loss_converged": reg.val_loss(w),
+            "theta_optimum": jnp.asarray(theta_opt, dtype),
+            "theta_error": jnp.abs(theta - theta_opt),
+        }
+
+    return evaluate
+
+
+def build(s: Settings) -> Task:
+    """The task of validated settings ``s``."""
+    data = s.load()
+    ridge = Ridge.from_data(data.x_train, data.y_train, data.x_val, data.y_val)
+    check_stable(s.inner_lr, ridge)
+    theta_opt, loss_opt = optimum(ridge)
+    dtype = jnp.result_type(float)
+    reg = Regression.of(data, s.inner_lr, dtype)
+    metadata = {
+        "optimum_val_loss": loss_opt,
+        "data_md5": data.md5,
+        "num_val": int(reg.x_val.shape[0]),
+        "inner_lr": float(s.inner_lr),
+        "theta_names": ["log L2 coefficient"],
+    }
+    return Task(
+        "uci_yacht",
+        UnrolledSystem(init=reg.init, step=reg.step, horizon=None, unroll_loss="sum"),
+        jnp.asarray(float(s.theta_init), dtype),
+        converged_evaluation(ridge, reg, theta_opt),
+        metadata,
+        objective="val_sum_loss",
+        optimum=theta_opt,
+        dataset=DatasetInfo("uci_yacht", data.origin, int(reg.x_tr.shape[0])),
+    )
+
+
 def make(
     data_source: str = "auto",
     data_path: str | None = None,
@@ -101,7 +230,7 @@ def make(
     inner_lr: float = 1e-3,
     theta_init: float = -1.0,
 ) -> Task:
-    """Build the task.
+    """Build the task (the keyword arguments are the task's config keys; they only fill `Settings`).
 
     Args:
       data_source: auto | package | file | url (`pes.data.yacht`); auto = ``data_path`` if
@@ -113,96 +242,7 @@ def make(
       inner_lr: SGD learning rate of the inner training (paper 1e-3).
       theta_init: initial log L2 coefficient (paper: 5, 3, 1, -1, -3, -5).
     """
-    _check("data_source", data_source, data_source in yacht.SOURCES, ", ".join(yacht.SOURCES))
-    _check(
-        "inner_lr",
-        inner_lr,
-        isinstance(inner_lr, (int, float)) and 0 < inner_lr < math.inf,
-        "a finite number > 0",
-    )
-    _check(
-        "theta_init",
-        theta_init,
-        isinstance(theta_init, (int, float))
-        and not isinstance(theta_init, bool)
-        and math.isfinite(theta_init),
-        "a finite number",
-    )
-    _check(
-        "download_timeout",
-        download_timeout,
-        isinstance(download_timeout, (int, float)) and 0 < download_timeout <= 60,
-        "a number in (0, 60]",
-    )
-    _check("verify_checksum", verify_checksum, isinstance(verify_checksum, bool), "true, false")
-    data = yacht.load(
-        data_source, path=data_path, url=data_url, timeout=download_timeout, verify_checksum=verify_checksum
-    )
-    ridge = Ridge.from_data(data.x_train, data.y_train, data.x_val, data.y_val)
-    # SGD on the sum loss is stable iff lr * (largest eigenvalue + exp(theta)) < 2; check the
-    # unregularised part (exp(theta) adds to it and is the outer problem's business)
-    s_max = float(ridge.eigvals[-1])
-    _check(
-        "inner_lr",
-        inner_lr,
-        inner_lr * s_max < 2.0,
-        f"a step below 2 / {s_max:.4g} (larger steps make the inner SGD diverge)",
-    )
-    theta_opt, loss_opt = optimum(ridge)
-
-    dtype = jnp.result_type(float)
-    x_tr, y_tr = jnp.asarray(data.x_train, dtype), jnp.asarray(data.y_train, dtype)
-    x_val, y_val = jnp.asarray(data.x_val, dtype), jnp.asarray(data.y_val, dtype)
-    dim = x_tr.shape[1]
-
-    def val_loss(w):
-        return 0.5 * jnp.sum(jnp.square(x_val @ w - y_val))
-
-    def init(key):
-        return jax.random.normal(key, (dim,), dtype)
-
-    def step(theta, w, key):
-        del key  # full batch, deterministic
-        grad = x_tr.T @ (x_tr @ w - y_tr) + jnp.exp(theta) * w
-        w = w - inner_lr * grad
-        return w, val_loss(w)
-
-    system = UnrolledSystem(init=init, step=step, horizon=None, unroll_loss="sum")
-
-    # the converged validation loss as a JAX function of theta (for evaluate)
-    eig_s = jnp.asarray(ridge.eigvals, dtype)
-    eig_v = jnp.asarray(ridge.eigvecs, dtype)
-    proj = jnp.asarray(ridge.eigvecs.T @ ridge.xty, dtype)
-
-    def converged_val_loss(theta):
-        w = eig_v @ (proj / (eig_s + jnp.exp(theta)))
-        return val_loss(w)
-
-    def evaluate(theta, key):
-        del key
-        return {
-            "val_loss_converged": converged_val_loss(theta),
-            "theta_optimum": jnp.asarray(theta_opt, dtype),
-            "theta_error": jnp.abs(theta - theta_opt),
-        }
-
-    metadata = {
-        "optimum_val_loss": loss_opt,
-        "data_md5": data.md5,
-        "num_val": int(x_val.shape[0]),
-        "inner_lr": float(inner_lr),
-        "theta_names": ["log L2 coefficient"],
-    }
-    return Task(
-        "uci_yacht",
-        system,
-        jnp.asarray(float(theta_init), dtype),
-        evaluate,
-        metadata,
-        objective="val_sum_loss",
-        optimum=theta_opt,
-        dataset=DatasetInfo("uci_yacht", data.origin, int(x_tr.shape[0])),
-    )
+    return build(Settings(**locals()))
 
 
-__all__ = ["Ridge", "make", "optimum"]
+__all__ = ["Ridge", "Settings", "build", "make", "optimum"]
