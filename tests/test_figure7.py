@@ -192,7 +192,7 @@ EPS32 = float(np.finfo(np.float32).eps)
 
 @pytest.mark.numerics
 def test_lopt_seeds_batched_in_one_compiled_call_match_separate_runs(data_dir):
-    """Issue 8 (scale): several learned-optimizer initialisations meta-trained by one
+    """Scale: several learned-optimizer initialisations meta-trained by one
     vmapped compiled chunk give what each run gives alone (evaluation included).
 
     The runs are float32, and a batched kernel may round differently from a single-run one

@@ -11,7 +11,7 @@ the same check by a wide margin.
 
 Every check states its power: `detectable_bias` is the smallest bias, relative to the exact
 gradient's norm and in any direction, that it rejects with 95 % probability; the tests
-assert it is at most 5 % (the values are in docs/notes/issue-16.md).
+assert it is at most 5 % (docs/library.md explains the power of these checks).
 """
 
 import math
