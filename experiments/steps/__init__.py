@@ -34,9 +34,9 @@ compute_axis    total compute (N K inner steps per outer iteration) and a best-s
 random_search   random search in the task's search space, scored on the task's
                 evaluation runs (`experiments.steps.random_search`; figure 6)
 truncation_variance  per-truncation gradient variance of PES, NRES, GPES-K and truncated
-                ES (`experiments.steps.estimator_study`; figure 10)
+                ES (`experiments.steps.estimator_comparison`; figure 10)
 timing          every run's seconds per outer step, timed side by side in one process
-                (`experiments.steps.estimator_study`; figure 10)
+                (`experiments.steps.estimator_comparison`; figure 10)
 =============== ====================================================================
 """
 
@@ -56,7 +56,7 @@ from experiments import config as C
 from pes import results
 
 MODULES = ("grid", "evaluation", "variance", "lopt", "compute_axis", "random_search",
-           "estimator_study")
+           "estimator_comparison")
 REQUIRED = object()  # marks a setting without a default
 COMMON = {"overrides": []}  # every step: Hydra overrides of the step's own task config
 

@@ -1,5 +1,6 @@
-"""The estimator comparison of figure 10 (PES, NRES, GPES-K, truncated ES): the computations
-behind its two post-steps, independent of the figure pipeline.
+"""Measurements of the estimators compared in figure 10 (PES, NRES, GPES-K, truncated ES): the
+computations behind its two post-steps (`experiments.steps.estimator_comparison`), independent
+of the figure pipeline, so benchmarks and users call them directly.
 
 * `measure_variance`: for one task at its initial theta, the variance of one truncation's
   gradient estimate for every (estimator, particle setting, truncation length W) of a

@@ -1,4 +1,4 @@
-"""experiments.estimator_study: figure 10's sweep, variance rows and interleaved timing."""
+"""experiments.estimator_measurements: figure 10's sweep, variance rows and interleaved timing."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiments import estimator_study as S
+from experiments import estimator_measurements as S
 from pes import results, tasks
 
 SPEC = dict(

@@ -1,4 +1,4 @@
-"""Post-steps of figure 10, the estimator comparison (``experiments.estimator_study`` computes).
+"""Post-steps of figure 10, the estimator comparison (``experiments.estimator_measurements`` computes).
 
 ``truncation_variance``: per task, the per-truncation gradient variance of PES, NRES,
 GPES-K and truncated ES at the task's initial theta (W sweep x particle settings, GPES-K
@@ -7,10 +7,10 @@ noise-block sweep, full-ES reference).  Settings::
     tasks   label -> {overrides: [Hydra overrides composing the task], sigma, num_particles,
             trunc_lens, estimators (default: pes, nres, gpes, es), gpes_factor, settings,
             noise_sweep ({trunc_len, noise_every} or null), chains, episodes,
-            ground_truth_particles} (see `estimator_study.variance_configs`)
+            ground_truth_particles} (see `estimator_measurements.variance_configs`)
     batch_size   chains per vmapped batch (null: all at once; memory only)
 
-Rows: `estimator_study.measure_variance`'s (run ids ``var-<label>-...``); extra table
+Rows: `estimator_measurements.measure_variance`'s (run ids ``var-<label>-...``); extra table
 ``variance.csv`` (one row per configuration with its setting and noise block length).
 Progress is kept per task in ``<fig_dir>/steps/truncation_variance/<label>.json`` so an
 interrupted step resumes.
@@ -38,7 +38,7 @@ import jax
 import pandas as pd
 
 from experiments import config as C
-from experiments import estimator_study as S
+from experiments import estimator_measurements as S
 from experiments import io, steps
 from pes import outer, results
 
