@@ -6,7 +6,7 @@ NRES starts each episode with a new perturbation, so in a truncation where some 
 ends (every truncation, with step-unlocked pairs) the unroll selects, at every step, between the
 old and the new perturbed parameters.  This times PES, NRES and a cost probe -- NRES with that
 select removed (``eps_after`` dropped: a biased estimator, timed only) -- side by side in one
-process (`experiments.estimator_study.interleaved_timing`).  Prints one line per entry.
+process (`experiments.estimator_measurements.interleaved_timing`).  Prints one line per entry.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import argparse
 import jax
 import optax
 
-from experiments import estimator_study
+from experiments import estimator_measurements
 from pes import estimators, outer, tasks
 from pes.estimators import particles
 
@@ -45,13 +45,13 @@ def main() -> None:
         finally:
             particles.perturbed_unroll = unroll
         entries[label] = (init, chunk)
-    print(f"load before: {estimator_study.load_average()}")
-    timed = estimator_study.interleaved_timing(
+    print(f"load before: {estimator_measurements.load_average()}")
+    timed = estimator_measurements.interleaved_timing(
         entries, rounds=args.rounds, steps_per_call=args.steps, log=lambda m: None
     )
     for label, t in timed.items():
         print(f"{label}: {t.s_per_step * 1e3:.3f} ms per outer step (spread {t.spread:.0%})")
-    print(f"load after: {estimator_study.load_average()}")
+    print(f"load after: {estimator_measurements.load_average()}")
 
 
 if __name__ == "__main__":

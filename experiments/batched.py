@@ -33,27 +33,26 @@ import jax.numpy as jnp
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from experiments import cli, figures, io, runner, sizes
-from experiments import config as C
+from experiments import cli, config, figures, io, runner, sizes
 from experiments.pipeline import parse
 from pes import outer, results
 
 DEFAULT_MAX_BATCH = 16
 
 
-def batch_signature(spec: C.RunSpec) -> str:
+def batch_signature(spec: config.RunSpec) -> str:
     """The resolved config without the per-seed keys: runs with equal signatures batch."""
     data = copy.deepcopy(spec.config)
-    for key in ("seed", "run_id", *C.NON_RESULT_KEYS):
+    for key in ("seed", "run_id", *config.NON_RESULT_KEYS):
         data.pop(key, None)
     data.get("task", {}).pop("init_seed", None)
     data.pop("hydra", None)
     return OmegaConf.to_yaml(OmegaConf.create(data), sort_keys=True)
 
 
-def group_runs(specs: list[C.RunSpec], max_batch: int) -> list[list[C.RunSpec]]:
+def group_runs(specs: list[config.RunSpec], max_batch: int) -> list[list[config.RunSpec]]:
     """Runs grouped by `batch_signature` (first-seen order), split into batches."""
-    groups: OrderedDict[str, list[C.RunSpec]] = OrderedDict()
+    groups: OrderedDict[str, list[config.RunSpec]] = OrderedDict()
     for spec in specs:
         groups.setdefault(batch_signature(spec), []).append(spec)
     out = []
@@ -70,14 +69,14 @@ def _stack(trees):
     return jax.tree.map(lambda *x: jnp.stack(x), *trees)
 
 
-def run_batch(runs: list[DictConfig | C.RunSpec]) -> list[Path]:
+def run_batch(runs: list[DictConfig | config.RunSpec]) -> list[Path]:
     """Run one batch of runs that differ only in their seed (composed configs, validated and
     built first, or their specs); returns their directories.
 
     Every member's folder is locked, judged and resumed exactly as `experiments.runner.run`
     does (same checks, same verified CSV, same checkpoint record), so either runner can
     continue what the other started."""
-    specs = [C.as_spec(run) for run in runs]
+    specs = [config.as_spec(run) for run in runs]
     dirs = [spec.run_dir for spec in specs]
     locks = []
     try:
@@ -96,11 +95,11 @@ def run_batch(runs: list[DictConfig | C.RunSpec]) -> list[Path]:
     return dirs
 
 
-def _starts(specs: list[C.RunSpec], recorded: list[runner.Recorded]) -> list[runner.Start]:
+def _starts(specs: list[config.RunSpec], recorded: list[runner.Recorded]) -> list[runner.Start]:
     """Where each member starts (`experiments.runner.begin`); when the unfinished members
     stopped at different outer steps, those that had started begin again."""
     first = specs[0].built
-    C.set_x64(specs[0].x64)  # the specs may have been built before another config's
+    config.set_x64(specs[0].x64)  # the specs may have been built before another config's
     keys = jnp.stack([jax.random.key(spec.seed) for spec in specs])
     thetas = _stack([spec.built.task.theta_init for spec in specs])
     fresh = outer.init_states(keys, thetas, first.estimator, first.optimizer)
@@ -123,7 +122,7 @@ def _starts(specs: list[C.RunSpec], recorded: list[runner.Recorded]) -> list[run
 class _Members:
     """The bookkeeping of a batch's members while they train: rows, checkpoints, run.json."""
 
-    def __init__(self, specs: list[C.RunSpec], starts: list[runner.Start]):
+    def __init__(self, specs: list[config.RunSpec], starts: list[runner.Start]):
         self.specs = specs
         self.ids = [spec.run_id for spec in specs]
         step = int(starts[0].state.step)
@@ -185,7 +184,7 @@ def _member(metrics, r: int) -> dict:
     return {name: np.asarray(v[r]) for name, v in metrics.items()}
 
 
-def _train_batch(specs: list[C.RunSpec], starts: list[runner.Start]) -> None:
+def _train_batch(specs: list[config.RunSpec], starts: list[runner.Start]) -> None:
     """Meta-train the unfinished members together from their (common) outer step."""
     built, train = specs[0].built, specs[0].train
     est, opt, task = built.estimator, built.optimizer, built.task
@@ -231,11 +230,11 @@ def run_figure(figure: str, profile: str, extra: list[str], max_batch: int = DEF
     fig = figures.load(figure)
     figures.check_profile(fig, profile)
     if not figures.runs(fig, profile):
-        raise C.ConfigError(f"figure {fig.id} has no runs under profile={profile}; nothing to batch")
+        raise config.ConfigError(f"figure {fig.id} has no runs under profile={profile}; nothing to batch")
     specs, estimates = [], {}
     for run in figures.runs(fig, profile):
         # every run validated and built before any compute
-        spec = C.RunSpec.from_config(C.compose(figures.run_overrides(fig, run, profile, extra)))
+        spec = config.RunSpec.from_config(config.compose(figures.run_overrides(fig, run, profile, extra)))
         estimates[str(run.id)] = sizes.pending(spec, spec.run_dir)
         specs.append(spec)
     sizes.check_figure(estimates, specs[0].max_result_mb, f"figure {fig.id} ({profile})")

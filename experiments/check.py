@@ -29,9 +29,7 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig
 
-from experiments import claims as CL
-from experiments import cli, figures, integrity, migrate
-from experiments import config as C
+from experiments import claims, cli, config, figures, integrity, migrate
 from pes import results
 
 METRICS_NAMES = ("metrics.csv", "metrics.csv.gz")
@@ -39,7 +37,7 @@ GRID_NAMES = ("grid.csv", "grid.csv.gz")
 FIGURE_JSON = "figure.json"
 GRID_NUMBERS = {"value": integrity.NUMBER_OR_EMPTY}
 DEFAULT_RESULTS = "results"
-STORED_RESULTS = C.ROOT / "results" / "reference"  # committed results (experiments.docs store)
+STORED_RESULTS = config.ROOT / "results" / "reference"  # committed results (experiments.docs store)
 
 
 @dataclass
@@ -65,7 +63,9 @@ def read_json(path: Path) -> dict | None:
     try:
         return json.loads(Path(path).read_text()) if Path(path).exists() else None
     except (OSError, ValueError) as err:
-        raise C.ConfigError(f"{path}: not valid JSON ({err}); fix: delete it and rerun the figure") from err
+        raise config.ConfigError(
+            f"{path}: not valid JSON ({err}); fix: delete it and rerun the figure"
+        ) from err
 
 
 def _runs_info(fig_dir: Path, figure_json: dict | None) -> dict[str, dict]:
@@ -136,7 +136,7 @@ def load(fig_dir: Path) -> FigureResults:
     numbers = integrity.METRICS_NUMBERS
     metrics = integrity.read_table(mpath, texts[mpath], results.COLUMNS, numbers, fix=fix) if mpath else None
     if metrics is not None and results.SOURCE not in metrics.columns:
-        raise C.ConfigError(
+        raise config.ConfigError(
             f"{mpath}: no {results.SOURCE!r} column (a table written before a figure's merged table "
             f"named the run or post-step of each row); fix: {migrate.command(fig_dir)}"
         )
@@ -168,18 +168,18 @@ def load_figure(name: str) -> DictConfig:
 def expected_runs(fig: DictConfig, profile: str) -> list[str] | None:
     try:
         return [str(r.id) for r in figures.runs(fig, profile)]
-    except (C.ConfigError, AttributeError, KeyError):
+    except (config.ConfigError, AttributeError, KeyError):
         return None
 
 
 def check_figure(
     fig: DictConfig, profile: str, results_root: str | Path
-) -> tuple[list[CL.Result], FigureResults]:
+) -> tuple[list[claims.Result], FigureResults]:
     """Validate the figure's claims and evaluate them on ``results_root/profile/<id>``."""
-    claims = CL.validate(fig.get("claims"), fig)
+    validated = claims.validate(fig.get("claims"), fig)
     res = load(Path(results_root) / profile / str(fig.id))
-    out = CL.evaluate(
-        claims,
+    out = claims.evaluate(
+        validated,
         res.metrics,
         profile=profile,
         fig=fig,
@@ -259,17 +259,19 @@ def _parse(argv: list[str]) -> dict:
     for a in argv:
         key, sep, value = a.partition("=")
         if not sep or key not in args:
-            raise C.ConfigError(f"argument {a!r} is invalid; allowed: {', '.join(k + '=...' for k in args)}")
+            raise config.ConfigError(
+                f"argument {a!r} is invalid; allowed: {', '.join(k + '=...' for k in args)}"
+            )
         args[key] = value
     if not args["figure"]:
-        raise C.ConfigError(
+        raise config.ConfigError(
             f"figure=<name> is required; allowed: all, {', '.join(figures.figure_names())} or a YAML path"
         )
-    C.check_profile_name(args["profile"])
+    config.check_profile_name(args["profile"])
     if args["report_only"] not in ("true", "false"):
-        raise C.ConfigError(f"report_only={args['report_only']} is invalid; allowed: true, false")
+        raise config.ConfigError(f"report_only={args['report_only']} is invalid; allowed: true, false")
     if args["reference"] not in ("auto", "no"):
-        raise C.ConfigError(
+        raise config.ConfigError(
             f"reference={args['reference']} is invalid; allowed: auto (read the stored reference results "
             "when there is no local run), no"
         )
@@ -291,11 +293,11 @@ def run(argv: list[str], out=None) -> int:
                 f"no figure has results under {Path(root) / profile}; run make reproduce-figure-N first",
                 file=out,
             )
-            print(outcome(CL.EXIT_NO_RESULTS), file=out)
-            return CL.EXIT_NO_RESULTS
+            print(outcome(claims.EXIT_NO_RESULTS), file=out)
+            return claims.EXIT_NO_RESULTS
     else:
         names = [args["figure"]]
-    code = CL.EXIT_OK
+    code = claims.EXIT_OK
     for name in names:
         fig = load_figure(name)
         fig_root, read_note = results_root_for(str(fig.id), profile, root, args["reference"])
@@ -309,33 +311,36 @@ def run(argv: list[str], out=None) -> int:
         if read_note:
             where = f"{where} ({read_note})"
         print(f"\n{fig.id} ({profile}): {where}" + (f" — {describe(res)}" if describe(res) else ""), file=out)
-        print(CL.table(rows), file=out)
-        print(f"{fig.id} {profile}: {CL.summary(rows)}", file=out)
+        print(claims.table(rows), file=out)
+        print(f"{fig.id} {profile}: {claims.summary(rows)}", file=out)
         if res.metrics is None and res.grid is None:
             print(
                 f"no results: run `make reproduce-figure-{str(fig.id).removeprefix('figure')} "
                 f"PROFILE={profile}` first",
                 file=out,
             )
-            code = max(code, CL.EXIT_NO_RESULTS)  # below EXIT_DAMAGED
-        elif CL.exit_code(rows) == CL.EXIT_FAIL and code not in (CL.EXIT_NO_RESULTS, integrity.EXIT_DAMAGED):
-            code = CL.EXIT_FAIL
-    report_only = args["report_only"] == "true" and code == CL.EXIT_FAIL
+            code = max(code, claims.EXIT_NO_RESULTS)  # below EXIT_DAMAGED
+        elif claims.exit_code(rows) == claims.EXIT_FAIL and code not in (
+            claims.EXIT_NO_RESULTS,
+            integrity.EXIT_DAMAGED,
+        ):
+            code = claims.EXIT_FAIL
+    report_only = args["report_only"] == "true" and code == claims.EXIT_FAIL
     print(outcome(code, report_only), file=out)
-    return CL.EXIT_OK if report_only else code
+    return claims.EXIT_OK if report_only else code
 
 
 def outcome(code: int, report_only: bool = False) -> str:
     """The check's last line: what its exit code means, in words."""
     words = {
-        CL.EXIT_OK: "no applicable claim failed",
-        CL.EXIT_FAIL: "at least one claim failed: a finding about the reproduction, not a broken install",
-        CL.EXIT_CONFIG: "a configuration problem; nothing was checked",
-        CL.EXIT_NO_RESULTS: "no results for this figure and profile; nothing could be checked",
+        claims.EXIT_OK: "no applicable claim failed",
+        claims.EXIT_FAIL: "at least one claim failed: a finding about the reproduction, not a broken install",
+        claims.EXIT_CONFIG: "a configuration problem; nothing was checked",
+        claims.EXIT_NO_RESULTS: "no results for this figure and profile; nothing could be checked",
         integrity.EXIT_DAMAGED: "results present but damaged or not verifiable; nothing was checked",
     }
     if report_only:
-        return f"check: {words[CL.EXIT_FAIL]} (exit 0 because report_only=true)"
+        return f"check: {words[claims.EXIT_FAIL]} (exit 0 because report_only=true)"
     return f"check: {words.get(code, 'unknown outcome')} (exit {code})"
 
 
@@ -343,8 +348,8 @@ def main() -> None:
     cli.printable_output()  # an output encoding without "—" or "θ" (PYTHONIOENCODING=ascii) never crashes
     try:
         sys.exit(run(sys.argv[1:]))
-    except (C.ConfigError, integrity.Damaged) as err:
-        code = getattr(err, "exit_code", CL.EXIT_CONFIG)
+    except (config.ConfigError, integrity.Damaged) as err:
+        code = getattr(err, "exit_code", claims.EXIT_CONFIG)
         print(f"error: {err} -- {outcome(code)}", file=sys.stderr)
         sys.exit(code)
 

@@ -29,8 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from experiments import config as C
-from experiments import figures
+from experiments import config, figures
 
 DEBIAN_FASHION = "dataset-fashion-mnist"
 
@@ -191,8 +190,8 @@ def figure_profiles() -> list[tuple[str, str]]:
     pairs = []
     for name in figures.figure_names():
         fig = figures.load(name)
-        extra = [p for p in (fig.get("profiles") or {}) if p not in C.MAIN_PROFILES]
-        pairs += [(name, p) for p in (*C.MAIN_PROFILES, *extra)]
+        extra = [p for p in (fig.get("profiles") or {}) if p not in config.MAIN_PROFILES]
+        pairs += [(name, p) for p in (*config.MAIN_PROFILES, *extra)]
     return pairs
 
 
@@ -267,7 +266,7 @@ def _datasets_of(figure: str, profile: str) -> tuple[tuple[str, ...], ...]:
             tasks.append(kept)
     needs: list[tuple[str, ...]] = []
     for kept in tasks:
-        need_ = _task_needs(C.compose(list(kept)).task)
+        need_ = _task_needs(config.compose(list(kept)).task)
         if need_ and tuple(need_) not in needs:
             needs.append(tuple(need_))
     return tuple(needs)
@@ -301,12 +300,12 @@ def main(argv: list[str] | None = None) -> int:
             args = dict(a.partition("=")[::2] for a in argv[1:])
             unknown = set(args) - {"figure", "profile"}
             if unknown or "figure" not in args:
-                raise C.ConfigError(
+                raise config.ConfigError(
                     "usage: python -m experiments.data need figure=<name> [profile=quick|paper]"
                 )
             return need(args["figure"], args.get("profile", "quick"))
         if argv and argv[0] not in ("report",):
-            raise C.ConfigError(
+            raise config.ConfigError(
                 f"argument {argv[0]!r} is invalid; allowed: (nothing), report, need figure=..."
             )
         fetching = not argv
@@ -318,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
                 where = local_source(d.name)
                 found[d.name] = Outcome(where, "" if where else "not on this machine (report only)")
         return report(found)
-    except C.ConfigError as err:
+    except config.ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -29,12 +29,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from experiments import check as CH
-from experiments import claims as CL
-from experiments import cli, figures, integrity
-from experiments import config as C
+from experiments import check, claims, cli, config, figures, integrity
 
-ROOT = C.ROOT
+ROOT = config.ROOT
 STORE = ROOT / "results" / "reference"
 FIG_DOCS = ROOT / "docs" / "figures"
 README = ROOT / "README.md"
@@ -111,16 +108,18 @@ def store(
     images: Path | None = FIG_DOCS,
 ) -> Path:
     """Copy a figure's results (merged CSV, trimmed grid, run info) into the reference store."""
-    fig = CH.load_figure(figure)
-    C.check_profile_name(profile)
+    fig = check.load_figure(figure)
+    config.check_profile_name(profile)
     src = Path(results_root) / profile / str(fig.id)
-    res = CH.load(src)  # verified against its digests, or refused (integrity.Damaged)
+    res = check.load(src)  # verified against its digests, or refused (integrity.Damaged)
     if res.metrics is None:
-        raise C.ConfigError(f"{src}: no metrics.csv; run make reproduce-figure-N PROFILE={profile} first")
+        raise config.ConfigError(
+            f"{src}: no metrics.csv; run make reproduce-figure-N PROFILE={profile} first"
+        )
     out = Path(dest) / profile / str(fig.id)
     out.mkdir(parents=True, exist_ok=True)
-    info: dict = dict(CH.read_json(src / CH.FIGURE_JSON) or {})
-    runs = CH._runs_info(src, info or None)
+    info: dict = dict(check.read_json(src / check.FIGURE_JSON) or {})
+    runs = check._runs_info(src, info or None)
     prov = res.provenance
     info.setdefault("figure", str(fig.id))
     info.setdefault("profile", profile)
@@ -164,10 +163,10 @@ def store(
             info["grid_trimmed"] = f"the {GRID_KEEP_LOWEST} lowest of {len(res.grid)} grid points"
         written.append(_write_table(grid, out, "grid"))
     else:
-        for name in CH.GRID_NAMES:  # a grid from an earlier store would not match these results
+        for name in check.GRID_NAMES:  # a grid from an earlier store would not match these results
             (out / name).unlink(missing_ok=True)
     info[integrity.DIGESTS] = {path.name: integrity.file_digest(path) for path in written}
-    (out / CH.FIGURE_JSON).write_text(
+    (out / check.FIGURE_JSON).write_text(
         json.dumps(info, indent=2, sort_keys=True, default=str, ensure_ascii=False) + "\n"
     )
     if images is not None:  # the rendered figures the docs show: figureN.png, figureN_per_n.png, ...
@@ -185,7 +184,7 @@ def _replace_block(text: str, name: str, body: str, path: Path) -> str:
     begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
     pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
     if not pattern.search(text):
-        raise C.ConfigError(f"{path}: no {begin} ... {end} markers; fix: add them where the block goes")
+        raise config.ConfigError(f"{path}: no {begin} ... {end} markers; fix: add them where the block goes")
     return pattern.sub(lambda _: f"{begin}\n{body.rstrip()}\n{end}", text)
 
 
@@ -226,15 +225,15 @@ def load_text(p: dict) -> str:
 def provenance_line(p: dict, where: str) -> str:
     bits = [f"results `{where}`"]
     if p.get("machine"):
-        bits.append(f"machine: {CH.machine_text(p['machine'])}")
+        bits.append(f"machine: {check.machine_text(p['machine'])}")
     if p.get("load"):
         bits.append(f"load average: {p['load']}")
     if p.get("wall_time_s") is not None:
-        w = CH.duration(p["wall_time_s"])
+        w = check.duration(p["wall_time_s"])
         bits.append(f"wall time: {w}" + (" (sum of the runs)" if p.get("wall_time_is_sum_of_runs") else ""))
         compute = p.get("compute_wall_time_s")
         if compute is not None and float(compute) > 1.2 * float(p["wall_time_s"]):  # runs/steps were reused
-            bits.append(f"compute when first made: {CH.duration(compute)}")
+            bits.append(f"compute when first made: {check.duration(compute)}")
     if p.get("git_commit"):
         c = p["git_commit"]
         bits.append("commit: " + (", ".join(x[:7] for x in c) if isinstance(c, list) else str(c)[:7]))
@@ -243,14 +242,16 @@ def provenance_line(p: dict, where: str) -> str:
     return " · ".join(bits)
 
 
-def evaluate_store(root: Path = STORE) -> dict[tuple[str, str], tuple[list[CL.Result], CH.FigureResults]]:
+def evaluate_store(
+    root: Path = STORE,
+) -> dict[tuple[str, str], tuple[list[claims.Result], check.FigureResults]]:
     out = {}
     for name in figures.figure_names():
         fig = figures.load(name)
-        for profile in C.profile_names():
+        for profile in config.profile_names():
             fig_dir = Path(root) / profile / name
-            if CH._first(fig_dir, CH.METRICS_NAMES) or CH._first(fig_dir, CH.GRID_NAMES):
-                out[(name, profile)] = CH.check_figure(fig, profile, root)
+            if check._first(fig_dir, check.METRICS_NAMES) or check._first(fig_dir, check.GRID_NAMES):
+                out[(name, profile)] = check.check_figure(fig, profile, root)
     return out
 
 
@@ -271,16 +272,16 @@ def skeleton(fig) -> str:
     return re.sub(r"<what the paper says[^>]*>", first, text)
 
 
-def _digest(res: CH.FigureResults) -> str | None:
+def _digest(res: check.FigureResults) -> str | None:
     """A digest of a stored figure's tables (metrics and grid), to find profiles with identical results."""
     parts = []
-    for path in (res.metrics_path, CH._first(res.fig_dir, CH.GRID_NAMES)):
+    for path in (res.metrics_path, check._first(res.fig_dir, check.GRID_NAMES)):
         if path is not None:
             parts.append(hashlib.sha256(Path(path).read_bytes()).hexdigest())
     return ":".join(parts) or None
 
 
-def _same_verdicts(a: list[CL.Result], b: list[CL.Result]) -> bool:
+def _same_verdicts(a: list[claims.Result], b: list[claims.Result]) -> bool:
     def key(rows):
         return [(r.id, r.verdict, r.measured, r.counted) for r in rows]
 
@@ -289,9 +290,9 @@ def _same_verdicts(a: list[CL.Result], b: list[CL.Result]) -> bool:
 
 def ordered_profiles(name: str, evaluated: dict) -> list[str]:
     """The profiles with stored results of ``name``: paper-scale ones first, then the smaller ones."""
-    profiles = C.profile_names()
+    profiles = config.profile_names()
     have = [p for p in profiles if (name, p) in evaluated]
-    return sorted(have, key=lambda p: (CL.profile_scale(p) != "paper", profiles.index(p)))
+    return sorted(have, key=lambda p: (claims.profile_scale(p) != "paper", profiles.index(p)))
 
 
 def twins(name: str, evaluated: dict) -> dict[str, str]:
@@ -310,11 +311,11 @@ def twins(name: str, evaluated: dict) -> dict[str, str]:
     return out
 
 
-def findings(rows: list[CL.Result]) -> list[str]:
+def findings(rows: list[claims.Result]) -> list[str]:
     """One line per claim that failed (counted or not), with its finding text where the config gives one."""
     out = []
     for r in rows:
-        if r.verdict != CL.FAIL:
+        if r.verdict != claims.FAIL:
             continue
         label = "FAIL" if r.counted else f"FAIL, {r.role}"
         why = r.finding or "no finding text yet (add finding: to the claim in the figure config)"
@@ -329,12 +330,12 @@ def figure_block(name: str, evaluated: dict, root: Path) -> str:
         "",
     ]
     number = name.removeprefix("figure")
-    defined = CH.load_figure(name).get("profiles") or {}
+    defined = check.load_figure(name).get("profiles") or {}
     same = twins(name, evaluated)
-    for profile in C.profile_names():
-        if profile not in C.MAIN_PROFILES and profile not in defined:
+    for profile in config.profile_names():
+        if profile not in config.MAIN_PROFILES and profile not in defined:
             continue  # a stand-in profile (e.g. paper_fashion) only where the figure defines it
-        scale = CL.profile_scale(profile)
+        scale = claims.profile_scale(profile)
         lines.append(f"#### `{profile}` profile")
         lines.append("")
         if (name, profile) not in evaluated:
@@ -358,7 +359,7 @@ def figure_block(name: str, evaluated: dict, root: Path) -> str:
                 "",
                 f"The stored tables are byte for byte those of the `{same[profile]}` profile (the same "
                 f"settings), and every claim has the same verdict: the table is under the `{same[profile]}` "
-                f"profile. {CL.summary(rows)}.",
+                f"profile. {claims.summary(rows)}.",
                 "",
             ]
         else:
@@ -371,9 +372,9 @@ def figure_block(name: str, evaluated: dict, root: Path) -> str:
                 "",
                 f"Profile scale `{scale}` ({judged}).",
                 "",
-                CL.table(rows),
+                claims.table(rows),
                 "",
-                f"{CL.summary(rows)}.",
+                f"{claims.summary(rows)}.",
                 "",
             ]
             found = findings(rows)
@@ -382,7 +383,7 @@ def figure_block(name: str, evaluated: dict, root: Path) -> str:
                 lines += [f"- {f}" for f in found]
                 lines.append("")
         # profiles that extend this one's name (quick_holdout)
-        longer = [q for q in C.profile_names() if q != profile and q.startswith(f"{profile}_")]
+        longer = [q for q in config.profile_names() if q != profile and q.startswith(f"{profile}_")]
         for image in [FIG_DOCS / f"{name}_{profile}.png", *sorted(FIG_DOCS.glob(f"{name}_{profile}_*.png"))]:
             if any(image.stem == f"{name}_{q}" or image.stem.startswith(f"{name}_{q}_") for q in longer):
                 continue  # another profile's image (figure7_quick_holdout.png is not quick's)
@@ -391,32 +392,35 @@ def figure_block(name: str, evaluated: dict, root: Path) -> str:
     return "\n".join(lines)
 
 
-def verdict_word(rows: list[CL.Result], compact: bool = False) -> str:
+def verdict_word(rows: list[claims.Result], compact: bool = False) -> str:
     """yes / partly / no / not run, then PASS · FAIL · NOT RUN of the counted claims, then the rest."""
-    c = CL.counts(rows)
-    applicable = c[CL.PASS] + c[CL.FAIL]
+    c = claims.counts(rows)
+    applicable = c[claims.PASS] + c[claims.FAIL]
     if applicable == 0:
         word = "not run"
-    elif c[CL.FAIL] == 0:
+    elif c[claims.FAIL] == 0:
         word = "**yes**"
-    elif c[CL.PASS] == 0:
+    elif c[claims.PASS] == 0:
         word = "**no**"
     else:
         word = "partly"
-    text = f"{word}: {c[CL.PASS]} PASS · {c[CL.FAIL]} FAIL · {c[CL.NOT_RUN]} NOT RUN"
-    for role, what in ((CL.INDICATIVE, "paper-scale, indicative"), (CL.REPORTED, "finding, not counted")):
+    text = f"{word}: {c[claims.PASS]} PASS · {c[claims.FAIL]} FAIL · {c[claims.NOT_RUN]} NOT RUN"
+    for role, what in (
+        (claims.INDICATIVE, "paper-scale, indicative"),
+        (claims.REPORTED, "finding, not counted"),
+    ):
         shown = [r for r in rows if r.role == role]
         if shown and compact:  # counts only (the README); the ids are in FIGURES.md and the figure page
             tally = ", ".join(
                 f"{n} {v}"
-                for v in (CL.PASS, CL.FAIL, CL.NOT_RUN)
+                for v in (claims.PASS, claims.FAIL, claims.NOT_RUN)
                 if (n := sum(r.verdict == v for r in shown))
             )
             text += f"; {what}: {tally}"
         elif shown:
             each = ", ".join(f"`{r.id}` {r.verdict}" for r in shown)
             text += f"; {len(shown)} {what}: {each}"
-    failed = [r for r in rows if r.verdict == CL.FAIL and r.counted]
+    failed = [r for r in rows if r.verdict == claims.FAIL and r.counted]
     if compact and failed:  # the README names them; their findings are on the figure page and in FIGURES.md
         return text + "<br>failed (findings on the figure page): " + ", ".join(f"`{r.id}`" for r in failed)
     for r in failed:
@@ -472,8 +476,8 @@ def status_table(evaluated: dict, link_prefix: str = "docs/figures/", compact: b
                 x
                 for x in (
                     label,
-                    CH.machine_text(p["machine"]) if p.get("machine") else "",
-                    f"{CH.duration(p['wall_time_s'])} {load_text(p)}".strip()
+                    check.machine_text(p["machine"]) if p.get("machine") else "",
+                    f"{check.duration(p['wall_time_s'])} {load_text(p)}".strip()
                     if p.get("wall_time_s") is not None
                     else "",
                 )
@@ -528,15 +532,15 @@ def claims_table() -> str:
     ]
     for name in figures.figure_names():
         fig = figures.load(name)
-        claims = CL.validate(fig.get("claims"), fig)
-        by_id = {c["id"]: c for c in claims}
-        for c in claims:
+        validated = claims.validate(fig.get("claims"), fig)
+        by_id = {c["id"]: c for c in validated}
+        for c in validated:
             counted = "" if c.get("counted", True) else " (a finding, not counted)"
             profiles = f" Profiles: {', '.join(c['profiles'])}." if c.get("profiles") else ""
             lines.append(
-                f"| {name.removeprefix('figure')} | `{c['id']}`: {CL._cell(' '.join(c['claim'].split()))}"
+                f"| {name.removeprefix('figure')} | `{c['id']}`: {claims._cell(' '.join(c['claim'].split()))}"
                 f"{counted}{profiles} | {c['scale']} | {threshold_origin(c, by_id)} "
-                f"| {CL._cell(' '.join(str(c['source']).split()))} |"
+                f"| {claims._cell(' '.join(str(c['source']).split()))} |"
             )
     return "\n".join(lines)
 
@@ -552,13 +556,13 @@ def wall_time_table(evaluated: dict, root: Path = STORE) -> str:
             p = evaluated[(name, profile)][1].provenance
             if p.get("wall_time_s") is None:
                 continue
-            wall = CH.duration(p["wall_time_s"])
+            wall = check.duration(p["wall_time_s"])
             wall += " (sum of the runs)" if p.get("wall_time_is_sum_of_runs") else ""
             commit = p.get("git_commit") or ""
             commit = ", ".join(c[:7] for c in commit) if isinstance(commit, list) else str(commit)[:7]
             lines.append(
                 f"| [{name.removeprefix('figure')}](figures/{name}.md) | {profile} | "
-                f"{CH.machine_text(p['machine']) if p.get('machine') else ''} | {wall} | "
+                f"{check.machine_text(p['machine']) if p.get('machine') else ''} | {wall} | "
                 f"{load_text(p) or '—'} | {commit} | {_when(p)} |"
             )
     return "\n".join(lines)
@@ -596,7 +600,9 @@ def _parse(argv: list[str], allowed: dict) -> dict:
     for a in argv:
         key, sep, value = a.partition("=")
         if not sep or key not in args:
-            raise C.ConfigError(f"argument {a!r} is invalid; allowed: {', '.join(k + '=...' for k in args)}")
+            raise config.ConfigError(
+                f"argument {a!r} is invalid; allowed: {', '.join(k + '=...' for k in args)}"
+            )
         args[key] = value
     return args
 
@@ -622,7 +628,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             if not a["figure"]:
                 names = ", ".join(figures.figure_names())
-                raise C.ConfigError(f"figure=<name> is required; allowed: {names}")
+                raise config.ConfigError(f"figure=<name> is required; allowed: {names}")
             out = store(
                 a["figure"],
                 a["profile"],
@@ -645,7 +651,7 @@ def main(argv: list[str] | None = None) -> int:
         for p in generate(Path(a["results_root"])):
             print(f"wrote {_rel(p)}")
         return 0
-    except (C.ConfigError, integrity.Damaged) as err:
+    except (config.ConfigError, integrity.Damaged) as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
 

@@ -21,8 +21,7 @@ from pathlib import Path
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from experiments import config as C
-from experiments import steps
+from experiments import config, steps
 from experiments.config import CONFIG_DIR, ROOT, ConfigError, compose, particle_setting
 from experiments.figure_schema import (
     ID_PATTERN,
@@ -123,7 +122,7 @@ def _check_claims(fig: DictConfig, where: str) -> None:
         return
     claims = importlib.import_module("experiments.claims")
     try:
-        claims.validate(fig.claims, fig, profiles=C.profile_names())
+        claims.validate(fig.claims, fig, profiles=config.profile_names())
     except ConfigError as err:
         raise ConfigError(f"{where}: {err}") from err
 
@@ -139,7 +138,7 @@ def check(data, where: str, stem: str | None = None) -> None:
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: a figure config is a mapping of keys; allowed: {', '.join(REQUIRED)}")
     check_keys(data, REQUIRED, OPTIONAL, where)
-    profiles = C.profile_names()
+    profiles = config.profile_names()
     for key in ("id", "title", "task", "plot", "expected", "description"):
         if key in data and not (isinstance(data[key], str) and data[key].strip()):
             raise ConfigError(f"{where}: {key}={_r(data[key])} is invalid; allowed: a non-empty string")
@@ -240,10 +239,10 @@ def runs(fig: DictConfig, profile: str, where: str | None = None) -> list[DictCo
 
 def check_profile(fig: DictConfig, profile: str) -> None:
     """``profile`` is a known profile the figure can be reproduced under."""
-    C.check_profile_name(profile)
+    config.check_profile_name(profile)
     profiles = fig.get("profiles") or {}
-    if profile not in C.MAIN_PROFILES and profile not in profiles:  # stand-ins: only where defined
-        defined = [*C.MAIN_PROFILES, *[p for p in profiles if p not in C.MAIN_PROFILES]]
+    if profile not in config.MAIN_PROFILES and profile not in profiles:  # stand-ins: only where defined
+        defined = [*config.MAIN_PROFILES, *[p for p in profiles if p not in config.MAIN_PROFILES]]
         raise ConfigError(f"figure {fig.id} has no profile {profile}; allowed: {', '.join(defined)}")
     seeds = fig.get("seeds")
     if isinstance(seeds, DictConfig) and profile not in seeds:

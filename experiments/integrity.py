@@ -33,15 +33,14 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 
-from experiments import artefacts, io
-from experiments import config as C
+from experiments import artefacts, config, io
 from experiments.cli import Problem, one_line
 
 EXIT_DAMAGED = 4
 RECORD = "figure.json"
 DIGESTS = "digests"
 DIGEST_KEYS = ("rows", "bytes", "sha256")
-STORE = C.ROOT / "results" / "reference"
+STORE = config.ROOT / "results" / "reference"
 
 # The numbers of a results table, as pandas writes them (NaN as an empty cell).
 _FLOAT = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?|[+-]?inf"
@@ -152,8 +151,8 @@ def run_csv(fig_dir: Path, run_id: str, info: Mapping, record: Path, fix: str) -
     rel = str(info.get("dir", f"runs/{run_id}"))
     parts = PurePosixPath(rel).parts
     try:
-        ok = len(parts) == 2 and parts[0] == "runs" and C.check_name(parts[1], "dir") == parts[1]
-    except C.ConfigError:
+        ok = len(parts) == 2 and parts[0] == "runs" and config.check_name(parts[1], "dir") == parts[1]
+    except config.ConfigError:
         ok = False
     if not ok:
         raise Damaged(f"{record}: runs.{run_id}.dir is not a run folder of this figure; fix: {fix}")
@@ -226,16 +225,18 @@ def rebuild_hint(fig_dir: Path) -> str:
     fig_dir = Path(fig_dir)
     root, profile, figure = fig_dir.parent.parent, fig_dir.parent.name, fig_dir.name
     number = figure.removeprefix("figure")
-    known = (C.CONFIG_DIR / "figure" / f"{figure}.yaml").is_file()
+    known = (config.CONFIG_DIR / "figure" / f"{figure}.yaml").is_file()
     if root.resolve() == STORE.resolve():
         try:
-            where = fig_dir.resolve().relative_to(C.ROOT.resolve())
+            where = fig_dir.resolve().relative_to(config.ROOT.resolve())
         except ValueError:
             where = fig_dir
         again = f" or store it again (make store-figure-{number} PROFILE={profile})" if known else ""
         return f"restore the committed files with `git checkout -- {where}`{again}"
     if known:
-        results = "" if root.resolve() == (C.ROOT / "results").resolve() else f" RESULTS={root.resolve()}"
+        results = (
+            "" if root.resolve() == (config.ROOT / "results").resolve() else f" RESULTS={root.resolve()}"
+        )
         command = f"make reproduce-figure-{number} PROFILE={profile}{results}"
     else:
         command = f"python -m experiments.reproduce figure=<its YAML> profile={profile} results_root={root}"
@@ -275,7 +276,7 @@ def read_table(
         raise Damaged(f"{path} is empty; fix: {fix}")
     missing = [c for c in required if c not in header]
     if missing:
-        raise C.ConfigError(
+        raise config.ConfigError(
             f"{path}: columns {missing} are missing (have {header}); "
             "fix: rerun the figure, or see pes/results.py for the schema"
         )

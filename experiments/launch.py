@@ -60,8 +60,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from experiments import artefacts, cli, io
-from experiments import config as C
+from experiments import artefacts, cli, config, io
 
 JOBS_DIR = "jobs"  # <fig_dir>/jobs: the job table, one status record per job, launcher files
 TABLE = "jobs.json"
@@ -99,21 +98,21 @@ def launcher_overrides(args: Sequence[str]) -> list[str] | None:
         key, _, value = arg.partition("=")
         if key == "jobs":
             if not value.isdigit() or int(value) < 1:
-                raise C.ConfigError(f"jobs={value} is invalid; allowed: an integer >= 1 (parallel jobs)")
+                raise config.ConfigError(f"jobs={value} is invalid; allowed: an integer >= 1 (parallel jobs)")
             jobs = int(value)
         else:
             out.append(arg)
     named = any(a.lstrip("+~").startswith("hydra/launcher=") for a in out)
     if jobs is not None and jobs > 1:
         if named:
-            raise C.ConfigError(
+            raise config.ConfigError(
                 f"jobs={jobs} and hydra/launcher= both given; allowed: one of them (jobs=<k> is "
                 "hydra/launcher=joblib hydra.launcher.n_jobs=<k>)"
             )
         out = ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}", *out]
     elif not named:
         if out:
-            raise C.ConfigError(
+            raise config.ConfigError(
                 f"{out[0]} needs a launcher; allowed: add jobs=<k> (k > 1) or hydra/launcher=joblib|"
                 "submitit_local|submitit_slurm"
             )
@@ -129,7 +128,7 @@ def launch_config(overrides: Sequence[str], sweep_dir: Path) -> DictConfig:
 
     full = [f"hydra.sweep.dir={sweep_dir}", *overrides]
     try:
-        with hydra.initialize_config_dir(str(C.CONFIG_DIR), version_base="1.3"):
+        with hydra.initialize_config_dir(str(config.CONFIG_DIR), version_base="1.3"):
             cfg = hydra.compose(LAUNCH_CONFIG, overrides=full, return_hydra_config=True)
     except (HydraException, OmegaConfBaseException) as err:
         text = str(err)
@@ -137,10 +136,10 @@ def launch_config(overrides: Sequence[str], sweep_dir: Path) -> DictConfig:
         if m:
             options = re.findall(r"^\t(\S+)$", text, flags=re.M)
             extra = "" if "joblib" in options else " (joblib, submitit: pip install -e '.[sweep]')"
-            raise C.ConfigError(
+            raise config.ConfigError(
                 f"hydra/launcher={m.group(1)} is unknown; allowed: {', '.join(options)}{extra}"
             ) from err
-        raise C._compose_error(err, full) from err
+        raise config._compose_error(err, full) from err
     spec = cfg.launch
     ids = spec.device_ids
     if ids is not None:
@@ -151,28 +150,28 @@ def launch_config(overrides: Sequence[str], sweep_dir: Path) -> DictConfig:
             or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids)
             or len(set(ids)) != len(ids)
         ):
-            raise C.ConfigError(
+            raise config.ConfigError(
                 f"launch.device_ids={spec.device_ids} is invalid; allowed: null or a list of distinct "
                 "device numbers >= 0, e.g. [0,1,2,3]"
             )
         if "basic" in str(cfg.hydra.launcher._target_).lower():
-            raise C.ConfigError(
+            raise config.ConfigError(
                 "launch.device_ids needs one process per job; allowed launchers: joblib, submitit_local"
             )
     per = spec.devices_per_job
     if not isinstance(per, int) or isinstance(per, bool) or per < 1 or (ids and per > len(ids)):
         most = f" and at most {len(ids)} (the number of device_ids)" if ids else ""
-        raise C.ConfigError(f"launch.devices_per_job={per} is invalid; allowed: an integer >= 1{most}")
+        raise config.ConfigError(f"launch.devices_per_job={per} is invalid; allowed: an integer >= 1{most}")
     for key in ("batch_seeds",):
         value = spec[key]
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise C.ConfigError(f"launch.{key}={value} is invalid; allowed: an integer >= 1")
+            raise config.ConfigError(f"launch.{key}={value} is invalid; allowed: an integer >= 1")
     if spec.late_jobs not in (None, True, False):
-        raise C.ConfigError(f"launch.late_jobs={spec.late_jobs} is invalid; allowed: null, true, false")
+        raise config.ConfigError(f"launch.late_jobs={spec.late_jobs} is invalid; allowed: null, true, false")
     for key in ("search_shard", "grid_tile"):
         value = spec[key]
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-            raise C.ConfigError(f"launch.{key}={value} is invalid; allowed: null or an integer >= 1")
+            raise config.ConfigError(f"launch.{key}={value} is invalid; allowed: null or an integer >= 1")
     return cfg
 
 
@@ -201,7 +200,7 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _run_finished(spec: C.RunSpec) -> bool:
+def _run_finished(spec: config.RunSpec) -> bool:
     """The run's folder records a finished run of this very config (verified again by the
     merge, which recomputes whatever does not verify)."""
     try:
@@ -242,14 +241,14 @@ def _search_done(ctx, plan, seed: int, lo=None, hi=None) -> int:
     """Configurations of ``seed`` (or of its part lo..hi) scored and kept, for this plan's stamp."""
     import numpy as np
 
-    from experiments.steps import random_search as RS
+    from experiments.steps import random_search
 
     path = _search_file(ctx, seed, lo, hi)
     if not path.is_file():
         return 0
     try:
         with np.load(path) as saved:
-            if str(saved["stamp"]) != RS._stamp(plan, seed):
+            if str(saved["stamp"]) != random_search._stamp(plan, seed):
                 return 0
             return int(saved["done"])
     except (OSError, ValueError, KeyError):
@@ -262,17 +261,17 @@ def _score_search_part(ctx, plan, seed: int, lo: int, hi: int) -> None:
     import jax
     import numpy as np
 
-    from experiments.steps import random_search as RS
+    from experiments.steps import random_search
     from pes import search
 
     if _search_done(ctx, plan, seed, lo, hi) == hi:
         return
     s, task = plan.settings, plan.built.task
-    C.use_x64(plan.cfg)
+    config.use_x64(plan.cfg)
     n, chunk = s["num_configs"], s["chunk_size"]
     low, high = task.search_space
     configs = search.uniform_configs(jax.random.key(seed), low, high, n, like=task.theta_init)
-    run = RS.scorer(task)
+    run = random_search.scorer(task)
     scores = np.full(hi - lo, np.nan)
     for a in range(lo, hi, chunk):
         b = min(a + chunk, n)
@@ -283,7 +282,7 @@ def _score_search_part(ctx, plan, seed: int, lo: int, hi: int) -> None:
         scores[a - lo : b - lo] = np.asarray(run(part))[: b - a]
     path = _search_file(ctx, seed, lo, hi)
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path.with_suffix(".tmp.npz"), stamp=RS._stamp(plan, seed), done=hi, scores=scores)
+    np.savez(path.with_suffix(".tmp.npz"), stamp=random_search._stamp(plan, seed), done=hi, scores=scores)
     path.with_suffix(".tmp.npz").replace(path)
 
 
@@ -292,7 +291,7 @@ def join_search_parts(ctx, plan, shard: int | None) -> None:
     `random_search.search_seed` resumes from: it then scores nothing)."""
     import numpy as np
 
-    from experiments.steps import random_search as RS
+    from experiments.steps import random_search
 
     if shard is None:
         return
@@ -311,7 +310,7 @@ def join_search_parts(ctx, plan, shard: int | None) -> None:
             with np.load(_search_file(ctx, seed, lo, hi)) as saved:
                 scores.append(np.asarray(saved["scores"]))
         path = _search_file(ctx, seed)
-        stamp = RS._stamp(plan, seed)
+        stamp = random_search._stamp(plan, seed)
         np.savez(path.with_suffix(".tmp.npz"), stamp=stamp, done=n, scores=np.concatenate(scores))
         path.with_suffix(".tmp.npz").replace(path)
 
@@ -320,12 +319,12 @@ def grid_tiles(plan, tile: int | None) -> list[tuple[int, int]] | None:
     """Point ranges of a grid of fresh full trainings, ``tile`` points each rounded up to the
     step's chunk size (so every compiled call evaluates the points it evaluates in one
     process), or None: an ``evaluate`` grid, no ``tile``, or one tile would hold it all."""
-    from pes import grid as G
+    from pes import grid
 
     s = plan.settings
     if tile is None or s["of"] != "full_run":
         return None
-    n = len(G.grid_points(plan.axes))
+    n = len(grid.grid_points(plan.axes))
     chunk = min(int(s["chunk_size"]), n)
     size = math.ceil(tile / chunk) * chunk
     if size >= n:
@@ -355,13 +354,13 @@ def _grid_tile(ctx, plan, lo: int, hi: int, stamp: str) -> None:
     import numpy as np
 
     from experiments.steps.evaluation import evaluate_thetas
-    from pes import grid as G
+    from pes import grid
 
     if _tile_done(ctx, lo, hi, stamp):
         return
     s, task = plan.settings, plan.built.task
-    C.use_x64(plan.cfg)
-    points = G.grid_points(plan.axes)[lo:hi]
+    config.use_x64(plan.cfg)
+    points = grid.grid_points(plan.axes)[lo:hi]
     chunk = int(s["chunk_size"])
     if len(points) < chunk:  # the grid's last chunk, padded with its first point as in one process
         points = np.concatenate([points, np.broadcast_to(points[:1], (chunk - len(points), points.shape[1]))])
@@ -382,12 +381,11 @@ def _grid_from_tiles(tiles: list[tuple[int, int]]):
         import pandas as pd
 
         from experiments import steps
-        from experiments.steps import grid as GS
-        from pes import grid as G
-        from pes import results
+        from experiments.steps.grid import summary_rows
+        from pes import grid, results
 
         s, task = plan.settings, plan.built.task
-        points = G.grid_points(plan.axes)
+        points = grid.grid_points(plan.axes)
         values = {m: [] for m in s["metrics"]}
         for lo, hi in tiles:
             with np.load(_tile_file(ctx, lo, hi)) as saved:
@@ -397,7 +395,7 @@ def _grid_from_tiles(tiles: list[tuple[int, int]]):
         surface = pd.concat(
             [results.grid_frame(task.name, m, points, values[m]) for m in s["metrics"]], ignore_index=True
         )
-        rows = GS.summary_rows(str(ctx.fig.id), task, int(plan.cfg.seed), points, values)
+        rows = summary_rows(str(ctx.fig.id), task, int(plan.cfg.seed), points, values)
         mins = {m: float(np.nanmin(v)) for m, v in values.items()}
         info = {"num_points": len(points), "min": mins, "tiles": len(tiles)}
         return steps.StepOutput(results.frame(rows), {"grid": surface}, info)
@@ -408,25 +406,25 @@ def _grid_from_tiles(tiles: list[tuple[int, int]]):
 def join_grid_tiles(plan, item, tile: int | None) -> None:
     """A grid whose tiles are all computed is stored as the step's result (what the merge
     then reuses), through the pipeline's own `run_step`."""
-    from experiments import pipeline as P
+    from experiments import pipeline
 
     tiles = grid_tiles(item.plan, tile)
     if tiles is None:
         return
-    stamp = P.step_fingerprint(item, plan.ctx)
-    if artefacts.lookup(plan.ctx.fig_dir / P.STEPS / "grid.json", stamp, plan.ctx.fig_dir):
+    stamp = pipeline.step_fingerprint(item, plan.ctx)
+    if artefacts.lookup(plan.ctx.fig_dir / pipeline.STEPS / "grid.json", stamp, plan.ctx.fig_dir):
         return
     if not all(_tile_done(plan.ctx, lo, hi, stamp) for lo, hi in tiles):
         return
     step = dataclasses.replace(item.step, compute=_grid_from_tiles(tiles))
     allow = list(plan.fig.get("allow_nonfinite") or [])
-    P.run_step(P.PreparedStep(step, item.settings, item.plan), plan.ctx, True, allow)
+    pipeline.run_step(pipeline.PreparedStep(step, item.settings, item.plan), plan.ctx, True, allow)
 
 
 def plan_jobs(plan, spec: DictConfig) -> list[dict]:
     """The unfinished jobs of a prepared figure (`experiments.pipeline.Plan`), longest first:
     post-step parts that do not read the runs, then the runs (or seed groups)."""
-    from experiments import pipeline as P
+    from experiments import pipeline
 
     ctx = dataclasses.replace(plan.ctx, log=_log, rows=None)
     allow = list(plan.fig.get("allow_nonfinite") or [])
@@ -435,8 +433,8 @@ def plan_jobs(plan, spec: DictConfig) -> list[dict]:
         name = item.step.name
         if name not in EARLY:
             continue
-        fp = P.step_fingerprint(item, plan.ctx)
-        if artefacts.lookup(ctx.fig_dir / P.STEPS / f"{name}.json", fp, ctx.fig_dir):
+        fp = pipeline.step_fingerprint(item, plan.ctx)
+        if artefacts.lookup(ctx.fig_dir / pipeline.STEPS / f"{name}.json", fp, ctx.fig_dir):
             continue
         base = {"kind": "step", "step": name, "settings": item.settings, "ctx": ctx, "allow_nonfinite": allow}
         if name == "random_search":
@@ -483,22 +481,22 @@ def late_jobs(plan, spec: DictConfig, launcher: str) -> list[dict]:
     """After the runs: a job for every unfinished post-step that reads them (not `EARLY`,
     not `CHEAP`), with the runs' rows as the pipeline gives them (verified first).  Only
     with ``launch.late_jobs`` true, or null on submitit_slurm."""
-    from experiments import pipeline as P
+    from experiments import pipeline
     from pes import results
 
     wanted = spec.late_jobs if spec.late_jobs is not None else launcher == "submitit_slurm"
     todo = [i for i in plan.steps if i.step.name not in EARLY + CHEAP]
     if not wanted or not todo:
         return []
-    run_rows, records = P.run_all(plan)  # every run finished by now: verified and read
+    run_rows, records = pipeline.run_all(plan)  # every run finished by now: verified and read
     diverged = [rid for rid, r in records.items() if r["status"] == "diverged"]
     allow = list(plan.fig.get("allow_nonfinite") or [])
     allow += sorted(set(run_rows.loc[run_rows["run_id"].isin(diverged), "metric"]))
     ctx = dataclasses.replace(plan.ctx, log=_log, rows=results.merge([(results.RUN_SOURCE, run_rows)]))
     jobs = []
     for item in todo:
-        fp = P.step_fingerprint(item, ctx)
-        if artefacts.lookup(ctx.fig_dir / P.STEPS / f"{item.step.name}.json", fp, ctx.fig_dir):
+        fp = pipeline.step_fingerprint(item, ctx)
+        if artefacts.lookup(ctx.fig_dir / pipeline.STEPS / f"{item.step.name}.json", fp, ctx.fig_dir):
             continue
         jobs.append(
             {
@@ -567,8 +565,7 @@ def _own_hydra() -> Iterator[None]:
 
 
 def _execute(job: dict) -> None:
-    from experiments import batched, runner, steps
-    from experiments import pipeline as P
+    from experiments import batched, pipeline, runner, steps
 
     if job["kind"] == "run":
         runner.run(job["cfg"])
@@ -580,7 +577,7 @@ def _execute(job: dict) -> None:
         plan = step.prepare(ctx, settings)
         part = job["part"]
         if part is None:
-            P.run_step(P.PreparedStep(step, settings, plan), ctx, True, job["allow_nonfinite"])
+            pipeline.run_step(pipeline.PreparedStep(step, settings, plan), ctx, True, job["allow_nonfinite"])
         elif job["step"] == "truncation_variance":
             step.compute(ctx, plan._replace(tasks={part["task"]: plan.tasks[part["task"]]}))
         elif job["step"] == "grid":
@@ -696,7 +693,8 @@ def run_jobs(plan, jobs: list[dict], overrides: list[str], launch_cfg: DictConfi
     GlobalHydra.instance().clear()
     try:
         app = Hydra.create_main_hydra2(
-            task_name=f"pes-{plan.fig.id}", config_search_path=create_config_search_path(str(C.CONFIG_DIR))
+            task_name=f"pes-{plan.fig.id}",
+            config_search_path=create_config_search_path(str(config.CONFIG_DIR)),
         )
         app.multirun(
             config_name=LAUNCH_CONFIG,
@@ -739,10 +737,10 @@ def reproduce(
 ) -> Path:
     """`experiments.reproduce.reproduce` with the figure's jobs handed to a launcher first
     (``overrides``: from `launcher_overrides`); returns the merged CSV."""
-    from experiments import pipeline as P
+    from experiments import pipeline
 
     since = (artefacts.now(), time.perf_counter())
-    plan = P.prepare(figure, profile, extra)  # every check, before anything is computed
+    plan = pipeline.prepare(figure, profile, extra)  # every check, before anything is computed
     folder = plan.ctx.fig_dir / JOBS_DIR
     sweep_dir = next(
         (a.partition("=")[2] for a in overrides if a.startswith("hydra.sweep.dir=")), str(folder)
@@ -752,7 +750,7 @@ def reproduce(
     command = command or "python -m experiments.reproduce " + shlex.join(
         [f"figure={figure}", f"profile={profile}", *extra, *overrides]
     )
-    with P.figure_lock(plan.ctx.fig_dir, plan.ctx.log, f"figure {plan.fig.id} ({profile})"):
+    with pipeline.figure_lock(plan.ctx.fig_dir, plan.ctx.log, f"figure {plan.fig.id} ({profile})"):
         jobs = plan_jobs(plan, spec)
         t0 = time.perf_counter()
         if jobs:
@@ -775,7 +773,7 @@ def reproduce(
             "wall_time_s": time.perf_counter() - t0,
             "records": f"{JOBS_DIR}/",
         }
-        return P.reproduce(
+        return pipeline.reproduce(
             figure, profile, extra, plot_figure=plot_figure, plan=plan, since=since, jobs=record
         )
 

@@ -30,8 +30,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from experiments import cli, figures, integrity
-from experiments import config as C
+from experiments import cli, config, figures, integrity
 from pes import results
 
 TOOL = "python -m experiments.migrate"
@@ -46,7 +45,7 @@ def command(fig_dir: Path) -> str:
 
 def _shown(path: Path) -> str:
     try:
-        return str(Path(path).resolve().relative_to(C.ROOT.resolve()))
+        return str(Path(path).resolve().relative_to(config.ROOT.resolve()))
     except ValueError:
         return str(path)
 
@@ -55,7 +54,7 @@ def _table(fig_dir: Path) -> Path:
     found = [fig_dir / n for n in METRICS_NAMES if (fig_dir / n).exists()]
     if len(found) != 1:
         have = "none" if not found else "both"
-        raise C.ConfigError(
+        raise config.ConfigError(
             f"{fig_dir}: {have} of {', '.join(METRICS_NAMES)}; "
             "allowed: a stored figure folder with one merged table"
         )
@@ -88,25 +87,27 @@ def _rule(fig, profile: str, run_ids: set[str], source: str | None, reason: str 
     post = [str(p["step"]) for p in (fig.get("post") or [])]
     if source is not None:
         if not reason or not reason.strip():
-            raise C.ConfigError("source= needs reason=<why every row of the table has that source>")
+            raise config.ConfigError("source= needs reason=<why every row of the table has that source>")
         stated = f"stated: {reason.strip()}"
         if source != results.RUN_SOURCE:
             if source not in post:
                 allowed = ", ".join(["run", *post])
-                raise C.ConfigError(f"source={source!r} is not a post-step of {fig.id}; allowed: {allowed}")
+                raise config.ConfigError(
+                    f"source={source!r} is not a post-step of {fig.id}; allowed: {allowed}"
+                )
             return source, stated
     elif not post:
         stated = f"{fig.id} has no post-steps: every row of its merged table was logged by a run"
     elif not ids and len(post) == 1:
         return post[0], f"{fig.id} has no runs under profile {profile} and one post-step, {post[0]}"
     else:
-        raise C.ConfigError(
+        raise config.ConfigError(
             f"{fig.id} has runs and post-steps ({', '.join(post)}), so the rows' source is not provable from "
             "the config; allowed: source=<run or a step> reason=<the evidence that every row has it>"
         )
     strangers = sorted(run_ids - ids)
     if strangers:
-        raise C.ConfigError(
+        raise config.ConfigError(
             f"run ids {', '.join(strangers[:5])} are not runs of {fig.id} under profile {profile}, so not "
             "every row is a run's; fix: rerun and store the figure (or state source= and reason=)"
         )
@@ -130,7 +131,7 @@ def migrate(fig_dir: Path, source: str | None = None, reason: str | None = None)
     if tuple(header) == results.FIGURE_COLUMNS:
         return None
     if set(header) != set(results.COLUMNS):
-        raise C.ConfigError(
+        raise config.ConfigError(
             f"{path}: columns {header}; allowed: {list(results.COLUMNS)} in any order "
             "(the tables this tool migrates)"
         )
@@ -146,7 +147,9 @@ def migrate(fig_dir: Path, source: str | None = None, reason: str | None = None)
     try:  # unique (source, run, seed, metric, step), numbers where numbers belong
         results.validate(_frame(text), allow_nonfinite=_metrics(rows, header))
     except results.SchemaError as err:
-        raise C.ConfigError(f"{path} cannot be migrated: {err}; fix: rerun and store the figure") from err
+        raise config.ConfigError(
+            f"{path} cannot be migrated: {err}; fix: rerun and store the figure"
+        ) from err
     if path.name.endswith(".gz"):
         from experiments.docs import gzip_bytes  # (docs imports check, which names this tool)
 
@@ -188,10 +191,10 @@ def main(argv: list[str] | None = None) -> int:
             key, sep, value = a.partition("=")
             if not sep or key not in args:
                 keys = ", ".join(k + "=..." for k in args)
-                raise C.ConfigError(f"argument {a!r} is invalid; allowed: {keys}")
+                raise config.ConfigError(f"argument {a!r} is invalid; allowed: {keys}")
             args[key] = value
         if not args["folder"]:
-            raise C.ConfigError(
+            raise config.ConfigError(
                 "folder= is missing; allowed: a figure folder, e.g. results/reference/quick/figure2"
             )
         entry = migrate(Path(args["folder"]), args["source"], args["reason"])
@@ -201,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             table = Path(args["folder"]) / entry["table"]
             print(f"migrated {table}: source={entry['source']} ({entry['evidence']})")
         return 0
-    except (C.ConfigError, integrity.Damaged) as err:
+    except (config.ConfigError, integrity.Damaged) as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
 

@@ -39,8 +39,7 @@ import pandas as pd
 import yaml
 from omegaconf import DictConfig
 
-from experiments import artefacts, cli, figures, integrity, io, runner, sizes, steps
-from experiments import config as C
+from experiments import artefacts, cli, config, figures, integrity, io, runner, sizes, steps
 from pes import results
 
 RECORD = "figure.json"
@@ -64,7 +63,7 @@ class Plan(NamedTuple):
     cfg: DictConfig  # the figure's own config (results_root, progress, resume)
     steps: list[PreparedStep]
     size_estimate: dict | None = None  # rows and bytes the runs will write (`experiments.sizes`)
-    run_specs: tuple[C.RunSpec, ...] = ()  # the runs, validated and built (in the order of ctx.runs)
+    run_specs: tuple[config.RunSpec, ...] = ()  # the runs, validated and built (in the order of ctx.runs)
 
 
 # ----------------------------------------------------------------------------- command line
@@ -81,12 +80,12 @@ def parse(argv: Sequence[str]) -> tuple[str, str, list[str], bool]:
             profile = value
         elif key == "plot":
             if value.lower() not in ("true", "false"):
-                raise C.ConfigError(f"plot={value} is invalid; allowed: true, false")
+                raise config.ConfigError(f"plot={value} is invalid; allowed: true, false")
             plot = value.lower() == "true"
         else:
             extra.append(arg)
     if figure is None:
-        raise C.ConfigError(
+        raise config.ConfigError(
             f"figure=<name> is required; allowed: {', '.join(figures.figure_names())} or a figure YAML path"
         )
     return figure, profile, extra, plot
@@ -100,13 +99,13 @@ def split_changes(fig: DictConfig, extra: Sequence[str]) -> tuple[list[str], dic
     for arg in extra:
         key, _, value = arg.lstrip("+").partition("=")
         if key in ("figure_id", "run_id"):
-            raise C.ConfigError(f"{key}= is set by the figure config; allowed: other Hydra overrides")
+            raise config.ConfigError(f"{key}= is set by the figure config; allowed: other Hydra overrides")
         name, dot, setting = key.partition(".")
         if not dot or name not in registered:
             hydra.append(arg)
             continue
         if name not in in_figure:
-            raise C.ConfigError(
+            raise config.ConfigError(
                 f"{key} is invalid: figure {fig.id} has no post-step {name!r}; its steps: "
                 f"{', '.join(in_figure) or 'none'}"
             )
@@ -124,14 +123,14 @@ def prepare(figure: str, profile: str, extra: Sequence[str]) -> Plan:
     figures.check_profile(fig, profile)
     hydra, changes = split_changes(fig, extra)
     tail = [f"profile={profile}", f"figure_id={fig.id}", *hydra]
-    cfg = C.compose([*figures.base_overrides(fig, profile), *tail])
+    cfg = config.compose([*figures.base_overrides(fig, profile), *tail])
     # Validation order: settings first (every run's that need no task, every post-step's),
     # then each run built (a task checks its settings, then loads its data), then the
     # post-steps prepared on their tasks, then the run folders; compute comes after all.
     fig_runs = figures.runs(fig, profile)
-    composed = [C.compose(figures.run_overrides(fig, run, profile, hydra)) for run in fig_runs]
+    composed = [config.compose(figures.run_overrides(fig, run, profile, hydra)) for run in fig_runs]
     for run_cfg in composed:
-        C.check_settings(run_cfg)
+        config.check_settings(run_cfg)
     chosen = []
     for i, entry in enumerate(fig.get("post") or []):
         at = f"{where}: post[{i}]"
@@ -139,11 +138,11 @@ def prepare(figure: str, profile: str, extra: Sequence[str]) -> Plan:
         chosen.append((step, steps.settings(entry, profile, at, changes.get(step.name, {}))))
     specs, run_specs, estimates = [], [], {}
     for run, run_cfg in zip(fig_runs, composed):
-        run_specs.append(C.RunSpec.from_config(run_cfg))
+        run_specs.append(config.RunSpec.from_config(run_cfg))
         specs.append(steps.RunSpec(str(run.id), run_cfg, run_specs[-1].run_dir))
         estimates[str(run.id)] = sizes.pending(run_specs[-1], run_specs[-1].run_dir)
     # refused above max_result_mb, before anything is computed
-    estimate = sizes.check_figure(estimates, C.max_result_mb(cfg), f"figure {fig.id} ({profile})")
+    estimate = sizes.check_figure(estimates, config.max_result_mb(cfg), f"figure {fig.id} ({profile})")
     fig_dir = Path(cfg.results_root) / profile / str(fig.id)
     ctx = steps.Context(
         fig=fig,
@@ -267,11 +266,15 @@ def plot(plan: Plan, csv: Path) -> dict:
     """Run the figure's plot script on the merged table."""
     script, png = figures.plot_path(plan.fig), figure_png(plan)
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(C.ROOT), env.get("PYTHONPATH", "")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(config.ROOT), env.get("PYTHONPATH", "")) if p)
     env.setdefault("MPLBACKEND", "Agg")
     t0 = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, str(script), str(csv), str(png)], capture_output=True, text=True, env=env, cwd=C.ROOT
+        [sys.executable, str(script), str(csv), str(png)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=config.ROOT,
     )
     if proc.stdout.strip():
         print(proc.stdout.rstrip(), file=sys.stderr)

@@ -25,8 +25,7 @@ with cli.clean_imports(__name__ == "__main__"):  # Ctrl-C during these imports: 
     import hydra
     from omegaconf import DictConfig
 
-    from experiments import config as C
-    from experiments import runner
+    from experiments import config, runner
 
 _PASSTHROUGH_FLAGS = (
     "-m",
@@ -54,7 +53,7 @@ def precheck(argv: list[str]) -> None:
     """Compose and validate the overrides (a `config.ConfigError` on a bad config)."""
     if any(a in _PASSTHROUGH_FLAGS or a.startswith("--") for a in argv):
         return
-    C.build(C.compose([a for a in argv if not a.startswith("hydra.")]))
+    config.build(config.compose([a for a in argv if not a.startswith("hydra.")]))
 
 
 def _command() -> None:

@@ -60,8 +60,7 @@ import numpy as np
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
-from experiments import artefacts, cli, io, sizes
-from experiments import config as C
+from experiments import artefacts, cli, config, io, sizes
 from experiments.cli import EXIT_CONFIG, INTERRUPT_HINT, Interrupted, Problem
 from pes import outer, results
 
@@ -185,7 +184,7 @@ class Recorded(NamedTuple):
     why: str = ""
 
 
-def inspect_folder(spec: C.RunSpec, out_dir: Path) -> Recorded:
+def inspect_folder(spec: config.RunSpec, out_dir: Path) -> Recorded:
     """Classify ``out_dir`` for the run ``spec``; raises `ConfigChanged` / `io.FileProblem` when refused."""
     fp = spec.fingerprint
     io.expect_files(out_dir, (CSV, CKPT, META))
@@ -205,8 +204,8 @@ def inspect_folder(spec: C.RunSpec, out_dir: Path) -> Recorded:
                 f"fix: {_resume_false_fix(out_dir)}"
             )
         return Recorded("aside", None, f"it holds results without {META}")
-    if C.recorded_fingerprint(meta) != fp:
-        diff = C.config_diff(meta.get("config") or {}, spec.config)
+    if config.recorded_fingerprint(meta) != fp:
+        diff = config.config_diff(meta.get("config") or {}, spec.config)
         if not spec.overwrite:
             raise ConfigChanged(
                 f"{out_dir} holds results of another config (fingerprint {meta.get('fingerprint')} "
@@ -217,11 +216,11 @@ def inspect_folder(spec: C.RunSpec, out_dir: Path) -> Recorded:
     return Recorded("same", meta)
 
 
-def check(run: DictConfig | C.RunSpec) -> Path:
+def check(run: DictConfig | config.RunSpec) -> Path:
     """Checks that need no compute (folder creatable, run.json readable, same config or
     ``overwrite``) of a run's spec (or of a composed config, built first); the figure pipeline
     calls it for every run before computing any."""
-    spec = C.as_spec(run)
+    spec = config.as_spec(run)
     make_folder(spec.run_dir)
     inspect_folder(spec, spec.run_dir)
     return spec.run_dir
@@ -343,7 +342,7 @@ def _resume(out_dir: Path, rid: str, meta: dict, fresh_state) -> Start:
     return from_scratch(out_dir, fresh_state)
 
 
-def begin(spec: C.RunSpec, out_dir: Path, recorded: Recorded, fresh_state) -> Start:
+def begin(spec: config.RunSpec, out_dir: Path, recorded: Recorded, fresh_state) -> Start:
     """Where a locked run folder starts: its verified checkpoint when it holds this config
     and ``resume`` is on, else from scratch.  A finished run's run.json is brought in line
     with its checkpoint (a process killed between the two writes)."""
@@ -356,7 +355,7 @@ def begin(spec: C.RunSpec, out_dir: Path, recorded: Recorded, fresh_state) -> St
     return start
 
 
-def own_folder(spec: C.RunSpec, out_dir: Path) -> None:
+def own_folder(spec: config.RunSpec, out_dir: Path) -> None:
     """Refuse to move anything but the run's own folder aside: ``out_dir`` must be
     ``<results_root>/<profile>/<figure>/runs/<run id>`` itself, a real folder (not a link)."""
     out_dir = Path(out_dir)
@@ -372,7 +371,7 @@ def own_folder(spec: C.RunSpec, out_dir: Path) -> None:
         )
 
 
-def lock_folder(spec: C.RunSpec, out_dir: Path) -> tuple[io.FolderLock, Recorded]:
+def lock_folder(spec: config.RunSpec, out_dir: Path) -> tuple[io.FolderLock, Recorded]:
     """Lock ``out_dir`` and judge what it holds; a folder of another config is moved aside
     (when allowed) and the fresh folder locked instead."""
     make_folder(out_dir)
@@ -398,16 +397,16 @@ def lock_folder(spec: C.RunSpec, out_dir: Path) -> tuple[io.FolderLock, Recorded
 # ----------------------------------------------------------------------------- running
 
 
-def run(cfg: DictConfig | C.RunSpec, *, out_dir: Path | None = None) -> Path:
+def run(cfg: DictConfig | config.RunSpec, *, out_dir: Path | None = None) -> Path:
     """Run ``cfg``: a composed config (validated and built first, `config.RunSpec.from_config`)
     or a run's spec; returns the run directory."""
-    spec = C.as_spec(cfg)
+    spec = config.as_spec(cfg)
     built = spec.built
     out_dir = Path(out_dir) if out_dir is not None else spec.run_dir
     sizes.check_run(spec, out_dir)  # before any compute: refused above max_result_mb
     lock, recorded = lock_folder(spec, out_dir)
     try:
-        C.set_x64(spec.x64)  # the spec may have been built before another config's
+        config.set_x64(spec.x64)  # the spec may have been built before another config's
         key = jax.random.key(spec.seed)
         fresh = outer.init_state(key, built.task.theta_init, built.estimator, built.optimizer)
         start = begin(spec, out_dir, recorded, fresh)
@@ -419,7 +418,7 @@ def run(cfg: DictConfig | C.RunSpec, *, out_dir: Path | None = None) -> Path:
     return out_dir
 
 
-def run_meta(spec: C.RunSpec, previous: dict | None, step: int, **extra) -> dict:
+def run_meta(spec: config.RunSpec, previous: dict | None, step: int, **extra) -> dict:
     """run.json of a run starting (or resuming) at outer step ``step``: provenance, config,
     the attempts so far plus this one, status ``running``; ``extra`` (e.g. ``batched_with``)
     goes into this attempt's record and the top level.  ``previous`` is the run.json of the
@@ -457,7 +456,7 @@ def run_meta(spec: C.RunSpec, previous: dict | None, step: int, **extra) -> dict
 class _Training:
     """A run's bookkeeping while it trains: its state, rows, checkpoints and run.json."""
 
-    def __init__(self, spec: C.RunSpec, out_dir: Path, start: Start):
+    def __init__(self, spec: config.RunSpec, out_dir: Path, start: Start):
         self.spec, self.out_dir = spec, out_dir
         self.state, self.log = start.state, start.log
         self.meta = run_meta(spec, start.meta, int(self.state.step))
@@ -547,7 +546,7 @@ class _Training:
             bar.update(n)
 
 
-def _train(spec: C.RunSpec, out_dir: Path, start: Start) -> None:
+def _train(spec: config.RunSpec, out_dir: Path, start: Start) -> None:
     run = _Training(spec, out_dir, start)
     total = spec.train.num_outer_steps
     bar = tqdm(

@@ -28,19 +28,18 @@ from typing import Any
 import jax
 import numpy as np
 
-from experiments import artefacts, io
-from experiments import config as C
+from experiments import artefacts, config, io
 from experiments.cli import size_text
 from pes import outer
 
-KEY = C.MAX_RESULT_KEY  # validated by `config.max_result_mb` (a run's spec holds it)
+KEY = config.MAX_RESULT_KEY  # validated by `config.max_result_mb` (a run's spec holds it)
 VALUE_CHARS = 19  # e.g. 4.991753578186035 (17), 2.176031282653068e-10 (21)
 HEADER_BYTES = 100  # the CSV header line
 NPZ_ENTRY_BYTES = 240  # an array's npy header and zip entries in checkpoint.npz
 _CACHE: dict[tuple, Any] = {}  # traced shapes are the slow part: once per task and per run config
 
 
-def _metric_names(spec: C.RunSpec) -> tuple[list[str], list[str]]:
+def _metric_names(spec: config.RunSpec) -> tuple[list[str], list[str]]:
     """(metrics of the starting point, metrics of every later log point)."""
     key = ("names", artefacts.fingerprint({"task": spec.config.get("task"), "x64": spec.x64}))
     if key in _CACHE:
@@ -62,7 +61,7 @@ def _metric_names(spec: C.RunSpec) -> tuple[list[str], list[str]]:
     return _CACHE[key]
 
 
-def _state_bytes(built: C.Built) -> int:
+def _state_bytes(built: config.Built) -> int:
     shapes = jax.eval_shape(
         lambda key: outer.init_state(key, built.task.theta_init, built.estimator, built.optimizer),
         jax.random.key(0),
@@ -77,7 +76,7 @@ def _state_bytes(built: C.Built) -> int:
     return total
 
 
-def run_estimate(spec: C.RunSpec) -> dict:
+def run_estimate(spec: config.RunSpec) -> dict:
     """Rows and bytes a run writes (see the module docstring), without computing anything."""
     key = (spec.fingerprint, spec.run_id, spec.figure_id, spec.train.keep_checkpoints)
     if key in _CACHE:
@@ -131,7 +130,7 @@ def guard(estimate: Mapping, limit: float | None, what: str, fixes: Sequence[str
     detail = f"{estimate['rows']:,} rows, {size_text(estimate['csv_bytes'])} of CSV"
     if "checkpoints" in estimate:
         detail += f", {estimate['checkpoints']} checkpoints of {size_text(estimate['checkpoint_bytes'])}"
-    raise C.ConfigError(
+    raise config.ConfigError(
         f"{what} would write about {size_text(estimate['total_bytes'])} ({detail}), above "
         f"{KEY}={limit:g}; fix: {' or '.join(fixes)}, or confirm with {_confirm(estimate['total_bytes'])} "
         "(null: no limit)"
@@ -141,17 +140,17 @@ def guard(estimate: Mapping, limit: float | None, what: str, fixes: Sequence[str
 RUN_FIXES = ("lower train.num_outer_steps", "raise train.log_every")
 
 
-def finished(spec: C.RunSpec, out_dir: Path) -> bool:
+def finished(spec: config.RunSpec, out_dir: Path) -> bool:
     """Whether ``out_dir`` holds this run's finished results (it writes nothing more)."""
     try:
         meta = io.read_json(Path(out_dir) / "run.json") or {}
     except io.FileProblem:
         return False
-    same = C.recorded_fingerprint(meta) == spec.fingerprint
+    same = config.recorded_fingerprint(meta) == spec.fingerprint
     return same and meta.get("status") in ("complete", "diverged")
 
 
-def pending(spec: C.RunSpec, out_dir: Path) -> dict:
+def pending(spec: config.RunSpec, out_dir: Path) -> dict:
     """What a run of a figure will write: its estimate, or for a finished run nothing more
     (``total_bytes`` 0) and its CSV's size (which the merged table holds again)."""
     if finished(spec, out_dir):
@@ -161,7 +160,7 @@ def pending(spec: C.RunSpec, out_dir: Path) -> dict:
     return run_estimate(spec)
 
 
-def check_run(spec: C.RunSpec, out_dir: Path) -> dict | None:
+def check_run(spec: config.RunSpec, out_dir: Path) -> dict | None:
     """The estimate of a run still to compute (None for a finished one); a one-line
     `config.ConfigError` when it is above ``max_result_mb``."""
     if finished(spec, out_dir):

@@ -301,7 +301,7 @@ CATALOGUE: tuple[Mutation, ...] = (
             def wrapper(original):
                 def pes_update(out, eps, accum, scale, like):
                     grad, new = original(out, eps, accum, scale, like)
-                    return grad, C.group_where(out.any_end, jax.tree.map(jnp.zeros_like, new), new)
+                    return grad, _common.group_where(out.any_end, jax.tree.map(jnp.zeros_like, new), new)
 
                 return pes_update
             """

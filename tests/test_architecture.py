@@ -154,3 +154,49 @@ def test_a_planted_notebook_import_is_found(tmp_path):
     assert [v.split(": ", 1)[1] for v in violations(tmp_path)] == [
         "notebooks/ imports tests (tests/ is not allowed)"
     ]
+
+
+# ----------------------------------------------------------------------------- one name per module
+
+SHORT_ALIAS = re.compile(r"[A-Z][A-Z0-9]?")
+NAMED_ROOMS = ("pes", "experiments", "scripts", "benchmarks", "tests", "notebooks")
+
+
+def short_aliases(root: Path = ROOT) -> list[str]:
+    """Imports renamed to one or two capitals (``from experiments import config as C``): a module
+    is called by its own name everywhere, so one alias cannot mean two modules in two rooms."""
+    found = []
+    for room in NAMED_ROOMS:
+        if not (root / room).is_dir():
+            continue
+        for path, tree in _trees(root, room):
+            for node in ast.walk(tree):
+                if isinstance(node, (ast.Import, ast.ImportFrom)):
+                    for alias in node.names:
+                        if alias.asname and SHORT_ALIAS.fullmatch(alias.asname):
+                            found.append(
+                                f"{path.relative_to(root)}:{node.lineno}: {alias.name} imported as "
+                                f"{alias.asname}; use its own name"
+                            )
+    return found
+
+
+def test_modules_are_imported_by_their_own_names():
+    assert short_aliases() == []
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "from experiments import config as C\n",
+        "def f():\n    from pes.estimators import particles as P\n",
+        "import pes.variance as V\n",
+        "from experiments import claims as CL, check\n",
+    ],
+)
+def test_a_planted_short_alias_is_found(tmp_path, code):
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "experiments" / "bad.py").write_text(code)
+    (tmp_path / "experiments" / "ok.py").write_text("import numpy as np\nfrom pes import grid\n")
+    found = short_aliases(tmp_path)
+    assert len(found) == 1 and found[0].startswith("experiments/bad.py:") and "use its own name" in found[0]

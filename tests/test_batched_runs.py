@@ -9,8 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiments import batched, figures, io, runner
-from experiments import config as C
+from experiments import batched, config, figures, io, runner
 from pes import tasks
 from tests.helpers import write_fashion_idx
 
@@ -38,14 +37,14 @@ def _cfgs(root, data_dir, run_ids, profile="quick"):
     fig = figures.load("figure7")
     runs = {r.id: r for r in figures.runs(fig, profile)}
     extra = [*TINY, f"task.data_dir={data_dir}", f"results_root={root}"]
-    return [C.compose(figures.run_overrides(fig, runs[r], profile, extra)) for r in run_ids]
+    return [config.compose(figures.run_overrides(fig, runs[r], profile, extra)) for r in run_ids]
 
 
 @pytest.fixture(scope="module")
 def batched_root(tmp_path_factory, data_dir):
     """Two PES seeds of figure 7 (tiny sizes, step-unlocked pairs, clipped) run batched."""
     root = tmp_path_factory.mktemp("batched")
-    specs = [C.RunSpec.from_config(c) for c in _cfgs(root, data_dir, ["pes-s0", "pes-s1"])]
+    specs = [config.RunSpec.from_config(c) for c in _cfgs(root, data_dir, ["pes-s0", "pes-s1"])]
     groups = batched.group_runs(specs, max_batch=16)
     assert [[s.run_id for s in g] for g in groups] == [["pes-s0", "pes-s1"]]
     batched.run_batch(groups[0])
@@ -79,7 +78,7 @@ def test_batched_seeds_match_separate_runs(batched_root, tmp_path, data_dir):
 @pytest.mark.integration
 def test_runner_skips_runs_finished_by_the_batched_runner(batched_root, data_dir):
     for cfg in _cfgs(batched_root, data_dir, ["pes-s0", "pes-s1"]):
-        csv = C.run_dir(cfg) / runner.CSV
+        csv = config.run_dir(cfg) / runner.CSV
         before = csv.read_bytes()
         out = runner.run(cfg)  # what experiments.reproduce calls: finished, so it returns at once
         assert csv.read_bytes() == before
@@ -90,7 +89,7 @@ def test_batched_runner_respects_a_held_run_lock(tmp_path, data_dir):
     """A member folder locked by another process (here: another open lock) stops the batch
     before any compute, naming the folder; nothing is written to the other member."""
     cfgs = _cfgs(tmp_path, data_dir, ["pes-s0", "pes-s1"])
-    held = C.run_dir(cfgs[1])
+    held = config.run_dir(cfgs[1])
     runner.make_folder(held)
     lock = io.FolderLock(held).acquire()
     try:
@@ -98,12 +97,12 @@ def test_batched_runner_respects_a_held_run_lock(tmp_path, data_dir):
             batched.run_batch(cfgs)
     finally:
         lock.release()
-    assert not (C.run_dir(cfgs[0]) / runner.CSV).exists()
-    assert io.lock_holder(C.run_dir(cfgs[0])) is None  # the first member's lock was released
+    assert not (config.run_dir(cfgs[0]) / runner.CSV).exists()
+    assert io.lock_holder(config.run_dir(cfgs[0])) is None  # the first member's lock was released
 
 
 def test_batch_signature_separates_methods_and_settings(tmp_path, data_dir):
-    a, b, c = map(C.RunSpec.from_config, _cfgs(tmp_path, data_dir, ["pes-s0", "pes-s3", "tes-s3"]))
+    a, b, c = map(config.RunSpec.from_config, _cfgs(tmp_path, data_dir, ["pes-s0", "pes-s3", "tes-s3"]))
     assert batched.batch_signature(a) == batched.batch_signature(b)
     assert batched.batch_signature(a) != batched.batch_signature(c)
     assert len(batched.group_runs([a, b, c], max_batch=1)) == 3
@@ -121,7 +120,7 @@ def test_channels_repeat_a_greyscale_dataset(data_dir):
 
 def test_clip_value_clips_every_element_before_the_optimizer():
     def build(*overrides):
-        return C.build_optimizer(C.compose(list(overrides)).outer_optimizer)
+        return config.build_optimizer(config.compose(list(overrides)).outer_optimizer)
 
     opt = build("outer_optimizer=sgd", "outer_optimizer.learning_rate=1.0", "outer_optimizer.clip_value=0.5")
     grad = {"w": jnp.array([-3.0, 0.2, 0.7])}
@@ -130,7 +129,7 @@ def test_clip_value_clips_every_element_before_the_optimizer():
     plain = build("outer_optimizer=sgd", "outer_optimizer.learning_rate=1.0")
     np.testing.assert_allclose(np.asarray(plain.update(grad, plain.init(grad))[0]["w"]), [3.0, -0.2, -0.7])
     for bad in ("0", "-1", "true"):
-        with pytest.raises(C.ConfigError, match="clip_value"):
+        with pytest.raises(config.ConfigError, match="clip_value"):
             build("outer_optimizer=adam", f"outer_optimizer.clip_value={bad}")
 
 
@@ -139,14 +138,14 @@ def test_late_null_keys_keep_old_fingerprints():
     the keys existed; set, they change it."""
     from omegaconf import OmegaConf
 
-    cfg = C.compose(["task=lopt_image_mlp", "estimator=pes", "outer_optimizer=adam"])
+    cfg = config.compose(["task=lopt_image_mlp", "estimator=pes", "outer_optimizer=adam"])
     old = OmegaConf.to_container(cfg)
     del old["outer_optimizer"]["clip_value"], old["task"]["channels"]
     old = OmegaConf.create(old)
-    assert C.fingerprint(cfg) == C.fingerprint(old)
-    clipped = C.compose(["task=lopt_image_mlp", "estimator=pes", "outer_optimizer=adam",
+    assert config.fingerprint(cfg) == config.fingerprint(old)
+    clipped = config.compose(["task=lopt_image_mlp", "estimator=pes", "outer_optimizer=adam",
                          "outer_optimizer.clip_value=0.03"])
-    assert C.fingerprint(clipped) != C.fingerprint(old)
+    assert config.fingerprint(clipped) != config.fingerprint(old)
 
 
 @pytest.mark.parametrize("figure", ["figure5", "figure7"])
@@ -156,10 +155,10 @@ def test_paper_fashion_profile_composes_with_the_paper_sizes(figure, data_dir):
     fashion = figures.runs(fig, "paper_fashion")
     assert [r.id for r in fashion] == [r.id for r in figures.runs(fig, "paper")]
     extra = ["task.data_source=idx", f"task.data_dir={data_dir}"]
-    cfg = C.compose(figures.run_overrides(fig, fashion[0], "paper_fashion", extra))
-    paper = C.compose(figures.run_overrides(fig, figures.runs(fig, "paper")[0], "paper"))
+    cfg = config.compose(figures.run_overrides(fig, fashion[0], "paper_fashion", extra))
+    paper = config.compose(figures.run_overrides(fig, figures.runs(fig, "paper")[0], "paper"))
     assert cfg.task.dataset == "fashion_mnist" and cfg.profile.name == "paper_fashion"
     assert cfg.estimator.num_particles == paper.estimator.num_particles
     assert cfg.train.num_outer_steps == paper.train.num_outer_steps
     if figure == "figure7":
-        assert C.build(cfg).task.metadata["num_features"] == 192  # CIFAR-10 8x8 colour's shape
+        assert config.build(cfg).task.metadata["num_features"] == 192  # CIFAR-10 8x8 colour's shape

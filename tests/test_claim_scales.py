@@ -12,11 +12,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from experiments import check as CH
-from experiments import claims as CL
-from experiments import config as C
+from experiments import check, claims, config, figures, integrity
 from experiments import docs as DOCS
-from experiments import figures, integrity
 from tests.test_claims import BASIC, FIG, claim, frame, rows
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,8 +24,8 @@ RANGE = {"type": "range", "of": {"run": "es", "metric": "loss"}, "below": 1.0}  
 
 
 def test_every_profile_declares_its_scale():
-    scales = {p: CL.profile_scale(p) for p in C.profile_names()}
-    assert set(scales.values()) <= set(CL.PROFILE_SCALES)
+    scales = {p: claims.profile_scale(p) for p in config.profile_names()}
+    assert set(scales.values()) <= set(claims.PROFILE_SCALES)
     assert scales["quick"] == "small" and scales["paper"] == "paper"
     assert scales["paper_fashion"] == "paper" and scales["quick_holdout"] == "small"
 
@@ -38,30 +35,32 @@ def test_a_new_profile_joins_by_declaring_its_scale(tmp_path, monkeypatch):
     (tmp_path / "profile" / "paper_big.yaml").write_text("name: paper_big\nscale: paper\n")
     (tmp_path / "profile" / "tiny.yaml").write_text("name: tiny\n")
     (tmp_path / "profile" / "odd.yaml").write_text("name: odd\nscale: medium\n")
-    monkeypatch.setattr(CL, "CONFIG_DIR", tmp_path)
-    CL.profile_scale.cache_clear()
+    monkeypatch.setattr(claims, "CONFIG_DIR", tmp_path)
+    claims.profile_scale.cache_clear()
     try:
-        assert CL.profile_scale("paper_big") == "paper"
+        assert claims.profile_scale("paper_big") == "paper"
         for name, shown in (("tiny", "scale=None"), ("odd", "scale='medium'"), ("gone", "cannot be read")):
-            with pytest.raises(C.ConfigError) as err:
-                CL.profile_scale(name)
+            with pytest.raises(config.ConfigError) as err:
+                claims.profile_scale(name)
             msg = str(err.value)
             assert "\n" not in msg and f"{name}.yaml" in msg and shown in msg, msg
             if name != "gone":
                 assert "allowed: small, paper" in msg
     finally:
-        CL.profile_scale.cache_clear()
+        claims.profile_scale.cache_clear()
 
 
 def test_the_scale_key_is_not_a_run_setting():
     fig = figures.load("figure2")
     run = figures.runs(fig, "quick")[0]
-    cfg = C.compose(figures.run_overrides(fig, run, "quick"))
+    cfg = config.compose(figures.run_overrides(fig, run, "quick"))
     assert cfg.profile.scale == "small"
-    other = C.compose([*figures.run_overrides(fig, run, "quick"), "profile.scale=paper"])
-    assert C.fingerprint(other) == C.fingerprint(cfg)
-    changed = C.compose([*figures.run_overrides(fig, run, "quick"), "seed=4"])
-    assert C.fingerprint(changed) != C.fingerprint(cfg)  # negative control: a run setting does count
+    other = config.compose([*figures.run_overrides(fig, run, "quick"), "profile.scale=paper"])
+    assert config.fingerprint(other) == config.fingerprint(cfg)
+    changed = config.compose([*figures.run_overrides(fig, run, "quick"), "seed=4"])
+    assert config.fingerprint(changed) != config.fingerprint(
+        cfg
+    )  # negative control: a run setting does count
 
 
 # ----------------------------------------------------------------------------- schema
@@ -84,8 +83,8 @@ def test_a_claim_needs_its_scale_and_source(drop, extra, words):
     c = claim(RANGE, **extra)
     if drop:
         c.pop(drop)
-    with pytest.raises(C.ConfigError) as err:
-        CL.validate([c], FIG)
+    with pytest.raises(config.ConfigError) as err:
+        claims.validate([c], FIG)
     msg = str(err.value)
     assert "\n" not in msg and "claim 'c'" in msg
     for w in words:
@@ -96,7 +95,9 @@ def test_the_figure_schema_refuses_a_claim_without_scale(tmp_path):
     text = (ROOT / "configs" / "figure" / "figure9.yaml").read_text().replace("    scale: any\n", "", 1)
     path = tmp_path / "figure9.yaml"
     path.write_text(text)
-    with pytest.raises(C.ConfigError, match=r"figure9.yaml: .*claim 'pes-near-optimum': scale is missing"):
+    with pytest.raises(
+        config.ConfigError, match=r"figure9.yaml: .*claim 'pes-near-optimum': scale is missing"
+    ):
         figures.load(str(path))
 
 
@@ -104,33 +105,45 @@ def test_the_figure_schema_refuses_a_claim_without_scale(tmp_path):
 
 
 def evaluate(c, profile, df=BASIC):
-    (res,) = CL.evaluate(CL.validate([c], FIG), df, profile=profile, fig=FIG)
+    (res,) = claims.evaluate(claims.validate([c], FIG), df, profile=profile, fig=FIG)
     return res
 
 
 def test_a_paper_scale_claim_is_indicative_on_a_small_profile_and_decides_on_paper():
     c = claim(RANGE, scale="paper")
     quick = evaluate(c, "quick")
-    assert quick.verdict == CL.FAIL and not quick.counted and quick.role == CL.INDICATIVE
+    assert quick.verdict == claims.FAIL and not quick.counted and quick.role == claims.INDICATIVE
     assert "210" in quick.measured  # the measured value is shown
-    assert CL.exit_code([quick]) == CL.EXIT_OK
-    assert "FAIL (paper-scale, indicative)" in CL.table([quick]) and "**FAIL**" not in CL.table([quick])
-    assert CL.counts([quick]) == {CL.PASS: 0, CL.FAIL: 0, CL.NOT_RUN: 0, CL.INDICATIVE: 1, CL.REPORTED: 0}
-    assert "1 paper-scale claim shown as indicative (c FAIL)" in CL.summary([quick])
+    assert claims.exit_code([quick]) == claims.EXIT_OK
+    assert "FAIL (paper-scale, indicative)" in claims.table([quick]) and "**FAIL**" not in claims.table(
+        [quick]
+    )
+    assert claims.counts([quick]) == {
+        claims.PASS: 0,
+        claims.FAIL: 0,
+        claims.NOT_RUN: 0,
+        claims.INDICATIVE: 1,
+        claims.REPORTED: 0,
+    }
+    assert "1 paper-scale claim shown as indicative (c FAIL)" in claims.summary([quick])
     paper = evaluate(c, "paper")
-    assert paper.verdict == CL.FAIL and paper.counted and not paper.role
-    assert CL.exit_code([paper]) == CL.EXIT_FAIL
+    assert paper.verdict == claims.FAIL and paper.counted and not paper.role
+    assert claims.exit_code([paper]) == claims.EXIT_FAIL
     any_scale = evaluate(claim(RANGE), "quick")  # negative control: scale any decides on quick
-    assert any_scale.counted and CL.exit_code([any_scale]) == CL.EXIT_FAIL
+    assert any_scale.counted and claims.exit_code([any_scale]) == claims.EXIT_FAIL
 
 
 def test_a_finding_kept_with_counted_false_never_decides():
     c = claim(RANGE, counted=False, finding="stricter than the paper's own code")
     for profile in ("quick", "paper"):
         res = evaluate(c, profile)
-        assert res.verdict == CL.FAIL and res.role == CL.REPORTED and CL.exit_code([res]) == CL.EXIT_OK
+        assert (
+            res.verdict == claims.FAIL
+            and res.role == claims.REPORTED
+            and claims.exit_code([res]) == claims.EXIT_OK
+        )
         assert res.finding == "stricter than the paper's own code"
-        assert "FAIL (finding, not counted)" in CL.table([res])
+        assert "FAIL (finding, not counted)" in claims.table([res])
 
 
 def test_check_command_exit_code_follows_the_counted_claims(tmp_path, capsys):
@@ -139,10 +152,10 @@ def test_check_command_exit_code_follows_the_counted_claims(tmp_path, capsys):
     root = tmp_path / "results"
     write_results(root)
     fig = write_figure(tmp_path, [dict(claim(RANGE, scale="paper"), id="es-small")])
-    assert CH.run([f"figure={fig}", "profile=quick", f"results_root={root}"]) == CL.EXIT_OK
+    assert check.run([f"figure={fig}", "profile=quick", f"results_root={root}"]) == claims.EXIT_OK
     assert "FAIL (paper-scale, indicative)" in capsys.readouterr().out
     write_results(root, profile="paper")
-    assert CH.run([f"figure={fig}", "profile=paper", f"results_root={root}"]) == CL.EXIT_FAIL
+    assert check.run([f"figure={fig}", "profile=paper", f"results_root={root}"]) == claims.EXIT_FAIL
 
 
 # ----------------------------------------------------------------------------- standard errors
@@ -179,19 +192,21 @@ def bias_claim(z=3.0):
 def test_squared_norm_standard_errors_decide_a_biased_estimator():
     # se = sqrt(4 b v + 2 v^2) with v = bias2_se + reference floor
     df = bias_table(0.014, 9e-4, 0.096, 4e-5, 4e-4)
-    (res,) = CL.evaluate(CL.validate([bias_claim()], BIAS_FIG), df, profile="quick", fig=BIAS_FIG)
+    (res,) = claims.evaluate(claims.validate([bias_claim()], BIAS_FIG), df, profile="quick", fig=BIAS_FIG)
     se_pes = math.sqrt(4 * 0.014 * 1.3e-3 + 2 * 1.3e-3**2)
     se_es = math.sqrt(4 * 0.096 * 4.4e-4 + 2 * 4.4e-4**2)
     need = 3 * math.hypot(se_pes, se_es)
-    assert res.verdict == CL.PASS and f"want > {CL.fmt(need)}" in res.measured, res.measured
-    assert f"± {CL.fmt(se_es)} (se)" in res.measured
+    assert res.verdict == claims.PASS and f"want > {claims.fmt(need)}" in res.measured, res.measured
+    assert f"± {claims.fmt(se_es)} (se)" in res.measured
     # the same gap with noisier estimates is not significant: FAIL (a bare threshold would pass it)
     noisy = bias_table(0.014, 2e-2, 0.096, 2e-2, 4e-4)
-    (res,) = CL.evaluate(CL.validate([bias_claim()], BIAS_FIG), noisy, profile="quick", fig=BIAS_FIG)
-    assert res.verdict == CL.FAIL and "not <" in res.measured
+    (res,) = claims.evaluate(claims.validate([bias_claim()], BIAS_FIG), noisy, profile="quick", fig=BIAS_FIG)
+    assert res.verdict == claims.FAIL and "not <" in res.measured
     # ... and with z small enough it passes again: z, not the threshold, decides
-    (res,) = CL.evaluate(CL.validate([bias_claim(z=0.1)], BIAS_FIG), noisy, profile="quick", fig=BIAS_FIG)
-    assert res.verdict == CL.PASS
+    (res,) = claims.evaluate(
+        claims.validate([bias_claim(z=0.1)], BIAS_FIG), noisy, profile="quick", fig=BIAS_FIG
+    )
+    assert res.verdict == claims.PASS
 
 
 def test_range_with_z_needs_the_bound_to_hold_with_z_errors_to_spare():
@@ -200,8 +215,8 @@ def test_range_with_z_needs_the_bound_to_hold_with_z_errors_to_spare():
         rows("pes", "ratio_se", [1], [0.04]),
     )
     base = {"type": "range", "of": {"run": "pes", "metric": "ratio", "se": "ratio_se"}, "below": 1.0}
-    assert evaluate(claim(dict(base, z=2)), "quick", df).verdict == CL.PASS  # 0.9 + 0.08 < 1
-    assert evaluate(claim(dict(base, z=3)), "quick", df).verdict == CL.FAIL  # 0.9 + 0.12 >= 1
+    assert evaluate(claim(dict(base, z=2)), "quick", df).verdict == claims.PASS  # 0.9 + 0.08 < 1
+    assert evaluate(claim(dict(base, z=3)), "quick", df).verdict == claims.FAIL  # 0.9 + 0.12 >= 1
 
 
 @pytest.mark.parametrize(
@@ -251,8 +266,8 @@ def test_range_with_z_needs_the_bound_to_hold_with_z_errors_to_spare():
     ],
 )
 def test_standard_error_keys_are_checked(check, words):
-    with pytest.raises(C.ConfigError) as err:
-        CL.validate([claim(check)], FIG)
+    with pytest.raises(config.ConfigError) as err:
+        claims.validate([claim(check)], FIG)
     for w in words:
         assert w in str(err.value), (w, str(err.value))
 
@@ -261,23 +276,23 @@ def test_one_member_of_seeds_each_shows_its_value():
     res = evaluate(
         claim({"type": "range", "of": {"run": "es", "metric": "loss", "seeds": "each"}, "below": 1}), "quick"
     )
-    assert res.verdict == CL.FAIL and "es 210" in res.measured
+    assert res.verdict == claims.FAIL and "es 210" in res.measured
 
 
 # ----------------------------------------------------------------------------- what the docs show
 
 
 def result(cid, verdict, *, counted=True, role="", finding=""):
-    return CL.Result(cid, "x", ["quick"], verdict, "m", counted=counted, role=role, finding=finding)
+    return claims.Result(cid, "x", ["quick"], verdict, "m", counted=counted, role=role, finding=finding)
 
 
 def test_status_row_counts_pass_fail_not_run_separately_and_names_findings():
     rows_ = [
-        result("a", CL.PASS),
-        result("b", CL.FAIL, finding="too few estimates at W = 1000"),
-        result("c", CL.NOT_RUN),
-        result("d", CL.FAIL, counted=False, role=CL.INDICATIVE),
-        result("e", CL.PASS, counted=False, role=CL.INDICATIVE),
+        result("a", claims.PASS),
+        result("b", claims.FAIL, finding="too few estimates at W = 1000"),
+        result("c", claims.NOT_RUN),
+        result("d", claims.FAIL, counted=False, role=claims.INDICATIVE),
+        result("e", claims.PASS, counted=False, role=claims.INDICATIVE),
     ]
     text = DOCS.verdict_word(rows_)
     assert text.startswith("partly: 1 PASS · 1 FAIL · 1 NOT RUN")
@@ -287,10 +302,10 @@ def test_status_row_counts_pass_fail_not_run_separately_and_names_findings():
     assert "paper-scale, indicative: 1 PASS, 1 FAIL" in compact
     assert compact.endswith("failed (findings on the figure page): `b`") and "too few" not in compact
     # 1 PASS of 1 counted, 3 NOT RUN: the NOT RUNs are counted, not hidden (the old "yes (1/1)")
-    assert DOCS.verdict_word([result("a", CL.PASS)] + [result(x, CL.NOT_RUN) for x in "bcd"]) == (
+    assert DOCS.verdict_word([result("a", claims.PASS)] + [result(x, claims.NOT_RUN) for x in "bcd"]) == (
         "**yes**: 1 PASS · 0 FAIL · 3 NOT RUN"
     )
-    assert DOCS.verdict_word([result("a", CL.NOT_RUN)]).startswith("not run: 0 PASS")
+    assert DOCS.verdict_word([result("a", claims.NOT_RUN)]).startswith("not run: 0 PASS")
 
 
 def test_profiles_with_identical_stored_results_share_one_row(tmp_path):
@@ -321,7 +336,7 @@ def test_every_fail_on_the_stored_results_has_a_finding():
     index = (ROOT / "FIGURES.md").read_text()
     for (name, profile), (rows_, _) in DOCS.evaluate_store().items():
         for r in rows_:
-            if r.verdict == CL.FAIL and r.counted:
+            if r.verdict == claims.FAIL and r.counted:
                 assert r.finding, f"{name} {profile} {r.id} fails and has no finding: text in its config"
                 assert f"`{r.id}`" in readme, (name, r.id)
                 assert f"finding `{r.id}`: {r.finding}" in index, (name, r.id)
@@ -333,38 +348,38 @@ def test_every_fail_on_the_stored_results_has_a_finding():
 def test_check_reads_the_stored_results_when_there_is_no_local_run(tmp_path, monkeypatch):
     store = tmp_path / "store"
     shutil.copytree(ROOT / "results" / "reference" / "quick" / "figure2", store / "quick" / "figure2")
-    monkeypatch.setattr(CH, "STORED_RESULTS", store)
+    monkeypatch.setattr(check, "STORED_RESULTS", store)
     monkeypatch.chdir(tmp_path)  # no ./results here
     out = io.StringIO()
-    code = CH.run(["figure=figure2"], out=out)
+    code = check.run(["figure=figure2"], out=out)
     text = out.getvalue()
     assert (
-        code == CL.EXIT_OK
+        code == claims.EXIT_OK
         and "stored reference results: this machine has no run under results/quick/figure2" in text
     )
     assert f"{store}/quick/figure2/metrics.csv" in text or "quick/figure2/metrics.csv" in text
     out = io.StringIO()
-    assert CH.run(["figure=all"], out=out) == CL.EXIT_OK and "figure2 (quick)" in out.getvalue()
+    assert check.run(["figure=all"], out=out) == claims.EXIT_OK and "figure2 (quick)" in out.getvalue()
     # reference=no: the local folder only -> no results, exit 3
-    assert CH.run(["figure=figure2", "reference=no"], out=io.StringIO()) == CL.EXIT_NO_RESULTS
+    assert check.run(["figure=figure2", "reference=no"], out=io.StringIO()) == claims.EXIT_NO_RESULTS
     # a local run wins over the store, and is named
     local = tmp_path / "results" / "quick" / "figure2"
     shutil.copytree(store / "quick" / "figure2", local)
     out = io.StringIO()
-    assert CH.run(["figure=figure2"], out=out) == CL.EXIT_OK
+    assert check.run(["figure=figure2"], out=out) == claims.EXIT_OK
     assert (
         "stored reference results" not in out.getvalue()
         and "results/quick/figure2/metrics.csv" in out.getvalue()
     )
-    with pytest.raises(C.ConfigError, match="reference=maybe is invalid"):
-        CH.run(["figure=figure2", "reference=maybe"])
+    with pytest.raises(config.ConfigError, match="reference=maybe is invalid"):
+        check.run(["figure=figure2", "reference=maybe"])
 
 
 def test_a_profile_page_shows_its_own_images_only():
     """figure7_quick_holdout.png belongs to quick_holdout, not to quick (figure7_quick*.png)."""
     fig = figures.load("figure7")
     store = ROOT / "results" / "reference"
-    evaluated = {("figure7", p): CH.check_figure(fig, p, store) for p in ("quick", "quick_holdout")}
+    evaluated = {("figure7", p): check.check_figure(fig, p, store) for p in ("quick", "quick_holdout")}
     block = DOCS.figure_block("figure7", evaluated, store)
     assert block.count("(figure7_quick_holdout.png)") == 1 and block.count("(figure7_quick.png)") == 1
     quick_part = block.split("#### `quick_holdout` profile")[0]

@@ -15,8 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from experiments import claims as CL
-from experiments import figures
+from experiments import claims, figures
 
 ROOT = Path(__file__).resolve().parent.parent
 OFFICIAL = ROOT / "results" / "reference" / "official"
@@ -45,7 +44,7 @@ def per_run(df: pd.DataFrame, estimator: str) -> pd.DataFrame:
 
 def claim(figure: str, cid: str) -> dict:
     fig = figures.load(figure)
-    (c,) = [c for c in CL.validate(fig.get("claims"), fig) if c["id"] == cid]
+    (c,) = [c for c in claims.validate(fig.get("claims"), fig) if c["id"] == cid]
     return c
 
 
@@ -104,7 +103,7 @@ def test_figure10_finding_quotes_the_successor_codes_ratio_at_w1000():
 def test_sources_that_cite_the_official_store_name_a_file_of_it(name):
     """A source citing results/reference/official/... names an outcomes.csv of a figure folder."""
     fig = figures.load(name)
-    for c in CL.validate(fig.get("claims"), fig):
+    for c in claims.validate(fig.get("claims"), fig):
         for ref in re.findall(r"results/reference/official/[^\s,;:)]+", " ".join(c["source"].split())):
             assert re.fullmatch(r"results/reference/official/figure\d+/(outcomes|trajectories)\.csv", ref), (
                 c["id"],

@@ -10,10 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from experiments import check as CH
-from experiments import claims as CL
-from experiments import config as C
-from experiments import figures, integrity
+from experiments import check, claims, config, figures, integrity
 from pes import results
 
 FIG = {
@@ -58,8 +55,8 @@ def claim(check, **kw):
 
 
 def one(check, df, *, profile="quick", fig=FIG, **kw):
-    c = CL.validate([claim(check, **kw)], fig)
-    (res,) = CL.evaluate(c, df, profile=profile, fig=fig, **{k: v for k, v in kw.items() if k in ()})
+    c = claims.validate([claim(check, **kw)], fig)
+    (res,) = claims.evaluate(c, df, profile=profile, fig=fig, **{k: v for k, v in kw.items() if k in ()})
     return res
 
 
@@ -76,23 +73,23 @@ BASIC = frame(
 
 def test_range_pass_and_fail_show_the_measured_value():
     res = one({"type": "range", "of": {"run": "pes", "metric": "loss"}, "below": 1e-10}, BASIC)
-    assert res.verdict == CL.PASS and "1e-12" in res.measured
+    assert res.verdict == claims.PASS and "1e-12" in res.measured
     res = one({"type": "range", "of": {"run": "es", "metric": "loss"}, "below": 1e-10}, BASIC)
-    assert res.verdict == CL.FAIL and "210" in res.measured and "< 1e-10" in res.measured
+    assert res.verdict == claims.FAIL and "210" in res.measured and "< 1e-10" in res.measured
 
 
 def test_range_bounds_are_strict_or_inclusive():
     m = {"run": "es", "metric": "loss"}
-    assert one({"type": "range", "of": m, "max": 210}, BASIC).verdict == CL.PASS
-    assert one({"type": "range", "of": m, "below": 210}, BASIC).verdict == CL.FAIL
-    assert one({"type": "range", "of": m, "min": 210, "max": 300}, BASIC).verdict == CL.PASS
-    assert one({"type": "range", "of": m, "above": 210}, BASIC).verdict == CL.FAIL
+    assert one({"type": "range", "of": m, "max": 210}, BASIC).verdict == claims.PASS
+    assert one({"type": "range", "of": m, "below": 210}, BASIC).verdict == claims.FAIL
+    assert one({"type": "range", "of": m, "min": 210, "max": 300}, BASIC).verdict == claims.PASS
+    assert one({"type": "range", "of": m, "above": 210}, BASIC).verdict == claims.FAIL
 
 
 def test_range_over_a_list_needs_every_measure():
     of = [{"run": "es", "metric": "loss"}, {"run": "tbptt", "metric": "loss"}]
-    assert one({"type": "range", "of": of, "above": 100}, BASIC).verdict == CL.PASS
-    assert one({"type": "range", "of": of, "above": 100, "below": 1e3}, BASIC).verdict == CL.FAIL
+    assert one({"type": "range", "of": of, "above": 100}, BASIC).verdict == claims.PASS
+    assert one({"type": "range", "of": of, "above": 100, "below": 1e3}, BASIC).verdict == claims.FAIL
 
 
 def test_close_to_a_number_and_to_a_measure():
@@ -105,13 +102,13 @@ def test_close_to_a_number_and_to_a_measure():
         one(
             {"type": "close", "of": {"run": "pes", "metric": "theta"}, "to": -1 / 6, "atol": 1e-3}, df
         ).verdict
-        == CL.PASS
+        == claims.PASS
     )
     assert (
         one(
             {"type": "close", "of": {"run": "pes", "metric": "theta"}, "to": -1 / 6, "atol": 1e-5}, df
         ).verdict
-        == CL.FAIL
+        == claims.FAIL
     )
     res = one(
         {
@@ -122,18 +119,18 @@ def test_close_to_a_number_and_to_a_measure():
         },
         df,
     )
-    assert res.verdict == CL.PASS and "3.26" in res.measured
+    assert res.verdict == claims.PASS and "3.26" in res.measured
 
 
 def test_order_ascending_descending_and_margin():
     a = {"run": "pes", "metric": "loss"}
     b = {"run": "es", "metric": "loss"}
     c = {"run": "tbptt", "metric": "loss"}
-    assert one({"type": "order", "ascending": [a, b, c]}, BASIC).verdict == CL.PASS
-    assert one({"type": "order", "ascending": [b, a]}, BASIC).verdict == CL.FAIL
-    assert one({"type": "order", "descending": [c, b, a]}, BASIC).verdict == CL.PASS
-    assert one({"type": "order", "ascending": [a, b], "margin": 200}, BASIC).verdict == CL.PASS
-    assert one({"type": "order", "ascending": [a, b], "margin": 211}, BASIC).verdict == CL.FAIL
+    assert one({"type": "order", "ascending": [a, b, c]}, BASIC).verdict == claims.PASS
+    assert one({"type": "order", "ascending": [b, a]}, BASIC).verdict == claims.FAIL
+    assert one({"type": "order", "descending": [c, b, a]}, BASIC).verdict == claims.PASS
+    assert one({"type": "order", "ascending": [a, b], "margin": 200}, BASIC).verdict == claims.PASS
+    assert one({"type": "order", "ascending": [a, b], "margin": 211}, BASIC).verdict == claims.FAIL
 
 
 SEEDED = frame(
@@ -156,25 +153,25 @@ SEEDED_FIG = {
 def test_means_over_seeds_and_per_seed_orderings():
     pes, tes = {"label": "PES", "metric": "meta_loss"}, {"label": "TES", "metric": "meta_loss"}
     res = one({"type": "order", "ascending": [pes, tes]}, SEEDED, fig=SEEDED_FIG)
-    assert res.verdict == CL.PASS and "0.68" in res.measured  # PES mean (0.6+0.78+0.66)/3
+    assert res.verdict == claims.PASS and "0.68" in res.measured  # PES mean (0.6+0.78+0.66)/3
     # paired: each seed's PES below the same seed's TES
     assert (
         one({"type": "order", "per_seed": "paired", "ascending": [pes, tes]}, SEEDED, fig=SEEDED_FIG).verdict
-        == CL.PASS
+        == claims.PASS
     )
     # all: the worst PES seed (0.78, seed 1) is above the best TES seed (0.72, seed 0)
     res = one({"type": "order", "per_seed": "all", "ascending": [pes, tes]}, SEEDED, fig=SEEDED_FIG)
-    assert res.verdict == CL.FAIL and "0.78 (seed 1)" in res.measured and "0.72 (seed 0)" in res.measured
+    assert res.verdict == claims.FAIL and "0.78 (seed 1)" in res.measured and "0.72 (seed 0)" in res.measured
     # spread over seeds: PES 0.18 vs TES 0.14
     res = one(
         {"type": "order", "ascending": [dict(pes, seeds="spread"), dict(tes, seeds="spread")]},
         SEEDED,
         fig=SEEDED_FIG,
     )
-    assert res.verdict == CL.FAIL
+    assert res.verdict == claims.FAIL
     # each seed separately in a range
     res = one({"type": "range", "of": dict(pes, seeds="each"), "below": 0.7}, SEEDED, fig=SEEDED_FIG)
-    assert res.verdict == CL.FAIL and "seed 1 0.78" in res.measured
+    assert res.verdict == claims.FAIL and "seed 1 0.78" in res.measured
 
 
 def test_stats_at_change_mean_last_first():
@@ -182,37 +179,37 @@ def test_stats_at_change_mean_last_first():
     r = one(
         {"type": "close", "of": dict(pes, stat="at", x_at=5), "to": 0.9, "atol": 1e-9}, SEEDED, fig=SEEDED_FIG
     )
-    assert r.verdict == CL.PASS
+    assert r.verdict == claims.PASS
     r = one(
         {"type": "close", "of": dict(pes, stat="at", x_at=7), "to": 0.9, "atol": 1e-9}, SEEDED, fig=SEEDED_FIG
     )
-    assert r.verdict == CL.PASS  # the last logged x before 7
+    assert r.verdict == claims.PASS  # the last logged x before 7
     r = one(
         {"type": "close", "of": dict(pes, stat="change", x_at=5), "to": 0.68 - 0.9, "atol": 1e-9},
         SEEDED,
         fig=SEEDED_FIG,
     )
-    assert r.verdict == CL.PASS
+    assert r.verdict == claims.PASS
     r = one(
         {"type": "close", "of": dict(pes, stat="mean_last", n=2), "to": (0.9 + 0.68) / 2, "atol": 1e-9},
         SEEDED,
         fig=SEEDED_FIG,
     )
-    assert r.verdict == CL.PASS
+    assert r.verdict == claims.PASS
     r = one(
         {"type": "close", "of": dict(pes, stat="at", x_frac=0.5), "to": 0.9, "atol": 1e-9},
         SEEDED,
         fig=SEEDED_FIG,
     )
-    assert r.verdict == CL.PASS  # half of the range 0..10
+    assert r.verdict == claims.PASS  # half of the range 0..10
     r = one({"type": "close", "of": dict(pes, stat="first"), "to": 2.0, "atol": 0}, SEEDED, fig=SEEDED_FIG)
-    assert r.verdict == CL.PASS
+    assert r.verdict == claims.PASS
     r = one(
         {"type": "close", "of": dict(pes, stat="min", seeds="max"), "to": 0.78, "atol": 1e-9},
         SEEDED,
         fig=SEEDED_FIG,
     )
-    assert r.verdict == CL.PASS
+    assert r.verdict == claims.PASS
 
 
 def test_first_reach_on_another_metric_as_x_and_mean_curve():
@@ -231,14 +228,14 @@ def test_first_reach_on_another_metric_as_x_and_mean_curve():
     reach = dict(metric="eval_return", x="env_steps", stat="first_above", threshold=300, seeds="mean_curve")
     # mean curve of PES: 0, 150, 305, 332.5 -> first >= 300 at 4e4; ES mean never reaches 300
     r = one({"type": "range", "of": dict(reach, run="pes"), "max": 4e4}, df, fig=fig)
-    assert r.verdict == CL.PASS and "4e+04" in r.measured.replace("40000", "4e+04")
+    assert r.verdict == claims.PASS and "4e+04" in r.measured.replace("40000", "4e+04")
     r = one({"type": "order", "ascending": [dict(reach, run="pes"), dict(reach, run="es")]}, df, fig=fig)
-    assert r.verdict == CL.PASS and "never" in r.measured
+    assert r.verdict == claims.PASS and "never" in r.measured
     r = one({"type": "order", "ascending": [dict(reach, run="es"), dict(reach, run="pes")]}, df, fig=fig)
-    assert r.verdict == CL.FAIL
+    assert r.verdict == claims.FAIL
     # per seed (mean of first-reach steps): seed 5 of PES reaches at 6e4
     r = one({"type": "close", "of": dict(reach, run="pes", seeds="max"), "to": 6e4, "atol": 0}, df, fig=fig)
-    assert r.verdict == CL.PASS
+    assert r.verdict == claims.PASS
     # first_below
     r = one(
         {
@@ -255,7 +252,7 @@ def test_first_reach_on_another_metric_as_x_and_mean_curve():
         df,
         fig=fig,
     )
-    assert r.verdict == CL.PASS
+    assert r.verdict == claims.PASS
 
 
 def test_slope_of_a_pooled_curve_over_runs():
@@ -278,14 +275,14 @@ def test_slope_of_a_pooled_curve_over_runs():
         "window": "upper_half",
     }
     r = one({"type": "close", "of": m, "to": 1.0, "atol": 1e-9}, df, fig=fig)
-    assert r.verdict == CL.PASS
+    assert r.verdict == claims.PASS
     m = {"run": "repeat-n1000-*", "pool": True, "metric": "var/repeat", "stat": "slope", "x_min": 10}
-    assert one({"type": "close", "of": m, "to": 0.0, "atol": 1e-9}, df, fig=fig).verdict == CL.PASS
+    assert one({"type": "close", "of": m, "to": 0.0, "atol": 1e-9}, df, fig=fig).verdict == claims.PASS
     m = {"run": "random-n*-k1", "pool": True, "x": "num_particles", "metric": "var_n/random", "stat": "slope"}
-    assert one({"type": "close", "of": m, "to": -1.0, "atol": 1e-9}, df, fig=fig).verdict == CL.PASS
+    assert one({"type": "close", "of": m, "to": -1.0, "atol": 1e-9}, df, fig=fig).verdict == claims.PASS
     # at x = 1 (one unroll) on the pooled curve
     m = {"run": "random-n1000-*", "pool": True, "metric": "var/random", "stat": "at", "x_at": 1}
-    assert one({"type": "close", "of": m, "to": 1.3, "atol": 1e-9}, df, fig=fig).verdict == CL.PASS
+    assert one({"type": "close", "of": m, "to": 1.3, "atol": 1e-9}, df, fig=fig).verdict == claims.PASS
 
 
 def test_transform_reads_a_log_parameter_on_its_scale():
@@ -293,14 +290,14 @@ def test_transform_reads_a_log_parameter_on_its_scale():
     r = one(
         {"type": "range", "of": {"run": "pes", "metric": "theta/1", "transform": "exp"}, "below": 0.3}, df
     )
-    assert r.verdict == CL.PASS and "0.25" in r.measured
+    assert r.verdict == claims.PASS and "0.25" in r.measured
 
 
 def test_per_profile_values():
     m = {"run": "pes", "metric": "loss", "stat": "mean_last", "n": {"quick": 1, "paper": 2}}
     chk = {"type": "close", "of": m, "to": {"quick": 1e-12, "paper": (1e-8 + 1e-12) / 2}, "rtol": 1e-9}
-    assert one(chk, BASIC, profile="quick").verdict == CL.PASS
-    assert one(chk, BASIC, profile="paper").verdict == CL.PASS
+    assert one(chk, BASIC, profile="quick").verdict == claims.PASS
+    assert one(chk, BASIC, profile="paper").verdict == claims.PASS
 
 
 # ----------------------------------------------------------------------------- absent rows, divergence
@@ -310,20 +307,20 @@ def test_not_run_when_not_applicable_or_rows_absent():
     res = one(
         {"type": "range", "of": {"run": "pes", "metric": "loss"}, "below": 1}, BASIC, profiles=["paper"]
     )
-    assert res.verdict == CL.NOT_RUN and "not applicable to quick" in res.measured
+    assert res.verdict == claims.NOT_RUN and "not applicable to quick" in res.measured
     res = one({"type": "range", "of": {"run": "pes", "metric": "nope"}, "below": 1}, BASIC)
-    assert res.verdict == CL.NOT_RUN and "no rows" in res.measured and "nope" in res.measured
-    (res,) = CL.evaluate(
-        CL.validate([claim({"type": "range", "of": {"run": "pes", "metric": "loss"}, "below": 1})]),
+    assert res.verdict == claims.NOT_RUN and "no rows" in res.measured and "nope" in res.measured
+    (res,) = claims.evaluate(
+        claims.validate([claim({"type": "range", "of": {"run": "pes", "metric": "loss"}, "below": 1})]),
         None,
         profile="quick",
     )
-    assert res.verdict == CL.NOT_RUN and "no results" in res.measured
+    assert res.verdict == claims.NOT_RUN and "no results" in res.measured
 
 
 def test_missing_expected_seed_is_not_run_rather_than_a_mean_over_fewer_seeds():
     df = SEEDED[SEEDED["run_id"] != "pes-s2"]
-    c = CL.validate(
+    c = claims.validate(
         [
             claim(
                 {
@@ -337,10 +334,10 @@ def test_missing_expected_seed_is_not_run_rather_than_a_mean_over_fewer_seeds():
         ],
         SEEDED_FIG,
     )
-    (res,) = CL.evaluate(
+    (res,) = claims.evaluate(
         c, df, profile="quick", fig=SEEDED_FIG, expected_runs=[r["id"] for r in SEEDED_FIG["runs"]]
     )
-    assert res.verdict == CL.NOT_RUN and "pes-s2" in res.measured
+    assert res.verdict == claims.NOT_RUN and "pes-s2" in res.measured
 
 
 def test_diverged_runs_are_shown_and_do_not_crash():
@@ -351,18 +348,20 @@ def test_diverged_runs_are_shown_and_do_not_crash():
     )
     statuses = {"es": {"status": "diverged", "diverged_at_outer_step": 20}}
     diverges = {"type": "range", "of": {"run": "tbptt", "metric": "loss", "diverged": "inf"}, "above": 100}
-    (res,) = CL.evaluate(CL.validate([claim(diverges)], FIG), df, profile="quick", fig=FIG)
-    assert res.verdict == CL.PASS and "diverged at step 20" in res.measured
+    (res,) = claims.evaluate(claims.validate([claim(diverges)], FIG), df, profile="quick", fig=FIG)
+    assert res.verdict == claims.PASS and "diverged at step 20" in res.measured
     converges = {"type": "range", "of": {"run": "tbptt", "metric": "loss"}, "below": 1}
-    (res,) = CL.evaluate(CL.validate([claim(converges)], FIG), df, profile="quick", fig=FIG)
-    assert res.verdict == CL.FAIL and "diverged at step 20" in res.measured
+    (res,) = claims.evaluate(claims.validate([claim(converges)], FIG), df, profile="quick", fig=FIG)
+    assert res.verdict == claims.FAIL and "diverged at step 20" in res.measured
     # a run marked diverged by its status (its logged values are finite)
     order = {
         "type": "order",
         "ascending": [{"run": "pes", "metric": "loss"}, {"run": "es", "metric": "loss"}],
     }
-    (res,) = CL.evaluate(CL.validate([claim(order)], FIG), df, profile="quick", fig=FIG, statuses=statuses)
-    assert res.verdict == CL.FAIL and "es" in res.measured and "diverged at step 20" in res.measured
+    (res,) = claims.evaluate(
+        claims.validate([claim(order)], FIG), df, profile="quick", fig=FIG, statuses=statuses
+    )
+    assert res.verdict == claims.FAIL and "es" in res.measured and "diverged at step 20" in res.measured
 
 
 def test_diverged_marker_row_of_the_runner_is_read():
@@ -375,11 +374,11 @@ def test_diverged_marker_row_of_the_runner_is_read():
         "type": "order",
         "ascending": [{"run": "pes", "metric": "loss"}, {"run": "es", "metric": "loss"}],
     }
-    (res,) = CL.evaluate(CL.validate([claim(order)], FIG), df, profile="quick", fig=FIG)
-    assert res.verdict == CL.FAIL and res.measured == "pes 0.01 not < es diverged at step 20"
+    (res,) = claims.evaluate(claims.validate([claim(order)], FIG), df, profile="quick", fig=FIG)
+    assert res.verdict == claims.FAIL and res.measured == "pes 0.01 not < es diverged at step 20"
     above = {"type": "range", "of": {"run": "es", "metric": "loss", "diverged": "inf"}, "above": 100}
-    (res,) = CL.evaluate(CL.validate([claim(above)], FIG), df, profile="quick", fig=FIG)
-    assert res.verdict == CL.PASS
+    (res,) = claims.evaluate(claims.validate([claim(above)], FIG), df, profile="quick", fig=FIG)
+    assert res.verdict == claims.PASS
 
 
 def test_source_column_filters():
@@ -391,16 +390,16 @@ def test_source_column_filters():
             {"run": "es", "metric": "final/loss", "source": "evaluation"},
         ],
     }
-    assert one(chk, df.assign(source="evaluation")).verdict == CL.PASS
-    assert one(chk, df).verdict == CL.NOT_RUN  # negative control: run rows are not the step's
+    assert one(chk, df.assign(source="evaluation")).verdict == claims.PASS
+    assert one(chk, df).verdict == claims.NOT_RUN  # negative control: run rows are not the step's
 
 
 def test_a_table_without_source_is_refused_not_read_as_runs():
     """No table is read as "every row is a run's" any more: a legacy table is an error."""
     df = frame(rows("pes", "final/loss", [30], [5.0]))
     chk = {"type": "range", "of": {"run": "pes", "metric": "final/loss"}, "below": 6}
-    assert one(chk, df).verdict == CL.PASS  # the same rows with the column are measured
-    with pytest.raises(C.ConfigError) as err:
+    assert one(chk, df).verdict == claims.PASS  # the same rows with the column are measured
+    with pytest.raises(config.ConfigError) as err:
         one(chk, df.drop(columns="source"))
     msg = str(err.value)
     assert "\n" not in msg and "no 'source' column" in msg
@@ -415,7 +414,7 @@ def test_grid_table_minimum():
         np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]]),
         np.array([560.0, 552.3, math.nan]),
     )
-    c = CL.validate(
+    c = claims.validate(
         [
             claim(
                 {
@@ -428,10 +427,10 @@ def test_grid_table_minimum():
         ],
         FIG,
     )
-    (res,) = CL.evaluate(c, BASIC, profile="quick", fig=FIG, grid=grid)
-    assert res.verdict == CL.PASS and "552.3" in res.measured
-    (res,) = CL.evaluate(c, BASIC, profile="quick", fig=FIG, grid=None)
-    assert res.verdict == CL.NOT_RUN
+    (res,) = claims.evaluate(c, BASIC, profile="quick", fig=FIG, grid=grid)
+    assert res.verdict == claims.PASS and "552.3" in res.measured
+    (res,) = claims.evaluate(c, BASIC, profile="quick", fig=FIG, grid=None)
+    assert res.verdict == claims.NOT_RUN
 
 
 # ----------------------------------------------------------------------------- validation
@@ -518,8 +517,8 @@ def test_grid_table_minimum():
     ],
 )
 def test_bad_claims_are_one_line_config_errors(bad, words):
-    with pytest.raises(C.ConfigError) as err:
-        CL.validate([bad], FIG)
+    with pytest.raises(config.ConfigError) as err:
+        claims.validate([bad], FIG)
     msg = str(err.value)
     assert "\n" not in msg
     for w in words:
@@ -527,38 +526,38 @@ def test_bad_claims_are_one_line_config_errors(bad, words):
 
 
 def test_claims_default_to_the_figures_profiles_and_new_profiles_are_allowed(monkeypatch):
-    monkeypatch.setattr(C, "profile_names", lambda: ("quick", "paper", "paper_fashion"))
+    monkeypatch.setattr(config, "profile_names", lambda: ("quick", "paper", "paper_fashion"))
     fig = dict(FIG, profiles={"quick": [], "paper": [], "paper_fashion": []})
     chk = {
         "type": "range",
         "of": {"run": "pes", "metric": "loss", "stat": "mean_last", "n": {"quick": 1, "paper": 2}},
         "below": 1,
     }
-    with pytest.raises(C.ConfigError, match="no value for profile paper_fashion"):
-        CL.validate([claim(chk)], fig)
-    (c,) = CL.validate([claim(chk, profiles=["quick", "paper"])], fig)
-    (res,) = CL.evaluate([c], BASIC, profile="paper_fashion", fig=fig)
-    assert res.verdict == CL.NOT_RUN and "not applicable to paper_fashion" in res.measured
+    with pytest.raises(config.ConfigError, match="no value for profile paper_fashion"):
+        claims.validate([claim(chk)], fig)
+    (c,) = claims.validate([claim(chk, profiles=["quick", "paper"])], fig)
+    (res,) = claims.evaluate([c], BASIC, profile="paper_fashion", fig=fig)
+    assert res.verdict == claims.NOT_RUN and "not applicable to paper_fashion" in res.measured
     plain = {"type": "range", "of": {"run": "pes", "metric": "loss"}, "below": 1}
-    (res,) = CL.evaluate(CL.validate([claim(plain)], fig), BASIC, profile="paper_fashion", fig=fig)
-    assert res.verdict == CL.PASS  # no profiles: key: every profile of the figure
+    (res,) = claims.evaluate(claims.validate([claim(plain)], fig), BASIC, profile="paper_fashion", fig=fig)
+    assert res.verdict == claims.PASS  # no profiles: key: every profile of the figure
 
 
 def test_duplicate_ids_are_refused():
     c = claim({"type": "range", "of": {"run": "pes", "metric": "loss"}, "below": 1})
-    with pytest.raises(C.ConfigError, match="used twice"):
-        CL.validate([c, c], FIG)
+    with pytest.raises(config.ConfigError, match="used twice"):
+        claims.validate([c, c], FIG)
 
 
 @pytest.mark.parametrize("name", figures.figure_names())
 def test_every_figure_config_has_valid_claims(name):
     fig = figures.load(name)
-    claims = CL.validate(fig.get("claims"), fig)
-    assert claims, f"{name} has no claims"
+    validated = claims.validate(fig.get("claims"), fig)
+    assert validated, f"{name} has no claims"
     # nothing to evaluate yet: every applicable claim is NOT RUN, none crashes
-    for profile in C.profile_names():
-        res = CL.evaluate(claims, None, profile=profile, fig=fig)
-        assert {r.verdict for r in res} == {CL.NOT_RUN}
+    for profile in config.profile_names():
+        res = claims.evaluate(validated, None, profile=profile, fig=fig)
+        assert {r.verdict for r in res} == {claims.NOT_RUN}
 
 
 # ----------------------------------------------------------------------------- the command
@@ -572,12 +571,12 @@ def write_results(root, fig_id="figuretest", profile="quick", df=BASIC):
     return d
 
 
-def write_figure(tmp_path, claims):
+def write_figure(tmp_path, figure_claims):
     """A figure config valid under the figure schema (experiments.figures) with FIG's runs."""
     path = tmp_path / "figuretest.yaml"
     runs = [dict(r, overrides=[]) for r in FIG["runs"]]
     required = dict(title="test", task="t", plot="tests/figures/plot_tiny.py", expected="x", base=[])
-    path.write_text(yaml.safe_dump(dict(FIG, **required, runs=runs, claims=claims)))
+    path.write_text(yaml.safe_dump(dict(FIG, **required, runs=runs, claims=figure_claims)))
     return path
 
 
@@ -611,7 +610,7 @@ def test_check_exit_codes_and_table(tmp_path, capsys):
     root = tmp_path / "results"
     write_results(root)
     fig = write_figure(tmp_path, GOOD)
-    assert CH.run([f"figure={fig}", "profile=quick", f"results_root={root}"]) == CL.EXIT_OK
+    assert check.run([f"figure={fig}", "profile=quick", f"results_root={root}"]) == claims.EXIT_OK
     out = capsys.readouterr().out
     assert "| claim | measured | verdict |" in out
     assert "`pes-converges`: PES converges | pes 1e-12 (want < 1e-10) | PASS" in out
@@ -619,16 +618,16 @@ def test_check_exit_codes_and_table(tmp_path, capsys):
     assert out.rstrip().splitlines()[-1] == "check: no applicable claim failed (exit 0)"
     # a deliberately wrong claim: exit 1, the measured value shown
     fig = write_figure(tmp_path, [*GOOD, WRONG])
-    assert CH.run([f"figure={fig}", "profile=quick", f"results_root={root}"]) == CL.EXIT_FAIL
+    assert check.run([f"figure={fig}", "profile=quick", f"results_root={root}"]) == claims.EXIT_FAIL
     out = capsys.readouterr().out
     assert "deliberately wrong" in out and "es 210 (want < 1e-10) | **FAIL**" in out
     assert out.rstrip().splitlines()[-1].startswith("check: at least one claim failed: a finding")
     # report_only: same table, exit 0
-    assert CH.run([f"figure={fig}", f"results_root={root}", "report_only=true"]) == CL.EXIT_OK
+    assert check.run([f"figure={fig}", f"results_root={root}", "report_only=true"]) == claims.EXIT_OK
     out = capsys.readouterr().out
     assert "**FAIL**" in out and out.rstrip().endswith("(exit 0 because report_only=true)")
     # no results for this profile: exit 3, every claim NOT RUN
-    assert CH.run([f"figure={fig}", "profile=paper", f"results_root={root}"]) == CL.EXIT_NO_RESULTS
+    assert check.run([f"figure={fig}", "profile=paper", f"results_root={root}"]) == claims.EXIT_NO_RESULTS
     out = capsys.readouterr().out
     assert "make reproduce-figure-test PROFILE=paper" in out
     assert out.rstrip().splitlines()[-1] == (
@@ -648,8 +647,8 @@ def test_check_config_errors_exit_2(tmp_path, capsys, monkeypatch):
     ):
         monkeypatch.setattr("sys.argv", ["check", *argv])
         with pytest.raises(SystemExit) as exc:
-            CH.main()
-        assert exc.value.code == CL.EXIT_CONFIG
+            check.main()
+        assert exc.value.code == claims.EXIT_CONFIG
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.count("\n") == 1, err
         assert err.rstrip().endswith("check: a configuration problem; nothing was checked (exit 2)")
@@ -660,19 +659,19 @@ def test_unreadable_table_names_the_file_and_the_fix(tmp_path):
     d.mkdir(parents=True)
     (d / "metrics.csv").write_text("a,b\n1,2\n")
     integrity.record_digests(d)
-    with pytest.raises(C.ConfigError, match=r"metrics.csv: columns .* are missing .* fix: rerun"):
-        CH.load(d)
+    with pytest.raises(config.ConfigError, match=r"metrics.csv: columns .* are missing .* fix: rerun"):
+        check.load(d)
 
 
 def test_check_all_covers_figures_with_results(tmp_path, capsys):
     root = tmp_path / "results"
-    assert CH.run(["figure=all", f"results_root={root}"]) == CL.EXIT_NO_RESULTS
+    assert check.run(["figure=all", f"results_root={root}"]) == claims.EXIT_NO_RESULTS
     df = frame(rows("pes-k1", "loss", [0, 1500, 3000], [8.0, 1e-11, 1e-13]))
     write_results(root, "figure2", df=df)
-    code = CH.run(["figure=all", f"results_root={root}"])
+    code = check.run(["figure=all", f"results_root={root}"])
     out = capsys.readouterr().out
     assert "figure2 (quick)" in out and "figure3" not in out
-    assert code == CL.EXIT_OK  # the runs it lacks are NOT RUN; pes-converges passes
+    assert code == claims.EXIT_OK  # the runs it lacks are NOT RUN; pes-converges passes
     assert "`pes-converges`" in out and "PASS" in out
 
 
@@ -687,9 +686,9 @@ def test_provenance_from_run_json(tmp_path):
             "machine": {"cpu_count": 2, "processor": "x86_64", "jax_backend": "cpu"},
         }
         (d / "runs" / rid / "run.json").write_text(json.dumps(meta))
-    res = CH.load(d)
+    res = check.load(d)
     assert res.statuses["pes"]["status"] == "complete"
-    assert CH.describe(res) == "machine 2-core x86_64 CPU; wall time 8 s (sum of runs); commit abcdef1"
+    assert check.describe(res) == "machine 2-core x86_64 CPU; wall time 8 s (sum of runs); commit abcdef1"
 
 
 def test_a_pooled_curve_ending_non_finite_is_diverged_and_the_callers_table_is_unchanged():
@@ -698,9 +697,9 @@ def test_a_pooled_curve_ending_non_finite_is_diverged_and_the_callers_table_is_u
     fig = {"id": "f", "runs": [{"id": "pes-a"}, {"id": "pes-b"}]}
     pooled = {"run": "pes-*", "pool": True, "metric": "loss"}
     res = one({"type": "range", "of": pooled, "below": 10}, df, fig=fig)
-    assert res.verdict == CL.FAIL and "diverged at step 30" in res.measured, res.measured
+    assert res.verdict == claims.FAIL and "diverged at step 30" in res.measured, res.measured
     res = one({"type": "range", "of": dict(pooled, diverged="inf"), "above": 10}, df, fig=fig)
-    assert res.verdict == CL.PASS, res.measured
+    assert res.verdict == claims.PASS, res.measured
     res = one({"type": "range", "of": {"run": "pes-b", "metric": "loss"}, "below": 10}, df, fig=fig)
-    assert res.verdict == CL.PASS  # the other run alone did not diverge
+    assert res.verdict == claims.PASS  # the other run alone did not diverge
     assert df.equals(before)  # measured on a normalised copy

@@ -8,22 +8,20 @@ import io
 import pytest
 from omegaconf import OmegaConf
 
-from experiments import check as CH
-from experiments import claims as CL
-from experiments import figures, reproduce
+from experiments import check, claims, figures, reproduce
 from tests.test_figure8 import TINY as FIGURE8_TINY
 
 
 def _table_and_code(figure: str, root, profile: str = "quick"):
     out = io.StringIO()
-    code = CH.run([f"figure={figure}", f"profile={profile}", f"results_root={root}"], out=out)
-    rows, _ = CH.check_figure(figures.load(figure), profile, root)
+    code = check.run([f"figure={figure}", f"profile={profile}", f"results_root={root}"], out=out)
+    rows, _ = check.check_figure(figures.load(figure), profile, root)
     text = out.getvalue()
     assert "| claim | measured | verdict |" in text
     for r in rows:  # every claim is in the printed table with its verdict
-        assert f"`{r.id}`" in text and r.verdict in (CL.PASS, CL.FAIL, CL.NOT_RUN)
-    failed = any(r.verdict == CL.FAIL and r.counted for r in rows)  # indicative claims never decide
-    assert code == (CL.EXIT_FAIL if failed else CL.EXIT_OK), text
+        assert f"`{r.id}`" in text and r.verdict in (claims.PASS, claims.FAIL, claims.NOT_RUN)
+    failed = any(r.verdict == claims.FAIL and r.counted for r in rows)  # indicative claims never decide
+    assert code == (claims.EXIT_FAIL if failed else claims.EXIT_OK), text
     return {r.id: r for r in rows}, text
 
 
@@ -37,10 +35,13 @@ def test_figure3_at_test_size_claims_evaluated(tmp_path):
     ]
     reproduce.reproduce("figure3", "quick", extra)
     rows, text = _table_and_code("figure3", tmp_path)
-    assert rows["start"].verdict == CL.PASS  # L(-4, -4) = 2488 holds at any length
+    assert rows["start"].verdict == claims.PASS  # L(-4, -4) = 2488 holds at any length
     # 100 iterations are too few to reach the valley: a finding at this size, shown with its value
-    assert rows["pes-valley"].verdict == CL.FAIL and "want <= 600" in rows["pes-valley"].measured
-    assert rows["grid-minimum"].verdict in (CL.PASS, CL.FAIL) and "grid min" in rows["grid-minimum"].measured
+    assert rows["pes-valley"].verdict == claims.FAIL and "want <= 600" in rows["pes-valley"].measured
+    assert (
+        rows["grid-minimum"].verdict in (claims.PASS, claims.FAIL)
+        and "grid min" in rows["grid-minimum"].measured
+    )
 
 
 @pytest.fixture
@@ -58,8 +59,8 @@ def test_figure8_at_test_size_claims_evaluated(two_run_figure8):
     figure, root = two_run_figure8
     reproduce.reproduce(str(figure), "quick", [*FIGURE8_TINY, f"results_root={root}"], plot_figure=False)
     rows, text = _table_and_code(str(figure), root)
-    assert rows["pes-above-tes"].verdict in (CL.PASS, CL.FAIL)  # evaluated on the two runs
+    assert rows["pes-above-tes"].verdict in (claims.PASS, claims.FAIL)  # evaluated on the two runs
     assert "pes-k100" in rows["pes-above-tes"].measured and "es-k100" in rows["pes-above-tes"].measured
     for cid in ("pes-300", "tes-below-300"):  # paper-scale claims: measured on quick, shown as indicative
-        assert not rows[cid].counted and rows[cid].role == CL.INDICATIVE, rows[cid]
+        assert not rows[cid].counted and rows[cid].role == claims.INDICATIVE, rows[cid]
         assert f"{rows[cid].verdict} (paper-scale, indicative)" in text

@@ -8,8 +8,7 @@ import pytest
 
 import pes
 from pes import outer, systems, tasks
-from pes.estimators import _common as C
-from pes.estimators import baselines
+from pes.estimators import _common, baselines
 from tests.test_unbiasedness import detectable_bias
 
 pytestmark = pytest.mark.numerics  # exact equivalences: rerun by `make test-portable`
@@ -129,8 +128,8 @@ def _bandit(horizon=4):
 
 
 def _noise_and_objectives(key, theta, sigma, num_pairs, c, trunc_len):
-    noise_key, _ = C.split_key(key)
-    eps = np.asarray(C.sample_noise(noise_key, theta, num_pairs, sigma))  # (G, 2, 3)
+    noise_key, _ = _common.split_key(key)
+    eps = np.asarray(_common.sample_noise(noise_key, theta, num_pairs, sigma))  # (G, 2, 3)
     th = np.asarray(theta)
     plus = trunc_len * np.sum(c * (th + eps), axis=(1, 2))
     minus = trunc_len * np.sum(c * (th - eps), axis=(1, 2))

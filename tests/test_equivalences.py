@@ -7,7 +7,7 @@ import pytest
 
 from pes import estimators, systems, tasks
 from pes.estimators._common import sample_noise
-from tests import reference as R
+from tests import reference
 from tests.helpers import assert_trees_close, dict_system, dict_theta, jitted, random_init_linear
 
 pytestmark = pytest.mark.numerics  # exact equivalences: rerun by `make test-portable`
@@ -92,7 +92,7 @@ def test_rtrl_summed_over_the_horizon_equals_backprop(trunc_len):
 def _reference_grad(name, system, theta, init_key, key, **hp):
     """The independent NumPy loop (tests/reference.py): PES and ES share the particle engine,
     `sample_noise` and `combine`, so a bug there would cancel in PES == ES alone."""
-    ref = R.REFERENCES[name](system, theta, **hp).init(init_key, theta)
+    ref = reference.REFERENCES[name](system, theta, **hp).init(init_key, theta)
     return ref, ref.flat.unravel(ref.estimate(key, theta))
 
 
@@ -104,7 +104,7 @@ def test_pes_with_full_truncations_equals_full_es():
     p = make("pes", system, **hp)
     e = make("es", system, **hp)
     sp, se = p.init(k0, theta), e.init(k0, theta)
-    ref = R.RefES(system, theta, **hp).init(k0, theta)
+    ref = reference.RefES(system, theta, **hp).init(k0, theta)
     for i in range(3):
         key = jax.random.fold_in(k0, i)
         gp, sp, ap = p.estimate(key, theta, sp)

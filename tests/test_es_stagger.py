@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pes import estimators, systems
-from pes.estimators import _common as C
+from pes.estimators import _common
 from tests.helpers import assert_trees_close, jitted, random_init_linear
 
 pytestmark = pytest.mark.numerics  # exact equivalences: rerun by `make test-portable`
@@ -51,8 +51,8 @@ def test_estimate_equals_per_pair_truncated_es():
     unroll = jax.jit(lambda th, s, t, k: systems.unroll(system, th, s, t, k, K))  # the hand loop's unroll
     for _ in range(4):  # several truncations, so resets fall inside some of them
         grad, new_state, aux = est.estimate(key, theta, state)
-        noise_key, data_key = C.split_key(key)
-        eps = C.sample_noise(noise_key, theta, N // 2, SIGMA)
+        noise_key, data_key = _common.split_key(key)
+        eps = _common.sample_noise(noise_key, theta, N // 2, SIGMA)
         want = np.zeros(3)
         losses_all = []
         for g in range(N // 2):

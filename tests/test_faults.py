@@ -27,8 +27,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from experiments import config as C
-from experiments import figures, io, reproduce, runner
+from experiments import config, figures, io, reproduce, runner
 from pes.data import images
 from tests import kill_resume, test_runner
 
@@ -37,7 +36,7 @@ CHEAP = [*test_runner.BASE, "run_id=cheap"]  # linear-quadratic PES, 40 steps in
 
 
 def compose(root: Path, *extra: str):
-    return C.compose([*CHEAP, f"results_root={root}", *extra])
+    return config.compose([*CHEAP, f"results_root={root}", *extra])
 
 
 def folder(root: Path) -> Path:
@@ -406,7 +405,7 @@ DIVERGING = ["task=linear_quadratic", "task.horizon=12", "estimator=tbptt", "est
 
 
 def test_a_diverging_run_stops_with_its_rows_ending_at_the_first_bad_point(tmp_path, capfd):
-    a = runner.run(C.compose([*DIVERGING, f"results_root={tmp_path / 'a'}"]))
+    a = runner.run(config.compose([*DIVERGING, f"results_root={tmp_path / 'a'}"]))
     note = capfd.readouterr().err
     meta = json.loads((a / runner.META).read_text())
     step = meta["diverged_at_outer_step"]
@@ -420,10 +419,10 @@ def test_a_diverging_run_stops_with_its_rows_ending_at_the_first_bad_point(tmp_p
     assert runner.divergence({"outer_step": np.array([step]), "x": np.array([1.0])}) is None
     last = df[(df["outer_step"] == step) & (df["metric"] != runner.DIVERGED)]["value"].to_numpy(np.float32)
     assert runner.divergence({"outer_step": np.full(len(last), step), "v": last}) is not None
-    b = runner.run(C.compose([*DIVERGING, f"results_root={tmp_path / 'b'}", "train.chunk_size=35"]))
+    b = runner.run(config.compose([*DIVERGING, f"results_root={tmp_path / 'b'}", "train.chunk_size=35"]))
     assert csv_bytes(a) == csv_bytes(b)  # the same rows whatever the chunking
     stamp = (b / runner.CSV).stat().st_mtime_ns
-    runner.run(C.compose([*DIVERGING, f"results_root={tmp_path / 'b'}"]))
+    runner.run(config.compose([*DIVERGING, f"results_root={tmp_path / 'b'}"]))
     assert (b / runner.CSV).stat().st_mtime_ns == stamp  # a verified diverged run is finished
 
 
@@ -601,7 +600,7 @@ def test_files_follow_the_umask(tmp_path, monkeypatch):
     ],
 )
 def test_bad_values_are_refused_before_compute_and_leave_no_folder(tmp_path, overrides, message):
-    with pytest.raises(C.ConfigError) as info:
+    with pytest.raises(config.ConfigError) as info:
         runner.run(compose(tmp_path, *overrides))
     assert message in one_line(str(info.value))
     assert not any(tmp_path.iterdir())
@@ -636,7 +635,7 @@ def assert_hints_are_config_keys(message: str, cfg) -> None:
 
 def _figure_config(figure: str, profile: str, run_index: int, *extra: str):
     fig = figures.load(figure)
-    return C.compose(figures.run_overrides(fig, figures.runs(fig, profile)[run_index], profile, extra))
+    return config.compose(figures.run_overrides(fig, figures.runs(fig, profile)[run_index], profile, extra))
 
 
 def _no_tfds(*args, **kwargs):
@@ -669,9 +668,9 @@ def test_every_data_hint_names_a_config_key(tmp_path, monkeypatch, case):
     if case == "figure5-paper":  # the paper profile of figure 5 on a machine without MNIST
         cfg = _figure_config("figure5", "paper", 0, f"task.data_dir={tmp_path}")
     else:
-        cfg = C.compose([o.format(d=tmp_path) for o in DATA_PROBLEMS[case]])
-    with pytest.raises(C.ConfigError) as info:
-        C.build(cfg)
+        cfg = config.compose([o.format(d=tmp_path) for o in DATA_PROBLEMS[case]])
+    with pytest.raises(config.ConfigError) as info:
+        config.build(cfg)
     message = one_line(str(info.value))
     assert_hints_are_config_keys(message, cfg)
     if "download" in cfg.task.get("source", ""):

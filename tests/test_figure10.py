@@ -8,8 +8,7 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from experiments import check, figures, reproduce
-from experiments import config as C
+from experiments import check, config, figures, reproduce
 from pes import results
 
 TINY = [
@@ -24,7 +23,9 @@ TINY = [
 
 def _runs(profile):
     fig = figures.load("figure10")
-    return {str(r.id): C.compose(figures.run_overrides(fig, r, profile)) for r in figures.runs(fig, profile)}
+    return {
+        str(r.id): config.compose(figures.run_overrides(fig, r, profile)) for r in figures.runs(fig, profile)
+    }
 
 
 def test_figure10_runs_follow_the_nres_scripts():

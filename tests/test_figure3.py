@@ -8,8 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiments import config as C
-from experiments import reproduce
+from experiments import config, reproduce
 from pes import results
 from tests import notebook_runner, plotcheck
 
@@ -140,11 +139,13 @@ def test_notebook_executes(quick_figure):
 
 def test_bad_grid_settings_fail_before_compute(tmp_path):
     root = f"results_root={tmp_path}"
-    with pytest.raises(C.ConfigError, match=r"num\[0\]=0 gives a grid with zero points"):
+    with pytest.raises(config.ConfigError, match=r"num\[0\]=0 gives a grid with zero points"):
         reproduce.reproduce("figure3", "quick", [root, "grid.num=0"])
-    with pytest.raises(C.ConfigError, match=r"grid.size is not a setting; allowed: overrides, metrics, low"):
+    with pytest.raises(
+        config.ConfigError, match=r"grid.size is not a setting; allowed: overrides, metrics, low"
+    ):
         reproduce.reproduce("figure3", "quick", [root, "grid.size=3"])
-    with pytest.raises(C.ConfigError, match=r"grid.metrics has 'accuracy', which task toy_regression's"):
+    with pytest.raises(config.ConfigError, match=r"grid.metrics has 'accuracy', which task toy_regression's"):
         reproduce.reproduce("figure3", "quick", [root, "grid.metrics=[accuracy]"])
     assert not list(tmp_path.iterdir())  # nothing was computed
 

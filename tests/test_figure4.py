@@ -13,9 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiments import config as C
-from experiments import figures, reproduce
-from experiments.steps import variance as V
+from experiments import config, figures, reproduce
+from experiments.steps import variance
 from pes import results
 from tests import notebook_runner
 
@@ -59,23 +58,23 @@ def test_figure4_config_lists_the_scenarios():
 
 def test_bad_variance_settings_fail_before_computing(tmp_path):
     with pytest.raises(
-        C.ConfigError,
+        config.ConfigError,
         match="variance.trunc_lens has 3, which does not divide task.sequence_length=8",
     ):
         reproduce.reproduce("figure4", "quick", tiny(tmp_path, "variance.trunc_lens=[1,3]"))
     with pytest.raises(
-        C.ConfigError, match="variance.bogus is not a setting; allowed: overrides, scenarios, sigma"
+        config.ConfigError, match="variance.bogus is not a setting; allowed: overrides, scenarios, sigma"
     ):
         reproduce.reproduce("figure4", "quick", tiny(tmp_path, "+variance.bogus=1"))
     with pytest.raises(
-        C.ConfigError, match="variance.particle_counts=3 is invalid; allowed: a positive even integer"
+        config.ConfigError, match="variance.particle_counts=3 is invalid; allowed: a positive even integer"
     ):
         reproduce.reproduce("figure4", "quick", tiny(tmp_path, "variance.particle_counts=[3]"))
-    with pytest.raises(C.ConfigError, match="variance.num_particles=8 is invalid with particle_counts"):
+    with pytest.raises(config.ConfigError, match="variance.num_particles=8 is invalid with particle_counts"):
         reproduce.reproduce("figure4", "quick", tiny(tmp_path, "variance.particle_counts=[4,16]"))
-    with pytest.raises(C.ConfigError, match="variance.estimator='es' is invalid; allowed: pes, pes_a"):
+    with pytest.raises(config.ConfigError, match="variance.estimator='es' is invalid; allowed: pes, pes_a"):
         reproduce.reproduce("figure4", "quick", tiny(tmp_path, "variance.estimator=es"))
-    with pytest.raises(C.ConfigError, match="scenario='shuffled' is invalid"):
+    with pytest.raises(config.ConfigError, match="scenario='shuffled' is invalid"):
         reproduce.reproduce("figure4", "quick", tiny(tmp_path, "task.scenario=shuffled"))
     assert not (tmp_path / "results").exists()
 
@@ -85,8 +84,8 @@ def synthetic_csv(tmp_path) -> Path:
     rows = []
     p, t = 770, 100
     for s, growth in (("real", 0.5), ("random", 1.0), ("repeat", -0.1)):
-        info = V._info(f"{s}-ground-truth", FakeCfg, "es", t, 1e-3, 2000)
-        rows += V._rows(
+        info = variance._info(f"{s}-ground-truth", FakeCfg, "es", t, 1e-3, 2000)
+        rows += variance._rows(
             info,
             1,
             t,
@@ -100,8 +99,8 @@ def synthetic_csv(tmp_path) -> Path:
             for k in (1, 10, 100):
                 unrolls = t // k
                 v = (p + 1) / (n / 2) * unrolls**growth
-                info = V._info(f"{s}-n{n}-k{k}", FakeCfg, "pes", k, 1e-3, n)
-                rows += V._rows(
+                info = variance._info(f"{s}-n{n}-k{k}", FakeCfg, "pes", k, 1e-3, n)
+                rows += variance._rows(
                     info,
                     unrolls,
                     t,

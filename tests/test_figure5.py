@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from experiments import reproduce
-from experiments.steps import evaluation as EV
+from experiments.steps import evaluation
 from pes import results, tasks
 from tests import notebook_runner, plotcheck
 from tests.test_mnist_lr_schedule import write_npz
@@ -126,7 +126,7 @@ def test_rerun_reuses_everything(tiny_figure, monkeypatch):
     path, extra, figure, _ = tiny_figure
     files = ("grid.csv", "steps/evaluation.csv", "runs/pes-k10/metrics.csv")
     before = {p: p.stat().st_mtime_ns for p in (path.parent / f for f in files)}
-    monkeypatch.setattr(EV, "evaluate_thetas", lambda *a, **k: pytest.fail("recomputed"))
+    monkeypatch.setattr(evaluation, "evaluate_thetas", lambda *a, **k: pytest.fail("recomputed"))
     reproduce.reproduce(str(figure), "quick", extra, plot_figure=False)
     jax.config.update("jax_enable_x64", True)
     assert all(p.stat().st_mtime_ns == t for p, t in before.items())

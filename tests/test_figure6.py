@@ -14,10 +14,7 @@ import pytest
 from jax.flatten_util import ravel_pytree
 from omegaconf import OmegaConf
 
-from experiments import check as CH
-from experiments import claims as CL
-from experiments import config as C
-from experiments import figures, reproduce
+from experiments import check, claims, config, figures, reproduce
 from pes import results, search
 from tests import notebook_runner
 from tests.test_mnist_lr_schedule import write_npz
@@ -29,7 +26,7 @@ def test_figure6_runs_have_the_papers_settings(profile):
     runs = figures.runs(fig, profile)
     assert sorted(r.id for r in runs) == sorted(f"{m}-seed{s}" for m in ("pes", "es") for s in (3, 5, 7, 11))
     for run in runs:
-        cfg = C.compose(figures.run_overrides(fig, run, profile))  # composing loads no data
+        cfg = config.compose(figures.run_overrides(fig, run, profile))  # composing loads no data
         est, task = cfg.estimator, cfg.task
         assert est.name in ("pes", "es") and (est.trunc_len, est.num_particles, est.sigma) == (10, 10, 0.3)
         assert cfg.outer_optimizer.name == "adam" and cfg.outer_optimizer.learning_rate == 1e-2
@@ -122,10 +119,10 @@ def test_random_search_configurations_rescore_to_their_logged_scores(tiny6):
     configs = pd.read_csv(csv.with_name("random_search_configs.csv"))
     assert len(configs) == 5 and set(configs["seed"]) == {3}
     fig = figures.load(str(tmp / "figure6.yaml"))
-    cfg = C.compose(
+    cfg = config.compose(
         figures.figure_overrides(fig, "quick", [e for e in extra if not e.startswith("random_search.")])
     )
-    task = C.build(cfg).task
+    task = config.build(cfg).task
     low, high = task.search_space
     _, unravel = ravel_pytree(task.theta_init)
     evaluate = jax.jit(task.evaluate)
@@ -153,25 +150,25 @@ def test_random_search_configurations_rescore_to_their_logged_scores(tiny6):
 def test_figure6_claims_are_evaluated(tiny6):
     tmp, _, _ = tiny6
     out = io.StringIO()
-    code = CH.run([f"figure={tmp / 'figure6.yaml'}", "profile=quick", f"results_root={tmp}"], out=out)
-    rows, _ = CH.check_figure(figures.load(str(tmp / "figure6.yaml")), "quick", tmp)
+    code = check.run([f"figure={tmp / 'figure6.yaml'}", "profile=quick", f"results_root={tmp}"], out=out)
+    rows, _ = check.check_figure(figures.load(str(tmp / "figure6.yaml")), "quick", tmp)
     verdicts = {r.id: r for r in rows}
     assert set(verdicts) == {"pes-below-es", "pes-below-random-search", "pes-below-random-search-paper-axis"}
     for r in rows:  # evaluated on the tiny results (whatever they show), with the methods' values
-        assert r.verdict in (CL.PASS, CL.FAIL), (r.id, r.measured)
+        assert r.verdict in (claims.PASS, claims.FAIL), (r.id, r.measured)
         assert "PES" in r.measured
     # the random-search comparisons are paper-scale: on quick they are indicative and never decide
     assert [r.id for r in rows if not r.counted] == [
         "pes-below-random-search",
         "pes-below-random-search-paper-axis",
     ]
-    failed = verdicts["pes-below-es"].verdict == CL.FAIL
-    assert code == (CL.EXIT_FAIL if failed else CL.EXIT_OK) and "`pes-below-es`" in out.getvalue()
+    failed = verdicts["pes-below-es"].verdict == claims.FAIL
+    assert code == (claims.EXIT_FAIL if failed else claims.EXIT_OK) and "`pes-below-es`" in out.getvalue()
 
 
 def test_empty_random_search_budget_fails_before_any_compute(tmp_path):
     with pytest.raises(
-        C.ConfigError, match=r"random_search.num_configs=0 is invalid \(an empty random-search budget\)"
+        config.ConfigError, match=r"random_search.num_configs=0 is invalid \(an empty random-search budget\)"
     ):
         reproduce.reproduce("figure6", "quick", [f"results_root={tmp_path}", "random_search.num_configs=0"])
     assert not (tmp_path / "quick" / "figure6" / "runs").exists()

@@ -13,7 +13,7 @@ import pytest
 
 from experiments import config, reproduce, runner
 from pes import results, systems, tasks
-from pes.tasks import lopt_image_mlp as LT
+from pes.tasks import lopt_image_mlp
 from scripts import _style
 from tests import notebook_runner
 from tests.helpers import write_fashion_idx
@@ -41,7 +41,7 @@ def make_task(data_dir, **kw):
 def test_clip_loss_maps_nan_and_inf_to_the_ceiling():
     raw = jnp.array([-1.0, 0.5, 2.0, 10.0, jnp.nan, jnp.inf, -jnp.inf])
     want = np.array([0.0, 0.5, 2.0, CEIL, CEIL, CEIL, CEIL])
-    np.testing.assert_allclose(np.asarray(LT.clip_loss(raw)), want, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(lopt_image_mlp.clip_loss(raw)), want, rtol=1e-6)
 
 
 def test_step_loss_is_the_clipped_ce_over_t_and_nan_params_give_the_ceiling(data_dir):

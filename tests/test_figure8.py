@@ -9,8 +9,7 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from experiments import config as C
-from experiments import figures, reproduce, runner
+from experiments import config, figures, reproduce, runner
 from pes import results, tasks
 from pes.tasks import linear_control
 from tests import notebook_runner
@@ -37,8 +36,8 @@ def test_figure8_config_matches_the_paper_settings():
         "pes-k100": (100, 0.3, 0.1),
     }
     for rid, (k, sigma, lr) in expected.items():
-        cfg = C.compose(figures.run_overrides(fig, paper[f"{rid}-seed3"], "paper"))
-        built = C.build(cfg)
+        cfg = config.compose(figures.run_overrides(fig, paper[f"{rid}-seed3"], "paper"))
+        built = config.build(cfg)
         assert (cfg.estimator.trunc_len, cfg.estimator.sigma, cfg.outer_optimizer.learning_rate) == (
             k,
             sigma,
@@ -97,8 +96,8 @@ def _faulty_make(fail_at_call):
 def test_simulator_error_is_reported_with_seed_and_step_and_rows_kept(tmp_path, monkeypatch):
     # 20 host calls for the initial evaluation (outer step 0), then per outer step 5 (K=5) + 20 for the
     # evaluation episode: chunks of 2 steps = 50 calls, so call 148 is in outer step 6 (PES, 4 copies).
-    monkeypatch.setattr(C.tasks, "make", _faulty_make(fail_at_call=148))
-    cfg = C.compose(
+    monkeypatch.setattr(config.tasks, "make", _faulty_make(fail_at_call=148))
+    cfg = config.compose(
         [
             "task=linear_control",
             "estimator=pes",
@@ -120,7 +119,7 @@ def test_simulator_error_is_reported_with_seed_and_step_and_rows_kept(tmp_path, 
     assert "(seed 7)" in msg and "failed during outer steps 5..6" in msg, msg
     assert "non-finite next state in environment copy 3 of 4 at episode step" in msg, msg
     assert "rows up to outer step 4 are kept" in msg
-    out = C.run_dir(cfg)
+    out = config.run_dir(cfg)
     df = results.validate(pd.read_csv(out / runner.CSV))
     assert sorted(df["outer_step"].unique()) == [0, 1, 2, 3, 4]
     np.testing.assert_array_equal(

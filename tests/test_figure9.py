@@ -9,10 +9,7 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from experiments import check as CH
-from experiments import claims as CL
-from experiments import config as C
-from experiments import figures, reproduce
+from experiments import check, claims, config, figures, reproduce
 from pes import results
 from tests import notebook_runner
 
@@ -26,8 +23,8 @@ def test_figure9_runs_have_the_papers_settings(profile):
     assert len(runs) == 12
     inits = {"pes": [], "es": []}
     for run in runs:
-        cfg = C.compose(figures.run_overrides(fig, run, profile))
-        built = C.build(cfg)
+        cfg = config.compose(figures.run_overrides(fig, run, profile))
+        built = config.build(cfg)
         est = cfg.estimator
         assert (est.trunc_len, est.sigma, est.num_particles) == (1, 0.01, 4)
         assert cfg.outer_optimizer.name == "adam" and cfg.outer_optimizer.learning_rate == 3e-3
@@ -81,24 +78,24 @@ def test_figure9_end_to_end(tiny9):
 def test_figure9_claims_are_evaluated(tiny9):
     tmp, _ = tiny9
     out = io.StringIO()
-    code = CH.run([f"figure={tmp / 'figure9.yaml'}", "profile=quick", f"results_root={tmp}"], out=out)
-    rows, _ = CH.check_figure(figures.load(str(tmp / "figure9.yaml")), "quick", tmp)
+    code = check.run([f"figure={tmp / 'figure9.yaml'}", "profile=quick", f"results_root={tmp}"], out=out)
+    rows, _ = check.check_figure(figures.load(str(tmp / "figure9.yaml")), "quick", tmp)
     verdicts = {r.id: r.verdict for r in rows}
     assert set(verdicts) == {"pes-near-optimum", "es-short-horizon-bias", "pes-ends-at-optimum"}
     # 300 iterations cannot move theta from 3 to within 0.194 of 1.33 (Adam steps of 3e-3)
-    assert verdicts["pes-near-optimum"] == CL.FAIL and verdicts["pes-ends-at-optimum"] == CL.FAIL
+    assert verdicts["pes-near-optimum"] == claims.FAIL and verdicts["pes-ends-at-optimum"] == claims.FAIL
     # truncated ES moves at most 300 x 3e-3 = 0.9 from 3: not yet 5 from the optimum
-    assert verdicts["es-short-horizon-bias"] == CL.FAIL
+    assert verdicts["es-short-horizon-bias"] == claims.FAIL
     (strict,) = [r for r in rows if r.id == "pes-ends-at-optimum"]
-    assert not strict.counted and strict.role == CL.REPORTED  # a finding, never decides
-    assert code == CL.EXIT_FAIL and "FAIL (finding, not counted)" in out.getvalue()
+    assert not strict.counted and strict.role == claims.REPORTED  # a finding, never decides
+    assert code == claims.EXIT_FAIL and "FAIL (finding, not counted)" in out.getvalue()
 
 
 def test_yacht_float32_task_in_the_figure_matches_the_closed_form():
     """The figure computes in float32 (x64=false): the logged converged loss is still the ridge value."""
     fig = figures.load("figure9")
-    cfg = C.compose(figures.run_overrides(fig, fig.runs[0], "quick"))
-    built = C.build(cfg)
+    cfg = config.compose(figures.run_overrides(fig, fig.runs[0], "quick"))
+    built = config.build(cfg)
     out = built.task.evaluate(jnp.asarray(built.task.optimum, jnp.float32), None)
     assert float(out["val_loss_converged"]) == pytest.approx(
         built.task.metadata["optimum_val_loss"], rel=1e-5

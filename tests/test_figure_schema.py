@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from experiments import config as C
-from experiments import figure_schema, figures, reproduce
+from experiments import config, figure_schema, figures, reproduce
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = yaml.safe_load((ROOT / "tests/figures/tiny.yaml").read_text())
@@ -75,7 +74,7 @@ CASES = [
 
 @pytest.mark.parametrize("change, message", CASES)
 def test_a_bad_figure_fails_in_one_line(tmp_path, change, message):
-    with pytest.raises(C.ConfigError) as info:
+    with pytest.raises(config.ConfigError) as info:
         load_changed(tmp_path, change)
     text = str(info.value)
     assert message in text and "\n" not in text, text
@@ -89,7 +88,7 @@ def test_duplicate_run_ids_after_seed_expansion_are_refused(tmp_path):
         d["runs"][1]["only"] = ["quick"]
         d["runs"].append({"id": "pes", "overrides": [], "only": ["quick"]})
 
-    with pytest.raises(C.ConfigError, match="run id 'pes-seed3' is used twice under profile=quick"):
+    with pytest.raises(config.ConfigError, match="run id 'pes-seed3' is used twice under profile=quick"):
         load_changed(tmp_path, change)
 
 
@@ -97,13 +96,13 @@ def test_every_figure_of_the_suite_passes_and_names_must_match(tmp_path):
     for name in figures.figure_names():
         assert figures.load(name).id == name
     assert figures.load("2").id == "figure2" and figures.load("tests/figures/tiny.yaml").id == "tiny"
-    with pytest.raises(C.ConfigError, match=r"figure=figure99 is unknown; allowed: figure2"):
+    with pytest.raises(config.ConfigError, match=r"figure=figure99 is unknown; allowed: figure2"):
         figures.load("99")
-    with pytest.raises(C.ConfigError, match=r"figure=nothing.yaml: no such file"):
+    with pytest.raises(config.ConfigError, match=r"figure=nothing.yaml: no such file"):
         figures.load("nothing.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("id: [unclosed\n")
-    with pytest.raises(C.ConfigError, match=r"bad.yaml: not valid YAML at line 2"):
+    with pytest.raises(config.ConfigError, match=r"bad.yaml: not valid YAML at line 2"):
         figures.load(str(bad))
 
 
@@ -114,11 +113,11 @@ def test_claims_are_passed_through(tmp_path):
     path.write_text(yaml.safe_dump(data))
     try:
         fig = figures.load(str(path))
-    except C.ConfigError as err:  # experiments.claims exists and checks the entries itself
+    except config.ConfigError as err:  # experiments.claims exists and checks the entries itself
         assert "claims" in str(err) or "c1" in str(err), err
     else:
         assert fig.claims[0].id == "c1"
-    with pytest.raises(C.ConfigError, match="claims='x' is invalid; allowed: a list of claims"):
+    with pytest.raises(config.ConfigError, match="claims='x' is invalid; allowed: a list of claims"):
         load_changed(tmp_path, set_key("claims", "x"))
 
 
@@ -145,12 +144,12 @@ def test_reproduce_refuses_bad_arguments_before_computing(tmp_path):
         (["figure_id=other"], "figure_id= is set by the figure config"),
     ]
     for args, message in cases:
-        with pytest.raises(C.ConfigError) as info:
+        with pytest.raises(config.ConfigError) as info:
             reproduce.reproduce(tiny, "quick", [root, *args])
         assert message in str(info.value) and "\n" not in str(info.value), (args, str(info.value))
-    with pytest.raises(C.ConfigError, match=f"profile=fast is unknown; allowed: {PROFILES}"):
+    with pytest.raises(config.ConfigError, match=f"profile=fast is unknown; allowed: {PROFILES}"):
         reproduce.reproduce(tiny, "fast", [root])
-    with pytest.raises(C.ConfigError, match="plot=maybe is invalid; allowed: true, false"):
+    with pytest.raises(config.ConfigError, match="plot=maybe is invalid; allowed: true, false"):
         reproduce.parse(["figure=2", "plot=maybe"])
     assert not list(tmp_path.iterdir())  # nothing was computed or written
 
@@ -162,7 +161,7 @@ def test_a_setting_missing_under_one_profile_fails_only_when_reproduced_there(tm
     path = tmp_path / "figure.yaml"
     path.write_text(yaml.safe_dump(data))
     figures.load(str(path))
-    with pytest.raises(C.ConfigError, match=r"post\[0\]: grid.metrics is missing \(profile=paper\)"):
+    with pytest.raises(config.ConfigError, match=r"post\[0\]: grid.metrics is missing \(profile=paper\)"):
         reproduce.reproduce(str(path), "paper", [f"results_root={tmp_path / 'r'}"])
     assert not (tmp_path / "r").exists()
 

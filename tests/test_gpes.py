@@ -171,10 +171,10 @@ def test_gpes_is_unbiased_on_influence_balancing():
 def _block_only_update(out, fresh, prev_accum, run, scale, like):
     """A plausible bug: weight the losses by the current block's perturbation only (no
     accumulator), i.e. truncated ES over noise blocks."""
-    from pes.estimators import _common as C
+    from pes.estimators import _common
 
     _, accum, eps = _REAL_UPDATE(out, fresh, prev_accum, run, scale, like)
-    grad = C.combine2(out.before, run.eps, out.total - out.before, fresh, scale, like)
+    grad = _common.combine2(out.before, run.eps, out.total - out.before, fresh, scale, like)
     return grad, accum, eps
 
 

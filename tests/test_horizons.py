@@ -21,7 +21,7 @@ import pytest
 
 from pes import estimators, horizons, systems, tasks
 from pes.estimators import particles
-from tests import moments as M
+from tests import moments
 
 pytestmark = pytest.mark.numerics
 
@@ -74,7 +74,7 @@ def test_a_schedule_that_draws_only_T_is_the_fixed_horizon_bit_for_bit(case):
     name, horizon, hp = CASES[case]
     hp = dict(dict(sigma=0.2, num_particles=8), **hp)
     lq = tasks.make("linear_quadratic", dim=2, decay=0.8, horizon=horizon).system
-    keyed = M.keyed_lq(dim=2, horizon=horizon)  # data noise and initial states from the keys
+    keyed = moments.keyed_lq(dim=2, horizon=horizon)  # data noise and initial states from the keys
     for system in (lq, keyed):
         fixed = _sequence(estimators.make(name, system, **hp), THETA, 6)
         degenerate = horizons.LogUniform(horizon, horizon + 1)
@@ -188,15 +188,15 @@ def _window_sums(name, stagger, reps=REPS):
         stagger=stagger,
         horizon_schedule=SCHEDULE,
     )
-    init_keys, est_keys = M.window_keys(jax.random.key(11), reps, TRUNCATIONS)
-    return M.sample_window_sums(est, THETA, init_keys, est_keys)
+    init_keys, est_keys = moments.window_keys(jax.random.key(11), reps, TRUNCATIONS)
+    return moments.sample_window_sums(est, THETA, init_keys, est_keys)
 
 
 def _check(samples, target):
     mean = samples.mean(axis=0)
     se = samples.std(axis=0, ddof=1) / np.sqrt(samples.shape[0])
     z = (mean - target) / se
-    detectable = (Z + M.Z_POWER) * float(np.max(se)) / float(np.linalg.norm(target))
+    detectable = (Z + moments.Z_POWER) * float(np.max(se)) / float(np.linalg.norm(target))
     return z, detectable
 
 

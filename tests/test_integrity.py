@@ -22,10 +22,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from experiments import check as CH
-from experiments import claims as CL
-from experiments import cli, figures, integrity, io, reproduce, runner, sizes
-from experiments import config as C
+from experiments import check, claims, cli, config, figures, integrity, io, reproduce, runner, sizes
 from pes import results
 from tests import test_runner
 from tests.helpers import make_quick
@@ -46,7 +43,7 @@ def one_line(text: str) -> str:
 
 
 def cheap(root: Path, *extra: str):
-    return C.compose([*CHEAP, f"results_root={root}", *extra])
+    return config.compose([*CHEAP, f"results_root={root}", *extra])
 
 
 def stored_copy(root: Path) -> Path:
@@ -57,7 +54,7 @@ def stored_copy(root: Path) -> Path:
 
 
 def check2(root: Path, capsys) -> tuple[int, str]:
-    code = CH.run(["figure=figure2", "profile=quick", f"results_root={root}"])
+    code = check.run(["figure=figure2", "profile=quick", f"results_root={root}"])
     return code, capsys.readouterr().out
 
 
@@ -67,7 +64,7 @@ def check2(root: Path, capsys) -> tuple[int, str]:
 def test_an_untouched_merged_csv_checks_as_before(tmp_path, capsys):
     stored_copy(tmp_path)
     code, out = check2(tmp_path, capsys)
-    assert code == CL.EXIT_OK  # every claim passes on these results, as before
+    assert code == claims.EXIT_OK  # every claim passes on these results, as before
     assert "10 PASS, 0 FAIL, 0 NOT RUN" in out and "pes-k1 first at 2200 (want <= 2250) | PASS" in out
 
 
@@ -85,8 +82,10 @@ def test_a_hand_edited_value_is_refused_not_measured(tmp_path, capsys):
     csv = _edit(fig_dir, PES_3000.encode(), edited.encode())
     # negative control: read without verification, the edit flips pes-converges to FAIL (exit 1)
     fig = figures.load("figure2")
-    rows = CL.evaluate(CL.validate(fig.claims, fig), pd.read_csv(csv), profile="quick", fig=fig)
-    assert {r.id: r.verdict for r in rows}["pes-converges"] == CL.FAIL and CL.exit_code(rows) == CL.EXIT_FAIL
+    rows = claims.evaluate(claims.validate(fig.claims, fig), pd.read_csv(csv), profile="quick", fig=fig)
+    assert {r.id: r.verdict for r in rows}["pes-converges"] == claims.FAIL and claims.exit_code(
+        rows
+    ) == claims.EXIT_FAIL
     code, out = check2(tmp_path, capsys)
     assert code == integrity.EXIT_DAMAGED
     line = one_line(out)
@@ -191,11 +190,12 @@ def test_every_stored_reference_result_verifies_and_restoring_is_the_fix():
     stored = sorted(
         p
         for p in (ROOT / "results" / "reference").glob("*/figure*")
-        if p.is_dir() and p.parent.name in C.profile_names()  # official/ holds the official code's outcomes
+        if p.is_dir()
+        and p.parent.name in config.profile_names()  # official/ holds the official code's outcomes
     )
     assert len(stored) >= 14
     for fig_dir in stored:
-        res = CH.load(fig_dir)  # verified against its figure.json's digests, parsed strictly
+        res = check.load(fig_dir)  # verified against its figure.json's digests, parsed strictly
         assert (
             res.metrics is not None
             and len(res.metrics)
@@ -221,7 +221,7 @@ def test_the_check_never_crashes_on_an_output_encoding_without_the_characters():
         capture_output=True,
         timeout=300,
     )
-    assert out.returncode == CL.EXIT_OK, out.stderr.decode()  # every claim passes: exit 0, not a crash
+    assert out.returncode == claims.EXIT_OK, out.stderr.decode()  # every claim passes: exit 0, not a crash
     assert b"Traceback" not in out.stderr and b"\\u2014 machine" in out.stdout
     assert b"10 PASS, 0 FAIL, 0 NOT RUN" in out.stdout
 
@@ -246,7 +246,7 @@ def test_the_check_never_crashes_on_an_output_encoding_without_the_characters():
     ],
 )
 def test_ids_that_become_paths_cannot_escape(tmp_path, override, key):
-    with pytest.raises(C.ConfigError) as info:
+    with pytest.raises(config.ConfigError) as info:
         runner.run(cheap(tmp_path, override))
     text = one_line(str(info.value))
     assert text.startswith(f"{key}=") and "is invalid; allowed: letters, digits" in text
@@ -254,7 +254,7 @@ def test_ids_that_become_paths_cannot_escape(tmp_path, override, key):
 
 
 def test_overwrite_only_moves_the_runs_own_folder(tmp_path):
-    cfg = C.RunSpec.from_config(cheap(tmp_path))
+    cfg = config.RunSpec.from_config(cheap(tmp_path))
     out = runner.check(cfg)
     for other in (out.parent, out.parent.parent, tmp_path):  # runs/, the figure, the results root
         with pytest.raises(io.FileProblem, match="overwrite=true only moves a run's own folder aside"):
@@ -272,7 +272,7 @@ def test_overwrite_only_moves_the_runs_own_folder(tmp_path):
 
 @pytest.mark.parametrize("figure", ["../../etc/passwd", "/etc/passwd", "figure../../x"])
 def test_a_figure_path_that_is_not_a_figure_yaml_is_refused_without_its_content(figure, tmp_path):
-    with pytest.raises(C.ConfigError) as info:
+    with pytest.raises(config.ConfigError) as info:
         reproduce.prepare(figure, "quick", [f"results_root={tmp_path}"])
     text = one_line(str(info.value))
     assert "root:" not in text and len(text) < 300
@@ -282,7 +282,7 @@ def test_a_figure_path_that_is_not_a_figure_yaml_is_refused_without_its_content(
 def test_a_yaml_that_is_not_a_figure_never_echoes_its_content(tmp_path):
     path = tmp_path / "notes.yaml"
     path.write_text("secret-" + "x" * 2000 + ": 1\n")
-    with pytest.raises(C.ConfigError) as info:
+    with pytest.raises(config.ConfigError) as info:
         figures.load(str(path))
     assert len(one_line(str(info.value))) < 400 and "x" * 100 not in str(info.value)
 
@@ -291,7 +291,7 @@ def test_a_relative_results_root_is_taken_from_the_current_folder(tmp_path, monk
     monkeypatch.chdir(tmp_path)
     cfg = cheap("relres")
     assert cfg.results_root == str(tmp_path / "relres")
-    assert C.run_dir(cfg) == tmp_path / "relres" / "quick" / "adhoc" / "runs" / "cheap"
+    assert config.run_dir(cfg) == tmp_path / "relres" / "quick" / "adhoc" / "runs" / "cheap"
 
 
 # ----------------------------------------------------------------------------- the tiny figure
@@ -325,7 +325,7 @@ def test_a_run_csv_that_changed_after_the_merge_is_named(tiny, capsys):
     fig_dir, args = tiny
     run_csv = fig_dir / "runs" / "es" / "metrics.csv"
     run_csv.write_bytes(run_csv.read_bytes()[:-20])
-    assert CH.run([f"figure={TINY}", "profile=quick", args[0]]) == integrity.EXIT_DAMAGED
+    assert check.run([f"figure={TINY}", "profile=quick", args[0]]) == integrity.EXIT_DAMAGED
     line = one_line(capsys.readouterr().out)
     assert f"{run_csv} does not match the run CSV the merged table metrics.csv was built from" in line
     assert "fix: rebuild it with `python -m experiments.reproduce figure=<its YAML> profile=quick" in line
@@ -461,7 +461,7 @@ def test_a_full_disk_mid_run_names_the_file_keeps_a_consistent_step_and_no_runni
     monkeypatch.setattr(io, "atomic_write_bytes", full_atomic)
     with pytest.raises(io.FileProblem) as info:
         runner.run(cheap(tmp_path))
-    out = C.run_dir(cheap(tmp_path))
+    out = config.run_dir(cheap(tmp_path))
     text = one_line(str(info.value))
     assert text.startswith(f"cannot write {out / where}: No space left on device; rows up to outer step ")
     assert "fix: free at least " in text and f"on the disk holding {out} (free now: " in text
@@ -480,7 +480,7 @@ def _fresh_state():
 
     from pes import outer
 
-    built = C.build(cheap("unused"))
+    built = config.build(cheap("unused"))
     return outer.init_state(jax.random.key(0), built.task.theta_init, built.estimator, built.optimizer)
 
 
@@ -488,19 +488,19 @@ def _fresh_state():
 
 
 def test_an_absurd_size_is_refused_with_the_estimate_and_the_override(tmp_path):
-    with pytest.raises(C.ConfigError) as info:
+    with pytest.raises(config.ConfigError) as info:
         runner.run(cheap(tmp_path, "train.num_outer_steps=1000000000"))
     text = one_line(str(info.value))
     assert text.startswith("run cheap would write about ") and " GB (" in text
     assert "above max_result_mb=10000; fix: lower train.num_outer_steps or raise train.log_every" in text
     confirm = text.split("confirm with ")[1].split(" ")[0]
     assert not any(tmp_path.iterdir())
-    confirmed = C.RunSpec.from_config(cheap(tmp_path, "train.num_outer_steps=1000000000", confirm))
+    confirmed = config.RunSpec.from_config(cheap(tmp_path, "train.num_outer_steps=1000000000", confirm))
     sizes.check_run(confirmed, tmp_path / "x")
-    with pytest.raises(C.ConfigError, match="max_result_mb=0 is invalid"):
+    with pytest.raises(config.ConfigError, match="max_result_mb=0 is invalid"):
         runner.run(cheap(tmp_path, "max_result_mb=0"))
     # a figure: the sum of its runs, refused before any of them runs
-    with pytest.raises(C.ConfigError) as info:
+    with pytest.raises(config.ConfigError) as info:
         reproduce.prepare(TINY, "quick", [f"results_root={tmp_path}", "train.num_outer_steps=1000000000"])
     text = one_line(str(info.value))
     assert text.startswith("figure tiny (quick) would write about ") and "its largest run, " in text
@@ -520,8 +520,8 @@ def test_the_figure2_estimate_is_close_to_the_stored_results():
     fig = figures.load("figure2")
     runs = {}
     for run in figures.runs(fig, "quick"):
-        cfg = C.compose(figures.run_overrides(fig, run, "quick"))
-        runs[str(run.id)] = sizes.run_estimate(C.RunSpec.from_config(cfg))
+        cfg = config.compose(figures.run_overrides(fig, run, "quick"))
+        runs[str(run.id)] = sizes.run_estimate(config.RunSpec.from_config(cfg))
     estimate = sizes.figure_estimate(runs)
     stored = json.loads((STORED2 / "figure.json").read_text())["digests"]["metrics.csv"]
     assert estimate["rows"] == stored["rows"]
@@ -614,6 +614,8 @@ def test_reproduce_from_another_folder_draws_that_runs_data(tmp_path):
         np.testing.assert_array_equal(x, rows["outer_step"].to_numpy(float))
         np.testing.assert_array_equal(y, rows["value"].to_numpy(float))
     assert (
-        CH.run([f"figure={tmp_path / 'tiny.yaml'}", "profile=quick", f"results_root={elsewhere / 'results'}"])
-        == CL.EXIT_OK
+        check.run(
+            [f"figure={tmp_path / 'tiny.yaml'}", "profile=quick", f"results_root={elsewhere / 'results'}"]
+        )
+        == claims.EXIT_OK
     )  # verifies

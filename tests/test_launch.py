@@ -19,8 +19,7 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from experiments import config as C
-from experiments import launch, pipeline, reproduce
+from experiments import config, launch, pipeline, reproduce
 from experiments.config import ROOT
 
 TINY = str(ROOT / "tests" / "figures" / "tiny.yaml")
@@ -88,7 +87,7 @@ def test_job_arguments_are_split_from_the_runs_overrides():
     ],
 )
 def test_bad_job_arguments_fail_in_one_line(args, words):
-    with pytest.raises(C.ConfigError, match=re.escape(words)) as err:
+    with pytest.raises(config.ConfigError, match=re.escape(words)) as err:
         launch.launcher_overrides(args)
     assert "\n" not in str(err.value)
 
@@ -110,7 +109,7 @@ def test_bad_job_arguments_fail_in_one_line(args, words):
     ],
 )
 def test_bad_launch_settings_fail_in_one_line(tmp_path, args, words):
-    with pytest.raises(C.ConfigError, match=re.escape(words)) as err:
+    with pytest.raises(config.ConfigError, match=re.escape(words)) as err:
         launch.launch_config(args, tmp_path)
     assert "\n" not in str(err.value)
 
@@ -226,7 +225,7 @@ def test_a_second_command_on_the_same_figure_waits_in_one_line(tmp_path, capsys)
 def test_random_search_parts_score_what_one_process_scores(tmp_path):
     """Configurations scored in range parts (joined afterwards) are the configurations and
     scores of one process, bit for bit."""
-    from experiments.steps import random_search as RS
+    from experiments.steps import random_search
     from tests.test_figure6 import TINY as TINY6
     from tests.test_mnist_lr_schedule import write_npz
 
@@ -242,7 +241,7 @@ def test_random_search_parts_score_what_one_process_scores(tmp_path):
         )
         plans[name] = (plan.ctx, next(s.plan for s in plan.steps if s.step.name == "random_search"))
     ctx, plan = plans["one"]
-    _, want = RS.search_seed(ctx, plan, 3, RS.scorer(plan.built.task))
+    _, want = random_search.search_seed(ctx, plan, 3, random_search.scorer(plan.built.task))
     ctx, plan = plans["parts"]
     spec = OmegaConf.create({"batch_seeds": 1, "search_shard": 3})
     parts = launch._search_parts(ctx, plan, spec.search_shard)
@@ -256,7 +255,7 @@ def test_random_search_parts_score_what_one_process_scores(tmp_path):
     assert launch._search_done(ctx, plan, 3) == 7 and launch._search_parts(ctx, plan, 3) == []
     with np.load(launch._search_file(ctx, 3)) as saved:
         np.testing.assert_array_equal(saved["scores"], want)
-    _, got = RS.search_seed(ctx, plan, 3, lambda part: pytest.fail("scored again"))
+    _, got = random_search.search_seed(ctx, plan, 3, lambda part: pytest.fail("scored again"))
     np.testing.assert_array_equal(got, want)
 
 

@@ -12,7 +12,7 @@ import optax
 import pytest
 
 from pes import systems
-from pes.tasks import lopt_image_mlp as LT
+from pes.tasks import lopt_image_mlp
 from tests.test_figure7 import data_dir, make_task  # noqa: F401  (data_dir is a fixture)
 
 NRES = dict(hidden=[8, 8], activation="gelu", meta_loss="val_post")
@@ -35,13 +35,15 @@ def test_val_post_is_the_validation_ce_after_the_update(data_dir):  # noqa: F811
     state = task.system.init(key)
     new, loss = task.system.step(theta, state, jax.random.key(1))
     # by hand: the validation batch of step 0, CE at the updated parameters, clipped, / T
-    val_x, val_y = LT._load("fashion_mnist", "idx", str(data_dir), 8, False, 0.2)[6:]
+    val_x, val_y = lopt_image_mlp._load("fashion_mnist", "idx", str(data_dir), 8, False, 0.2)[6:]
     vkey = jax.random.fold_in(jax.random.fold_in(jax.random.key(1), 0), 1)
     idx = np.asarray(jax.random.randint(vkey, (16,), 0, len(val_x)))
-    model = LT.ImageMLP((8, 8), "gelu")
+    model = lopt_image_mlp.ImageMLP((8, 8), "gelu")
     logits = model.apply(new[0], val_x[idx])
     ce = float(np.mean(optax.softmax_cross_entropy_with_integer_labels(logits, val_y[idx])))
-    np.testing.assert_allclose(float(loss), min(ce, LT.LOSS_CEILING) / task.system.horizon, rtol=1e-5)
+    np.testing.assert_allclose(
+        float(loss), min(ce, lopt_image_mlp.LOSS_CEILING) / task.system.horizon, rtol=1e-5
+    )
     # negative control: the default meta-loss (training batch before the update) differs
     default = make_task(data_dir, hidden=[8, 8], activation="gelu")
     _, loss_default = default.system.step(theta, default.system.init(key), jax.random.key(1))

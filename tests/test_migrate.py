@@ -13,10 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments import check as CH
-from experiments import claims as CL
-from experiments import config as C
-from experiments import integrity, migrate
+from experiments import check, claims, config, integrity, migrate
 from pes import results
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,8 +43,8 @@ def legacy_copy(root: Path, src: Path = STORED2, *, gz: bool = False) -> tuple[P
     return fig_dir, text
 
 
-def check(root: Path, capsys, figure: str = "figure2") -> tuple[int, str]:
-    code = CH.run([f"figure={figure}", "profile=quick", f"results_root={root}"])
+def run_check(root: Path, capsys, figure: str = "figure2") -> tuple[int, str]:
+    code = check.run([f"figure={figure}", "profile=quick", f"results_root={root}"])
     return code, capsys.readouterr().out
 
 
@@ -56,8 +53,8 @@ def test_a_table_without_source_is_refused_with_the_migration_command(tmp_path, 
     argv = ["figure=figure2", "profile=quick", f"results_root={tmp_path}"]
     monkeypatch.setattr("sys.argv", ["check", *argv])
     with pytest.raises(SystemExit) as exit_:
-        CH.main()
-    assert exit_.value.code == CL.EXIT_CONFIG
+        check.main()
+    assert exit_.value.code == claims.EXIT_CONFIG
     captured = capsys.readouterr()
     assert captured.out == "" and "Traceback" not in captured.err
     (line,) = captured.err.strip().splitlines()
@@ -85,7 +82,7 @@ def test_migration_keeps_every_cell_and_the_check_reads_as_before(tmp_path, caps
     assert entry["from_columns"] == list(results.COLUMNS)
     assert entry["to_columns"] == list(results.FIGURE_COLUMNS)
     assert record["digests"][name] == integrity.digest(data)
-    code, out = check(tmp_path, capsys)
+    code, out = run_check(tmp_path, capsys)
     assert code == 0 and "10 PASS, 0 FAIL, 0 NOT RUN" in out
     assert migrate.main([f"folder={fig_dir}"]) == 0  # a second time: nothing to do
     assert "already in the current schema" in capsys.readouterr().out
@@ -98,7 +95,9 @@ def test_a_row_of_no_run_is_not_labelled_run(tmp_path):
     extra = "baseline," + first.split(",", 1)[1] + "\n"
     (fig_dir / "metrics.csv").write_bytes(old + extra.encode())
     integrity.record_digests(fig_dir)
-    with pytest.raises(C.ConfigError, match=r"run ids baseline are not runs of figure2 under profile quick"):
+    with pytest.raises(
+        config.ConfigError, match=r"run ids baseline are not runs of figure2 under profile quick"
+    ):
         migrate.migrate(fig_dir)
     assert (fig_dir / "metrics.csv").read_bytes() == old + extra.encode()  # untouched
 
@@ -108,20 +107,26 @@ def test_duplicate_rows_are_refused_naming_the_file(tmp_path):
     first = old.decode().splitlines()[1]
     (fig_dir / "metrics.csv").write_bytes(old + (first + "\n").encode())
     integrity.record_digests(fig_dir)
-    with pytest.raises(C.ConfigError, match=r"csv cannot be migrated: duplicate rows, e.g. run tbptt-k1"):
+    with pytest.raises(
+        config.ConfigError, match=r"csv cannot be migrated: duplicate rows, e.g. run tbptt-k1"
+    ):
         migrate.migrate(fig_dir)
 
 
 def test_runs_and_post_steps_need_stated_evidence(tmp_path):
     fig_dir, old = legacy_copy(tmp_path, STORED3)
-    with pytest.raises(C.ConfigError, match=r"figure3 has runs and post-steps \(grid\), so the rows' source"):
+    with pytest.raises(
+        config.ConfigError, match=r"figure3 has runs and post-steps \(grid\), so the rows' source"
+    ):
         migrate.migrate(fig_dir)
-    with pytest.raises(C.ConfigError, match="source= needs reason="):
+    with pytest.raises(config.ConfigError, match="source= needs reason="):
         migrate.migrate(fig_dir, source="run")
-    with pytest.raises(C.ConfigError, match="'evaluation' is not a post-step of figure3; allowed: run, grid"):
+    with pytest.raises(
+        config.ConfigError, match="'evaluation' is not a post-step of figure3; allowed: run, grid"
+    ):
         migrate.migrate(fig_dir, source="evaluation", reason="x")
     # the stored quick table has grid rows (run id "grid"): stated `run` is still checked
-    with pytest.raises(C.ConfigError, match="run ids grid are not runs of figure3"):
+    with pytest.raises(config.ConfigError, match="run ids grid are not runs of figure3"):
         migrate.migrate(fig_dir, source="run", reason="all runs")
     assert (fig_dir / "metrics.csv").read_bytes() == old
 

@@ -10,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from experiments import config as C
+from experiments import config
 from pes import estimators, hyperopt, search, systems, tasks
 from pes.tasks import mlp_hparams
 from tests.test_mnist_lr_schedule import SMALL as LR_SCHEDULE_SMALL
@@ -214,7 +214,7 @@ def test_es_tunes_the_discrete_widths_gradient_free(data_dir):
     with pytest.raises(TypeError, match="discrete hyperparameters"):
         jax.grad(obj)(task.theta_init)
     # the experiment layer refuses gradient-based estimators before any compute
-    cfg = C.compose(
+    cfg = config.compose(
         [
             "task=mlp_hparams",
             f"task.data_dir={data_dir}",
@@ -226,8 +226,8 @@ def test_es_tunes_the_discrete_widths_gradient_free(data_dir):
             "estimator=tbptt",
         ]
     )
-    with pytest.raises(C.ConfigError, match="estimator=tbptt is invalid for task mlp_hparams"):
-        C.build(cfg)
+    with pytest.raises(config.ConfigError, match="estimator=tbptt is invalid for task mlp_hparams"):
+        config.build(cfg)
 
 
 @pytest.mark.integration

@@ -10,7 +10,7 @@ import pytest
 
 from experiments import config
 from pes import estimators, outer, systems, tasks
-from pes.data import images as I
+from pes.data import images
 
 SMALL = dict(
     data_source="npz",
@@ -36,7 +36,9 @@ def write_npz(directory, name="mnist", n_train=120, n_test=40, seed=0):
         return x, y.astype(np.uint8)
 
     (xtr, ytr), (xte, yte) = make(n_train), make(n_test)
-    I.save_npz(directory / f"{name}.npz", I.RawData(xtr[..., None], ytr, xte[..., None], yte, "test"))
+    images.save_npz(
+        directory / f"{name}.npz", images.RawData(xtr[..., None], ytr, xte[..., None], yte, "test")
+    )
     return directory
 
 
@@ -153,7 +155,7 @@ def test_mnist_or_fashion_falls_back_to_fashion(tmp_path):
     task = make(tmp_path, dataset="mnist_or_fashion")
     assert task.dataset.name == "fashion_mnist"
     assert "dataset/fashion_mnist" in task.evaluate(task.theta_init, jax.random.key(0))
-    with pytest.raises(I.DataUnavailableError, match="'mnist'"):
+    with pytest.raises(images.DataUnavailableError, match="'mnist'"):
         make(tmp_path, dataset="mnist")
 
 

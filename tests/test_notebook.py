@@ -9,10 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments import check as CH
-from experiments import claims as CL
-from experiments import config as C
-from experiments import figures
+from experiments import check, claims, config, figures
 from tests import notebook_runner
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,16 +21,16 @@ def stored() -> list[tuple[str, str]]:
     return [
         (profile.name, fig_dir.name)
         for profile in sorted(REFERENCE.iterdir())
-        if profile.name in C.profile_names()
+        if profile.name in config.profile_names()
         for fig_dir in sorted(profile.iterdir())
-        if any((fig_dir / n).is_file() for n in CH.METRICS_NAMES)
+        if any((fig_dir / n).is_file() for n in check.METRICS_NAMES)
     ]
 
 
 def test_the_store_holds_every_format_the_notebook_must_read():
     files = {p.name for profile, fig in stored() for p in (REFERENCE / profile / fig).iterdir()}
     assert {"metrics.csv", "metrics.csv.gz", "grid.csv"} <= files
-    records = [CH.read_json(REFERENCE / p / f / "figure.json") or {} for p, f in stored()]
+    records = [check.read_json(REFERENCE / p / f / "figure.json") or {} for p, f in stored()]
     trimmed = [r for r in records if "grid_trimmed" in r]
     assert trimmed, "no trimmed grid in the store: the trimmed-grid case is not covered"
 
@@ -54,13 +51,13 @@ def test_notebook_opens_every_stored_result_with_its_claims():
             if k in ("text/markdown", "text/plain", "text")
         )
         images = sum("image/png" in out.get("data", {}) for out in notebook_runner.cell_outputs(cells))
-        verdicts, _ = CH.check_figure(figures.load(fig), profile, REFERENCE)
+        verdicts, _ = check.check_figure(figures.load(fig), profile, REFERENCE)
         if error is not None:
             problems.append(f"{profile}/{fig}: {str(error).strip().splitlines()[-1][:300]}")
         elif images < 1 or "| claim | measured | verdict |" not in text:
             problems.append(f"{profile}/{fig}: {images} images, claims table shown: {'| claim |' in text}")
-        elif f"**{CL.summary(verdicts)}**" not in text:
-            problems.append(f"{profile}/{fig}: verdicts differ from the check's ({CL.summary(verdicts)})")
+        elif f"**{claims.summary(verdicts)}**" not in text:
+            problems.append(f"{profile}/{fig}: verdicts differ from the check's ({claims.summary(verdicts)})")
     assert not problems, "\n".join(problems)
     cells, error = ran[-1]  # no results there: a one-line pointer and the list of what exists
     assert error is not None and "no results for figure2 (quick)" in str(error)

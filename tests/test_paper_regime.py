@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import pytest
 
-from experiments import claims as CL
-from experiments import config as C
-from experiments import figures, steps
+from experiments import claims, config, figures, steps
 
 
 def _runs(name: str, profile: str) -> dict:
     fig = figures.load(name)
-    return {str(r.id): C.compose(figures.run_overrides(fig, r, profile)) for r in figures.runs(fig, profile)}
+    return {
+        str(r.id): config.compose(figures.run_overrides(fig, r, profile)) for r in figures.runs(fig, profile)
+    }
 
 
 def test_paper_regime_is_a_paper_scale_profile():
-    cfg = C.compose(["profile=paper_regime"])
+    cfg = config.compose(["profile=paper_regime"])
     assert cfg.profile.name == "paper_regime" and cfg.profile.scale == "paper"
 
 
@@ -68,5 +68,5 @@ def test_figure6_paper_regime_budget_in_horizons():
 @pytest.mark.parametrize("name", ["figure5", "figure6"])
 def test_every_claim_applies_to_paper_regime(name):
     fig = figures.load(name)
-    for claim in CL.validate(fig.claims, fig):
-        assert "paper_regime" in (claim.get("profiles") or CL.figure_profiles(fig)), claim["id"]
+    for claim in claims.validate(fig.claims, fig):
+        assert "paper_regime" in (claim.get("profiles") or claims.figure_profiles(fig)), claim["id"]

@@ -374,17 +374,18 @@ def test_unroll_particles_matches_systems_unroll(dim, horizon, t0, k, skip_idle_
     """The batched unroll (every path: bare steps, selecting scan, large-state branches) gives,
     per particle, exactly what `systems.unroll` gives: states, counters, unroll objectives, the
     part before the first reset and the episode-end flags."""
-    from pes.estimators import _common as C
-    from pes.estimators import particles as E
+    from pes.estimators import _common, particles
 
     system = tasks.make("linear_quadratic", dim=dim, horizon=horizon).system
-    lay = C.layout(8, True)
-    eps = C.sample_noise(jax.random.key(0), jnp.zeros(dim), lay.num_groups, 0.1)
-    thetas = C.perturb(jnp.zeros(dim), eps, lay)
+    lay = _common.layout(8, True)
+    eps = _common.sample_noise(jax.random.key(0), jnp.zeros(dim), lay.num_groups, 0.1)
+    thetas = _common.perturb(jnp.zeros(dim), eps, lay)
     inner = jax.random.normal(jax.random.key(1), (lay.num_groups, 2, dim))
     t = jnp.array(t0, jnp.int32)
-    spec = E.Truncation(system, lay, k, E.FixedClock(horizon), skip_idle_resets=skip_idle_resets)
-    fn = jax.jit(lambda th, s, tt: E.unroll(spec, th, s, tt, jax.random.key(2)))
+    spec = particles.Truncation(
+        system, lay, k, particles.FixedClock(horizon), skip_idle_resets=skip_idle_resets
+    )
+    fn = jax.jit(lambda th, s, tt: particles.unroll(spec, th, s, tt, jax.random.key(2)))
     out = fn(thetas, inner, t)
     ref = jax.jit(lambda th, s, tt: _reference_unroll(system, th, s, tt, jax.random.key(2), k))(
         thetas, inner, t

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from pes import estimators
-from tests import reference as R
+from tests import reference
 from tests.helpers import dict_theta, keyed_system
 
 pytestmark = pytest.mark.numerics
@@ -117,7 +117,7 @@ def run_case(name, case, seed=0, **more):
     hp = dict(trunc_len=trunc_len, sigma=SIGMA, num_particles=n, **extra)
     est = estimators.make(name, system, **hp)
     ref_hp = {k: v for k, v in hp.items() if k != "particle_chunk_size"}
-    ref = R.REFERENCES[name](system, theta, **ref_hp)
+    ref = reference.REFERENCES[name](system, theta, **ref_hp)
     key = jax.random.key(seed)
     init_key = jax.random.fold_in(key, 1000)
     state = jax.jit(est.init)(init_key, theta)

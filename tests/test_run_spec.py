@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig, OmegaConf
 
-from experiments import batched, runner, sizes
-from experiments import config as C
+from experiments import batched, config, runner, sizes
 from tests import test_runner
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,8 +41,8 @@ def runs(tmp_path):
     batch = [_composed(tmp_path / "batch", f"seed={s}", f"run_id=lq-pes-{s}") for s in (0, 1)]
     return {
         "configs": [single, *batch],
-        "single": C.RunSpec.from_config(single),
-        "batch": [C.RunSpec.from_config(cfg) for cfg in batch],
+        "single": config.RunSpec.from_config(single),
+        "batch": [config.RunSpec.from_config(cfg) for cfg in batch],
         "reference": _composed(tmp_path / "reference"),
     }
 

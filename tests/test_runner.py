@@ -6,8 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiments import config as C
-from experiments import io, runner
+from experiments import config, io, runner
 from pes import results
 
 BASE = [
@@ -27,7 +26,7 @@ BASE = [
 
 
 def compose(tmp_path, *extra):
-    return C.compose([*BASE, f"results_root={tmp_path}", *extra])
+    return config.compose([*BASE, f"results_root={tmp_path}", *extra])
 
 
 def read(out):
@@ -68,7 +67,7 @@ def test_interrupted_run_resumes_to_identical_rows(tmp_path, monkeypatch):
     cfg = compose(tmp_path / "b")
     with pytest.raises(KeyboardInterrupt):
         runner.run(cfg)
-    out = C.run_dir(cfg)
+    out = config.run_dir(cfg)
     partial = read(out)  # still a valid table
     assert partial["outer_step"].max() == 30
     assert json.loads((out / runner.META).read_text())["status"] == "interrupted"
@@ -137,7 +136,7 @@ def test_rows_after_the_checkpoint_and_a_partial_last_line_are_cut_on_resume(tmp
 
 
 def test_diverging_run_stops_and_keeps_its_rows(tmp_path):
-    cfg = C.compose(
+    cfg = config.compose(
         [
             "task=linear_quadratic",
             "estimator=tbptt",

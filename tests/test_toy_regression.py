@@ -8,8 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pes import grid as G
-from pes import results, tasks
+from pes import grid, results, tasks
 from pes.systems import full_objective
 from pes.tasks import toy_regression
 
@@ -119,10 +118,10 @@ def test_other_schedules_and_optimizers_build(task):
 
 
 def test_grid_points_order_and_axes():
-    axes = G.grid_axes([-1.0, 0.0], [1.0, 2.0], [3, 2])
+    axes = grid.grid_axes([-1.0, 0.0], [1.0, 2.0], [3, 2])
     np.testing.assert_array_equal(axes[0], [-1.0, 0.0, 1.0])
     np.testing.assert_array_equal(axes[1], [0.0, 2.0])
-    pts = G.grid_points(axes)
+    pts = grid.grid_points(axes)
     np.testing.assert_array_equal(pts, [[-1, 0], [-1, 2], [0, 0], [0, 2], [1, 0], [1, 2]])
 
 
@@ -131,7 +130,7 @@ def test_evaluate_points_matches_direct_evaluation(task, chunk_size):
     """Chunked vmap (with padding) equals evaluating point by point."""
     pts = np.random.default_rng(0).uniform(-5, 0.5, size=(37, 2))  # regular region (see STABLE)
     fn = lambda th: task.evaluate(th, jax.random.key(0))["meta_objective"]  # noqa: E731
-    values = np.asarray(jax.jit(G.evaluate_points, static_argnums=(0, 2))(fn, pts, chunk_size))
+    values = np.asarray(jax.jit(grid.evaluate_points, static_argnums=(0, 2))(fn, pts, chunk_size))
     direct = np.array([_meta(task, p) for p in pts[:5]])
     assert values.shape == (37,)
     np.testing.assert_allclose(values[:5], direct, rtol=1e-12)
@@ -139,7 +138,7 @@ def test_evaluate_points_matches_direct_evaluation(task, chunk_size):
 
 
 def test_grid_search_finds_minimum_of_a_known_function():
-    res = G.grid_search(lambda th: (th[0] - 0.5) ** 2 + (th[1] + 1.0) ** 2, [-2, -2], [2, 2], [9, 17], 5)
+    res = grid.grid_search(lambda th: (th[0] - 0.5) ** 2 + (th[1] + 1.0) ** 2, [-2, -2], [2, 2], [9, 17], 5)
     assert res.values.shape == (9, 17)
     np.testing.assert_allclose(res.argmin, [0.5, -1.0])
     assert res.min == pytest.approx(0.0, abs=1e-12)
@@ -148,22 +147,22 @@ def test_grid_search_finds_minimum_of_a_known_function():
 
 def test_grid_bad_input():
     with pytest.raises(ValueError, match=r"num\[0\]=0 gives a grid with zero points"):
-        G.grid_axes([-5, -5], [5, 5], 0)
+        grid.grid_axes([-5, -5], [5, 5], 0)
     with pytest.raises(ValueError, match=r"num\[1\]=0 gives a grid with zero points"):
-        G.grid_axes([-5, -5], [5, 5], [3, 0])
+        grid.grid_axes([-5, -5], [5, 5], [3, 0])
     with pytest.raises(ValueError, match=r"grid range \[5.0, -5.0\] of dimension 0 is invalid"):
-        G.grid_axes([5, -5], [-5, 5], 3)
+        grid.grid_axes([5, -5], [-5, 5], 3)
     with pytest.raises(ValueError, match="disagree"):
-        G.grid_axes([-5, -5], [5, 5, 5], 3)
+        grid.grid_axes([-5, -5], [5, 5, 5], 3)
     with pytest.raises(ValueError, match=r"chunk_size=0 is invalid"):
-        G.evaluate_points(lambda th: th[0], np.zeros((3, 2)), 0)
+        grid.evaluate_points(lambda th: th[0], np.zeros((3, 2)), 0)
     with pytest.raises(ValueError, match=r"P >= 1"):
-        G.evaluate_points(lambda th: th[0], np.zeros((0, 2)), 4)
+        grid.evaluate_points(lambda th: th[0], np.zeros((0, 2)), 4)
 
 
 def test_grid_csv_round_trip_in_any_row_order():
-    axes = G.grid_axes([-1, -2], [1, 2], [3, 4])
-    pts = G.grid_points(axes)
+    axes = grid.grid_axes([-1, -2], [1, 2], [3, 4])
+    pts = grid.grid_points(axes)
     values = pts[:, 0] * 10 + pts[:, 1]
     df = results.grid_frame("toy_regression", "meta_objective", pts, values)
     assert tuple(df.columns) == ("task", "metric", "theta/0", "theta/1", "value")
@@ -182,7 +181,7 @@ def test_grid_csv_round_trip_in_any_row_order():
 def test_coarse_grid_finds_the_valley(task):
     """201^2 grid: minimum within 1% of 552 in the high-initial/low-final LR valley."""
     fn = lambda th: task.evaluate(th, jax.random.key(0))["meta_objective"]  # noqa: E731
-    res = G.grid_search(fn, [-5, -5], [5, 5], 201, chunk_size=8192)
+    res = grid.grid_search(fn, [-5, -5], [5, 5], 201, chunk_size=8192)
     assert res.min == pytest.approx(552.0, rel=0.01)
     assert 2.5 <= res.argmin[0] <= 3.0 and res.argmin[1] <= 0.6
     assert res.values[20, 20] == pytest.approx(_meta(task, (-4.0, -4.0)), rel=1e-12)  # grid point (-4, -4)
@@ -192,7 +191,7 @@ def test_coarse_grid_finds_the_valley(task):
 def test_grid_801_matches_spec_analysis(task):
     """The paper's analysis of this task: 801^2 grid min ~552 at (2.76, -4.79); the valley's 5% region."""
     fn = lambda th: task.evaluate(th, jax.random.key(0))["meta_objective"]  # noqa: E731
-    res = G.grid_search(fn, [-5, -5], [5, 5], 801, chunk_size=8192)
+    res = grid.grid_search(fn, [-5, -5], [5, 5], 801, chunk_size=8192)
     assert res.min == pytest.approx(552.0, rel=0.01)
     np.testing.assert_allclose(res.argmin, [2.76, -4.79], atol=0.03)
     a0, a1 = np.meshgrid(*res.axes, indexing="ij")
@@ -206,7 +205,7 @@ def test_grid_801_matches_spec_analysis(task):
 def test_grid_paper_resolution(task):
     """2000^2 grid (paper resolution): min within 1% of 552 in the valley."""
     fn = lambda th: task.evaluate(th, jax.random.key(0))["meta_objective"]  # noqa: E731
-    res = G.grid_search(fn, [-5, -5], [5, 5], 2000, chunk_size=8192)
+    res = grid.grid_search(fn, [-5, -5], [5, 5], 2000, chunk_size=8192)
     assert res.min == pytest.approx(552.0, rel=0.01)
     assert 2.5 <= res.argmin[0] <= 3.0 and res.argmin[1] <= 0.6
     assert res.values[0, 0] == pytest.approx(_meta(task, (-5.0, -5.0)), rel=1e-12)

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from pes import estimators, systems, tasks
-from tests import moments as M
+from tests import moments
 
 Z = 5.0
 
@@ -53,7 +53,7 @@ def z_scores(samples, exact):
 def detectable_bias(samples, exact) -> float:
     """(Z + 1.645) standard errors of the worst coordinate, relative to ||exact||."""
     se = np.atleast_1d(samples.std(axis=0, ddof=1)) / math.sqrt(samples.shape[0])
-    return (Z + M.Z_POWER) * float(np.max(se)) / float(np.linalg.norm(np.atleast_1d(exact)))
+    return (Z + moments.Z_POWER) * float(np.max(se)) / float(np.linalg.norm(np.atleast_1d(exact)))
 
 
 def exact_grad(system, theta, trunc_len=None):
@@ -112,18 +112,18 @@ KEYED = {
 
 def keyed_check(case, reps=REPS, seed=0):
     name, sys_name, trunc_len, extra, num_truncations = KEYED[case]
-    system = M.keyed_lq(**SYSTEMS[sys_name])
+    system = moments.keyed_lq(**SYSTEMS[sys_name])
     num = PARTICLES * (2 if extra.get("antithetic", True) is False else 1)
     reps = reps * (2 if extra.get("antithetic", True) is False else 1)
     est = estimators.make(name, system, trunc_len=trunc_len, sigma=0.3, num_particles=num, **extra)
-    init_keys, est_keys = M.window_keys(jax.random.key(seed), reps, num_truncations)
-    samples = M.sample_window_sums(est, THETA, init_keys, est_keys)
+    init_keys, est_keys = moments.window_keys(jax.random.key(seed), reps, num_truncations)
+    samples = moments.sample_window_sums(est, THETA, init_keys, est_keys)
     kw = {k: v for k, v in extra.items() if k != "noise_every"}
     weights_of = None
     if name == "gpes":
         blocks = extra["noise_every"] // trunc_len if extra["noise_every"] < system.horizon else None
         weights_of = f"gpes/{blocks}"
-    means, variances = M.reference_moments(
+    means, variances = moments.reference_moments(
         name,
         system,
         THETA,
@@ -134,7 +134,7 @@ def keyed_check(case, reps=REPS, seed=0):
         weights_of=weights_of,
         **kw,
     )
-    return M.Check(samples, means, variances), system, init_keys, est_keys
+    return moments.Check(samples, means, variances), system, init_keys, est_keys
 
 
 @pytest.mark.parametrize("case", list(KEYED))
@@ -151,9 +151,11 @@ def test_unbiased_with_the_exact_variance_on_a_key_dependent_system(case):
 def test_the_window_mean_is_the_gradient_of_the_windows_loss():
     """The reference's mean for PES is jax.grad of the window's summed loss with the same keys
     (a check of tests/moments.py itself, independent of its weight sets)."""
-    system = M.keyed_lq(**SYSTEMS["T5-reset"])
-    init_keys, est_keys = M.window_keys(jax.random.key(1), 3, 5)
-    means, _ = M.reference_moments("pes", system, THETA, init_keys, est_keys, trunc_len=4, num_particles=2)
+    system = moments.keyed_lq(**SYSTEMS["T5-reset"])
+    init_keys, est_keys = moments.window_keys(jax.random.key(1), 3, 5)
+    means, _ = moments.reference_moments(
+        "pes", system, THETA, init_keys, est_keys, trunc_len=4, num_particles=2
+    )
 
     def window_loss(theta, init_key, keys):
         state = system.init(jax.random.split(init_key, 4)[0])
@@ -174,16 +176,16 @@ def test_truncated_es_is_unbiased_only_for_the_truncated_gradient():
     """Negative control with the same power: truncated ES (T=8, K=2) matches its own mean (each
     truncation's gradient with the state at its start fixed) and is rejected against the
     whole-window gradient along its own trajectories."""
-    system = M.keyed_lq(**SYSTEMS["T8"])
+    system = moments.keyed_lq(**SYSTEMS["T8"])
     est = estimators.make("es", system, trunc_len=2, sigma=0.3, num_particles=PARTICLES)
-    init_keys, est_keys = M.window_keys(jax.random.key(0), REPS, 8)
-    samples = M.sample_window_sums(est, THETA, init_keys, est_keys)
+    init_keys, est_keys = moments.window_keys(jax.random.key(0), REPS, 8)
+    samples = moments.sample_window_sums(est, THETA, init_keys, est_keys)
     kw = dict(trunc_len=2, num_particles=PARTICLES)
-    own = M.Check(samples, *M.reference_moments("es", system, THETA, init_keys, est_keys, **kw))
+    own = moments.Check(samples, *moments.reference_moments("es", system, THETA, init_keys, est_keys, **kw))
     assert np.all(np.abs(own.z) < Z) and abs(own.var_z) < Z, own.summary()
     assert own.detectable_bias <= MAX_DETECTABLE_BIAS, own.summary()
-    full, _ = M.reference_moments("es", system, THETA, init_keys, est_keys, weights_of="pes", **kw)
-    wrong = M.Check(samples, full)
+    full, _ = moments.reference_moments("es", system, THETA, init_keys, est_keys, weights_of="pes", **kw)
+    wrong = moments.Check(samples, full)
     assert np.max(np.abs(wrong.z)) > 10 * Z, wrong.summary()
     bias = np.linalg.norm(own.target - wrong.target) / np.linalg.norm(wrong.target)
     assert bias > 0.3, bias  # measured: 0.52

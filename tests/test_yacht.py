@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import config as C
+from experiments import config
 from pes import estimators, outer, tasks
 from pes.data import images, yacht
 from pes.tasks import uci_yacht
@@ -224,9 +224,9 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
     with pytest.raises(ValueError, match="theta_init=nan is invalid"):
         tasks.make("uci_yacht", theta_init=float("nan"))
     # through the config layer: a ConfigError before any compute
-    cfg = C.compose(["task=uci_yacht", f"task.data_path={bad}", "estimator=pes"])
-    with pytest.raises(C.ConfigError, match=r"line 11 has 8 columns"):
-        C.build(cfg)
+    cfg = config.compose(["task=uci_yacht", f"task.data_path={bad}", "estimator=pes"])
+    with pytest.raises(config.ConfigError, match=r"line 11 has 8 columns"):
+        config.build(cfg)
 
 
 def test_optimum_on_the_grid_edge_is_refused():

@@ -34,9 +34,9 @@ compute_axis    total compute (N K inner steps per outer iteration) and a best-s
 random_search   random search in the task's search space, scored on the task's
                 evaluation runs (`experiments.steps.random_search`; figure 6)
 truncation_variance  per-truncation gradient variance of PES, NRES, GPES-K and truncated
-                ES (`experiments.steps.estimator_study`; figure 10)
+                ES (`experiments.steps.estimator_comparison`; figure 10)
 timing          every run's seconds per outer step, timed side by side in one process
-                (`experiments.steps.estimator_study`; figure 10)
+                (`experiments.steps.estimator_comparison`; figure 10)
 =============== ====================================================================
 """
 
@@ -52,11 +52,11 @@ from typing import Any, NamedTuple
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from experiments import config as C
+from experiments import config
 from pes import results
 
 MODULES = ("grid", "evaluation", "variance", "lopt", "compute_axis", "random_search",
-           "estimator_study")
+           "estimator_comparison")
 REQUIRED = object()  # marks a setting without a default
 COMMON = {"overrides": []}  # every step: Hydra overrides of the step's own task config
 
@@ -93,7 +93,7 @@ class Context:
 
     def task_config(self, overrides=()) -> DictConfig:
         """The figure's own config (no run) with a step's ``overrides``."""
-        return C.compose([*self.head, *overrides, *self.tail])
+        return config.compose([*self.head, *overrides, *self.tail])
 
     def run_rows(self) -> pd.DataFrame:
         """The rows the figure's runs logged."""
@@ -140,7 +140,7 @@ def get(name, where: str) -> PostStep:
     if name not in registry:
         close = difflib.get_close_matches(str(name), list(registry), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise C.ConfigError(f"{where}: step={name!r} is unknown{hint}; allowed: {', '.join(names())}")
+        raise config.ConfigError(f"{where}: step={name!r} is unknown{hint}; allowed: {', '.join(names())}")
     return registry[name]
 
 
@@ -153,7 +153,7 @@ def settings(
     required setting unset is not an error (None is returned): only reproducing the figure
     under that profile is."""
     step = get(entry["step"], where)
-    profiles = C.profile_names()
+    profiles = config.profile_names()
     entry = OmegaConf.to_container(entry, resolve=True) if isinstance(entry, DictConfig) else dict(entry)
     merged = {k: v for k, v in entry.items() if k != "step" and k not in profiles}
     merged.update(entry.get(profile) or {})
@@ -163,7 +163,7 @@ def settings(
         if key not in allowed:
             close = difflib.get_close_matches(str(key), list(allowed), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise C.ConfigError(
+            raise config.ConfigError(
                 f"{where}: {step.name}.{key} is not a setting{hint}; allowed: {', '.join(allowed)}"
             )
     for key, default in allowed.items():
@@ -171,11 +171,11 @@ def settings(
             if default is REQUIRED and not complete:
                 return None
             if default is REQUIRED:
-                raise C.ConfigError(f"{where}: {step.name}.{key} is missing (profile={profile})")
+                raise config.ConfigError(f"{where}: {step.name}.{key} is missing (profile={profile})")
             merged[key] = default
     over = merged["overrides"]
     if not isinstance(over, list) or not all(isinstance(o, str) and "=" in o for o in over):
-        raise C.ConfigError(
+        raise config.ConfigError(
             f"{where}: {step.name}.overrides={over!r} is invalid; allowed: a list of Hydra overrides"
         )
     return step.check(merged, f"{where}: {step.name}")
@@ -200,7 +200,7 @@ def require(task, fields: tuple[str, ...], step: str, fig_id: str) -> None:
     try:
         task.require(*fields, by=f"post-step {step!r} of {fig_id}")
     except ValueError as err:
-        raise C.ConfigError(str(err)) from err
+        raise config.ConfigError(str(err)) from err
 
 
 def is_int(value, minimum: int) -> bool:
@@ -209,18 +209,20 @@ def is_int(value, minimum: int) -> bool:
 
 def check_int(settings: dict, key: str, minimum: int, where: str) -> None:
     if not is_int(settings[key], minimum):
-        raise C.ConfigError(f"{where}.{key}={settings[key]!r} is invalid; allowed: an integer >= {minimum}")
+        raise config.ConfigError(
+            f"{where}.{key}={settings[key]!r} is invalid; allowed: an integer >= {minimum}"
+        )
 
 
 def check_choice(settings: dict, key: str, choices: tuple[str, ...], where: str) -> None:
     if settings[key] not in choices:
-        raise C.ConfigError(f"{where}.{key}={settings[key]!r} is invalid; allowed: {', '.join(choices)}")
+        raise config.ConfigError(f"{where}.{key}={settings[key]!r} is invalid; allowed: {', '.join(choices)}")
 
 
 def check_names(settings: dict, key: str, where: str) -> None:
     value = settings[key]
     if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
-        raise C.ConfigError(f"{where}.{key}={value!r} is invalid; allowed: a non-empty list of names")
+        raise config.ConfigError(f"{where}.{key}={value!r} is invalid; allowed: a non-empty list of names")
 
 
 def info_row(fig_id: str, task: str, run_id: str, estimator: str, seed: int = 0, **columns) -> dict:

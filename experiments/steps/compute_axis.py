@@ -19,8 +19,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from experiments import config as C
-from experiments import steps
+from experiments import config, steps
 from pes import results
 
 
@@ -31,7 +30,7 @@ class Plan(NamedTuple):
 def check(s: dict, where: str) -> dict:
     best = s["best_of"]
     if best is not None and (not isinstance(best, str) or not best):
-        raise C.ConfigError(f"{where}.best_of={best!r} is invalid; allowed: null or a metric name")
+        raise config.ConfigError(f"{where}.best_of={best!r} is invalid; allowed: null or a metric name")
     return s
 
 
@@ -74,7 +73,9 @@ def compute(ctx: steps.Context, plan: Plan) -> steps.StepOutput:
         if best_of:
             sub = g[g["metric"] == best_of].sort_values("outer_step")
             if sub.empty:
-                raise C.ConfigError(f"compute_axis: run {rid} (seed {seed}) logged no metric {best_of!r}")
+                raise config.ConfigError(
+                    f"compute_axis: run {rid} (seed {seed}) logged no metric {best_of!r}"
+                )
             values = sub["value"].to_numpy(np.float64)
             best = np.minimum.accumulate(np.where(np.isfinite(values), values, np.inf))
             for (step, inner), b in zip(sub[["outer_step", "inner_steps"]].itertuples(index=False), best):

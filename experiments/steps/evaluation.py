@@ -24,8 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from experiments import config as C
-from experiments import steps
+from experiments import config, steps
 from pes import results
 
 
@@ -78,7 +77,7 @@ def check(s: dict, where: str) -> dict:
 
 def prepare(ctx: steps.Context, s: dict) -> Plan:
     cfg = ctx.task_config(s["overrides"])
-    built = C.build(cfg)
+    built = config.build(cfg)
     steps.require(built.task, ("full_run",), "evaluation", str(ctx.fig.id))
     return Plan(s, cfg, built)
 
@@ -92,7 +91,7 @@ def final_thetas(runs: pd.DataFrame, dim: int) -> dict[str, tuple[pd.Series, np.
         values = last.set_index("metric")["value"]
         missing = [n for n in names if n not in values]
         if missing:
-            raise C.ConfigError(f"evaluation: run {rid} logged no {missing[0]} at its last step")
+            raise config.ConfigError(f"evaluation: run {rid} logged no {missing[0]} at its last step")
         out[str(rid)] = (last.iloc[0], values[names].to_numpy(np.float64))
     return out
 
@@ -110,7 +109,7 @@ def inputs(ctx: steps.Context, plan: Plan) -> dict:
 
 def compute(ctx: steps.Context, plan: Plan) -> steps.StepOutput:
     s, task = plan.settings, plan.built.task
-    C.use_x64(plan.cfg)
+    config.use_x64(plan.cfg)
     thetas = _thetas(ctx, plan)
     finals = final_thetas(ctx.run_rows(), len(thetas["init"]))
     names = list(thetas)

@@ -32,11 +32,9 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from experiments import config as C
-from experiments import steps
+from experiments import config, steps
 from experiments.steps.evaluation import evaluate_thetas
-from pes import grid as G
-from pes import results
+from pes import grid, results
 
 BLOCK_CHUNKS = 16  # chunks per compiled call: the progress-bar granularity
 SOURCES = ("evaluate", "full_run")
@@ -57,20 +55,20 @@ def check(s: dict, where: str) -> dict:
     steps.check_int(s, "num_runs", 1, where)
     steps.check_int(s, "chunk_size", 1, where)
     try:
-        G.grid_axes(s["low"], s["high"], s["num"])
+        grid.grid_axes(s["low"], s["high"], s["num"])
     except (ValueError, TypeError) as err:
-        raise C.ConfigError(f"{where}: {err}") from err
+        raise config.ConfigError(f"{where}: {err}") from err
     return s
 
 
 def axes_in_theta(s: dict) -> list[np.ndarray]:
-    axes = G.grid_axes(s["low"], s["high"], s["num"])
+    axes = grid.grid_axes(s["low"], s["high"], s["num"])
     return [a * np.log(10.0) for a in axes] if s["scale"] == "log10" else axes
 
 
 def prepare(ctx: steps.Context, s: dict) -> Plan:
     cfg = ctx.task_config(s["overrides"])
-    built = C.build(cfg)
+    built = config.build(cfg)
     task = built.task
     function = task.evaluate
     if s["of"] == "full_run":
@@ -79,14 +77,14 @@ def prepare(ctx: steps.Context, s: dict) -> Plan:
     probe = jax.eval_shape(function, task.theta_init, jax.random.key(0))
     missing = [m for m in s["metrics"] if m not in probe]
     if missing:
-        raise C.ConfigError(
+        raise config.ConfigError(
             f"grid.metrics has {missing[0]!r}, which task {task.name}'s {s['of']} does not return; "
             f"allowed: {', '.join(sorted(probe))}"
         )
     axes = axes_in_theta(s)
     dim = int(np.size(task.theta_init))
     if len(axes) != dim:
-        raise C.ConfigError(f"grid has {len(axes)} dimensions but task {task.name}'s theta has {dim}")
+        raise config.ConfigError(f"grid has {len(axes)} dimensions but task {task.name}'s theta has {dim}")
     return Plan(s, cfg, built, axes)
 
 
@@ -96,8 +94,8 @@ def inputs(ctx: steps.Context, plan: Plan) -> dict:
 
 def compute(ctx: steps.Context, plan: Plan) -> steps.StepOutput:
     s, task = plan.settings, plan.built.task
-    C.use_x64(plan.cfg)
-    points = G.grid_points(plan.axes)
+    config.use_x64(plan.cfg)
+    points = grid.grid_points(plan.axes)
     key = jax.random.key(int(plan.cfg.seed))
     if s["of"] == "evaluate":
         values = {
@@ -124,7 +122,7 @@ def evaluate_blocks(task, metric: str, points: np.ndarray, chunk_size: int, key,
 
     chunk = min(int(chunk_size), len(points))
     block = chunk * BLOCK_CHUNKS
-    evaluate = jax.jit(lambda p: G.evaluate_points(fn, p, chunk))
+    evaluate = jax.jit(lambda p: grid.evaluate_points(fn, p, chunk))
     values = np.empty(len(points))
     with tqdm(
         total=len(points),

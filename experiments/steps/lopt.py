@@ -29,8 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from experiments import artefacts, io, runner, steps
-from experiments import config as C
+from experiments import artefacts, config, io, runner, steps
 from pes import outer, results
 
 
@@ -44,7 +43,7 @@ def check_adam(s: dict, where: str) -> dict:
     lrs = s["learning_rates"]
     ok = isinstance(lrs, list) and lrs and all(isinstance(x, (int, float)) and x > 0 for x in lrs)
     if not ok or any(isinstance(x, bool) for x in lrs):
-        raise C.ConfigError(f"{where}.learning_rates={lrs!r} is invalid; allowed: a list of numbers > 0")
+        raise config.ConfigError(f"{where}.learning_rates={lrs!r} is invalid; allowed: a list of numbers > 0")
     s["learning_rates"] = [float(x) for x in lrs]
     steps.check_int(s, "curve_every", 1, where)
     steps.check_int(s, "final_window", 1, where)
@@ -59,7 +58,7 @@ def check_curves(s: dict, where: str) -> dict:
 def prepare_with(fields: tuple[str, ...], name: str):
     def prepare(ctx: steps.Context, s: dict) -> Plan:
         cfg = ctx.task_config(s["overrides"])
-        built = C.build(cfg)
+        built = config.build(cfg)
         steps.require(built.task, fields, name, str(ctx.fig.id))
         return Plan(s, cfg, built)
 
@@ -99,7 +98,7 @@ def inputs_adam(ctx: steps.Context, plan: Plan) -> dict:
 
 def compute_adam(ctx: steps.Context, plan: Plan) -> steps.StepOutput:
     s, task, fig_id = plan.settings, plan.built.task, str(ctx.fig.id)
-    C.use_x64(plan.cfg)
+    config.use_x64(plan.cfg)
     lrs = s["learning_rates"]
     grid = adam_grid(task, lrs)  # (L, runs, T)
     meta_losses = grid.mean(axis=(1, 2))
@@ -133,7 +132,7 @@ def final_theta(spec: steps.RunSpec, built) -> object:
     """The meta-parameters in a finished run's checkpoint."""
     path = spec.out_dir / runner.CKPT
     if not path.exists():
-        raise C.ConfigError(f"inner_curves: run {spec.id} has no checkpoint {path}; rerun the figure")
+        raise config.ConfigError(f"inner_curves: run {spec.id} has no checkpoint {path}; rerun the figure")
     template = jax.eval_shape(
         lambda: outer.init_state(jax.random.key(0), built.task.theta_init, built.estimator, built.optimizer)
     )
@@ -151,15 +150,15 @@ def inputs_curves(ctx: steps.Context, plan: Plan) -> dict:
 
 def compute_curves(ctx: steps.Context, plan: Plan) -> steps.StepOutput:
     every, task, fig_id = plan.settings["curve_every"], plan.built.task, str(ctx.fig.id)
-    C.use_x64(plan.cfg)
+    config.use_x64(plan.cfg)
     keys = task.eval_keys
     curve = jax.jit(jax.vmap(task.inner_curve, in_axes=(None, 0)))
     runs = ctx.run_rows()
     records: list[dict] = []
     seen_seeds = set()
     for spec in ctx.runs:
-        built = C.build(spec.cfg)
-        C.use_x64(plan.cfg)
+        built = config.build(spec.cfg)
+        config.use_x64(plan.cfg)
         seed = int(spec.cfg.seed)
         if seed not in seen_seeds:  # the initial learned optimizer of this seed
             seen_seeds.add(seed)

@@ -39,8 +39,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
-from experiments import config as C
-from experiments import io, steps
+from experiments import config, io, steps
 from pes import results, search
 
 
@@ -53,7 +52,7 @@ class Plan(NamedTuple):
 
 def check(s: dict, where: str) -> dict:
     if not steps.is_int(s["num_configs"], 1):
-        raise C.ConfigError(
+        raise config.ConfigError(
             f"{where}.num_configs={s['num_configs']!r} is invalid (an empty random-search budget); "
             "allowed: an integer >= 1 (configurations per seed)"
         )
@@ -62,7 +61,9 @@ def check(s: dict, where: str) -> dict:
     if seeds is not None and (
         not isinstance(seeds, list) or not seeds or not all(steps.is_int(x, 0) for x in seeds)
     ):
-        raise C.ConfigError(f"{where}.seeds={seeds!r} is invalid; allowed: null or a list of integers >= 0")
+        raise config.ConfigError(
+            f"{where}.seeds={seeds!r} is invalid; allowed: null or a list of integers >= 0"
+        )
     return s
 
 
@@ -79,10 +80,10 @@ def _figure_seeds(ctx: steps.Context) -> list[int]:
 
 def prepare(ctx: steps.Context, s: dict) -> Plan:
     cfg = ctx.task_config(s["overrides"])
-    built = C.build(cfg)
+    built = config.build(cfg)
     steps.require(built.task, ("search_space", "eval_keys"), "random_search", str(ctx.fig.id))
     if built.task.system.horizon is None:
-        raise C.ConfigError(f"{ctx.fig.id}: random_search needs a task with a finite horizon")
+        raise config.ConfigError(f"{ctx.fig.id}: random_search needs a task with a finite horizon")
     seeds = s["seeds"] if s["seeds"] is not None else _figure_seeds(ctx)
     return Plan(s, cfg, built, list(seeds))
 
@@ -145,7 +146,7 @@ def search_seed(ctx: steps.Context, plan: Plan, seed: int, run) -> tuple[np.ndar
 
 def compute(ctx: steps.Context, plan: Plan) -> steps.StepOutput:
     task, fig_id = plan.built.task, str(ctx.fig.id)
-    C.use_x64(plan.cfg)
+    config.use_x64(plan.cfg)
     horizon = int(task.system.horizon)
     num_runs = int(task.eval_keys.shape[0])
     per_config = search.score_cost(horizon, num_runs)
@@ -178,7 +179,7 @@ def compute(ctx: steps.Context, plan: Plan) -> steps.StepOutput:
         inner_steps_per_config=per_config,
         nonfinite_scores=int(sum(int(np.sum(~np.isfinite(t["score"]))) for t in tables)),
         data_origin=task.dataset.origin if task.dataset is not None else None,
-        git_commit=io.git_commit(C.ROOT),
+        git_commit=io.git_commit(config.ROOT),
     )
     return steps.StepOutput(
         results.frame(records), {"random_search_configs": pd.concat(tables, ignore_index=True)}, facts

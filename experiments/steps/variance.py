@@ -60,10 +60,8 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from experiments import artefacts, figure_schema, io, steps
-from experiments import config as C
-from pes import results, systems
-from pes import variance as V
+from experiments import artefacts, config, figure_schema, io, steps
+from pes import results, systems, variance
 
 CSV, GT, META = "metrics.csv", "ground_truth.npz", "scenario.json"
 ESTIMATORS = ("pes", "pes_a")  # the per-unroll estimators the protocol can sum
@@ -88,7 +86,9 @@ def check(s: dict, where: str) -> dict:
     """Validate and normalise the protocol settings."""
     scen = s["scenarios"]
     if not isinstance(scen, dict) or not scen:
-        raise C.ConfigError(f"{where}.scenarios={scen!r} is invalid; allowed: a mapping name -> overrides")
+        raise config.ConfigError(
+            f"{where}.scenarios={scen!r} is invalid; allowed: a mapping name -> overrides"
+        )
     for name, over in scen.items():
         figure_schema.check_id(name, f"{where}.scenarios key")
         figure_schema.check_overrides(over, f"{where}.scenarios.{name}")
@@ -96,21 +96,21 @@ def check(s: dict, where: str) -> dict:
     def positive_int(name, value, even=False):
         if not steps.is_int(value, 1) or (even and value % 2):
             kind = "a positive even integer" if even else "an integer >= 1"
-            raise C.ConfigError(f"{where}.{name}={value!r} is invalid; allowed: {kind}")
+            raise config.ConfigError(f"{where}.{name}={value!r} is invalid; allowed: {kind}")
 
     sigma = s["sigma"]
     if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma > 0:
-        raise C.ConfigError(f"{where}.sigma={sigma!r} is invalid; allowed: a number > 0")
+        raise config.ConfigError(f"{where}.sigma={sigma!r} is invalid; allowed: a number > 0")
     s["sigma"] = float(sigma)
     for name in ("trunc_lens", "particle_counts"):
         if not isinstance(s[name], list) or not s[name]:
-            raise C.ConfigError(f"{where}.{name}={s[name]!r} is invalid; allowed: a non-empty list")
+            raise config.ConfigError(f"{where}.{name}={s[name]!r} is invalid; allowed: a non-empty list")
         for v in s[name]:
             positive_int(name, v, even=name == "particle_counts")
         s[name] = sorted(set(s[name]))
     positive_int("num_particles", s["num_particles"], even=True)
     if s["num_particles"] < max(s["particle_counts"]):
-        raise C.ConfigError(
+        raise config.ConfigError(
             f"{where}.num_particles={s['num_particles']} is invalid with particle_counts="
             f"{s['particle_counts']}; allowed: the largest particle count (the main curves use it)"
         )
@@ -118,11 +118,13 @@ def check(s: dict, where: str) -> dict:
         s["particle_counts"] = sorted(set(s["particle_counts"]) | {s["num_particles"]})
     positive_int("num_repeats", s["num_repeats"])
     if s["num_repeats"] < 2:
-        raise C.ConfigError(f"{where}.num_repeats={s['num_repeats']} is invalid; allowed: an integer >= 2")
+        raise config.ConfigError(
+            f"{where}.num_repeats={s['num_repeats']} is invalid; allowed: an integer >= 2"
+        )
     positive_int("ground_truth_chunks", s["ground_truth_chunks"])
     positive_int("ground_truth_particles", s["ground_truth_particles"])
     if s["ground_truth_chunks"] < 2 or s["ground_truth_particles"] % (2 * s["ground_truth_chunks"]):
-        raise C.ConfigError(
+        raise config.ConfigError(
             f"{where}.ground_truth_particles={s['ground_truth_particles']} is invalid with "
             f"ground_truth_chunks={s['ground_truth_chunks']}; "
             "allowed: chunks >= 2 and particles a multiple of 2 * chunks"
@@ -136,7 +138,7 @@ def check(s: dict, where: str) -> dict:
 def check_horizon(s: dict, horizon: int, where: str) -> None:
     bad = [k for k in s["trunc_lens"] if horizon % k]
     if bad:
-        raise C.ConfigError(
+        raise config.ConfigError(
             f"variance.trunc_lens has {bad[0]}, which does not divide "
             f"task.sequence_length={horizon} ({where}); allowed: divisors of the sequence length"
         )
@@ -146,9 +148,9 @@ def scenario_fingerprint(cfg: DictConfig, s: dict) -> str:
     """What one scenario's rows depend on: its config (no optimiser, estimator or training
     settings: theta is fixed) and the protocol settings (not the memory knob batch_pairs)."""
     data = OmegaConf.to_container(cfg, resolve=True)
-    for key in (*C.NON_RESULT_KEYS, "hydra", "train", "outer_optimizer", "estimator"):
+    for key in (*config.NON_RESULT_KEYS, "hydra", "train", "outer_optimizer", "estimator"):
         data.pop(key, None)
-    for key in C.NON_RESULT_PROFILE_KEYS:  # how the profile is judged, not what it computes
+    for key in config.NON_RESULT_PROFILE_KEYS:  # how the profile is judged, not what it computes
         data.get("profile", {}).pop(key, None)
     protocol = {k: v for k, v in s.items() if k not in ("batch_pairs", "scenarios", "overrides")}
     return artefacts.fingerprint({"cfg": data, "variance": protocol})
@@ -159,9 +161,11 @@ def prepare(ctx: steps.Context, s: dict) -> Plan:
     scenarios = []
     for name, over in s["scenarios"].items():
         cfg = ctx.task_config([*s["overrides"], *over, f"run_id={name}"])
-        task = C.make_task(cfg)
+        task = config.make_task(cfg)
         if task.system.horizon is None:
-            raise C.ConfigError(f"task {cfg.task.name} has no finite horizon; the variance study needs one")
+            raise config.ConfigError(
+                f"task {cfg.task.name} has no finite horizon; the variance study needs one"
+            )
         check_horizon(s, int(task.system.horizon), f"scenario {name}")
         scenarios.append(Scenario(name, cfg, task, scenario_fingerprint(cfg, s)))
     return Plan(s, scenarios)
@@ -191,7 +195,7 @@ class Compiled:
             return task.system_data.build(data) if self.shared else static
 
         def pairs(data, theta, key, trunc_len):
-            return V.pair_estimates(
+            return variance.pair_estimates(
                 system_of(data),
                 theta,
                 key,
@@ -203,7 +207,7 @@ class Compiled:
             )
 
         def ground_truth(data, theta, key):
-            return V.ground_truth(
+            return variance.ground_truth(
                 system_of(data),
                 theta,
                 key,
@@ -288,7 +292,7 @@ def run_scenario(sc: Scenario, s: dict, compiled: Compiled, out_dir: Path, log=p
     gt_key, exact_key, pes_key = jax.random.split(key, 3)
     data = Compiled.data(task)
     theta = task.theta_init
-    p = V.num_params(theta)
+    p = variance.num_params(theta)
     suffix = f"/{scenario}"
 
     # Ground truth and the exact gradient (cached for resumption).
@@ -299,16 +303,16 @@ def run_scenario(sc: Scenario, s: dict, compiled: Compiled, out_dir: Path, log=p
         t0 = time.perf_counter()
         g_es, chunks = jax.block_until_ready(compiled.ground_truth(data, theta, gt_key))
         loss, g_exact = compiled.exact(data, theta, exact_key)
-        floor, _ = V.noise_floor(chunks)
-        err_exact = float(V.normalized_errors(jax.tree.map(lambda x: x[None], g_es), g_exact)[0])
+        floor, _ = variance.noise_floor(chunks)
+        err_exact = float(variance.normalized_errors(jax.tree.map(lambda x: x[None], g_es), g_exact)[0])
         metrics = {
             "ground_truth_noise_floor" + suffix: floor,
-            "ground_truth_noise_floor_analytic" + suffix: V.es_relative_variance(
+            "ground_truth_noise_floor_analytic" + suffix: variance.es_relative_variance(
                 p, s["ground_truth_particles"]
             ),
             "ground_truth_error_exact" + suffix: err_exact,
-            "grad_norm_sq" + suffix: V.squared_norm(g_es),
-            "grad_norm_sq_exact" + suffix: V.squared_norm(g_exact),
+            "grad_norm_sq" + suffix: variance.squared_norm(g_es),
+            "grad_norm_sq_exact" + suffix: variance.squared_norm(g_exact),
             "loss" + suffix: float(loss),
             "num_params" + suffix: p,
             "sequence_length" + suffix: horizon,
@@ -338,18 +342,18 @@ def run_scenario(sc: Scenario, s: dict, compiled: Compiled, out_dir: Path, log=p
         unrolls = horizon // trunc_len
         parts = []
         for n in s["particle_counts"]:
-            est = V.group_means(pairs, n)
-            err, err_se = V.mean_and_stderr(V.normalized_errors(est, g_es))
-            exact, exact_se = V.mean_and_stderr(V.normalized_errors(est, g_exact))
+            est = variance.group_means(pairs, n)
+            err, err_se = variance.mean_and_stderr(variance.normalized_errors(est, g_es))
+            exact, exact_se = variance.mean_and_stderr(variance.normalized_errors(est, g_exact))
             metrics = {
                 "normalized_variance" + suffix: err,
                 "normalized_variance_se" + suffix: err_se,
                 "normalized_variance_exact" + suffix: exact,
                 "normalized_variance_exact_se" + suffix: exact_se,
-                "es_variance_analytic" + suffix: V.es_relative_variance(p, n),
-                "es_variance_analytic_vs_ground_truth" + suffix: V.against_noisy_reference(
-                    V.es_relative_variance(p, n),
-                    V.es_relative_variance(p, s["ground_truth_particles"]),
+                "es_variance_analytic" + suffix: variance.es_relative_variance(p, n),
+                "es_variance_analytic_vs_ground_truth" + suffix: variance.against_noisy_reference(
+                    variance.es_relative_variance(p, n),
+                    variance.es_relative_variance(p, s["ground_truth_particles"]),
                 ),
                 "num_repeats" + suffix: jax.tree.leaves(est)[0].shape[0],
             }
@@ -378,7 +382,7 @@ def compute(ctx: steps.Context, plan: Plan) -> steps.StepOutput:
     compiled: dict[str, Compiled] = {}
     frames, walls = [], {}
     for i, sc in enumerate(plan.scenarios, 1):
-        C.use_x64(sc.cfg)
+        config.use_x64(sc.cfg)
         t0 = time.perf_counter()
         shape_key = json.dumps(
             {k: v for k, v in OmegaConf.to_container(sc.cfg.task, resolve=True).items() if k != "scenario"},

@@ -24,15 +24,16 @@ import jax
 import jax.numpy as jnp
 
 from pes import systems
-from pes.estimators import _common as C
-from pes.estimators import particles as P
+from pes.estimators import _common, particles
 from pes.estimators.truncated import ESState
 
 
 def _shared_start(system, trunc_len, lay, sigma):
     """init/rollout pieces shared by the baselines (same key use as truncated ES)."""
     skip_mean = system.horizon is not None and trunc_len % system.horizon == 0
-    spec = P.Truncation(system, lay, trunc_len, P.FixedClock(system.horizon), keep_state=False)
+    spec = particles.Truncation(
+        system, lay, trunc_len, particles.FixedClock(system.horizon), keep_state=False
+    )
 
     def init(key, theta):
         del theta
@@ -40,10 +41,12 @@ def _shared_start(system, trunc_len, lay, sigma):
 
     def rollouts(key, theta, state):
         """(eps, per-particle unroll objectives (G, M), mean unroll loss, new state)."""
-        noise_key, data_key = C.split_key(key)
-        eps = C.sample_noise(noise_key, theta, lay.num_groups, sigma)
+        noise_key, data_key = _common.split_key(key)
+        eps = _common.sample_noise(noise_key, theta, lay.num_groups, sigma)
         t = jnp.broadcast_to(state.t, (lay.num_groups,))
-        objectives = P.perturbed_unroll(spec, theta, P.Groups(eps, None, t), state.inner, data_key).total
+        objectives = particles.perturbed_unroll(
+            spec, theta, particles.Groups(eps, None, t), state.inner, data_key
+        ).total
         if skip_mean:
             reset_key = systems.step_keys(data_key, trunc_len)[-1, 1]
             new_state = ESState(system.init(reset_key), jnp.zeros((), jnp.int32))
@@ -63,7 +66,7 @@ def ars(
     sigma: float,
     num_particles: int,
     top_directions: int | None = None,
-) -> C.GradientEstimator:
+) -> _common.GradientEstimator:
     """Augmented Random Search, V1-t (no state normalisation), as a descent direction.
 
     With P = ``num_particles`` = 2 n antithetic particles theta +- sigma u_g, unroll
@@ -79,13 +82,13 @@ def ars(
       num_particles: 2 n, both members of every pair counted.
       top_directions: b, the number of best pairs kept (default: all n pairs, i.e. V1).
     """
-    C.check_trunc_len("ars", system, trunc_len)
-    C.check_sigma("ars", sigma)
-    C.check_particles("ars", num_particles, True)
-    lay = C.layout(num_particles, True)
+    _common.check_trunc_len("ars", system, trunc_len)
+    _common.check_sigma("ars", sigma)
+    _common.check_particles("ars", num_particles, True)
+    lay = _common.layout(num_particles, True)
     if top_directions is None:
         top_directions = lay.num_groups
-    if not C._is_int(top_directions) or not 1 <= top_directions <= lay.num_groups:
+    if not _common._is_int(top_directions) or not 1 <= top_directions <= lay.num_groups:
         raise ValueError(
             f"estimator 'ars': top_directions={top_directions!r} is invalid; allowed: an integer "
             f"in [1, {lay.num_groups}] (num_particles / 2)"
@@ -102,13 +105,13 @@ def ars(
         diffs = kept[:, 0] - kept[:, 1]
         coeffs = jnp.zeros((lay.num_groups,), objectives.dtype).at[top].set(diffs)
         # eps = sigma u, so u = eps / sigma.
-        grad = C.combine(coeffs / std, eps, 1.0 / (top_directions * sigma), theta)
+        grad = _common.combine(coeffs / std, eps, 1.0 / (top_directions * sigma), theta)
         return grad, new_state, {"loss": jnp.mean(objectives)}
 
     hparams = dict(
         trunc_len=trunc_len, sigma=sigma, num_particles=num_particles, top_directions=top_directions
     )
-    return C.GradientEstimator(init, estimate, "ars", hparams, trunc_len, cost)
+    return _common.GradientEstimator(init, estimate, "ars", hparams, trunc_len, cost)
 
 
 def centred_ranks(values: jax.Array) -> jax.Array:
@@ -127,7 +130,7 @@ def openai_es(
     sigma: float,
     num_particles: int,
     antithetic: bool = True,
-) -> C.GradientEstimator:
+) -> _common.GradientEstimator:
     """OpenAI-ES (Salimans et al. 2017): centred-rank fitness shaping, mirrored sampling.
 
     g = sum_k r_k u_k / (P sigma), with r_k the centred rank in [-0.5, 0.5] of particle k's
@@ -141,18 +144,18 @@ def openai_es(
       num_particles: P, both members of every antithetic pair counted.
       antithetic: mirrored sampling (+-eps pairs).
     """
-    C.check_trunc_len("openai_es", system, trunc_len)
-    C.check_sigma("openai_es", sigma)
-    C.check_particles("openai_es", num_particles, antithetic)
-    lay = C.layout(num_particles, antithetic)
+    _common.check_trunc_len("openai_es", system, trunc_len)
+    _common.check_sigma("openai_es", sigma)
+    _common.check_particles("openai_es", num_particles, antithetic)
+    lay = _common.layout(num_particles, antithetic)
     init, rollouts, cost = _shared_start(system, trunc_len, lay, sigma)
 
     def estimate(key, theta, state):
         eps, objectives, new_state = rollouts(key, theta, state)
         shaped = centred_ranks(objectives)  # (G, M)
         coeffs = shaped @ lay.signs(shaped.dtype)  # member m of group g has noise sign_m eps_g
-        grad = C.combine(coeffs, eps, 1.0 / (num_particles * sigma**2), theta)
+        grad = _common.combine(coeffs, eps, 1.0 / (num_particles * sigma**2), theta)
         return grad, new_state, {"loss": jnp.mean(objectives)}
 
     hparams = dict(trunc_len=trunc_len, sigma=sigma, num_particles=num_particles, antithetic=antithetic)
-    return C.GradientEstimator(init, estimate, "openai_es", hparams, trunc_len, cost)
+    return _common.GradientEstimator(init, estimate, "openai_es", hparams, trunc_len, cost)

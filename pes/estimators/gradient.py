@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from pes import systems
-from pes.estimators import _common as C
+from pes.estimators import _common
 
 PyTree = Any
 
@@ -25,21 +25,21 @@ class TBPTTState(NamedTuple):
     t: jax.Array
 
 
-def tbptt(system: systems.UnrolledSystem, *, trunc_len: int) -> C.GradientEstimator:
+def tbptt(system: systems.UnrolledSystem, *, trunc_len: int) -> _common.GradientEstimator:
     """Truncated backpropagation through time.
 
     The gradient of the truncation's objective with respect to theta, treating the state
     at the start of the truncation as a constant.  Biased for long-range dependencies;
     exact when ``trunc_len`` equals the horizon and truncations start at step 0.
     """
-    C.check_trunc_len("tbptt", system, trunc_len)
+    _common.check_trunc_len("tbptt", system, trunc_len)
 
     def init(key, theta):
         del theta
         return TBPTTState(system.init(key), jnp.zeros((), jnp.int32))
 
     def estimate(key, theta, state):
-        _, data_key = C.split_key(key)
+        _, data_key = _common.split_key(key)
         inner0 = jax.lax.stop_gradient(state.inner)
 
         def objective(theta):
@@ -49,7 +49,7 @@ def tbptt(system: systems.UnrolledSystem, *, trunc_len: int) -> C.GradientEstima
         (loss, (inner, t)), grad = jax.value_and_grad(objective, has_aux=True)(theta)
         return grad, TBPTTState(inner, t), {"loss": loss}
 
-    return C.GradientEstimator(init, estimate, "tbptt", dict(trunc_len=trunc_len), trunc_len, trunc_len)
+    return _common.GradientEstimator(init, estimate, "tbptt", dict(trunc_len=trunc_len), trunc_len, trunc_len)
 
 
 class RTRLState(NamedTuple):
@@ -60,7 +60,7 @@ class RTRLState(NamedTuple):
     jac: jax.Array
 
 
-def rtrl(system: systems.UnrolledSystem, *, trunc_len: int = 1) -> C.GradientEstimator:
+def rtrl(system: systems.UnrolledSystem, *, trunc_len: int = 1) -> _common.GradientEstimator:
     """Real-time recurrent learning: exact forward-mode online gradient.
 
     Carries J = ds/dtheta across steps: the gradient of step loss l_j is
@@ -69,19 +69,19 @@ def rtrl(system: systems.UnrolledSystem, *, trunc_len: int = 1) -> C.GradientEst
     Summed over a whole episode it equals backpropagation through the full unroll.
     Memory and compute grow with S * P, so it is meant for small systems.
     """
-    C.check_trunc_len("rtrl", system, trunc_len)
+    _common.check_trunc_len("rtrl", system, trunc_len)
 
     def init(key, theta):
         inner = system.init(key)
-        fs = C.flat_step(system, theta, inner)
+        fs = _common.flat_step(system, theta, inner)
         s_flat, _ = fs.to_flat(inner)
         # Tangents must match the primals' dtypes: J lives in the state's dtype.
         jac = jnp.zeros((s_flat.size, fs.theta_flat.size), s_flat.dtype)
         return RTRLState(inner, jnp.zeros((), jnp.int32), jac)
 
     def estimate(key, theta, state):
-        _, data_key = C.split_key(key)
-        fs = C.flat_step(system, theta, state.inner)
+        _, data_key = _common.split_key(key)
+        fs = _common.flat_step(system, theta, state.inner)
         th = fs.theta_flat
         eye = jnp.eye(th.size, dtype=th.dtype)
         weights = systems.step_weights(system, trunc_len, th.dtype)
@@ -112,7 +112,7 @@ def rtrl(system: systems.UnrolledSystem, *, trunc_len: int = 1) -> C.GradientEst
         grad = jax.tree.map(lambda g, ref: g.astype(jnp.result_type(ref)), fs.unravel_theta(grad), theta)
         return grad, RTRLState(inner, t, jac), {"loss": total}
 
-    return C.GradientEstimator(init, estimate, "rtrl", dict(trunc_len=trunc_len), trunc_len, trunc_len)
+    return _common.GradientEstimator(init, estimate, "rtrl", dict(trunc_len=trunc_len), trunc_len, trunc_len)
 
 
 class UOROState(NamedTuple):
@@ -124,7 +124,7 @@ class UOROState(NamedTuple):
     theta_tilde: jax.Array
 
 
-def uoro(system: systems.UnrolledSystem, *, trunc_len: int = 1) -> C.GradientEstimator:
+def uoro(system: systems.UnrolledSystem, *, trunc_len: int = 1) -> _common.GradientEstimator:
     """Unbiased online recurrent optimization (Tallec & Ollivier, 2017).
 
     Keeps a rank-one unbiased estimate s_tilde theta_tilde^T of the RTRL Jacobian.  Per
@@ -135,12 +135,12 @@ def uoro(system: systems.UnrolledSystem, *, trunc_len: int = 1) -> C.GradientEst
     with the variance-minimising rho0, rho1.  The tangent (df/ds) s_tilde comes from
     ``jax.jvp`` (the official code used a float32 finite difference).
     """
-    C.check_trunc_len("uoro", system, trunc_len)
+    _common.check_trunc_len("uoro", system, trunc_len)
     tiny = 1e-7
 
     def init(key, theta):
         inner = system.init(key)
-        fs = C.flat_step(system, theta, inner)
+        fs = _common.flat_step(system, theta, inner)
         s_flat, _ = fs.to_flat(inner)
         # s_tilde lives in the state's dtype, theta_tilde in theta's (jvp/vjp need matching dtypes).
         return UOROState(
@@ -151,8 +151,8 @@ def uoro(system: systems.UnrolledSystem, *, trunc_len: int = 1) -> C.GradientEst
         )
 
     def estimate(key, theta, state):
-        nu_key, data_key = C.split_key(key)
-        fs = C.flat_step(system, theta, state.inner)
+        nu_key, data_key = _common.split_key(key)
+        fs = _common.flat_step(system, theta, state.inner)
         th = fs.theta_flat
         dtype = th.dtype
         weights = systems.step_weights(system, trunc_len, dtype)
@@ -192,10 +192,10 @@ def uoro(system: systems.UnrolledSystem, *, trunc_len: int = 1) -> C.GradientEst
         grad = jax.tree.map(lambda g, ref: g.astype(jnp.result_type(ref)), fs.unravel_theta(grad), theta)
         return grad, UOROState(inner, t, s_tl, th_tl), {"loss": total}
 
-    return C.GradientEstimator(init, estimate, "uoro", dict(trunc_len=trunc_len), trunc_len, trunc_len)
+    return _common.GradientEstimator(init, estimate, "uoro", dict(trunc_len=trunc_len), trunc_len, trunc_len)
 
 
-def _uoro_products(fs: C.FlatStep, inner, s_tl, step_key, nu_key):
+def _uoro_products(fs: _common.FlatStep, inner, s_tl, step_key, nu_key):
     """One UORO step's state and loss, and its products with the tangents.
 
     Returns (new inner state, loss, ((df/ds) s_tilde, (dl/ds) s_tilde, nu, nu^T df/dtheta,

@@ -16,8 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from pes import horizons, systems
-from pes.estimators import _common as C
-from pes.estimators import particles as P
+from pes.estimators import _common, particles
 
 PyTree = Any
 
@@ -70,7 +69,7 @@ class Blocks(NamedTuple):
 
 
 def episode_update(
-    out: P.Outcome, eps: PyTree, fresh: PyTree, scale: float, like: PyTree
+    out: particles.Outcome, eps: PyTree, fresh: PyTree, scale: float, like: PyTree
 ) -> tuple[PyTree, PyTree]:
     """NRES (one perturbation per episode): the gradient and the pairs' new perturbations.
 
@@ -78,20 +77,20 @@ def episode_update(
     later ones the ``fresh`` draw, which becomes the perturbation of the new episode.
     """
     after = out.total - out.before
-    grad = C.combine2(out.before, eps, after, fresh, scale, like)
-    return grad, C.group_where(out.any_end, fresh, eps)
+    grad = _common.combine2(out.before, eps, after, fresh, scale, like)
+    return grad, _common.group_where(out.any_end, fresh, eps)
 
 
 def block_start(state: GPESState, fresh: PyTree, blocks: int) -> Blocks:
     """A block used in ``blocks`` truncations is replaced by this truncation's draw."""
     refresh = state.age >= blocks
-    eps = C.group_where(refresh, fresh, state.eps)
-    accum = C.group_where(refresh, jax.tree.map(jnp.add, state.accum, fresh), state.accum)
+    eps = _common.group_where(refresh, fresh, state.eps)
+    accum = _common.group_where(refresh, jax.tree.map(jnp.add, state.accum, fresh), state.accum)
     return Blocks(eps, accum, refresh)
 
 
 def block_update(
-    out: P.Outcome, fresh: PyTree, prev_accum: PyTree, run: Blocks, scale: float, like: PyTree
+    out: particles.Outcome, fresh: PyTree, prev_accum: PyTree, run: Blocks, scale: float, like: PyTree
 ) -> tuple[PyTree, PyTree, PyTree]:
     """GPES with blocks: the gradient and the pairs' new (accum, eps).
 
@@ -101,13 +100,15 @@ def block_update(
     before . (accum_prev + fresh) + after . fresh = before . accum_prev + total . fresh.
     """
     after = out.total - out.before
-    grad = C.combine2(jnp.where(run.refresh, out.total, after), fresh, out.before, prev_accum, scale, like)
+    grad = _common.combine2(
+        jnp.where(run.refresh, out.total, after), fresh, out.before, prev_accum, scale, like
+    )
     zeros = jax.tree.map(jnp.zeros_like, fresh)
-    accum = C.group_where(out.last_end, zeros, C.group_where(out.any_end, fresh, run.accum))
-    return grad, accum, C.group_where(out.any_end, fresh, run.eps)
+    accum = _common.group_where(out.last_end, zeros, _common.group_where(out.any_end, fresh, run.accum))
+    return grad, accum, _common.group_where(out.any_end, fresh, run.eps)
 
 
-def block_ages(out: P.Outcome, refresh: jax.Array, age: jax.Array, blocks: int) -> jax.Array:
+def block_ages(out: particles.Outcome, refresh: jax.Array, age: jax.Array, blocks: int) -> jax.Array:
     """Truncations each pair's block has been used in, after this one."""
     new = jnp.where(refresh, 0, age) + 1
     return jnp.where(out.last_end, blocks, jnp.where(out.any_end, 1, new)).astype(age.dtype)
@@ -127,7 +128,7 @@ def nres(
     particle_chunk_size: int | None = None,
     devices: int | str | None = None,
     horizon_schedule: horizons.Schedule | None = None,
-) -> C.GradientEstimator:
+) -> _common.GradientEstimator:
     """Noise-reuse evolution strategies (NRES; Li et al., NeurIPS 2023).
 
     Each antithetic pair draws one perturbation eps per episode and reuses it for every
@@ -147,41 +148,43 @@ def nres(
 
     Args: as `pes` (without ``divide_by_variance``).
     """
-    s = P.setup("nres", system, P.Options.of(locals()))
+    s = particles.setup("nres", system, particles.Options.of(locals()))
     lay, run = s.lay, s.engine()
 
     def lockstep_init(key, theta):
         state_key, _, noise_key, _ = jax.random.split(key, 4)
-        inner = C.broadcast_state(s.system.init(state_key), (lay.num_groups, lay.group_size))
-        eps = C.sample_noise(noise_key, theta, lay.num_groups, sigma)
+        inner = _common.broadcast_state(s.system.init(state_key), (lay.num_groups, lay.group_size))
+        eps = _common.sample_noise(noise_key, theta, lay.num_groups, sigma)
         return NRESState(inner, s.start_clock(key, lay.num_groups), eps)
 
-    staggered = P.staggered(s, lockstep_init, lambda noise_key, theta, state: state.eps)
+    staggered = particles.staggered(s, lockstep_init, lambda noise_key, theta, state: state.eps)
 
     def init(key, theta):
         return s.shard.groups(staggered(key, theta))
 
     def estimate(key, theta, state):
-        noise_key, data_key = C.split_key(key)
-        fresh = s.shard.groups(C.sample_noise(noise_key, theta, lay.num_groups, sigma))
-        out = run(theta, P.Groups(state.eps, state.inner, state.t, fresh), None, data_key)
-        grad, eps = episode_update(P.outcome(out, lay), state.eps, fresh, s.scale, theta)
+        noise_key, data_key = _common.split_key(key)
+        fresh = s.shard.groups(_common.sample_noise(noise_key, theta, lay.num_groups, sigma))
+        out = run(theta, particles.Groups(state.eps, state.inner, state.t, fresh), None, data_key)
+        grad, eps = episode_update(particles.outcome(out, lay), state.eps, fresh, s.scale, theta)
         aux = {"loss": jnp.mean(out.total)}
         return grad, s.shard.groups(NRESState(out.inner, out.t, eps)), aux
 
     hp = dict(
         trunc_len=trunc_len, sigma=sigma, num_particles=num_particles, antithetic=antithetic, stagger=stagger
     )
-    return C.GradientEstimator(init, estimate, "nres", P.hparams(s, hp), trunc_len, num_particles * trunc_len)
+    return _common.GradientEstimator(
+        init, estimate, "nres", particles.hparams(s, hp), trunc_len, num_particles * trunc_len
+    )
 
 
 # ----------------------------------------------------------------------------- GPES-K
 
 
-def noise_blocks(s: P.Setup, noise_every: int | None) -> int | None:
+def noise_blocks(s: particles.Setup, noise_every: int | None) -> int | None:
     """Truncations per noise block for `gpes`, or None for one block per episode (NRES)."""
     trunc_len, horizon = s.opts.trunc_len, s.horizon
-    ok = noise_every is None or (C._is_int(noise_every) and noise_every >= 1)
+    ok = noise_every is None or (_common._is_int(noise_every) and noise_every >= 1)
     if ok and (noise_every is None or (horizon is not None and noise_every >= horizon)):
         return None
     if not ok or noise_every % trunc_len:
@@ -194,34 +197,34 @@ def noise_blocks(s: P.Setup, noise_every: int | None) -> int | None:
     return noise_every // trunc_len
 
 
-def _gpes_init(s: P.Setup, blocks, sigma):
+def _gpes_init(s: particles.Setup, blocks, sigma):
     """``init(key, theta)`` of GPES-K: NRES's with one block per episode, else empty blocks."""
     lay = s.lay
     groups = lay.num_groups
 
     def lockstep_init(key, theta):
         state_key, _, noise_key, _ = jax.random.split(key, 4)
-        inner = C.broadcast_state(s.system.init(state_key), (groups, lay.group_size))
+        inner = _common.broadcast_state(s.system.init(state_key), (groups, lay.group_size))
         t = s.start_clock(key, groups)
         if blocks is None:  # one block per episode, drawn in advance (as nres)
-            eps = C.sample_noise(noise_key, theta, groups, sigma)
+            eps = _common.sample_noise(noise_key, theta, groups, sigma)
             return GPESState(inner, t, eps, eps, jnp.zeros((groups,), jnp.int32))
-        zeros = C.zeros_per_group(theta, groups)
+        zeros = _common.zeros_per_group(theta, groups)
         return GPESState(inner, t, zeros, zeros, jnp.full((groups,), blocks, jnp.int32))
 
     def draw(noise_key, theta, state):
-        return state.eps if blocks is None else C.sample_noise(noise_key, theta, groups, sigma)
+        return state.eps if blocks is None else _common.sample_noise(noise_key, theta, groups, sigma)
 
     def first_block(state, burn):  # the burn-in's perturbation is the episode's first block
         if blocks is None:
             return state
         t = s.clock.steps(state.t)
         started = t > 0
-        accum = eps = C.group_where(started, burn, state.accum)
+        accum = eps = _common.group_where(started, burn, state.accum)
         age = jnp.where(started, jnp.minimum(blocks, -(-t // s.opts.trunc_len)), blocks).astype(jnp.int32)
         return state._replace(accum=accum, eps=eps, age=age)
 
-    staggered = P.staggered(s, lockstep_init, draw, first_block)
+    staggered = particles.staggered(s, lockstep_init, draw, first_block)
     return lambda key, theta: s.shard.groups(staggered(key, theta))
 
 
@@ -237,7 +240,7 @@ def gpes(
     particle_chunk_size: int | None = None,
     devices: int | str | None = None,
     horizon_schedule: horizons.Schedule | None = None,
-) -> C.GradientEstimator:
+) -> _common.GradientEstimator:
     """Generalised PES, GPES-K (Li et al., NeurIPS 2023): fresh noise every K steps.
 
     Each antithetic pair's episode is cut into noise blocks of ``noise_every`` inner steps
@@ -273,21 +276,21 @@ def gpes(
         the horizon / None for one perturbation per episode.  Under a random horizon
         schedule "the horizon" is the longest episode it draws.
     """
-    s = P.setup("gpes", system, P.Options.of(locals()))
+    s = particles.setup("gpes", system, particles.Options.of(locals()))
     blocks = noise_blocks(s, noise_every)
     lay, run = s.lay, s.engine()
 
     def estimate(key, theta, state):
-        noise_key, data_key = C.split_key(key)
-        fresh = s.shard.groups(C.sample_noise(noise_key, theta, lay.num_groups, sigma))
+        noise_key, data_key = _common.split_key(key)
+        fresh = s.shard.groups(_common.sample_noise(noise_key, theta, lay.num_groups, sigma))
         if blocks is None:
-            out = run(theta, P.Groups(state.eps, state.inner, state.t, fresh), None, data_key)
-            grad, eps = episode_update(P.outcome(out, lay), state.eps, fresh, s.scale, theta)
+            out = run(theta, particles.Groups(state.eps, state.inner, state.t, fresh), None, data_key)
+            grad, eps = episode_update(particles.outcome(out, lay), state.eps, fresh, s.scale, theta)
             accum, age = eps, jnp.zeros_like(state.age)
         else:
             blk = block_start(state, fresh, blocks)
-            out = run(theta, P.Groups(blk.eps, state.inner, state.t, fresh), None, data_key)
-            summary = P.outcome(out, lay)
+            out = run(theta, particles.Groups(blk.eps, state.inner, state.t, fresh), None, data_key)
+            summary = particles.outcome(out, lay)
             grad, accum, eps = block_update(summary, fresh, state.accum, blk, s.scale, theta)
             age = block_ages(summary, blk.refresh, state.age, blocks)
         aux = {"loss": jnp.mean(out.total)}
@@ -302,6 +305,6 @@ def gpes(
         stagger=stagger,
     )
     cost = num_particles * trunc_len
-    return C.GradientEstimator(
-        _gpes_init(s, blocks, sigma), estimate, "gpes", P.hparams(s, hp), trunc_len, cost
+    return _common.GradientEstimator(
+        _gpes_init(s, blocks, sigma), estimate, "gpes", particles.hparams(s, hp), trunc_len, cost
     )

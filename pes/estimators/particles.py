@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from pes import horizons, systems
-from pes.estimators import _common as C
+from pes.estimators import _common
 from pes.sharding import ParticleSharding, resolve_devices
 
 PyTree = Any
@@ -158,7 +158,7 @@ class Truncation(NamedTuple):
     """The static part of one truncation's unroll."""
 
     system: systems.UnrolledSystem
-    lay: C.ParticleLayout
+    lay: _common.ParticleLayout
     trunc_len: int
     clock: FixedClock | DrawnClock
     skip_idle_resets: bool = True  # branch on whether any episode ends (one device)
@@ -201,12 +201,12 @@ class Outcome(NamedTuple):
     last_end: jax.Array
 
 
-def differences(x: jax.Array, lay: C.ParticleLayout) -> jax.Array:
+def differences(x: jax.Array, lay: _common.ParticleLayout) -> jax.Array:
     """sum_m sign_m * x[g, m]: the antithetic difference of each group, shape (G,)."""
     return x[:, 0] - x[:, 1] if lay.group_size == 2 else x[:, 0]
 
 
-def outcome(out: Unrolled, lay: C.ParticleLayout) -> Outcome:
+def outcome(out: Unrolled, lay: _common.ParticleLayout) -> Outcome:
     """The groups' `Outcome` of a truncation: antithetic differences of ``total`` and ``before``."""
     return Outcome(differences(out.total, lay), differences(out.before, lay), out.any_end, out.last_end)
 
@@ -240,7 +240,7 @@ def resetter(system: systems.UnrolledSystem, large: bool) -> Callable:
         return lambda state, end, key: reset_where(system, state, end, key)
 
     def reset(state, end, key):
-        some = C.any_over_runs(jnp.any(end))
+        some = _common.any_over_runs(jnp.any(end))
         return jax.lax.cond(some, lambda s: reset_where(system, s, end, key), lambda s: s, state)
 
     return reset
@@ -375,7 +375,7 @@ def _dispatch(s: _Steps, inner, t, large, members):
     if not clock.ends or trunc_len == 1:
         out = bare(inner)
     elif spec.skip_idle_resets or large:
-        mid_end = C.any_over_runs(jnp.any(first_end < trunc_len - 1))
+        mid_end = _common.any_over_runs(jnp.any(first_end < trunc_len - 1))
         out = jax.lax.cond(mid_end, resetting, bare, inner)
     else:
         out = resetting(inner)
@@ -440,10 +440,12 @@ def perturbed_unroll(
 
     ``shared``: one state every particle starts from (then ``groups.inner`` is None).
     """
-    thetas = C.perturb(theta, groups.eps, spec.lay)
-    after = None if groups.eps_after is None else C.perturb(theta, groups.eps_after, spec.lay)
+    thetas = _common.perturb(theta, groups.eps, spec.lay)
+    after = None if groups.eps_after is None else _common.perturb(theta, groups.eps_after, spec.lay)
     num_groups = jax.tree.leaves(groups.eps)[0].shape[0]
-    inner = groups.inner if shared is None else C.broadcast_state(shared, (num_groups, spec.lay.group_size))
+    inner = (
+        groups.inner if shared is None else _common.broadcast_state(shared, (num_groups, spec.lay.group_size))
+    )
     return unroll(spec, thetas, inner, groups.t, data_key, after)
 
 
@@ -493,7 +495,7 @@ def burn_in(
     def body(inner, xs):
         j, key_pair = xs
         new_inner, _ = step(inner, key_pair[0])
-        return C.group_where(j < offsets, new_inner, inner), None
+        return _common.group_where(j < offsets, new_inner, inner), None
 
     inner, _ = jax.lax.scan(body, inner, (jnp.arange(num_steps), keys))
     return inner
@@ -515,7 +517,7 @@ def staggered(s: Setup, init: Callable, perturbation: Callable, seed: Callable |
         _, offset_key, noise_key, burn_key = jax.random.split(key, 4)
         eps = perturbation(noise_key, theta, state)
         t, offsets = s.clock.random_phase(state.t, offset_key)
-        thetas = C.perturb(theta, eps, s.lay)
+        thetas = _common.perturb(theta, eps, s.lay)
         step = jax.vmap(jax.vmap(s.system.step, in_axes=(0, 0, None)), in_axes=(0, 0, None))
         inner = burn_in(lambda x, k: step(thetas, x, k), state.inner, offsets, burn_key, s.burn_steps)
         state = state._replace(inner=inner, t=t)
@@ -552,7 +554,7 @@ class Setup(NamedTuple):
     name: str
     system: systems.UnrolledSystem  # with the schedule's horizon, when it has a fixed one
     opts: Options
-    lay: C.ParticleLayout
+    lay: _common.ParticleLayout
     scale: float  # 1 / (N sigma^2)
     shard: ParticleSharding
     num_chunks: int
@@ -600,7 +602,7 @@ def _plan(name, lay, particle_chunk_size, devices):
         return 1, shard
     unit = lay.group_size * num_dev
     if (
-        not C._is_int(particle_chunk_size)
+        not _common._is_int(particle_chunk_size)
         or particle_chunk_size < 1
         or particle_chunk_size % unit
         or lay.num_particles % particle_chunk_size
@@ -633,14 +635,14 @@ def _with_schedule(name, system, schedule):
 def setup(name: str, system: systems.UnrolledSystem, opts: Options) -> Setup:
     """Validate ``opts`` for estimator ``name`` on ``system`` (one-line ``ValueError``s) and plan it."""
     system, clock = _with_schedule(name, system, opts.horizon_schedule)
-    C.check_trunc_len(name, system, opts.trunc_len)
-    C.check_sigma(name, opts.sigma)
-    C.check_particles(name, opts.num_particles, opts.antithetic)
-    C.check_bool(name, "divide_by_variance", opts.divide_by_variance)
+    _common.check_trunc_len(name, system, opts.trunc_len)
+    _common.check_sigma(name, opts.sigma)
+    _common.check_particles(name, opts.num_particles, opts.antithetic)
+    _common.check_bool(name, "divide_by_variance", opts.divide_by_variance)
     if opts.stagger is not None:
         longest = clock.schedule.longest if isinstance(clock, DrawnClock) else system.horizon
-        C.check_stagger(name, system._replace(horizon=longest), opts.stagger)
-    lay = C.layout(opts.num_particles, opts.antithetic)
+        _common.check_stagger(name, system._replace(horizon=longest), opts.stagger)
+    lay = _common.layout(opts.num_particles, opts.antithetic)
     num_chunks, shard = _plan(name, lay, opts.particle_chunk_size, opts.devices)
     scale = 1.0 / (opts.num_particles * opts.sigma**2)
     return Setup(name, system, opts, lay, scale, shard, num_chunks, clock)
@@ -650,4 +652,4 @@ def hparams(s: Setup, recorded: dict) -> dict:
     """``recorded`` (the estimator's own hyperparameters), then the options that are set."""
     if s.opts.horizon_schedule is not None:
         recorded["horizon_schedule"] = s.opts.horizon_schedule
-    return C.scale_hparams(recorded, s.opts.particle_chunk_size, s.opts.devices)
+    return _common.scale_hparams(recorded, s.opts.particle_chunk_size, s.opts.devices)

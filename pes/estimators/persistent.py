@@ -20,8 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from pes import horizons, systems
-from pes.estimators import _common as C
-from pes.estimators import particles as P
+from pes.estimators import _common, particles
 
 PyTree = Any
 
@@ -44,7 +43,7 @@ class PESState(NamedTuple):
 
 
 def pes_update(
-    out: P.Outcome, eps: PyTree, accum: PyTree, scale: float, like: PyTree
+    out: particles.Outcome, eps: PyTree, accum: PyTree, scale: float, like: PyTree
 ) -> tuple[PyTree, PyTree]:
     """The PES gradient and the new accumulators from one truncation's `Outcome`.
 
@@ -63,15 +62,15 @@ def pes_update(
       restarts from eps after a mid-truncation reset, or from 0 if the episode ended on
       the truncation's last step.
     """
-    grad = C.combine2(out.total, eps, out.before, accum, scale, like)
-    cont = C.group_where(out.any_end, eps, jax.tree.map(jnp.add, accum, eps))
-    return grad, C.group_where(out.last_end, jax.tree.map(jnp.zeros_like, eps), cont)
+    grad = _common.combine2(out.total, eps, out.before, accum, scale, like)
+    cont = _common.group_where(out.any_end, eps, jax.tree.map(jnp.add, accum, eps))
+    return grad, _common.group_where(out.last_end, jax.tree.map(jnp.zeros_like, eps), cont)
 
 
-def burn_in_accumulator(s: P.Setup, state: PESState, eps: PyTree) -> PESState:
+def burn_in_accumulator(s: particles.Setup, state: PESState, eps: PyTree) -> PESState:
     """A staggered start: the burn-in's perturbation is part of the episode's history."""
     started = s.clock.steps(state.t) > 0
-    return state._replace(accum=C.group_where(started, eps, jax.tree.map(jnp.zeros_like, eps)))
+    return state._replace(accum=_common.group_where(started, eps, jax.tree.map(jnp.zeros_like, eps)))
 
 
 def pes(
@@ -86,7 +85,7 @@ def pes(
     particle_chunk_size: int | None = None,
     devices: int | str | None = None,
     horizon_schedule: horizons.Schedule | None = None,
-) -> C.GradientEstimator:
+) -> _common.GradientEstimator:
     """Persistent evolution strategies (Vicol, Metz, Sohl-Dickstein, ICML 2021, Alg. 1).
 
     Each particle keeps its own inner state across truncations and an accumulator xi of
@@ -119,30 +118,34 @@ def pes(
       horizon_schedule: per-episode horizons drawn from a `pes.horizons` schedule instead
         of the system's fixed horizon (None).
     """
-    s = P.setup("pes", system, P.Options.of(locals()))
+    s = particles.setup("pes", system, particles.Options.of(locals()))
     lay, run = s.lay, s.engine()
 
     def lockstep_init(key, theta):
         state_key = jax.random.split(key, 4)[0]
-        inner = C.broadcast_state(s.system.init(state_key), (lay.num_groups, lay.group_size))
-        return PESState(inner, s.start_clock(key, lay.num_groups), C.zeros_per_group(theta, lay.num_groups))
+        inner = _common.broadcast_state(s.system.init(state_key), (lay.num_groups, lay.group_size))
+        return PESState(
+            inner, s.start_clock(key, lay.num_groups), _common.zeros_per_group(theta, lay.num_groups)
+        )
 
     def draw(noise_key, theta, state):
         del state
-        return C.sample_noise(noise_key, theta, lay.num_groups, sigma)
+        return _common.sample_noise(noise_key, theta, lay.num_groups, sigma)
 
-    staggered = P.staggered(s, lockstep_init, draw, lambda state, eps: burn_in_accumulator(s, state, eps))
+    staggered = particles.staggered(
+        s, lockstep_init, draw, lambda state, eps: burn_in_accumulator(s, state, eps)
+    )
 
     def init(key, theta):
         return s.shard.groups(staggered(key, theta))
 
     def estimate(key, theta, state):
-        noise_key, data_key = C.split_key(key)
-        eps = s.shard.groups(C.sample_noise(noise_key, theta, lay.num_groups, sigma))
-        out = run(theta, P.Groups(eps, state.inner, state.t), None, data_key)
-        grad, accum = pes_update(P.outcome(out, lay), eps, state.accum, s.scale, theta)
+        noise_key, data_key = _common.split_key(key)
+        eps = s.shard.groups(_common.sample_noise(noise_key, theta, lay.num_groups, sigma))
+        out = run(theta, particles.Groups(eps, state.inner, state.t), None, data_key)
+        grad, accum = pes_update(particles.outcome(out, lay), eps, state.accum, s.scale, theta)
         if divide_by_variance:
-            grad = C.scale_tree(grad, C.std_scale(out.total, sigma))
+            grad = _common.scale_tree(grad, _common.std_scale(out.total, sigma))
         aux = {"loss": jnp.mean(out.total)}
         return grad, s.shard.groups(PESState(out.inner, out.t, accum)), aux
 
@@ -151,4 +154,6 @@ def pes(
     )
     if divide_by_variance:
         hp["divide_by_variance"] = True
-    return C.GradientEstimator(init, estimate, "pes", P.hparams(s, hp), trunc_len, num_particles * trunc_len)
+    return _common.GradientEstimator(
+        init, estimate, "pes", particles.hparams(s, hp), trunc_len, num_particles * trunc_len
+    )

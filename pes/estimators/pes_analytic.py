@@ -23,8 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from pes import systems
-from pes.estimators import _common as C
-from pes.estimators import particles as P
+from pes.estimators import _common, particles
 from pes.estimators.persistent import pes_update
 
 PyTree = Any
@@ -55,14 +54,14 @@ def pes_a(
     antithetic: bool = True,
     particle_chunk_size: int | None = None,
     devices: int | str | None = None,
-) -> C.GradientEstimator:
+) -> _common.GradientEstimator:
     """PES with an analytic current-truncation gradient (see the module docstring).
 
     The system's step must be differentiable in theta.  Particles run in lockstep with
     the mean trajectory, and ``trunc_len`` must divide the horizon (so no episode ends
     inside a truncation).  Other arguments as `pes`.
     """
-    s = P.setup("pes_a", system, P.Options.of(locals()))
+    s = particles.setup("pes_a", system, particles.Options.of(locals()))
     if system.horizon is not None and system.horizon % trunc_len:
         raise ValueError(
             f"estimator 'pes_a': trunc_len={trunc_len} is invalid with horizon={system.horizon}; "
@@ -73,24 +72,24 @@ def pes_a(
     def init(key, theta):
         state_key = jax.random.split(key, 4)[0]  # the same particle states as `pes`
         fresh = system.init(state_key)
-        inner = C.broadcast_state(fresh, (lay.num_groups, lay.group_size))
+        inner = _common.broadcast_state(fresh, (lay.num_groups, lay.group_size))
         t = jnp.zeros((lay.num_groups,), jnp.int32)
-        accum = C.zeros_per_group(theta, lay.num_groups)
+        accum = _common.zeros_per_group(theta, lay.num_groups)
         # the per-group fields are split over the devices, the mean trajectory is replicated
         return PESAState(*s.shard.groups((inner, t, accum)), fresh, jnp.zeros((), jnp.int32))
 
     def estimate(key, theta, state):
-        noise_key, data_key = C.split_key(key)
-        eps = s.shard.groups(C.sample_noise(noise_key, theta, lay.num_groups, sigma))
-        out = run(theta, P.Groups(eps, state.inner, state.t), None, data_key)
+        noise_key, data_key = _common.split_key(key)
+        eps = s.shard.groups(_common.sample_noise(noise_key, theta, lay.num_groups, sigma))
+        out = run(theta, particles.Groups(eps, state.inner, state.t), None, data_key)
         g_a, (mean_inner, mean_t) = analytic_gradient(system, theta, state, data_key, trunc_len)
-        grad, accum = pes_a_update(P.outcome(out, lay), eps, state.accum, g_a, s, theta)
+        grad, accum = pes_a_update(particles.outcome(out, lay), eps, state.accum, g_a, s, theta)
         aux = {"loss": jnp.mean(out.total)}
         return grad, PESAState(*s.shard.groups((out.inner, out.t, accum)), mean_inner, mean_t), aux
 
     hp = dict(trunc_len=trunc_len, sigma=sigma, num_particles=num_particles, antithetic=antithetic)
     cost = num_particles * trunc_len + trunc_len
-    return C.GradientEstimator(init, estimate, "pes_a", P.hparams(s, hp), trunc_len, cost)
+    return _common.GradientEstimator(init, estimate, "pes_a", particles.hparams(s, hp), trunc_len, cost)
 
 
 def analytic_gradient(
@@ -107,7 +106,7 @@ def analytic_gradient(
 
 
 def pes_a_update(
-    out: P.Outcome, eps: PyTree, accum: PyTree, g_a: PyTree, s: P.Setup, like: PyTree
+    out: particles.Outcome, eps: PyTree, accum: PyTree, g_a: PyTree, s: particles.Setup, like: PyTree
 ) -> tuple[PyTree, PyTree]:
     """The PES-A gradient and the new accumulators (see the module docstring)."""
     # sum_m sign_m * (sign_m eps_g . g_a) = M * eps_g . g_a: the control variate per group

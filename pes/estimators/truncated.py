@@ -17,8 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from pes import horizons, systems
-from pes.estimators import _common as C
-from pes.estimators import particles as P
+from pes.estimators import _common, particles
 
 PyTree = Any
 
@@ -35,17 +34,17 @@ class ESState(NamedTuple):
     t: Any
 
 
-def es_update(out: P.Outcome, eps: PyTree, scale: float, like: PyTree) -> PyTree:
+def es_update(out: particles.Outcome, eps: PyTree, scale: float, like: PyTree) -> PyTree:
     """The truncated-ES gradient: sum_g out.total[g] * eps[g] * scale (dtypes of ``like``)."""
-    return C.combine(out.total, eps, scale, like)
+    return _common.combine(out.total, eps, scale, like)
 
 
-def _mean_advance(s: P.Setup, skip_mean: bool):
+def _mean_advance(s: particles.Setup, skip_mean: bool):
     """``advance(theta, state, data_key) -> ESState``: the unperturbed state(s) K steps on."""
     system, k = s.system, s.opts.trunc_len
-    if isinstance(s.clock, P.DrawnClock):
+    if isinstance(s.clock, particles.DrawnClock):
         spec = s.truncation()
-        one = lambda theta, inner, t, key: P.clocked_unroll(spec, theta, inner, t, key)
+        one = lambda theta, inner, t, key: particles.clocked_unroll(spec, theta, inner, t, key)
     else:
         one = lambda theta, inner, t, key: systems.unroll(system, theta, inner, t, key, k)[:2]
 
@@ -61,7 +60,7 @@ def _mean_advance(s: P.Setup, skip_mean: bool):
     return reinit if skip_mean else lambda theta, state, key: ESState(*one(theta, state.inner, state.t, key))
 
 
-def _initial_state(s: P.Setup):
+def _initial_state(s: particles.Setup):
     """``init(key, theta) -> ESState``: the shared state, or staggered per-group states."""
     groups = s.lay.num_groups
 
@@ -72,26 +71,26 @@ def _initial_state(s: P.Setup):
 
     def staggered(key, theta):
         state_key, offset_key, burn_key = jax.random.split(key, 3)
-        inner = C.broadcast_state(s.system.init(state_key), (groups,))
+        inner = _common.broadcast_state(s.system.init(state_key), (groups,))
         t, offsets = s.clock.random_phase(s.start_clock(key, groups), offset_key)
         if s.burn_steps >= 1:
             step = jax.vmap(s.system.step, in_axes=(None, 0, None))
-            inner = P.burn_in(lambda x, k: step(theta, x, k), inner, offsets, burn_key, s.burn_steps)
+            inner = particles.burn_in(lambda x, k: step(theta, x, k), inner, offsets, burn_key, s.burn_steps)
         return ESState(inner, t)
 
     return staggered if s.opts.stagger else lockstep
 
 
-def _starts(s: P.Setup, state: ESState, eps):
+def _starts(s: particles.Setup, state: ESState, eps):
     """(`Groups`, shared state) of a truncation: every member starts from its group's state."""
     groups, members = s.lay
     if s.opts.stagger:
         starts = jax.tree.map(
             lambda x: jnp.broadcast_to(x[:, None], (x.shape[0], members) + x.shape[1:]), state.inner
         )
-        return P.Groups(eps, starts, state.t), None
+        return particles.Groups(eps, starts, state.t), None
     t = jax.tree.map(lambda x: jnp.broadcast_to(x, (groups,)), state.t)
-    return P.Groups(eps, None, t), state.inner
+    return particles.Groups(eps, None, t), state.inner
 
 
 def es(
@@ -106,7 +105,7 @@ def es(
     devices: int | str | None = None,
     stagger: bool = False,
     horizon_schedule: horizons.Schedule | None = None,
-) -> C.GradientEstimator:
+) -> _common.GradientEstimator:
     """Truncated evolution strategies (paper Sec. 3; `es_grad` in the official code).
 
     All particles start each truncation from the shared state, unroll ``trunc_len`` steps
@@ -139,22 +138,22 @@ def es(
       horizon_schedule: per-episode horizons drawn from a `pes.horizons` schedule instead
         of the system's fixed horizon (None).
     """
-    s = P.setup("es", system, P.Options.of(locals()))
+    s = particles.setup("es", system, particles.Options.of(locals()))
     run = s.engine(keep_state=False)
     # When every truncation covers whole episodes the mean trajectory ends in a reset, so
     # advancing it is wasted work: re-initialise it directly with the same reset key.
     horizon = s.system.horizon
-    skip_mean = isinstance(s.clock, P.FixedClock) and horizon is not None and trunc_len % horizon == 0
+    skip_mean = isinstance(s.clock, particles.FixedClock) and horizon is not None and trunc_len % horizon == 0
     skip_mean = skip_mean and not stagger
     advance = _mean_advance(s, skip_mean)
 
     def estimate(key, theta, state):
-        noise_key, data_key = C.split_key(key)
-        eps = s.shard.groups(C.sample_noise(noise_key, theta, s.lay.num_groups, sigma))
+        noise_key, data_key = _common.split_key(key)
+        eps = s.shard.groups(_common.sample_noise(noise_key, theta, s.lay.num_groups, sigma))
         out = run(theta, *_starts(s, state, eps), data_key)
-        grad = es_update(P.outcome(out, s.lay), eps, s.scale, theta)
+        grad = es_update(particles.outcome(out, s.lay), eps, s.scale, theta)
         if divide_by_variance:
-            grad = C.scale_tree(grad, C.std_scale(out.total, sigma))
+            grad = _common.scale_tree(grad, _common.std_scale(out.total, sigma))
         new_state = advance(theta, state, data_key)
         return grad, new_state, {"loss": jnp.mean(out.total)}
 
@@ -165,4 +164,6 @@ def es(
     if divide_by_variance:
         hp["divide_by_variance"] = True
     cost = num_particles * trunc_len + mean_cost
-    return C.GradientEstimator(_initial_state(s), estimate, "es", P.hparams(s, hp), trunc_len, cost)
+    return _common.GradientEstimator(
+        _initial_state(s), estimate, "es", particles.hparams(s, hp), trunc_len, cost
+    )

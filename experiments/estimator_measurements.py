@@ -1,5 +1,6 @@
-"""The estimator comparison of figure 10 (PES, NRES, GPES-K, truncated ES): the computations
-behind its two post-steps, independent of the figure pipeline.
+"""Measurements of the estimators compared in figure 10 (PES, NRES, GPES-K, truncated ES): the
+computations behind its two post-steps (`experiments.steps.estimator_comparison`), independent
+of the figure pipeline, so benchmarks and users call them directly.
 
 * `measure_variance`: for one task at its initial theta, the variance of one truncation's
   gradient estimate for every (estimator, particle setting, truncation length W) of a
@@ -27,8 +28,7 @@ import jax
 import numpy as np
 import pandas as pd
 
-from pes import results
-from pes import variance as V
+from pes import results, variance
 
 SETTINGS = ("lockstep", "step_unlocked", "own_keys")
 STAT_KEYS = (
@@ -161,17 +161,19 @@ def estimates(system, theta, key, cfg: VarConfig, spec: Mapping) -> Any:
     if cfg.setting == "own_keys":
         groups = n // 2
         hp = _hparams(cfg, spec, 2, True)
-        pairs = V.truncation_estimates(
+        pairs = variance.truncation_estimates(
             system, theta, key, estimator=cfg.estimator, num_chains=chains * groups, **kw, **hp
         )
         return jax.tree.map(lambda x: x.reshape((chains, groups) + x.shape[1:]).mean(axis=1), pairs)
     hp = _hparams(cfg, spec, n, cfg.setting == "step_unlocked")
-    return V.truncation_estimates(system, theta, key, estimator=cfg.estimator, num_chains=chains, **kw, **hp)
+    return variance.truncation_estimates(
+        system, theta, key, estimator=cfg.estimator, num_chains=chains, **kw, **hp
+    )
 
 
 def reference(system, theta, key, spec: Mapping) -> tuple[Any, float]:
     """The whole-episode full-ES gradient (``ground_truth_particles``) and its relative noise floor."""
-    ref, chunks = V.ground_truth(
+    ref, chunks = variance.ground_truth(
         system,
         theta,
         key,
@@ -180,7 +182,7 @@ def reference(system, theta, key, spec: Mapping) -> tuple[Any, float]:
         num_chunks=10,
         batch_size=1,
     )
-    return ref, V.noise_floor(chunks)[0]
+    return ref, variance.noise_floor(chunks)[0]
 
 
 def measure_variance(
@@ -223,7 +225,7 @@ def measure_variance(
             continue
         t0 = time.perf_counter()
         ests = estimates(system, theta, jax.random.fold_in(est_key, i), cfg, spec)
-        st = V.truncation_statistics(ests, ref, cfg.trunc_len / horizon)
+        st = variance.truncation_statistics(ests, ref, cfg.trunc_len / horizon)
         st["wall_time_s"] = time.perf_counter() - t0
         stats[cfg[:4]] = st
         if on_result is not None:

@@ -1,9 +1,9 @@
 """Cost per outer iteration of figure 10's estimators at the NRES paper's settings (CPU).
 
-    python benchmarks/estimator_study_cost.py [--tasks lorenz,lopt,swimmer] [--rounds 3]
+    python benchmarks/estimator_comparison_cost.py [--tasks lorenz,lopt,swimmer] [--rounds 3]
 
 For each task, PES, NRES, GPES-K and truncated ES (step-unlocked pairs, the paper's N, sigma, W)
-are compiled and timed side by side in one process (`experiments.estimator_study.
+are compiled and timed side by side in one process (`experiments.estimator_measurements.
 interleaved_timing`), and the seconds per outer iteration are extrapolated to the paper's
 iteration counts.  Prints one line per estimator and a table; writes nothing.
 """
@@ -17,7 +17,7 @@ import platform
 import jax
 import optax
 
-from experiments import estimator_study
+from experiments import estimator_measurements
 from pes import estimators, outer, tasks
 
 # (task params, W, N particles (ours), sigma, optimizer, paper iterations per estimator).  The
@@ -65,7 +65,7 @@ def main() -> None:
     args = parser.parse_args()
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"jax {jax.__version__}, load {estimator_study.load_average()}"
+        f"jax {jax.__version__}, load {estimator_measurements.load_average()}"
     )
     lines = []
     for label in args.tasks.split(","):
@@ -84,7 +84,7 @@ def main() -> None:
             )
             chunk = outer.make_chunk(est, opt, log_every=steps, num_logs=1)
             entries[name] = (init, chunk)
-        timed = estimator_study.interleaved_timing(
+        timed = estimator_measurements.interleaved_timing(
             entries,
             rounds=args.rounds,
             steps_per_call=steps,
@@ -96,7 +96,7 @@ def main() -> None:
                 f"| {label} | {name} | {t.s_per_step * 1e3:.2f} | {t.spread:.0%} | {t.init_s:.1f} | "
                 f"{iters[name]} | {hours:.2f} |"
             )
-    print(f"load after: {estimator_study.load_average()}")
+    print(f"load after: {estimator_measurements.load_average()}")
     print("| task | estimator | ms / iteration | spread | init s | paper iterations | hours per run |")
     print("|---|---|---|---|---|---|---|")
     print("\n".join(lines))

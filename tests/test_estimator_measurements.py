@@ -1,4 +1,4 @@
-"""experiments.estimator_study: figure 10's sweep, variance rows and interleaved timing."""
+"""experiments.estimator_measurements: figure 10's sweep, variance rows and interleaved timing."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiments import estimator_study as S
+from experiments import estimator_measurements
 from pes import results, tasks
 
 SPEC = dict(
@@ -26,7 +26,7 @@ SPEC = dict(
 
 
 def test_sweep_configs_map_the_ends_and_drop_duplicates():
-    cfgs = S.variance_configs(SPEC, horizon=8)
+    cfgs = estimator_measurements.variance_configs(SPEC, horizon=8)
     keys = [c[:4] for c in cfgs]
     assert len(keys) == len(set(keys))
     # GPES at W=4 would need noise_every 8 = T: that is NRES, left out of the W sweep
@@ -52,7 +52,7 @@ def test_sweep_configs_map_the_ends_and_drop_duplicates():
 )
 def test_bad_sweep_settings_fail_in_one_line(change, match):
     with pytest.raises(ValueError, match=f"here: {match}"):
-        S.check_variance_spec({**SPEC, **change}, 8, "here")
+        estimator_measurements.check_variance_spec({**SPEC, **change}, 8, "here")
 
 
 @pytest.mark.integration
@@ -66,7 +66,9 @@ def test_measure_variance_rows_follow_the_schema_and_compare_with_pes():
         "chains": 40,
     }
     logs = []
-    rows, detail = S.measure_variance(lq, spec, jax.random.key(0), task_label="lq", seed=0, log=logs.append)
+    rows, detail = estimator_measurements.measure_variance(
+        lq, spec, jax.random.key(0), task_label="lq", seed=0, log=logs.append
+    )
     results.validate(rows.assign(figure="figure10"))
     assert set(rows["run_id"]) >= {"var-lq-pes-lockstep-w1", "var-lq-nres-own_keys-w4", "var-lq-reference"}
     nres = rows[(rows.run_id == "var-lq-nres-lockstep-w1")].set_index("metric")["value"]
@@ -86,7 +88,7 @@ def test_measure_variance_rows_follow_the_schema_and_compare_with_pes():
         for r in detail.to_dict("records")
     }
     logs2 = []
-    again, _ = S.measure_variance(
+    again, _ = estimator_measurements.measure_variance(
         lq, spec, jax.random.key(0), task_label="lq", seed=0, log=logs2.append, done=done
     )
     assert len(logs2) == 1  # the reference only
@@ -101,7 +103,7 @@ def test_interleaved_timing_and_wall_clock_rows():
         "small": (jax.jit(lambda: jnp.float32(0.0)), slow(1_000)),
         "large": (jax.jit(lambda: jnp.float32(0.0)), slow(2_000_000)),
     }
-    timed = S.interleaved_timing(entries, rounds=3, steps_per_call=2, log=lambda m: None)
+    timed = estimator_measurements.interleaved_timing(entries, rounds=3, steps_per_call=2, log=lambda m: None)
     assert timed["large"].s_per_step > timed["small"].s_per_step > 0
     run_rows = pd.DataFrame(
         [
@@ -115,7 +117,7 @@ def test_interleaved_timing_and_wall_clock_rows():
             )
         ]
     )
-    wc = S.wall_clock_rows(run_rows, timed, key_of=lambda rid: "large")
+    wc = estimator_measurements.wall_clock_rows(run_rows, timed, key_of=lambda rid: "large")
     got = wc[wc.metric == "wall_clock_s"].sort_values(["seed", "outer_step"])["value"].to_numpy()
     t = timed["large"]
     np.testing.assert_allclose(got, [t.init_s, t.init_s + 10 * t.s_per_step] * 2)

@@ -1,4 +1,4 @@
-"""Post-steps of figure 10, the estimator comparison (``experiments.estimator_study`` computes).
+"""Post-steps of figure 10, the estimator comparison (``experiments.estimator_measurements`` computes).
 
 ``truncation_variance``: per task, the per-truncation gradient variance of PES, NRES,
 GPES-K and truncated ES at the task's initial theta (W sweep x particle settings, GPES-K
@@ -7,10 +7,10 @@ noise-block sweep, full-ES reference).  Settings::
     tasks   label -> {overrides: [Hydra overrides composing the task], sigma, num_particles,
             trunc_lens, estimators (default: pes, nres, gpes, es), gpes_factor, settings,
             noise_sweep ({trunc_len, noise_every} or null), chains, episodes,
-            ground_truth_particles} (see `estimator_study.variance_configs`)
+            ground_truth_particles} (see `estimator_measurements.variance_configs`)
     batch_size   chains per vmapped batch (null: all at once; memory only)
 
-Rows: `estimator_study.measure_variance`'s (run ids ``var-<label>-...``); extra table
+Rows: `estimator_measurements.measure_variance`'s (run ids ``var-<label>-...``); extra table
 ``variance.csv`` (one row per configuration with its setting and noise block length).
 Progress is kept per task in ``<fig_dir>/steps/truncation_variance/<label>.json`` so an
 interrupted step resumes.
@@ -37,9 +37,7 @@ from typing import Any, NamedTuple
 import jax
 import pandas as pd
 
-from experiments import config as C
-from experiments import estimator_study as S
-from experiments import io, steps
+from experiments import config, estimator_measurements, io, steps
 from pes import outer, results
 
 
@@ -51,28 +49,32 @@ class Plan(NamedTuple):
 def check_variance(s: dict, where: str) -> dict:
     specs = s["tasks"]
     if not isinstance(specs, dict) or not specs:
-        raise C.ConfigError(f"{where}.tasks={specs!r} is invalid; allowed: a mapping label -> sweep settings")
+        raise config.ConfigError(
+            f"{where}.tasks={specs!r} is invalid; allowed: a mapping label -> sweep settings"
+        )
     for label, spec in specs.items():
         if not isinstance(label, str) or not re.fullmatch(r"[a-z0-9_]+", label):
-            raise C.ConfigError(
+            raise config.ConfigError(
                 f"{where}.tasks key {label!r} is invalid; allowed: lowercase letters, digits, '_'"
             )
         if not isinstance(spec, dict):
-            raise C.ConfigError(f"{where}.tasks.{label}={spec!r} is invalid; allowed: a mapping of settings")
+            raise config.ConfigError(
+                f"{where}.tasks.{label}={spec!r} is invalid; allowed: a mapping of settings"
+            )
         over = spec.get("overrides", [])
         if not isinstance(over, list) or not all(isinstance(o, str) and "=" in o for o in over):
-            raise C.ConfigError(
+            raise config.ConfigError(
                 f"{where}.tasks.{label}.overrides={over!r} is invalid; allowed: Hydra overrides"
             )
     bs = s["batch_size"]
     if bs is not None and not steps.is_int(bs, 1):
-        raise C.ConfigError(f"{where}.batch_size={bs!r} is invalid; allowed: null or an integer >= 1")
+        raise config.ConfigError(f"{where}.batch_size={bs!r} is invalid; allowed: null or an integer >= 1")
     return s
 
 
 def _task(ctx: steps.Context, overrides: list[str]):
     cfg = ctx.task_config(overrides)
-    return cfg, C.make_task(cfg)
+    return cfg, config.make_task(cfg)
 
 
 def prepare_variance(ctx: steps.Context, s: dict) -> Plan:
@@ -80,12 +82,21 @@ def prepare_variance(ctx: steps.Context, s: dict) -> Plan:
     for label, spec in s["tasks"].items():
         cfg, task = _task(ctx, [*s["overrides"], *spec.get("overrides", [])])
         if task.system.horizon is None:
-            raise C.ConfigError(f"truncation_variance.tasks.{label}: task {task.name} has no finite horizon")
-        full = {"estimators": list(S.ESTIMATORS), "noise_sweep": None, **spec, "batch_size": s["batch_size"]}
+            raise config.ConfigError(
+                f"truncation_variance.tasks.{label}: task {task.name} has no finite horizon"
+            )
+        full = {
+            "estimators": list(estimator_measurements.ESTIMATORS),
+            "noise_sweep": None,
+            **spec,
+            "batch_size": s["batch_size"],
+        }
         try:
-            S.check_variance_spec(full, int(task.system.horizon), f"truncation_variance.tasks.{label}")
+            estimator_measurements.check_variance_spec(
+                full, int(task.system.horizon), f"truncation_variance.tasks.{label}"
+            )
         except ValueError as err:
-            raise C.ConfigError(str(err)) from err
+            raise config.ConfigError(str(err)) from err
         out[label] = (cfg, task, full)
     return Plan(s, out)
 
@@ -98,7 +109,7 @@ def compute_variance(ctx: steps.Context, plan: Plan) -> steps.StepOutput:
     frames, details, walls = [], [], {}
     progress_dir = ctx.fig_dir / "steps" / "truncation_variance"
     for label, (cfg, task, spec) in plan.tasks.items():
-        C.use_x64(cfg)
+        config.use_x64(cfg)
         path = progress_dir / f"{label}.json"
         stamp = {"spec": spec, "task": steps.task_inputs(cfg, task)}
         saved = io.read_json(path) or {}
@@ -112,7 +123,7 @@ def compute_variance(ctx: steps.Context, plan: Plan) -> steps.StepOutput:
             io.write_json(path, record)
 
         t0 = time.perf_counter()
-        rows, detail = S.measure_variance(
+        rows, detail = estimator_measurements.measure_variance(
             task,
             spec,
             jax.random.key(int(cfg.seed)),
@@ -130,7 +141,7 @@ def compute_variance(ctx: steps.Context, plan: Plan) -> steps.StepOutput:
     return steps.StepOutput(
         results.validate(table),
         {"variance": pd.concat(details, ignore_index=True)},
-        {"task_wall_time_s": walls, "load_average_end": S.load_average()},
+        {"task_wall_time_s": walls, "load_average_end": estimator_measurements.load_average()},
     )
 
 
@@ -167,10 +178,10 @@ def task_label(run_id: str) -> str:
 
 def check_timing(s: dict, where: str) -> dict:
     if not steps.is_int(s["rounds"], 1):
-        raise C.ConfigError(f"{where}.rounds={s['rounds']!r} is invalid; allowed: an integer >= 1")
+        raise config.ConfigError(f"{where}.rounds={s['rounds']!r} is invalid; allowed: an integer >= 1")
     spc = s["steps_per_call"]
     if not isinstance(spc, dict) or not spc or any(not steps.is_int(v, 1) for v in spc.values()):
-        raise C.ConfigError(
+        raise config.ConfigError(
             f"{where}.steps_per_call={spc!r} is invalid; allowed: a mapping task label -> integer >= 1"
         )
     return s
@@ -181,7 +192,7 @@ def prepare_timing(ctx: steps.Context, s: dict) -> dict:
     for run in ctx.runs:
         label = task_label(run.id)
         if label not in s["steps_per_call"]:
-            raise C.ConfigError(
+            raise config.ConfigError(
                 f"timing.steps_per_call has no entry for task label {label!r} (run {run.id}); "
                 f"allowed: add {label}: <steps>"
             )
@@ -193,17 +204,17 @@ def prepare_timing(ctx: steps.Context, s: dict) -> dict:
 
 def inputs_timing(ctx: steps.Context, plan: dict) -> dict:
     # a timing is a measurement of the machine: rerun it whenever the runs or settings change
-    return {"runs": {b: C.fingerprint(cfg) for g in plan["groups"].values() for b, cfg in g}}
+    return {"runs": {b: config.fingerprint(cfg) for g in plan["groups"].values() for b, cfg in g}}
 
 
 def compute_timing(ctx: steps.Context, plan: dict) -> steps.StepOutput:
     s = plan["settings"]
-    load_before = S.load_average()
-    timed: dict[str, S.Timed] = {}
+    load_before = estimator_measurements.load_average()
+    timed: dict[str, estimator_measurements.Timed] = {}
     for label, group in plan["groups"].items():
         entries = {}
         for b, cfg in group:
-            built = C.build(cfg)
+            built = config.build(cfg)
             steps_per_call = s["steps_per_call"][label]
             est, opt, theta = built.estimator, built.optimizer, built.task.theta_init
 
@@ -213,18 +224,18 @@ def compute_timing(ctx: steps.Context, plan: dict) -> steps.StepOutput:
             entries[b] = (jax.jit(init), outer.make_chunk(est, opt, log_every=steps_per_call, num_logs=1))
         ctx.log(
             f"[timing] {label}: {len(entries)} runs interleaved, {s['rounds']} rounds "
-            f"(load {S.load_average()})"
+            f"(load {estimator_measurements.load_average()})"
         )
         timed.update(
-            S.interleaved_timing(
+            estimator_measurements.interleaved_timing(
                 entries, rounds=s["rounds"], steps_per_call=s["steps_per_call"][label], log=ctx.log
             )
         )
-    rows = S.wall_clock_rows(ctx.run_rows(), timed, base_id)
+    rows = estimator_measurements.wall_clock_rows(ctx.run_rows(), timed, base_id)
     rows["figure"] = str(ctx.fig.id)
     info = {
         "load_average_before": load_before,
-        "load_average_after": S.load_average(),
+        "load_average_after": estimator_measurements.load_average(),
         "timed": {k: t._asdict() for k, t in timed.items()},
     }
     return steps.StepOutput(results.validate(rows), {}, info)
