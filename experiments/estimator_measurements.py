@@ -253,17 +253,7 @@ def measure_variance(
             "outer_step": cfg.noise_every,
             "inner_steps": horizon,
         }
-        metrics = (
-            "variance",
-            "variance_se",
-            "mse",
-            "mse_se",
-            "bias2",
-            "bias2_se",
-            "num_estimates",
-            "variance_vs_pes",
-            "variance_vs_pes_hi",
-        )
+        metrics = tuple(k for k in STAT_KEYS if k != "wall_time_s")  # timing: its own column
         rows += [dict(info, metric=m, value=float(st[m])) for m in metrics if m in st]
         detail.append(
             dict(
