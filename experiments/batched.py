@@ -33,9 +33,9 @@ import jax.numpy as jnp
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from experiments import cli, config, figures, io, runner, sizes
+from experiments import cli, config, figures, runner, sizes
 from experiments.pipeline import parse
-from pes import outer, results
+from pes import outer
 
 DEFAULT_MAX_BATCH = 16
 
@@ -119,109 +119,42 @@ def _starts(specs: list[config.RunSpec], recorded: list[runner.Recorded]) -> lis
     return starts
 
 
-class _Members:
-    """The bookkeeping of a batch's members while they train: rows, checkpoints, run.json."""
-
-    def __init__(self, specs: list[config.RunSpec], starts: list[runner.Start]):
-        self.specs = specs
-        self.ids = [spec.run_id for spec in specs]
-        step = int(starts[0].state.step)
-        self.metas = [
-            runner.run_meta(spec, st.meta, step, batched_with=self.ids) for spec, st in zip(specs, starts)
-        ]
-        for spec, m in zip(specs, self.metas):
-            io.write_json(spec.run_dir / runner.META, m)
-        self.walls_before = [m["wall_time_s"] for m in self.metas]
-        self.logs = [st.log for st in starts]
-        self.live = [True] * len(specs)
-        self.t0 = time.perf_counter()
-
-    def _write(self, r: int, **update) -> None:
-        meta = self.metas[r]
-        meta.update(wall_time_s=self.walls_before[r] + time.perf_counter() - self.t0, **update)
-        meta["batch_wall_time_s"] = time.perf_counter() - self.t0
-        io.write_json(self.specs[r].run_dir / runner.META, meta)
-
-    def finish(self, r: int, status: str, **extra) -> None:
-        self.metas[r]["attempts"][-1].update(ended=time.strftime("%Y-%m-%d %H:%M:%S"), status=status)
-        self._write(r, status=status, **extra)
-
-    def log_start(self, first_metrics, states) -> None:
-        """Each member's starting point (a member that already diverged is finished)."""
-        built = self.specs[0].built
-        for r, spec in enumerate(self.specs):
-            if runner.divergence(_member(first_metrics, r)) is not None:
-                self.log(first_metrics, r, states, 0)
-            else:
-                points = runner.with_cost(_member(first_metrics, r), built.estimator, built.task.cost_metric)
-                self.logs[r].append(results.rows(spec.run_info, points, built.estimator.steps_per_estimate))
-
-    def log(self, metrics, r: int, states, now: int) -> None:
-        """Member r's rows (`experiments.runner.chunk_rows`), checkpoint, run.json."""
-        spec, built = self.specs[r], self.specs[0].built
-        total = spec.train.num_outer_steps
-        points = _member(metrics, r)
-        rows, bad = runner.chunk_rows(spec.run_info, points, built.estimator, built.task.cost_metric)
-        self.logs[r].append(rows)
-        status = "diverged" if bad else "complete" if now >= total else "running"
-        record = {"outer_step": now, "status": status, **self.logs[r].record()}
-        runner.save_checkpoint(spec.run_dir, _take(states, r), record, total, spec.train.keep_checkpoints)
-        if bad is not None:
-            self.live[r] = False
-            self.finish(r, "diverged", diverged_at_outer_step=bad[0], diverged_metric=bad[1])
-            print(
-                f"{self.ids[r]}: diverged at outer step {bad[0]} ({bad[1]} = {bad[2]:.3g}); rows kept",
-                file=sys.stderr,
-            )
-        elif status == "complete":
-            self.finish(r, "complete")
-        else:
-            self._write(r)
-
-
 def _member(metrics, r: int) -> dict:
     """Member r's log points."""
     return {name: np.asarray(v[r]) for name, v in metrics.items()}
 
 
 def _train_batch(specs: list[config.RunSpec], starts: list[runner.Start]) -> None:
-    """Meta-train the unfinished members together from their (common) outer step."""
-    built, train = specs[0].built, specs[0].train
-    est, opt, task = built.estimator, built.optimizer, built.task
-    members = _Members(specs, starts)
+    """Meta-train the unfinished members together from their (common) outer step; each
+    member's rows, checkpoints and run.json are kept by `experiments.runner.RunLog`, as for a
+    run alone."""
+    ids = [spec.run_id for spec in specs]
+    members = [runner.RunLog(spec, spec.run_dir, st, batched_with=ids) for spec, st in zip(specs, starts)]
+    total, chunk_size = specs[0].train.num_outer_steps, specs[0].train.chunk_size
     states = _stack([st.state for st in starts])
-    step = int(starts[0].state.step)
+    step, t0 = int(starts[0].state.step), time.perf_counter()
     try:
         if step == 0:
-            initial = jax.jit(jax.vmap(outer.make_initial_metrics(task.evaluate)))
-            members.log_start(jax.device_get(initial(states)), states)
-        chunks = {}
-        while step < train.num_outer_steps and any(members.live):
-            n = min(train.chunk_size, train.num_outer_steps - step)
-            if n not in chunks:
-                chunks[n] = outer.make_batched_chunk(
-                    est,
-                    opt,
-                    log_every=train.log_every,
-                    num_logs=n // train.log_every,
-                    evaluate=task.evaluate,
-                    nonfinite=train.nonfinite,
-                )
-            states, metrics = chunks[n](states)
+            initial = jax.jit(jax.vmap(outer.make_initial_metrics(specs[0].built.task.evaluate)))
+            first = jax.device_get(initial(states))
+            for r, run in enumerate(members):
+                run.log_start(_member(first, r))
+        chunk = runner.make_chunks(specs[0], outer.make_batched_chunk)
+        while step < total and any(run.live for run in members):
+            n = min(chunk_size, total - step)
+            states, metrics = chunk(n)(states)
             metrics = jax.device_get(metrics)
             step = int(np.asarray(states.step)[0])
-            for r in range(len(specs)):
-                if members.live[r]:
-                    members.log(metrics, r, states, step)
-            wall = time.perf_counter() - members.t0
+            for r, run in enumerate(members):
+                if run.live:
+                    run.log_chunk(_member(metrics, r), _take(states, r))
             print(
-                f"  batch {','.join(members.ids)}: {step}/{train.num_outer_steps} outer steps, {wall:.0f} s",
+                f"  batch {','.join(ids)}: {step}/{total} outer steps, {time.perf_counter() - t0:.0f} s",
                 file=sys.stderr,
             )
     except KeyboardInterrupt:
-        for r in range(len(specs)):
-            if members.live[r] and members.metas[r]["status"] == "running":
-                members.finish(r, "interrupted", interrupted_at_outer_step=step)
+        for run in members:
+            run.interrupted()
         raise
 
 

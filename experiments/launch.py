@@ -460,12 +460,13 @@ def _run_jobs(plan, batch_seeds: int) -> list[dict]:
     and rebuilds their specs there."""
     from experiments import batched
 
-    todo = [(run, rs) for run, rs in zip(plan.ctx.runs, plan.run_specs, strict=True) if not _run_finished(rs)]
+    pairs = zip(plan.ctx.runs, plan.run_configs, strict=True)
+    todo = [(rs, cfg) for rs, cfg in pairs if not _run_finished(rs)]
     if batch_seeds <= 1:
-        return [{"kind": "run", "name": f"run-{run.id}", "cfg": run.cfg} for run, _ in todo]
-    cfg_of = {rs.run_id: run.cfg for run, rs in todo}
+        return [{"kind": "run", "name": f"run-{rs.run_id}", "cfg": cfg} for rs, cfg in todo]
+    cfg_of = {rs.run_id: cfg for rs, cfg in todo}
     jobs = []
-    for group in batched.group_runs([rs for _, rs in todo], batch_seeds):
+    for group in batched.group_runs([rs for rs, _ in todo], batch_seeds):
         ids = [rs.run_id for rs in group]
         if len(group) == 1:
             jobs.append({"kind": "run", "name": f"run-{ids[0]}", "cfg": cfg_of[ids[0]]})

@@ -63,7 +63,7 @@ class Plan(NamedTuple):
     cfg: DictConfig  # the figure's own config (results_root, progress, resume)
     steps: list[PreparedStep]
     size_estimate: dict | None = None  # rows and bytes the runs will write (`experiments.sizes`)
-    run_specs: tuple[config.RunSpec, ...] = ()  # the runs, validated and built (in the order of ctx.runs)
+    run_configs: tuple[DictConfig, ...] = ()  # the runs' composed configs (order of ctx.runs), for jobs
 
 
 # ----------------------------------------------------------------------------- command line
@@ -136,11 +136,10 @@ def prepare(figure: str, profile: str, extra: Sequence[str]) -> Plan:
         at = f"{where}: post[{i}]"
         step = steps.get(entry.step, at)
         chosen.append((step, steps.settings(entry, profile, at, changes.get(step.name, {}))))
-    specs, run_specs, estimates = [], [], {}
-    for run, run_cfg in zip(fig_runs, composed):
+    run_specs, estimates = [], {}
+    for run_cfg in composed:
         run_specs.append(config.RunSpec.from_config(run_cfg))
-        specs.append(steps.RunSpec(str(run.id), run_cfg, run_specs[-1].run_dir))
-        estimates[str(run.id)] = sizes.pending(run_specs[-1], run_specs[-1].run_dir)
+        estimates[run_specs[-1].run_id] = sizes.pending(run_specs[-1], run_specs[-1].run_dir)
     # refused above max_result_mb, before anything is computed
     estimate = sizes.check_figure(estimates, config.max_result_mb(cfg), f"figure {fig.id} ({profile})")
     fig_dir = Path(cfg.results_root) / profile / str(fig.id)
@@ -150,7 +149,7 @@ def prepare(figure: str, profile: str, extra: Sequence[str]) -> Plan:
         fig_dir=fig_dir,
         head=figures.base_overrides(fig, profile),
         tail=tail,
-        runs=specs,
+        runs=run_specs,
         progress=bool(cfg.progress),
         log=lambda msg: print(msg, file=sys.stderr, flush=True),
     )
@@ -158,7 +157,7 @@ def prepare(figure: str, profile: str, extra: Sequence[str]) -> Plan:
     io.expect_files(fig_dir, ("metrics.csv", RECORD))
     for spec in run_specs:  # last (it creates the run folders): usable, and holding this config or none
         runner.check(spec)
-    return Plan(fig, where, ctx, cfg, prepared, estimate, tuple(run_specs))
+    return Plan(fig, where, ctx, cfg, prepared, estimate, tuple(composed))
 
 
 # ----------------------------------------------------------------------------- 2. runs
@@ -172,21 +171,21 @@ def run_all(plan: Plan) -> tuple[pd.DataFrame, dict]:
     """
     frames, records = [], {}
     specs = plan.ctx.runs
-    for i, (spec, run_spec) in enumerate(zip(specs, plan.run_specs, strict=True), 1):
+    for i, spec in enumerate(specs, 1):
         t0 = time.perf_counter()
-        out = runner.run(run_spec)
+        out = runner.run(spec)
         meta = io.read_json(out / runner.META) or {}
         diverged = meta.get("status") == "diverged"
         status = meta.get("status")
         if diverged:
             status = f"diverged at outer step {meta.get('diverged_at_outer_step')} (rows kept, marked)"
         plan.ctx.log(
-            f"[{i}/{len(specs)}] {plan.fig.id} {spec.id}: {status} "
+            f"[{i}/{len(specs)}] {plan.fig.id} {spec.run_id}: {status} "
             f"({time.perf_counter() - t0:.1f} s now, {meta.get('wall_time_s', 0):.1f} s total) -> {out}"
         )
         csv_digest = artefacts.digest(io.read_bytes(out / runner.CSV))  # what the merged table is built from
         frames.append(io.read_csv(out / runner.CSV, fix=f"delete {out} and rerun", any_nonfinite=diverged))
-        records[spec.id] = {
+        records[spec.run_id] = {
             "status": meta.get("status"),
             "wall_time_s": meta.get("wall_time_s"),
             "fingerprint": meta.get("fingerprint"),
@@ -442,7 +441,7 @@ def _reproduce(plan: Plan, extra, plot_figure: bool, started: str, t0: float, jo
             tables.append((item.step.name, rows[list(results.COLUMNS)]))
             ctx.rows = results.merge(tables)
         merged = results.validate(
-            ctx.rows, expected_runs=[spec.id for spec in ctx.runs], allow_nonfinite=allow_nonfinite
+            ctx.rows, expected_runs=[spec.run_id for spec in ctx.runs], allow_nonfinite=allow_nonfinite
         )
         text = merged.to_csv(index=False).encode()
         keep_changed(csv, (previous or {}).get(integrity.DIGESTS), text, ctx.log)

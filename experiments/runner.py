@@ -52,6 +52,7 @@ import shutil
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -453,27 +454,41 @@ def run_meta(spec: config.RunSpec, previous: dict | None, step: int, **extra) ->
     }
 
 
-class _Training:
-    """A run's bookkeeping while it trains: its state, rows, checkpoints and run.json."""
+class RunLog:
+    """One run's bookkeeping while it trains: its rows, checkpoints and run.json.
 
-    def __init__(self, spec: config.RunSpec, out_dir: Path, start: Start):
+    The one run lifecycle: a run trained alone (`train_alone`) and each member of a batch of
+    seeds (`experiments.batched`) go through the same steps -- ``log_start`` (the starting
+    point), ``log_chunk`` after every compiled chunk (rows cut at a divergence, checkpoint,
+    status ``running``/``complete``/``diverged``), ``finish`` (``interrupted``, ``failed``) --
+    so a folder any of them leaves is resumed by either."""
+
+    def __init__(self, spec: config.RunSpec, out_dir: Path, start: Start, **meta_extra):
         self.spec, self.out_dir = spec, out_dir
         self.state, self.log = start.state, start.log
-        self.meta = run_meta(spec, start.meta, int(self.state.step))
+        self.meta = run_meta(spec, start.meta, int(self.state.step), **meta_extra)
         self.wall_before = self.meta["wall_time_s"]
+        self.batched = "batched_with" in meta_extra
         io.write_json(out_dir / META, self.meta)
         self.done = int(self.state.step)
         self.kept = self.done  # the outer step of the last checkpoint: what a rerun resumes from
+        self.live = True  # False once finished (complete, diverged, interrupted or failed)
         self.t0 = time.perf_counter()
 
-    def finish(self, status: str, *, after_error: bool = False, **extra) -> None:
+    def _write(self, *, after_error: bool = False, **update) -> None:
         meta = self.meta
-        meta.update(status=status, wall_time_s=self.wall_before + time.perf_counter() - self.t0, **extra)
-        meta["attempts"][-1].update(ended=time.strftime("%Y-%m-%d %H:%M:%S"), status=status)
+        meta.update(wall_time_s=self.wall_before + time.perf_counter() - self.t0, **update)
+        if self.batched:
+            meta["batch_wall_time_s"] = time.perf_counter() - self.t0
         if after_error:  # also on a full disk: the status must not stay "running"
             io.write_json_anyhow(self.out_dir / META, meta)
         else:
             io.write_json(self.out_dir / META, meta)
+
+    def finish(self, status: str, *, after_error: bool = False, **extra) -> None:
+        self.live = False
+        self.meta["attempts"][-1].update(ended=time.strftime("%Y-%m-%d %H:%M:%S"), status=status)
+        self._write(after_error=after_error, status=status, **extra)
 
     def failed(self, err: BaseException, steps: str) -> RunFailed:
         msg = (
@@ -483,15 +498,21 @@ class _Training:
         self.finish("failed", after_error=True, error=msg, failed_after_outer_step=self.kept)
         return RunFailed(msg)
 
-    def log_rows(self, metrics) -> bool:
-        """Append the rows (cut at a divergence), checkpoint; True when the run is finished."""
+    def interrupted(self) -> None:
+        if self.live:
+            self.finish("interrupted", after_error=True, interrupted_at_outer_step=self.kept)
+
+    def log_chunk(self, metrics: dict, state) -> bool:
+        """The rows of a chunk ending at ``state`` (cut at a divergence), its checkpoint and
+        run.json; True when the run is finished."""
         spec, built, total = self.spec, self.spec.built, self.spec.train.num_outer_steps
         rows, bad = chunk_rows(spec.run_info, metrics, built.estimator, built.task.cost_metric)
         self.log.append(rows)
-        self.done = int(self.state.step)
+        self.state = state
+        self.done = int(state.step)
         status = "diverged" if bad else "complete" if self.done >= total else "running"
         record = {"outer_step": self.done, "status": status, **self.log.record()}
-        save_checkpoint(self.out_dir, self.state, record, total, spec.train.keep_checkpoints)
+        save_checkpoint(self.out_dir, state, record, total, spec.train.keep_checkpoints)
         self.kept = self.done
         if bad is not None:
             step, name, value = bad
@@ -502,52 +523,67 @@ class _Training:
         elif status == "complete":
             self.finish("complete")
         else:
-            self.meta["wall_time_s"] = self.wall_before + time.perf_counter() - self.t0
-            io.write_json(self.out_dir / META, self.meta)
+            self._write()
         return status != "running"
 
-    def log_start(self) -> bool:
-        """The starting point: theta and the task's evaluation before any update; True when
+    def log_start(self, first: dict) -> bool:
+        """The starting point (theta and the task's evaluation before any update); True when
         it already diverged (the run is finished)."""
         built = self.spec.built
-        try:
-            first = jax.device_get(outer.make_initial_metrics(built.task.evaluate)(self.state))
-        except Exception as err:  # noqa: BLE001 - reported with the run's identity, then re-raised
-            raise self.failed(err, "the initial evaluation") from err
         if divergence(first) is not None:
-            self.log_rows(first)
-            return True
+            return self.log_chunk(first, self.state)
         points = with_cost(first, built.estimator, built.task.cost_metric)
         self.log.append(results.rows(self.spec.run_info, points, built.estimator.steps_per_estimate))
         return False
 
-    def train(self, bar) -> None:
-        """Compiled chunks of outer steps until the run is finished."""
-        built, train = self.spec.built, self.spec.train
-        chunks: dict[int, object] = {}
-        while self.done < train.num_outer_steps:
-            n = min(train.chunk_size, train.num_outer_steps - self.done)
-            if n not in chunks:
-                chunks[n] = outer.make_chunk(
-                    built.estimator,
-                    built.optimizer,
-                    log_every=train.log_every,
-                    num_logs=n // train.log_every,
-                    evaluate=built.task.evaluate,
-                    nonfinite=train.nonfinite,
-                )
-            try:
-                self.state, metrics = chunks[n](self.state)
-                metrics = jax.device_get(metrics)
-            except Exception as err:  # noqa: BLE001 - reported with the run's identity, then re-raised
-                raise self.failed(err, f"outer steps {self.done + 1}..{self.done + n}") from err
-            if self.log_rows(metrics):
-                return
-            bar.update(n)
+
+def make_chunks(spec: config.RunSpec, make=outer.make_chunk) -> Callable[[int], Callable]:
+    """``n -> compiled chunk of n outer steps`` for the run's estimator, optimizer, log and
+    evaluation settings (``make``: `pes.outer.make_chunk`, or `make_batched_chunk`), each
+    length made once."""
+    built, train = spec.built, spec.train
+    chunks: dict[int, Callable] = {}
+
+    def chunk(n: int) -> Callable:
+        if n not in chunks:
+            chunks[n] = make(
+                built.estimator,
+                built.optimizer,
+                log_every=train.log_every,
+                num_logs=n // train.log_every,
+                evaluate=built.task.evaluate,
+                nonfinite=train.nonfinite,
+            )
+        return chunks[n]
+
+    return chunk
+
+
+def _train_alone(run: RunLog, bar) -> None:
+    """Compiled chunks of outer steps until the run is finished."""
+    spec, total = run.spec, run.spec.train.num_outer_steps
+    if run.done == 0:
+        try:
+            first = jax.device_get(outer.make_initial_metrics(spec.built.task.evaluate)(run.state))
+        except Exception as err:  # noqa: BLE001 - reported with the run's identity, then re-raised
+            raise run.failed(err, "the initial evaluation") from err
+        if run.log_start(first):
+            return
+    chunk = make_chunks(spec)
+    while run.done < total:
+        n = min(spec.train.chunk_size, total - run.done)
+        try:
+            state, metrics = chunk(n)(run.state)
+            metrics = jax.device_get(metrics)
+        except Exception as err:  # noqa: BLE001 - reported with the run's identity, then re-raised
+            raise run.failed(err, f"outer steps {run.done + 1}..{run.done + n}") from err
+        if run.log_chunk(metrics, state):
+            return
+        bar.update(n)
 
 
 def _train(spec: config.RunSpec, out_dir: Path, start: Start) -> None:
-    run = _Training(spec, out_dir, start)
+    run = RunLog(spec, out_dir, start)
     total = spec.train.num_outer_steps
     bar = tqdm(
         total=total,
@@ -559,11 +595,9 @@ def _train(spec: config.RunSpec, out_dir: Path, start: Start) -> None:
         leave=False,
     )
     try:
-        if run.done == 0 and run.log_start():
-            return
-        run.train(bar)
+        _train_alone(run, bar)
     except KeyboardInterrupt:
-        run.finish("interrupted", after_error=True, interrupted_at_outer_step=run.kept)
+        run.interrupted()
         raise Interrupted(
             f"{spec.run_id} stopped at outer step {run.kept} of {total}; its rows up to there are kept "
             f"in {out_dir / CSV}; {INTERRUPT_HINT}"

@@ -85,6 +85,44 @@ def test_runner_skips_runs_finished_by_the_batched_runner(batched_root, data_dir
         assert json.loads((out / runner.META).read_text())["batched_with"] == ["pes-s0", "pes-s1"]
 
 
+@pytest.mark.integration
+def test_a_batch_stopped_midway_is_finished_by_runs_alone(batched_root, tmp_path, data_dir, monkeypatch):
+    """One run lifecycle: a batch interrupted after its first chunk leaves each member's folder
+    as a run alone would (status interrupted at its last checkpoint, its rows up to there), and
+    `runner.run` finishes each member from there."""
+    ids = ["pes-s0", "pes-s1"]
+    cfgs = _cfgs(tmp_path, data_dir, ids)
+    calls = []
+    log_chunk = runner.RunLog.log_chunk
+
+    def stop_in_second_chunk(self, metrics, state):
+        calls.append(self.spec.run_id)
+        if len(calls) == 3:  # the second chunk, before its first member is logged
+            raise KeyboardInterrupt
+        return log_chunk(self, metrics, state)
+
+    monkeypatch.setattr(runner.RunLog, "log_chunk", stop_in_second_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        batched.run_batch(cfgs)
+    monkeypatch.setattr(runner.RunLog, "log_chunk", log_chunk)
+    for cfg, rid in zip(cfgs, ids):
+        out = config.run_dir(cfg)
+        meta = json.loads((out / runner.META).read_text())
+        assert (meta["status"], meta["interrupted_at_outer_step"]) == ("interrupted", 4)
+        assert pd.read_csv(out / runner.CSV)["outer_step"].max() == 4
+        runner.run(cfg)
+        meta = json.loads((out / runner.META).read_text())
+        assert meta["status"] == "complete"
+        assert [a.get("batched_with") for a in meta["attempts"]] == [ids, None]
+        assert [a["from_outer_step"] for a in meta["attempts"]] == [0, 4]
+        # the rows: those of the batch up to step 4 exactly, then a run alone's (within rounding)
+        done = pd.read_csv(out / runner.CSV)
+        ref = pd.read_csv(batched_root / "quick" / "figure7" / "runs" / rid / runner.CSV)
+        pd.testing.assert_frame_equal(done[done.outer_step <= 4], ref[ref.outer_step <= 4])
+        assert len(done) == len(ref)
+        np.testing.assert_allclose(done["value"], ref["value"], rtol=2e-4, atol=1e-6)
+
+
 def test_batched_runner_respects_a_held_run_lock(tmp_path, data_dir):
     """A member folder locked by another process (here: another open lock) stops the batch
     before any compute, naming the folder; nothing is written to the other member."""

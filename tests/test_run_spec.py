@@ -104,8 +104,8 @@ def dictconfig_uses(source: str, doors: set[str]) -> list[str]:
         if name == "DictConfig" and id(node) not in allowed:
             found.append(f"line {node.lineno}: DictConfig")
         if name in ("compose", "build", "run_id", "run_dir", "fingerprint", "run_info", "keep_checkpoints"):
-            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "C":
-                found.append(f"line {node.lineno}: C.{name}")
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "config":
+                found.append(f"line {node.lineno}: config.{name}")
     return found
 
 
@@ -114,15 +114,15 @@ def test_the_run_path_names_no_config_outside_its_doors(module):
     source = (ROOT / "experiments" / f"{module}.py").read_text()
     uses = dictconfig_uses(source, DOORS[module])
     if module == "batched":  # the figure command composes its runs, then builds their specs
-        uses = [u for u in uses if u.split(": ")[1] != "C.compose"]
+        uses = [u for u in uses if u.split(": ")[1] != "config.compose"]
     assert uses == []
 
 
 def test_the_syntax_check_finds_a_planted_read():
     planted = (
-        "def _train(spec, cfg: DictConfig):\n    return C.run_id(cfg)\n"
+        "def _train(spec, cfg: DictConfig):\n    return config.run_id(cfg)\n"
         "def run(cfg: DictConfig):\n    return _train(cfg)\n"
     )
     found = dictconfig_uses(planted, {"run"})
-    assert "line 1: DictConfig" in found and "line 2: C.run_id" in found
+    assert "line 1: DictConfig" in found and "line 2: config.run_id" in found
     assert "run: does not build the spec first" in found

@@ -69,14 +69,6 @@ class StepOutput(NamedTuple):
     info: Mapping[str, Any] = {}
 
 
-class RunSpec(NamedTuple):
-    """One run of the figure: its id, composed config and directory."""
-
-    id: str
-    cfg: DictConfig
-    out_dir: Path
-
-
 @dataclasses.dataclass
 class Context:
     """What a step sees of the figure being reproduced."""
@@ -86,7 +78,7 @@ class Context:
     fig_dir: Path
     head: list[str]  # the figure's base + profile overrides
     tail: list[str]  # profile=, figure_id= and the command line's Hydra overrides
-    runs: list[RunSpec]
+    runs: list[config.RunSpec]  # the figure's runs, validated and built (experiments.config)
     progress: bool = False
     rows: pd.DataFrame | None = None  # runs' rows and earlier steps' (set by the pipeline)
     log: Callable[[str], None] = print
@@ -246,7 +238,6 @@ __all__ = [
     "REQUIRED",
     "Context",
     "PostStep",
-    "RunSpec",
     "StepOutput",
     "get",
     "names",

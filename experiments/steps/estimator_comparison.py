@@ -190,21 +190,21 @@ def check_timing(s: dict, where: str) -> dict:
 def prepare_timing(ctx: steps.Context, s: dict) -> dict:
     groups: dict[str, list] = {}
     for run in ctx.runs:
-        label = task_label(run.id)
+        label = task_label(run.run_id)
         if label not in s["steps_per_call"]:
             raise config.ConfigError(
-                f"timing.steps_per_call has no entry for task label {label!r} (run {run.id}); "
+                f"timing.steps_per_call has no entry for task label {label!r} (run {run.run_id}); "
                 f"allowed: add {label}: <steps>"
             )
-        b = base_id(run.id)
+        b = base_id(run.run_id)
         if b not in [r[0] for r in groups.get(label, [])]:
-            groups.setdefault(label, []).append((b, run.cfg))
+            groups.setdefault(label, []).append((b, run))
     return {"settings": s, "groups": groups}
 
 
 def inputs_timing(ctx: steps.Context, plan: dict) -> dict:
     # a timing is a measurement of the machine: rerun it whenever the runs or settings change
-    return {"runs": {b: config.fingerprint(cfg) for g in plan["groups"].values() for b, cfg in g}}
+    return {"runs": {b: run.fingerprint for g in plan["groups"].values() for b, run in g}}
 
 
 def compute_timing(ctx: steps.Context, plan: dict) -> steps.StepOutput:
@@ -213,12 +213,12 @@ def compute_timing(ctx: steps.Context, plan: dict) -> steps.StepOutput:
     timed: dict[str, estimator_measurements.Timed] = {}
     for label, group in plan["groups"].items():
         entries = {}
-        for b, cfg in group:
-            built = config.build(cfg)
+        for b, run in group:
+            config.set_x64(run.x64)  # the run's precision, as when its objects were built
             steps_per_call = s["steps_per_call"][label]
-            est, opt, theta = built.estimator, built.optimizer, built.task.theta_init
+            est, opt, theta = run.built.estimator, run.built.optimizer, run.built.task.theta_init
 
-            def init(est=est, opt=opt, theta=theta, seed=int(cfg.seed)):
+            def init(est=est, opt=opt, theta=theta, seed=run.seed):
                 return outer.init_state(jax.random.key(seed), theta, est, opt)
 
             entries[b] = (jax.jit(init), outer.make_chunk(est, opt, log_every=steps_per_call, num_logs=1))

@@ -128,11 +128,14 @@ def compute_adam(ctx: steps.Context, plan: Plan) -> steps.StepOutput:
 # ----------------------------------------------------------------------------- inner_curves
 
 
-def final_theta(spec: steps.RunSpec, built) -> object:
+def final_theta(spec: config.RunSpec) -> object:
     """The meta-parameters in a finished run's checkpoint."""
-    path = spec.out_dir / runner.CKPT
+    path = spec.run_dir / runner.CKPT
+    built = spec.built
     if not path.exists():
-        raise config.ConfigError(f"inner_curves: run {spec.id} has no checkpoint {path}; rerun the figure")
+        raise config.ConfigError(
+            f"inner_curves: run {spec.run_id} has no checkpoint {path}; rerun the figure"
+        )
     template = jax.eval_shape(
         lambda: outer.init_state(jax.random.key(0), built.task.theta_init, built.estimator, built.optimizer)
     )
@@ -143,8 +146,8 @@ def final_theta(spec: steps.RunSpec, built) -> object:
 def inputs_curves(ctx: steps.Context, plan: Plan) -> dict:
     checkpoints = {}
     for spec in ctx.runs:
-        path = spec.out_dir / runner.CKPT
-        checkpoints[spec.id] = artefacts.file_digest(path) if path.exists() else None
+        path = spec.run_dir / runner.CKPT
+        checkpoints[spec.run_id] = artefacts.file_digest(path) if path.exists() else None
     return dict(steps.task_inputs(plan.cfg, plan.built.task), checkpoints=checkpoints)
 
 
@@ -157,15 +160,13 @@ def compute_curves(ctx: steps.Context, plan: Plan) -> steps.StepOutput:
     records: list[dict] = []
     seen_seeds = set()
     for spec in ctx.runs:
-        built = config.build(spec.cfg)
-        config.use_x64(plan.cfg)
-        seed = int(spec.cfg.seed)
+        seed = spec.seed
         if seed not in seen_seeds:  # the initial learned optimizer of this seed
             seen_seeds.add(seed)
             info = steps.info_row(fig_id, task.name, f"init-s{seed}", "init", seed)
-            records += curve_rows(info, np.asarray(curve(built.task.theta_init, keys)), every)
-        theta = final_theta(spec, built)
-        first = runs[runs["run_id"] == spec.id].iloc[0]
+            records += curve_rows(info, np.asarray(curve(spec.built.task.theta_init, keys)), every)
+        theta = final_theta(spec)
+        first = runs[runs["run_id"] == spec.run_id].iloc[0]
         info = {c: first[c] for c in results.RUN_COLUMNS}
         records += curve_rows(info, np.asarray(curve(theta, keys)), every)
     return steps.StepOutput(results.frame(records))
