@@ -116,8 +116,9 @@ list-figures: $(call env,suite) ## Figure number -> experiment -> expected outco
 # is printed at the end; a failed claim is a finding, not a failed build (report_only=true:
 # exit 0 unless the claims are malformed).  check-figure-N exits 1 on a failure.
 # JOBS=k (k > 1): the figure's runs and post-step parts as k parallel jobs (Hydra's joblib
-# launcher; experiments/launch.py, docs/cluster.md); the merged table is the same.  The sweep
-# extra is installed when JOBS or LAUNCH_ARGS is set.
+# launcher; experiments/launch.py, docs/cluster.md); the merged table is the same.  With
+# LAUNCH_ARGS=hydra/launcher=submitit_local (or _slurm), JOBS=k is k workers of that launcher.
+# The sweep extra is installed when JOBS or LAUNCH_ARGS is set.
 $(addprefix reproduce-figure-,$(FIGURES)): reproduce-figure-%: $$(call env,$$(call figure_extras,$$*)$$(if $$(JOBS)$$(LAUNCH_ARGS),$$(comma)sweep))
 	@$(PY) -m experiments.data need figure=figure$* profile=$(PROFILE)
 	$(PY) -m experiments.reproduce figure=figure$* profile=$(PROFILE) results_root=$(RESULTS) \

@@ -19,7 +19,10 @@ makes one job of
   study, and the whole Adam baseline or variance study,
 
 and hands them to the launcher as one Hydra sweep over ``job=range(0,<jobs>)`` of
-``configs/launch.yaml``.  With ``launch.late_jobs`` (by default on submitit_slurm only, so
+``configs/launch.yaml``.  With ``launch.workers=<k>`` (what ``jobs=<k>`` sets beside a named
+launcher, e.g. ``jobs=2 hydra/launcher=submitit_local``) the sweep is k workers instead, each
+taking the next job no other worker has taken (a claim file per job) until none is left: k
+processes however many jobs there are.  With ``launch.late_jobs`` (by default on submitit_slurm only, so
 that a login node computes nothing heavy) a second sweep follows once the runs are done: one
 job per post-step that reads them.  When every job has finished, the ordinary pipeline runs
 once in this process: it verifies and skips the finished runs, reuses the finished steps and
@@ -64,6 +67,7 @@ from experiments import artefacts, cli, config, io
 
 JOBS_DIR = "jobs"  # <fig_dir>/jobs: the job table, one status record per job, launcher files
 TABLE = "jobs.json"
+CLAIM = ".claim"  # <fig_dir>/jobs/<job>.claim: the job was taken by a worker (launch.workers)
 LAUNCH_CONFIG = "launch"  # configs/launch.yaml
 # Post-steps whose result depends only on their settings and task config (their `inputs`
 # read neither the runs' rows nor their folders): they run as jobs beside the runs.
@@ -102,14 +106,17 @@ def launcher_overrides(args: Sequence[str]) -> list[str] | None:
             jobs = int(value)
         else:
             out.append(arg)
-    named = any(a.lstrip("+~").startswith("hydra/launcher=") for a in out)
+    named = next((a.partition("=")[2] for a in out if a.lstrip("+~").startswith("hydra/launcher=")), None)
     if jobs is not None and jobs > 1:
-        if named:
+        if named == "joblib":
             raise config.ConfigError(
-                f"jobs={jobs} and hydra/launcher= both given; allowed: one of them (jobs=<k> is "
-                "hydra/launcher=joblib hydra.launcher.n_jobs=<k>)"
+                f"jobs={jobs} and hydra/launcher=joblib both given; allowed: one of them (jobs=<k> "
+                "alone is hydra/launcher=joblib hydra.launcher.n_jobs=<k>)"
             )
-        out = ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}", *out]
+        if named:  # k workers of that launcher, each taking the next unstarted job
+            out = [*out, f"launch.workers={jobs}"]
+        else:
+            out = ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}", *out]
     elif not named:
         if out:
             raise config.ConfigError(
@@ -168,7 +175,7 @@ def launch_config(overrides: Sequence[str], sweep_dir: Path) -> DictConfig:
             raise config.ConfigError(f"launch.{key}={value} is invalid; allowed: an integer >= 1")
     if spec.late_jobs not in (None, True, False):
         raise config.ConfigError(f"launch.late_jobs={spec.late_jobs} is invalid; allowed: null, true, false")
-    for key in ("search_shard", "grid_tile"):
+    for key in ("search_shard", "grid_tile", "workers"):
         value = spec[key]
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise config.ConfigError(f"launch.{key}={value} is invalid; allowed: null or an integer >= 1")
@@ -426,7 +433,8 @@ def plan_jobs(plan, spec: DictConfig) -> list[dict]:
     post-step parts that do not read the runs, then the runs (or seed groups)."""
     from experiments import pipeline
 
-    ctx = dataclasses.replace(plan.ctx, log=_log, rows=None)
+    # a job carries what a job process can receive: these steps read no run (ctx.runs left out)
+    ctx = dataclasses.replace(plan.ctx, log=_log, rows=None, runs=[])
     allow = list(plan.fig.get("allow_nonfinite") or [])
     jobs: list[dict] = []
     for item in plan.steps:
@@ -493,10 +501,12 @@ def late_jobs(plan, spec: DictConfig, launcher: str) -> list[dict]:
     diverged = [rid for rid, r in records.items() if r["status"] == "diverged"]
     allow = list(plan.fig.get("allow_nonfinite") or [])
     allow += sorted(set(run_rows.loc[run_rows["run_id"].isin(diverged), "metric"]))
-    ctx = dataclasses.replace(plan.ctx, log=_log, rows=results.merge([(results.RUN_SOURCE, run_rows)]))
+    # the runs travel as their composed configs; the job process builds their specs (`_execute`)
+    rows = results.merge([(results.RUN_SOURCE, run_rows)])
+    ctx = dataclasses.replace(plan.ctx, log=_log, rows=rows, runs=[])
     jobs = []
     for item in todo:
-        fp = pipeline.step_fingerprint(item, ctx)
+        fp = pipeline.step_fingerprint(item, dataclasses.replace(ctx, runs=plan.ctx.runs))
         if artefacts.lookup(ctx.fig_dir / pipeline.STEPS / f"{item.step.name}.json", fp, ctx.fig_dir):
             continue
         jobs.append(
@@ -506,6 +516,7 @@ def late_jobs(plan, spec: DictConfig, launcher: str) -> list[dict]:
                 "step": item.step.name,
                 "settings": item.settings,
                 "ctx": ctx,
+                "run_configs": list(plan.run_configs),
                 "allow_nonfinite": allow,
                 "part": None,
             }
@@ -574,6 +585,8 @@ def _execute(job: dict) -> None:
         batched.run_batch(job["cfgs"])
     else:
         ctx, settings = job["ctx"], job["settings"]
+        if job.get("run_configs"):  # a step that reads the runs: their specs, built here
+            ctx = dataclasses.replace(ctx, runs=[config.RunSpec.from_config(c) for c in job["run_configs"]])
         step = steps.get(job["step"], f"job {job['name']}")
         plan = step.prepare(ctx, settings)
         part = job["part"]
@@ -594,11 +607,16 @@ class Jobs:
     ``<folder>/<job name>.json``; never raises for a failed job (the launcher would stop the
     others), it records the failure instead."""
 
-    def __init__(self, jobs: list[dict], folder: Path):
-        self.jobs, self.folder = jobs, Path(folder)
+    def __init__(self, jobs: list[dict], folder: Path, workers: int | None = None):
+        self.jobs, self.folder, self.workers = jobs, Path(folder), workers
 
-    def __call__(self, cfg: DictConfig) -> dict:
-        job = self.jobs[int(cfg.job)]
+    def __call__(self, cfg: DictConfig) -> dict | list[dict]:
+        if not self.workers:
+            return self.run_one(self.jobs[int(cfg.job)], cfg)
+        # worker cfg.job of `workers`: the next job no other worker has taken, until none is left
+        return [self.run_one(job, cfg) for job in self.jobs if _claim(self.folder, job["name"])]
+
+    def run_one(self, job: dict, cfg: DictConfig) -> dict:
         path = self.folder / f"{job['name']}.json"
         record = {
             "job": job["name"],
@@ -626,6 +644,15 @@ class Jobs:
         record.update(wall_time_s=time.perf_counter() - t0, ended=time.strftime("%Y-%m-%d %H:%M:%S"))
         io.write_json_anyhow(path, record)
         return {"job": job["name"], "status": record["status"], "error": record.get("error")}
+
+
+def _claim(folder: Path, name: str) -> bool:
+    """Claim a job for this worker: True for the one worker whose claim file was created."""
+    try:
+        os.close(os.open(folder / f"{name}{CLAIM}", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+    except FileExistsError:
+        return False
+    return True
 
 
 # ----------------------------------------------------------------------------- the driver
@@ -675,10 +702,14 @@ def run_jobs(plan, jobs: list[dict], overrides: list[str], launch_cfg: DictConfi
     table = [{"job": i, "name": j["name"], "kind": j["kind"]} for i, j in enumerate(jobs)]
     io.write_json(folder / TABLE, {"command": command, "jobs": table})
     for job in jobs:  # what a job left last time is not this submission's verdict
-        with contextlib.suppress(FileNotFoundError):
-            (folder / f"{job['name']}.json").unlink()
+        for suffix in (".json", CLAIM):
+            with contextlib.suppress(FileNotFoundError):
+                (folder / f"{job['name']}{suffix}").unlink()
     name = launcher_name(launch_cfg)
+    workers = launch_cfg.launch.workers
+    workers = min(int(workers), len(jobs)) if workers else None
     width = f" (n_jobs={launch_cfg.hydra.launcher.n_jobs})" if name == "joblib" else ""
+    width += f" ({workers} workers)" if workers else ""
     _log(
         f"{plan.fig.id} ({plan.ctx.profile}): {len(jobs)} job(s) through {name}{width}: "
         f"{', '.join(j['name'] for j in jobs)}"
@@ -687,7 +718,7 @@ def run_jobs(plan, jobs: list[dict], overrides: list[str], launch_cfg: DictConfi
         f"hydra.sweep.dir={launch_cfg.hydra.sweep.dir}",
         f"hydra.job.name=pes-{plan.fig.id}",
         *overrides,
-        f"job=range(0,{len(jobs)})",
+        f"job=range(0,{workers or len(jobs)})",
     ]
     error = None
     t0 = time.perf_counter()
@@ -699,7 +730,7 @@ def run_jobs(plan, jobs: list[dict], overrides: list[str], launch_cfg: DictConfi
         )
         app.multirun(
             config_name=LAUNCH_CONFIG,
-            task_function=Jobs(jobs, folder),
+            task_function=Jobs(jobs, folder, workers),
             overrides=sweep,
             with_log_configuration=False,
         )

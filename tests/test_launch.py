@@ -6,6 +6,7 @@ recipe of docs/cluster.md run on submitit_local."""
 
 import json
 import os
+import pickle
 import re
 import shlex
 import signal
@@ -75,6 +76,11 @@ def test_job_arguments_are_split_from_the_runs_overrides():
     assert launch.launcher_overrides([]) is None and launch.launcher_overrides(["jobs=1"]) is None
     assert launch.launcher_overrides(["jobs=3"]) == ["hydra/launcher=joblib", "hydra.launcher.n_jobs=3"]
     assert launch.launcher_overrides(["hydra/launcher=submitit_local"]) == ["hydra/launcher=submitit_local"]
+    # jobs=<k> beside a named launcher: k workers of it
+    assert launch.launcher_overrides(["jobs=2", "hydra/launcher=submitit_local"]) == [
+        "hydra/launcher=submitit_local",
+        "launch.workers=2",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -82,7 +88,7 @@ def test_job_arguments_are_split_from_the_runs_overrides():
     [
         (["jobs=0"], "jobs=0 is invalid; allowed: an integer >= 1"),
         (["jobs=two"], "jobs=two is invalid"),
-        (["jobs=2", "hydra/launcher=submitit_local"], "both given"),
+        (["jobs=2", "hydra/launcher=joblib"], "jobs=2 and hydra/launcher=joblib both given"),
         (["launch.device_ids=[0,1]"], "launch.device_ids=[0,1] needs a launcher; allowed: add jobs=<k>"),
     ],
 )
@@ -105,6 +111,7 @@ def test_bad_job_arguments_fail_in_one_line(args, words):
         (["hydra/launcher=joblib", "launch.batch_seeds=0"], "launch.batch_seeds=0 is invalid"),
         (["hydra/launcher=joblib", "launch.search_shard=-5"], "launch.search_shard=-5 is invalid"),
         (["hydra/launcher=joblib", "launch.grid_tile=0"], "launch.grid_tile=0 is invalid"),
+        (["hydra/launcher=submitit_local", "launch.workers=0"], "launch.workers=0 is invalid"),
         (["hydra/launcher=joblib", "launch.bogus=1"], "launch.bogus is not a config key"),
     ],
 )
@@ -340,6 +347,21 @@ def test_the_cluster_recipe_runs_on_submitit_local(tmp_path, serial_csv):
     assert list((tmp_path / "quick" / "tiny" / launch.JOBS_DIR / ".submitit").glob("*/*_log.err"))
 
 
+@pytest.mark.integration
+def test_jobs_2_on_submitit_local_is_two_workers_sharing_the_jobs(tmp_path, serial_csv):
+    """``jobs=2 hydra/launcher=submitit_local``: two worker processes take the figure's jobs
+    one at a time (each job run once, by one of them); the merged table is the serial one."""
+    got = launched(tmp_path, ["jobs=2", "hydra/launcher=submitit_local"])
+    same_values(got, serial_csv)
+    recs = records(got)
+    names = [j["name"] for j in json.loads((got.parent / launch.JOBS_DIR / launch.TABLE).read_text())["jobs"]]
+    assert len(names) > 2 and sorted(recs) == sorted(names)
+    assert {r["status"] for r in recs.values()} == {"done"}
+    assert len({r["pid"] for r in recs.values()}) <= 2  # two processes, however many jobs
+    assert sorted(p.stem for p in (got.parent / launch.JOBS_DIR).glob(f"*{launch.CLAIM}")) == sorted(names)
+    assert len(list((got.parent / launch.JOBS_DIR / ".submitit").glob("*/*_log.err"))) == 2
+
+
 @pytest.mark.slow
 def test_a_killed_job_resumes_to_the_same_table(tmp_path):
     """SIGKILL a job's process mid-run: the command names the job (one line) and exits 1; the
@@ -449,6 +471,18 @@ def test_grid_tiles_and_late_steps_as_jobs_give_the_serial_table(tmp_path):
         record["steps"]["grid"]["fingerprint"]
         == json.loads((want.parent / "figure.json").read_text())["steps"]["grid"]["fingerprint"]
     )
+    # a late job is what a job process receives (pickled): without its step's stored result, the
+    # job rebuilt from its pickle computes the same bytes
+    evaluation = got.parent / pipeline.STEPS / "evaluation.csv"
+    before = evaluation.read_bytes()
+    (got.parent / pipeline.STEPS / "evaluation.json").unlink()
+    evaluation.unlink()
+    plan = reproduce.prepare(figure, "quick", [*extra, f"results_root={tmp_path / 'jobs'}"])
+    spec = launch.launch_config(over, tmp_path / "sweep").launch
+    late = launch.late_jobs(plan, spec, "basic")
+    assert [j["name"] for j in late] == ["step-evaluation"]
+    launch._execute(pickle.loads(pickle.dumps(late[0])))
+    assert evaluation.read_bytes() == before
 
 
 @pytest.mark.integration
