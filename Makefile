@@ -146,8 +146,9 @@ notebook: $(call env,suite$(comma)notebook) ## Open notebooks/figure.ipynb in Ju
 	PES_FIGURE=figure$(FIGURE) PES_PROFILE=$(PROFILE) $(VENV)/bin/jupyter notebook notebooks/figure.ipynb \
 	  $(if $(filter 0,$(shell id -u)),--allow-root) $(NOTEBOOK_ARGS)
 
-# Serial by default: on 2 cores one XLA process already uses both, and two job processes were
-# slower (docs/cluster.md, Measured); JOBS=k where there are more cores or accelerators.
+# Serial by default.  On 2 idle cores, with the compilation cache, JOBS=2 made figures 6 and 7
+# faster and the small ones a second or two slower (docs/cluster.md, Measured); JOBS=k where
+# there are more cores or accelerators.
 ALL_JOBS ?= 1
 reproduce-all: $(call env,suite$(comma)data$(comma)control$(comma)sweep) ## Every figure at PROFILE (JOBS=$(ALL_JOBS) parallel jobs per figure)
 	$(MAKE) $(addprefix reproduce-figure-,$(FIGURES)) JOBS=$(or $(JOBS),$(ALL_JOBS))
