@@ -104,7 +104,8 @@ def dictconfig_uses(source: str, doors: set[str]) -> list[str]:
         if name == "DictConfig" and id(node) not in allowed:
             found.append(f"line {node.lineno}: DictConfig")
         if name in ("compose", "build", "run_id", "run_dir", "fingerprint", "run_info", "keep_checkpoints"):
-            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "config":
+            on_config = isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+            if on_config and node.value.id == "config":
                 found.append(f"line {node.lineno}: config.{name}")
     return found
 
