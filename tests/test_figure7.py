@@ -173,7 +173,7 @@ def test_figure7_end_to_end_rows(figure7_csv):
     assert plot_figure7.tuned_adam(df)["meta_loss_eval"] == at0["adam-tuned"]
     curves = results.source_rows(df, "inner_curves")
     assert set(curves["metric"]) == {"inner_loss"}
-    assert set(curves["run_id"]) == set(runs) | {"init-s0", "init-s1", "init-s2"}
+    assert set(curves["run_id"]) == set(runs) | {f"init-s{s}" for s in range(6)}  # one initial LOpt per seed
     assert set(curves["estimator"]) == {"pes", "es", "init"}
     assert set(adam[adam["metric"] == "inner_loss"]["run_id"]) == {"adam-tuned"}
     assert (df[df["metric"] == "inner_loss"].groupby(["source", "run_id"])["inner_steps"].max() == 20).all()
