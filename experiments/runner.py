@@ -457,7 +457,7 @@ def run_meta(spec: config.RunSpec, previous: dict | None, step: int, **extra) ->
 class RunLog:
     """One run's bookkeeping while it trains: its rows, checkpoints and run.json.
 
-    The one run lifecycle: a run trained alone (`train_alone`) and each member of a batch of
+    The one run lifecycle: a run trained alone (`_train_alone`) and each member of a batch of
     seeds (`experiments.batched`) go through the same steps -- ``log_start`` (the starting
     point), ``log_chunk`` after every compiled chunk (rows cut at a divergence, checkpoint,
     status ``running``/``complete``/``diverged``), ``finish`` (``interrupted``, ``failed``) --
