@@ -249,6 +249,58 @@ def _directions(num_params: int, max_directions: int, pilot: np.ndarray, key: ja
     return q.T
 
 
+def _resolve_estimator(
+    system: systems.UnrolledSystem, estimator: Any, hparams: dict[str, Any]
+) -> estimators.GradientEstimator:
+    """``estimator`` as a built estimator: made from its name, or checked to come without hparams."""
+    if isinstance(estimator, str):
+        return estimators.make(estimator, system, **hparams)
+    if isinstance(estimator, estimators.GradientEstimator):
+        if hparams:
+            raise ValueError(
+                f"hyperparameters {', '.join(sorted(hparams))} were given with an estimator that is "
+                "already built; allowed: pass them to pes.make, or pass the estimator's name here"
+            )
+        return estimator
+    raise ValueError(
+        f"estimator={estimator!r} is invalid; allowed: a name ({', '.join(sorted(estimators.REGISTRY))}) "
+        "or a pes.estimators.GradientEstimator"
+    )
+
+
+def _test_basis(
+    ref_sample: Callable, num_params: int, max_directions: int, pilot_key: jax.Array, dir_key: jax.Array
+) -> np.ndarray:
+    """The directions tested: coordinates, or a pilot estimate of the reference plus random ones."""
+    if num_params > max_directions:
+        pilot = variance.repeat(lambda k: ravel_pytree(ref_sample(k))[0], pilot_key, PILOT_SAMPLES)
+        pilot = np.asarray(pilot, np.float64).mean(axis=0)
+    else:
+        pilot = np.zeros(num_params)
+    return _directions(num_params, max_directions, pilot, dir_key)
+
+
+def _bias_statistics(
+    ests: np.ndarray, refs: np.ndarray, basis: np.ndarray, *, alpha: float, rtol: float
+) -> dict[str, Any]:
+    """The t tests of estimate − reference along ``basis``: the statistical fields of the report."""
+    diffs = ests - refs
+    ref_norm = float(np.linalg.norm(refs.mean(axis=0)))
+    _, stderr, t, threshold = zero_mean_test(diffs @ basis.T, alpha=alpha, atol=rtol * ref_norm)
+    noise2 = float(np.sum(diffs.var(axis=0, ddof=1)) / ests.shape[0])
+    scale = ref_norm if ref_norm > 0 else float("nan")
+    return dict(
+        consistent=bool(np.all(np.abs(t) <= threshold)),
+        estimate=ests.mean(axis=0) @ basis.T,
+        target=refs.mean(axis=0) @ basis.T,
+        stderr=stderr,
+        t=t,
+        threshold=threshold,
+        relative_bias=float(np.linalg.norm(diffs.mean(axis=0))) / scale,
+        relative_noise=math.sqrt(noise2) / scale,
+    )
+
+
 def check_unbiased(
     system: systems.UnrolledSystem,
     estimator: str | estimators.GradientEstimator,
@@ -292,20 +344,7 @@ def check_unbiased(
       An `UnbiasednessCheck`; ``print(result)`` says "consistent" or "biased by …".
     """
     _check_inputs(system, reference, alpha, num_samples, max_directions, rtol)
-    if isinstance(estimator, str):
-        est = estimators.make(estimator, system, **hparams)
-    elif isinstance(estimator, estimators.GradientEstimator):
-        if hparams:
-            raise ValueError(
-                f"hyperparameters {', '.join(sorted(hparams))} were given with an estimator that is "
-                "already built; allowed: pass them to pes.make, or pass the estimator's name here"
-            )
-        est = estimator
-    else:
-        raise ValueError(
-            f"estimator={estimator!r} is invalid; allowed: a name ({', '.join(sorted(estimators.REGISTRY))}) "
-            "or a pes.estimators.GradientEstimator"
-        )
+    est = _resolve_estimator(system, estimator, hparams)
     if reference == "es":
         es_sigma = est.hparams.get("sigma") if es_sigma is None else es_sigma
         es_particles = est.hparams.get("num_particles") if es_particles is None else es_particles
@@ -325,36 +364,18 @@ def check_unbiased(
 
     pilot_key, dir_key, sample_key = jax.random.split(key, 3)
     num_params = variance.num_params(theta)
-    if num_params > max_directions:
-        pilot = variance.repeat(lambda k: ravel_pytree(ref_sample(k))[0], pilot_key, PILOT_SAMPLES)
-        pilot = np.asarray(pilot, np.float64).mean(axis=0)
-    else:
-        pilot = np.zeros(num_params)
-    basis = _directions(num_params, max_directions, pilot, dir_key)
+    basis = _test_basis(ref_sample, num_params, max_directions, pilot_key, dir_key)
 
     ests, refs = jax.jit(lambda k: variance.repeat(pair, k, num_samples, batch_size))(sample_key)
     ests, refs = np.asarray(ests, np.float64), np.asarray(refs, np.float64)
-    diffs = ests - refs
-    ref_norm = float(np.linalg.norm(refs.mean(axis=0)))
-    _, stderr, t, threshold = zero_mean_test(diffs @ basis.T, alpha=alpha, atol=rtol * ref_norm)
-
-    noise2 = float(np.sum(diffs.var(axis=0, ddof=1)) / num_samples)
-    scale = ref_norm if ref_norm > 0 else float("nan")
     return UnbiasednessCheck(
         estimator=est.name,
         reference=reference,
-        consistent=bool(np.all(np.abs(t) <= threshold)),
         alpha=float(alpha),
         num_samples=num_samples,
         episodes_per_sample=episodes,
         directions="coordinates" if num_params <= max_directions else "projections",
-        estimate=ests.mean(axis=0) @ basis.T,
-        target=refs.mean(axis=0) @ basis.T,
-        stderr=stderr,
-        t=t,
-        threshold=threshold,
-        relative_bias=float(np.linalg.norm(diffs.mean(axis=0))) / scale,
-        relative_noise=math.sqrt(noise2) / scale,
+        **_bias_statistics(ests, refs, basis, alpha=alpha, rtol=rtol),
     )
 
 

@@ -25,6 +25,7 @@ observation normalisation; step loss = -reward.
 from __future__ import annotations
 
 import functools
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -49,48 +50,100 @@ def _check(name, value, ok, allowed):
         raise ValueError(f"task 'swimmer': {name}={value!r} is invalid; allowed: {allowed}")
 
 
-def make_env(env_id: str = "Swimmer-v5", horizon: int = 1000, num_threads: int = 1) -> HostEnv:
-    """The `HostEnv` of a gymnasium MuJoCo Swimmer."""
-    _check("env_id", env_id, env_id in ENV_IDS, ", ".join(ENV_IDS))
-    _check(
-        "horizon",
-        horizon,
-        isinstance(horizon, int) and not isinstance(horizon, bool) and horizon >= 1,
-        "an integer >= 1",
-    )
-    _check(
-        "num_threads",
-        num_threads,
-        isinstance(num_threads, int) and not isinstance(num_threads, bool) and num_threads >= 1,
-        "an integer >= 1",
-    )
-    mujoco = require("mujoco", extra="control", by="task 'swimmer'")
-    from mujoco import rollout
+def _check_positive_int(name, value):
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+    _check(name, value, ok, "an integer >= 1")
 
+
+class _Physics(NamedTuple):
+    """The MuJoCo model of one gymnasium environment and the constants of its step and reward."""
+
+    env_id: str
+    model: Any
+    frame_skip: int
+    timestep: float
+    nq: int
+    nv: int
+    nu: int
+    state_dim: int
+    init_qpos: np.ndarray
+    init_qvel: np.ndarray
+    reset_noise: float
+    forward_weight: float
+    ctrl_weight: float
+
+    @property
+    def dt(self) -> float:
+        return self.frame_skip * self.timestep
+
+
+def _physics(env_id: str) -> _Physics:
+    mujoco = require("mujoco", extra="control", by="task 'swimmer'")
     genv = _gym_env(env_id)
     model = genv.model
-    frame_skip = int(genv.frame_skip)
-    timestep = float(model.opt.timestep)
-    dt = frame_skip * timestep
-    nq, nv, nu = int(model.nq), int(model.nv), int(model.nu)
-    spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
-    state_dim = int(mujoco.mj_stateSize(model, spec))
+    nq, nv = int(model.nq), int(model.nv)
+    state_dim = int(mujoco.mj_stateSize(model, mujoco.mjtState.mjSTATE_FULLPHYSICS))
     if state_dim != 1 + nq + nv:
         raise RuntimeError(
             f"{env_id}: unexpected MuJoCo physics state size {state_dim} (expected {1 + nq + nv})"
         )
-    init_qpos = np.asarray(genv.init_qpos, np.float64)
-    init_qvel = np.asarray(genv.init_qvel, np.float64)
-    noise = float(genv._reset_noise_scale)
-    forward_weight = float(genv._forward_reward_weight)
-    ctrl_weight = float(genv._ctrl_cost_weight)
-    datas = [mujoco.MjData(model) for _ in range(num_threads)]
+    return _Physics(
+        env_id,
+        model,
+        int(genv.frame_skip),
+        float(model.opt.timestep),
+        nq,
+        nv,
+        int(model.nu),
+        state_dim,
+        np.asarray(genv.init_qpos, np.float64),
+        np.asarray(genv.init_qvel, np.float64),
+        float(genv._reset_noise_scale),
+        float(genv._forward_reward_weight),
+        float(genv._ctrl_cost_weight),
+    )
+
+
+def _host_step(phys: _Physics, num_threads: int):
+    """``(host_step, episode_step)``: ``frame_skip`` MuJoCo steps for every copy at once, and the clock."""
+    import mujoco
+    from mujoco import rollout
+
+    datas = [mujoco.MjData(phys.model) for _ in range(num_threads)]
+    dt = phys.dt
+
+    def episode_step(states):
+        return np.rint(states[:, 0] / dt).astype(np.int64)
+
+    def host_step(states, actions):
+        out, _ = rollout.rollout(phys.model, datas, states, actions[:, None, :], nstep=phys.frame_skip)
+        new = out[:, -1]
+        # MuJoCo resets an unstable simulation itself (and only warns): detect it from the clock.
+        lost = np.abs(new[:, 0] - (states[:, 0] + dt)) > 0.5 * phys.timestep
+        if lost.any():
+            i = int(np.flatnonzero(lost)[0])
+            raise SimulatorError(
+                f"{phys.env_id}: MuJoCo found the simulation unstable and reset environment copy {i} of "
+                f"{len(states)} at episode step {int(episode_step(states[i : i + 1])[0])}"
+            )
+        return new
+
+    return host_step, episode_step
+
+
+def make_env(env_id: str = "Swimmer-v5", horizon: int = 1000, num_threads: int = 1) -> HostEnv:
+    """The `HostEnv` of a gymnasium MuJoCo Swimmer."""
+    _check("env_id", env_id, env_id in ENV_IDS, ", ".join(ENV_IDS))
+    _check_positive_int("horizon", horizon)
+    _check_positive_int("num_threads", num_threads)
+    phys = _physics(env_id)
+    nq, nv, dt = phys.nq, phys.nv, phys.dt
 
     def reset(key):
         dtype = jnp.result_type(float)
         kq, kv = jax.random.split(key)
-        qpos = init_qpos + jax.random.uniform(kq, (nq,), dtype, -noise, noise)
-        qvel = init_qvel + jax.random.uniform(kv, (nv,), dtype, -noise, noise)
+        qpos = phys.init_qpos + jax.random.uniform(kq, (nq,), dtype, -phys.reset_noise, phys.reset_noise)
+        qvel = phys.init_qvel + jax.random.uniform(kv, (nv,), dtype, -phys.reset_noise, phys.reset_noise)
         return jnp.concatenate([jnp.zeros((1,), dtype), qpos.astype(dtype), qvel.astype(dtype)])
 
     def observe(state):
@@ -98,26 +151,11 @@ def make_env(env_id: str = "Swimmer-v5", horizon: int = 1000, num_threads: int =
 
     def reward(state, action, new_state):
         x_velocity = (new_state[1] - state[1]) / dt
-        return forward_weight * x_velocity - ctrl_weight * jnp.sum(action**2)
+        return phys.forward_weight * x_velocity - phys.ctrl_weight * jnp.sum(action**2)
 
-    def episode_step(states):
-        return np.rint(states[:, 0] / dt).astype(np.int64)
-
-    def host_step(states, actions):
-        out, _ = rollout.rollout(model, datas, states, actions[:, None, :], nstep=frame_skip)
-        new = out[:, -1]
-        # MuJoCo resets an unstable simulation itself (and only warns): detect it from the clock.
-        lost = np.abs(new[:, 0] - (states[:, 0] + dt)) > 0.5 * timestep
-        if lost.any():
-            i = int(np.flatnonzero(lost)[0])
-            raise SimulatorError(
-                f"{env_id}: MuJoCo found the simulation unstable and reset environment copy {i} of "
-                f"{len(states)} at episode step {int(episode_step(states[i : i + 1])[0])}"
-            )
-        return new
-
+    host_step, episode_step = _host_step(phys, num_threads)
     return HostEnv(
-        env_id, state_dim, nq - 2 + nv, nu, reset, observe, reward, host_step, episode_step, horizon
+        env_id, phys.state_dim, nq - 2 + nv, phys.nu, reset, observe, reward, host_step, episode_step, horizon
     )
 
 
@@ -136,12 +174,7 @@ def make(
         (``eval_return``); their steps are not training steps.
       num_threads: MuJoCo rollout threads for the batched step.
     """
-    _check(
-        "eval_episodes",
-        eval_episodes,
-        isinstance(eval_episodes, int) and not isinstance(eval_episodes, bool) and eval_episodes >= 1,
-        "an integer >= 1",
-    )
+    _check_positive_int("eval_episodes", eval_episodes)
     env = make_env(env_id, horizon, num_threads)
     system = policy_system(env)
     theta0 = jnp.zeros((env.action_dim, env.obs_dim), jnp.result_type(float))
