@@ -185,6 +185,44 @@ def reference(system, theta, key, spec: Mapping) -> tuple[Any, float]:
     return ref, variance.noise_floor(chunks)[0]
 
 
+def _config_rows(
+    cfg: VarConfig, st: Mapping, task, spec: Mapping, *, task_label: str, seed: int
+) -> list[dict]:
+    """One configuration's statistics as rows of the results schema (timing has its own column)."""
+    info = {
+        "run_id": f"var-{task_label}-{cfg.label}-{cfg.setting}-w{cfg.trunc_len}",
+        "figure": "",
+        "task": task.name,
+        "estimator": cfg.estimator,
+        "trunc_len": cfg.trunc_len,
+        "sigma": float(spec["sigma"]),
+        "num_particles": int(spec["num_particles"]),
+        "seed": seed,
+        "outer_step": cfg.noise_every,
+        "inner_steps": task.system.horizon,
+    }
+    metrics = tuple(k for k in STAT_KEYS if k != "wall_time_s")
+    return [dict(info, metric=m, value=float(st[m])) for m in metrics if m in st]
+
+
+def _detail_row(cfg: VarConfig, st: Mapping, task, spec: Mapping, *, task_label: str) -> dict:
+    """One configuration's row of the detail table."""
+    return dict(
+        task_label=task_label,
+        task=task.name,
+        estimator=cfg.estimator,
+        label=cfg.label,
+        setting=cfg.setting,
+        trunc_len=cfg.trunc_len,
+        noise_every=cfg.noise_every,
+        family=cfg.family,
+        horizon=task.system.horizon,
+        sigma=float(spec["sigma"]),
+        num_particles=int(spec["num_particles"]),
+        **{k: float(v) for k, v in st.items() if k in STAT_KEYS},
+    )
+
+
 def measure_variance(
     task,
     spec: Mapping,
@@ -235,46 +273,17 @@ def measure_variance(
             f"variance {st['variance']:.4g} ± {st['variance_se']:.2g} ({st['wall_time_s']:.1f} s)"
         )
     rows, detail = [], []
-    task_name = task.name
     for cfg in configs:
         st = dict(stats[cfg[:4]])
         pes_key = ("pes", cfg.setting, cfg.trunc_len, cfg.trunc_len)
         if pes_key in stats:
             st.update(_ratio(st, stats[pes_key]))
-        info = {
-            "run_id": f"var-{task_label}-{cfg.label}-{cfg.setting}-w{cfg.trunc_len}",
-            "figure": "",
-            "task": task_name,
-            "estimator": cfg.estimator,
-            "trunc_len": cfg.trunc_len,
-            "sigma": float(spec["sigma"]),
-            "num_particles": int(spec["num_particles"]),
-            "seed": seed,
-            "outer_step": cfg.noise_every,
-            "inner_steps": horizon,
-        }
-        metrics = tuple(k for k in STAT_KEYS if k != "wall_time_s")  # timing: its own column
-        rows += [dict(info, metric=m, value=float(st[m])) for m in metrics if m in st]
-        detail.append(
-            dict(
-                task_label=task_label,
-                task=task_name,
-                estimator=cfg.estimator,
-                label=cfg.label,
-                setting=cfg.setting,
-                trunc_len=cfg.trunc_len,
-                noise_every=cfg.noise_every,
-                family=cfg.family,
-                horizon=horizon,
-                sigma=float(spec["sigma"]),
-                num_particles=int(spec["num_particles"]),
-                **{k: float(v) for k, v in st.items() if k in STAT_KEYS},
-            )
-        )
+        rows += _config_rows(cfg, st, task, spec, task_label=task_label, seed=seed)
+        detail.append(_detail_row(cfg, st, task, spec, task_label=task_label))
     ref_info = dict(
         run_id=f"var-{task_label}-reference",
         figure="",
-        task=task_name,
+        task=task.name,
         estimator="es",
         trunc_len=horizon,
         sigma=float(spec["sigma"]),

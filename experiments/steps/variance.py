@@ -258,15 +258,58 @@ def _rows(info: dict, outer_step: int, inner_steps: int, metrics: dict) -> list[
     ]
 
 
-def run_scenario(sc: Scenario, s: dict, compiled: Compiled, out_dir: Path, log=print) -> Path:
-    """Compute (or resume) one scenario's rows into ``out_dir/metrics.csv``."""
-    cfg, task, scenario, fp = sc.cfg, sc.task, sc.name, sc.fingerprint
+def _ground_truth_metrics(chunks, g_es, g_exact, loss, s: dict, horizon: int) -> dict:
+    """The ground-truth rows' metrics: its noise floor, its distance to autodiff, the gradient sizes."""
+    p = variance.num_params(g_es)
+    floor, _ = variance.noise_floor(chunks)
+    err_exact = float(variance.normalized_errors(jax.tree.map(lambda x: x[None], g_es), g_exact)[0])
+    return {
+        "ground_truth_noise_floor": floor,
+        "ground_truth_noise_floor_analytic": variance.es_relative_variance(p, s["ground_truth_particles"]),
+        "ground_truth_error_exact": err_exact,
+        "grad_norm_sq": variance.squared_norm(g_es),
+        "grad_norm_sq_exact": variance.squared_norm(g_exact),
+        "loss": float(loss),
+        "num_params": p,
+        "sequence_length": horizon,
+    }
+
+
+def _particle_count_metrics(pairs, n: int, g_es, g_exact, s: dict) -> dict:
+    """Normalised variance of the N-particle estimate (against the ground truth and autodiff)."""
+    p = variance.num_params(g_es)
+    est = variance.group_means(pairs, n)
+    err, err_se = variance.mean_and_stderr(variance.normalized_errors(est, g_es))
+    exact, exact_se = variance.mean_and_stderr(variance.normalized_errors(est, g_exact))
+    return {
+        "normalized_variance": err,
+        "normalized_variance_se": err_se,
+        "normalized_variance_exact": exact,
+        "normalized_variance_exact_se": exact_se,
+        "es_variance_analytic": variance.es_relative_variance(p, n),
+        "es_variance_analytic_vs_ground_truth": variance.against_noisy_reference(
+            variance.es_relative_variance(p, n),
+            variance.es_relative_variance(p, s["ground_truth_particles"]),
+        ),
+        "num_repeats": jax.tree.leaves(est)[0].shape[0],
+    }
+
+
+def _suffixed(metrics: dict, suffix: str) -> dict:
+    return {name + suffix: value for name, value in metrics.items()}
+
+
+def _open_scenario(sc: Scenario, s: dict, out_dir: Path) -> tuple[dict, set] | None:
+    """The scenario's run.json written as running and the run ids already logged; None if complete.
+
+    A folder of another fingerprint (or ``resume=false``) is cleared first.
+    """
+    cfg, task = sc.cfg, sc.task
     out_dir.mkdir(parents=True, exist_ok=True)
-    horizon = int(task.system.horizon)
     meta = io.read_json(out_dir / META)
-    same = meta is not None and meta.get("fingerprint") == fp and bool(cfg.resume)
+    same = meta is not None and meta.get("fingerprint") == sc.fingerprint and bool(cfg.resume)
     if same and meta.get("status") == "complete":
-        return out_dir
+        return None
     if not same:
         for name in (CSV, GT, META):
             (out_dir / name).unlink(missing_ok=True)
@@ -276,8 +319,8 @@ def run_scenario(sc: Scenario, s: dict, compiled: Compiled, out_dir: Path, log=p
     wall_before = float(meta.get("wall_time_s", 0.0)) if same else 0.0
     meta = {
         **artefacts.provenance(),
-        "scenario": scenario,
-        "fingerprint": fp,
+        "scenario": sc.name,
+        "fingerprint": sc.fingerprint,
         "config": OmegaConf.to_container(cfg, resolve=True),
         "variance": s,
         "profile": str(cfg.profile.name),
@@ -286,80 +329,57 @@ def run_scenario(sc: Scenario, s: dict, compiled: Compiled, out_dir: Path, log=p
         "wall_time_s": wall_before,
     }
     io.write_json(out_dir / META, meta)
-    start = time.perf_counter()
+    return meta, done
 
-    key = jax.random.key(int(cfg.seed))
-    gt_key, exact_key, pes_key = jax.random.split(key, 3)
+
+def run_scenario(sc: Scenario, s: dict, compiled: Compiled, out_dir: Path, log=print) -> Path:
+    """Compute (or resume) one scenario's rows into ``out_dir/metrics.csv``."""
+    cfg, task, scenario = sc.cfg, sc.task, sc.name
+    opened = _open_scenario(sc, s, out_dir)
+    if opened is None:
+        return out_dir
+    meta, done = opened
+    start = time.perf_counter()
+    horizon = int(task.system.horizon)
+    gt_key, exact_key, pes_key = jax.random.split(jax.random.key(int(cfg.seed)), 3)
     data = Compiled.data(task)
     theta = task.theta_init
-    p = variance.num_params(theta)
     suffix = f"/{scenario}"
 
     # Ground truth and the exact gradient (cached for resumption).
     if (out_dir / GT).exists():
         (g_es, g_exact), _ = io.load_checkpoint(out_dir / GT, (theta, theta))
-        loss = None
     else:
         t0 = time.perf_counter()
         g_es, chunks = jax.block_until_ready(compiled.ground_truth(data, theta, gt_key))
         loss, g_exact = compiled.exact(data, theta, exact_key)
-        floor, _ = variance.noise_floor(chunks)
-        err_exact = float(variance.normalized_errors(jax.tree.map(lambda x: x[None], g_es), g_exact)[0])
-        metrics = {
-            "ground_truth_noise_floor" + suffix: floor,
-            "ground_truth_noise_floor_analytic" + suffix: variance.es_relative_variance(
-                p, s["ground_truth_particles"]
-            ),
-            "ground_truth_error_exact" + suffix: err_exact,
-            "grad_norm_sq" + suffix: variance.squared_norm(g_es),
-            "grad_norm_sq_exact" + suffix: variance.squared_norm(g_exact),
-            "loss" + suffix: float(loss),
-            "num_params" + suffix: p,
-            "sequence_length" + suffix: horizon,
-        }
+        metrics = _ground_truth_metrics(chunks, g_es, g_exact, loss, s, horizon)
         rid = f"{scenario}-ground-truth"
         if rid not in done:
             info = _info(rid, cfg, "es", horizon, s["sigma"], s["ground_truth_particles"])
-            io.append_rows(out_dir / CSV, _rows(info, 1, horizon, metrics))
+            io.append_rows(out_dir / CSV, _rows(info, 1, horizon, _suffixed(metrics, suffix)))
         # Saved after its rows, so a resumed run never lacks the ground-truth rows.
         io.save_checkpoint(out_dir / GT, (g_es, g_exact), {"scenario": scenario})
         log(
             f"  {scenario}: ground truth (N={s['ground_truth_particles']}) "
-            f"noise floor {floor:.3g}, error vs autodiff {err_exact:.3g} "
-            f"({time.perf_counter() - t0:.1f} s)"
+            f"noise floor {metrics['ground_truth_noise_floor']:.3g}, error vs autodiff "
+            f"{metrics['ground_truth_error_exact']:.3g} ({time.perf_counter() - t0:.1f} s)"
         )
 
     for trunc_len in sorted(s["trunc_lens"], reverse=True):
-        ids = {f"{scenario}-n{n}-k{trunc_len}" for n in s["particle_counts"]}
-        if ids <= done:
+        if {f"{scenario}-n{n}-k{trunc_len}" for n in s["particle_counts"]} <= done:
             continue
         t0 = time.perf_counter()
         pairs = jax.block_until_ready(
             compiled.pairs(data, theta, jax.random.fold_in(pes_key, trunc_len), trunc_len)
         )
         pairs = jax.tree.map(np.asarray, pairs)
-        rows = []
-        unrolls = horizon // trunc_len
-        parts = []
+        rows, parts, unrolls = [], [], horizon // trunc_len
         for n in s["particle_counts"]:
-            est = variance.group_means(pairs, n)
-            err, err_se = variance.mean_and_stderr(variance.normalized_errors(est, g_es))
-            exact, exact_se = variance.mean_and_stderr(variance.normalized_errors(est, g_exact))
-            metrics = {
-                "normalized_variance" + suffix: err,
-                "normalized_variance_se" + suffix: err_se,
-                "normalized_variance_exact" + suffix: exact,
-                "normalized_variance_exact_se" + suffix: exact_se,
-                "es_variance_analytic" + suffix: variance.es_relative_variance(p, n),
-                "es_variance_analytic_vs_ground_truth" + suffix: variance.against_noisy_reference(
-                    variance.es_relative_variance(p, n),
-                    variance.es_relative_variance(p, s["ground_truth_particles"]),
-                ),
-                "num_repeats" + suffix: jax.tree.leaves(est)[0].shape[0],
-            }
+            metrics = _particle_count_metrics(pairs, n, g_es, g_exact, s)
             info = _info(f"{scenario}-n{n}-k{trunc_len}", cfg, s["estimator"], trunc_len, s["sigma"], n)
-            rows += _rows(info, unrolls, horizon, metrics)
-            parts.append(f"N={n}: {err:.3g}")
+            rows += _rows(info, unrolls, horizon, _suffixed(metrics, suffix))
+            parts.append(f"N={n}: {metrics['normalized_variance']:.3g}")
         io.append_rows(out_dir / CSV, rows)
         log(
             f"  {scenario}: K={trunc_len} ({unrolls} unrolls) normalised variance "
@@ -368,7 +388,7 @@ def run_scenario(sc: Scenario, s: dict, compiled: Compiled, out_dir: Path, log=p
         )
 
     meta["status"] = "complete"
-    meta["wall_time_s"] = wall_before + time.perf_counter() - start
+    meta["wall_time_s"] += time.perf_counter() - start
     io.write_json(out_dir / META, meta)
     return out_dir
 
