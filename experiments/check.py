@@ -22,6 +22,7 @@ does not).  The claim language is in ``docs/claims.md``.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -217,9 +218,22 @@ def machine_text(m) -> str:
         if backend and backend != "cpu" and devs:
             return f"{len(devs)}x {backend.upper()} ({devs[0]})"
         cpus = m.get("cpu_count")
+        model = cpu_model_text(m.get("cpu_model") or "")
+        if cpus and model:
+            return f"{cpus}-core {model}"
         proc = m.get("processor") or ""
         return f"{cpus}-core {proc} CPU".replace("  ", " ").strip() if cpus else str(proc or m)
     return str(m)
+
+
+def cpu_model_text(model: str) -> str:
+    """A CPU's model name without trademarks, clock and the word "Processor" ("Intel Xeon", "AMD EPYC").
+
+    Shown beside a result because float32 training that amplifies rounding can end differently
+    on another CPU family (its vector instructions round the same sums in another order).
+    """
+    text = re.sub(r"\((R|TM|tm)\)|\bCPU\b.*$|\bProcessor\b", " ", model)
+    return " ".join(text.split())
 
 
 def duration(seconds) -> str:

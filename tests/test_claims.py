@@ -703,3 +703,12 @@ def test_a_pooled_curve_ending_non_finite_is_diverged_and_the_callers_table_is_u
     res = one({"type": "range", "of": {"run": "pes-b", "metric": "loss"}, "below": 10}, df, fig=fig)
     assert res.verdict == claims.PASS  # the other run alone did not diverge
     assert df.equals(before)  # measured on a normalised copy
+
+
+def test_the_machine_is_named_by_its_cpu_model_when_the_run_recorded_one():
+    base = {"cpu_count": 2, "processor": "x86_64", "jax_backend": "cpu"}
+    assert check.machine_text(base) == "2-core x86_64 CPU"
+    assert check.machine_text({**base, "cpu_model": "AMD EPYC"}) == "2-core AMD EPYC"
+    intel = {**base, "cpu_model": "Intel(R) Core(TM) i7-8700 CPU @ 3.20GHz"}
+    assert check.machine_text(intel) == "2-core Intel Core i7-8700"
+    assert check.machine_text({**base, "cpu_model": "Intel(R) Xeon(R) Processor"}) == "2-core Intel Xeon"
