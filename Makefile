@@ -44,7 +44,7 @@ help: ## List the targets
 	@echo "                         2 configuration problem, 3 no results, 4 results damaged (README)"
 	@echo "  store-figure-N         copy figure N's results into results/reference (STORE_ARGS='wall_time_s=.. load=..')"
 	@echo "Variables: PROFILE=quick|paper|paper_fashion|paper_regime (default quick), RESULTS=<dir> (default results),"
-	@echo "  JOBS=k (parallel jobs per figure; default 1, reproduce-all $(ALL_JOBS)), LAUNCH_ARGS='hydra/launcher=... launch....'"
+	@echo "  JOBS=k (parallel jobs per figure; default 1, reproduce-all 2 for figures $(PARALLEL_FIGURES)), LAUNCH_ARGS='hydra/launcher=... launch....'"
 
 # One stamp per set of extras; each extra is installed once (its own stamp, .extra-NAME), all
 # missing ones in one pip call; everything again when pyproject.toml changes.  The checkout goes
@@ -122,7 +122,7 @@ list-figures: $(call env,suite) ## Figure number -> experiment -> expected outco
 $(addprefix reproduce-figure-,$(FIGURES)): reproduce-figure-%: $$(call env,$$(call figure_extras,$$*)$$(if $$(JOBS)$$(LAUNCH_ARGS),$$(comma)sweep))
 	@$(PY) -m experiments.data need figure=figure$* profile=$(PROFILE)
 	$(PY) -m experiments.reproduce figure=figure$* profile=$(PROFILE) results_root=$(RESULTS) \
-	  $(if $(JOBS),jobs=$(JOBS)) $(LAUNCH_ARGS)
+	  $(if $(or $(JOBS),$(ALL_JOBS_$*)),jobs=$(or $(JOBS),$(ALL_JOBS_$*))) $(LAUNCH_ARGS)
 	@echo "figure $*: $(RESULTS)/$(PROFILE)/figures/figure$*.png"
 	@$(PY) -m experiments.check figure=figure$* profile=$(PROFILE) results_root=$(RESULTS) report_only=true
 
@@ -146,12 +146,12 @@ notebook: $(call env,suite$(comma)notebook) ## Open notebooks/figure.ipynb in Ju
 	PES_FIGURE=figure$(FIGURE) PES_PROFILE=$(PROFILE) $(VENV)/bin/jupyter notebook notebooks/figure.ipynb \
 	  $(if $(filter 0,$(shell id -u)),--allow-root) $(NOTEBOOK_ARGS)
 
-# Serial by default.  On 2 idle cores, with the compilation cache, JOBS=2 made figures 6 and 7
-# faster and the small ones a second or two slower (docs/cluster.md, Measured); JOBS=k where
-# there are more cores or accelerators.
-ALL_JOBS ?= 1
-reproduce-all: $(call env,suite$(comma)data$(comma)control$(comma)sweep) ## Every figure at PROFILE (JOBS=$(ALL_JOBS) parallel jobs per figure)
-	$(MAKE) $(addprefix reproduce-figure-,$(FIGURES)) JOBS=$(or $(JOBS),$(ALL_JOBS))
+# Two jobs for the figures where two paid on 2 idle cores with the compilation cache (figures
+# PARALLEL_FIGURES; docs/cluster.md, Measured), one for the rest (a worker's start-up costs them
+# more than it saves).  JOBS=k sets every figure's; JOBS=k where there are more cores or accelerators.
+PARALLEL_FIGURES ?= 6 7 10
+reproduce-all: $(call env,suite$(comma)data$(comma)control$(comma)sweep) ## Every figure at PROFILE (JOBS=2 for figures 6, 7, 10 (PARALLEL_FIGURES), else 1; JOBS=k for all)
+	$(MAKE) $(addprefix reproduce-figure-,$(FIGURES)) $(if $(JOBS),JOBS=$(JOBS),$(foreach f,$(PARALLEL_FIGURES),ALL_JOBS_$(f)=2))
 
 # Release checks: the wheel and sdist build, pass `twine check`, hold the library and its data
 # (not tests, results or experiments/), and carry one version (pes/_version.py, CHANGELOG.md).
