@@ -185,6 +185,18 @@ def reference(system, theta, key, spec: Mapping) -> tuple[Any, float]:
     return ref, variance.noise_floor(chunks)[0]
 
 
+def _reference_summary(system, theta, key, spec: Mapping, task_label: str, log) -> tuple[Any, float, float]:
+    """`reference`, its squared norm (float64) and its noise floor, logged."""
+    t0 = time.perf_counter()
+    ref, floor = reference(system, theta, key, spec)
+    norm_sq = float(sum(np.sum(np.asarray(x, np.float64) ** 2) for x in jax.tree.leaves(ref)))
+    log(
+        f"[variance] {task_label}: reference ({spec['ground_truth_particles']} particles) "
+        f"floor {floor:.3g}, {time.perf_counter() - t0:.1f} s"
+    )
+    return ref, norm_sq, float(floor)
+
+
 def _config_rows(
     cfg: VarConfig, st: Mapping, task, spec: Mapping, *, task_label: str, seed: int
 ) -> list[dict]:
@@ -233,6 +245,8 @@ def measure_variance(
     log: Callable[[str], None] = print,
     done: Mapping[tuple, dict] | None = None,
     on_result: Callable[[VarConfig, dict], None] | None = None,
+    reference_done: Mapping[str, float] | None = None,
+    on_reference: Callable[[dict], None] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every configuration of one task's sweep: (rows in the results schema, detail table).
 
@@ -244,20 +258,22 @@ def measure_variance(
     over the independent chains).  Reference rows: run_id ``var-<task_label>-reference``,
     estimator es, trunc_len T, metrics ``reference_norm_sq`` and ``reference_floor`` (its
     relative noise).  ``done`` (config key -> stats) skips finished configurations and
-    ``on_result`` is called after each one (resumable progress).
+    ``on_result`` is called after each one (resumable progress); likewise ``on_reference``
+    receives the reference's ``{"norm_sq", "floor"}`` once computed, and ``reference_done``
+    (those two numbers from an earlier call) skips the reference when every configuration is
+    done (the merge after a figure's parts ran as jobs, or a resumed step).
     """
     system, theta = task.system, task.theta_init
     horizon = system.horizon
     ref_key, est_key = jax.random.split(key)
-    t0 = time.perf_counter()
-    ref, floor = reference(system, theta, ref_key, spec)
-    norm_sq = float(sum(np.sum(np.asarray(x, np.float64) ** 2) for x in jax.tree.leaves(ref)))
-    log(
-        f"[variance] {task_label}: reference ({spec['ground_truth_particles']} particles) "
-        f"floor {floor:.3g}, {time.perf_counter() - t0:.1f} s"
-    )
     stats: dict[tuple, dict] = dict(done or {})
     configs = variance_configs(spec, horizon)
+    if reference_done is not None and all(cfg[:4] in stats for cfg in configs):
+        ref, norm_sq, floor = None, float(reference_done["norm_sq"]), float(reference_done["floor"])
+    else:
+        ref, norm_sq, floor = _reference_summary(system, theta, ref_key, spec, task_label, log)
+        if on_reference is not None:
+            on_reference({"norm_sq": norm_sq, "floor": floor})
     for i, cfg in enumerate(configs, 1):
         if cfg[:4] in stats:
             continue

@@ -65,9 +65,9 @@ def test_measure_variance_rows_follow_the_schema_and_compare_with_pes():
         "settings": ["lockstep", "own_keys"],
         "chains": 40,
     }
-    logs = []
+    logs, summaries = [], []
     rows, detail = estimator_measurements.measure_variance(
-        lq, spec, jax.random.key(0), task_label="lq", seed=0, log=logs.append
+        lq, spec, jax.random.key(0), task_label="lq", seed=0, log=logs.append, on_reference=summaries.append
     )
     results.validate(rows.assign(figure="figure10"))
     assert set(rows["run_id"]) >= {"var-lq-pes-lockstep-w1", "var-lq-nres-own_keys-w4", "var-lq-reference"}
@@ -93,6 +93,26 @@ def test_measure_variance_rows_follow_the_schema_and_compare_with_pes():
     )
     assert len(logs2) == 1  # the reference only
     pd.testing.assert_frame_equal(again.reset_index(drop=True), rows.reset_index(drop=True))
+    # with the reference's summary from the first call, a finished sweep computes nothing at all
+    # (the merge after the parts ran as jobs) and gives the same rows, value for value
+    ref_rows = rows[rows.run_id == "var-lq-reference"].set_index("metric")["value"]
+    assert summaries == [{"norm_sq": ref_rows["reference_norm_sq"], "floor": ref_rows["reference_floor"]}]
+    logs3, summaries3 = [], []
+    merged, _ = estimator_measurements.measure_variance(
+        lq, spec, jax.random.key(0), task_label="lq", seed=0, log=logs3.append, done=done,
+        reference_done=summaries[0], on_reference=summaries3.append,
+    )
+    assert logs3 == [] and summaries3 == []
+    pd.testing.assert_frame_equal(merged.reset_index(drop=True), rows.reset_index(drop=True))
+    # a configuration still to do needs the reference vector itself: it is computed again
+    first = next(iter(done))
+    partly, _ = estimator_measurements.measure_variance(
+        lq, spec, jax.random.key(0), task_label="lq", seed=0, log=logs3.append,
+        done={k: v for k, v in done.items() if k != first}, reference_done=summaries[0],
+        on_reference=summaries3.append,
+    )
+    assert summaries3 == summaries and len(logs3) == 2  # the reference and the one configuration
+    pd.testing.assert_frame_equal(partly.reset_index(drop=True), rows.reset_index(drop=True))
 
 
 def test_interleaved_timing_and_wall_clock_rows():

@@ -4,6 +4,8 @@ claims, plot)."""
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 from omegaconf import OmegaConf
@@ -89,6 +91,14 @@ def test_figure10_trimmed_end_to_end(tmp_path):
         == pd.Series([[0, 2, 4]] * 2, index=["lorenz-nres-seed1", "lorenz-pes-seed1"])
     ).all()
     assert (tmp_path / "quick" / "figure10" / "variance.csv").exists()
+    # the step's progress keeps the reference's summary, so the merge after jobs does not recompute it
+    progress_file = tmp_path / "quick" / "figure10" / "steps" / "truncation_variance" / "lorenz.json"
+    progress = json.loads(progress_file.read_text())
+    ref = var[var.run_id == "var-lorenz-reference"].set_index("metric")["value"]
+    assert progress["reference"] == {
+        "norm_sq": pytest.approx(ref["reference_norm_sq"], rel=1e-12),
+        "floor": pytest.approx(ref["reference_floor"], rel=1e-12),
+    }
     assert (tmp_path / "quick" / "figures" / "figure10.png").stat().st_size > 10_000
     # the claims engine reads these rows: the Lorenz variance claims evaluate (W=20 stands in for the
     # paper's W=100, which the trimmed sweep lacks: NOT RUN), the other tasks' claims are NOT RUN

@@ -113,13 +113,20 @@ def compute_variance(ctx: steps.Context, plan: Plan) -> steps.StepOutput:
         path = progress_dir / f"{label}.json"
         stamp = {"spec": spec, "task": steps.task_inputs(cfg, task)}
         saved = io.read_json(path) or {}
-        done = {}
+        done, reference_done = {}, None
         if saved.get("stamp") == _jsonable(stamp):
             done = {tuple(r["key"]): r["stats"] for r in saved.get("done", [])}
+            reference_done = saved.get("reference")
         record = {"stamp": _jsonable(stamp), "done": [{"key": list(k), "stats": v} for k, v in done.items()]}
+        if reference_done is not None:
+            record["reference"] = reference_done
 
         def keep(vc, st, record=record, path=path):
             record["done"].append({"key": list(vc[:4]), "stats": st})
+            io.write_json(path, record)
+
+        def keep_reference(summary, record=record, path=path):
+            record["reference"] = summary
             io.write_json(path, record)
 
         t0 = time.perf_counter()
@@ -132,6 +139,8 @@ def compute_variance(ctx: steps.Context, plan: Plan) -> steps.StepOutput:
             log=ctx.log,
             done=done,
             on_result=keep,
+            reference_done=reference_done,
+            on_reference=keep_reference,
         )
         walls[label] = time.perf_counter() - t0
         rows["figure"] = str(ctx.fig.id)
