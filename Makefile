@@ -14,7 +14,7 @@ XDIST := -n $(TEST_WORKERS) --dist loadfile
 .DEFAULT_GOAL := help
 .PHONY: help install test test-integration test-data test-slow test-portable mutate lint bench list-figures reproduce-all clean-results \
 	check-all docs data notebook release-check wheel-smoke api-docs $(addprefix reproduce-figure-,$(FIGURES)) \
-	$(addprefix check-figure-,$(FIGURES)) $(addprefix store-figure-,$(FIGURES))
+	$(addprefix check-figure-,$(FIGURES)) $(addprefix compare-figure-,$(FIGURES)) $(addprefix store-figure-,$(FIGURES))
 .SECONDEXPANSION:
 
 # What each target installs into .venv (the extras are listed in pyproject.toml).  The core
@@ -42,6 +42,8 @@ help: ## List the targets
 	@echo "  reproduce-figure-N     regenerate figure N (N in: $(FIGURES)) and print its claims table (installs only the extras it needs)"
 	@echo "  check-figure-N         check figure N's claims: exit 0 none failed, 1 a claim failed (a finding),"
 	@echo "                         2 configuration problem, 3 no results, 4 results damaged (README)"
+	@echo "  compare-figure-N       compare figure N's results with its stored reference, value by value: exit 0 every"
+	@echo "                         stored value reproduced, 1 some differ (a finding), 2, 3, 4 as check (COMPARE_ARGS='against=<folder>')"
 	@echo "  store-figure-N         copy figure N's results into results/reference (STORE_ARGS='wall_time_s=.. load=..')"
 	@echo "Variables: PROFILE=quick|paper|paper_fashion|paper_regime (default quick), RESULTS=<dir> (default results),"
 	@echo "  JOBS=k (parallel jobs per figure; default 1, reproduce-all 2 for figures $(PARALLEL_FIGURES)), LAUNCH_ARGS='hydra/launcher=... launch....'"
@@ -132,6 +134,9 @@ $(addprefix check-figure-,$(FIGURES)): check-figure-%: $(call env,suite)
 check-all: $(call env,suite) ## Check the claims of every figure with results at PROFILE (docs/claims.md)
 	@$(PY) -m experiments.check figure=all profile=$(PROFILE) results_root=$(RESULTS)
 
+$(addprefix compare-figure-,$(FIGURES)): compare-figure-%: $(call env,suite)
+	@$(PY) -m experiments.compare figure=figure$* profile=$(PROFILE) results_root=$(RESULTS) $(COMPARE_ARGS)
+
 $(addprefix store-figure-,$(FIGURES)): store-figure-%: $(call env,suite)
 	$(PY) -m experiments.docs store figure=figure$* profile=$(PROFILE) results_root=$(RESULTS) $(STORE_ARGS)
 
@@ -149,8 +154,8 @@ notebook: $(call env,suite$(comma)notebook) ## Open notebooks/figure.ipynb in Ju
 # Two jobs for the figures where two paid on 2 idle cores with the compilation cache (figures
 # PARALLEL_FIGURES; docs/cluster.md, Measured), one for the rest (a worker's start-up costs them
 # more than it saves).  JOBS=k sets every figure's; JOBS=k where there are more cores or accelerators.
-PARALLEL_FIGURES ?= 6 7 10
-reproduce-all: $(call env,suite$(comma)data$(comma)control$(comma)sweep) ## Every figure at PROFILE (JOBS=2 for figures 6, 7, 10 (PARALLEL_FIGURES), else 1; JOBS=k for all)
+PARALLEL_FIGURES ?= 5 6 7 8 10
+reproduce-all: $(call env,suite$(comma)data$(comma)control$(comma)sweep) ## Every figure at PROFILE (JOBS=2 for figures 5, 6, 7, 8, 10 (PARALLEL_FIGURES), else 1; JOBS=k for all)
 	$(MAKE) $(addprefix reproduce-figure-,$(FIGURES)) $(if $(JOBS),JOBS=$(JOBS),$(foreach f,$(PARALLEL_FIGURES),ALL_JOBS_$(f)=2))
 
 # Release checks: the wheel and sdist build, pass `twine check`, hold the library and its data
