@@ -16,7 +16,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -943,71 +943,95 @@ def _check_close(check, measures, target, profile) -> tuple[bool, str]:
     return bool(ok), "; ".join(_value_text(ms) for ms in measures) + f" vs {tname} (want within {tol}{off})"
 
 
-def _check_order(check, measures, profile) -> tuple[bool, str]:
-    asc = "ascending" in check
-    margin = float(_resolve(check.get("margin", 0.0), profile))
-    z = float(_resolve(check.get("z", 0.0), profile))
-    per_seed = check.get("per_seed", "no")
-    per_seed = "no" if per_seed is False else per_seed
-    sym = "<" if asc else ">"
+class _Order(NamedTuple):
+    """An order claim's direction and margin."""
 
-    def before(a, b):  # a strictly before b in the order, by more than the margin (never with NaN)
+    ascending: bool
+    margin: float
+
+    @property
+    def sym(self) -> str:
+        return "<" if self.ascending else ">"
+
+    def before(self, a: float, b: float) -> bool:
+        """a strictly before b in the order, by more than the margin (never with NaN)."""
         if math.isnan(a) or math.isnan(b):
             return False
         if math.isinf(a) and a == b:
             return False
-        return (b - a if asc else a - b) > margin
+        return (b - a if self.ascending else a - b) > self.margin
 
-    def rel(good: bool) -> str:  # the relation as measured: "<" where it holds, "not <" where not
-        return sym if good else f"not {sym}"
+    def rel(self, good: bool) -> str:
+        """The relation as measured: "<" where it holds, "not <" where not."""
+        return self.sym if good else f"not {self.sym}"
 
-    ok = not any(ms.fail_diverged for ms in measures)
-    if per_seed == "no":
-        text = _value_text(measures[0])
-        for a, b in zip(measures, measures[1:]):
-            if z:  # the gap must exceed margin + z combined standard errors
-                need = margin + z * math.hypot(a.se, b.se)
-                gap = (b.value - a.value) if asc else (a.value - b.value)
-                good = not (math.isnan(gap) or math.isinf(need)) and gap > need
-                ok &= good
-                text += f" {rel(good)} {_value_text(b)} (gap {fmt(gap)}, want > {fmt(need)} = "
-                text += f"{fmt(z)} combined se" + (f" + margin {fmt(margin)}" if margin else "") + ")"
-                continue
-            good = before(a.value, b.value)
+
+def _order_pooled(order: _Order, measures, z: float) -> tuple[bool, str]:
+    """Each measure's value before the next's (by more than z combined standard errors, if z)."""
+    ok, text = True, _value_text(measures[0])
+    for a, b in zip(measures, measures[1:]):
+        if z:  # the gap must exceed margin + z combined standard errors
+            need = order.margin + z * math.hypot(a.se, b.se)
+            gap = (b.value - a.value) if order.ascending else (a.value - b.value)
+            good = not (math.isnan(gap) or math.isinf(need)) and gap > need
             ok &= good
-            text += f" {rel(good)} {_value_text(b)}"
-    elif per_seed == "paired":
-        parts = []
-        for a, b in zip(measures, measures[1:]):
-            shared = [k for k in a.members if k in b.members]
-            if not shared:
-                raise _NotRun(f"{a.name} and {b.name} share no seed")
-            for k in shared:
-                good = before(a.members[k], b.members[k])
-                ok &= good
-                parts.append(f"seed {k}: {fmt(a.members[k])} {rel(good)} {fmt(b.members[k])}")
-        text = f"{' vs '.join(ms.name for ms in measures)}: " + ", ".join(parts)
-    else:  # all: the worst member of each measure against the best of the next
-        parts = []
-        for a, b in zip(measures, measures[1:]):
-            av, bv = np.array(list(a.members.values())), np.array(list(b.members.values()))
-            if np.isnan(av).any() or np.isnan(bv).any():
-                ok = False
-                continue
-            worst_a, best_b = (av.max(), bv.min()) if asc else (av.min(), bv.max())
-            good = before(worst_a, best_b)
+            text += f" {order.rel(good)} {_value_text(b)} (gap {fmt(gap)}, want > {fmt(need)} = "
+            text += f"{fmt(z)} combined se" + (f" + margin {fmt(order.margin)}" if order.margin else "") + ")"
+            continue
+        good = order.before(a.value, b.value)
+        ok &= good
+        text += f" {order.rel(good)} {_value_text(b)}"
+    return ok, text
+
+
+def _order_paired(order: _Order, measures) -> tuple[bool, str]:
+    """Seed by seed: each shared seed's value before the next measure's."""
+    ok, parts = True, []
+    for a, b in zip(measures, measures[1:]):
+        shared = [k for k in a.members if k in b.members]
+        if not shared:
+            raise _NotRun(f"{a.name} and {b.name} share no seed")
+        for k in shared:
+            good = order.before(a.members[k], b.members[k])
             ok &= good
-            ka = list(a.members)[int(np.argmax(av) if asc else np.argmin(av))]
-            kb = list(b.members)[int(np.argmin(bv) if asc else np.argmax(bv))]
-            parts.append(
-                f"{a.name} {'worst' if asc else 'lowest'} {fmt(worst_a)} (seed {ka}) {rel(good)} "
-                f"{b.name} {'best' if asc else 'highest'} {fmt(best_b)} (seed {kb})"
-            )
-        text = (
-            "; ".join(parts)
-            + " | "
-            + "; ".join(f"{ms.name}{_members_text(ms) or ' ' + fmt(ms.value)}" for ms in measures)
+            parts.append(f"seed {k}: {fmt(a.members[k])} {order.rel(good)} {fmt(b.members[k])}")
+    return ok, f"{' vs '.join(ms.name for ms in measures)}: " + ", ".join(parts)
+
+
+def _order_all(order: _Order, measures) -> tuple[bool, str]:
+    """The worst member of each measure before the best of the next."""
+    asc, ok, parts = order.ascending, True, []
+    for a, b in zip(measures, measures[1:]):
+        av, bv = np.array(list(a.members.values())), np.array(list(b.members.values()))
+        if np.isnan(av).any() or np.isnan(bv).any():
+            ok = False
+            continue
+        worst_a, best_b = (av.max(), bv.min()) if asc else (av.min(), bv.max())
+        good = order.before(worst_a, best_b)
+        ok &= good
+        ka = list(a.members)[int(np.argmax(av) if asc else np.argmin(av))]
+        kb = list(b.members)[int(np.argmin(bv) if asc else np.argmax(bv))]
+        parts.append(
+            f"{a.name} {'worst' if asc else 'lowest'} {fmt(worst_a)} (seed {ka}) {order.rel(good)} "
+            f"{b.name} {'best' if asc else 'highest'} {fmt(best_b)} (seed {kb})"
         )
+    members = "; ".join(f"{ms.name}{_members_text(ms) or ' ' + fmt(ms.value)}" for ms in measures)
+    return ok, "; ".join(parts) + " | " + members
+
+
+def _check_order(check, measures, profile) -> tuple[bool, str]:
+    margin = float(_resolve(check.get("margin", 0.0), profile))
+    z = float(_resolve(check.get("z", 0.0), profile))
+    per_seed = check.get("per_seed", "no")
+    per_seed = "no" if per_seed is False else per_seed
+    order = _Order("ascending" in check, margin)
+    if per_seed == "no":
+        good, text = _order_pooled(order, measures, z)
+    elif per_seed == "paired":
+        good, text = _order_paired(order, measures)
+    else:
+        good, text = _order_all(order, measures)
+    ok = not any(ms.fail_diverged for ms in measures) and good
     if margin and not z:
         text += f" (margin {fmt(margin)})"
     return bool(ok), text
@@ -1064,23 +1088,7 @@ def evaluate(
         try:
             if df is None and not (check.get("of") and _only_grid(check)):
                 raise _NotRun(f"no results for {profile}")
-            if check["type"] in ("range", "close"):
-                of = check["of"] if isinstance(check["of"], list) else [check["of"]]
-                measures = [_measure_se(m, ev) for m in of]
-                if check["type"] == "range":
-                    ok, text = _check_range(check, measures, profile)
-                else:
-                    to = check["to"]
-                    target = (
-                        _measure(to, ev)
-                        if isinstance(to, Mapping) and "metric" in to
-                        else _resolve(to, profile)
-                    )
-                    ok, text = _check_close(check, measures, target, profile)
-            else:
-                seq = check.get("ascending", check.get("descending"))
-                measures = [_measure_se(m, ev) for m in seq]
-                ok, text = _check_order(check, measures, profile)
+            ok, text, measures = _run_check(check, ev, profile)
             res.verdict, res.measured = (PASS if ok else FAIL), text
             res.values = {
                 ms.name: (ms.value if ms.value is not None else dict(ms.members)) for ms in measures
@@ -1090,6 +1098,24 @@ def evaluate(
         except _Broken as why:
             res.verdict, res.measured = FAIL, f"cannot evaluate: {why}"
     return out
+
+
+def _run_check(check: Mapping, ev: Evidence, profile: str) -> tuple[bool, str, list[_Measured]]:
+    """Measure a claim's check on the evidence: (holds, what was measured, the measures)."""
+    if check["type"] in ("range", "close"):
+        of = check["of"] if isinstance(check["of"], list) else [check["of"]]
+        measures = [_measure_se(m, ev) for m in of]
+        if check["type"] == "range":
+            ok, text = _check_range(check, measures, profile)
+        else:
+            to = check["to"]
+            target = _measure(to, ev) if isinstance(to, Mapping) and "metric" in to else _resolve(to, profile)
+            ok, text = _check_close(check, measures, target, profile)
+    else:
+        seq = check.get("ascending", check.get("descending"))
+        measures = [_measure_se(m, ev) for m in seq]
+        ok, text = _check_order(check, measures, profile)
+    return ok, text, measures
 
 
 def _measure_se(m: Mapping, ev: Evidence) -> _Measured:

@@ -118,53 +118,15 @@ def store(
         )
     out = Path(dest) / profile / str(fig.id)
     out.mkdir(parents=True, exist_ok=True)
-    info: dict = dict(check.read_json(src / check.FIGURE_JSON) or {})
-    runs = check._runs_info(src, info or None)
-    prov = res.provenance
-    info.setdefault("figure", str(fig.id))
-    info.setdefault("profile", profile)
-    for key in ("machine", "git_commit", "wall_time_s", "wall_time_is_sum_of_runs"):
-        if key in prov and key not in info:
-            info[key] = prov[key]
-    info["runs"] = {
-        k: {f: v[f] for f in ("status", "wall_time_s", "diverged_at_outer_step") if v.get(f) is not None}
-        for k, v in sorted(runs.items())
-    }
-    _record_packages(info, runs)
-    if wall_time_s is not None:
-        info["wall_time_s"] = float(wall_time_s)
-        info.pop("wall_time_is_sum_of_runs", None)
-    if machine:
-        info["machine"] = {
-            "description": machine,
-            **(info["machine"] if isinstance(info.get("machine"), dict) else {}),
-        }
-    if git_commit:
-        info["git_commit"] = git_commit
-    if end_time:
-        info["end_time"] = end_time
-    if load:
-        info["load"] = load
-    if note:
-        info["note"] = note
+    info = _stored_info(str(fig.id), profile, src, res)
+    given = dict(wall_time_s=wall_time_s, load=load, note=note, machine=machine, git_commit=git_commit)
+    _apply_given(info, end_time=end_time, **given)
     if "end_time" not in info and res.metrics_path is not None:  # the last file the figure wrote
         last = max(p.stat().st_mtime for p in src.iterdir() if p.is_file())
         stamp = dt.datetime.fromtimestamp(last, dt.timezone.utc)
         info["end_time"] = stamp.strftime("%Y-%m-%dT%H:%M:%SZ")
     info["stored_from"] = str(src)
-    for step in (info.get("steps") or {}).values():  # digests of files the store does not hold
-        if isinstance(step, dict):
-            step.pop(integrity.DIGESTS, None)
-    written = [_write_table(res.metrics, out, "metrics")]
-    if res.grid is not None:
-        grid = res.grid
-        if len(grid) > GRID_KEEP_LOWEST:
-            grid = grid.nsmallest(GRID_KEEP_LOWEST, "value").sort_index()
-            info["grid_trimmed"] = f"the {GRID_KEEP_LOWEST} lowest of {len(res.grid)} grid points"
-        written.append(_write_table(grid, out, "grid"))
-    else:
-        for name in check.GRID_NAMES:  # a grid from an earlier store would not match these results
-            (out / name).unlink(missing_ok=True)
+    written = _write_tables(res, out, info)
     info[integrity.DIGESTS] = {path.name: integrity.file_digest(path) for path in written}
     (out / check.FIGURE_JSON).write_text(
         json.dumps(info, indent=2, sort_keys=True, default=str, ensure_ascii=False) + "\n"
@@ -175,6 +137,57 @@ def store(
             if suffix == "" or suffix.startswith("_"):
                 shutil.copyfile(png, Path(images) / f"{fig.id}_{profile}{suffix}.png")
     return out
+
+
+def _stored_info(fig_id: str, profile: str, src: Path, res: check.FigureResults) -> dict:
+    """The stored figure.json: the figure's own record, completed from its runs' records."""
+    info: dict = dict(check.read_json(src / check.FIGURE_JSON) or {})
+    runs = check._runs_info(src, info or None)
+    prov = res.provenance
+    info.setdefault("figure", fig_id)
+    info.setdefault("profile", profile)
+    for key in ("machine", "git_commit", "wall_time_s", "wall_time_is_sum_of_runs"):
+        if key in prov and key not in info:
+            info[key] = prov[key]
+    info["runs"] = {
+        k: {f: v[f] for f in ("status", "wall_time_s", "diverged_at_outer_step") if v.get(f) is not None}
+        for k, v in sorted(runs.items())
+    }
+    _record_packages(info, runs)
+    for step in (info.get("steps") or {}).values():  # digests of files the store does not hold
+        if isinstance(step, dict):
+            step.pop(integrity.DIGESTS, None)
+    return info
+
+
+def _apply_given(info: dict, *, wall_time_s, load, note, machine, git_commit, end_time) -> None:
+    """What the person storing the results states (wall time, load, machine, ...) over the record."""
+    if wall_time_s is not None:
+        info["wall_time_s"] = float(wall_time_s)
+        info.pop("wall_time_is_sum_of_runs", None)
+    if machine:
+        info["machine"] = {
+            "description": machine,
+            **(info["machine"] if isinstance(info.get("machine"), dict) else {}),
+        }
+    for key, value in (("git_commit", git_commit), ("end_time", end_time), ("load", load), ("note", note)):
+        if value:
+            info[key] = value
+
+
+def _write_tables(res: check.FigureResults, out: Path, info: dict) -> list[Path]:
+    """Write the merged table and the grid (its lowest points) into ``out``; the files written."""
+    written = [_write_table(res.metrics, out, "metrics")]
+    if res.grid is not None:
+        grid = res.grid
+        if len(grid) > GRID_KEEP_LOWEST:
+            grid = grid.nsmallest(GRID_KEEP_LOWEST, "value").sort_index()
+            info["grid_trimmed"] = f"the {GRID_KEEP_LOWEST} lowest of {len(res.grid)} grid points"
+        written.append(_write_table(grid, out, "grid"))
+    else:
+        for name in check.GRID_NAMES:  # a grid from an earlier store would not match these results
+            (out / name).unlink(missing_ok=True)
+    return written
 
 
 # ----------------------------------------------------------------------------- generated text
@@ -363,33 +376,39 @@ def figure_block(name: str, evaluated: dict, root: Path) -> str:
                 "",
             ]
         else:
-            judged = (
-                "paper-scale: every claim decides"
-                if scale == "paper"
-                else ("smaller than the paper: claims of scale `paper` are indicative and do not decide")
-            )
-            lines += [
-                "",
-                f"Profile scale `{scale}` ({judged}).",
-                "",
-                claims.table(rows),
-                "",
-                f"{claims.summary(rows)}.",
-                "",
-            ]
-            found = findings(rows)
-            if found:
-                lines += ["Findings (written after the results were known):", ""]
-                lines += [f"- {f}" for f in found]
-                lines.append("")
-        # profiles that extend this one's name (quick_holdout)
-        longer = [q for q in config.profile_names() if q != profile and q.startswith(f"{profile}_")]
-        for image in [FIG_DOCS / f"{name}_{profile}.png", *sorted(FIG_DOCS.glob(f"{name}_{profile}_*.png"))]:
-            if any(image.stem == f"{name}_{q}" or image.stem.startswith(f"{name}_{q}_") for q in longer):
-                continue  # another profile's image (figure7_quick_holdout.png is not quick's)
-            if image.exists():
-                lines += [f"![{name}, {profile} profile]({image.name})", ""]
+            lines += _claims_lines(rows, scale)
+        lines += _image_lines(name, profile)
     return "\n".join(lines)
+
+
+def _claims_lines(rows: list[claims.Result], scale: str) -> list[str]:
+    """A profile's scale, claims table, summary and findings, as markdown lines."""
+    judged = (
+        "paper-scale: every claim decides"
+        if scale == "paper"
+        else ("smaller than the paper: claims of scale `paper` are indicative and do not decide")
+    )
+    lines = ["", f"Profile scale `{scale}` ({judged}).", "", claims.table(rows), ""]
+    lines += [f"{claims.summary(rows)}.", ""]
+    found = findings(rows)
+    if found:
+        lines += ["Findings (written after the results were known):", ""]
+        lines += [f"- {f}" for f in found]
+        lines.append("")
+    return lines
+
+
+def _image_lines(name: str, profile: str) -> list[str]:
+    """Markdown for the profile's stored images (``<figure>_<profile>.png``, ``..._<profile>_*.png``)."""
+    lines = []
+    # profiles that extend this one's name (quick_holdout)
+    longer = [q for q in config.profile_names() if q != profile and q.startswith(f"{profile}_")]
+    for image in [FIG_DOCS / f"{name}_{profile}.png", *sorted(FIG_DOCS.glob(f"{name}_{profile}_*.png"))]:
+        if any(image.stem == f"{name}_{q}" or image.stem.startswith(f"{name}_{q}_") for q in longer):
+            continue  # another profile's image (figure7_quick_holdout.png is not quick's)
+        if image.exists():
+            lines += [f"![{name}, {profile} profile]({image.name})", ""]
+    return lines
 
 
 def verdict_word(rows: list[claims.Result], compact: bool = False) -> str:

@@ -296,6 +296,13 @@ def measure_variance(
             st.update(_ratio(st, stats[pes_key]))
         rows += _config_rows(cfg, st, task, spec, task_label=task_label, seed=seed)
         detail.append(_detail_row(cfg, st, task, spec, task_label=task_label))
+    rows += _reference_rows(task, spec, task_label=task_label, seed=seed, norm_sq=norm_sq, floor=floor)
+    return pd.DataFrame(rows, columns=list(results.COLUMNS)), pd.DataFrame(detail)
+
+
+def _reference_rows(task, spec: Mapping, *, task_label: str, seed: int, norm_sq: float, floor: float) -> list:
+    """The reference's two rows (``reference_norm_sq``, ``reference_floor``) in the results schema."""
+    horizon = task.system.horizon
     ref_info = dict(
         run_id=f"var-{task_label}-reference",
         figure="",
@@ -308,11 +315,10 @@ def measure_variance(
         outer_step=horizon,
         inner_steps=horizon,
     )
-    rows += [
+    return [
         dict(ref_info, metric="reference_norm_sq", value=norm_sq),
         dict(ref_info, metric="reference_floor", value=float(floor)),
     ]
-    return pd.DataFrame(rows, columns=list(results.COLUMNS)), pd.DataFrame(detail)
 
 
 def _ratio(st: Mapping, pes: Mapping) -> dict:

@@ -297,6 +297,14 @@ def read_table(
     patterns = dict(numbers or {})
     if prefixed is not None:
         patterns.update({c: prefixed[1] for c in header if c.startswith(prefixed[0])})
+    return _parse_numbers(raw, patterns, lines, path, fix)
+
+
+def _parse_numbers(
+    raw: pd.DataFrame, patterns: Mapping[str, re.Pattern], lines: list[int], path: Path, fix: str
+) -> pd.DataFrame:
+    """``raw`` (text cells) with each column of ``patterns`` checked against its pattern and
+    converted (int64 or float; an empty cell is NaN); a bad cell is `Damaged` naming its line."""
     df = raw.copy()
     for col, pattern in patterns.items():
         if col not in raw.columns:
