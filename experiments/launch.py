@@ -625,7 +625,7 @@ class Jobs:
             "host": socket.gethostname(),
             "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         }
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         try:
             record["CUDA_VISIBLE_DEVICES"] = _pin(cfg.launch, self.folder)
             if record["CUDA_VISIBLE_DEVICES"] is None:
@@ -641,9 +641,25 @@ class Jobs:
             if isinstance(err, KeyboardInterrupt):
                 text = f"interrupted ({text})" if text != "KeyboardInterrupt" else "interrupted"
             record.update(status="failed", error=text)
-        record.update(wall_time_s=time.perf_counter() - t0, ended=time.strftime("%Y-%m-%d %H:%M:%S"))
+        record.update(
+            wall_time_s=time.perf_counter() - t0,
+            cpu_time_s=time.process_time() - cpu0,
+            ended=time.strftime("%Y-%m-%d %H:%M:%S"),
+        )
         io.write_json_anyhow(path, record)
         return {"job": job["name"], "status": record["status"], "error": record.get("error")}
+
+
+def jobs_cpu_time(folder: Path, names: Sequence[str]) -> float:
+    """The processor time the named jobs' records report, summed over the jobs that ran in other
+    processes (a launcher that runs jobs in this process counts them in its own time already;
+    a record without one counts 0)."""
+    total = 0.0
+    for name in names:
+        record = io.read_json(folder / f"{name}.json") or {}
+        if (record.get("pid"), record.get("host")) != (os.getpid(), socket.gethostname()):
+            total += float(record.get("cpu_time_s") or 0.0)
+    return total
 
 
 def _claim(folder: Path, name: str) -> bool:
@@ -690,21 +706,50 @@ def _verdict(folder: Path, name: str) -> tuple[str, str]:
     return "not run", "not run (the launcher stopped before it started)"
 
 
-def run_jobs(plan, jobs: list[dict], overrides: list[str], launch_cfg: DictConfig, command: str) -> None:
-    """Hand ``jobs`` to the launcher as one Hydra sweep; raise `JobsFailed` naming each job
-    that did not finish."""
+def _fresh_records(folder: Path, jobs: list[dict], command: str) -> None:
+    """Write the submission's job table and drop what these jobs left last time (records, claims):
+    it is not this submission's verdict."""
+    folder.mkdir(parents=True, exist_ok=True)
+    table = [{"job": i, "name": j["name"], "kind": j["kind"]} for i, j in enumerate(jobs)]
+    io.write_json(folder / TABLE, {"command": command, "jobs": table})
+    for job in jobs:
+        for suffix in (".json", CLAIM):
+            with contextlib.suppress(FileNotFoundError):
+                (folder / f"{job['name']}{suffix}").unlink()
+
+
+def _multirun(plan, task_function: Jobs, sweep: list[str]) -> str | None:
+    """One Hydra multirun of the launch config; the launcher's error in one line, if it raised one."""
     from hydra._internal.hydra import Hydra
     from hydra._internal.utils import create_config_search_path
     from hydra.core.global_hydra import GlobalHydra
 
+    GlobalHydra.instance().clear()
+    try:
+        app = Hydra.create_main_hydra2(
+            task_name=f"pes-{plan.fig.id}",
+            config_search_path=create_config_search_path(str(config.CONFIG_DIR)),
+        )
+        app.multirun(
+            config_name=LAUNCH_CONFIG,
+            task_function=task_function,
+            overrides=sweep,
+            with_log_configuration=False,
+        )
+    except KeyboardInterrupt:
+        raise
+    except Exception as err:  # noqa: BLE001 - a killed worker, a failed submission: the records say which jobs
+        return cli.one_line(err) or type(err).__name__
+    finally:
+        GlobalHydra.instance().clear()
+    return None
+
+
+def run_jobs(plan, jobs: list[dict], overrides: list[str], launch_cfg: DictConfig, command: str) -> None:
+    """Hand ``jobs`` to the launcher as one Hydra sweep; raise `JobsFailed` naming each job
+    that did not finish."""
     folder = plan.ctx.fig_dir / JOBS_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    table = [{"job": i, "name": j["name"], "kind": j["kind"]} for i, j in enumerate(jobs)]
-    io.write_json(folder / TABLE, {"command": command, "jobs": table})
-    for job in jobs:  # what a job left last time is not this submission's verdict
-        for suffix in (".json", CLAIM):
-            with contextlib.suppress(FileNotFoundError):
-                (folder / f"{job['name']}{suffix}").unlink()
+    _fresh_records(folder, jobs, command)
     name = launcher_name(launch_cfg)
     workers = launch_cfg.launch.workers
     workers = min(int(workers), len(jobs)) if workers else None
@@ -720,26 +765,8 @@ def run_jobs(plan, jobs: list[dict], overrides: list[str], launch_cfg: DictConfi
         *overrides,
         f"job=range(0,{workers or len(jobs)})",
     ]
-    error = None
     t0 = time.perf_counter()
-    GlobalHydra.instance().clear()
-    try:
-        app = Hydra.create_main_hydra2(
-            task_name=f"pes-{plan.fig.id}",
-            config_search_path=create_config_search_path(str(config.CONFIG_DIR)),
-        )
-        app.multirun(
-            config_name=LAUNCH_CONFIG,
-            task_function=Jobs(jobs, folder, workers),
-            overrides=sweep,
-            with_log_configuration=False,
-        )
-    except KeyboardInterrupt:
-        raise
-    except Exception as err:  # noqa: BLE001 - a killed worker, a failed submission: the records say which jobs
-        error = cli.one_line(err) or type(err).__name__
-    finally:
-        GlobalHydra.instance().clear()
+    error = _multirun(plan, Jobs(jobs, folder, workers), sweep)
     verdicts = [(job["name"], *_verdict(folder, job["name"])) for job in jobs]
     bad = [(n, s, w) for n, s, w in verdicts if s != "done"]
     _log(
@@ -771,7 +798,7 @@ def reproduce(
     (``overrides``: from `launcher_overrides`); returns the merged CSV."""
     from experiments import pipeline
 
-    since = (artefacts.now(), time.perf_counter())
+    since = (artefacts.now(), time.perf_counter(), time.process_time())
     plan = pipeline.prepare(figure, profile, extra)  # every check, before anything is computed
     folder = plan.ctx.fig_dir / JOBS_DIR
     sweep_dir = next(
@@ -803,6 +830,7 @@ def reproduce(
             "overrides": list(overrides),
             "submitted": [j["name"] for j in jobs],
             "wall_time_s": time.perf_counter() - t0,
+            "cpu_time_s": jobs_cpu_time(folder, [j["name"] for j in jobs]),
             "records": f"{JOBS_DIR}/",
         }
         return pipeline.reproduce(

@@ -299,6 +299,8 @@ def figure_record(plan: Plan, extra: Sequence[str], started: str, status: str, *
     steps ({name: {wall_time_s, cached, fingerprint, files}}: wall_time_s is the compute
     time, also when the files were reused), plot ({script, files, wall_time_s}),
     compute_wall_time_s (runs + steps: the cost of reproducing from scratch),
+    cpu_time_s (processor time of this invocation: its own process, all threads, plus its jobs'
+    processes while they ran its jobs; with wall_time_s, how many cores it kept busy),
     metrics_csv, rows ({source: count}).
     """
     record = {
@@ -395,20 +397,23 @@ def reproduce(
     *,
     plot_figure: bool = True,
     plan: Plan | None = None,
-    since: tuple[str, float] | None = None,
+    since: tuple[str, float, float] | None = None,
     jobs: dict | None = None,
 ) -> Path:
     """Reproduce ``figure`` under ``profile`` (see the module docstring); returns the merged CSV.
     One command at a time per figure and results folder: another waits (`figure_lock`).
-    `experiments.launch` passes its ``plan``, start (``since``: time, perf counter) and ``jobs``
-    (recorded in figure.json) after the figure's jobs ran."""
-    started, t0 = since or (artefacts.now(), time.perf_counter())
+    `experiments.launch` passes its ``plan``, start (``since``: time, perf counter, process
+    time) and ``jobs`` (recorded in figure.json, with their processor time) after the figure's
+    jobs ran."""
+    since = since or (artefacts.now(), time.perf_counter(), time.process_time())
     plan = plan or prepare(figure, profile, extra)
     with figure_lock(plan.ctx.fig_dir, plan.ctx.log, f"figure {plan.fig.id} ({profile})"):
-        return _reproduce(plan, extra, plot_figure, started, t0, jobs)
+        return _reproduce(plan, extra, plot_figure, since, jobs)
 
 
-def _reproduce(plan: Plan, extra, plot_figure: bool, started: str, t0: float, jobs: dict | None) -> Path:
+def _reproduce(
+    plan: Plan, extra, plot_figure: bool, since: tuple[str, float, float], jobs: dict | None
+) -> Path:
     ctx, fig_dir = plan.ctx, plan.ctx.fig_dir
     csv = fig_dir / "metrics.csv"
     parts: dict[str, Any] = {"runs": {}, "steps": {}, "plot": None, "size_estimate": plan.size_estimate}
@@ -418,9 +423,12 @@ def _reproduce(plan: Plan, extra, plot_figure: bool, started: str, t0: float, jo
     if previous and csv.is_file():  # the merged table on disk and what it was built from, until rebuilt
         parts.update({k: previous[k] for k in (integrity.DIGESTS, "runs") if k in previous})
 
+    started, t0, cpu0 = since
+
     def record(status: str, *, after_error: bool = False) -> None:
         wall = time.perf_counter() - t0
-        data = figure_record(plan, extra, started, status, wall_time_s=wall, **parts)
+        cpu = time.process_time() - cpu0 + float((jobs or {}).get("cpu_time_s") or 0.0)
+        data = figure_record(plan, extra, started, status, wall_time_s=wall, cpu_time_s=cpu, **parts)
         if after_error:  # the error on its way out is the one to report, even if this write fails
             io.write_json_anyhow(fig_dir / RECORD, data)
         else:

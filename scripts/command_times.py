@@ -4,8 +4,10 @@
 
 Prints a markdown table: the figure, the command's wall time (start to end of
 `experiments.reproduce`, jobs included), the summed compute of its runs and post-steps (what
-one process would spend), the launcher and number of jobs, and the start and end times; then the
-totals.  Reads figure.json files only.
+one process would spend), the processor time of the command and its jobs and the cores it kept
+busy on average (processor time / wall time; "—" for a record written before processor time was
+recorded), the launcher and number of jobs, and the start and end times; then the totals.
+Reads figure.json files only.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ def rows(root: Path, profile: str) -> list[dict]:
                 "figure": path.parent.name,
                 "wall": float(record.get("wall_time_s") or 0.0),
                 "compute": float(record.get("compute_wall_time_s") or 0.0),
+                "cpu": None if record.get("cpu_time_s") is None else float(record["cpu_time_s"]),
                 "jobs": f"{jobs.get('launcher')}, {len(jobs.get('submitted', []))} jobs"
                 if jobs
                 else "serial",
@@ -40,17 +43,26 @@ def rows(root: Path, profile: str) -> list[dict]:
     return out
 
 
+def _cpu_cells(cpu: float | None, wall: float) -> list[str]:
+    if cpu is None:
+        return ["—", "—"]
+    return [_minutes(cpu), f"{cpu / wall:.2f}" if wall > 0 else "—"]
+
+
 def table(found: list[dict]) -> str:
-    lines = [
-        "| figure | command wall time | runs + post-steps, summed | jobs | start | end |",
-        "|---|---|---|---|---|---|",
-    ]
+    header = ["figure", "command wall time", "runs + post-steps, summed", "processor time", "cores busy"]
+    header += ["jobs", "start", "end"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in found:
-        cells = [r["figure"], _minutes(r["wall"]), _minutes(r["compute"]), r["jobs"], r["start"], r["end"]]
+        cells = [r["figure"], _minutes(r["wall"]), _minutes(r["compute"]), *_cpu_cells(r["cpu"], r["wall"])]
+        cells += [r["jobs"], r["start"], r["end"]]
         lines.append("| " + " | ".join(cells) + " |")
     total = sum(r["wall"] for r in found)
     summed = sum(r["compute"] for r in found)
-    lines.append(f"| all ({len(found)}) | {_minutes(total)} | {_minutes(summed)} | | | |")
+    cpus = [r["cpu"] for r in found]
+    cpu_cells = _cpu_cells(None if None in cpus else sum(cpus), total)
+    cells = [f"all ({len(found)})", _minutes(total), _minutes(summed), *cpu_cells, "", "", ""]
+    lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -159,6 +159,11 @@ def test_joblib_jobs_pinned_to_device_slots_give_the_serial_table(tmp_path, seri
     assert len(set(by_pid.values())) == len(by_pid)  # two processes never share a slot
     table = json.loads((csv.parent / launch.JOBS_DIR / launch.TABLE).read_text())
     assert [j["name"] for j in table["jobs"]] == ["step-grid", "run-pes", "run-es"]
+    # processor time: each job's own, and the figure's = the command's process + its jobs' processes
+    assert all(r["cpu_time_s"] > 0 for r in recs.values())
+    fig = json.loads((csv.parent / "figure.json").read_text())
+    assert fig["jobs"]["cpu_time_s"] == pytest.approx(sum(r["cpu_time_s"] for r in recs.values()))
+    assert fig["cpu_time_s"] > fig["jobs"]["cpu_time_s"]
     before = {p: p.stat().st_mtime_ns for p in (csv.parent / launch.JOBS_DIR).glob("run-*.json")}
     launched(tmp_path, args)  # everything finished: no job, the same merge
     assert {p: p.stat().st_mtime_ns for p in before} == before
@@ -467,6 +472,8 @@ def test_grid_tiles_and_late_steps_as_jobs_give_the_serial_table(tmp_path):
         "step-evaluation",
     ]
     assert record["steps"]["grid"]["cached"] and record["steps"]["evaluation"]["cached"]
+    # the basic launcher ran the jobs in this process: their time is in its own, counted once
+    assert record["jobs"]["cpu_time_s"] == 0.0 and record["cpu_time_s"] > 0
     assert (
         record["steps"]["grid"]["fingerprint"]
         == json.loads((want.parent / "figure.json").read_text())["steps"]["grid"]["fingerprint"]

@@ -73,6 +73,7 @@ def test_figure_record(tiny):
     )
     assert rec["rows"] == {"grid": 7, "run": int((pd.read_csv(csv)["source"] == "run").sum())}
     assert rec["compute_wall_time_s"] >= step["wall_time_s"]
+    assert 0 < rec["cpu_time_s"] and "jobs" not in rec  # serial: this process's time alone
     png = csv.parent.parent / "figures" / "tiny.png"
     assert png.stat().st_size > 5_000 and rec["plot"]["files"] == ["figures/tiny.png"]
 
