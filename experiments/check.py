@@ -262,14 +262,10 @@ def results_root_for(fig_id: str, profile: str, root, reference: str) -> tuple[P
     return Path(root), ""
 
 
-def _parse(argv: list[str]) -> dict:
-    args = {
-        "figure": None,
-        "profile": "quick",
-        "results_root": DEFAULT_RESULTS,
-        "report_only": "false",
-        "reference": "auto",
-    }
+def key_value_arguments(argv: list[str], defaults: dict) -> dict:
+    """``key=value`` command-line arguments over ``defaults``; a bare word or an unknown key is a
+    one-line `config.ConfigError` naming the keys allowed."""
+    args = dict(defaults)
     for a in argv:
         key, sep, value = a.partition("=")
         if not sep or key not in args:
@@ -277,6 +273,18 @@ def _parse(argv: list[str]) -> dict:
                 f"argument {a!r} is invalid; allowed: {', '.join(k + '=...' for k in args)}"
             )
         args[key] = value
+    return args
+
+
+def _parse(argv: list[str]) -> dict:
+    defaults = {
+        "figure": None,
+        "profile": "quick",
+        "results_root": DEFAULT_RESULTS,
+        "report_only": "false",
+        "reference": "auto",
+    }
+    args = key_value_arguments(argv, defaults)
     if not args["figure"]:
         raise config.ConfigError(
             f"figure=<name> is required; allowed: all, {', '.join(figures.figure_names())} or a YAML path"
@@ -358,14 +366,20 @@ def outcome(code: int, report_only: bool = False) -> str:
     return f"check: {words.get(code, 'unknown outcome')} (exit {code})"
 
 
-def main() -> None:
+def command_main(run_command, outcome_of) -> None:
+    """A results command's entry point: ``run_command(argv)``'s exit code, or a configuration
+    problem or damaged results as one ``error:`` line ending with ``outcome_of(code)``."""
     cli.printable_output()  # an output encoding without "—" or "θ" (PYTHONIOENCODING=ascii) never crashes
     try:
-        sys.exit(run(sys.argv[1:]))
+        sys.exit(run_command(sys.argv[1:]))
     except (config.ConfigError, integrity.Damaged) as err:
         code = getattr(err, "exit_code", claims.EXIT_CONFIG)
-        print(f"error: {err} -- {outcome(code)}", file=sys.stderr)
+        print(f"error: {err} -- {outcome_of(code)}", file=sys.stderr)
         sys.exit(code)
+
+
+def main() -> None:
+    command_main(run, outcome)
 
 
 if __name__ == "__main__":

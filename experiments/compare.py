@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from experiments import check, claims, cli, config, figures, integrity
+from experiments import check, claims, config, figures, integrity
 
 VALUE = "value"
 MEASURED_SOURCES = ("timing",)
@@ -183,13 +183,8 @@ def outcome(code: int) -> str:
 
 
 def _parse(argv: list[str]) -> dict:
-    args = {"figure": None, "profile": "quick", "results_root": check.DEFAULT_RESULTS, "against": None}
-    for a in argv:
-        key, sep, value = a.partition("=")
-        if not sep or key not in args:
-            allowed = ", ".join(k + "=..." for k in args)
-            raise config.ConfigError(f"argument {a!r} is invalid; allowed: {allowed}")
-        args[key] = value
+    defaults = {"figure": None, "profile": "quick", "results_root": check.DEFAULT_RESULTS, "against": None}
+    args = check.key_value_arguments(argv, defaults)
     if not args["figure"]:
         raise config.ConfigError(
             f"figure=<name> is required; allowed: {', '.join(figures.figure_names())} or a YAML path"
@@ -227,13 +222,7 @@ def run(argv: list[str], out=None) -> int:
 
 
 def main() -> None:
-    cli.printable_output()
-    try:
-        sys.exit(run(sys.argv[1:]))
-    except (config.ConfigError, integrity.Damaged) as err:
-        code = getattr(err, "exit_code", claims.EXIT_CONFIG)
-        print(f"error: {err} -- {outcome(code)}", file=sys.stderr)
-        sys.exit(code)
+    check.command_main(run, outcome)
 
 
 if __name__ == "__main__":
