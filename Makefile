@@ -36,6 +36,14 @@ FIGURE_EXTRAS_10 := suite,data,control
 figure_extras = $(or $(FIGURE_EXTRAS_$(1)),suite$(comma)data$(comma)control)
 # $(call env,EXTRAS): the stamp of a .venv that holds the package with those extras
 env = $(VENV)/.extras-$(subst $(comma),-,$(1))
+# A .venv installed for another checkout (this folder copied or moved, a venv shared between
+# clones) would import that checkout's code: its stamps are dropped, so it is installed again here.
+ifneq ($(wildcard $(VENV)/.extra-core),)
+ifneq ($(strip $(shell cat $(VENV)/lib/python*/site-packages/pes-repro-checkout.pth 2>/dev/null)),$(CURDIR))
+$(info $(VENV) was installed for another checkout; installing it again for $(CURDIR))
+$(shell rm -f $(VENV)/.extra-* $(VENV)/.extras-*)
+endif
+endif
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_%-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | awk -F'\t' '{printf "  %-22s %s\n", $$1, $$2}'
