@@ -86,7 +86,8 @@ def compare_tables(name: str, stored: pd.DataFrame, new: pd.DataFrame) -> TableC
     a = compared[VALUE].to_numpy(np.float64)
     b = compared[VALUE + "_new"].to_numpy(np.float64)
     same = (a == b) | (np.isnan(a) & np.isnan(b))
-    differ = compared.loc[~same, [*keys, VALUE, VALUE + "_new"]].assign(abs_diff=np.abs(a - b)[~same])
+    gap = np.where(np.isnan(a) ^ np.isnan(b), np.inf, np.abs(a - b))  # a number against NaN: infinitely far
+    differ = compared.loc[~same, [*keys, VALUE, VALUE + "_new"]].assign(abs_diff=gap[~same])
     in_stored = new[keys].merge(stored[keys], on=keys, how="left", indicator=True)["_merge"] == "both"
     return TableComparison(
         name,

@@ -49,6 +49,17 @@ def test_the_smallest_change_a_missing_row_and_an_extra_row_are_each_found():
     assert "run/loss: 1 row(s) of 1 run(s); largest |difference| 4.44e-16 at source run, run_id r1" in text
 
 
+def test_a_value_that_became_nan_is_the_largest_difference():
+    stored = _table([1.0, 2.0], metric="loss")
+    stored = pd.concat([stored, _table([5.0], metric="acc")], ignore_index=True)
+    new = stored.assign(value=[1.0, 2.5, np.nan])
+    c = compare.compare_tables("metrics", stored, new)
+    assert len(c.differ) == 2
+    lines = compare.table_lines(c)
+    assert lines[1].startswith("  run/acc: 1 row(s) of 1 run(s); largest |difference| inf")  # listed first
+    assert "(stored 5, new nan)" in lines[1] and lines[2].startswith("  run/loss: 1 row(s)")
+
+
 def test_wall_clock_rows_are_looked_up_not_compared():
     timing = {"source": "timing", "metric": "s_per_step"}
     stored = pd.concat([_table([1.0]), _table([0.5], **timing)], ignore_index=True)
