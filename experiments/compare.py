@@ -86,7 +86,9 @@ def compare_tables(name: str, stored: pd.DataFrame, new: pd.DataFrame) -> TableC
     a = compared[VALUE].to_numpy(np.float64)
     b = compared[VALUE + "_new"].to_numpy(np.float64)
     same = (a == b) | (np.isnan(a) & np.isnan(b))
-    gap = np.where(np.isnan(a) ^ np.isnan(b), np.inf, np.abs(a - b))  # a number against NaN: infinitely far
+    with np.errstate(invalid="ignore"):  # inf - inf: equal values, not shown
+        # a number against NaN is infinitely far, so it is listed first
+        gap = np.where(np.isnan(a) ^ np.isnan(b), np.inf, np.abs(a - b))
     differ = compared.loc[~same, [*keys, VALUE, VALUE + "_new"]].assign(abs_diff=gap[~same])
     in_stored = new[keys].merge(stored[keys], on=keys, how="left", indicator=True)["_merge"] == "both"
     return TableComparison(
